@@ -1,0 +1,13 @@
+"""Alembic environment: settings, lock and timeouts come from the uaip_db package."""
+
+from logging.config import fileConfig
+
+from alembic import context
+
+from uaip_db.migrate import run_env
+
+# Plain `alembic` gets alembic.ini's logging; inv tasks report progress themselves.
+if context.config.config_file_name and "uaip_db" not in context.config.attributes:
+    fileConfig(context.config.config_file_name, disable_existing_loggers=False)
+
+run_env(context)

@@ -1,0 +1,91 @@
+"""Nox sessions for uaip-db: `nox -l` lists them, `nox -s NAME` runs one.
+
+Every session that needs PostgreSQL gets a throwaway database (see uaip_db.scratch); the
+developer's database is never touched.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).resolve().parent
+# The throwaway server runs in this process, so the library must import before any venv exists.
+sys.path.insert(0, str(ROOT / "src"))
+
+from uaip_db.scratch import ScratchServer, child_env, start_scratch_server  # noqa: E402
+from uaip_db.schema import BASELINE_REVISION  # noqa: E402
+
+# Bare `nox` runs these, cheapest first, so a lint slip fails in seconds.
+nox.options.sessions = ["lint", "typecheck", "tests", "migrations"]
+# uv builds the session venvs in seconds; plain virtualenv where uv is missing.
+nox.options.default_venv_backend = "uv|virtualenv"
+# Installing dependencies is most of a session's time; reuse venvs unless asked not to (-N).
+nox.options.reuse_existing_virtualenvs = True
+
+# The same `inv` steps a laptop runs, one list per leg.
+LEGS: dict[str, list[list[str]]] = {
+    "fresh": [
+        ["db.upgrade"],
+        ["db.downgrade", "--rev", "base", "--yes"],
+        ["db.upgrade"],
+        ["db.current"],
+    ],
+    "seeded": [
+        ["db.seed"],
+        ["db.stamp", "--rev", BASELINE_REVISION],
+        ["db.upgrade"],
+        ["db.current"],
+    ],
+}
+
+_server: ScratchServer | None = None
+
+
+@contextmanager
+def throwaway_database(prefix: str) -> Iterator[dict[str, str]]:
+    """A new database on the run's throwaway server, as child-process settings; dropped after."""
+    global _server
+    if _server is None:
+        _server = start_scratch_server()
+    database = _server.create_database(prefix)
+    try:
+        yield child_env(database)
+    finally:
+        _server.drop_database(database.name)
+
+
+@nox.session
+@nox.parametrize("db", list(LEGS))
+def migrations(session: nox.Session, db: str) -> None:
+    """Run the lifecycle with inv on a throwaway database: fresh or seeded from init.sql."""
+    session.install("-e", ".")
+    with throwaway_database(f"uaip_nox_{db}") as env:
+        for step in LEGS[db]:
+            session.run("inv", *step, env=env)
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the pytest suite against a throwaway PostgreSQL."""
+    session.install("-e", ".[dev]")
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Check style and common mistakes with ruff."""
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """Type-check the library, tasks, noxfile and migrations with mypy (strict)."""
+    session.install("-e", ".[dev]")
+    session.run("mypy")

@@ -1,0 +1,192 @@
+"""Database settings: the real environment, then `.env`, then the defaults of the migrations guide.
+
+`DATABASE_URL` overrides the five `DB_*` variables. Passwords stay out of output: use
+`display_url()` for people, `sqlalchemy_url()` for SQLAlchemy (built with `URL.create`, never by
+joining strings) and `libpq_env()` for pg_dump/psql (passed through the environment, never on a
+command line).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from uaip_db import paths
+from uaip_db.errors import SettingsError
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+
+DEFAULTS: dict[str, str] = {
+    "DB_HOST": "localhost",
+    "DB_PORT": "15432",
+    "DB_NAME": "uaip_scoping",
+    "DB_USER": "uaip_user",
+    "DB_PASSWORD": "changeme",
+    "DB_ENV": "development",
+}
+SETTING_NAMES = (*DEFAULTS, "DATABASE_URL")
+ENVIRONMENTS = ("development", "ci", "production")
+URL_SCHEMES = ("postgres", "postgresql")
+CONNECT_TIMEOUT_SECONDS = 5
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    host: str = DEFAULTS["DB_HOST"]
+    port: int = int(DEFAULTS["DB_PORT"])
+    name: str = DEFAULTS["DB_NAME"]
+    user: str = DEFAULTS["DB_USER"]
+    password: str = field(default=DEFAULTS["DB_PASSWORD"], repr=False)
+    env: str = DEFAULTS["DB_ENV"]
+    options: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        dotenv_path: Path | None = None,
+    ) -> DatabaseConfig:
+        """Settings from `environ` (default: os.environ) over `.env` over the defaults."""
+        settings = resolve_settings(environ, dotenv_path)
+        env = settings["DB_ENV"].strip().lower()
+        if env not in ENVIRONMENTS:
+            raise SettingsError(
+                f"DB_ENV={settings['DB_ENV']!r} is not one of {', '.join(ENVIRONMENTS)}; "
+                "fix it in your environment or .env."
+            )
+        if settings.get("DATABASE_URL"):
+            return replace(parse_database_url(settings["DATABASE_URL"]), env=env)
+        return cls(
+            host=settings["DB_HOST"],
+            port=parse_port(settings["DB_PORT"], "DB_PORT"),
+            name=settings["DB_NAME"],
+            user=settings["DB_USER"],
+            password=settings["DB_PASSWORD"],
+            env=env,
+        )
+
+    @property
+    def is_production(self) -> bool:
+        return self.env == "production"
+
+    def with_database(self, name: str) -> DatabaseConfig:
+        return replace(self, name=name)
+
+    def sqlalchemy_url(self) -> URL:
+        from sqlalchemy.engine import URL
+
+        return URL.create(
+            "postgresql+psycopg",
+            username=self.user,
+            password=self.password,
+            host=self.host,
+            port=self.port,
+            database=self.name,
+            query=dict(self.options),
+        )
+
+    def display_url(self) -> str:
+        """The connection as people may see it: the password is never shown."""
+        return f"postgresql://{self.user}:***@{self.host}:{self.port}/{self.name}"
+
+    def where(self) -> str:
+        return f"database {self.name!r} at {self.host}:{self.port}"
+
+    def libpq_env(self) -> dict[str, str]:
+        """Variables for libpq programs (psql, pg_dump): the password travels here, not in argv."""
+        env = {
+            "PGHOST": self.host,
+            "PGPORT": str(self.port),
+            "PGDATABASE": self.name,
+            "PGUSER": self.user,
+            "PGPASSWORD": self.password,
+            "PGCONNECT_TIMEOUT": str(CONNECT_TIMEOUT_SECONDS),
+            "PGAPPNAME": "uaip-db",
+        }
+        for key, value in self.options:
+            env[f"PG{key.upper()}"] = value
+        return env
+
+    def connect_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for `psycopg.connect`."""
+        return {
+            "host": self.host,
+            "port": self.port,
+            "dbname": self.name,
+            "user": self.user,
+            "password": self.password,
+            "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+            "application_name": "uaip-db",
+            **dict(self.options),
+        }
+
+
+def resolve_settings(
+    environ: Mapping[str, str] | None = None, dotenv_path: Path | None = None
+) -> dict[str, str]:
+    """The raw setting strings; empty values count as unset."""
+    environ = os.environ if environ is None else environ
+    merged = dict(DEFAULTS)
+    for source in (read_dotenv(dotenv_path or paths.dotenv_file()), environ):
+        for name in SETTING_NAMES:
+            value = source.get(name)
+            if value is not None and value.strip() != "":
+                merged[name] = value
+    return merged
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        return {}
+    from dotenv import dotenv_values
+
+    return {key: value for key, value in dotenv_values(path).items() if value is not None}
+
+
+def load_dotenv_into_environ(path: Path | None = None) -> None:
+    """Entry points call this once so child processes see `.env` too; the real environment wins."""
+    for key, value in read_dotenv(path or paths.dotenv_file()).items():
+        os.environ.setdefault(key, value)
+
+
+def parse_port(value: str, source: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise SettingsError(
+            f"{source}={value!r} is not a port number (1-65535); fix it in your environment or .env."
+        )
+    return port
+
+
+def parse_database_url(url: str) -> DatabaseConfig:
+    """Parse `postgresql://user:password@host:port/name?option=value` (percent-encoded parts)."""
+    problem = "DATABASE_URL is not a PostgreSQL URL"
+    hint = "expected postgresql://USER:PASSWORD@HOST:PORT/NAME (percent-encode @ : / % # in parts)."
+    try:
+        parts = urlsplit(url.strip())
+        scheme = parts.scheme.split("+", 1)[0]
+        port_text = parts.port
+    except ValueError:
+        raise SettingsError(f"{problem}: its port is not a number; {hint}") from None
+    if scheme not in URL_SCHEMES or not parts.netloc:
+        raise SettingsError(f"{problem}; {hint}")
+    name = unquote(parts.path.lstrip("/"))
+    if not name or "/" in name:
+        raise SettingsError(f"{problem}: it names no database; {hint}")
+    defaults = DatabaseConfig()
+    return DatabaseConfig(
+        host=unquote(parts.hostname or defaults.host),
+        port=port_text or 5432,
+        name=name,
+        user=unquote(parts.username or defaults.user),
+        password=unquote(parts.password or ""),
+        options=tuple(parse_qsl(parts.query)),
+    )

@@ -1,0 +1,87 @@
+"""The migration lock: a session-level advisory lock, held on its own idle connection.
+
+The holder's connection stays outside any transaction, and waiters poll `pg_try_advisory_lock`
+in autocommit mode, so neither holds a snapshot: `CREATE INDEX CONCURRENTLY`, which waits for
+every older snapshot, is never stalled by a runner queueing for the lock.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from uaip_db.errors import UaipDbError
+
+LOCK_KEY = 0x5541_4950_4442  # "UAIPDB": the same key for every runner on the same database
+DEFAULT_WAIT_SECONDS = 60.0
+POLL_SECONDS = 0.1
+
+
+class LockTimeout(UaipDbError):
+    """Another runner kept the migration lock longer than we were willing to wait."""
+
+
+@contextmanager
+def migration_lock(
+    open_connection: Callable[[], Any],
+    wait_seconds: float = DEFAULT_WAIT_SECONDS,
+    on_wait: Callable[[str], None] | None = None,
+) -> Iterator[None]:
+    """Hold the lock for the body; `open_connection` returns a fresh DB-API connection."""
+    conn = open_connection()
+    try:
+        conn.autocommit = True
+        deadline = time.monotonic() + wait_seconds
+        told = False
+        while not _try_lock(conn):
+            if time.monotonic() >= deadline:
+                raise LockTimeout(
+                    f"Another migration holds the lock ({describe_holder(conn)}); waited "
+                    f"{wait_seconds:g} s. Let it finish and run again, or raise --lock-wait."
+                )
+            if on_wait is not None and not told:
+                on_wait(f"Waiting for the migration lock held by {describe_holder(conn)}...")
+                told = True
+            time.sleep(POLL_SECONDS)
+        try:
+            yield
+        finally:
+            _execute(conn, "SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+    finally:
+        conn.close()
+
+
+def _execute(conn: Any, query: str, params: tuple[Any, ...]) -> Any:
+    cursor = conn.cursor()
+    try:
+        cursor.execute(query, params)
+        return cursor.fetchone()
+    finally:
+        cursor.close()
+
+
+def _try_lock(conn: Any) -> bool:
+    return bool(_execute(conn, "SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,))[0])
+
+
+def describe_holder(conn: Any) -> str:
+    row = _execute(
+        conn,
+        """
+        SELECT a.pid, coalesce(nullif(a.application_name, ''), 'unknown program'),
+               coalesce(host(a.client_addr), 'local socket'),
+               to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS "UTC"')
+        FROM pg_locks AS l JOIN pg_stat_activity AS a ON a.pid = l.pid
+        WHERE l.locktype = 'advisory' AND l.granted
+          AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+          AND ((l.classid::bigint << 32) | l.objid::bigint) = %s
+        LIMIT 1
+        """,
+        (LOCK_KEY,),
+    )
+    if row is None:
+        return "a process that has since let go"
+    pid, program, client, since = row
+    return f"pid {pid}, {program} from {client}, connected since {since}"

@@ -1,0 +1,281 @@
+"""Alembic operations (upgrade, downgrade, stamp, history, heads, revision) and the env.py runner.
+
+Every path that migrates, `inv db.*` and plain `alembic` alike, goes through `run_env()`: an
+engine built from `DatabaseConfig` (or one handed in through `config.attributes["connection"]`),
+`lock_timeout`/`statement_timeout` on the connection, the advisory migration lock, and one
+transaction per migration.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TextIO
+
+from uaip_db import paths
+from uaip_db.config import DatabaseConfig
+from uaip_db.connect import connection, explain
+from uaip_db.errors import CheckFailed, MigrationError, SettingsError, UaipDbError
+from uaip_db.lock import DEFAULT_WAIT_SECONDS, migration_lock
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.runtime.environment import EnvironmentContext
+    from alembic.script import Script, ScriptDirectory
+    from sqlalchemy.engine import Connection, Engine
+
+DEFAULT_LOCK_TIMEOUT = "5s"
+DEFAULT_STATEMENT_TIMEOUT = "15min"
+VERSION_TABLE = "alembic_version"
+
+
+@dataclass
+class RunOptions:
+    """What a task asks of one env.py run; plain `alembic` gets the defaults."""
+
+    database: DatabaseConfig | None = None
+    lock_wait: float = DEFAULT_WAIT_SECONDS
+    report: Callable[[str], None] | None = None
+    from_task: bool = False
+
+
+def alembic_config(
+    database: DatabaseConfig | None = None,
+    *,
+    lock_wait: float = DEFAULT_WAIT_SECONDS,
+    report: Callable[[str], None] | None = None,
+    stdout: TextIO | None = None,
+) -> Config:
+    from alembic.config import Config
+
+    config = Config(str(paths.alembic_ini()), stdout=stdout or sys.stdout)
+    config.set_main_option("script_location", str(paths.migrations_dir()))
+    config.attributes["uaip_db"] = RunOptions(database, lock_wait, report, from_task=True)
+    return config
+
+
+def script_directory() -> ScriptDirectory:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config())
+
+
+# --- env.py ---------------------------------------------------------------------------------
+
+
+def run_env(context: EnvironmentContext) -> None:
+    """The body of migrations/env.py."""
+    options = context.config.attributes.get("uaip_db") or RunOptions()
+    try:
+        _run_env(context, options)
+    except UaipDbError as error:
+        if options.from_task:
+            raise
+        from alembic.util import CommandError
+
+        # Plain `alembic` prints a CommandError as one "FAILED: ..." line, without a traceback.
+        raise CommandError(str(error)) from None
+
+
+def _run_env(context: EnvironmentContext, options: RunOptions) -> None:
+    if context.is_offline_mode():
+        context.configure(
+            url=(options.database or DatabaseConfig.from_env()).sqlalchemy_url(),
+            literal_binds=True,
+            transaction_per_migration=True,
+            dialect_opts={"paramstyle": "named"},
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+    handed = context.config.attributes.get("connection")
+    if handed is not None:
+        _run_on_handed(context, handed, options)
+        return
+    database = options.database or DatabaseConfig.from_env()
+    engine = make_engine(database)
+    try:
+        with _locked(engine, options), engine.connect() as conn:
+            _run_online(context, conn, options)
+    except UaipDbError:
+        raise
+    except Exception as error:
+        raise _translate(error, database) from None
+    finally:
+        engine.dispose()
+
+
+def _run_on_handed(context: EnvironmentContext, handed: Engine | Connection, options: RunOptions) -> None:
+    from sqlalchemy.engine import Engine
+
+    if isinstance(handed, Engine):
+        with _locked(handed, options), handed.connect() as conn:
+            _run_online(context, conn, options)
+    else:
+        _run_online(context, handed, options)
+
+
+def _run_online(context: EnvironmentContext, conn: Connection, options: RunOptions) -> None:
+    context.configure(
+        connection=conn,
+        target_metadata=None,
+        transaction_per_migration=True,
+        on_version_apply=_reporter(options.report) if options.report else (),
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+@contextmanager
+def _locked(engine: Engine, options: RunOptions) -> Iterator[None]:
+    def open_connection() -> Any:
+        import psycopg
+
+        args, kwargs = engine.dialect.create_connect_args(engine.url)
+        return psycopg.connect(*args, **kwargs, autocommit=True)
+
+    with migration_lock(open_connection, options.lock_wait, options.report):
+        yield
+
+
+def make_engine(database: DatabaseConfig) -> Engine:
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    lock_timeout = os.environ.get("UAIP_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT)
+    statement_timeout = os.environ.get("UAIP_STATEMENT_TIMEOUT", DEFAULT_STATEMENT_TIMEOUT)
+    connect_args = database.connect_kwargs()
+    for key in ("host", "port", "dbname", "user", "password"):
+        connect_args.pop(key)
+    connect_args["options"] = f"-c lock_timeout={lock_timeout} -c statement_timeout={statement_timeout}"
+    return create_engine(database.sqlalchemy_url(), poolclass=NullPool, connect_args=connect_args)
+
+
+def _reporter(report: Callable[[str], None]) -> Callable[..., None]:
+    started = time.perf_counter()
+
+    def on_version_apply(*, step: Any, **_: Any) -> None:
+        nonlocal started
+        now = time.perf_counter()
+        revision = step.up_revision
+        if step.is_stamp:
+            verb = "stamped"
+        elif step.is_upgrade:
+            verb = "applied"
+        else:
+            verb = "reverted"
+        report(f"  {verb} {revision.revision} ({revision.doc}) in {now - started:.2f} s")
+        started = now
+
+    return on_version_apply
+
+
+def _translate(error: BaseException, database: DatabaseConfig) -> UaipDbError:
+    from alembic.util import CommandError
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    if isinstance(error, CommandError):
+        return _command_error(error)
+    if isinstance(error, OperationalError) and error.connection_invalidated is False:
+        message = str(error.orig or error)
+        if "connection" in message.lower() or "password" in message.lower() or "host" in message.lower():
+            return explain(error, database)
+    if isinstance(error, DBAPIError):
+        problem = str(error.orig or error).strip().splitlines()[0]
+        here = ", ".join(current_revisions(database)) or "base"
+        return MigrationError(
+            f"The migration failed: {problem}. The database stays at revision {here}; "
+            "fix the migration, then run `inv db.upgrade` again."
+        )
+    return MigrationError(f"The migration failed: {error}")
+
+
+def _command_error(error: Exception) -> UaipDbError:
+    message = str(error)
+    if "Can't locate revision" in message or "No such revision" in message:
+        return SettingsError(f"{message}. `inv db.history` lists the known revisions.")
+    if "Relative revision" in message or "didn't produce" in message:
+        return SettingsError(f"{message}: there is nothing that far down. `inv db.current` shows where you are.")
+    return MigrationError(message)
+
+
+# --- operations ------------------------------------------------------------------------------
+
+
+def _run_command(name: str, *args: Any, **kwargs: Any) -> None:
+    from alembic import command
+    from alembic.util import CommandError
+
+    try:
+        getattr(command, name)(*args, **kwargs)
+    except CommandError as error:
+        raise _command_error(error) from None
+
+
+def upgrade(database: DatabaseConfig, revision: str = "head", *, sql: bool = False, **options: Any) -> None:
+    _run_command("upgrade", alembic_config(database, **options), revision, sql=sql)
+
+
+def downgrade(database: DatabaseConfig, revision: str = "-1", *, sql: bool = False, **options: Any) -> None:
+    _run_command("downgrade", alembic_config(database, **options), revision, sql=sql)
+
+
+def stamp(database: DatabaseConfig, revision: str, **options: Any) -> None:
+    _run_command("stamp", alembic_config(database, **options), revision)
+
+
+def history(stdout: TextIO | None = None, verbose: bool = False) -> None:
+    _run_command("history", alembic_config(stdout=stdout), verbose=verbose, indicate_current=False)
+
+
+def new_revision(message: str) -> Script:
+    from alembic import command
+
+    if not message.strip():
+        raise SettingsError('A revision needs a message: inv db.revision -m "what it changes".')
+    config = alembic_config()
+    script = command.revision(config, message=message.strip())
+    assert script is not None and not isinstance(script, list)
+    return script
+
+
+def head_revisions() -> tuple[str, ...]:
+    return tuple(script_directory().get_heads())
+
+
+def current_revisions(database: DatabaseConfig) -> tuple[str, ...]:
+    """The revisions recorded in the database (empty at base), read with one query."""
+    with connection(database) as conn:
+        exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (VERSION_TABLE,)).fetchone()
+        if not exists or not exists[0]:
+            return ()
+        rows = conn.execute(f"SELECT version_num FROM {VERSION_TABLE} ORDER BY 1").fetchall()
+    return tuple(row[0] for row in rows)
+
+
+def describe(revision: str) -> str:
+    script = script_directory().get_revision(revision)
+    return f"{revision} ({script.doc})" if script is not None else f"{revision} (unknown to these scripts)"
+
+
+def pending_revisions(database: DatabaseConfig) -> list[Script]:
+    """Scripts between the database's revision and head, oldest first."""
+    from alembic.util import CommandError
+
+    scripts = script_directory()
+    current = current_revisions(database)
+    for revision in current:
+        try:
+            scripts.get_revision(revision)
+        except CommandError:
+            raise CheckFailed(
+                f"The database is at revision {revision}, which these migration scripts do not "
+                "know; update your checkout, or check DB_NAME."
+            ) from None
+    lower = current[0] if len(current) == 1 else "base"
+    walked = list(scripts.iterate_revisions("heads", lower))
+    return list(reversed(walked))

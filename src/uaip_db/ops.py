@@ -1,0 +1,56 @@
+"""Building blocks for revisions that must be safe to run again and never block writers."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from uaip_db.errors import MigrationError
+
+
+def _quote(op: Any, name: str) -> str:
+    return str(op.get_context().impl.dialect.identifier_preparer.quote(name))
+
+
+def create_index_concurrently(op: Any, name: str, table: str, columns: Sequence[str]) -> None:
+    """CREATE INDEX CONCURRENTLY outside the transaction; rebuilds an INVALID leftover first."""
+    context = op.get_context()
+    with context.autocommit_block():
+        if not context.as_sql and index_is_invalid(op, name):
+            op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {_quote(op, name)}")
+        op.create_index(name, table, list(columns), postgresql_concurrently=True, if_not_exists=True)
+
+
+def drop_index_concurrently(op: Any, name: str) -> None:
+    with op.get_context().autocommit_block():
+        op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {_quote(op, name)}")
+
+
+def index_is_invalid(op: Any, name: str) -> bool:
+    from sqlalchemy import text
+
+    row = op.get_bind().execute(
+        text(
+            "SELECT NOT i.indisvalid FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid "
+            "WHERE c.relname = :name AND pg_table_is_visible(c.oid)"
+        ),
+        {"name": name},
+    ).first()
+    return bool(row and row[0])
+
+
+def refuse_if_longer_than(op: Any, table: str, column: str, length: int) -> None:
+    """Stop a narrowing downgrade that would have to truncate values."""
+    if op.get_context().as_sql:
+        return
+    from sqlalchemy import text
+
+    too_long = op.get_bind().execute(
+        text(f"SELECT count(*) FROM {_quote(op, table)} WHERE length({_quote(op, column)}) > :n"),
+        {"n": length},
+    ).scalar_one()
+    if too_long:
+        raise MigrationError(
+            f"{table}.{column} has {too_long} value(s) longer than {length} characters; narrowing "
+            "it would lose data. Shorten or remove them first, or restore a backup instead."
+        )

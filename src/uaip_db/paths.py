@@ -1,0 +1,38 @@
+"""Where the repository's files are, whatever the working directory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def project_root() -> Path:
+    """The repository root: `UAIP_DB_ROOT`, else the checkout this package was installed from."""
+    configured = os.environ.get("UAIP_DB_ROOT")
+    if configured:
+        return Path(configured).resolve()
+    return Path(__file__).resolve().parents[2]
+
+
+def alembic_ini() -> Path:
+    return project_root() / "alembic.ini"
+
+
+def migrations_dir() -> Path:
+    return project_root() / "migrations"
+
+
+def versions_dir() -> Path:
+    return migrations_dir() / "versions"
+
+
+def init_sql() -> Path:
+    return project_root() / "database" / "init.sql"
+
+
+def dotenv_file() -> Path:
+    return project_root() / ".env"
+
+
+def local_cluster_dir() -> Path:
+    return project_root() / ".pgdata"

@@ -1,0 +1,206 @@
+"""The lifecycle steps that `inv db.*` tasks and Nox sessions compose: each says what it does."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
+from uaip_db import migrate
+from uaip_db.config import DatabaseConfig
+from uaip_db.errors import SettingsError, UaipDbError
+from uaip_db.lock import DEFAULT_WAIT_SECONDS
+
+if TYPE_CHECKING:
+    from alembic.script import Script
+
+Say = Callable[[str], None]
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+def confirm(question: str, yes: bool, refusal: str) -> None:
+    """Go on when `yes`, or when a person at a terminal answers y; refuse otherwise."""
+    if yes:
+        return
+    if sys.stdin.isatty():
+        answer = input(f"{question} [y/N] ").strip().lower()
+        if answer in ("y", "yes"):
+            return
+        raise SettingsError("Stopped; nothing was changed.")
+    raise SettingsError(refusal)
+
+
+@contextmanager
+def timed(label: str, out: Say) -> Iterator[None]:
+    started = time.perf_counter()
+    yield
+    out(f"{label} in {time.perf_counter() - started:.2f} s.")
+
+
+def server_up(backend: str | None = None, out: Say = say) -> None:
+    from uaip_db.server import choose_backend
+
+    config = DatabaseConfig.from_env()
+    out(choose_backend(backend).up(config))
+
+
+def server_down(backend: str | None = None, out: Say = say) -> None:
+    from uaip_db.server import DockerCompose, LocalCluster, docker_engine_answers, find_bindir
+
+    if backend == "docker" or (backend is None and docker_engine_answers()):
+        out(DockerCompose().down())
+    elif backend in (None, "local") and find_bindir() is not None:
+        out(LocalCluster().down())
+    else:
+        raise SettingsError(f"--backend {backend!r} is not known; use docker or local.")
+
+
+def status(out: Say = say) -> None:
+    from uaip_db.server import DockerCompose, LocalCluster, docker_engine_answers, find_bindir
+
+    config = DatabaseConfig.from_env()
+    out(f"settings: {config.display_url()} (DB_ENV={config.env})")
+    if find_bindir() is not None:
+        out(LocalCluster().status())
+    if docker_engine_answers():
+        out(DockerCompose().status())
+    try:
+        current = migrate.current_revisions(config)
+    except UaipDbError as error:
+        out(f"database: not reachable: {error}")
+        return
+    out(f"database: reachable, at {describe_current(current)}")
+    pending = migrate.pending_revisions(config)
+    out(f"pending: {len(pending)} revision(s)" + "".join(f"\n  {s.revision} {s.doc}" for s in pending))
+
+
+def describe_current(current: tuple[str, ...]) -> str:
+    if not current:
+        return "base (no migrations applied)"
+    heads = set(migrate.head_revisions())
+    return ", ".join(
+        migrate.describe(revision) + (" [head]" if revision in heads else "") for revision in current
+    )
+
+
+def upgrade(
+    revision: str = "head",
+    *,
+    sql: bool = False,
+    lock_wait: float = DEFAULT_WAIT_SECONDS,
+    out: Say = say,
+) -> None:
+    config = DatabaseConfig.from_env()
+    if sql:
+        migrate.upgrade(config, revision, sql=True)
+        return
+    pending = migrate.pending_revisions(config)
+    if not pending and revision in ("head", "heads"):
+        out(f"{config.display_url()} is at head {describe_current(migrate.current_revisions(config))}; nothing to do.")
+        return
+    out(f"Upgrading {config.display_url()} to {revision}:")
+    with timed("Upgrade finished", out):
+        migrate.upgrade(config, revision, lock_wait=lock_wait, report=out)
+    out(f"Now at {describe_current(migrate.current_revisions(config))}.")
+
+
+def downgrade_plan(config: DatabaseConfig, target: str) -> list[Script]:
+    """The scripts a downgrade to `target` reverts, newest first (linear history)."""
+    scripts = migrate.script_directory()
+    current = migrate.current_revisions(config)
+    if not current:
+        raise SettingsError("The database is at base already; there is nothing to downgrade.")
+    if len(current) > 1:
+        raise SettingsError("The database has several heads applied; downgrade with an explicit --rev.")
+    chain: list[Script] = []
+    script = scripts.get_revision(current[0])
+    while script is not None:
+        chain.append(script)
+        down = script.down_revision
+        script = scripts.get_revision(down) if isinstance(down, str) else None
+    if target == "base":
+        return chain
+    if target.startswith("-") and target[1:].isdigit():
+        steps = int(target[1:])
+        if steps > len(chain):
+            raise SettingsError(
+                f"Cannot go down {steps} revision(s): only {len(chain)} are applied. "
+                "`inv db.current` shows where you are."
+            )
+        return chain[:steps]
+    try:
+        resolved = scripts.get_revision(target)
+    except Exception:
+        raise SettingsError(
+            f"Unknown revision {target!r}. `inv db.history` lists the known revisions."
+        ) from None
+    ids = [s.revision for s in chain]
+    if resolved is None or resolved.revision not in ids:
+        raise SettingsError(f"{target} is not below the current revision {current[0]}; nothing to downgrade.")
+    return chain[: ids.index(resolved.revision)]
+
+
+def downgrade(
+    revision: str = "-1",
+    *,
+    yes: bool = False,
+    sql: bool = False,
+    lock_wait: float = DEFAULT_WAIT_SECONDS,
+    out: Say = say,
+) -> None:
+    config = DatabaseConfig.from_env()
+    if sql:
+        migrate.downgrade(config, revision, sql=True)
+        return
+    plan = downgrade_plan(config, revision)
+    destructive = [s for s in plan if getattr(s.module, "destroys_data_on_downgrade", None)]
+    out(f"Downgrading {config.display_url()} by {len(plan)} revision(s):")
+    for script in plan:
+        loss = getattr(script.module, "destroys_data_on_downgrade", None)
+        out(f"  {script.revision} {script.doc}" + (f"  [drops {loss}]" if loss else ""))
+    if destructive or revision == "base":
+        confirm(
+            "This drops data. Go on?",
+            yes,
+            "This downgrade drops data (see the list above); run it again with --yes if you mean it.",
+        )
+    with timed("Downgrade finished", out):
+        migrate.downgrade(config, revision, lock_wait=lock_wait, report=out)
+    out(f"Now at {describe_current(migrate.current_revisions(config))}.")
+
+
+def current(out: Say = say) -> None:
+    config = DatabaseConfig.from_env()
+    out(describe_current(migrate.current_revisions(config)))
+
+
+def history(verbose: bool = False) -> None:
+    migrate.history(verbose=verbose)
+
+
+def new_revision(message: str, out: Say = say) -> None:
+    script = migrate.new_revision(message)
+    out(f"Wrote {script.path}; fill in upgrade() and downgrade(), then `inv db.upgrade`.")
+
+
+def stamp(revision: str, *, lock_wait: float = DEFAULT_WAIT_SECONDS, out: Say = say) -> None:
+    if not revision:
+        raise SettingsError("Say which revision to record: inv db.stamp --rev REVISION.")
+    config = DatabaseConfig.from_env()
+    migrate.stamp(config, revision, lock_wait=lock_wait)
+    out(f"Recorded {describe_current(migrate.current_revisions(config))} in {config.display_url()}; "
+        "no schema objects were changed.")
+
+
+def seed(out: Say = say) -> None:
+    from uaip_db.schema import BASELINE_REVISION, seed as load_init_sql
+
+    config = DatabaseConfig.from_env()
+    with timed(f"Loaded database/init.sql (schema v1.0.0) into {config.display_url()}", out):
+        load_init_sql(config)
+    out(f"Bring it to head with: inv db.stamp --rev {BASELINE_REVISION} db.upgrade")

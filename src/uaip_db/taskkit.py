@@ -1,0 +1,43 @@
+"""What every Invoke task shares: failures become one plain line and the right exit status."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from uaip_db.errors import USAGE, UaipDbError
+
+
+def debugging() -> bool:
+    """`inv --debug` (or INVOKE_DEBUG / UAIP_DEBUG) shows tracebacks instead of one line."""
+    return (
+        bool(os.environ.get("INVOKE_DEBUG") or os.environ.get("UAIP_DEBUG"))
+        or logging.getLogger("invoke").isEnabledFor(logging.DEBUG)
+    )
+
+
+@contextmanager
+def reported() -> Iterator[None]:
+    from invoke import Exit
+
+    try:
+        yield
+    except UaipDbError as error:
+        if debugging():
+            raise
+        raise Exit(str(error), code=error.exit_code) from None
+    except KeyboardInterrupt:
+        raise Exit("Interrupted; run the same task again to finish.", code=130) from None
+    except Exception as error:
+        if debugging() or not _is_database_error(error):
+            raise
+        from uaip_db.config import DatabaseConfig
+        from uaip_db.connect import explain
+
+        raise Exit(str(explain(error, DatabaseConfig.from_env())), code=USAGE) from None
+
+
+def _is_database_error(error: Exception) -> bool:
+    return type(error).__module__.split(".")[0] in ("psycopg", "sqlalchemy")

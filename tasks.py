@@ -1,0 +1,96 @@
+"""Invoke tasks for the UAIP Scoping database: `inv --list` shows them, `inv --help TASK` explains one.
+
+Each task is a thin wrapper over a step in uaip_db.steps; failures print one line and exit 2
+(usage, settings, connection), 1 (a check found something) or 3 (pending migrations).
+"""
+
+from invoke import Collection, Context, task
+
+from uaip_db import steps
+from uaip_db.taskkit import reported
+
+LOCK_WAIT_HELP = "Seconds to wait for another runner's migration lock (default 60)."
+BACKEND_HELP = "docker or local; default: Docker when an engine answers, else local binaries."
+
+
+@task(help={"backend": BACKEND_HELP})
+def up(c: Context, backend: str = "") -> None:
+    """Start the database server (docker compose or a local cluster in .pgdata/)."""
+    with reported():
+        steps.server_up(backend or None)
+
+
+@task(help={"backend": BACKEND_HELP})
+def down(c: Context, backend: str = "") -> None:
+    """Stop the database server; its data stays for the next db.up."""
+    with reported():
+        steps.server_down(backend or None)
+
+
+@task
+def status(c: Context) -> None:
+    """Show the settings, the server, the current revision and pending migrations."""
+    with reported():
+        steps.status()
+
+
+@task(help={
+    "rev": "Target revision (default head).",
+    "sql": "Print the SQL instead of running it (offline mode).",
+    "lock_wait": LOCK_WAIT_HELP,
+})
+def upgrade(c: Context, rev: str = "head", sql: bool = False, lock_wait: float = 60) -> None:
+    """Apply pending migrations up to --rev (default head)."""
+    with reported():
+        steps.upgrade(rev, sql=sql, lock_wait=lock_wait)
+
+
+@task(help={
+    "rev": "Target: -N steps down (default -1), a revision id, or base.",
+    "yes": "Go on without asking when the downgrade drops data.",
+    "sql": "Print the SQL instead of running it (offline mode; needs from:to revisions).",
+    "lock_wait": LOCK_WAIT_HELP,
+})
+def downgrade(c: Context, rev: str = "-1", yes: bool = False, sql: bool = False, lock_wait: float = 60) -> None:
+    """Revert migrations down to --rev (default one step); asks before dropping data."""
+    with reported():
+        steps.downgrade(rev, yes=yes, sql=sql, lock_wait=lock_wait)
+
+
+@task
+def current(c: Context) -> None:
+    """Show the revision the database is at."""
+    with reported():
+        steps.current()
+
+
+@task(help={"verbose": "Show each revision's full details."})
+def history(c: Context, verbose: bool = False) -> None:
+    """List the migration scripts, newest first."""
+    with reported():
+        steps.history(verbose)
+
+
+@task(help={"message": "What the new migration changes (required)."})
+def revision(c: Context, message: str = "") -> None:
+    """Write a new, empty migration script in migrations/versions/."""
+    with reported():
+        steps.new_revision(message)
+
+
+@task(help={"rev": "The revision to record (e.g. 03033cebb647 for an init.sql database).", "lock_wait": LOCK_WAIT_HELP})
+def stamp(c: Context, rev: str = "", lock_wait: float = 60) -> None:
+    """Record a revision in alembic_version without running migrations."""
+    with reported():
+        steps.stamp(rev, lock_wait=lock_wait)
+
+
+@task
+def seed(c: Context) -> None:
+    """Load database/init.sql (schema v1.0.0) into the configured, empty database."""
+    with reported():
+        steps.seed()
+
+
+db = Collection("db", up, down, status, upgrade, downgrade, current, history, revision, stamp, seed)
+ns = Collection(db)
