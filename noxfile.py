@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parent
 # The throwaway server runs in this process, so the library must import before any venv exists.
 sys.path.insert(0, str(ROOT / "src"))
 
-from uaip_db.scratch import ScratchServer, child_env, start_scratch_server  # noqa: E402
 from uaip_db.schema import BASELINE_REVISION  # noqa: E402
+from uaip_db.scratch import ScratchServer, child_env, start_scratch_server  # noqa: E402
 
 # Bare `nox` runs these, cheapest first, so a lint slip fails in seconds.
 nox.options.sessions = ["lint", "typecheck", "tests", "migrations"]

@@ -1,10 +1,12 @@
-"""Invoke tasks for the UAIP Scoping database: `inv --list` shows them, `inv --help TASK` explains one.
+"""Invoke tasks for the UAIP Scoping database: `inv --list` shows them, `inv --help TASK` explains.
 
 Each task is a thin wrapper over a step in uaip_db.steps; failures print one line and exit 2
 (usage, settings, connection), 1 (a check found something) or 3 (pending migrations).
 """
 
-from invoke import Collection, Context, task
+from invoke.collection import Collection
+from invoke.context import Context
+from invoke.tasks import task
 
 from uaip_db import steps
 from uaip_db.taskkit import reported
@@ -34,24 +36,30 @@ def status(c: Context) -> None:
         steps.status()
 
 
-@task(help={
-    "rev": "Target revision (default head).",
-    "sql": "Print the SQL instead of running it (offline mode).",
-    "lock_wait": LOCK_WAIT_HELP,
-})
+@task(
+    help={
+        "rev": "Target revision (default head).",
+        "sql": "Print the SQL instead of running it (offline mode).",
+        "lock_wait": LOCK_WAIT_HELP,
+    }
+)
 def upgrade(c: Context, rev: str = "head", sql: bool = False, lock_wait: float = 60) -> None:
     """Apply pending migrations up to --rev (default head)."""
     with reported():
         steps.upgrade(rev, sql=sql, lock_wait=lock_wait)
 
 
-@task(help={
-    "rev": "Target: -N steps down (default -1), a revision id, or base.",
-    "yes": "Go on without asking when the downgrade drops data.",
-    "sql": "Print the SQL instead of running it (offline mode; needs from:to revisions).",
-    "lock_wait": LOCK_WAIT_HELP,
-})
-def downgrade(c: Context, rev: str = "-1", yes: bool = False, sql: bool = False, lock_wait: float = 60) -> None:
+@task(
+    help={
+        "rev": "Target: -N steps down (default -1), a revision id, or base.",
+        "yes": "Go on without asking when the downgrade drops data.",
+        "sql": "Print the SQL instead of running it (offline mode; needs from:to revisions).",
+        "lock_wait": LOCK_WAIT_HELP,
+    }
+)
+def downgrade(
+    c: Context, rev: str = "-1", yes: bool = False, sql: bool = False, lock_wait: float = 60
+) -> None:
     """Revert migrations down to --rev (default one step); asks before dropping data."""
     with reported():
         steps.downgrade(rev, yes=yes, sql=sql, lock_wait=lock_wait)
@@ -78,7 +86,12 @@ def revision(c: Context, message: str = "") -> None:
         steps.new_revision(message)
 
 
-@task(help={"rev": "The revision to record (e.g. 03033cebb647 for an init.sql database).", "lock_wait": LOCK_WAIT_HELP})
+@task(
+    help={
+        "rev": "The revision to record (e.g. 03033cebb647 for an init.sql database).",
+        "lock_wait": LOCK_WAIT_HELP,
+    }
+)
 def stamp(c: Context, rev: str = "", lock_wait: float = 60) -> None:
     """Record a revision in alembic_version without running migrations."""
     with reported():

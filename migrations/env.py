@@ -1,8 +1,10 @@
 """Alembic environment: settings, lock and timeouts come from the uaip_db package."""
 
 from logging.config import fileConfig
+from typing import cast
 
 from alembic import context
+from alembic.runtime.environment import EnvironmentContext
 
 from uaip_db.migrate import run_env
 
@@ -10,4 +12,4 @@ from uaip_db.migrate import run_env
 if context.config.config_file_name and "uaip_db" not in context.config.attributes:
     fileConfig(context.config.config_file_name, disable_existing_loggers=False)
 
-run_env(context)
+run_env(cast(EnvironmentContext, context))

@@ -8,6 +8,7 @@ Revises:
 Create Date: 2025-01-15 09:00:00.000000
 
 """
+
 from collections.abc import Sequence
 
 from alembic import op

@@ -10,6 +10,7 @@ Revises: 03033cebb647
 Create Date: 2025-02-03 10:00:00.000000
 
 """
+
 from collections.abc import Sequence
 
 from alembic import op

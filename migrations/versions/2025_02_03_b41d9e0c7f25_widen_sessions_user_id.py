@@ -8,6 +8,7 @@ Revises: 8f2b6c1d4e7a
 Create Date: 2025-02-03 10:05:00.000000
 
 """
+
 from collections.abc import Sequence
 
 import sqlalchemy as sa

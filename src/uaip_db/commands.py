@@ -86,7 +86,9 @@ def run(
     except FileNotFoundError:
         raise error(f"Could not {what}: {args[0]} is not installed.") from None
     except subprocess.TimeoutExpired:
-        raise error(f"Could not {what}: {Path(args[0]).name} did not finish in {timeout} s.") from None
+        raise error(
+            f"Could not {what}: {Path(args[0]).name} did not finish in {timeout} s."
+        ) from None
     if result.returncode != 0:
         raise error(f"Could not {what}: {last_line(result.stderr or result.stdout)}")
     return result

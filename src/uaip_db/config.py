@@ -161,7 +161,8 @@ def parse_port(value: str, source: str) -> int:
         port = 0
     if not 1 <= port <= 65535:
         raise SettingsError(
-            f"{source}={value!r} is not a port number (1-65535); fix it in your environment or .env."
+            f"{source}={value!r} is not a port number (1-65535); "
+            "fix it in your environment or .env."
         )
     return port
 

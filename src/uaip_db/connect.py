@@ -30,7 +30,9 @@ def explain(error: BaseException, config: DatabaseConfig) -> ConnectionProblem:
             "or fix DB_NAME."
         )
     if "role" in lowered and "does not exist" in lowered:
-        return ConnectionProblem(f"The role {config.user!r} does not exist on {config.host}:{config.port}; fix DB_USER.")
+        return ConnectionProblem(
+            f"The role {config.user!r} does not exist on {config.host}:{config.port}; fix DB_USER."
+        )
     if (
         "could not translate host name" in lowered
         or "name or service not known" in lowered
@@ -69,7 +71,9 @@ def connect(config: DatabaseConfig, *, autocommit: bool = True) -> psycopg.Conne
 
 
 @contextmanager
-def connection(config: DatabaseConfig, *, autocommit: bool = True) -> Iterator[psycopg.Connection[Any]]:
+def connection(
+    config: DatabaseConfig, *, autocommit: bool = True
+) -> Iterator[psycopg.Connection[Any]]:
     conn = connect(config, autocommit=autocommit)
     try:
         yield conn

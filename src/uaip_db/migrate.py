@@ -109,7 +109,9 @@ def _run_env(context: EnvironmentContext, options: RunOptions) -> None:
         engine.dispose()
 
 
-def _run_on_handed(context: EnvironmentContext, handed: Engine | Connection, options: RunOptions) -> None:
+def _run_on_handed(
+    context: EnvironmentContext, handed: Engine | Connection, options: RunOptions
+) -> None:
     from sqlalchemy.engine import Engine
 
     if isinstance(handed, Engine):
@@ -124,7 +126,7 @@ def _run_online(context: EnvironmentContext, conn: Connection, options: RunOptio
         connection=conn,
         target_metadata=None,
         transaction_per_migration=True,
-        on_version_apply=_reporter(options.report) if options.report else (),
+        on_version_apply=_reporter(options.report) if options.report else None,
     )
     with context.begin_transaction():
         context.run_migrations()
@@ -151,7 +153,9 @@ def make_engine(database: DatabaseConfig) -> Engine:
     connect_args = database.connect_kwargs()
     for key in ("host", "port", "dbname", "user", "password"):
         connect_args.pop(key)
-    connect_args["options"] = f"-c lock_timeout={lock_timeout} -c statement_timeout={statement_timeout}"
+    connect_args["options"] = (
+        f"-c lock_timeout={lock_timeout} -c statement_timeout={statement_timeout}"
+    )
     return create_engine(database.sqlalchemy_url(), poolclass=NullPool, connect_args=connect_args)
 
 
@@ -175,17 +179,18 @@ def _reporter(report: Callable[[str], None]) -> Callable[..., None]:
 
 
 def _translate(error: BaseException, database: DatabaseConfig) -> UaipDbError:
+    import psycopg
     from alembic.util import CommandError
-    from sqlalchemy.exc import DBAPIError, OperationalError
+    from sqlalchemy.exc import DBAPIError
 
     if isinstance(error, CommandError):
         return _command_error(error)
-    if isinstance(error, OperationalError) and error.connection_invalidated is False:
-        message = str(error.orig or error)
-        if "connection" in message.lower() or "password" in message.lower() or "host" in message.lower():
-            return explain(error, database)
-    if isinstance(error, DBAPIError):
-        problem = str(error.orig or error).strip().splitlines()[0]
+    cause = getattr(error, "orig", None) or error
+    # Failures to connect come from libpq before the server runs anything: they have no SQLSTATE.
+    if isinstance(cause, psycopg.OperationalError) and cause.sqlstate is None:
+        return explain(cause, database)
+    if isinstance(error, DBAPIError | psycopg.Error):
+        problem = str(cause).strip().splitlines()[0]
         here = ", ".join(current_revisions(database)) or "base"
         return MigrationError(
             f"The migration failed: {problem}. The database stays at revision {here}; "
@@ -199,7 +204,9 @@ def _command_error(error: Exception) -> UaipDbError:
     if "Can't locate revision" in message or "No such revision" in message:
         return SettingsError(f"{message}. `inv db.history` lists the known revisions.")
     if "Relative revision" in message or "didn't produce" in message:
-        return SettingsError(f"{message}: there is nothing that far down. `inv db.current` shows where you are.")
+        return SettingsError(
+            f"{message}: there is nothing that far down. `inv db.current` shows where you are."
+        )
     return MigrationError(message)
 
 
@@ -216,11 +223,15 @@ def _run_command(name: str, *args: Any, **kwargs: Any) -> None:
         raise _command_error(error) from None
 
 
-def upgrade(database: DatabaseConfig, revision: str = "head", *, sql: bool = False, **options: Any) -> None:
+def upgrade(
+    database: DatabaseConfig, revision: str = "head", *, sql: bool = False, **options: Any
+) -> None:
     _run_command("upgrade", alembic_config(database, **options), revision, sql=sql)
 
 
-def downgrade(database: DatabaseConfig, revision: str = "-1", *, sql: bool = False, **options: Any) -> None:
+def downgrade(
+    database: DatabaseConfig, revision: str = "-1", *, sql: bool = False, **options: Any
+) -> None:
     _run_command("downgrade", alembic_config(database, **options), revision, sql=sql)
 
 
@@ -259,7 +270,11 @@ def current_revisions(database: DatabaseConfig) -> tuple[str, ...]:
 
 def describe(revision: str) -> str:
     script = script_directory().get_revision(revision)
-    return f"{revision} ({script.doc})" if script is not None else f"{revision} (unknown to these scripts)"
+    return (
+        f"{revision} ({script.doc})"
+        if script is not None
+        else f"{revision} (unknown to these scripts)"
+    )
 
 
 def pending_revisions(database: DatabaseConfig) -> list[Script]:

@@ -18,7 +18,9 @@ def create_index_concurrently(op: Any, name: str, table: str, columns: Sequence[
     with context.autocommit_block():
         if not context.as_sql and index_is_invalid(op, name):
             op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {_quote(op, name)}")
-        op.create_index(name, table, list(columns), postgresql_concurrently=True, if_not_exists=True)
+        op.create_index(
+            name, table, list(columns), postgresql_concurrently=True, if_not_exists=True
+        )
 
 
 def drop_index_concurrently(op: Any, name: str) -> None:
@@ -29,13 +31,18 @@ def drop_index_concurrently(op: Any, name: str) -> None:
 def index_is_invalid(op: Any, name: str) -> bool:
     from sqlalchemy import text
 
-    row = op.get_bind().execute(
-        text(
-            "SELECT NOT i.indisvalid FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid "
-            "WHERE c.relname = :name AND pg_table_is_visible(c.oid)"
-        ),
-        {"name": name},
-    ).first()
+    row = (
+        op.get_bind()
+        .execute(
+            text(
+                "SELECT NOT i.indisvalid FROM pg_index AS i "
+                "JOIN pg_class AS c ON c.oid = i.indexrelid "
+                "WHERE c.relname = :name AND pg_table_is_visible(c.oid)"
+            ),
+            {"name": name},
+        )
+        .first()
+    )
     return bool(row and row[0])
 
 
@@ -45,10 +52,16 @@ def refuse_if_longer_than(op: Any, table: str, column: str, length: int) -> None
         return
     from sqlalchemy import text
 
-    too_long = op.get_bind().execute(
-        text(f"SELECT count(*) FROM {_quote(op, table)} WHERE length({_quote(op, column)}) > :n"),
-        {"n": length},
-    ).scalar_one()
+    too_long = (
+        op.get_bind()
+        .execute(
+            text(
+                f"SELECT count(*) FROM {_quote(op, table)} WHERE length({_quote(op, column)}) > :n"
+            ),
+            {"n": length},
+        )
+        .scalar_one()
+    )
     if too_long:
         raise MigrationError(
             f"{table}.{column} has {too_long} value(s) longer than {length} characters; narrowing "

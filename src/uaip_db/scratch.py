@@ -74,7 +74,9 @@ class ScratchServer:
     def config_for(self, name: str) -> DatabaseConfig:
         return self.admin.with_database(name)
 
-    def create_database(self, prefix: str = "uaip_test", template: str | None = None) -> DatabaseConfig:
+    def create_database(
+        self, prefix: str = "uaip_test", template: str | None = None
+    ) -> DatabaseConfig:
         from psycopg import sql
 
         name = f"{prefix}_{secrets.token_hex(4)}"
@@ -247,7 +249,7 @@ def launch_postgres(cluster: Cluster, port: int) -> subprocess.Popen[bytes]:
             group=account[1] if account else None,
             extra_groups=[] if account else None,
             cwd="/",
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - prctl must run in the child
+            preexec_fn=_die_with_parent,
         )
     finally:
         log.close()

@@ -113,7 +113,9 @@ class PidFile:
             argv0 = Path(f"/proc/{self.pid}/cmdline").read_bytes().split(b"\0", 1)[0]
         except OSError:
             return False
-        return os.path.basename(argv0.decode(errors="replace")).startswith(("postgres", "postmaster"))
+        return os.path.basename(argv0.decode(errors="replace")).startswith(
+            ("postgres", "postmaster")
+        )
 
 
 class Cluster:
@@ -153,10 +155,13 @@ class Cluster:
             commands.run(
                 [
                     self.tool("initdb"),
-                    "-D", str(self.data),
-                    "-U", user,
+                    "-D",
+                    str(self.data),
+                    "-U",
+                    user,
                     f"--pwfile={password_file}",
-                    "-E", "UTF8",
+                    "-E",
+                    "UTF8",
                     "--locale=C",
                     "--auth-local=scram-sha-256",
                     "--auth-host=scram-sha-256",
@@ -177,7 +182,9 @@ class Cluster:
             return pid_file
         return None
 
-    def wait_until_ready(self, pid: int, timeout: float, process: subprocess.Popen[bytes] | None) -> None:
+    def wait_until_ready(
+        self, pid: int, timeout: float, process: subprocess.Popen[bytes] | None
+    ) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             pid_file = PidFile.read(self.data)
@@ -205,11 +212,15 @@ def ensure_database(admin: DatabaseConfig, name: str, owner: str) -> bool:
     import psycopg
     from psycopg import sql
 
-    with psycopg.connect(**admin.with_database("postgres").connect_kwargs(), autocommit=True) as conn:
+    with psycopg.connect(
+        **admin.with_database("postgres").connect_kwargs(), autocommit=True
+    ) as conn:
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
             return False
         conn.execute(
-            sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(owner))
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(name), sql.Identifier(owner)
+            )
         )
         return True
 
@@ -237,7 +248,10 @@ class LocalCluster:
             cluster.initialize(
                 config.user,
                 config.password,
-                {"listen_addresses": "localhost", "unix_socket_directories": str(cluster.socket_dir)},
+                {
+                    "listen_addresses": "localhost",
+                    "unix_socket_directories": str(cluster.socket_dir),
+                },
                 sync=True,
             )
             created = True
@@ -253,8 +267,17 @@ class LocalCluster:
             log_existed = cluster.log.exists()
             commands.run(
                 [
-                    cluster.tool("pg_ctl"), "start", "-D", str(cluster.data), "-l", str(cluster.log),
-                    "-w", "-t", "60", "-o", f"-p {config.port}",
+                    cluster.tool("pg_ctl"),
+                    "start",
+                    "-D",
+                    str(cluster.data),
+                    "-l",
+                    str(cluster.log),
+                    "-w",
+                    "-t",
+                    "60",
+                    "-o",
+                    f"-p {config.port}",
                 ],
                 what=f"start PostgreSQL in {cluster.data} (see {cluster.log})",
                 as_server=True,
@@ -266,7 +289,8 @@ class LocalCluster:
                 raise ServerError(f"PostgreSQL did not stay up; see {cluster.log}.")
         elif running.port != config.port:
             raise ServerError(
-                f"The local cluster already runs on port {running.port}, not DB_PORT={config.port}; "
+                f"The local cluster already runs on port {running.port}, "
+                f"not DB_PORT={config.port}; "
                 "run `inv db.down` first, or set DB_PORT to match."
             )
         admin = DatabaseConfig(
@@ -286,11 +310,23 @@ class LocalCluster:
         if cluster.running() is None:
             return f"The local cluster in {cluster.root} is not running."
         commands.run(
-            [cluster.tool("pg_ctl"), "stop", "-D", str(cluster.data), "-m", "fast", "-w", "-t", "60"],
+            [
+                cluster.tool("pg_ctl"),
+                "stop",
+                "-D",
+                str(cluster.data),
+                "-m",
+                "fast",
+                "-w",
+                "-t",
+                "60",
+            ],
             what=f"stop PostgreSQL in {cluster.data}",
             as_server=True,
         )
-        return f"Local PostgreSQL stopped; its data stays in {cluster.root} for the next `inv db.up`."
+        return (
+            f"Local PostgreSQL stopped; its data stays in {cluster.root} for the next `inv db.up`."
+        )
 
     def status(self) -> str:
         cluster = self.cluster
@@ -299,7 +335,10 @@ class LocalCluster:
         running = cluster.running()
         if running is None:
             return f"local cluster: stopped (data in {cluster.root})"
-        return f"local cluster: running, pid {running.pid}, port {running.port}, data in {cluster.root}"
+        return (
+            f"local cluster: running, pid {running.pid}, port {running.port}, "
+            f"data in {cluster.root}"
+        )
 
 
 def local_cluster_root() -> Path:
@@ -330,9 +369,13 @@ class DockerCompose:
 
     def compose_command(self) -> list[str]:
         docker = shutil.which("docker")
-        if docker and subprocess.run(
-            [docker, "compose", "version"], capture_output=True, check=False, timeout=10
-        ).returncode == 0:
+        if (
+            docker
+            and subprocess.run(
+                [docker, "compose", "version"], capture_output=True, check=False, timeout=10
+            ).returncode
+            == 0
+        ):
             return [docker, "compose", "-f", str(self.compose_file)]
         legacy = shutil.which("docker-compose")
         if legacy:

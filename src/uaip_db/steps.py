@@ -76,7 +76,10 @@ def status(out: Say = say) -> None:
         return
     out(f"database: reachable, at {describe_current(current)}")
     pending = migrate.pending_revisions(config)
-    out(f"pending: {len(pending)} revision(s)" + "".join(f"\n  {s.revision} {s.doc}" for s in pending))
+    out(
+        f"pending: {len(pending)} revision(s)"
+        + "".join(f"\n  {s.revision} {s.doc}" for s in pending)
+    )
 
 
 def describe_current(current: tuple[str, ...]) -> str:
@@ -84,7 +87,8 @@ def describe_current(current: tuple[str, ...]) -> str:
         return "base (no migrations applied)"
     heads = set(migrate.head_revisions())
     return ", ".join(
-        migrate.describe(revision) + (" [head]" if revision in heads else "") for revision in current
+        migrate.describe(revision) + (" [head]" if revision in heads else "")
+        for revision in current
     )
 
 
@@ -101,7 +105,10 @@ def upgrade(
         return
     pending = migrate.pending_revisions(config)
     if not pending and revision in ("head", "heads"):
-        out(f"{config.display_url()} is at head {describe_current(migrate.current_revisions(config))}; nothing to do.")
+        out(
+            f"{config.display_url()} is at head "
+            f"{describe_current(migrate.current_revisions(config))}; nothing to do."
+        )
         return
     out(f"Upgrading {config.display_url()} to {revision}:")
     with timed("Upgrade finished", out):
@@ -116,9 +123,11 @@ def downgrade_plan(config: DatabaseConfig, target: str) -> list[Script]:
     if not current:
         raise SettingsError("The database is at base already; there is nothing to downgrade.")
     if len(current) > 1:
-        raise SettingsError("The database has several heads applied; downgrade with an explicit --rev.")
+        raise SettingsError(
+            "The database has several heads applied; downgrade with an explicit --rev."
+        )
     chain: list[Script] = []
-    script = scripts.get_revision(current[0])
+    script: Script | None = scripts.get_revision(current[0])
     while script is not None:
         chain.append(script)
         down = script.down_revision
@@ -141,7 +150,9 @@ def downgrade_plan(config: DatabaseConfig, target: str) -> list[Script]:
         ) from None
     ids = [s.revision for s in chain]
     if resolved is None or resolved.revision not in ids:
-        raise SettingsError(f"{target} is not below the current revision {current[0]}; nothing to downgrade.")
+        raise SettingsError(
+            f"{target} is not below the current revision {current[0]}; nothing to downgrade."
+        )
     return chain[: ids.index(resolved.revision)]
 
 
@@ -167,7 +178,8 @@ def downgrade(
         confirm(
             "This drops data. Go on?",
             yes,
-            "This downgrade drops data (see the list above); run it again with --yes if you mean it.",
+            "This downgrade drops data (see the list above); "
+            "run it again with --yes if you mean it.",
         )
     with timed("Downgrade finished", out):
         migrate.downgrade(config, revision, lock_wait=lock_wait, report=out)
@@ -193,12 +205,16 @@ def stamp(revision: str, *, lock_wait: float = DEFAULT_WAIT_SECONDS, out: Say = 
         raise SettingsError("Say which revision to record: inv db.stamp --rev REVISION.")
     config = DatabaseConfig.from_env()
     migrate.stamp(config, revision, lock_wait=lock_wait)
-    out(f"Recorded {describe_current(migrate.current_revisions(config))} in {config.display_url()}; "
-        "no schema objects were changed.")
+    out(
+        f"Recorded {describe_current(migrate.current_revisions(config))} "
+        f"in {config.display_url()}; "
+        "no schema objects were changed."
+    )
 
 
 def seed(out: Say = say) -> None:
-    from uaip_db.schema import BASELINE_REVISION, seed as load_init_sql
+    from uaip_db.schema import BASELINE_REVISION
+    from uaip_db.schema import seed as load_init_sql
 
     config = DatabaseConfig.from_env()
     with timed(f"Loaded database/init.sql (schema v1.0.0) into {config.display_url()}", out):

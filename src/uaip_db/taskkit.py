@@ -12,15 +12,14 @@ from uaip_db.errors import USAGE, UaipDbError
 
 def debugging() -> bool:
     """`inv --debug` (or INVOKE_DEBUG / UAIP_DEBUG) shows tracebacks instead of one line."""
-    return (
-        bool(os.environ.get("INVOKE_DEBUG") or os.environ.get("UAIP_DEBUG"))
-        or logging.getLogger("invoke").isEnabledFor(logging.DEBUG)
-    )
+    return bool(
+        os.environ.get("INVOKE_DEBUG") or os.environ.get("UAIP_DEBUG")
+    ) or logging.getLogger("invoke").isEnabledFor(logging.DEBUG)
 
 
 @contextmanager
 def reported() -> Iterator[None]:
-    from invoke import Exit
+    from invoke.exceptions import Exit
 
     try:
         yield

@@ -1,0 +1,113 @@
+"""Fixtures: one throwaway PostgreSQL per run, one database per test cloned from a template."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from uaip_db import migrate
+from uaip_db.config import DatabaseConfig
+from uaip_db.scratch import ScratchServer, child_env, start_scratch_server
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SETTING_NAMES = (
+    "DATABASE_URL",
+    "DB_HOST",
+    "DB_PORT",
+    "DB_NAME",
+    "DB_USER",
+    "DB_PASSWORD",
+    "DB_ENV",
+)
+
+
+@pytest.fixture(scope="session")
+def server() -> Iterator[ScratchServer]:
+    scratch = start_scratch_server()
+    try:
+        yield scratch
+    finally:
+        scratch.close()
+
+
+def _template(server: ScratchServer, prefix: str, build: Callable[[DatabaseConfig], None]) -> str:
+    database = server.create_database(prefix)
+    build(database)
+    server.mark_template(database.name)
+    return database.name
+
+
+@pytest.fixture(scope="session")
+def head_template(server: ScratchServer) -> str:
+    return _template(server, "uaip_tpl_head", lambda db: migrate.upgrade(db, "head"))
+
+
+@pytest.fixture
+def empty_db(server: ScratchServer) -> Iterator[DatabaseConfig]:
+    database = server.create_database()
+    yield database
+    server.drop_database(database.name)
+
+
+@pytest.fixture
+def head_db(server: ScratchServer, head_template: str) -> Iterator[DatabaseConfig]:
+    database = server.create_database(template=head_template)
+    yield database
+    server.drop_database(database.name)
+
+
+@pytest.fixture
+def use_db(monkeypatch: pytest.MonkeyPatch) -> Callable[[DatabaseConfig], None]:
+    """Point this process's settings (what the steps read) at a database."""
+
+    def point(database: DatabaseConfig) -> None:
+        for name, value in child_env(database).items():
+            monkeypatch.setenv(name, value)
+
+    return point
+
+
+@pytest.fixture(autouse=True)
+def _no_developer_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Tests never read the developer's settings: no DB_* from the shell, no repo .env."""
+    for name in SETTING_NAMES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr("uaip_db.paths.dotenv_file", lambda: tmp_path / "no.env")
+
+
+def sql(database: DatabaseConfig, query: str, params: Any = None) -> list[tuple[Any, ...]]:
+    with psycopg.connect(**database.connect_kwargs(), autocommit=True) as conn:
+        cursor = conn.execute(query, params)
+        return cursor.fetchall() if cursor.description else []
+
+
+def run_cli(
+    program: str,
+    *args: str,
+    database: DatabaseConfig | None = None,
+    cwd: Path = ROOT,
+    env: dict[str, str] | None = None,
+    stdin: str | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run `inv`/`alembic` from this venv as a user would, with settings for `database` only."""
+    full_env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
+    if database is not None:
+        full_env.update(child_env(database))
+    full_env.update(env or {})
+    return subprocess.run(
+        [str(BIN / program), *args],
+        cwd=cwd,
+        env=full_env,
+        input=stdin if stdin is not None else "",
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )

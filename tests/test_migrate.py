@@ -1,0 +1,110 @@
+"""Alembic operations through uaip_db.migrate, against real PostgreSQL."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+
+from uaip_db import migrate
+from uaip_db.config import DatabaseConfig
+from uaip_db.errors import MigrationError, SettingsError
+from uaip_db.schema import BASELINE_REVISION
+
+from .conftest import sql
+
+EMAIL_REVISION = "8f2b6c1d4e7a"
+WIDEN_REVISION = "b41d9e0c7f25"
+
+
+def test_one_linear_head() -> None:
+    assert migrate.head_revisions() == (WIDEN_REVISION,)
+
+
+def test_pending_revisions_walk_from_the_current_one(empty_db: DatabaseConfig) -> None:
+    assert [s.revision for s in migrate.pending_revisions(empty_db)] == [
+        BASELINE_REVISION,
+        EMAIL_REVISION,
+        WIDEN_REVISION,
+    ]
+    migrate.upgrade(empty_db, EMAIL_REVISION)
+    assert migrate.current_revisions(empty_db) == (EMAIL_REVISION,)
+    assert [s.revision for s in migrate.pending_revisions(empty_db)] == [WIDEN_REVISION]
+
+
+def test_reports_each_applied_revision(empty_db: DatabaseConfig) -> None:
+    lines: list[str] = []
+    migrate.upgrade(empty_db, "head", report=lines.append)
+    assert [line.split()[1] for line in lines] == [
+        BASELINE_REVISION,
+        EMAIL_REVISION,
+        WIDEN_REVISION,
+    ]
+    assert all(line.strip().startswith("applied") and line.endswith(" s") for line in lines)
+
+
+def test_unknown_revision_is_a_usage_error(empty_db: DatabaseConfig) -> None:
+    with pytest.raises(SettingsError, match=r"db\.history"):
+        migrate.upgrade(empty_db, "deadbeef0000")
+
+
+def test_downgrade_past_base_is_a_usage_error(head_db: DatabaseConfig) -> None:
+    with pytest.raises(SettingsError, match="nothing that far down"):
+        migrate.downgrade(head_db, "-4")
+    assert migrate.current_revisions(head_db) == (WIDEN_REVISION,)
+
+
+def test_narrowing_user_id_refuses_to_truncate(head_db: DatabaseConfig) -> None:
+    sql(head_db, "INSERT INTO sessions (user_id) VALUES (repeat('x', 300))")
+    with pytest.raises(MigrationError, match=r"sessions.user_id has 1 value\(s\) longer than 255"):
+        migrate.downgrade(head_db, "-1")
+    assert migrate.current_revisions(head_db) == (WIDEN_REVISION,)
+    assert sql(head_db, "SELECT length(user_id) FROM sessions") == [(300,)]
+
+
+def test_downgrades_keep_rows_that_fit(head_db: DatabaseConfig) -> None:
+    sql(head_db, "INSERT INTO sessions (user_id, email) VALUES ('alice', 'a@example.org')")
+    migrate.downgrade(head_db, "-1")
+    assert sql(head_db, "SELECT user_id, email FROM sessions") == [("alice", "a@example.org")]
+
+
+def test_the_email_revision_finishes_an_interrupted_run(empty_db: DatabaseConfig) -> None:
+    migrate.upgrade(empty_db, BASELINE_REVISION)
+    # What a crash during CREATE INDEX CONCURRENTLY leaves: the column committed, an INVALID
+    # index, and the version row still at the previous revision.
+    sql(empty_db, "ALTER TABLE sessions ADD COLUMN email VARCHAR(255)")
+    sql(empty_db, "CREATE INDEX idx_sessions_email ON sessions (email)")
+    sql(
+        empty_db,
+        "UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'idx_sessions_email'::regclass",
+    )
+    migrate.upgrade(empty_db, "head")
+    assert migrate.current_revisions(empty_db) == (WIDEN_REVISION,)
+    assert sql(
+        empty_db,
+        "SELECT indisvalid FROM pg_index WHERE indexrelid = 'idx_sessions_email'::regclass",
+    ) == [(True,)]
+
+
+def test_a_failing_migration_names_the_revision_it_stopped_at(head_db: DatabaseConfig) -> None:
+    migrate.downgrade(head_db, BASELINE_REVISION)
+    sql(head_db, "ALTER TABLE sessions RENAME TO sessions_moved")
+    with pytest.raises(MigrationError) as raised:
+        migrate.upgrade(head_db, "head")
+    assert 'relation "sessions" does not exist' in str(raised.value)
+    assert "stays at revision 03033cebb647" in str(raised.value)
+    assert migrate.current_revisions(head_db) == (BASELINE_REVISION,)
+
+
+def test_offline_sql_renders_the_whole_chain(capsys: pytest.CaptureFixture[str]) -> None:
+    out = io.StringIO()
+    from alembic import command
+
+    from uaip_db.migrate import alembic_config
+
+    command.upgrade(alembic_config(DatabaseConfig(), stdout=out), "head", sql=True)
+    rendered = capsys.readouterr().out + out.getvalue()
+    assert "CREATE TABLE sessions" in rendered
+    assert "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_sessions_email" in rendered
+    assert "ALTER TABLE sessions ALTER COLUMN user_id TYPE VARCHAR(500)" in rendered
+    assert rendered.count("COMMIT;") >= 3
