@@ -105,5 +105,14 @@ def seed(c: Context) -> None:
         steps.seed()
 
 
-db = Collection("db", up, down, status, upgrade, downgrade, current, history, revision, stamp, seed)
+@task(help={"json": "Print the result as JSON (for CI)."})
+def check(c: Context, json: bool = False) -> None:
+    """Exit 0 at head, 3 with pending revisions, 1 when the scripts or the database are wrong."""
+    with reported():
+        steps.check(as_json=json)
+
+
+db = Collection(
+    "db", up, down, status, upgrade, downgrade, current, history, revision, stamp, seed, check
+)
 ns = Collection(db)

@@ -11,6 +11,7 @@ import pytest
 
 from uaip_db import migrate, paths
 from uaip_db.config import DatabaseConfig
+from uaip_db.ledger import LEDGER_TABLE
 from uaip_db.schema import (
     BASELINE_FUNCTIONS,
     BASELINE_REVISION,
@@ -27,14 +28,14 @@ INIT_SQL_SHA256 = "dcfd5e3f25b8b93ca90c48e26be583631708e58759e720d8c3f0e8e0c8887
 USER_OBJECTS = """
 SELECT 'relation ' || c.relname FROM pg_class c
  WHERE c.relnamespace = 'public'::regnamespace AND c.relname <> 'alembic_version'
-   AND c.relname NOT LIKE 'alembic_version%'
+   AND c.relname NOT LIKE 'alembic_version%' AND c.relname NOT LIKE 'uaip_db\\_%'
 UNION ALL SELECT 'function ' || p.proname FROM pg_proc p
  WHERE p.pronamespace = 'public'::regnamespace
 UNION ALL SELECT 'trigger ' || t.tgname FROM pg_trigger t WHERE NOT t.tgisinternal
 UNION ALL SELECT 'extension ' || e.extname FROM pg_extension e WHERE e.extname <> 'plpgsql'
 UNION ALL SELECT 'type ' || t.typname FROM pg_type t
  WHERE t.typnamespace = 'public'::regnamespace AND t.typname NOT IN ('alembic_version')
-   AND t.typname NOT LIKE '\\_alembic%'
+   AND t.typname NOT LIKE '\\_alembic%' AND t.typname NOT LIKE '%uaip_db\\_%'
 """
 
 
@@ -51,7 +52,7 @@ def test_upgrade_creates_every_table_function_trigger_and_the_extension(
     head_db: DatabaseConfig,
 ) -> None:
     tables = names(head_db, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
-    assert tables == {*BASELINE_TABLES, "alembic_version"}
+    assert tables == {*BASELINE_TABLES, "alembic_version", LEDGER_TABLE}
     functions = names(
         head_db, "SELECT proname FROM pg_proc WHERE pronamespace = 'public'::regnamespace"
     )

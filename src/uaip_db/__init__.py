@@ -1,5 +1,29 @@
-"""Schema lifecycle of the UAIP Scoping database."""
+"""Schema lifecycle of the UAIP Scoping database.
+
+For applications: `uaip_db.check_migrations()` at start-up returns quietly when the database is
+at head and raises `PendingMigrations` or `CheckFailed` (with the reasons) otherwise.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 __version__ = "1.1.0"
+__all__ = ["CheckFailed", "PendingMigrations", "check_migrations"]
+
+if TYPE_CHECKING:
+    from uaip_db.check import check_migrations
+    from uaip_db.errors import CheckFailed, PendingMigrations
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use, so `import uaip_db` stays cheap for tools that need only a part.
+    if name == "check_migrations":
+        from uaip_db.check import check_migrations
+
+        return check_migrations
+    if name in ("CheckFailed", "PendingMigrations"):
+        from uaip_db import errors
+
+        return getattr(errors, name)
+    raise AttributeError(name)

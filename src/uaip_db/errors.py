@@ -41,3 +41,11 @@ class PendingMigrations(UaipDbError):
     """The database is behind the migration scripts."""
 
     exit_code = PENDING
+
+
+class QuietExit(UaipDbError):
+    """The step already printed its result (e.g. as JSON); only the exit status is left to give."""
+
+    def __init__(self, exit_code: int) -> None:
+        super().__init__("")
+        self.exit_code = exit_code

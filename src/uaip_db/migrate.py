@@ -126,7 +126,7 @@ def _run_online(context: EnvironmentContext, conn: Connection, options: RunOptio
         connection=conn,
         target_metadata=None,
         transaction_per_migration=True,
-        on_version_apply=_reporter(options.report) if options.report else None,
+        on_version_apply=_on_version_apply(options.report),
     )
     with context.begin_transaction():
         context.run_migrations()
@@ -159,12 +159,32 @@ def make_engine(database: DatabaseConfig) -> Engine:
     return create_engine(database.sqlalchemy_url(), poolclass=NullPool, connect_args=connect_args)
 
 
-def _reporter(report: Callable[[str], None]) -> Callable[..., None]:
+def _on_version_apply(report: Callable[[str], None] | None) -> Callable[..., None]:
+    """After each step, inside its transaction: keep the ledger, and say what was done."""
+    from uaip_db import ledger
+
     started = time.perf_counter()
 
-    def on_version_apply(*, step: Any, **_: Any) -> None:
+    def on_version_apply(*, ctx: Any, step: Any, **_: Any) -> None:
         nonlocal started
         now = time.perf_counter()
+        elapsed, started = now - started, now
+        conn = ctx.connection
+        if step.is_upgrade:
+            for revision in step.destination_revision_ids:
+                script = ctx.script.get_revision(revision)
+                how = "stamp" if step.is_stamp else "upgrade"
+                ledger.record(
+                    conn,
+                    revision,
+                    script.path,
+                    how,
+                    None if step.is_stamp else round(elapsed * 1000),
+                )
+        else:
+            ledger.forget(conn, list(step.source_revision_ids))
+        if report is None:
+            return
         revision = step.up_revision
         if step.is_stamp:
             verb = "stamped"
@@ -172,8 +192,7 @@ def _reporter(report: Callable[[str], None]) -> Callable[..., None]:
             verb = "applied"
         else:
             verb = "reverted"
-        report(f"  {verb} {revision.revision} ({revision.doc}) in {now - started:.2f} s")
-        started = now
+        report(f"  {verb} {revision.revision} ({revision.doc}) in {elapsed:.2f} s")
 
     return on_version_apply
 
@@ -261,11 +280,15 @@ def head_revisions() -> tuple[str, ...]:
 def current_revisions(database: DatabaseConfig) -> tuple[str, ...]:
     """The revisions recorded in the database (empty at base), read with one query."""
     with connection(database) as conn:
-        exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (VERSION_TABLE,)).fetchone()
-        if not exists or not exists[0]:
-            return ()
-        rows = conn.execute(f"SELECT version_num FROM {VERSION_TABLE} ORDER BY 1").fetchall()
-    return tuple(row[0] for row in rows)
+        return current_revisions_on(conn)
+
+
+def current_revisions_on(conn: Any) -> tuple[str, ...]:
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (VERSION_TABLE,)).fetchone()
+    if not row or not row[0]:
+        return ()
+    rows = conn.execute(f"SELECT version_num FROM {VERSION_TABLE} ORDER BY 1").fetchall()
+    return tuple(r[0] for r in rows)
 
 
 def describe(revision: str) -> str:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from uaip_db import migrate
 from uaip_db.config import DatabaseConfig
-from uaip_db.errors import SettingsError, UaipDbError
+from uaip_db.errors import QuietExit, SettingsError, UaipDbError
 from uaip_db.lock import DEFAULT_WAIT_SECONDS
 
 if TYPE_CHECKING:
@@ -220,3 +220,17 @@ def seed(out: Say = say) -> None:
     with timed(f"Loaded database/init.sql (schema v1.0.0) into {config.display_url()}", out):
         load_init_sql(config)
     out(f"Bring it to head with: inv db.stamp --rev {BASELINE_REVISION} db.upgrade")
+
+
+def check(*, as_json: bool = False, out: Say = say) -> None:
+    from uaip_db.check import inspect
+
+    status = inspect(DatabaseConfig.from_env())
+    if as_json:
+        out(status.to_json())
+    elif status.exit_code == 0:
+        out(status.summary())
+    else:
+        print(status.summary(), file=sys.stderr, flush=True)
+    if status.exit_code:
+        raise QuietExit(status.exit_code)

@@ -26,7 +26,7 @@ def reported() -> Iterator[None]:
     except UaipDbError as error:
         if debugging():
             raise
-        raise Exit(str(error), code=error.exit_code) from None
+        raise Exit(str(error) or None, code=error.exit_code) from None
     except KeyboardInterrupt:
         raise Exit("Interrupted; run the same task again to finish.", code=130) from None
     except Exception as error:

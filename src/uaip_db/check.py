@@ -1,0 +1,113 @@
+"""The gate for CI and for application start-up: is the database at head, and can we trust it?
+
+Exit codes of `inv db.check`: 0 at head; 3 when revisions are pending; 1 when something is wrong
+(an unknown revision, several heads, a downgrade that silently does nothing, an applied migration
+edited after it ran).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from uaip_db import ledger, migrate
+from uaip_db.config import DatabaseConfig
+from uaip_db.connect import connection
+from uaip_db.errors import CHECK_FAILED, PENDING, CheckFailed, PendingMigrations
+from uaip_db.revisions import facts
+
+
+@dataclass
+class MigrationStatus:
+    database: str
+    current: list[str]
+    heads: list[str]
+    pending: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        if self.problems:
+            return CHECK_FAILED
+        return PENDING if self.pending else 0
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "exit_code": self.exit_code}, indent=2)
+
+    def summary(self) -> str:
+        at = ", ".join(self.current) or "base"
+        if self.problems:
+            return "\n".join(["Migration check failed:", *(f"  - {p}" for p in self.problems)])
+        if self.pending:
+            lines = [f"{self.database} is at {at}; {len(self.pending)} revision(s) pending:"]
+            lines += [f"  {p}" for p in self.pending]
+            lines.append("Run `inv db.upgrade`.")
+            return "\n".join(lines)
+        return f"{self.database} is at head {at}; the migration scripts check out."
+
+
+def script_problems() -> list[str]:
+    """Problems in the migration scripts themselves, whatever the database."""
+    scripts = migrate.script_directory()
+    problems: list[str] = []
+    heads = scripts.get_heads()
+    if len(heads) > 1:
+        problems.append(
+            f"The migration scripts have {len(heads)} heads ({', '.join(sorted(heads))}); "
+            'join them with `alembic merge heads -m "merge"`.'
+        )
+    for script in scripts.walk_revisions():
+        about = facts(script)
+        if about.downgrade_is_empty and not about.irreversible:
+            problems.append(
+                f"Revision {script.revision} ({script.doc}): downgrade() does nothing; write it, "
+                'or mark the revision `irreversible = "why"`.'
+            )
+    return problems
+
+
+def inspect(database: DatabaseConfig) -> MigrationStatus:
+    from alembic.util import CommandError
+
+    scripts = migrate.script_directory()
+    with connection(database) as conn:
+        current = list(migrate.current_revisions_on(conn))
+        recorded = ledger.entries(conn)
+    status = MigrationStatus(
+        database=database.display_url(), current=current, heads=sorted(scripts.get_heads())
+    )
+    status.problems.extend(script_problems())
+    known = True
+    for revision in current:
+        try:
+            scripts.get_revision(revision)
+        except CommandError:
+            known = False
+            status.problems.append(
+                f"The database is at revision {revision}, which these migration scripts do not "
+                "know; update your checkout, or check DB_NAME."
+            )
+    if known:
+        status.pending = [f"{s.revision} {s.doc}" for s in migrate.pending_revisions(database)]
+    for revision, entry in sorted(recorded.items()):
+        try:
+            script = scripts.get_revision(revision)
+        except CommandError:
+            continue
+        if script is not None and ledger.file_sha256(script.path) != entry.file_sha256:
+            status.problems.append(
+                f"Revision {revision} ({script.doc}) was edited after it was applied "
+                f"({entry.how} on {entry.applied_at:%Y-%m-%d %H:%M} by {entry.applied_by}); "
+                "revert the edit and put the change in a new revision."
+            )
+    return status
+
+
+def check_migrations(database: DatabaseConfig | None = None) -> MigrationStatus:
+    """For the application's start-up: return quietly at head, raise with the reasons otherwise."""
+    status = inspect(database or DatabaseConfig.from_env())
+    if status.problems:
+        raise CheckFailed(status.summary())
+    if status.pending:
+        raise PendingMigrations(status.summary())
+    return status

@@ -1,0 +1,95 @@
+"""The applied-migration ledger: which revision file (by sha256) was applied, when, by whom, how long.
+
+Rows are written by env.py inside each migration's own transaction, so the ledger and the
+version row never disagree. `db.check` compares the recorded hashes with the files on disk to
+catch a migration edited after it was applied.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import socket
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+LEDGER_TABLE = "uaip_db_migration_ledger"
+CREATE_LEDGER = f"""
+CREATE TABLE IF NOT EXISTS {LEDGER_TABLE} (
+    revision     VARCHAR(64) PRIMARY KEY,
+    file_sha256  CHAR(64) NOT NULL,
+    applied_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
+    applied_by   TEXT NOT NULL,
+    duration_ms  INTEGER,
+    how          VARCHAR(10) NOT NULL CHECK (how IN ('upgrade', 'stamp'))
+)
+"""
+
+
+@dataclass(frozen=True)
+class Entry:
+    revision: str
+    file_sha256: str
+    applied_at: datetime
+    applied_by: str
+    duration_ms: int | None
+    how: str
+
+
+def file_sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def who() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def record(conn: Any, revision: str, path: str | Path, how: str, duration_ms: int | None) -> None:
+    """Record `revision` as applied; `conn` is a SQLAlchemy connection inside the migration."""
+    from sqlalchemy import text
+
+    conn.execute(text(CREATE_LEDGER))
+    conn.execute(
+        text(
+            f"INSERT INTO {LEDGER_TABLE} (revision, file_sha256, applied_by, duration_ms, how) "
+            "VALUES (:revision, :sha, :who || ' as ' || current_user, :ms, :how) "
+            "ON CONFLICT (revision) DO UPDATE SET file_sha256 = EXCLUDED.file_sha256, "
+            "applied_at = EXCLUDED.applied_at, applied_by = EXCLUDED.applied_by, "
+            "duration_ms = EXCLUDED.duration_ms, how = EXCLUDED.how"
+        ),
+        {
+            "revision": revision,
+            "sha": file_sha256(path),
+            "who": who(),
+            "ms": duration_ms,
+            "how": how,
+        },
+    )
+
+
+def forget(conn: Any, revisions: list[str]) -> None:
+    """Drop the entries of reverted revisions (SQLAlchemy connection inside the migration)."""
+    from sqlalchemy import text
+
+    conn.execute(text(CREATE_LEDGER))
+    conn.execute(
+        text(f"DELETE FROM {LEDGER_TABLE} WHERE revision = ANY(:revisions)"),
+        {"revisions": revisions},
+    )
+
+
+def entries(conn: Any) -> dict[str, Entry]:
+    """All entries, read with a psycopg connection; empty when there is no ledger yet."""
+    exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (LEDGER_TABLE,)).fetchone()
+    if not exists or not exists[0]:
+        return {}
+    rows = conn.execute(
+        f"SELECT revision, file_sha256, applied_at, applied_by, duration_ms, how FROM {LEDGER_TABLE}"
+    ).fetchall()
+    return {row[0]: Entry(*row) for row in rows}
