@@ -88,14 +88,29 @@ def revision(c: Context, message: str = "") -> None:
 
 @task(
     help={
-        "rev": "The revision to record (e.g. 03033cebb647 for an init.sql database).",
+        "rev": "The revision to record, or auto to find the one the schema matches.",
+        "force": "Record it even though the schema differs from that revision's.",
         "lock_wait": LOCK_WAIT_HELP,
     }
 )
-def stamp(c: Context, rev: str = "", lock_wait: float = 60) -> None:
-    """Record a revision in alembic_version without running migrations."""
+def stamp(c: Context, rev: str = "", force: bool = False, lock_wait: float = 60) -> None:
+    """Record a revision without running migrations, once the schema is shown to match it."""
     with reported():
-        steps.stamp(rev, lock_wait=lock_wait)
+        steps.stamp(rev, force=force, lock_wait=lock_wait)
+
+
+@task(help={"json": "Print the result as JSON (for CI)."})
+def verify(c: Context, json: bool = False) -> None:
+    """Compare the live schema with the one its recorded revision should have (exit 1 on drift)."""
+    with reported():
+        steps.verify(as_json=json)
+
+
+@task(help={"check": "Only check that the committed snapshots are current (exit 1 if stale)."})
+def snapshots(c: Context, check: bool = False) -> None:
+    """Rebuild migrations/snapshots/ (each revision's expected schema) on a throwaway database."""
+    with reported():
+        steps.snapshots(check=check)
 
 
 @task
@@ -113,6 +128,19 @@ def check(c: Context, json: bool = False) -> None:
 
 
 db = Collection(
-    "db", up, down, status, upgrade, downgrade, current, history, revision, stamp, seed, check
+    "db",
+    up,
+    down,
+    status,
+    upgrade,
+    downgrade,
+    current,
+    history,
+    revision,
+    stamp,
+    seed,
+    check,
+    verify,
+    snapshots,
 )
 ns = Collection(db)

@@ -15,6 +15,7 @@ from uaip_db.config import DatabaseConfig
 from uaip_db.connect import connection
 from uaip_db.errors import CHECK_FAILED, PENDING, CheckFailed, PendingMigrations
 from uaip_db.revisions import facts
+from uaip_db.verify import edited_revisions
 
 
 @dataclass
@@ -89,17 +90,7 @@ def inspect(database: DatabaseConfig) -> MigrationStatus:
             )
     if known:
         status.pending = [f"{s.revision} {s.doc}" for s in migrate.pending_revisions(database)]
-    for revision, entry in sorted(recorded.items()):
-        try:
-            script = scripts.get_revision(revision)
-        except CommandError:
-            continue
-        if script is not None and ledger.file_sha256(script.path) != entry.file_sha256:
-            status.problems.append(
-                f"Revision {revision} ({script.doc}) was edited after it was applied "
-                f"({entry.how} on {entry.applied_at:%Y-%m-%d %H:%M} by {entry.applied_by}); "
-                "revert the edit and put the change in a new revision."
-            )
+    status.problems.extend(edited_revisions(recorded))
     return status
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from uaip_db import migrate
 from uaip_db.config import DatabaseConfig
-from uaip_db.errors import QuietExit, SettingsError, UaipDbError
+from uaip_db.errors import CheckFailed, QuietExit, SettingsError, UaipDbError
 from uaip_db.lock import DEFAULT_WAIT_SECONDS
 
 if TYPE_CHECKING:
@@ -200,15 +200,99 @@ def new_revision(message: str, out: Say = say) -> None:
     out(f"Wrote {script.path}; fill in upgrade() and downgrade(), then `inv db.upgrade`.")
 
 
-def stamp(revision: str, *, lock_wait: float = DEFAULT_WAIT_SECONDS, out: Say = say) -> None:
+def stamp(
+    revision: str,
+    *,
+    force: bool = False,
+    lock_wait: float = DEFAULT_WAIT_SECONDS,
+    out: Say = say,
+) -> None:
+    """Record a revision, after checking that the schema really is that revision's."""
+    from uaip_db.snapshot import describe, diff, take
+    from uaip_db.verify import identify
+
     if not revision:
-        raise SettingsError("Say which revision to record: inv db.stamp --rev REVISION.")
+        raise SettingsError("Say which revision to record: inv db.stamp --rev REVISION (or auto).")
     config = DatabaseConfig.from_env()
+    actual = take(config)
+    if revision == "auto":
+        match = identify(actual)
+        if match.revision is None:
+            raise CheckFailed(
+                "The schema matches no revision; the closest is "
+                f"{match.closest}:\n{describe(match.differences)}\n"
+                "Fix the schema, or stamp a revision with --rev REV --force."
+            )
+        if match.revision == "base":
+            raise CheckFailed("The database has no UAIP schema; run `inv db.upgrade` instead.")
+        revision = match.revision
+        out(f"The schema matches revision {migrate.describe(revision)}.")
+    else:
+        from uaip_db import fingerprints
+
+        resolved = migrate.script_directory().get_revision(revision)
+        if resolved is None:
+            raise SettingsError(f"Unknown revision {revision!r}; `inv db.history` lists them.")
+        revision = resolved.revision
+        differences = diff(fingerprints.expected(revision), actual)
+        if differences and not force:
+            raise CheckFailed(
+                f"The schema is not revision {revision}'s:\n{describe(differences)}\n"
+                "Try --rev auto, fix the schema, or add --force if you are sure."
+            )
+        if differences:
+            out(f"Stamping despite {len(differences)} difference(s), as --force asks.")
     migrate.stamp(config, revision, lock_wait=lock_wait)
     out(
         f"Recorded {describe_current(migrate.current_revisions(config))} "
-        f"in {config.display_url()}; "
-        "no schema objects were changed."
+        f"in {config.display_url()}; no schema objects were changed."
+    )
+
+
+def verify(*, as_json: bool = False, out: Say = say) -> None:
+    from uaip_db.snapshot import describe
+    from uaip_db.verify import verify as verify_database
+
+    result = verify_database(DatabaseConfig.from_env())
+    if as_json:
+        out(result.to_json())
+    elif result.exit_code == 0:
+        out(
+            f"{result.database} matches revision {result.revision} (fingerprint "
+            f"{result.actual_digest[:12]})."
+        )
+    else:
+        lines = [f"{result.database} does not match revision {result.revision}:"]
+        if result.differences:
+            lines.append(describe(result.differences))
+        lines.extend(result.edited)
+        print("\n".join(lines), file=sys.stderr, flush=True)
+    if result.exit_code:
+        raise QuietExit(result.exit_code)
+
+
+def snapshots(*, check: bool = False, out: Say = say) -> None:
+    """Rebuild the committed per-revision snapshots (or, with check, fail when they are stale)."""
+    from uaip_db import fingerprints
+    from uaip_db.scratch import scratch_server
+
+    with scratch_server() as server:
+        built = fingerprints.build(server)
+    if check:
+        stale = fingerprints.stale(built)
+        if stale:
+            raise CheckFailed(
+                "Committed snapshots are stale: "
+                + "; ".join(stale)
+                + ". Run `inv db.snapshots` and commit migrations/snapshots/."
+            )
+        out(f"The {len(built)} committed snapshots match what the migrations build.")
+        return
+    changed = fingerprints.write(built)
+    out(
+        f"Wrote {len(changed)} snapshot file(s) in {fingerprints.snapshot_dir()}."
+        if changed
+        else "Snapshots were already up to date."
     )
 
 
