@@ -6,6 +6,7 @@ developer's database is never touched.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,21 +28,29 @@ nox.options.default_venv_backend = "uv|virtualenv"
 # Installing dependencies is most of a session's time; reuse venvs unless asked not to (-N).
 nox.options.reuse_existing_virtualenvs = True
 
-# The same `inv` steps a laptop runs, one list per leg.
+# The same `inv` steps a laptop runs, one list per leg; each leg ends verified and checked.
 LEGS: dict[str, list[list[str]]] = {
     "fresh": [
         ["db.upgrade"],
+        ["db.verify"],
+        ["db.snapshots", "--check"],
+        ["db.roundtrip"],
         ["db.downgrade", "--rev", "base", "--yes"],
+        ["db.verify"],
         ["db.upgrade"],
-        ["db.current"],
+        ["db.verify"],
+        ["db.check"],
     ],
     "seeded": [
         ["db.seed"],
         ["db.stamp", "--rev", BASELINE_REVISION],
         ["db.upgrade"],
-        ["db.current"],
+        ["db.verify"],
+        ["db.check"],
     ],
 }
+# Each leg's final schema fingerprint; legs run in this process, so the second compares.
+FINAL_FINGERPRINTS: dict[str, str] = {}
 
 _server: ScratchServer | None = None
 
@@ -67,6 +76,12 @@ def migrations(session: nox.Session, db: str) -> None:
     with throwaway_database(f"uaip_nox_{db}") as env:
         for step in LEGS[db]:
             session.run("inv", *step, env=env)
+        report = session.run("inv", "db.verify", "--json", env=env, silent=True)
+    fingerprint = json.loads(str(report))["actual_digest"]
+    session.log(f"final schema fingerprint: {fingerprint}")
+    FINAL_FINGERPRINTS[db] = fingerprint
+    if len(set(FINAL_FINGERPRINTS.values())) > 1:
+        session.error(f"The legs ended with different schemas: {FINAL_FINGERPRINTS}")
 
 
 @nox.session

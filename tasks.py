@@ -127,6 +127,13 @@ def check(c: Context, json: bool = False) -> None:
         steps.check(as_json=json)
 
 
+@task
+def roundtrip(c: Context) -> None:
+    """Upgrade, downgrade and upgrade every revision on a throwaway database, checking each step."""
+    with reported():
+        steps.roundtrip()
+
+
 db = Collection(
     "db",
     up,
@@ -142,5 +149,6 @@ db = Collection(
     check,
     verify,
     snapshots,
+    roundtrip,
 )
 ns = Collection(db)

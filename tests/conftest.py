@@ -111,3 +111,68 @@ def run_cli(
         text=True,
         timeout=300,
     )
+
+
+REVISION_TEMPLATE = '''"""{doc}
+
+Revision ID: {revision}
+Revises: {down_revision}
+"""
+from alembic import op
+
+revision = "{revision}"
+down_revision = "{down_revision}"
+branch_labels = None
+depends_on = None
+{markers}
+
+def upgrade() -> None:
+{upgrade}
+
+
+def downgrade() -> None:
+{downgrade}
+'''
+
+
+def write_revision(
+    versions: Path,
+    revision: str,
+    down_revision: str,
+    upgrade: list[str],
+    downgrade: list[str],
+    doc: str = "Test revision",
+    markers: str = "",
+) -> Path:
+    def body(statements: list[str]) -> str:
+        return "\n".join(f"    op.execute({s!r})" for s in statements) or "    pass"
+
+    path = versions / f"{revision}_test.py"
+    path.write_text(
+        REVISION_TEMPLATE.format(
+            doc=doc,
+            revision=revision,
+            down_revision=down_revision,
+            markers=markers,
+            upgrade=body(upgrade),
+            downgrade=body(downgrade),
+        )
+    )
+    return path
+
+
+@pytest.fixture
+def checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A scratch copy of the repository's migrations, used by this process and its children."""
+    import shutil
+
+    root = tmp_path / "checkout"
+    root.mkdir()
+    shutil.copy(ROOT / "alembic.ini", root / "alembic.ini")
+    shutil.copytree(
+        ROOT / "migrations", root / "migrations", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    shutil.copytree(ROOT / "database", root / "database")
+    (root / "tasks.py").symlink_to(ROOT / "tasks.py")
+    monkeypatch.setenv("UAIP_DB_ROOT", str(root))
+    return root

@@ -1,4 +1,4 @@
-"""The applied-migration ledger: which revision file (by sha256) was applied, when, by whom, how long.
+"""The applied-migration ledger: which revision file (sha256) was applied, when, by whom, how long.
 
 Rows are written by env.py inside each migration's own transaction, so the ledger and the
 version row never disagree. `db.check` compares the recorded hashes with the files on disk to
@@ -90,6 +90,7 @@ def entries(conn: Any) -> dict[str, Entry]:
     if not exists or not exists[0]:
         return {}
     rows = conn.execute(
-        f"SELECT revision, file_sha256, applied_at, applied_by, duration_ms, how FROM {LEDGER_TABLE}"
+        "SELECT revision, file_sha256, applied_at, applied_by, duration_ms, how "
+        f"FROM {LEDGER_TABLE}"
     ).fetchall()
     return {row[0]: Entry(*row) for row in rows}

@@ -318,3 +318,13 @@ def check(*, as_json: bool = False, out: Say = say) -> None:
         print(status.summary(), file=sys.stderr, flush=True)
     if status.exit_code:
         raise QuietExit(status.exit_code)
+
+
+def roundtrip(out: Say = say) -> None:
+    """Up, down and up again for every revision on a throwaway database."""
+    from uaip_db import roundtrip as stairway
+    from uaip_db.scratch import scratch_server
+
+    out("Round trip of every revision (up, down, up) on a throwaway database:")
+    with timed("Round trip passed", out), scratch_server() as server:
+        stairway.run(server, report=out)

@@ -1,0 +1,152 @@
+"""The stairway round trip: for every revision, up, down, up again, proving schema and rows survive.
+
+For each revision in order, on a throwaway database: fill every table with rows, take the
+schema snapshot and per-table hashes, upgrade, snapshot, downgrade one step (the schema must
+equal the one before, the rows must be unchanged unless the revision declares it destroys them
+with `destroys_data_on_downgrade`), upgrade again (the schema must equal the first upgrade's).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from uaip_db import fingerprints, migrate, sample_data
+from uaip_db.config import DatabaseConfig
+from uaip_db.connect import connection
+from uaip_db.errors import CheckFailed
+from uaip_db.revisions import facts
+from uaip_db.snapshot import Snapshot, describe, diff, take_from
+
+if TYPE_CHECKING:
+    from alembic.script import Script
+
+    from uaip_db.scratch import ScratchServer
+
+
+@dataclass
+class StepTimes:
+    revision: str
+    up: float
+    down: float
+    up_again: float
+    checks: float
+
+    def line(self) -> str:
+        return (
+            f"  {self.revision}  up {self.up:.2f} s, down {self.down:.2f} s, "
+            f"up again {self.up_again:.2f} s, checks {self.checks:.2f} s"
+        )
+
+
+class RoundtripFailed(CheckFailed):
+    """A revision did not survive up/down/up; the message names it and shows why."""
+
+
+@dataclass
+class State:
+    schema: Snapshot
+    columns: dict[str, list[str]]
+    rows: dict[str, tuple[int, str]]
+
+
+def observe(database: DatabaseConfig, columns: dict[str, list[str]] | None = None) -> State:
+    with connection(database) as conn:
+        schema = take_from(conn)
+        current_columns = sample_data.columns_of(conn)
+        rows = sample_data.table_hashes(conn, columns)
+    return State(schema, current_columns, rows)
+
+
+def destroyed_by_downgrade(script: Script) -> tuple[set[str], set[str]]:
+    """(tables, table.columns) the revision declares its downgrade destroys."""
+    declared = facts(script).destroys_data_on_downgrade or ""
+    tables: set[str] = set()
+    columns: set[str] = set()
+    for item in (part.strip() for part in declared.split(",")):
+        if "." in item:
+            columns.add(item)
+        elif item:
+            tables.add(item)
+    return tables, columns
+
+
+def kept_columns(columns: dict[str, list[str]], destroyed: set[str]) -> dict[str, list[str]]:
+    return {t: [c for c in cs if f"{t}.{c}" not in destroyed] for t, cs in columns.items()}
+
+
+def _fail(script: Script, what: str, lines: list[str]) -> RoundtripFailed:
+    return RoundtripFailed(
+        f"Round trip failed at revision {script.revision} ({script.doc}): {what}:\n"
+        + describe(lines)
+    )
+
+
+def check_revision(database: DatabaseConfig, script: Script, previous: str) -> StepTimes:
+    """Up, down, up for one revision; raise RoundtripFailed naming it when anything is off."""
+    checks = 0.0
+
+    def checked(action: Callable[[], Any]) -> Any:
+        nonlocal checks
+        started = time.perf_counter()
+        result = action()
+        checks += time.perf_counter() - started
+        return result
+
+    def timed(action: Callable[[], None]) -> float:
+        started = time.perf_counter()
+        action()
+        return time.perf_counter() - started
+
+    lost_tables, lost_columns = destroyed_by_downgrade(script)
+
+    def before_upgrade() -> tuple[State, dict[str, list[str]], dict[str, tuple[int, str]]]:
+        with connection(database) as conn:
+            sample_data.fill(conn)
+        state = observe(database)
+        kept = kept_columns(state.columns, lost_columns)
+        with connection(database) as conn:
+            kept_rows = sample_data.table_hashes(conn, kept) if lost_columns else state.rows
+        return state, kept, kept_rows
+
+    before, kept, kept_rows = checked(before_upgrade)
+    up = timed(lambda: migrate.upgrade(database, script.revision))
+    after: State = checked(lambda: observe(database, before.columns))
+    changed = sample_data.changed_tables(before.rows, after.rows)
+    if changed:
+        raise _fail(script, "the upgrade changed existing rows", changed)
+
+    down = timed(lambda: migrate.downgrade(database, previous))
+    back: State = checked(lambda: observe(database, kept))
+    differences = diff(before.schema, back.schema)
+    if differences:
+        raise _fail(script, "the downgrade did not restore the schema", differences)
+    changed = sample_data.changed_tables(kept_rows, back.rows, ignore=lost_tables)
+    if changed:
+        raise _fail(script, "the downgrade lost or changed rows it does not declare", changed)
+
+    up_again = timed(lambda: migrate.upgrade(database, script.revision))
+    again: State = checked(lambda: observe(database))
+    differences = diff(after.schema, again.schema)
+    if differences:
+        raise _fail(script, "upgrading again built a different schema", differences)
+    return StepTimes(script.revision, up, down, up_again, checks)
+
+
+def run(server: ScratchServer, report: Callable[[str], None] | None = None) -> list[StepTimes]:
+    """Round-trip every revision on a new throwaway database; raise RoundtripFailed on the first."""
+    database = server.create_database("uaip_roundtrip")
+    try:
+        times = []
+        previous = fingerprints.BASE
+        for script in fingerprints.chain():
+            step = check_revision(database, script, previous)
+            times.append(step)
+            if report:
+                report(step.line())
+            previous = script.revision
+        return times
+    finally:
+        server.drop_database(database.name)
