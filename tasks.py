@@ -53,16 +53,22 @@ def upgrade(c: Context, rev: str = "head", sql: bool = False, lock_wait: float =
     help={
         "rev": "Target: -N steps down (default -1), a revision id, or base.",
         "yes": "Go on without asking when the downgrade drops data.",
+        "confirm_db": "In production (DB_ENV=production): the database name, spelled out.",
         "sql": "Print the SQL instead of running it (offline mode; needs from:to revisions).",
         "lock_wait": LOCK_WAIT_HELP,
     }
 )
 def downgrade(
-    c: Context, rev: str = "-1", yes: bool = False, sql: bool = False, lock_wait: float = 60
+    c: Context,
+    rev: str = "-1",
+    yes: bool = False,
+    confirm_db: str = "",
+    sql: bool = False,
+    lock_wait: float = 60,
 ) -> None:
     """Revert migrations down to --rev (default one step); asks before dropping data."""
     with reported():
-        steps.downgrade(rev, yes=yes, sql=sql, lock_wait=lock_wait)
+        steps.downgrade(rev, yes=yes, confirm_db=confirm_db or None, sql=sql, lock_wait=lock_wait)
 
 
 @task
@@ -90,13 +96,22 @@ def revision(c: Context, message: str = "") -> None:
     help={
         "rev": "The revision to record, or auto to find the one the schema matches.",
         "force": "Record it even though the schema differs from that revision's.",
+        "yes": "In production: go on (needs --confirm-db too).",
+        "confirm_db": "In production (DB_ENV=production): the database name, spelled out.",
         "lock_wait": LOCK_WAIT_HELP,
     }
 )
-def stamp(c: Context, rev: str = "", force: bool = False, lock_wait: float = 60) -> None:
+def stamp(
+    c: Context,
+    rev: str = "",
+    force: bool = False,
+    yes: bool = False,
+    confirm_db: str = "",
+    lock_wait: float = 60,
+) -> None:
     """Record a revision without running migrations, once the schema is shown to match it."""
     with reported():
-        steps.stamp(rev, force=force, lock_wait=lock_wait)
+        steps.stamp(rev, force=force, yes=yes, confirm_db=confirm_db or None, lock_wait=lock_wait)
 
 
 @task(help={"json": "Print the result as JSON (for CI)."})

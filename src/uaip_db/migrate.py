@@ -9,6 +9,7 @@ transaction per migration.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -31,6 +32,11 @@ if TYPE_CHECKING:
 DEFAULT_LOCK_TIMEOUT = "5s"
 DEFAULT_STATEMENT_TIMEOUT = "15min"
 VERSION_TABLE = "alembic_version"
+DEFAULT_LOCK_RETRIES = 3
+
+
+class LockNotAvailable(MigrationError):
+    """A migration statement waited longer than lock_timeout; it was rolled back."""
 
 
 @dataclass
@@ -41,6 +47,7 @@ class RunOptions:
     lock_wait: float = DEFAULT_WAIT_SECONDS
     report: Callable[[str], None] | None = None
     from_task: bool = False
+    direction: str = "upgrade"
 
 
 def alembic_config(
@@ -49,12 +56,15 @@ def alembic_config(
     lock_wait: float = DEFAULT_WAIT_SECONDS,
     report: Callable[[str], None] | None = None,
     stdout: TextIO | None = None,
+    direction: str = "upgrade",
 ) -> Config:
     from alembic.config import Config
 
     config = Config(str(paths.alembic_ini()), stdout=stdout or sys.stdout)
     config.set_main_option("script_location", str(paths.migrations_dir()))
-    config.attributes["uaip_db"] = RunOptions(database, lock_wait, report, from_task=True)
+    config.attributes["uaip_db"] = RunOptions(
+        database, lock_wait, report, from_task=True, direction=direction
+    )
     return config
 
 
@@ -89,6 +99,9 @@ def _run_env(context: EnvironmentContext, options: RunOptions) -> None:
             transaction_per_migration=True,
             dialect_opts={"paramstyle": "named"},
         )
+        lock_timeout, statement_timeout = timeouts()
+        context.execute(f"SET lock_timeout = '{lock_timeout}'")
+        context.execute(f"SET statement_timeout = '{statement_timeout}'")
         with context.begin_transaction():
             context.run_migrations()
         return
@@ -104,7 +117,7 @@ def _run_env(context: EnvironmentContext, options: RunOptions) -> None:
     except UaipDbError:
         raise
     except Exception as error:
-        raise _translate(error, database) from None
+        raise _translate(error, database, options.direction) from None
     finally:
         engine.dispose()
 
@@ -144,12 +157,24 @@ def _locked(engine: Engine, options: RunOptions) -> Iterator[None]:
         yield
 
 
+def timeouts() -> tuple[str, str]:
+    """Migration lock_timeout and statement_timeout (UAIP_LOCK_TIMEOUT, UAIP_STATEMENT_TIMEOUT)."""
+    lock_timeout = os.environ.get("UAIP_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT)
+    statement_timeout = os.environ.get("UAIP_STATEMENT_TIMEOUT", DEFAULT_STATEMENT_TIMEOUT)
+    for name, value in (
+        ("UAIP_LOCK_TIMEOUT", lock_timeout),
+        ("UAIP_STATEMENT_TIMEOUT", statement_timeout),
+    ):
+        if not re.fullmatch(r"\d+\s*(ms|s|min|h|d)?", value.strip()):
+            raise SettingsError(f"{name}={value!r} is not a duration like 5s, 500ms or 15min.")
+    return lock_timeout.strip(), statement_timeout.strip()
+
+
 def make_engine(database: DatabaseConfig) -> Engine:
     from sqlalchemy import create_engine
     from sqlalchemy.pool import NullPool
 
-    lock_timeout = os.environ.get("UAIP_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT)
-    statement_timeout = os.environ.get("UAIP_STATEMENT_TIMEOUT", DEFAULT_STATEMENT_TIMEOUT)
+    lock_timeout, statement_timeout = timeouts()
     connect_args = database.connect_kwargs()
     for key in ("host", "port", "dbname", "user", "password"):
         connect_args.pop(key)
@@ -197,7 +222,7 @@ def _on_version_apply(report: Callable[[str], None] | None) -> Callable[..., Non
     return on_version_apply
 
 
-def _translate(error: BaseException, database: DatabaseConfig) -> UaipDbError:
+def _translate(error: BaseException, database: DatabaseConfig, direction: str) -> UaipDbError:
     import psycopg
     from alembic.util import CommandError
     from sqlalchemy.exc import DBAPIError
@@ -208,14 +233,39 @@ def _translate(error: BaseException, database: DatabaseConfig) -> UaipDbError:
     # Failures to connect come from libpq before the server runs anything: they have no SQLSTATE.
     if isinstance(cause, psycopg.OperationalError) and cause.sqlstate is None:
         return explain(cause, database)
-    if isinstance(error, DBAPIError | psycopg.Error):
-        problem = str(cause).strip().splitlines()[0]
-        here = ", ".join(current_revisions(database)) or "base"
-        return MigrationError(
-            f"The migration failed: {problem}. The database stays at revision {here}; "
-            "fix the migration, then run `inv db.upgrade` again."
+    if not isinstance(error, DBAPIError | psycopg.Error):
+        return MigrationError(f"The migration failed: {error}")
+    problem = str(cause).strip().splitlines()[0]
+    statement = getattr(error, "statement", None)
+    here = ", ".join(current_revisions(database)) or "base"
+    failing = _failing_revision(database, direction)
+    where = f"Revision {failing}" if failing else "The migration"
+    detail = f" in `{_shorten(statement)}`" if statement else ""
+    if isinstance(cause, psycopg.errors.LockNotAvailable):
+        return LockNotAvailable(
+            f"{where} could not take a lock within lock_timeout{detail}: another transaction "
+            f"holds it. The database stays at revision {here}."
         )
-    return MigrationError(f"The migration failed: {error}")
+    return MigrationError(
+        f"{where} failed{detail}: {problem}. The database stays at revision {here}; "
+        "fix the migration, then run `inv db.upgrade` again."
+    )
+
+
+def _failing_revision(database: DatabaseConfig, direction: str) -> str | None:
+    try:
+        if direction == "upgrade":
+            pending = pending_revisions(database)
+            return describe(pending[0].revision) if pending else None
+        current = current_revisions(database)
+        return describe(current[0]) if current else None
+    except UaipDbError:
+        return None
+
+
+def _shorten(statement: str, limit: int = 160) -> str:
+    flat = " ".join(statement.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 def _command_error(error: Exception) -> UaipDbError:
@@ -245,13 +295,38 @@ def _run_command(name: str, *args: Any, **kwargs: Any) -> None:
 def upgrade(
     database: DatabaseConfig, revision: str = "head", *, sql: bool = False, **options: Any
 ) -> None:
-    _run_command("upgrade", alembic_config(database, **options), revision, sql=sql)
+    config = alembic_config(database, direction="upgrade", **options)
+    _retrying_lock_timeouts(
+        lambda: _run_command("upgrade", config, revision, sql=sql), options.get("report")
+    )
 
 
 def downgrade(
     database: DatabaseConfig, revision: str = "-1", *, sql: bool = False, **options: Any
 ) -> None:
-    _run_command("downgrade", alembic_config(database, **options), revision, sql=sql)
+    config = alembic_config(database, direction="downgrade", **options)
+    _retrying_lock_timeouts(
+        lambda: _run_command("downgrade", config, revision, sql=sql), options.get("report")
+    )
+
+
+def _retrying_lock_timeouts(run: Callable[[], None], report: Callable[[str], None] | None) -> None:
+    """A lock timeout rolls the migration back cleanly; try again a few times with backoff."""
+    retries = int(os.environ.get("UAIP_LOCK_RETRIES", DEFAULT_LOCK_RETRIES))
+    for attempt in range(retries + 1):
+        try:
+            run()
+            return
+        except LockNotAvailable as error:
+            if attempt == retries:
+                raise LockNotAvailable(
+                    f"{error} Gave up after {retries + 1} attempt(s); find the long transaction "
+                    "in pg_stat_activity, or raise UAIP_LOCK_TIMEOUT."
+                ) from None
+            delay = 2**attempt
+            if report:
+                report(f"  {error} Trying again in {delay} s.")
+            time.sleep(delay)
 
 
 def stamp(database: DatabaseConfig, revision: str, **options: Any) -> None:

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from uaip_db import migrate
 from uaip_db.config import DatabaseConfig
 from uaip_db.errors import CheckFailed, QuietExit, SettingsError, UaipDbError
+from uaip_db.guard import confirm_destructive
 from uaip_db.lock import DEFAULT_WAIT_SECONDS
 
 if TYPE_CHECKING:
@@ -21,18 +22,6 @@ Say = Callable[[str], None]
 
 def say(line: str) -> None:
     print(line, flush=True)
-
-
-def confirm(question: str, yes: bool, refusal: str) -> None:
-    """Go on when `yes`, or when a person at a terminal answers y; refuse otherwise."""
-    if yes:
-        return
-    if sys.stdin.isatty():
-        answer = input(f"{question} [y/N] ").strip().lower()
-        if answer in ("y", "yes"):
-            return
-        raise SettingsError("Stopped; nothing was changed.")
-    raise SettingsError(refusal)
 
 
 @contextmanager
@@ -160,6 +149,7 @@ def downgrade(
     revision: str = "-1",
     *,
     yes: bool = False,
+    confirm_db: str | None = None,
     sql: bool = False,
     lock_wait: float = DEFAULT_WAIT_SECONDS,
     out: Say = say,
@@ -174,13 +164,9 @@ def downgrade(
     for script in plan:
         loss = getattr(script.module, "destroys_data_on_downgrade", None)
         out(f"  {script.revision} {script.doc}" + (f"  [drops {loss}]" if loss else ""))
-    if destructive or revision == "base":
-        confirm(
-            "This drops data. Go on?",
-            yes,
-            "This downgrade drops data (see the list above); "
-            "run it again with --yes if you mean it.",
-        )
+    if destructive or revision == "base" or config.is_production:
+        what = "drop data in" if destructive or revision == "base" else "downgrade"
+        confirm_destructive(config, what, yes=yes, confirm_db=confirm_db)
     with timed("Downgrade finished", out):
         migrate.downgrade(config, revision, lock_wait=lock_wait, report=out)
     out(f"Now at {describe_current(migrate.current_revisions(config))}.")
@@ -204,6 +190,8 @@ def stamp(
     revision: str,
     *,
     force: bool = False,
+    yes: bool = False,
+    confirm_db: str | None = None,
     lock_wait: float = DEFAULT_WAIT_SECONDS,
     out: Say = say,
 ) -> None:
@@ -242,6 +230,10 @@ def stamp(
             )
         if differences:
             out(f"Stamping despite {len(differences)} difference(s), as --force asks.")
+    if config.is_production:
+        confirm_destructive(
+            config, f"record revision {revision} in", yes=yes, confirm_db=confirm_db
+        )
     migrate.stamp(config, revision, lock_wait=lock_wait)
     out(
         f"Recorded {describe_current(migrate.current_revisions(config))} "

@@ -1,0 +1,251 @@
+"""Safe under concurrency, faults and bad input."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from uaip_db import fingerprints, migrate
+from uaip_db.config import DatabaseConfig
+from uaip_db.scratch import child_env
+from uaip_db.snapshot import diff, take
+
+from .conftest import BIN, ROOT, SETTING_NAMES, run_cli, sql, write_revision
+
+HEAD = migrate.head_revisions()[0]
+
+
+def test_eight_runners_at_once_apply_each_revision_once(empty_db: DatabaseConfig) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
+    env.update(child_env(empty_db))
+    runners = [
+        subprocess.Popen(
+            [str(BIN / "inv"), "db.upgrade"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(8)
+    ]
+    outputs = [runner.communicate(timeout=120) for runner in runners]
+    assert [runner.returncode for runner in runners] == [0] * 8, [err for _, err in outputs]
+    applied = [
+        line.split()[1]
+        for out, _ in outputs
+        for line in out.splitlines()
+        if line.strip().startswith("applied ")
+    ]
+    assert sorted(applied) == sorted(s.revision for s in fingerprints.chain())
+    assert sql(empty_db, "SELECT version_num FROM alembic_version") == [(HEAD,)]
+    assert diff(fingerprints.expected(HEAD), take(empty_db)) == []
+
+
+def test_a_revision_failing_halfway_leaves_the_previous_schema(
+    empty_db: DatabaseConfig, checkout: Path
+) -> None:
+    write_revision(
+        checkout / "migrations" / "versions",
+        "ba11ed000001",
+        HEAD,
+        upgrade=[
+            "CREATE TABLE half_done (id integer)",
+            "ALTER TABLE sessions ADD COLUMN half text",
+            "SELECT 1 / 0",
+        ],
+        downgrade=["DROP TABLE half_done"],
+        doc="Fails halfway",
+    )
+    result = run_cli("inv", "db.upgrade", database=empty_db, env={"UAIP_DB_ROOT": str(checkout)})
+    assert result.returncode == 1
+    assert "Revision ba11ed000001 (Fails halfway) failed in `SELECT 1 / 0`" in result.stderr
+    assert "division by zero" in result.stderr
+    assert f"stays at revision {HEAD}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert migrate.current_revisions(empty_db) == (HEAD,)
+    assert diff(fingerprints.expected(HEAD), take(empty_db)) == []
+
+
+def test_sigkill_at_any_moment_then_upgrade_finishes(
+    empty_db: DatabaseConfig, checkout: Path
+) -> None:
+    versions = checkout / "migrations" / "versions"
+    write_revision(
+        versions,
+        "51ee9a000001",
+        HEAD,
+        upgrade=[
+            "CREATE TABLE slow_one (id integer)",
+            "SELECT pg_sleep(0.2)",
+            "CREATE INDEX idx_slow_one ON slow_one (id)",
+        ],
+        downgrade=["DROP TABLE slow_one"],
+        doc="Slow",
+    )
+    env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
+    env.update(child_env(empty_db))
+    env["UAIP_DB_ROOT"] = str(checkout)
+    with psycopg.connect(**empty_db.connect_kwargs(), autocommit=True):
+        pass
+    for delay in (0.35, 0.5, 0.7, 0.9, 1.2):
+        runner = subprocess.Popen(
+            [str(BIN / "inv"), "db.upgrade"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(delay)
+        runner.send_signal(signal.SIGKILL)
+        runner.wait()
+        finish = run_cli(
+            "inv", "db.upgrade", database=empty_db, env={"UAIP_DB_ROOT": str(checkout)}
+        )
+        assert finish.returncode == 0, finish.stderr
+        assert migrate.current_revisions(empty_db) == ("51ee9a000001",)
+        tables = sql(empty_db, "SELECT count(*) FROM pg_tables WHERE tablename = 'slow_one'")
+        assert tables == [(1,)]
+        valid = sql(empty_db, "SELECT bool_and(indisvalid) FROM pg_index")
+        assert valid == [(True,)]
+        assert diff(fingerprints.expected(HEAD), _without_slow(take(empty_db))) == []
+        migrate.downgrade(empty_db, "base")
+
+
+def _without_slow(snapshot):  # type: ignore[no-untyped-def]
+    from uaip_db.snapshot import Snapshot
+
+    return Snapshot({k: v for k, v in snapshot.objects.items() if "slow_one" not in k})
+
+
+def test_a_lock_timeout_is_retried_then_reported(head_db: DatabaseConfig) -> None:
+    migrate.downgrade(head_db, "-1")
+    with psycopg.connect(**head_db.connect_kwargs()) as blocker:
+        blocker.execute("LOCK TABLE sessions IN ACCESS SHARE MODE")
+        result = run_cli(
+            "inv",
+            "db.upgrade",
+            database=head_db,
+            env={"UAIP_LOCK_TIMEOUT": "200ms", "UAIP_LOCK_RETRIES": "1"},
+        )
+        blocker.rollback()
+    assert result.returncode == 1
+    assert "could not take a lock within lock_timeout" in result.stderr
+    assert "Gave up after 2 attempt(s)" in result.stderr
+    assert "Trying again in 1 s" in result.stdout
+    assert migrate.current_revisions(head_db) == ("8f2b6c1d4e7a",)
+
+
+def test_a_lock_released_during_the_retries_lets_the_upgrade_through(
+    head_db: DatabaseConfig,
+) -> None:
+    migrate.downgrade(head_db, "-1")
+    blocker = psycopg.connect(**head_db.connect_kwargs())
+    blocker.execute("LOCK TABLE sessions IN ACCESS SHARE MODE")
+    threading.Timer(1.4, blocker.close).start()
+    result = run_cli(
+        "inv",
+        "db.upgrade",
+        database=head_db,
+        env={"UAIP_LOCK_TIMEOUT": "200ms", "UAIP_LOCK_RETRIES": "3"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Trying again" in result.stdout
+    assert migrate.current_revisions(head_db) == (HEAD,)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["db.downgrade"],
+        ["db.downgrade", "--yes"],
+        ["db.downgrade", "--yes", "--confirm-db", "some_other_db"],
+        ["db.stamp", "--rev", "8f2b6c1d4e7a", "--force"],
+    ],
+)
+def test_production_refuses_without_yes_and_the_name(
+    head_db: DatabaseConfig, args: list[str]
+) -> None:
+    result = run_cli("inv", *args, database=head_db, env={"DB_ENV": "production"})
+    assert result.returncode == 2
+    assert f"--yes --confirm-db {head_db.name}" in result.stderr
+    assert migrate.current_revisions(head_db) == (HEAD,)
+
+
+def test_production_goes_on_with_yes_and_the_name(head_db: DatabaseConfig) -> None:
+    result = run_cli(
+        "inv",
+        "db.downgrade",
+        "--yes",
+        "--confirm-db",
+        head_db.name,
+        database=head_db,
+        env={"DB_ENV": "production"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert migrate.current_revisions(head_db) == ("8f2b6c1d4e7a",)
+
+
+def test_outside_production_a_data_dropping_downgrade_asks_for_yes(head_db: DatabaseConfig) -> None:
+    result = run_cli("inv", "db.downgrade", "--rev", "03033cebb647", database=head_db)
+    assert result.returncode == 2
+    assert "drops sessions.email" in result.stdout
+    assert "--yes" in result.stderr
+    assert migrate.current_revisions(head_db) == (HEAD,)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("postgresql://u:p@h:port/db", "its port is not a number"),
+        ("mysql://u:p@h/db", "DATABASE_URL is not a PostgreSQL URL"),
+        ("postgresql://u:secret-pw@h:5432", "it names no database"),
+    ],
+)
+def test_malformed_database_url(url: str, message: str) -> None:
+    result = run_cli("inv", "db.current", env={"DATABASE_URL": url})
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "secret-pw" not in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_dotenv_without_the_password(empty_db: DatabaseConfig, checkout: Path) -> None:
+    (checkout / ".env").write_text(
+        f"DB_HOST={empty_db.host}\nDB_PORT={empty_db.port}\nDB_NAME={empty_db.name}\n"
+        f"DB_USER={empty_db.user}\nDB_PASSWORD=\n"
+    )
+    result = run_cli("inv", "db.current", cwd=checkout, env={"UAIP_DB_ROOT": str(checkout)})
+    assert result.returncode == 2
+    assert "password was refused" in result.stderr and "DB_PASSWORD" in result.stderr
+
+
+def test_tasks_from_an_unrelated_directory(head_db: DatabaseConfig, tmp_path: Path) -> None:
+    result = run_cli("inv", "-r", str(ROOT), "db.current", database=head_db, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(HEAD)
+
+
+def test_a_bad_timeout_setting(empty_db: DatabaseConfig) -> None:
+    result = run_cli("inv", "db.upgrade", database=empty_db, env={"UAIP_LOCK_TIMEOUT": "soon"})
+    assert result.returncode == 2
+    assert "UAIP_LOCK_TIMEOUT='soon' is not a duration" in result.stderr
+
+
+def test_no_password_in_process_arguments_or_server_logs(server, empty_db: DatabaseConfig) -> None:  # type: ignore[no-untyped-def]
+    migrate.upgrade(empty_db, "head")
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        assert empty_db.password not in text
+    log = server.cluster.cluster.log if server.cluster else None
+    if log is not None:
+        assert empty_db.password not in log.read_text(errors="replace")
