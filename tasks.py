@@ -149,6 +149,18 @@ def roundtrip(c: Context) -> None:
         steps.roundtrip()
 
 
+@task(
+    help={
+        "since": "Lint only the revisions after this one.",
+        "json": "Print the findings as JSON (for CI).",
+    }
+)
+def lint(c: Context, since: str = "", json: bool = False) -> None:
+    """Check each revision's SQL with squawk and our rules (exceptions in migrations/)."""
+    with reported():
+        steps.lint(since=since or None, as_json=json)
+
+
 db = Collection(
     "db",
     up,
@@ -165,5 +177,6 @@ db = Collection(
     verify,
     snapshots,
     roundtrip,
+    lint,
 )
 ns = Collection(db)

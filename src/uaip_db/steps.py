@@ -320,3 +320,23 @@ def roundtrip(out: Say = say) -> None:
     out("Round trip of every revision (up, down, up) on a throwaway database:")
     with timed("Round trip passed", out), scratch_server() as server:
         stairway.run(server, report=out)
+
+
+def lint(*, since: str | None = None, as_json: bool = False, out: Say = say) -> None:
+    """Lint every revision (or those after `since`); exit 1 when anything is found."""
+    import json
+
+    from uaip_db.lint import lint as lint_revisions
+
+    findings, notes, docs = lint_revisions(since)
+    if as_json:
+        out(json.dumps([f.__dict__ for f in findings], indent=2))
+    else:
+        for note in notes:
+            out(f"note: {note}")
+        for finding in findings:
+            print(finding.line(docs), file=sys.stderr, flush=True)
+        if not findings:
+            out("Every revision passes squawk and the repository's rules.")
+    if findings:
+        raise QuietExit(1)
