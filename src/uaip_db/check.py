@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-from uaip_db import ledger, migrate
+from uaip_db import ledger, migrate, scriptindex
 from uaip_db.config import DatabaseConfig
 from uaip_db.connect import connection
 from uaip_db.errors import CHECK_FAILED, PENDING, CheckFailed, PendingMigrations
@@ -68,29 +68,21 @@ def script_problems() -> list[str]:
 
 
 def inspect(database: DatabaseConfig) -> MigrationStatus:
-    from alembic.util import CommandError
-
-    scripts = migrate.script_directory()
+    index = scriptindex.load()
     with connection(database) as conn:
         current = list(migrate.current_revisions_on(conn))
         recorded = ledger.entries(conn)
-    status = MigrationStatus(
-        database=database.display_url(), current=current, heads=sorted(scripts.get_heads())
-    )
-    status.problems.extend(script_problems())
-    known = True
-    for revision in current:
-        try:
-            scripts.get_revision(revision)
-        except CommandError:
-            known = False
-            status.problems.append(
-                f"The database is at revision {revision}, which these migration scripts do not "
-                "know; update your checkout, or check DB_NAME."
-            )
-    if known:
-        status.pending = [f"{s.revision} {s.doc}" for s in migrate.pending_revisions(database)]
-    status.problems.extend(edited_revisions(recorded))
+    status = MigrationStatus(database=database.display_url(), current=current, heads=index.heads)
+    status.problems.extend(index.problems)
+    unknown = [revision for revision in current if index.get(revision) is None]
+    for revision in unknown:
+        status.problems.append(
+            f"The database is at revision {revision}, which these migration scripts do not "
+            "know; update your checkout, or check DB_NAME."
+        )
+    if not unknown:
+        status.pending = [f"{r.revision} {r.doc}" for r in index.pending(current)]
+    status.problems.extend(edited_revisions(recorded, index))
     return status
 
 

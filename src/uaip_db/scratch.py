@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -46,6 +47,8 @@ FAST_SETTINGS = {
     "log_min_error_statement": "panic",
 }
 PR_SET_PDEATHSIG = 1
+OWNER_FILE = "owner.pid"
+STALE_AFTER_SECONDS = 600
 
 
 def scratch_password() -> str:
@@ -172,6 +175,7 @@ class ScratchCluster:
             )
         sweep_stale_clusters()
         root = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=scratch_parent()))
+        (root / OWNER_FILE).write_text(str(os.getpid()))
         cluster = Cluster(root, bindir)
         password = scratch_password()
         cluster.initialize(
@@ -215,14 +219,31 @@ def scratch_parent() -> Path:
 
 
 def sweep_stale_clusters() -> None:
-    """Remove the folders of scratch clusters whose server is gone (a killed earlier run)."""
+    """Remove the folders of scratch clusters left by killed runs (owner and server both gone)."""
     for parent in {TMPFS, Path(tempfile.gettempdir())}:
         if not parent.is_dir():
             continue
         for root in parent.glob(f"{SCRATCH_PREFIX}*"):
             pid_file = PidFile.read(root / "data")
-            if pid_file is None or not pid_file.process_is_postgres():
+            if pid_file is not None and pid_file.process_is_postgres():
+                continue
+            if not _owner_alive(root):
                 shutil.rmtree(root, ignore_errors=True)
+
+
+def _owner_alive(root: Path) -> bool:
+    try:
+        owner = int((root / OWNER_FILE).read_text())
+    except (OSError, ValueError):
+        # No owner recorded yet: a run may be creating it right now; leave young folders alone.
+        return time.time() - root.stat().st_mtime < STALE_AFTER_SECONDS
+    try:
+        os.kill(owner, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def free_port() -> int:

@@ -8,8 +8,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from uaip_db import migrate
+from uaip_db import migrate, scriptindex
 from uaip_db.config import DatabaseConfig
+from uaip_db.connect import connection
 from uaip_db.errors import CheckFailed, QuietExit, SettingsError, UaipDbError
 from uaip_db.guard import confirm_destructive
 from uaip_db.lock import DEFAULT_WAIT_SECONDS
@@ -64,7 +65,7 @@ def status(out: Say = say) -> None:
         out(f"database: not reachable: {error}")
         return
     out(f"database: reachable, at {describe_current(current)}")
-    pending = migrate.pending_revisions(config)
+    pending = scriptindex.load().pending(current)
     out(
         f"pending: {len(pending)} revision(s)"
         + "".join(f"\n  {s.revision} {s.doc}" for s in pending)
@@ -74,9 +75,9 @@ def status(out: Say = say) -> None:
 def describe_current(current: tuple[str, ...]) -> str:
     if not current:
         return "base (no migrations applied)"
-    heads = set(migrate.head_revisions())
+    index = scriptindex.load()
     return ", ".join(
-        migrate.describe(revision) + (" [head]" if revision in heads else "")
+        index.describe(revision) + (" [head]" if revision in index.heads else "")
         for revision in current
     )
 
@@ -92,12 +93,12 @@ def upgrade(
     if sql:
         migrate.upgrade(config, revision, sql=True)
         return
-    pending = migrate.pending_revisions(config)
-    if not pending and revision in ("head", "heads"):
-        out(
-            f"{config.display_url()} is at head "
-            f"{describe_current(migrate.current_revisions(config))}; nothing to do."
-        )
+    # The common case, a database already at head, costs one query and no Alembic import.
+    index = scriptindex.load()
+    with connection(config) as conn:
+        current = migrate.current_revisions_on(conn)
+    if revision in ("head", "heads") and current and sorted(current) == index.heads:
+        out(f"{config.display_url()} is at head {describe_current(current)}; nothing to do.")
         return
     out(f"Upgrading {config.display_url()} to {revision}:")
     with timed("Upgrade finished", out):

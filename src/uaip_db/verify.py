@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
-from uaip_db import fingerprints, ledger, migrate
+from uaip_db import fingerprints, ledger, migrate, scriptindex
 from uaip_db.config import DatabaseConfig
 from uaip_db.connect import connection
 from uaip_db.errors import CHECK_FAILED, CheckFailed
@@ -29,17 +29,14 @@ class Verification:
         return json.dumps({**asdict(self), "exit_code": self.exit_code}, indent=2)
 
 
-def edited_revisions(recorded: dict[str, ledger.Entry]) -> list[str]:
+def edited_revisions(
+    recorded: dict[str, ledger.Entry], index: scriptindex.ScriptIndex | None = None
+) -> list[str]:
     """Applied revisions whose file changed after the ledger recorded it."""
-    from alembic.util import CommandError
-
-    scripts = migrate.script_directory()
+    index = index or scriptindex.load()
     found = []
     for revision, entry in sorted(recorded.items()):
-        try:
-            script = scripts.get_revision(revision)
-        except CommandError:
-            continue
+        script = index.get(revision)
         if script is not None and ledger.file_sha256(script.path) != entry.file_sha256:
             found.append(
                 f"Revision {revision} ({script.doc}) was edited after it was applied "
