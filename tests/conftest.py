@@ -18,6 +18,10 @@ from uaip_db.scratch import ScratchServer, child_env, start_scratch_server
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+# The migration chain this checkout ships; tests name it so that a new revision is a visible change.
+BASELINE, EMAIL, WIDEN, COMMENTS = "03033cebb647", "8f2b6c1d4e7a", "b41d9e0c7f25", "d7c3a9e5f1b2"
+CHAIN = [BASELINE, EMAIL, WIDEN, COMMENTS]
+HEAD = CHAIN[-1]
 SETTING_NAMES = (
     "DATABASE_URL",
     "DB_HOST",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from uaip_db.config import DatabaseConfig
 
-from .conftest import ROOT, run_cli, sql
+from .conftest import HEAD, ROOT, WIDEN, run_cli, sql
 
 INI = str(ROOT / "alembic.ini")
 
@@ -17,15 +17,15 @@ def test_upgrade_downgrade_current_history_from_another_directory(
 ) -> None:
     up = run_cli("alembic", "-c", INI, "upgrade", "head", database=empty_db, cwd=tmp_path)
     assert up.returncode == 0, up.stderr
-    assert "Running upgrade 8f2b6c1d4e7a -> b41d9e0c7f25" in up.stderr
-    assert sql(empty_db, "SELECT version_num FROM alembic_version") == [("b41d9e0c7f25",)]
+    assert f"Running upgrade {WIDEN} -> {HEAD}" in up.stderr
+    assert sql(empty_db, "SELECT version_num FROM alembic_version") == [(HEAD,)]
 
     down = run_cli(
         "alembic", "downgrade", "-1", database=empty_db, cwd=tmp_path, env={"ALEMBIC_CONFIG": INI}
     )
     assert down.returncode == 0, down.stderr
     current = run_cli("alembic", "-c", INI, "current", database=empty_db, cwd=tmp_path)
-    assert current.stdout.strip() == "8f2b6c1d4e7a"
+    assert current.stdout.strip() == WIDEN
 
     history = run_cli("alembic", "-c", INI, "history", cwd=tmp_path)
     assert history.returncode == 0
@@ -65,5 +65,5 @@ def test_revision_writes_a_script_from_the_template(tmp_path: Path) -> None:
     written = list((checkout / "migrations" / "versions").glob("*_add_charter_tags.py"))
     assert len(written) == 1
     text = written[0].read_text()
-    assert "down_revision: str | Sequence[str] | None = 'b41d9e0c7f25'" in text
+    assert f"down_revision: str | Sequence[str] | None = '{HEAD}'" in text
     assert "def downgrade() -> None:" in text

@@ -11,15 +11,13 @@ import uaip_db
 from uaip_db import migrate
 from uaip_db.config import DatabaseConfig
 
-from .conftest import run_cli, sql, write_revision
-
-HEAD = "b41d9e0c7f25"
+from .conftest import CHAIN, HEAD, WIDEN, run_cli, sql, write_revision
 
 
 def test_at_head_exits_0(head_db: DatabaseConfig) -> None:
     result = run_cli("inv", "db.check", database=head_db)
     assert result.returncode == 0, result.stderr
-    assert "is at head b41d9e0c7f25" in result.stdout
+    assert f"is at head {HEAD}" in result.stdout
     assert uaip_db.check_migrations(head_db).exit_code == 0
 
 
@@ -27,9 +25,9 @@ def test_pending_exits_3_with_the_list(empty_db: DatabaseConfig) -> None:
     migrate.upgrade(empty_db, "03033cebb647")
     result = run_cli("inv", "db.check", database=empty_db)
     assert result.returncode == 3
-    assert "2 revision(s) pending" in result.stderr
+    assert "3 revision(s) pending" in result.stderr
     assert "8f2b6c1d4e7a Add sessions.email" in result.stderr
-    with pytest.raises(uaip_db.PendingMigrations, match="b41d9e0c7f25"):
+    with pytest.raises(uaip_db.PendingMigrations, match=HEAD):
         uaip_db.check_migrations(empty_db)
 
 
@@ -38,7 +36,7 @@ def test_json_output(empty_db: DatabaseConfig) -> None:
     assert result.returncode == 3
     report = json.loads(result.stdout)
     assert report["current"] == [] and report["heads"] == [HEAD] and report["exit_code"] == 3
-    assert len(report["pending"]) == 3
+    assert len(report["pending"]) == len(CHAIN)
 
 
 def test_unknown_revision_in_the_database_exits_1(head_db: DatabaseConfig) -> None:
@@ -52,11 +50,10 @@ def test_unknown_revision_in_the_database_exits_1(head_db: DatabaseConfig) -> No
 
 def test_two_heads_exit_1(head_db: DatabaseConfig, checkout: Path) -> None:
     versions = checkout / "migrations" / "versions"
-    write_revision(versions, "aaaa00000001", HEAD, ["SELECT 1"], ["SELECT 1"])
-    write_revision(versions, "bbbb00000002", HEAD, ["SELECT 1"], ["SELECT 1"])
+    write_revision(versions, "aaaa00000001", WIDEN, ["SELECT 1"], ["SELECT 1"])
     result = run_cli("inv", "db.check", database=head_db, env={"UAIP_DB_ROOT": str(checkout)})
     assert result.returncode == 1
-    assert "2 heads (aaaa00000001, bbbb00000002)" in result.stderr
+    assert f"2 heads (aaaa00000001, {HEAD})" in result.stderr
 
 
 def test_an_empty_downgrade_without_a_marker_exits_1(

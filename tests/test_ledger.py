@@ -8,6 +8,8 @@ from uaip_db import ledger, migrate
 from uaip_db.config import DatabaseConfig
 from uaip_db.schema import BASELINE_REVISION
 
+from .conftest import HEAD
+
 
 def entries(database: DatabaseConfig) -> dict[str, ledger.Entry]:
     with psycopg.connect(**database.connect_kwargs(), autocommit=True) as conn:
@@ -35,4 +37,4 @@ def test_downgrade_forgets_and_stamp_records(empty_db: DatabaseConfig) -> None:
     assert set(entries(empty_db)) == {BASELINE_REVISION}
     migrate.stamp(empty_db, "head")
     recorded = entries(empty_db)
-    assert recorded["b41d9e0c7f25"].how == "stamp"
+    assert recorded[HEAD].how == "stamp"

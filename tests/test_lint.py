@@ -10,9 +10,7 @@ from uaip_db import fingerprints, lint
 from uaip_db.errors import SettingsError
 from uaip_db.scratch import ScratchServer
 
-from .conftest import run_cli, write_revision
-
-HEAD = "b41d9e0c7f25"
+from .conftest import HEAD, run_cli, write_revision
 
 
 def rules_for(revision: str) -> set[str]:

@@ -11,35 +11,24 @@ from uaip_db.config import DatabaseConfig
 from uaip_db.errors import MigrationError, SettingsError
 from uaip_db.schema import BASELINE_REVISION
 
-from .conftest import sql
-
-EMAIL_REVISION = "8f2b6c1d4e7a"
-WIDEN_REVISION = "b41d9e0c7f25"
+from .conftest import CHAIN, COMMENTS, EMAIL, HEAD, WIDEN, sql
 
 
 def test_one_linear_head() -> None:
-    assert migrate.head_revisions() == (WIDEN_REVISION,)
+    assert migrate.head_revisions() == (HEAD,)
 
 
 def test_pending_revisions_walk_from_the_current_one(empty_db: DatabaseConfig) -> None:
-    assert [s.revision for s in migrate.pending_revisions(empty_db)] == [
-        BASELINE_REVISION,
-        EMAIL_REVISION,
-        WIDEN_REVISION,
-    ]
-    migrate.upgrade(empty_db, EMAIL_REVISION)
-    assert migrate.current_revisions(empty_db) == (EMAIL_REVISION,)
-    assert [s.revision for s in migrate.pending_revisions(empty_db)] == [WIDEN_REVISION]
+    assert [s.revision for s in migrate.pending_revisions(empty_db)] == CHAIN
+    migrate.upgrade(empty_db, EMAIL)
+    assert migrate.current_revisions(empty_db) == (EMAIL,)
+    assert [s.revision for s in migrate.pending_revisions(empty_db)] == [WIDEN, COMMENTS]
 
 
 def test_reports_each_applied_revision(empty_db: DatabaseConfig) -> None:
     lines: list[str] = []
     migrate.upgrade(empty_db, "head", report=lines.append)
-    assert [line.split()[1] for line in lines] == [
-        BASELINE_REVISION,
-        EMAIL_REVISION,
-        WIDEN_REVISION,
-    ]
+    assert [line.split()[1] for line in lines] == CHAIN
     assert all(line.strip().startswith("applied") and line.endswith(" s") for line in lines)
 
 
@@ -50,21 +39,21 @@ def test_unknown_revision_is_a_usage_error(empty_db: DatabaseConfig) -> None:
 
 def test_downgrade_past_base_is_a_usage_error(head_db: DatabaseConfig) -> None:
     with pytest.raises(SettingsError, match="nothing that far down"):
-        migrate.downgrade(head_db, "-4")
-    assert migrate.current_revisions(head_db) == (WIDEN_REVISION,)
+        migrate.downgrade(head_db, f"-{len(CHAIN) + 1}")
+    assert migrate.current_revisions(head_db) == (HEAD,)
 
 
 def test_narrowing_user_id_refuses_to_truncate(head_db: DatabaseConfig) -> None:
     sql(head_db, "INSERT INTO sessions (user_id) VALUES (repeat('x', 300))")
     with pytest.raises(MigrationError, match=r"sessions.user_id has 1 value\(s\) longer than 255"):
-        migrate.downgrade(head_db, "-1")
-    assert migrate.current_revisions(head_db) == (WIDEN_REVISION,)
+        migrate.downgrade(head_db, EMAIL)
+    assert migrate.current_revisions(head_db) == (WIDEN,)
     assert sql(head_db, "SELECT length(user_id) FROM sessions") == [(300,)]
 
 
 def test_downgrades_keep_rows_that_fit(head_db: DatabaseConfig) -> None:
     sql(head_db, "INSERT INTO sessions (user_id, email) VALUES ('alice', 'a@example.org')")
-    migrate.downgrade(head_db, "-1")
+    migrate.downgrade(head_db, EMAIL)
     assert sql(head_db, "SELECT user_id, email FROM sessions") == [("alice", "a@example.org")]
 
 
@@ -79,7 +68,7 @@ def test_the_email_revision_finishes_an_interrupted_run(empty_db: DatabaseConfig
         "UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'idx_sessions_email'::regclass",
     )
     migrate.upgrade(empty_db, "head")
-    assert migrate.current_revisions(empty_db) == (WIDEN_REVISION,)
+    assert migrate.current_revisions(empty_db) == (HEAD,)
     assert sql(
         empty_db,
         "SELECT indisvalid FROM pg_index WHERE indexrelid = 'idx_sessions_email'::regclass",

@@ -17,9 +17,7 @@ from uaip_db.config import DatabaseConfig
 from uaip_db.scratch import child_env
 from uaip_db.snapshot import diff, take
 
-from .conftest import BIN, ROOT, SETTING_NAMES, run_cli, sql, write_revision
-
-HEAD = migrate.head_revisions()[0]
+from .conftest import BIN, EMAIL, HEAD, ROOT, SETTING_NAMES, WIDEN, run_cli, sql, write_revision
 
 
 def test_eight_runners_at_once_apply_each_revision_once(empty_db: DatabaseConfig) -> None:
@@ -126,7 +124,7 @@ def _without_slow(snapshot):  # type: ignore[no-untyped-def]
 
 
 def test_a_lock_timeout_is_retried_then_reported(head_db: DatabaseConfig) -> None:
-    migrate.downgrade(head_db, "-1")
+    migrate.downgrade(head_db, EMAIL)
     with psycopg.connect(**head_db.connect_kwargs()) as blocker:
         blocker.execute("LOCK TABLE sessions IN ACCESS SHARE MODE")
         result = run_cli(
@@ -140,13 +138,13 @@ def test_a_lock_timeout_is_retried_then_reported(head_db: DatabaseConfig) -> Non
     assert "could not take a lock within lock_timeout" in result.stderr
     assert "Gave up after 2 attempt(s)" in result.stderr
     assert "Trying again in 1 s" in result.stdout
-    assert migrate.current_revisions(head_db) == ("8f2b6c1d4e7a",)
+    assert migrate.current_revisions(head_db) == (EMAIL,)
 
 
 def test_a_lock_released_during_the_retries_lets_the_upgrade_through(
     head_db: DatabaseConfig,
 ) -> None:
-    migrate.downgrade(head_db, "-1")
+    migrate.downgrade(head_db, EMAIL)
     blocker = psycopg.connect(**head_db.connect_kwargs())
     blocker.execute("LOCK TABLE sessions IN ACCESS SHARE MODE")
     threading.Timer(1.4, blocker.close).start()
@@ -167,7 +165,7 @@ def test_a_lock_released_during_the_retries_lets_the_upgrade_through(
         ["db.downgrade"],
         ["db.downgrade", "--yes"],
         ["db.downgrade", "--yes", "--confirm-db", "some_other_db"],
-        ["db.stamp", "--rev", "8f2b6c1d4e7a", "--force"],
+        ["db.stamp", "--rev", EMAIL, "--force"],
     ],
 )
 def test_production_refuses_without_yes_and_the_name(
@@ -190,7 +188,7 @@ def test_production_goes_on_with_yes_and_the_name(head_db: DatabaseConfig) -> No
         env={"DB_ENV": "production"},
     )
     assert result.returncode == 0, result.stderr
-    assert migrate.current_revisions(head_db) == ("8f2b6c1d4e7a",)
+    assert migrate.current_revisions(head_db) == (WIDEN,)
 
 
 def test_outside_production_a_data_dropping_downgrade_asks_for_yes(head_db: DatabaseConfig) -> None:

@@ -32,7 +32,11 @@ def test_head_snapshot_has_every_object_of_the_schema(head_db: DatabaseConfig) -
     assert "trigger sessions.trigger_update_sessions_timestamp" in objects
     assert "trigger stage_data.trigger_update_stage_data_timestamp" in objects
     assert objects["extension uuid-ossp"]["version"]
-    assert objects["column sessions.email"] == {"type": "character varying(255)", "not_null": False}
+    assert objects["column sessions.email"] == {
+        "type": "character varying(255)",
+        "not_null": False,
+        "comment": "Contact address of the user, when they chose to give one.",
+    }
     assert objects["column sessions.user_id"]["type"] == "character varying(500)"
     assert objects["column sessions.metadata"]["default"] == "'{}'::jsonb"
     assert objects["index idx_sessions_email"]["valid"] is True
@@ -112,8 +116,8 @@ CHANGES = {
         ["trigger sessions.trigger_update_sessions_timestamp: state enabled -> disabled"],
     ),
     "table comment": (
-        "COMMENT ON TABLE sessions IS 'One scoping session'",
-        ["table sessions: comment (none) -> One scoping session"],
+        "COMMENT ON TABLE sessions IS 'Scoping sessions'",
+        ["table sessions: comment differs"],
     ),
     "new index": (
         "CREATE INDEX idx_sessions_project_name ON sessions (project_name)",
@@ -245,7 +249,9 @@ def test_a_column_dropped_and_added_again_at_the_end_is_the_same(head_db: Databa
     sql(
         head_db,
         "ALTER TABLE sessions DROP COLUMN project_name; "
-        "ALTER TABLE sessions ADD COLUMN project_name VARCHAR(500)",
+        "ALTER TABLE sessions ADD COLUMN project_name VARCHAR(500); "
+        "COMMENT ON COLUMN sessions.project_name IS "
+        "'Working title of the AI project being scoped, once the user gives one.'",
     )
 
     after = snapshot.take(head_db)
@@ -343,3 +349,16 @@ def test_describe_cuts_long_lists() -> None:
     assert len(described) == 21
     assert described[-1] == "... and 5 more"
     assert snapshot.describe([]) == ""
+
+
+def test_a_check_reads_the_same_before_and_after_a_dump() -> None:
+    created = (
+        "CHECK (status::text = ANY (ARRAY['in_progress'::character varying, "
+        "'it''s'::character varying]::text[]))"
+    )
+    restored = (
+        "CHECK (status::text = ANY (ARRAY['in_progress'::character varying::text, "
+        "'it''s'::character varying::text]))"
+    )
+    assert snapshot.canonical_definition(created) == restored
+    assert snapshot.canonical_definition(restored) == restored

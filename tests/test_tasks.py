@@ -10,9 +10,8 @@ import pytest
 from uaip_db.config import DatabaseConfig
 from uaip_db.scratch import ScratchServer, free_port
 
-from .conftest import ROOT, run_cli, sql
+from .conftest import CHAIN, HEAD, ROOT, WIDEN, run_cli, sql
 
-HEAD = "b41d9e0c7f25"
 TASKS = (
     "db.up",
     "db.down",
@@ -86,13 +85,13 @@ def test_downgrade_to_base_asks_for_yes(head_db: DatabaseConfig) -> None:
 def test_downgrade_one_step_by_default(head_db: DatabaseConfig) -> None:
     result = run_cli("inv", "db.downgrade", database=head_db)
     assert result.returncode == 0, result.stderr
-    assert sql(head_db, "SELECT version_num FROM alembic_version") == [("8f2b6c1d4e7a",)]
+    assert sql(head_db, "SELECT version_num FROM alembic_version") == [(WIDEN,)]
 
 
 def test_downgrade_past_base_is_refused(head_db: DatabaseConfig) -> None:
     result = run_cli("inv", "db.downgrade", "--rev", "-9", "--yes", database=head_db)
     assert result.returncode == 2
-    assert "only 3 are applied" in result.stderr
+    assert f"only {len(CHAIN)} are applied" in result.stderr
 
 
 def test_unknown_revision(empty_db: DatabaseConfig) -> None:

@@ -13,13 +13,13 @@ from uaip_db.scratch import ScratchServer
 from uaip_db.server import find_bindir
 from uaip_db.snapshot import take
 
-from .conftest import run_cli, sql
+from .conftest import HEAD, WIDEN, run_cli, sql
 
 
 def test_a_migrated_database_verifies(head_db: DatabaseConfig) -> None:
     result = run_cli("inv", "db.verify", database=head_db)
     assert result.returncode == 0, result.stderr
-    assert "matches revision b41d9e0c7f25" in result.stdout
+    assert f"matches revision {HEAD}" in result.stdout
 
 
 @pytest.mark.parametrize(
@@ -64,11 +64,11 @@ def test_committed_snapshots_are_current(server: ScratchServer) -> None:
 
 
 def test_stale_snapshots_are_reported(server: ScratchServer, checkout: object) -> None:
-    path = fingerprints.snapshot_path("b41d9e0c7f25")
+    path = fingerprints.snapshot_path(WIDEN)
     path.write_text(path.read_text().replace("character varying(500)", "character varying(400)"))
     (fingerprints.snapshot_dir() / "feedface0000.json").write_text("{}\n")
     assert fingerprints.stale(fingerprints.build(server)) == [
-        "b41d9e0c7f25.json: differs from what the migrations build",
+        f"{WIDEN}.json: differs from what the migrations build",
         "feedface0000.json: no such revision",
     ]
 
@@ -86,14 +86,14 @@ def test_stamp_auto_finds_the_baseline_of_an_init_sql_database(
 
 def test_stamp_refuses_a_revision_the_schema_does_not_match(empty_db: DatabaseConfig) -> None:
     seed(empty_db)
-    result = run_cli("inv", "db.stamp", "--rev", "head", database=empty_db)
+    result = run_cli("inv", "db.stamp", "--rev", WIDEN, database=empty_db)
     assert result.returncode == 1
-    assert "not revision b41d9e0c7f25's" in result.stderr
+    assert f"not revision {WIDEN}'s" in result.stderr
     assert "column sessions.email: missing" in result.stderr
     assert sql(empty_db, "SELECT to_regclass('alembic_version')") == [(None,)]
-    forced = run_cli("inv", "db.stamp", "--rev", "head", "--force", database=empty_db)
+    forced = run_cli("inv", "db.stamp", "--rev", WIDEN, "--force", database=empty_db)
     assert forced.returncode == 0 and "despite" in forced.stdout
-    assert migrate.current_revisions(empty_db) == ("b41d9e0c7f25",)
+    assert migrate.current_revisions(empty_db) == (WIDEN,)
 
 
 def test_stamp_auto_refuses_a_schema_that_matches_nothing(empty_db: DatabaseConfig) -> None:
@@ -129,4 +129,4 @@ def test_offline_sql_builds_the_same_schema(
     )
     assert applied.returncode == 0, applied.stderr
     assert take(empty_db) == take(head_db)
-    assert migrate.current_revisions(empty_db) == ("b41d9e0c7f25",)
+    assert migrate.current_revisions(empty_db) == (HEAD,)

@@ -67,3 +67,18 @@ def refuse_if_longer_than(op: Any, table: str, column: str, length: int) -> None
             f"{table}.{column} has {too_long} value(s) longer than {length} characters; narrowing "
             "it would lose data. Shorten or remove them first, or restore a backup instead."
         )
+
+
+def _literal(text: str | None) -> str:
+    return "NULL" if text is None else "'" + text.replace("'", "''") + "'"
+
+
+def set_comments(op: Any, comments: dict[str, str | None]) -> None:
+    """COMMENT ON TABLE for "table" keys, COMMENT ON COLUMN for "table.column" keys."""
+    for target, text in comments.items():
+        if "." in target:
+            table, column = target.split(".", 1)
+            name = f"{_quote(op, table)}.{_quote(op, column)}"
+            op.execute(f"COMMENT ON COLUMN {name} IS {_literal(text)}")
+        else:
+            op.execute(f"COMMENT ON TABLE {_quote(op, target)} IS {_literal(text)}")

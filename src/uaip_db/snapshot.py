@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,10 @@ if TYPE_CHECKING:
     import psycopg
 
 DEFAULT_SCHEMAS = ("public",)
+ARRAY_OF_CAST_LITERALS = re.compile(
+    r"ARRAY\[((?:'(?:[^']|'')*'(?:::[\w ]+)+(?:, )?)+)\]::([\w ]+)\[\]"
+)
+CAST_LITERAL = re.compile(r"'(?:[^']|'')*'(?:::[\w ]+)+")
 # Attributes whose values are too long for a one-line difference.
 LONG_ATTRIBUTES = frozenset({"body", "definition"})
 SHORT_VALUE_LIMIT = 60
@@ -88,8 +93,26 @@ def take_from(conn: psycopg.Connection[Any], schemas: Sequence[str] = DEFAULT_SC
                 attributes = {name: value for name, value in row.items() if value is not None}
                 if "body" in attributes:
                     attributes["body"] = normalise_body(attributes["body"])
+                if key.startswith("constraint ") and "definition" in attributes:
+                    attributes["definition"] = canonical_definition(attributes["definition"])
                 objects[key] = attributes
     return Snapshot(objects)
+
+
+def canonical_definition(text: str) -> str:
+    """One spelling for `ARRAY['a'::T, 'b'::T]::U[]` and `ARRAY['a'::T::U, 'b'::T::U]`.
+
+    A CHECK like `status IN ('a', 'b')` on a varchar column reads back as the first form when it
+    was created, and as the second once it went through pg_dump and pg_restore: the same
+    constraint, different text. The second form is kept.
+    """
+
+    def rewrite(found: re.Match[str]) -> str:
+        element_type = found.group(2)
+        elements = CAST_LITERAL.sub(lambda e: f"{e.group(0)}::{element_type}", found.group(1))
+        return f"ARRAY[{elements}]"
+
+    return ARRAY_OF_CAST_LITERALS.sub(rewrite, text)
 
 
 def normalise_body(body: str) -> str:
