@@ -11,18 +11,21 @@ from invoke.tasks import task
 from uaip_db import steps
 from uaip_db.taskkit import reported
 
-LOCK_WAIT_HELP = "Seconds to wait for another runner's migration lock (default 60)."
-BACKEND_HELP = "docker or local; default: Docker when an engine answers, else local binaries."
+LOCK_WAIT = "Seconds to wait for another runner's migration lock (default 60)."
+BACKEND = "docker or local; default: Docker when an engine answers, else local binaries."
+CONFIRM_DB = "In production (DB_ENV=production): the database name, spelled out."
+BACKUP_FIRST = "Take a verified backup first (always done when DB_ENV=production)."
+JSON = "Print the result as JSON (for CI)."
 
 
-@task(help={"backend": BACKEND_HELP})
+@task(help={"backend": BACKEND})
 def up(c: Context, backend: str = "") -> None:
     """Start the database server (docker compose or a local cluster in .pgdata/)."""
     with reported():
         steps.server_up(backend or None)
 
 
-@task(help={"backend": BACKEND_HELP})
+@task(help={"backend": BACKEND})
 def down(c: Context, backend: str = "") -> None:
     """Stop the database server; its data stays for the next db.up."""
     with reported():
@@ -40,22 +43,26 @@ def status(c: Context) -> None:
     help={
         "rev": "Target revision (default head).",
         "sql": "Print the SQL instead of running it (offline mode).",
-        "lock_wait": LOCK_WAIT_HELP,
+        "backup": BACKUP_FIRST,
+        "lock_wait": LOCK_WAIT,
     }
 )
-def upgrade(c: Context, rev: str = "head", sql: bool = False, lock_wait: float = 60) -> None:
+def upgrade(
+    c: Context, rev: str = "head", sql: bool = False, backup: bool = False, lock_wait: float = 60
+) -> None:
     """Apply pending migrations up to --rev (default head)."""
     with reported():
-        steps.upgrade(rev, sql=sql, lock_wait=lock_wait)
+        steps.upgrade(rev, sql=sql, lock_wait=lock_wait, backup_first=backup)
 
 
 @task(
     help={
         "rev": "Target: -N steps down (default -1), a revision id, or base.",
         "yes": "Go on without asking when the downgrade drops data.",
-        "confirm_db": "In production (DB_ENV=production): the database name, spelled out.",
+        "confirm_db": CONFIRM_DB,
         "sql": "Print the SQL instead of running it (offline mode; needs from:to revisions).",
-        "lock_wait": LOCK_WAIT_HELP,
+        "backup": BACKUP_FIRST,
+        "lock_wait": LOCK_WAIT,
     }
 )
 def downgrade(
@@ -64,11 +71,19 @@ def downgrade(
     yes: bool = False,
     confirm_db: str = "",
     sql: bool = False,
+    backup: bool = False,
     lock_wait: float = 60,
 ) -> None:
     """Revert migrations down to --rev (default one step); asks before dropping data."""
     with reported():
-        steps.downgrade(rev, yes=yes, confirm_db=confirm_db or None, sql=sql, lock_wait=lock_wait)
+        steps.downgrade(
+            rev,
+            yes=yes,
+            confirm_db=confirm_db or None,
+            sql=sql,
+            lock_wait=lock_wait,
+            backup_first=backup,
+        )
 
 
 @task
@@ -97,8 +112,8 @@ def revision(c: Context, message: str = "") -> None:
         "rev": "The revision to record, or auto to find the one the schema matches.",
         "force": "Record it even though the schema differs from that revision's.",
         "yes": "In production: go on (needs --confirm-db too).",
-        "confirm_db": "In production (DB_ENV=production): the database name, spelled out.",
-        "lock_wait": LOCK_WAIT_HELP,
+        "confirm_db": CONFIRM_DB,
+        "lock_wait": LOCK_WAIT,
     }
 )
 def stamp(
@@ -114,7 +129,21 @@ def stamp(
         steps.stamp(rev, force=force, yes=yes, confirm_db=confirm_db or None, lock_wait=lock_wait)
 
 
-@task(help={"json": "Print the result as JSON (for CI)."})
+@task
+def seed(c: Context) -> None:
+    """Load database/init.sql (schema v1.0.0) into the configured, empty database."""
+    with reported():
+        steps.seed()
+
+
+@task(help={"json": JSON})
+def check(c: Context, json: bool = False) -> None:
+    """Exit 0 at head, 3 with pending revisions, 1 when the scripts or the database are wrong."""
+    with reported():
+        steps.check(as_json=json)
+
+
+@task(help={"json": JSON})
 def verify(c: Context, json: bool = False) -> None:
     """Compare the live schema with the one its recorded revision should have (exit 1 on drift)."""
     with reported():
@@ -129,36 +158,63 @@ def snapshots(c: Context, check: bool = False) -> None:
 
 
 @task
-def seed(c: Context) -> None:
-    """Load database/init.sql (schema v1.0.0) into the configured, empty database."""
-    with reported():
-        steps.seed()
-
-
-@task(help={"json": "Print the result as JSON (for CI)."})
-def check(c: Context, json: bool = False) -> None:
-    """Exit 0 at head, 3 with pending revisions, 1 when the scripts or the database are wrong."""
-    with reported():
-        steps.check(as_json=json)
-
-
-@task
 def roundtrip(c: Context) -> None:
     """Upgrade, downgrade and upgrade every revision on a throwaway database, checking each step."""
     with reported():
         steps.roundtrip()
 
 
-@task(
-    help={
-        "since": "Lint only the revisions after this one.",
-        "json": "Print the findings as JSON (for CI).",
-    }
-)
+@task(help={"since": "Lint only the revisions after this one.", "json": JSON})
 def lint(c: Context, since: str = "", json: bool = False) -> None:
     """Check each revision's SQL with squawk and our rules (exceptions in migrations/)."""
     with reported():
         steps.lint(since=since or None, as_json=json)
+
+
+@task(
+    help={
+        "out": "Folder for the backup (default: backups/ or UAIP_BACKUP_DIR).",
+        "jobs": "Parallel pg_dump jobs; more than 1 writes the directory format.",
+        "keep": "Keep only the newest N backups of this database in the folder.",
+        "verify": "Prove the backup restorable on a throwaway database (default on).",
+    }
+)
+def backup(c: Context, out: str = "", jobs: int = 1, keep: int = 0, verify: bool = True) -> None:
+    """Back up the database with a manifest (hashes, revision, row counts, fingerprint)."""
+    with reported():
+        steps.backup(out_dir=out or None, jobs=jobs, keep=keep or None, verify_restore=verify)
+
+
+@task(
+    positional=["path"],
+    help={
+        "path": "The backup folder (or its manifest.json).",
+        "target": "Database to restore into (default: a new <db>_restored_<time> database).",
+        "yes": "Replace the contents of an existing, non-empty target database.",
+        "confirm_db": CONFIRM_DB,
+        "jobs": "Parallel pg_restore jobs (only into a new database).",
+    },
+)
+def restore(
+    c: Context,
+    path: str | None = None,
+    target: str = "",
+    yes: bool = False,
+    confirm_db: str = "",
+    jobs: int = 1,
+) -> None:
+    """Restore a backup after checking its files; verify the result against its manifest."""
+    with reported():
+        steps.restore(
+            path or "", target=target or None, yes=yes, confirm_db=confirm_db or None, jobs=jobs
+        )
+
+
+@task(help={"backup": "The backup to rehearse on (default: the newest of this database)."})
+def rehearse(c: Context, backup: str = "") -> None:
+    """Restore a backup into a throwaway database, upgrade it to head, verify and check it."""
+    with reported():
+        steps.rehearse(backup or None)
 
 
 db = Collection(
@@ -178,5 +234,18 @@ db = Collection(
     snapshots,
     roundtrip,
     lint,
+    backup,
+    restore,
+    rehearse,
 )
-ns = Collection(db)
+
+
+@task(name="check")
+def release_check(c: Context) -> None:
+    """Back up, lint, render the SQL, rehearse on a restored copy, and write the release report."""
+    with reported():
+        steps.release_check()
+
+
+release = Collection("release", release_check)
+ns = Collection(db, release)

@@ -13,7 +13,6 @@ Exceptions live in migrations/lint-exceptions.toml, each with a reason.
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import shutil
@@ -26,7 +25,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from uaip_db import fingerprints, migrate, paths
-from uaip_db.config import DatabaseConfig
 from uaip_db.errors import CheckFailed, SettingsError
 from uaip_db.revisions import facts
 from uaip_db.snapshot import Snapshot
@@ -79,19 +77,10 @@ def load_exceptions(path: Path | None = None) -> list[Exception_]:
 
 def render_sql(script: Script, downgrade: bool = False) -> str:
     """The SQL of one revision alone, as `alembic upgrade prev:rev --sql` prints it."""
-    from alembic import command
-
     previous = script.down_revision if isinstance(script.down_revision, str) else None
-    buffer = io.StringIO()
-    config = migrate.alembic_config(DatabaseConfig())
-    config.output_buffer = buffer
     if downgrade:
-        command.downgrade(config, f"{script.revision}:{previous or 'base'}", sql=True)
-    elif previous:
-        command.upgrade(config, f"{previous}:{script.revision}", sql=True)
-    else:
-        command.upgrade(config, script.revision, sql=True)
-    return buffer.getvalue()
+        return migrate.render_sql(script.revision, previous or "base", downgrade=True)
+    return migrate.render_sql(previous or "base", script.revision)
 
 
 def squawk_findings(rendered: dict[str, str], excluded_everywhere: list[str]) -> list[Finding]:

@@ -48,6 +48,8 @@ class RunOptions:
     report: Callable[[str], None] | None = None
     from_task: bool = False
     direction: str = "upgrade"
+    # When set, each applied revision's relation locks are recorded here (for rehearsals).
+    locks: dict[str, list[str]] | None = None
 
 
 def alembic_config(
@@ -57,13 +59,14 @@ def alembic_config(
     report: Callable[[str], None] | None = None,
     stdout: TextIO | None = None,
     direction: str = "upgrade",
+    locks: dict[str, list[str]] | None = None,
 ) -> Config:
     from alembic.config import Config
 
     config = Config(str(paths.alembic_ini()), stdout=stdout or sys.stdout)
     config.set_main_option("script_location", str(paths.migrations_dir()))
     config.attributes["uaip_db"] = RunOptions(
-        database, lock_wait, report, from_task=True, direction=direction
+        database, lock_wait, report, from_task=True, direction=direction, locks=locks
     )
     return config
 
@@ -139,7 +142,7 @@ def _run_online(context: EnvironmentContext, conn: Connection, options: RunOptio
         connection=conn,
         target_metadata=None,
         transaction_per_migration=True,
-        on_version_apply=_on_version_apply(options.report),
+        on_version_apply=_on_version_apply(options.report, options.locks),
     )
     with context.begin_transaction():
         context.run_migrations()
@@ -184,7 +187,19 @@ def make_engine(database: DatabaseConfig) -> Engine:
     return create_engine(database.sqlalchemy_url(), poolclass=NullPool, connect_args=connect_args)
 
 
-def _on_version_apply(report: Callable[[str], None] | None) -> Callable[..., None]:
+RELATION_LOCKS = """
+SELECT DISTINCT l.mode || ' on ' || c.relname
+FROM pg_locks AS l JOIN pg_class AS c ON c.oid = l.relation
+WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.granted
+  AND c.relnamespace = 'public'::regnamespace
+  AND c.relname NOT LIKE 'alembic\\_version%' AND c.relname NOT LIKE 'uaip\\_db\\_%'
+ORDER BY 1
+"""
+
+
+def _on_version_apply(
+    report: Callable[[str], None] | None, locks: dict[str, list[str]] | None = None
+) -> Callable[..., None]:
     """After each step, inside its transaction: keep the ledger, and say what was done."""
     from uaip_db import ledger
 
@@ -195,6 +210,11 @@ def _on_version_apply(report: Callable[[str], None] | None) -> Callable[..., Non
         now = time.perf_counter()
         elapsed, started = now - started, now
         conn = ctx.connection
+        if locks is not None and step.is_upgrade and not step.is_stamp:
+            from sqlalchemy import text
+
+            held = [row[0] for row in conn.execute(text(RELATION_LOCKS))]
+            locks[step.up_revision_id] = held
         if step.is_upgrade:
             for revision in step.destination_revision_ids:
                 script = ctx.script.get_revision(revision)
@@ -331,6 +351,24 @@ def _retrying_lock_timeouts(run: Callable[[], None], report: Callable[[str], Non
 
 def stamp(database: DatabaseConfig, revision: str, **options: Any) -> None:
     _run_command("stamp", alembic_config(database, **options), revision)
+
+
+def render_sql(start: str, end: str, *, downgrade: bool = False) -> str:
+    """The SQL from `start` to `end` as offline mode prints it (`alembic upgrade a:b --sql`)."""
+    import io
+
+    from alembic import command
+
+    buffer = io.StringIO()
+    config = alembic_config(DatabaseConfig())
+    config.output_buffer = buffer
+    if downgrade:
+        command.downgrade(config, f"{start}:{end}", sql=True)
+    elif start == "base":
+        command.upgrade(config, end, sql=True)
+    else:
+        command.upgrade(config, f"{start}:{end}", sql=True)
+    return buffer.getvalue()
 
 
 def history(stdout: TextIO | None = None, verbose: bool = False) -> None:

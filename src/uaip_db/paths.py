@@ -34,5 +34,15 @@ def dotenv_file() -> Path:
     return project_root() / ".env"
 
 
+def backup_dir() -> Path:
+    """`UAIP_BACKUP_DIR`, else backups/ in the checkout."""
+    configured = os.environ.get("UAIP_BACKUP_DIR")
+    return Path(configured).resolve() if configured else project_root() / "backups"
+
+
+def reports_dir() -> Path:
+    return project_root() / "reports"
+
+
 def local_cluster_dir() -> Path:
     return project_root() / ".pgdata"

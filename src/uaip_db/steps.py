@@ -6,9 +6,10 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
-from uaip_db import migrate, scriptindex
+from uaip_db import migrate, paths, scriptindex
 from uaip_db.config import DatabaseConfig
 from uaip_db.connect import connection
 from uaip_db.errors import CheckFailed, QuietExit, SettingsError, UaipDbError
@@ -87,6 +88,7 @@ def upgrade(
     *,
     sql: bool = False,
     lock_wait: float = DEFAULT_WAIT_SECONDS,
+    backup_first: bool = False,
     out: Say = say,
 ) -> None:
     config = DatabaseConfig.from_env()
@@ -100,6 +102,7 @@ def upgrade(
     if revision in ("head", "heads") and current and sorted(current) == index.heads:
         out(f"{config.display_url()} is at head {describe_current(current)}; nothing to do.")
         return
+    take_backup_first(config, backup_first, out)
     out(f"Upgrading {config.display_url()} to {revision}:")
     with timed("Upgrade finished", out):
         migrate.upgrade(config, revision, lock_wait=lock_wait, report=out)
@@ -153,6 +156,7 @@ def downgrade(
     confirm_db: str | None = None,
     sql: bool = False,
     lock_wait: float = DEFAULT_WAIT_SECONDS,
+    backup_first: bool = False,
     out: Say = say,
 ) -> None:
     config = DatabaseConfig.from_env()
@@ -168,6 +172,7 @@ def downgrade(
     if destructive or revision == "base" or config.is_production:
         what = "drop data in" if destructive or revision == "base" else "downgrade"
         confirm_destructive(config, what, yes=yes, confirm_db=confirm_db)
+    take_backup_first(config, backup_first, out)
     with timed("Downgrade finished", out):
         migrate.downgrade(config, revision, lock_wait=lock_wait, report=out)
     out(f"Now at {describe_current(migrate.current_revisions(config))}.")
@@ -341,3 +346,156 @@ def lint(*, since: str | None = None, as_json: bool = False, out: Say = say) -> 
             out("Every revision passes squawk and the repository's rules.")
     if findings:
         raise QuietExit(1)
+
+
+def _backup_dir(out: str | None) -> Path:
+    import os
+
+    directory = Path(out).expanduser().resolve() if out else paths.backup_dir()
+    if out and not directory.is_dir():
+        raise SettingsError(
+            f"Backup folder {directory} does not exist; create it or pick another --out."
+        )
+    if not out:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise SettingsError(f"Backup folder {directory} is not writable; pick another --out.")
+    return directory
+
+
+def backup(
+    *,
+    out_dir: str | None = None,
+    jobs: int = 1,
+    keep: int | None = None,
+    verify_restore: bool = True,
+    out: Say = say,
+) -> Path:
+    """pg_dump with a manifest; proven restorable on a throwaway database unless told not to."""
+    from uaip_db import backup as backups
+
+    config = DatabaseConfig.from_env()
+    directory = _backup_dir(out_dir)
+    if jobs < 1:
+        raise SettingsError("--jobs must be 1 or more.")
+    with timed(f"Backed up {config.display_url()}", out):
+        made = backups.create_backup(
+            config, directory, jobs=jobs, compression=1 if jobs > 1 else None
+        )
+    manifest = made.manifest
+    rows = sum(manifest.row_counts.values())
+    out(
+        f"  {made.path} ({manifest.format}, {len(manifest.row_counts)} tables, {rows} rows, "
+        f"revision {manifest.revision_label}, fingerprint {manifest.fingerprint[:12]})"
+    )
+    if verify_restore:
+        from uaip_db.scratch import scratch_server
+
+        with scratch_server() as server:
+            report = backups.verify_restorable(made, server, jobs=jobs)
+        out(
+            f"  proven restorable: restored and verified on a throwaway database in "
+            f"{report.seconds:.2f} s"
+        )
+    if keep is not None:
+        for removed in backups.prune(directory, config.name, keep):
+            out(f"  pruned {removed.name}")
+    out(f"Restore it with: {made.restore_command()}")
+    return made.path
+
+
+def restore(
+    path: str,
+    *,
+    target: str | None = None,
+    yes: bool = False,
+    confirm_db: str | None = None,
+    jobs: int = 1,
+    out: Say = say,
+) -> None:
+    """Restore a checked backup into a new database (default) or, with --yes, over one."""
+    import datetime
+
+    from uaip_db import backup as backups
+
+    if not path:
+        raise SettingsError("Say which backup to restore: inv db.restore PATH.")
+    manifest = backups.check_files(path)
+    config = DatabaseConfig.from_env()
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d%H%M%S")
+    name = target or f"{manifest.database}_restored_{stamp}"
+    destination = config.with_database(name)
+    into_existing = _database_has_tables(destination)
+    if into_existing:
+        confirm_destructive(destination, "replace the contents of", yes=yes, confirm_db=confirm_db)
+    out(
+        f"Files of {backups.backup_folder(path).name} match the manifest; restoring into "
+        f"{destination.display_url()}:"
+    )
+    report = backups.restore_backup(path, destination, into_existing=into_existing, jobs=jobs)
+    out(
+        f"Restored {report.tables} tables, {report.rows} rows in {report.seconds:.2f} s; revision, "
+        "fingerprint and row counts match the manifest."
+    )
+
+
+def _database_has_tables(database: DatabaseConfig) -> bool:
+    from uaip_db.errors import ConnectionProblem
+
+    try:
+        with connection(database) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace "
+                "AND relkind IN ('r', 'p')"
+            ).fetchone()
+    except ConnectionProblem as problem:
+        if "does not exist" in str(problem):
+            return False
+        raise
+    return bool(row and row[0])
+
+
+def rehearse(path: str | None = None, *, out: Say = say) -> None:
+    """Restore the newest (or named) backup into a throwaway database, upgrade, verify, check."""
+    from uaip_db import rehearse as rehearsal
+    from uaip_db.scratch import scratch_server
+
+    config = DatabaseConfig.from_env()
+    source = Path(path) if path else rehearsal.newest_backup(paths.backup_dir(), config.name)
+    with scratch_server() as server:
+        result = rehearsal.rehearse(source, server, report=out)
+    for revision, held in result.locks.items():
+        out(f"  locks held by {revision}: {', '.join(held) or 'none on tables'}")
+    if not result.passed:
+        raise CheckFailed("Rehearsal failed:\n" + "\n".join(f"  {p}" for p in result.problems))
+    out(
+        f"Rehearsal passed: upgrade took {result.upgrade_seconds:.2f} s; verify and check passed. "
+        f"{config.display_url()} was not touched."
+    )
+
+
+def take_backup_first(config: DatabaseConfig, asked: bool, out: Say) -> None:
+    """A verified backup before a change: always in production, elsewhere when asked."""
+    if not (asked or config.is_production):
+        return
+    why = "DB_ENV=production" if config.is_production else "--backup"
+    out(f"Taking a verified backup first ({why}):")
+    try:
+        backup(out=out)
+    except UaipDbError as error:
+        raise CheckFailed(
+            f"The backup before the change failed, so nothing was changed: {error}"
+        ) from None
+
+
+def release_check(*, out: Say = say) -> None:
+    """Write reports/release-<time>.md; exit 1 when any item failed."""
+    from uaip_db.release import release_check as check_release
+
+    config = DatabaseConfig.from_env()
+    report, path = check_release(config, paths.backup_dir(), out)
+    for number, item in enumerate(report.items, 1):
+        out(f"  {number}. {item.title}: {item.status}")
+    if not report.passed:
+        raise CheckFailed(f"Release check failed; see {path}.")
+    out(f"Release check passed; the report to sign is {path}.")

@@ -1,0 +1,241 @@
+"""`inv release.check`: the release checklist as a command, written out as a report to sign.
+
+Against the configured (production) database it lists the revisions to apply with their SQL and
+the schema change they make, lints them, takes a backup and proves it restorable, rehearses the
+upgrade on a restored copy, and writes the rollback plan. The database itself is only read and
+dumped; nothing is applied to it.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from uaip_db import backup, fingerprints, migrate, paths, scriptindex
+from uaip_db.config import DatabaseConfig
+from uaip_db.connect import connection
+from uaip_db.errors import UaipDbError
+from uaip_db.revisions import facts
+
+PASS, FAIL = "PASS", "FAIL"
+
+
+@dataclass
+class Item:
+    title: str
+    status: str
+    body: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ReleaseReport:
+    database: str
+    current: str
+    head: str
+    pending: list[str]
+    items: list[Item] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(item.status != FAIL for item in self.items)
+
+    def markdown(self, written_at: str) -> str:
+        lines = [
+            f"# Release check: {self.database}",
+            "",
+            f"Written {written_at} by `inv release.check`. "
+            f"Overall: **{PASS if self.passed else FAIL}**",
+            "",
+            f"- Database revision: `{self.current}`; head: `{self.head}`",
+            f"- Revisions to apply: {len(self.pending)}",
+            "",
+            "| # | item | result |",
+            "| --- | --- | --- |",
+        ]
+        lines += [f"| {n} | {item.title} | {item.status} |" for n, item in enumerate(self.items, 1)]
+        for number, item in enumerate(self.items, 1):
+            lines += ["", f"## {number}. {item.title}: {item.status}", "", *item.body]
+        lines += [
+            "",
+            "## Sign-off",
+            "",
+            "- [ ] Release manager: the report is complete and every item passed",
+            "- [ ] Database owner: the rollback plan and the backup are acceptable",
+            "- [ ] Application owner: the application works with the new schema",
+            "",
+            "Name: ____________________  Date: ____________  Signature: ____________________",
+            "",
+        ]
+        return "\n".join(lines)
+
+
+def fenced(text: str, language: str = "sql") -> list[str]:
+    return [f"```{language}", text.rstrip(), "```"]
+
+
+def release_check(
+    config: DatabaseConfig,
+    backup_dir: Path,
+    out: Callable[[str], None],
+) -> tuple[ReleaseReport, Path]:
+    from uaip_db.scratch import scratch_server
+
+    index = scriptindex.load()
+    with connection(config) as conn:
+        current_revisions = migrate.current_revisions_on(conn)
+    current = current_revisions[0] if current_revisions else fingerprints.BASE
+    head = index.heads[0] if len(index.heads) == 1 else "+".join(index.heads)
+    pending = index.pending(current_revisions)
+    report = ReleaseReport(
+        config.display_url(), current, head, [f"{r.revision} {r.doc}" for r in pending]
+    )
+    out(f"Release check of {config.display_url()}: {len(pending)} revision(s) to apply.")
+    report.items.append(revisions_item(pending))
+    report.items.append(sql_item(current, head, bool(pending)))
+    report.items.append(schema_change_item(current, head))
+    report.items.append(lint_item(current if pending else head))
+    out("  backing up and proving the backup restorable...")
+    with scratch_server() as server:
+        backup_item_, made = backup_item(config, backup_dir, server)
+        report.items.append(backup_item_)
+        out("  rehearsing the upgrade on a restored copy...")
+        report.items.append(rehearsal_item(made, server))
+    report.items.append(rollback_item(current, head, pending, made))
+    written_at = datetime.datetime.now(datetime.UTC)
+    target = paths.reports_dir() / f"release-{written_at:%Y%m%dT%H%M%SZ}.md"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(report.markdown(f"{written_at:%Y-%m-%d %H:%M:%S} UTC"), encoding="utf-8")
+    return report, target
+
+
+def revisions_item(pending: list[scriptindex.Revision]) -> Item:
+    if not pending:
+        return Item("Revisions to apply", PASS, ["None: the database is at head."])
+    return Item(
+        "Revisions to apply",
+        PASS,
+        [f"{n}. `{r.revision}` {r.doc}" for n, r in enumerate(pending, 1)],
+    )
+
+
+def sql_item(current: str, head: str, anything: bool) -> Item:
+    if not anything:
+        return Item("SQL to run", PASS, ["Nothing to run."])
+    try:
+        return Item("SQL to run", PASS, fenced(migrate.render_sql(current, head)))
+    except UaipDbError as error:
+        return Item("SQL to run", FAIL, [str(error)])
+
+
+def schema_change_item(current: str, head: str) -> Item:
+    from uaip_db import schemadoc
+
+    try:
+        old, new = fingerprints.expected(current), fingerprints.expected(head)
+    except UaipDbError as error:
+        return Item("Schema change", FAIL, [str(error)])
+    summary = schemadoc.change_summary(old, new)
+    if not summary:
+        return Item("Schema change", PASS, ["No schema change."])
+    return Item(
+        "Schema change",
+        PASS,
+        [f"- {line}" for line in summary]
+        + ["", *fenced(schemadoc.change_diagram(old, new), "mermaid")],
+    )
+
+
+def lint_item(since: str) -> Item:
+    from uaip_db.lint import lint
+
+    try:
+        findings, notes, docs = lint(None if since == fingerprints.BASE else since)
+    except UaipDbError as error:
+        return Item("Migration lint", FAIL, [str(error)])
+    body = [f"- {f.line(docs)}" for f in findings] or ["No findings (squawk and our rules)."]
+    body += [f"- note: {n}" for n in notes]
+    return Item("Migration lint", FAIL if findings else PASS, body)
+
+
+def backup_item(
+    config: DatabaseConfig, backup_dir: Path, server: object
+) -> tuple[Item, Path | None]:
+    from uaip_db.scratch import ScratchServer
+
+    assert isinstance(server, ScratchServer)
+    try:
+        made = backup.create_backup(config, backup_dir)
+        restored = backup.verify_restorable(made, server)
+    except UaipDbError as error:
+        return Item("Backup", FAIL, [str(error)]), None
+    manifest = made.manifest
+    return (
+        Item(
+            "Backup",
+            PASS,
+            [
+                f"- Backup: `{made.path}`",
+                f"- Revision {manifest.revision_label}, {len(manifest.row_counts)} tables, "
+                f"{sum(manifest.row_counts.values())} rows, "
+                f"fingerprint `{manifest.fingerprint[:16]}`",
+                f"- Files checked against the manifest (sha256), then restored into a throwaway "
+                "database and verified (revision, fingerprint, row counts) in "
+                f"{restored.seconds:.2f} s",
+                f"- Restore command: `{made.restore_command()}`",
+            ],
+        ),
+        made.path,
+    )
+
+
+def rehearsal_item(made: Path | None, server: object) -> Item:
+    from uaip_db import rehearse
+    from uaip_db.scratch import ScratchServer
+
+    assert isinstance(server, ScratchServer)
+    if made is None:
+        return Item("Rehearsal", FAIL, ["No backup to rehearse on."])
+    try:
+        result = rehearse.rehearse(made, server)
+    except UaipDbError as error:
+        return Item("Rehearsal", FAIL, [str(error)])
+    return Item(
+        "Rehearsal", PASS if result.passed else FAIL, [f"    {line}" for line in result.summary()]
+    )
+
+
+def rollback_item(
+    current: str, head: str, pending: list[scriptindex.Revision], made: Path | None
+) -> Item:
+    if not pending:
+        return Item("Rollback plan", PASS, ["Nothing is applied, so nothing to roll back."])
+    scripts = migrate.script_directory()
+    restore = (
+        f"`inv db.restore {made} --target <db> --yes`" if made else "the backup (none was taken)"
+    )
+    lossy = []
+    for revision in pending:
+        script = scripts.get_revision(revision.revision)
+        about = facts(script) if script is not None else None
+        if about and (about.irreversible or about.destroys_data_on_downgrade):
+            loss = about.irreversible or f"drops {about.destroys_data_on_downgrade}"
+            lossy.append(f"`{revision.revision}` ({loss})")
+    body = [
+        f"If the release must be undone, downgrade to `{current}` "
+        f"(`inv db.downgrade --rev {current} --yes --confirm-db <db>`), which runs:",
+        "",
+        *fenced(migrate.render_sql(head, current, downgrade=True)),
+    ]
+    if lossy:
+        body = [
+            "A downgrade would lose data written after the release in: " + ", ".join(lossy) + ".",
+            f"Preferred rollback: restore the backup taken for this release: {restore}.",
+            "",
+            "Otherwise:",
+            *body,
+        ]
+    else:
+        body += ["", f"Or restore the backup taken for this release: {restore}."]
+    return Item("Rollback plan", PASS, body)
