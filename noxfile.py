@@ -93,11 +93,12 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Check style with ruff, and every migration with squawk and our own rules."""
+    """Check style (ruff), migrations (squawk and our rules) and that docs/schema/ is current."""
     session.install("-e", ".[dev]")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("inv", "db.lint")
+    session.run("inv", "db.docs", "--check")
 
 
 @nox.session

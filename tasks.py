@@ -217,6 +217,23 @@ def rehearse(c: Context, backup: str = "") -> None:
         steps.rehearse(backup or None)
 
 
+@task(help={"check": "Only check that docs/schema/ is current and complete (exit 1 if not)."})
+def docs(c: Context, check: bool = False) -> None:
+    """Write docs/schema/ (tables, functions, Mermaid ER diagram) from the migrations' head."""
+    with reported():
+        steps.docs(check=check)
+
+
+@task(
+    name="diff",
+    help={"from_": "Revision to start from (id, base or head).", "to": "Revision to end at."},
+)
+def schema_diff(c: Context, from_: str = "base", to: str = "head") -> None:
+    """Show the schema change between two revisions, in words and as a Mermaid diagram."""
+    with reported():
+        steps.schema_diff(from_, to)
+
+
 db = Collection(
     "db",
     up,
@@ -237,6 +254,8 @@ db = Collection(
     backup,
     restore,
     rehearse,
+    docs,
+    schema_diff,
 )
 
 

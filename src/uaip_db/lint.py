@@ -245,6 +245,20 @@ def snapshot_findings(script: Script, before: Snapshot, after: Snapshot, sql: st
     return findings
 
 
+def coverage_findings(head: str) -> list[Finding]:
+    """Every table and column at head must say what it holds (a COMMENT ON)."""
+    from uaip_db.schemadoc import missing_comments
+
+    try:
+        snapshot = fingerprints.expected(head)
+    except CheckFailed:
+        return []
+    return [
+        Finding(head, "missing-comment", f"{item} has no comment; add COMMENT ON in a revision")
+        for item in missing_comments(snapshot)
+    ]
+
+
 def lint(since: str | None = None) -> tuple[list[Finding], list[str], dict[str, str]]:
     """(findings left after exceptions, notes, revision docs)."""
     chain = fingerprints.chain()
@@ -277,6 +291,8 @@ def lint(since: str | None = None) -> tuple[list[Finding], list[str], dict[str, 
             )
             continue
         findings.extend(snapshot_findings(script, before, after, rendered[script.revision]))
+    if chain and chain[-1].revision == ids[-1]:
+        findings.extend(coverage_findings(chain[-1].revision))
     kept = [f for f in findings if not any(e.covers(f) for e in exceptions)]
     used = {id(e) for e in exceptions for f in findings if e.covers(f)} | {
         id(e) for e in exceptions if e.revision is None

@@ -1050,9 +1050,25 @@ def change_summary(old: Snapshot, new: Snapshot) -> list[str]:
     """The schema change from `old` to `new` in words, one line each, grouped by table.
 
     `sessions: + column email character varying(255)`, `- table foo`,
-    `~ function f(uuid): body changed`; empty when the snapshots are equal.
+    `~ function f(uuid): body changed`; empty when the snapshots are equal. Comment changes
+    are folded into one line per table (`sessions: ~ comments added on the table and 11 columns`).
     """
-    return [change.line() for change in changes(old, new)]
+    found = changes(old, new)
+    comments = [c for c in found if c.attribute == "comment" and c.kind in ("table", "column")]
+    lines = [
+        c.line() for c in found if not (c.attribute == "comment" and c.kind in ("table", "column"))
+    ]
+    by_table: dict[str, list[Change]] = {}
+    for change in comments:
+        by_table.setdefault(change.table, []).append(change)
+    for table, group in by_table.items():
+        verbs = "/".join(sorted({change.text.rsplit(" ", 1)[-1] for change in group}))
+        parts = ["the table"] if any(change.kind == "table" for change in group) else []
+        columns = sum(change.kind == "column" for change in group)
+        if columns:
+            parts.append(plural(columns, "column"))
+        lines.append(f"{table}: ~ comments {verbs} on {' and '.join(parts)}")
+    return sorted(lines)
 
 
 def change_diagram(old: Snapshot, new: Snapshot) -> str:

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from alembic.script import Script
 
 Say = Callable[[str], None]
+SVG = "schema.svg"
 
 
 def say(line: str) -> None:
@@ -499,3 +500,72 @@ def release_check(*, out: Say = say) -> None:
     if not report.passed:
         raise CheckFailed(f"Release check failed; see {path}.")
     out(f"Release check passed; the report to sign is {path}.")
+
+
+def docs(*, check: bool = False, out: Say = say) -> None:
+    """Write docs/schema/ from the head schema built on a throwaway database (or check it)."""
+    from uaip_db import fingerprints, schemadoc
+    from uaip_db.scratch import scratch_server
+
+    with scratch_server() as server:
+        built = fingerprints.build(server)
+    head = list(built)[-1]
+    snapshot = built[head]
+    files = schemadoc.render(snapshot, revision=head)
+    directory = paths.project_root() / "docs" / "schema"
+    undocumented = schemadoc.missing_comments(snapshot)
+    if check:
+        # The SVG depends on the local Graphviz version, so it is written but never compared.
+        problems = [
+            line for line in schemadoc.check(directory, files) if not line.startswith(SVG + ":")
+        ]
+        problems += [f"no comment: {item}" for item in undocumented]
+        if problems:
+            raise CheckFailed(
+                "docs/schema/ is not what the migrations produce:\n"
+                + "\n".join(problems)
+                + "\nRun `inv db.docs` (and comment every table and column), then commit."
+            )
+        out(f"docs/schema/ matches the schema at {head}; every table and column has a comment.")
+        return
+    changed = schemadoc.write(directory, files)
+    svg = schemadoc.render_svg(snapshot)
+    if svg is not None:
+        (directory / SVG).write_text(svg, encoding="utf-8")
+        out("  wrote docs/schema/schema.svg (Graphviz)")
+    for path in changed:
+        out(f"  wrote {path.relative_to(paths.project_root())}")
+    out(f"docs/schema/ describes revision {head}" + ("" if changed else " (unchanged)") + ".")
+    for item in undocumented:
+        out(f"  warning: no comment on {item}")
+
+
+def schema_diff(start: str, end: str, *, out: Say = say) -> None:
+    """The schema change between two revisions, in words and as a Mermaid diagram."""
+    from uaip_db import fingerprints, schemadoc
+
+    index = scriptindex.load()
+
+    def resolve(name: str) -> str:
+        if name in ("base", fingerprints.BASE):
+            return fingerprints.BASE
+        if name == "head":
+            if len(index.heads) != 1:
+                raise SettingsError("The scripts have several heads; name the revision.")
+            return index.heads[0]
+        matches = [r.revision for r in index.order if r.revision.startswith(name)]
+        if len(matches) != 1:
+            raise SettingsError(f"Unknown revision {name!r}; `inv db.history` lists them.")
+        return matches[0]
+
+    old_revision, new_revision = resolve(start), resolve(end)
+    old, new = fingerprints.expected(old_revision), fingerprints.expected(new_revision)
+    summary = schemadoc.change_summary(old, new)
+    out(f"Schema change from {old_revision} to {new_revision}:")
+    for line in summary or ["no change"]:
+        out(f"  {line}")
+    if summary:
+        out("")
+        out("```mermaid")
+        out(schemadoc.change_diagram(old, new).rstrip())
+        out("```")

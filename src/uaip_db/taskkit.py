@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -27,6 +28,10 @@ def reported() -> Iterator[None]:
         if debugging():
             raise
         raise Exit(str(error) or None, code=error.exit_code) from None
+    except BrokenPipeError:
+        # The reader went away (`inv db.diff | head`): stop quietly, like other CLI tools.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise Exit(code=0) from None
     except KeyboardInterrupt:
         raise Exit("Interrupted; run the same task again to finish.", code=130) from None
     except Exception as error:
