@@ -1,0 +1,125 @@
+"""Backups before change, rehearsals and the release report, as the tasks run them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from uaip_db import fingerprints, migrate
+from uaip_db.config import DatabaseConfig
+from uaip_db.scratch import ScratchServer
+
+from .conftest import HEAD, WIDEN, run_cli, sql, write_revision
+
+
+@pytest.fixture
+def behind_db(head_db: DatabaseConfig) -> DatabaseConfig:
+    """A database one revision behind head, with a few rows."""
+    migrate.downgrade(head_db, WIDEN)
+    sql(
+        head_db,
+        "INSERT INTO sessions (user_id, project_name) VALUES ('u1', 'Churn'), ('u2', 'bad')",
+    )
+    return head_db
+
+
+def test_upgrade_with_backup_takes_a_verified_backup_first(
+    behind_db: DatabaseConfig, tmp_path: Path
+) -> None:
+    result = run_cli(
+        "inv", "db.upgrade", "--backup", database=behind_db, env={"UAIP_BACKUP_DIR": str(tmp_path)}
+    )
+    assert result.returncode == 0, result.stderr
+    assert "proven restorable" in result.stdout
+    assert result.stdout.index("proven restorable") < result.stdout.index(f"applied {HEAD}")
+    assert len(list(tmp_path.glob("*/manifest.json"))) == 1
+
+
+def test_production_backs_up_before_a_downgrade(head_db: DatabaseConfig, tmp_path: Path) -> None:
+    result = run_cli(
+        "inv",
+        "db.downgrade",
+        "--yes",
+        "--confirm-db",
+        head_db.name,
+        database=head_db,
+        env={"DB_ENV": "production", "UAIP_BACKUP_DIR": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Taking a verified backup first (DB_ENV=production)" in result.stdout
+    assert len(list(tmp_path.glob("*/manifest.json"))) == 1
+
+
+def test_a_failing_backup_stops_the_change(behind_db: DatabaseConfig, tmp_path: Path) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    result = run_cli(
+        "inv", "db.upgrade", "--backup", database=behind_db, env={"UAIP_BACKUP_DIR": str(blocked)}
+    )
+    assert result.returncode != 0
+    assert migrate.current_revisions(behind_db) == (WIDEN,)
+
+
+def test_rehearse_restores_upgrades_and_leaves_the_source_alone(
+    behind_db: DatabaseConfig, tmp_path: Path
+) -> None:
+    env = {"UAIP_BACKUP_DIR": str(tmp_path)}
+    assert run_cli("inv", "db.backup", database=behind_db, env=env).returncode == 0
+    result = run_cli("inv", "db.rehearse", database=behind_db, env=env)
+    assert result.returncode == 0, result.stderr
+    assert f"applied {HEAD}" in result.stdout
+    assert f"locks held by {HEAD}: ShareUpdateExclusiveLock on checkpoints" in result.stdout
+    assert "Rehearsal passed" in result.stdout
+    assert migrate.current_revisions(behind_db) == (WIDEN,)
+
+
+def test_rehearse_without_a_backup(behind_db: DatabaseConfig, tmp_path: Path) -> None:
+    result = run_cli(
+        "inv", "db.rehearse", database=behind_db, env={"UAIP_BACKUP_DIR": str(tmp_path)}
+    )
+    assert result.returncode == 2 and "run `inv db.backup` first" in result.stderr
+
+
+def test_release_check_writes_a_report_to_sign(
+    behind_db: DatabaseConfig, tmp_path: Path, checkout: Path
+) -> None:
+    env = {"UAIP_BACKUP_DIR": str(tmp_path), "UAIP_DB_ROOT": str(checkout)}
+    result = run_cli("inv", "release.check", database=behind_db, env=env)
+    assert result.returncode == 0, result.stderr
+    reports = list((checkout / "reports").glob("release-*.md"))
+    assert len(reports) == 1
+    report = reports[0].read_text()
+    assert "Overall: **PASS**" in report
+    assert f"1. `{HEAD}` Describe every table and column with comments" in report
+    assert "COMMENT ON TABLE sessions IS" in report
+    assert "sessions: ~ comments added on the table and 10 columns" in report
+    assert "Files checked against the manifest (sha256), then restored" in report
+    assert f"applied {HEAD}" in report and "verify and check: passed" in report
+    assert "## 7. Rollback plan: PASS" in report and "COMMENT ON TABLE sessions IS NULL" in report
+    assert "- [ ] Release manager" in report
+    assert behind_db.password not in report
+    assert migrate.current_revisions(behind_db) == (WIDEN,)
+
+
+def test_release_check_fails_when_the_rehearsal_fails(
+    server: ScratchServer, behind_db: DatabaseConfig, tmp_path: Path, checkout: Path
+) -> None:
+    write_revision(
+        checkout / "migrations" / "versions",
+        "ba0000000001",
+        HEAD,
+        upgrade=["ALTER TABLE sessions ADD CONSTRAINT no_bad CHECK (project_name <> 'bad')"],
+        downgrade=["ALTER TABLE sessions DROP CONSTRAINT no_bad"],
+        doc="Forbid bad project names",
+    )
+    fingerprints.write(fingerprints.build(server))
+    env = {"UAIP_BACKUP_DIR": str(tmp_path), "UAIP_DB_ROOT": str(checkout)}
+    result = run_cli("inv", "release.check", database=behind_db, env=env)
+    assert result.returncode == 1
+    assert "6. Rehearsal: FAIL" in result.stdout
+    report = next((checkout / "reports").glob("release-*.md")).read_text()
+    assert "Overall: **FAIL**" in report
+    assert "Revision ba0000000001 (Forbid bad project names) failed" in report
+    assert "violated by some row" in report
+    assert migrate.current_revisions(behind_db) == (WIDEN,)
