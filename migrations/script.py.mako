@@ -5,16 +5,25 @@ Revises: ${down_revision | comma,n}
 Create Date: ${create_date}
 
 """
+<%
+    def quoted(value):
+        return repr(value).replace("'", '"')
+%>
 from collections.abc import Sequence
 
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 ${imports if imports else ""}
 # revision identifiers, used by Alembic.
-revision: str = ${repr(up_revision)}
-down_revision: str | Sequence[str] | None = ${repr(down_revision)}
-branch_labels: str | Sequence[str] | None = ${repr(branch_labels)}
-depends_on: str | Sequence[str] | None = ${repr(depends_on)}
+revision: str = ${quoted(up_revision)}
+down_revision: str | Sequence[str] | None = ${quoted(down_revision)}
+branch_labels: str | Sequence[str] | None = ${quoted(branch_labels)}
+depends_on: str | Sequence[str] | None = ${quoted(depends_on)}
+
+# Say it when the downgrade drops data (db.downgrade then asks for --yes), e.g.
+# destroys_data_on_downgrade = "sessions.nickname"
+# or when there is deliberately no way back:
+# irreversible = "why"
 
 
 def upgrade() -> None:

@@ -84,6 +84,7 @@ def _no_developer_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     """Tests never read the developer's settings: no DB_* from the shell, no repo .env."""
     for name in SETTING_NAMES:
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("UAIP_BACKUP_DIR", str(tmp_path / "backups"))
     monkeypatch.setattr("uaip_db.paths.dotenv_file", lambda: tmp_path / "no.env")
 
 

@@ -65,5 +65,5 @@ def test_revision_writes_a_script_from_the_template(tmp_path: Path) -> None:
     written = list((checkout / "migrations" / "versions").glob("*_add_charter_tags.py"))
     assert len(written) == 1
     text = written[0].read_text()
-    assert f"down_revision: str | Sequence[str] | None = '{HEAD}'" in text
+    assert f'down_revision: str | Sequence[str] | None = "{HEAD}"' in text
     assert "def downgrade() -> None:" in text

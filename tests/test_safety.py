@@ -247,3 +247,47 @@ def test_no_password_in_process_arguments_or_server_logs(server, empty_db: Datab
     log = server.cluster.cluster.log if server.cluster else None
     if log is not None:
         assert empty_db.password not in log.read_text(errors="replace")
+
+
+def test_stamping_an_unknown_revision(head_db: DatabaseConfig) -> None:
+    result = run_cli("inv", "db.stamp", "--rev", "deadbeef", database=head_db)
+    assert result.returncode == 2
+    assert "Unknown revision 'deadbeef'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_status_and_current_with_a_revision_the_scripts_do_not_know(
+    head_db: DatabaseConfig,
+) -> None:
+    sql(head_db, "UPDATE alembic_version SET version_num = 'feedface0000'")
+    status = run_cli("inv", "db.status", database=head_db)
+    assert status.returncode == 0, status.stderr
+    assert "feedface0000 is not in these migration scripts" in status.stdout
+    current = run_cli("inv", "db.current", database=head_db)
+    assert current.returncode == 0 and "unknown to these scripts" in current.stdout
+
+
+def test_upgrading_an_init_sql_database_without_a_stamp_says_what_to_do(
+    empty_db: DatabaseConfig,
+) -> None:
+    from uaip_db.schema import seed
+
+    seed(empty_db)
+    result = run_cli("inv", "db.upgrade", database=empty_db)
+    assert result.returncode == 1
+    assert 'relation "sessions" already exists' in result.stderr
+    assert "inv db.stamp --rev auto" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_plain_alembic_waits_as_long_as_uaip_lock_wait_says(empty_db: DatabaseConfig) -> None:
+    from uaip_db.lock import migration_lock
+
+    def opener() -> psycopg.Connection:  # type: ignore[type-arg]
+        return psycopg.connect(**empty_db.connect_kwargs())
+
+    with migration_lock(opener):
+        result = run_cli(
+            "alembic", "upgrade", "head", database=empty_db, env={"UAIP_LOCK_WAIT": "0.5"}
+        )
+    assert result.returncode != 0
+    assert "Another migration holds the lock" in result.stderr and "UAIP_LOCK_WAIT" in result.stderr

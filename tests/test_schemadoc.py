@@ -344,11 +344,10 @@ def test_change_summary_names_every_kind_of_change(head: Snapshot) -> None:
         "~ function get_active_sessions_count(): body changed",
         "~ function get_active_sessions_count(): volatility stable -> immutable",
         "sessions: + constraint sessions_email_key UNIQUE (email)",
-        "sessions: ~ column email: comment added",
         "sessions: ~ column email: now NOT NULL",
         "sessions: ~ column status: default 'in_progress'::character varying -> "
         "'completed'::character varying",
-        "sessions: ~ table: comment added",
+        "sessions: ~ comments added on the table and 1 column",
         "sessions: ~ trigger trigger_update_sessions_timestamp: state enabled -> disabled",
     ]
 
@@ -472,7 +471,6 @@ def test_comments_in_the_database_reach_the_docs(head_db: DatabaseConfig) -> Non
     assert set(COMMENTED_KEYS) <= set(missing_before)
     assert missing_after == [key for key in missing_before if key not in COMMENTED_KEYS]
     assert schemadoc.change_summary(before, after) == [
-        "sessions: ~ column email: comment added",
-        "sessions: ~ table: comment added",
-        "stage_data: ~ column field_value: comment added",
+        "sessions: ~ comments added on the table and 1 column",
+        "stage_data: ~ comments added on 1 column",
     ]

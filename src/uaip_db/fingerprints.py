@@ -54,9 +54,10 @@ def build(server: ScratchServer) -> dict[str, Snapshot]:
     database = server.create_database("uaip_snapshots")
     try:
         built: dict[str, Snapshot] = {}
-        for script in chain():
-            migrate.upgrade(database, script.revision)
-            built[script.revision] = take(database)
+        with migrate.MigrationSession(database) as runner:
+            for script in chain():
+                runner.upgrade(script.revision)
+                built[script.revision] = take(database)
         return built
     finally:
         server.drop_database(database.name)

@@ -39,7 +39,8 @@ def migration_lock(
             if time.monotonic() >= deadline:
                 raise LockTimeout(
                     f"Another migration holds the lock ({describe_holder(conn)}); waited "
-                    f"{wait_seconds:g} s. Let it finish and run again, or raise --lock-wait."
+                    f"{wait_seconds:g} s. Let it finish and run again, or wait longer "
+                    "(--lock-wait, or UAIP_LOCK_WAIT for plain alembic)."
                 )
             if on_wait is not None and not told:
                 on_wait(f"Waiting for the migration lock held by {describe_holder(conn)}...")

@@ -14,7 +14,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
 from uaip_db import paths
@@ -44,12 +44,23 @@ class RunOptions:
     """What a task asks of one env.py run; plain `alembic` gets the defaults."""
 
     database: DatabaseConfig | None = None
-    lock_wait: float = DEFAULT_WAIT_SECONDS
+    lock_wait: float = field(default_factory=lambda: lock_wait_setting())
     report: Callable[[str], None] | None = None
     from_task: bool = False
     direction: str = "upgrade"
     # When set, each applied revision's relation locks are recorded here (for rehearsals).
     locks: dict[str, list[str]] | None = None
+
+
+def lock_wait_setting() -> float:
+    """UAIP_LOCK_WAIT: how long plain `alembic` waits for the migration lock (inv: --lock-wait)."""
+    value = os.environ.get("UAIP_LOCK_WAIT", "").strip()
+    if not value:
+        return DEFAULT_WAIT_SECONDS
+    try:
+        return float(value)
+    except ValueError:
+        raise SettingsError(f"UAIP_LOCK_WAIT={value!r} is not a number of seconds.") from None
 
 
 def alembic_config(
@@ -154,6 +165,7 @@ def _locked(engine: Engine, options: RunOptions) -> Iterator[None]:
         import psycopg
 
         args, kwargs = engine.dialect.create_connect_args(engine.url)
+        kwargs.setdefault("application_name", "uaip-db migration")
         return psycopg.connect(*args, **kwargs, autocommit=True)
 
     with migration_lock(open_connection, options.lock_wait, options.report):
@@ -261,6 +273,12 @@ def _translate(error: BaseException, database: DatabaseConfig, direction: str) -
     failing = _failing_revision(database, direction)
     where = f"Revision {failing}" if failing else "The migration"
     detail = f" in `{_shorten(statement)}`" if statement else ""
+    if isinstance(cause, psycopg.errors.DuplicateTable) and here == "base":
+        return MigrationError(
+            f"{where} failed: {problem}. The database has tables but no recorded revision "
+            "(built from init.sql?); record the revision it matches with "
+            "`inv db.stamp --rev auto`, then run `inv db.upgrade`."
+        )
     if isinstance(cause, psycopg.errors.LockNotAvailable):
         return LockNotAvailable(
             f"{where} could not take a lock within lock_timeout{detail}: another transaction "
@@ -430,3 +448,66 @@ def pending_revisions(database: DatabaseConfig) -> list[Script]:
     lower = current[0] if len(current) == 1 else "base"
     walked = list(scripts.iterate_revisions("heads", lower))
     return list(reversed(walked))
+
+
+class MigrationSession:
+    """Many upgrades and downgrades on one database with one connection and one script load.
+
+    `upgrade()`/`downgrade()` above load every revision file and open new connections on each
+    call; a round trip makes three calls per revision, which would grow with the square of the
+    number of revisions. This runs the same env.py (ledger, timeouts, one transaction per
+    migration) on a connection handed in, with the scripts loaded once. For throwaway
+    databases only: it takes no migration lock.
+    """
+
+    def __init__(self, database: DatabaseConfig) -> None:
+        from alembic.script import ScriptDirectory
+
+        self.database = database
+        self.config = alembic_config(database)
+        self.scripts = ScriptDirectory.from_config(self.config)
+        self.engine = make_engine(database)
+        self.connection = self.engine.connect()
+        self.config.attributes["connection"] = self.connection
+
+    def upgrade(self, revision: str) -> None:
+        self._run(revision, upgrade=True)
+
+    def downgrade(self, revision: str) -> None:
+        self._run(revision, upgrade=False)
+
+    def _run(self, revision: str, *, upgrade: bool) -> None:
+        from alembic.runtime.environment import EnvironmentContext
+        from alembic.util import CommandError
+
+        options = self.config.attributes["uaip_db"]
+        options.direction = "upgrade" if upgrade else "downgrade"
+
+        # The same step planning `alembic upgrade`/`downgrade` use (alembic.command).
+        def steps(current: Any, _context: Any) -> Any:
+            if upgrade:
+                return self.scripts._upgrade_revs(revision, current)
+            return self.scripts._downgrade_revs(revision, current)
+
+        try:
+            with EnvironmentContext(self.config, self.scripts, fn=steps, destination_rev=revision):
+                self.scripts.run_env()
+        except CommandError as error:
+            raise _command_error(error) from None
+        except UaipDbError:
+            raise
+        except Exception as error:
+            raise _translate(error, self.database, options.direction) from None
+        finally:
+            if self.connection.in_transaction():
+                self.connection.rollback()
+
+    def close(self) -> None:
+        self.connection.close()
+        self.engine.dispose()
+
+    def __enter__(self) -> MigrationSession:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from uaip_db import fingerprints, migrate, sample_data
-from uaip_db.config import DatabaseConfig
 from uaip_db.connect import connection
 from uaip_db.errors import CheckFailed
 from uaip_db.revisions import facts
@@ -52,12 +51,10 @@ class State:
     rows: dict[str, tuple[int, str]]
 
 
-def observe(database: DatabaseConfig, columns: dict[str, list[str]] | None = None) -> State:
-    with connection(database) as conn:
-        schema = take_from(conn)
-        current_columns = sample_data.columns_of(conn)
-        rows = sample_data.table_hashes(conn, columns)
-    return State(schema, current_columns, rows)
+def observe(conn: Any, columns: dict[str, list[str]] | None = None) -> State:
+    return State(
+        take_from(conn), sample_data.columns_of(conn), sample_data.table_hashes(conn, columns)
+    )
 
 
 def destroyed_by_downgrade(script: Script) -> tuple[set[str], set[str]]:
@@ -84,8 +81,13 @@ def _fail(script: Script, what: str, lines: list[str]) -> RoundtripFailed:
     )
 
 
-def check_revision(database: DatabaseConfig, script: Script, previous: str) -> StepTimes:
-    """Up, down, up for one revision; raise RoundtripFailed naming it when anything is off."""
+def check_revision(
+    conn: Any, runner: migrate.MigrationSession, script: Script, previous: str
+) -> StepTimes:
+    """Up, down, up for one revision; raise RoundtripFailed naming it when anything is off.
+
+    `conn` is an idle autocommit connection used for the checks; `runner` migrates.
+    """
     checks = 0.0
 
     def checked(action: Callable[[], Any]) -> Any:
@@ -103,23 +105,21 @@ def check_revision(database: DatabaseConfig, script: Script, previous: str) -> S
     lost_tables, lost_columns = destroyed_by_downgrade(script)
 
     def before_upgrade() -> tuple[State, dict[str, list[str]], dict[str, tuple[int, str]]]:
-        with connection(database) as conn:
-            sample_data.fill(conn)
-        state = observe(database)
+        sample_data.fill(conn)
+        state = observe(conn)
         kept = kept_columns(state.columns, lost_columns)
-        with connection(database) as conn:
-            kept_rows = sample_data.table_hashes(conn, kept) if lost_columns else state.rows
+        kept_rows = sample_data.table_hashes(conn, kept) if lost_columns else state.rows
         return state, kept, kept_rows
 
     before, kept, kept_rows = checked(before_upgrade)
-    up = timed(lambda: migrate.upgrade(database, script.revision))
-    after: State = checked(lambda: observe(database, before.columns))
+    up = timed(lambda: runner.upgrade(script.revision))
+    after: State = checked(lambda: observe(conn, before.columns))
     changed = sample_data.changed_tables(before.rows, after.rows)
     if changed:
         raise _fail(script, "the upgrade changed existing rows", changed)
 
-    down = timed(lambda: migrate.downgrade(database, previous))
-    back: State = checked(lambda: observe(database, kept))
+    down = timed(lambda: runner.downgrade(previous))
+    back: State = checked(lambda: observe(conn, kept))
     differences = diff(before.schema, back.schema)
     if differences:
         raise _fail(script, "the downgrade did not restore the schema", differences)
@@ -127,9 +127,9 @@ def check_revision(database: DatabaseConfig, script: Script, previous: str) -> S
     if changed:
         raise _fail(script, "the downgrade lost or changed rows it does not declare", changed)
 
-    up_again = timed(lambda: migrate.upgrade(database, script.revision))
-    again: State = checked(lambda: observe(database))
-    differences = diff(after.schema, again.schema)
+    up_again = timed(lambda: runner.upgrade(script.revision))
+    again: Snapshot = checked(lambda: take_from(conn))
+    differences = diff(after.schema, again)
     if differences:
         raise _fail(script, "upgrading again built a different schema", differences)
     return StepTimes(script.revision, up, down, up_again, checks)
@@ -141,12 +141,13 @@ def run(server: ScratchServer, report: Callable[[str], None] | None = None) -> l
     try:
         times = []
         previous = fingerprints.BASE
-        for script in fingerprints.chain():
-            step = check_revision(database, script, previous)
-            times.append(step)
-            if report:
-                report(step.line())
-            previous = script.revision
+        with migrate.MigrationSession(database) as runner, connection(database) as conn:
+            for script in fingerprints.chain():
+                step = check_revision(conn, runner, script, previous)
+                times.append(step)
+                if report:
+                    report(step.line())
+                previous = script.revision
         return times
     finally:
         server.drop_database(database.name)

@@ -1054,12 +1054,13 @@ def change_summary(old: Snapshot, new: Snapshot) -> list[str]:
     are folded into one line per table (`sessions: ~ comments added on the table and 11 columns`).
     """
     found = changes(old, new)
-    comments = [c for c in found if c.attribute == "comment" and c.kind in ("table", "column")]
-    lines = [
-        c.line() for c in found if not (c.attribute == "comment" and c.kind in ("table", "column"))
-    ]
+
+    def is_comment(change: Change) -> bool:
+        return change.attribute == "comment" and change.kind in ("table", "column")
+
+    rows = [(c.table, c.text) for c in found if not is_comment(c)]
     by_table: dict[str, list[Change]] = {}
-    for change in comments:
+    for change in filter(is_comment, found):
         by_table.setdefault(change.table, []).append(change)
     for table, group in by_table.items():
         verbs = "/".join(sorted({change.text.rsplit(" ", 1)[-1] for change in group}))
@@ -1067,8 +1068,8 @@ def change_summary(old: Snapshot, new: Snapshot) -> list[str]:
         columns = sum(change.kind == "column" for change in group)
         if columns:
             parts.append(plural(columns, "column"))
-        lines.append(f"{table}: ~ comments {verbs} on {' and '.join(parts)}")
-    return sorted(lines)
+        rows.append((table, f"~ comments {verbs} on {' and '.join(parts)}"))
+    return [f"{table}: {text}" if table else text for table, text in sorted(rows)]
 
 
 def change_diagram(old: Snapshot, new: Snapshot) -> str:

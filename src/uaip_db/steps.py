@@ -67,7 +67,12 @@ def status(out: Say = say) -> None:
         out(f"database: not reachable: {error}")
         return
     out(f"database: reachable, at {describe_current(current)}")
-    pending = scriptindex.load().pending(current)
+    index = scriptindex.load()
+    unknown = [revision for revision in current if index.get(revision) is None]
+    if unknown:
+        out(f"pending: unknown: {', '.join(unknown)} is not in these migration scripts")
+        return
+    pending = index.pending(current)
     out(
         f"pending: {len(pending)} revision(s)"
         + "".join(f"\n  {s.revision} {s.doc}" for s in pending)
@@ -223,9 +228,14 @@ def stamp(
         revision = match.revision
         out(f"The schema matches revision {migrate.describe(revision)}.")
     else:
+        from alembic.util import CommandError
+
         from uaip_db import fingerprints
 
-        resolved = migrate.script_directory().get_revision(revision)
+        try:
+            resolved = migrate.script_directory().get_revision(revision)
+        except CommandError:
+            resolved = None
         if resolved is None:
             raise SettingsError(f"Unknown revision {revision!r}; `inv db.history` lists them.")
         revision = resolved.revision

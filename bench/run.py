@@ -1,0 +1,357 @@
+"""Run every benchmark and print a table of medians and ratios against the raw tools.
+
+    python bench/run.py                 # everything (about 10 minutes on 2 cores)
+    python bench/run.py --quick         # fewer runs, 200k rows, no test-suite timing
+    python bench/run.py --markdown docs/PERFORMANCE.md   # also write the table there
+
+Everything runs on a private throwaway PostgreSQL (the developer's database is never touched),
+same machine, same run, so the ratios compare like with like.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from workloads import GENERATE_ROWS, rows_for, write_revisions  # noqa: E402
+
+from uaip_db import migrate  # noqa: E402
+from uaip_db.config import DatabaseConfig  # noqa: E402
+from uaip_db.scratch import ScratchServer, child_env, start_scratch_server  # noqa: E402
+from uaip_db.server import find_bindir  # noqa: E402
+
+BIN = Path(sys.executable).parent
+REPOSITORY_CHAIN = [s.revision for s in migrate.script_directory().walk_revisions()]
+
+
+@dataclass
+class Result:
+    name: str
+    ours: float
+    baseline: float | None
+    baseline_name: str
+    target: str
+
+    @property
+    def ratio(self) -> float | None:
+        return self.ours / self.baseline if self.baseline else None
+
+
+def median_of(runs: int, action: Callable[[], object], warmup: bool = True) -> float:
+    if warmup:
+        action()
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def command(args: list[str], env: dict[str, str], cwd: Path = ROOT) -> Callable[[], None]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "DATABASE_URL"))}
+    full_env.update(env)
+
+    def run() -> None:
+        result = subprocess.run(args, cwd=cwd, env=full_env, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise SystemExit(f"bench: {' '.join(args)} failed:\n{result.stderr[-2000:]}")
+
+    return run
+
+
+def psql(database: DatabaseConfig, sql: str) -> None:
+    bindir = find_bindir()
+    assert bindir is not None
+    subprocess.run(
+        [str(bindir / "psql"), "-q", "-X", "-v", "ON_ERROR_STOP=1", "-c", sql],
+        env={**os.environ, **database.libpq_env()},
+        check=True,
+        capture_output=True,
+    )
+
+
+def bench_upgrade(server: ScratchServer, runs: int) -> list[Result]:
+    at_head = server.create_database("bench_head")
+    migrate.upgrade(at_head, "head")
+    env = child_env(at_head)
+    inv = median_of(runs, command([str(BIN / "inv"), "db.upgrade"], env))
+    alembic = median_of(runs, command([str(BIN / "alembic"), "upgrade", "head"], env))
+    results = [
+        Result("inv db.upgrade, already at head", inv, alembic, "alembic upgrade head", "<= 1.1x")
+    ]
+    inv_check = median_of(runs, command([str(BIN / "inv"), "db.check"], env))
+    results.append(
+        Result("inv db.check, at head", inv_check, alembic, "alembic upgrade head", "<= 0.6x (aim)")
+    )
+
+    def fresh(program: list[str]) -> Callable[[], None]:
+        def run() -> None:
+            database = server.create_database("bench_fresh")
+            try:
+                command(program, child_env(database))()
+            finally:
+                server.drop_database(database.name)
+
+        return run
+
+    ours = median_of(runs, fresh([str(BIN / "inv"), "db.upgrade"]))
+    raw = median_of(runs, fresh([str(BIN / "alembic"), "upgrade", "head"]))
+    results.append(Result("inv db.upgrade, base -> head", ours, raw, "alembic upgrade head", "~1x"))
+    return results
+
+
+def bench_backup(server: ScratchServer, runs: int, rows: int, folder: Path) -> list[Result]:
+    bindir = find_bindir()
+    assert bindir is not None
+    source = server.create_database("bench_data")
+    migrate.upgrade(source, "head")
+    started = time.perf_counter()
+    psql(source, GENERATE_ROWS.replace("%(sessions)s", str(rows_for(rows))))
+    psql(source, "VACUUM ANALYZE")
+    print(f"  generated {rows} rows in {time.perf_counter() - started:.1f} s", flush=True)
+    env = child_env(source)
+    libpq = {**os.environ, **source.libpq_env()}
+    dump_file = folder / "raw.pgdump"
+
+    def raw_dump() -> None:
+        subprocess.run(
+            [str(bindir / "pg_dump"), "-Fc", "-f", str(dump_file)], env=libpq, check=True
+        )
+
+    def ours_backup(jobs: int) -> Callable[[], None]:
+        return command(
+            [
+                str(BIN / "inv"),
+                "db.backup",
+                "--no-verify",
+                "--jobs",
+                str(jobs),
+                "--out",
+                str(folder),
+            ],
+            env,
+        )
+
+    raw = median_of(runs, raw_dump, warmup=False)
+    one = median_of(runs, ours_backup(1), warmup=False)
+    two = median_of(runs, ours_backup(2), warmup=False)
+    results = [
+        Result("inv db.backup (1 job, with manifest)", one, raw, "pg_dump -Fc", "<= 1.1x"),
+        Result("inv db.backup --jobs 2", two, raw, "pg_dump -Fc", "<= 0.7x (aim)"),
+    ]
+    backups = sorted(p for p in folder.iterdir() if (p / "manifest.json").is_file())
+    custom = next(p for p in backups if (p / "dump.pgdump").is_file())
+    directory = next(p for p in backups if (p / "dump").is_dir())
+
+    def raw_restore() -> None:
+        target = server.config_for(f"bench_raw_{time.monotonic_ns() % 10**9}")
+        psql(server.admin, f'CREATE DATABASE "{target.name}"')
+        subprocess.run(
+            [str(bindir / "pg_restore"), "--no-owner", "-1", "-d", target.name, str(dump_file)],
+            env={**os.environ, **target.libpq_env()},
+            check=True,
+        )
+        server.drop_database(target.name)
+
+    def ours_restore(backup: Path, jobs: int) -> Callable[[], None]:
+        def run() -> None:
+            name = f"bench_ours_{time.monotonic_ns() % 10**9}"
+            command(
+                [
+                    str(BIN / "inv"),
+                    "db.restore",
+                    str(backup),
+                    "--target",
+                    name,
+                    "--jobs",
+                    str(jobs),
+                ],
+                env,
+            )()
+            server.drop_database(name)
+
+        return run
+
+    raw_r = median_of(runs, raw_restore, warmup=False)
+    one_r = median_of(runs, ours_restore(custom, 1), warmup=False)
+    two_r = median_of(runs, ours_restore(directory, 2), warmup=False)
+    results += [
+        Result(
+            "inv db.restore (1 job, checked + verified)", one_r, raw_r, "pg_restore -1", "<= 1.1x"
+        ),
+        Result(
+            "inv db.restore --jobs 2 (checked + verified)",
+            two_r,
+            raw_r,
+            "pg_restore -1",
+            "<= 0.7x (aim)",
+        ),
+    ]
+    server.drop_database(source.name)
+    return results
+
+
+def bench_roundtrip(server: ScratchServer, sizes: list[int], folder: Path) -> list[Result]:
+    results = []
+    for size in sizes:
+        checkout = folder / f"revisions-{size}"
+        checkout.mkdir()
+        write_revisions(checkout, ROOT, size)
+        env = {**child_env(server.admin), "UAIP_DB_ROOT": str(checkout)}
+        ours = median_of(1, command([str(BIN / "inv"), "db.roundtrip"], env), warmup=False)
+        plain = median_of(1, functools.partial(plain_loop, server, checkout), warmup=False)
+        total = size + len(REPOSITORY_CHAIN)
+        results.append(
+            Result(
+                f"inv db.roundtrip, {size} generated revisions ({ours / total * 1000:.0f} ms each)",
+                ours,
+                plain,
+                "alembic up/down/up loop",
+                "linear; <= 1x (aim)",
+            )
+        )
+    return results
+
+
+def plain_loop(server: ScratchServer, checkout: Path) -> None:
+    """What a user would otherwise write: alembic upgrade +1, downgrade -1, upgrade +1, repeat."""
+    script = f"""
+import os
+from alembic import command
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+config = Config("{checkout}/alembic.ini")
+count = len(list(ScriptDirectory.from_config(config).walk_revisions()))
+for _ in range(count):
+    command.upgrade(config, "+1")
+    command.downgrade(config, "-1")
+    command.upgrade(config, "+1")
+"""
+    database = server.create_database("bench_plain")
+    try:
+        env = {**child_env(database), "UAIP_DB_ROOT": str(checkout)}
+        command([sys.executable, "-c", script], env)()
+    finally:
+        server.drop_database(database.name)
+
+
+def bench_provisioning(server: ScratchServer, runs: int) -> list[Result]:
+    template = server.create_database("bench_template")
+    migrate.upgrade(template, "head")
+    server.mark_template(template.name)
+
+    def clone() -> None:
+        server.drop_database(server.create_database("bench_clone", template=template.name).name)
+
+    def build() -> None:
+        database = server.create_database("bench_build")
+        migrate.upgrade(database, "head")
+        server.drop_database(database.name)
+
+    ours = median_of(runs * 2, clone)
+    raw = median_of(runs, build)
+    return [
+        Result("test database: clone of a head template", ours, raw, "create + upgrade", "< 20 ms")
+    ]
+
+
+def bench_sessions(runs: int, with_tests: bool) -> list[Result]:
+    results = []
+    nox_time = median_of(1, command([str(BIN / "nox"), "-R", "-s", "migrations"], {}), warmup=True)
+    results.append(Result("nox -R -s migrations (both legs)", nox_time, None, "", "< 15 s"))
+    if with_tests:
+        suite = median_of(1, command([str(BIN / "pytest"), "-q", "-x"], {}), warmup=False)
+        results.append(Result("pytest (whole suite)", suite, None, "", "a few minutes"))
+    return results
+
+
+def table(results: list[Result]) -> str:
+    lines = [
+        "| benchmark | ours (median) | baseline | baseline (median) | ratio | target |",
+        "| --- | ---: | --- | ---: | ---: | --- |",
+    ]
+    for r in results:
+        baseline = f"{r.baseline:.3f} s" if r.baseline is not None else ""
+        ratio = f"{r.ratio:.2f}x" if r.ratio is not None else ""
+        lines.append(
+            f"| {r.name} | {r.ours:.3f} s | {r.baseline_name} | {baseline} | {ratio} | {r.target} |"
+        )
+    return "\n".join(lines)
+
+
+def machine() -> str:
+    bindir = find_bindir()
+    version = (
+        subprocess.run(
+            [str(bindir / "postgres"), "--version"], capture_output=True, text=True
+        ).stdout.strip()
+        if bindir
+        else "no server"
+    )
+    return (
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, Python "
+        f"{platform.python_version()}, {version}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="fewer runs and rows")
+    parser.add_argument("--rows", type=int, default=None, help="rows for the backup benchmark")
+    parser.add_argument("--markdown", type=Path, help="write the table into this Markdown file")
+    args = parser.parse_args()
+    runs = 3 if args.quick else 5
+    rows = args.rows or (200_000 if args.quick else 1_000_000)
+    os.environ["UAIP_TEST_SERVER"] = "cluster"
+    server = start_scratch_server()
+    results: list[Result] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="uaip-bench-") as scratch:
+            folder = Path(scratch)
+            steps: list[tuple[str, Callable[[], list[Result]]]] = [
+                ("upgrade and check", lambda: bench_upgrade(server, runs)),
+                ("test database provisioning", lambda: bench_provisioning(server, runs)),
+                ("round trip scaling", lambda: bench_roundtrip(server, [3, 25, 100], folder)),
+                ("backup and restore", lambda: bench_backup(server, 3, rows, folder / "b")),
+                ("nox and pytest", lambda: bench_sessions(runs, not args.quick)),
+            ]
+            (folder / "b").mkdir()
+            for title, step in steps:
+                print(f"bench: {title}...", flush=True)
+                results += step()
+    finally:
+        server.close()
+    output = f"Machine: {machine()}\n\n{table(results)}\n"
+    print(output)
+    if args.markdown:
+        write_into(args.markdown, output)
+
+
+def write_into(path: Path, output: str) -> None:
+    """Replace the text between the BENCH markers of `path` with `output`."""
+    text = path.read_text(encoding="utf-8")
+    start, end = "<!-- BENCH:START -->", "<!-- BENCH:END -->"
+    before, _, rest = text.partition(start)
+    _, _, after = rest.partition(end)
+    path.write_text(f"{before}{start}\n{output}{end}{after}", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
