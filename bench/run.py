@@ -38,6 +38,10 @@ BIN = Path(sys.executable).parent
 REPOSITORY_CHAIN = [s.revision for s in migrate.script_directory().walk_revisions()]
 
 
+class BenchFailed(Exception):
+    """A measured command failed; the other benchmarks still run and the table still prints."""
+
+
 @dataclass
 class Result:
     name: str
@@ -69,7 +73,8 @@ def command(args: list[str], env: dict[str, str], cwd: Path = ROOT) -> Callable[
     def run() -> None:
         result = subprocess.run(args, cwd=cwd, env=full_env, capture_output=True, text=True)
         if result.returncode != 0:
-            raise SystemExit(f"bench: {' '.join(args)} failed:\n{result.stderr[-2000:]}")
+            output = (result.stdout[-1500:] + result.stderr[-1500:]).strip()
+            raise BenchFailed(f"{' '.join(args)} failed:\n{output}")
 
     return run
 
@@ -322,6 +327,7 @@ def main() -> None:
     os.environ["UAIP_TEST_SERVER"] = "cluster"
     server = start_scratch_server()
     results: list[Result] = []
+    failures: list[str] = []
     try:
         with tempfile.TemporaryDirectory(prefix="uaip-bench-") as scratch:
             folder = Path(scratch)
@@ -335,13 +341,21 @@ def main() -> None:
             (folder / "b").mkdir()
             for title, step in steps:
                 print(f"bench: {title}...", flush=True)
-                results += step()
+                try:
+                    results += step()
+                except BenchFailed as failure:
+                    failures.append(f"{title}: {failure}")
+                    print(f"bench: {title} failed; going on", flush=True)
     finally:
         server.close()
     output = f"Machine: {machine()}\n\n{table(results)}\n"
     print(output)
-    if args.markdown:
+    for failure in failures:
+        print(f"FAILED {failure}", file=sys.stderr)
+    if args.markdown and not failures:
         write_into(args.markdown, output)
+    if failures:
+        raise SystemExit(1)
 
 
 def write_into(path: Path, output: str) -> None:

@@ -130,3 +130,24 @@ def test_offline_sql_builds_the_same_schema(
     assert applied.returncode == 0, applied.stderr
     assert take(empty_db) == take(head_db)
     assert migrate.current_revisions(empty_db) == (HEAD,)
+
+
+def test_a_container_database_built_from_init_sql_is_adopted(empty_db: DatabaseConfig) -> None:
+    from uaip_db.steps import adopt_init_sql_database
+
+    seed(empty_db)
+    lines: list[str] = []
+    assert adopt_init_sql_database(empty_db, lines.append)
+    assert migrate.current_revisions(empty_db) == ("03033cebb647",)
+    assert "recorded revision 03033cebb647" in lines[0]
+    assert not adopt_init_sql_database(empty_db, lines.append)
+
+
+def test_a_drifted_container_database_is_left_alone(empty_db: DatabaseConfig) -> None:
+    from uaip_db.steps import adopt_init_sql_database
+
+    seed(empty_db)
+    sql(empty_db, "ALTER TABLE sessions ADD COLUMN nickname text")
+    assert not adopt_init_sql_database(empty_db, print)
+    assert migrate.current_revisions(empty_db) == ()
+    assert not adopt_init_sql_database(empty_db.with_database(empty_db.name), print)

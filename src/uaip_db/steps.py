@@ -38,7 +38,34 @@ def server_up(backend: str | None = None, out: Say = say) -> None:
     from uaip_db.server import choose_backend
 
     config = DatabaseConfig.from_env()
-    out(choose_backend(backend).up(config))
+    chosen = choose_backend(backend)
+    out(chosen.up(config))
+    if chosen.name == "docker":
+        adopt_init_sql_database(config, out)
+
+
+def adopt_init_sql_database(config: DatabaseConfig, out: Say = say) -> bool:
+    """A container's first start runs init.sql, leaving v1.0.0 with no recorded revision.
+
+    When the schema is exactly the baseline's, record the baseline so `inv db.upgrade` can go
+    on from there; anything else is left for `inv db.stamp --rev auto` to explain.
+    """
+    from uaip_db import fingerprints
+    from uaip_db.schema import BASELINE_REVISION
+    from uaip_db.snapshot import diff, take_from
+
+    with connection(config) as conn:
+        if migrate.current_revisions_on(conn):
+            return False
+        actual = take_from(conn)
+    if not actual.objects or diff(fingerprints.expected(BASELINE_REVISION), actual):
+        return False
+    migrate.stamp(config, BASELINE_REVISION)
+    out(
+        f"The database was built from init.sql (schema v1.0.0, checked object by object); "
+        f"recorded revision {BASELINE_REVISION}. `inv db.upgrade` brings it to head."
+    )
+    return True
 
 
 def server_down(backend: str | None = None, out: Say = say) -> None:
