@@ -67,7 +67,11 @@ def median_of(runs: int, action: Callable[[], object], warmup: bool = True) -> f
 
 
 def command(args: list[str], env: dict[str, str], cwd: Path = ROOT) -> Callable[[], None]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "DATABASE_URL"))}
+    full_env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DB_", "DATABASE_URL", "UAIP_TEST_SERVER"))
+    }
     full_env.update(env)
 
     def run() -> None:

@@ -71,6 +71,7 @@ def test_a_named_server_is_used_instead_of_a_private_cluster(
 ) -> None:
     for name, value in child_env(server.admin).items():
         monkeypatch.setenv(name, value)
+    monkeypatch.delenv("UAIP_TEST_SERVER", raising=False)
     assert wants_existing_server()
     named = start_scratch_server()
     assert named.cluster is None

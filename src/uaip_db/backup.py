@@ -281,6 +281,33 @@ def run_tool(
     return result
 
 
+def start_tool(args: Sequence[str], configs: Sequence[DatabaseConfig]) -> subprocess.Popen[str]:
+    """Start a client program in the background (see run_tool); finish it with finish_tool."""
+    env = {**os.environ, **(configs[0].libpq_env() if configs else {})}
+    try:
+        return subprocess.Popen(
+            list(args),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            errors="replace",
+            umask=OWNER_ONLY_UMASK,
+        )
+    except OSError as error:
+        raise BackupError(f"Could not run {args[0]} ({error.strerror}).") from None
+
+
+def finish_tool(
+    process: subprocess.Popen[str], configs: Sequence[DatabaseConfig], *, what: str
+) -> None:
+    stdout, stderr = process.communicate()
+    if process.returncode != 0:
+        raise tool_error(stderr or stdout, configs, what=what)
+
+
 def tool_error(output: str, configs: Sequence[DatabaseConfig], *, what: str) -> UaipDbError:
     """One plain line from pg_dump/pg_restore output, with every password scrubbed."""
     for config in configs:
@@ -370,14 +397,15 @@ def create_backup(
     out_dir = Path(out_dir)
     out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     with connection(database) as conn, exported_snapshot(conn) as snapshot_id:
-        facts = read_facts(conn)
-        folder = reserve_folder(out_dir, database.name, facts.revisions)
+        revisions = migrate.current_revisions_on(conn)
+        folder = reserve_folder(out_dir, database.name, revisions)
         try:
-            run_tool(
-                plan.args(pg_dump, folder, snapshot_id),
-                [database],
-                what=f"back up {database.where()} (pg_dump)",
-            )
+            # pg_dump reads the same snapshot; counting rows meanwhile uses the other core.
+            dumping = start_tool(plan.args(pg_dump, folder, snapshot_id), [database])
+            try:
+                facts = read_facts(conn)
+            finally:
+                finish_tool(dumping, [database], what=f"back up {database.where()} (pg_dump)")
             manifest = write_manifest(folder, database, facts, plan, pg_dump_version)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)

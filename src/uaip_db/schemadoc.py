@@ -102,7 +102,9 @@ class Column:
 
 
 @dataclass(frozen=True)
-class Constraint:
+class NamedDefinition:
+    """An index, trigger or constraint: a name, its SQL, and what else the snapshot says."""
+
     name: str
     attributes: Mapping[str, Any]
 
@@ -114,6 +116,9 @@ class Constraint:
     def comment(self) -> str | None:
         return self.attributes.get("comment")
 
+
+@dataclass(frozen=True)
+class Constraint(NamedDefinition):
     @property
     def kind(self) -> str:
         for prefix, kind in (
@@ -143,22 +148,6 @@ class ForeignKey:
     target_columns: tuple[str, ...]
     actions: str
     comment: str | None
-
-
-@dataclass(frozen=True)
-class NamedDefinition:
-    """An index or a trigger: a name, the SQL that defines it, and what else the snapshot says."""
-
-    name: str
-    attributes: Mapping[str, Any]
-
-    @property
-    def definition(self) -> str:
-        return str(self.attributes.get("definition", ""))
-
-    @property
-    def comment(self) -> str | None:
-        return self.attributes.get("comment")
 
 
 @dataclass
