@@ -330,3 +330,30 @@ def test_restoring_over_a_database_in_production_needs_the_name(
     )
     assert refused.returncode == 2
     assert f"--yes --confirm-db {head_db.name}" in refused.stderr
+
+
+def test_a_downgrade_whose_plan_changed_while_it_waited_reverts_nothing(
+    head_db: DatabaseConfig,
+) -> None:
+    from uaip_db.lock import migration_lock
+
+    def opener() -> psycopg.Connection:  # type: ignore[type-arg]
+        return psycopg.connect(**head_db.connect_kwargs())
+
+    env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
+    env.update(child_env(head_db))
+    with migration_lock(opener):
+        waiting = subprocess.Popen(
+            [str(BIN / "inv"), "db.downgrade"],
+            cwd=ROOT,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        time.sleep(3)  # it has planned "revert HEAD" and waits for the lock
+        migrate.downgrade(head_db, WIDEN, lock_held=True)
+    out, err = waiting.communicate(timeout=60)
+    assert waiting.returncode == 2, out + err
+    assert "The database changed while this downgrade waited" in err
+    assert migrate.current_revisions(head_db) == (WIDEN,)

@@ -50,6 +50,8 @@ class RunOptions:
     direction: str = "upgrade"
     # When set, each applied revision's relation locks are recorded here (for rehearsals).
     locks: dict[str, list[str]] | None = None
+    # The caller already holds the migration lock (see hold_lock()).
+    lock_held: bool = False
 
 
 def lock_wait_setting() -> float:
@@ -71,13 +73,20 @@ def alembic_config(
     stdout: TextIO | None = None,
     direction: str = "upgrade",
     locks: dict[str, list[str]] | None = None,
+    lock_held: bool = False,
 ) -> Config:
     from alembic.config import Config
 
     config = Config(str(paths.alembic_ini()), stdout=stdout or sys.stdout)
     config.set_main_option("script_location", str(paths.migrations_dir()))
     config.attributes["uaip_db"] = RunOptions(
-        database, lock_wait, report, from_task=True, direction=direction, locks=locks
+        database,
+        lock_wait,
+        report,
+        from_task=True,
+        direction=direction,
+        locks=locks,
+        lock_held=lock_held,
     )
     return config
 
@@ -161,6 +170,10 @@ def _run_online(context: EnvironmentContext, conn: Connection, options: RunOptio
 
 @contextmanager
 def _locked(engine: Engine, options: RunOptions) -> Iterator[None]:
+    if options.lock_held:
+        yield
+        return
+
     def open_connection() -> Any:
         import psycopg
 
@@ -183,6 +196,24 @@ def timeouts() -> tuple[str, str]:
         if not re.fullmatch(r"\d+\s*(ms|s|min|h|d)?", value.strip()):
             raise SettingsError(f"{name}={value!r} is not a duration like 5s, 500ms or 15min.")
     return lock_timeout.strip(), statement_timeout.strip()
+
+
+@contextmanager
+def hold_lock(
+    database: DatabaseConfig,
+    wait_seconds: float = DEFAULT_WAIT_SECONDS,
+    report: Callable[[str], None] | None = None,
+) -> Iterator[None]:
+    """Hold the migration lock across several steps (pass lock_held=True to the migrations)."""
+    from uaip_db.connect import connect
+
+    def open_connection() -> Any:
+        conn = connect(database)
+        conn.execute("SET application_name = 'uaip-db migration'")
+        return conn
+
+    with migration_lock(open_connection, wait_seconds, report):
+        yield
 
 
 def make_engine(database: DatabaseConfig) -> Engine:

@@ -206,8 +206,15 @@ def downgrade(
         what = "drop data in" if destructive or revision == "base" else "downgrade"
         confirm_destructive(config, what, yes=yes, confirm_db=confirm_db)
     take_backup_first(config, backup_first, out)
-    with timed("Downgrade finished", out):
-        migrate.downgrade(config, revision, lock_wait=lock_wait, report=out)
+    with migrate.hold_lock(config, lock_wait, out):
+        # Another runner may have moved the database while we asked; the plan must still hold.
+        if [s.revision for s in downgrade_plan(config, revision)] != [s.revision for s in plan]:
+            raise SettingsError(
+                "The database changed while this downgrade waited (another runner migrated "
+                "it); nothing was reverted. Check `inv db.current` and run it again."
+            )
+        with timed("Downgrade finished", out):
+            migrate.downgrade(config, revision, lock_wait=lock_wait, report=out, lock_held=True)
     out(f"Now at {describe_current(migrate.current_revisions(config))}.")
 
 
