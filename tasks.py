@@ -9,7 +9,7 @@ from invoke.context import Context
 from invoke.tasks import task
 
 from uaip_db import steps
-from uaip_db.taskkit import reported
+from uaip_db.taskkit import reported, seconds
 
 LOCK_WAIT = "Seconds to wait for another runner's migration lock (default 60)."
 BACKEND = "docker or local; default: Docker when an engine answers, else local binaries."
@@ -48,11 +48,13 @@ def status(c: Context) -> None:
     }
 )
 def upgrade(
-    c: Context, rev: str = "head", sql: bool = False, backup: bool = False, lock_wait: float = 60
+    c: Context, rev: str = "head", sql: bool = False, backup: bool = False, lock_wait: str = "60"
 ) -> None:
     """Apply pending migrations up to --rev (default head)."""
     with reported():
-        steps.upgrade(rev, sql=sql, lock_wait=lock_wait, backup_first=backup)
+        steps.upgrade(
+            rev, sql=sql, lock_wait=seconds(lock_wait, "--lock-wait"), backup_first=backup
+        )
 
 
 @task(
@@ -72,7 +74,7 @@ def downgrade(
     confirm_db: str = "",
     sql: bool = False,
     backup: bool = False,
-    lock_wait: float = 60,
+    lock_wait: str = "60",
 ) -> None:
     """Revert migrations down to --rev (default one step); asks before dropping data."""
     with reported():
@@ -81,7 +83,7 @@ def downgrade(
             yes=yes,
             confirm_db=confirm_db or None,
             sql=sql,
-            lock_wait=lock_wait,
+            lock_wait=seconds(lock_wait, "--lock-wait"),
             backup_first=backup,
         )
 
@@ -122,11 +124,17 @@ def stamp(
     force: bool = False,
     yes: bool = False,
     confirm_db: str = "",
-    lock_wait: float = 60,
+    lock_wait: str = "60",
 ) -> None:
     """Record a revision without running migrations, once the schema is shown to match it."""
     with reported():
-        steps.stamp(rev, force=force, yes=yes, confirm_db=confirm_db or None, lock_wait=lock_wait)
+        steps.stamp(
+            rev,
+            force=force,
+            yes=yes,
+            confirm_db=confirm_db or None,
+            lock_wait=seconds(lock_wait, "--lock-wait"),
+        )
 
 
 @task

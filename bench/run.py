@@ -227,7 +227,8 @@ def bench_roundtrip(server: ScratchServer, sizes: list[int], folder: Path) -> li
         total = size + len(REPOSITORY_CHAIN)
         results.append(
             Result(
-                f"inv db.roundtrip, {size} generated revisions ({ours / total * 1000:.0f} ms each)",
+                f"inv db.roundtrip, {size} generated revisions "
+                f"({ours / total * 1000:.0f} ms per revision of the {total})",
                 ours,
                 plain,
                 "alembic up/down/up loop",

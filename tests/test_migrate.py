@@ -38,7 +38,7 @@ def test_unknown_revision_is_a_usage_error(empty_db: DatabaseConfig) -> None:
 
 
 def test_downgrade_past_base_is_a_usage_error(head_db: DatabaseConfig) -> None:
-    with pytest.raises(SettingsError, match="nothing that far down"):
+    with pytest.raises(SettingsError, match="not that many revisions"):
         migrate.downgrade(head_db, f"-{len(CHAIN) + 1}")
     assert migrate.current_revisions(head_db) == (HEAD,)
 

@@ -357,3 +357,37 @@ def test_a_downgrade_whose_plan_changed_while_it_waited_reverts_nothing(
     assert waiting.returncode == 2, out + err
     assert "The database changed while this downgrade waited" in err
     assert migrate.current_revisions(head_db) == (WIDEN,)
+
+
+def test_lint_since_an_unknown_revision() -> None:
+    result = run_cli("inv", "db.lint", "--since", "abc")
+    assert result.returncode == 2 and "Unknown revision 'abc'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_downgrade_from_a_revision_the_scripts_do_not_know(head_db: DatabaseConfig) -> None:
+    sql(head_db, "UPDATE alembic_version SET version_num = 'deadbeef1234'")
+    result = run_cli("inv", "db.downgrade", database=head_db)
+    assert result.returncode == 1
+    assert "deadbeef1234, which these migration scripts do not know" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("value", ["abc", "-1"])
+def test_a_bad_lock_wait(empty_db: DatabaseConfig, value: str) -> None:
+    result = run_cli("inv", "db.upgrade", f"--lock-wait={value}", database=empty_db)
+    assert result.returncode == 2 and "is not a number of seconds" in result.stderr
+
+
+def test_release_check_refuses_two_heads(
+    head_db: DatabaseConfig, checkout: Path, tmp_path: Path
+) -> None:
+    write_revision(checkout / "migrations" / "versions", "aaaa00000009", WIDEN, ["SELECT 1"], [])
+    result = run_cli(
+        "inv",
+        "release.check",
+        database=head_db,
+        env={"UAIP_DB_ROOT": str(checkout), "UAIP_BACKUP_DIR": str(tmp_path)},
+    )
+    assert result.returncode == 1 and "2 heads" in result.stderr
+    assert "Traceback" not in result.stderr

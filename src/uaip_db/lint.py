@@ -264,7 +264,12 @@ def lint(since: str | None = None) -> tuple[list[Finding], list[str], dict[str, 
     chain = fingerprints.chain()
     ids = [s.revision for s in chain]
     if since:
-        resolved = migrate.script_directory().get_revision(since)
+        from alembic.util import CommandError
+
+        try:
+            resolved = migrate.script_directory().get_revision(since)
+        except CommandError:
+            resolved = None
         if resolved is None or resolved.revision not in ids:
             raise SettingsError(
                 f"Unknown revision {since!r} for --since; `inv db.history` lists them."

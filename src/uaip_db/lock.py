@@ -22,6 +22,8 @@ POLL_SECONDS = 0.1
 class LockTimeout(UaipDbError):
     """Another runner kept the migration lock longer than we were willing to wait."""
 
+    exit_code = 1
+
 
 @contextmanager
 def migration_lock(

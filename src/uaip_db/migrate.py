@@ -343,7 +343,8 @@ def _command_error(error: Exception) -> UaipDbError:
         return SettingsError(f"{message}. `inv db.history` lists the known revisions.")
     if "Relative revision" in message or "didn't produce" in message:
         return SettingsError(
-            f"{message}: there is nothing that far down. `inv db.current` shows where you are."
+            f"{message}: there are not that many revisions that way. "
+            "`inv db.current` shows where you are."
         )
     return MigrationError(message)
 

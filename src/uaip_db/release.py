@@ -80,9 +80,15 @@ def release_check(
     backup_dir: Path,
     out: Callable[[str], None],
 ) -> tuple[ReleaseReport, Path]:
+    from uaip_db.errors import CheckFailed
     from uaip_db.scratch import scratch_server
 
     index = scriptindex.load()
+    if len(index.heads) != 1:
+        raise CheckFailed(
+            f"The migration scripts have {len(index.heads)} heads ({', '.join(index.heads)}); "
+            "merge them before a release (`inv db.check` explains)."
+        )
     with connection(config) as conn:
         current_revisions = migrate.current_revisions_on(conn)
     current = current_revisions[0] if current_revisions else fingerprints.BASE
@@ -102,7 +108,7 @@ def release_check(
         report.items.append(backup_item_)
         out("  rehearsing the upgrade on a restored copy...")
         report.items.append(rehearsal_item(made, server))
-    report.items.append(rollback_item(current, head, pending, made))
+    report.items.append(rollback_item(current, head, pending, made, config.name))
     written_at = datetime.datetime.now(datetime.UTC)
     target = paths.reports_dir() / f"release-{written_at:%Y%m%dT%H%M%SZ}.md"
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -207,13 +213,15 @@ def rehearsal_item(made: Path | None, server: object) -> Item:
 
 
 def rollback_item(
-    current: str, head: str, pending: list[scriptindex.Revision], made: Path | None
+    current: str, head: str, pending: list[scriptindex.Revision], made: Path | None, name: str
 ) -> Item:
     if not pending:
         return Item("Rollback plan", PASS, ["Nothing is applied, so nothing to roll back."])
     scripts = migrate.script_directory()
     restore = (
-        f"`inv db.restore {made} --target <db> --yes`" if made else "the backup (none was taken)"
+        f"`inv db.restore {made} --target {name} --yes --confirm-db {name}`"
+        if made
+        else "the backup (none was taken)"
     )
     lossy = []
     for revision in pending:
@@ -224,7 +232,7 @@ def rollback_item(
             lossy.append(f"`{revision.revision}` ({loss})")
     body = [
         f"If the release must be undone, downgrade to `{current}` "
-        f"(`inv db.downgrade --rev {current} --yes --confirm-db <db>`), which runs:",
+        f"(`inv db.downgrade --rev {current} --yes --confirm-db {name}`), which runs:",
         "",
         *fenced(migrate.render_sql(head, current, downgrade=True)),
     ]

@@ -243,6 +243,12 @@ class LocalCluster:
                 "start that server yourself, or set DB_HOST=localhost."
             )
         cluster = self.cluster
+        running = cluster.running()
+        if running is None and port_answers("localhost", config.port):
+            raise ServerError(
+                f"Port {config.port} is already taken by another server; stop it, or set "
+                "DB_PORT to a free port."
+            )
         created = False
         if not cluster.exists():
             cluster.initialize(
@@ -255,13 +261,8 @@ class LocalCluster:
                 sync=True,
             )
             created = True
-        running = cluster.running()
+        state = "created" if created else "started"
         if running is None:
-            if port_answers("localhost", config.port):
-                raise ServerError(
-                    f"Port {config.port} is already taken by another server; stop it, or set "
-                    "DB_PORT to a free port."
-                )
             cluster.socket_dir.mkdir(parents=True, exist_ok=True)
             commands.give_to_server_account(cluster.socket_dir)
             log_existed = cluster.log.exists()
@@ -293,11 +294,12 @@ class LocalCluster:
                 f"not DB_PORT={config.port}; "
                 "run `inv db.down` first, or set DB_PORT to match."
             )
+        else:
+            state = "already running"
         admin = DatabaseConfig(
             host="localhost", port=config.port, user=config.user, password=config.password
         )
         made_db = ensure_database(admin, config.name, config.user)
-        state = "created" if created else "started"
         if made_db and not created:
             state += f", database {config.name} created"
         return (

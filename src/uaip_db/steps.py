@@ -125,6 +125,10 @@ def upgrade(
     out: Say = say,
 ) -> None:
     config = DatabaseConfig.from_env()
+    if revision == "base" or revision.startswith("-"):
+        raise SettingsError(
+            f"db.upgrade goes up; to go to {revision}, use `inv db.downgrade --rev {revision}`."
+        )
     if sql:
         migrate.upgrade(config, revision, sql=True)
         return
@@ -152,8 +156,16 @@ def downgrade_plan(config: DatabaseConfig, target: str) -> list[Script]:
         raise SettingsError(
             "The database has several heads applied; downgrade with an explicit --rev."
         )
+    from alembic.util import CommandError
+
     chain: list[Script] = []
-    script: Script | None = scripts.get_revision(current[0])
+    try:
+        script: Script | None = scripts.get_revision(current[0])
+    except CommandError:
+        raise CheckFailed(
+            f"The database is at revision {current[0]}, which these migration scripts do not "
+            "know; update your checkout, or check DB_NAME."
+        ) from None
     while script is not None:
         chain.append(script)
         down = script.down_revision
@@ -194,6 +206,11 @@ def downgrade(
 ) -> None:
     config = DatabaseConfig.from_env()
     if sql:
+        if ":" not in revision:
+            raise SettingsError(
+                "Offline SQL needs both ends of the downgrade: --rev FROM:TO "
+                "(e.g. --rev b41d9e0c7f25:8f2b6c1d4e7a)."
+            )
         migrate.downgrade(config, revision, sql=True)
         return
     plan = downgrade_plan(config, revision)
@@ -266,13 +283,14 @@ def stamp(
 
         from uaip_db import fingerprints
 
-        try:
-            resolved = migrate.script_directory().get_revision(revision)
-        except CommandError:
-            resolved = None
-        if resolved is None:
-            raise SettingsError(f"Unknown revision {revision!r}; `inv db.history` lists them.")
-        revision = resolved.revision
+        if revision != "base":
+            try:
+                resolved = migrate.script_directory().get_revision(revision)
+            except CommandError:
+                resolved = None
+            if resolved is None:
+                raise SettingsError(f"Unknown revision {revision!r}; `inv db.history` lists them.")
+            revision = resolved.revision
         differences = diff(fingerprints.expected(revision), actual)
         if differences and not force:
             raise CheckFailed(
@@ -423,6 +441,8 @@ def backup(
     directory = _backup_dir(out_dir)
     if jobs < 1:
         raise SettingsError("--jobs must be 1 or more.")
+    if keep is not None and keep < 1:
+        raise SettingsError("--keep must be 1 or more (how many backups of this database to keep).")
     with timed(f"Backed up {config.display_url()}", out):
         made = backups.create_backup(
             config, directory, jobs=jobs, compression=1 if jobs > 1 else None
@@ -551,6 +571,10 @@ def docs(*, check: bool = False, out: Say = say) -> None:
     from uaip_db import fingerprints, schemadoc
     from uaip_db.scratch import scratch_server
 
+    if len(scriptindex.load().heads) != 1:
+        raise CheckFailed(
+            "The migration scripts have several heads; merge them first (`inv db.check`)."
+        )
     with scratch_server() as server:
         built = fingerprints.build(server)
     head = list(built)[-1]
@@ -572,11 +596,10 @@ def docs(*, check: bool = False, out: Say = say) -> None:
             )
         out(f"docs/schema/ matches the schema at {head}; every table and column has a comment.")
         return
-    changed = schemadoc.write(directory, files)
     svg = schemadoc.render_svg(snapshot)
     if svg is not None:
-        (directory / SVG).write_text(svg, encoding="utf-8")
-        out("  wrote docs/schema/schema.svg (Graphviz)")
+        files[SVG] = svg
+    changed = schemadoc.write(directory, files)
     for path in changed:
         out(f"  wrote {path.relative_to(paths.project_root())}")
     out(f"docs/schema/ describes revision {head}" + ("" if changed else " (unchanged)") + ".")

@@ -45,3 +45,16 @@ def reported() -> Iterator[None]:
 
 def _is_database_error(error: Exception) -> bool:
     return type(error).__module__.split(".")[0] in ("psycopg", "sqlalchemy")
+
+
+def seconds(value: str, flag: str) -> float:
+    """A duration flag in seconds (`--lock-wait 0.5`), or a usage error naming the flag."""
+    from uaip_db.errors import SettingsError
+
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if number < 0:
+        raise SettingsError(f"{flag} {value!r} is not a number of seconds.")
+    return number
