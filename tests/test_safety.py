@@ -7,6 +7,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -18,6 +19,18 @@ from uaip_db.scratch import child_env
 from uaip_db.snapshot import diff, take
 
 from .conftest import BIN, EMAIL, HEAD, ROOT, SETTING_NAMES, WIDEN, run_cli, sql, write_revision
+
+WAITING_FOR_SESSIONS = (
+    "SELECT 1 FROM pg_locks WHERE NOT granted AND relation = 'sessions'::regclass"
+)
+MIGRATION_CONNECTION = "SELECT 1 FROM pg_stat_activity WHERE application_name = 'uaip-db migration'"
+
+
+def until(condition: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.02)
 
 
 def test_eight_runners_at_once_apply_each_revision_once(empty_db: DatabaseConfig) -> None:
@@ -147,7 +160,14 @@ def test_a_lock_released_during_the_retries_lets_the_upgrade_through(
     migrate.downgrade(head_db, EMAIL)
     blocker = psycopg.connect(**head_db.connect_kwargs())
     blocker.execute("LOCK TABLE sessions IN ACCESS SHARE MODE")
-    threading.Timer(1.4, blocker.close).start()
+
+    def release_after_the_first_attempt_waited() -> None:
+        with psycopg.connect(**head_db.connect_kwargs(), autocommit=True) as probe:
+            until(lambda: bool(probe.execute(WAITING_FOR_SESSIONS).fetchone()))
+        time.sleep(0.4)  # past the 200 ms lock_timeout: that attempt fails; the retry is 1 s later
+        blocker.close()
+
+    threading.Thread(target=release_after_the_first_attempt_waited).start()
     result = run_cli(
         "inv",
         "db.upgrade",
@@ -351,7 +371,9 @@ def test_a_downgrade_whose_plan_changed_while_it_waited_reverts_nothing(
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
-        time.sleep(3)  # it has planned "revert HEAD" and waits for the lock
+        # Its lock connection appears once it has planned "revert HEAD" and waits for the lock.
+        with psycopg.connect(**head_db.connect_kwargs(), autocommit=True) as probe:
+            until(lambda: bool(probe.execute(MIGRATION_CONNECTION).fetchone()))
         migrate.downgrade(head_db, WIDEN, lock_held=True)
     out, err = waiting.communicate(timeout=60)
     assert waiting.returncode == 2, out + err
