@@ -13,21 +13,14 @@ import pytest
 from uaip_db import schemadoc, snapshot
 from uaip_db.config import DatabaseConfig
 from uaip_db.fingerprints import snapshot_path
+from uaip_db.schema import BASELINE_TABLES
 from uaip_db.snapshot import Snapshot
 
 from .conftest import sql
 
 BASELINE = "03033cebb647"
 HEAD = "b41d9e0c7f25"
-TABLES = (
-    "sessions",
-    "stage_data",
-    "conversation_history",
-    "checkpoints",
-    "project_charters",
-    "quality_metrics",
-    "consistency_reports",
-)
+TABLES = BASELINE_TABLES
 FUNCTIONS = (
     "get_active_sessions_count()",
     "get_session_progress(p_session_id uuid)",
