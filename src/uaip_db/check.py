@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 from uaip_db import ledger, migrate, scriptindex
 from uaip_db.config import DatabaseConfig
@@ -16,6 +17,9 @@ from uaip_db.connect import connection
 from uaip_db.errors import CHECK_FAILED, PENDING, CheckFailed, PendingMigrations
 from uaip_db.revisions import facts
 from uaip_db.verify import edited_revisions
+
+if TYPE_CHECKING:
+    from alembic.script import ScriptDirectory
 
 
 @dataclass
@@ -47,9 +51,9 @@ class MigrationStatus:
         return f"{self.database} is at head {at}; the migration scripts check out."
 
 
-def script_problems() -> list[str]:
+def script_problems(scripts: ScriptDirectory | None = None) -> list[str]:
     """Problems in the migration scripts themselves, whatever the database."""
-    scripts = migrate.script_directory()
+    scripts = scripts or migrate.script_directory()
     problems: list[str] = []
     heads = scripts.get_heads()
     if len(heads) > 1:
@@ -75,11 +79,7 @@ def inspect(database: DatabaseConfig) -> MigrationStatus:
     status = MigrationStatus(database=database.display_url(), current=current, heads=index.heads)
     status.problems.extend(index.problems)
     unknown = [revision for revision in current if index.get(revision) is None]
-    for revision in unknown:
-        status.problems.append(
-            f"The database is at revision {revision}, which these migration scripts do not "
-            "know; update your checkout, or check DB_NAME."
-        )
+    status.problems.extend(str(scriptindex.unknown_revision(revision)) for revision in unknown)
     if not unknown:
         status.pending = [f"{r.revision} {r.doc}" for r in index.pending(current)]
     status.problems.extend(edited_revisions(recorded, index))

@@ -16,7 +16,7 @@ from uaip_db.errors import CheckFailed
 from uaip_db.snapshot import Snapshot, take
 
 if TYPE_CHECKING:
-    from alembic.script import Script
+    from alembic.script import Script, ScriptDirectory
 
     from uaip_db.scratch import ScratchServer
 
@@ -32,9 +32,10 @@ def snapshot_path(revision: str) -> Path:
     return snapshot_dir() / f"{revision}.json"
 
 
-def chain() -> list[Script]:
+def chain(scripts: ScriptDirectory | None = None) -> list[Script]:
     """The revisions from the first to head, in the order they are applied."""
-    return list(reversed(list(migrate.script_directory().walk_revisions())))
+    scripts = scripts or migrate.script_directory()
+    return list(reversed(list(scripts.walk_revisions())))
 
 
 def expected(revision: str) -> Snapshot:
@@ -55,7 +56,7 @@ def build(server: ScratchServer) -> dict[str, Snapshot]:
     try:
         built: dict[str, Snapshot] = {}
         with migrate.MigrationSession(database) as runner:
-            for script in chain():
+            for script in chain(runner.scripts):
                 runner.upgrade(script.revision)
                 built[script.revision] = take(database)
         return built

@@ -261,13 +261,15 @@ def coverage_findings(head: str) -> list[Finding]:
 
 def lint(since: str | None = None) -> tuple[list[Finding], list[str], dict[str, str]]:
     """(findings left after exceptions, notes, revision docs)."""
-    chain = fingerprints.chain()
+    scripts = migrate.script_directory()
+    chain = fingerprints.chain(scripts)
+    docs = {s.revision: s.doc for s in chain}
     ids = [s.revision for s in chain]
     if since:
         from alembic.util import CommandError
 
         try:
-            resolved = migrate.script_directory().get_revision(since)
+            resolved = scripts.get_revision(since)
         except CommandError:
             resolved = None
         if resolved is None or resolved.revision not in ids:
@@ -277,7 +279,6 @@ def lint(since: str | None = None) -> tuple[list[Finding], list[str], dict[str, 
         chain = chain[ids.index(resolved.revision) + 1 :]
     exceptions = load_exceptions()
     global_rules = [e.rule for e in exceptions if e.revision is None]
-    docs = {s.revision: s.doc for s in fingerprints.chain()}
     rendered = {s.revision: render_sql(s) for s in chain}
     findings = squawk_findings(rendered, global_rules) if rendered else []
     for script in chain:

@@ -17,10 +17,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
-from uaip_db import paths
+from uaip_db import paths, scriptindex
 from uaip_db.config import DatabaseConfig
 from uaip_db.connect import connection, explain
-from uaip_db.errors import CheckFailed, MigrationError, SettingsError, UaipDbError
+from uaip_db.errors import MigrationError, SettingsError, UaipDbError
 from uaip_db.lock import DEFAULT_WAIT_SECONDS, migration_lock
 
 if TYPE_CHECKING:
@@ -323,11 +323,12 @@ def _translate(error: BaseException, database: DatabaseConfig, direction: str) -
 
 def _failing_revision(database: DatabaseConfig, direction: str) -> str | None:
     try:
-        if direction == "upgrade":
-            pending = pending_revisions(database)
-            return describe(pending[0].revision) if pending else None
+        index = scriptindex.load()
         current = current_revisions(database)
-        return describe(current[0]) if current else None
+        if direction == "upgrade":
+            pending = index.pending(current)
+            return index.describe(pending[0].revision) if pending else None
+        return index.describe(current[0]) if current else None
     except UaipDbError:
         return None
 
@@ -454,32 +455,14 @@ def current_revisions_on(conn: Any) -> tuple[str, ...]:
     return tuple(r[0] for r in rows)
 
 
-def describe(revision: str) -> str:
-    script = script_directory().get_revision(revision)
-    return (
-        f"{revision} ({script.doc})"
-        if script is not None
-        else f"{revision} (unknown to these scripts)"
-    )
-
-
-def pending_revisions(database: DatabaseConfig) -> list[Script]:
-    """Scripts between the database's revision and head, oldest first."""
-    from alembic.util import CommandError
-
-    scripts = script_directory()
+def pending_revisions(database: DatabaseConfig) -> list[scriptindex.Revision]:
+    """Revisions between the database's revision and head, oldest first."""
+    index = scriptindex.load()
     current = current_revisions(database)
     for revision in current:
-        try:
-            scripts.get_revision(revision)
-        except CommandError:
-            raise CheckFailed(
-                f"The database is at revision {revision}, which these migration scripts do not "
-                "know; update your checkout, or check DB_NAME."
-            ) from None
-    lower = current[0] if len(current) == 1 else "base"
-    walked = list(scripts.iterate_revisions("heads", lower))
-    return list(reversed(walked))
+        if index.get(revision) is None:
+            raise scriptindex.unknown_revision(revision)
+    return index.pending(current)
 
 
 class MigrationSession:

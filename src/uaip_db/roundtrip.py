@@ -142,7 +142,7 @@ def run(server: ScratchServer, report: Callable[[str], None] | None = None) -> l
         times = []
         previous = fingerprints.BASE
         with migrate.MigrationSession(database) as runner, connection(database) as conn:
-            for script in fingerprints.chain():
+            for script in fingerprints.chain(runner.scripts):
                 step = check_revision(conn, runner, script, previous)
                 times.append(step)
                 if report:

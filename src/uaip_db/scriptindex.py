@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from uaip_db import paths
+from uaip_db.errors import CheckFailed
 
 CACHE_NAME = "uaip-scripts.json"
 CACHE_FORMAT = 1
@@ -63,6 +64,14 @@ class ScriptIndex:
         return [item for item in self.order if item.revision not in applied]
 
 
+def unknown_revision(revision: str) -> CheckFailed:
+    """The database records a revision these scripts do not have."""
+    return CheckFailed(
+        f"The database is at revision {revision}, which these migration scripts do not "
+        "know; update your checkout, or check DB_NAME."
+    )
+
+
 def scripts_digest(versions: Path | None = None) -> str:
     versions = versions or paths.versions_dir()
     digest = hashlib.sha256()
@@ -105,7 +114,7 @@ def build(digest: str) -> ScriptIndex:
         )
         for s in walked
     ]
-    return ScriptIndex(digest, order, sorted(scripts.get_heads()), script_problems())
+    return ScriptIndex(digest, order, sorted(scripts.get_heads()), script_problems(scripts))
 
 
 def _read_cache(digest: str) -> ScriptIndex | None:

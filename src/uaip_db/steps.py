@@ -162,10 +162,7 @@ def downgrade_plan(config: DatabaseConfig, target: str) -> list[Script]:
     try:
         script: Script | None = scripts.get_revision(current[0])
     except CommandError:
-        raise CheckFailed(
-            f"The database is at revision {current[0]}, which these migration scripts do not "
-            "know; update your checkout, or check DB_NAME."
-        ) from None
+        raise scriptindex.unknown_revision(current[0]) from None
     while script is not None:
         chain.append(script)
         down = script.down_revision
@@ -277,7 +274,7 @@ def stamp(
         if match.revision == "base":
             raise CheckFailed("The database has no UAIP schema; run `inv db.upgrade` instead.")
         revision = match.revision
-        out(f"The schema matches revision {migrate.describe(revision)}.")
+        out(f"The schema matches revision {scriptindex.load().describe(revision)}.")
     else:
         from alembic.util import CommandError
 

@@ -55,10 +55,7 @@ def verify(database: DatabaseConfig) -> Verification:
         raise CheckFailed(f"The database records several revisions ({', '.join(current)}).")
     revision = current[0] if current else fingerprints.BASE
     if revision != fingerprints.BASE and scriptindex.load().get(revision) is None:
-        raise CheckFailed(
-            f"The database is at revision {revision}, which these migration scripts do not "
-            "know; update your checkout, or check DB_NAME."
-        )
+        raise scriptindex.unknown_revision(revision)
     expected = fingerprints.expected(revision)
     return Verification(
         database=database.display_url(),
