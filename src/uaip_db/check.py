@@ -63,7 +63,7 @@ def script_problems(scripts: ScriptDirectory | None = None) -> list[str]:
         )
     for script in scripts.walk_revisions():
         about = facts(script)
-        if about.downgrade_is_empty and not about.irreversible:
+        if about.downgrade_missing:
             problems.append(
                 f"Revision {script.revision} ({script.doc}): downgrade() does nothing; write it, "
                 'or mark the revision `irreversible = "why"`.'

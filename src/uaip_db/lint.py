@@ -156,7 +156,7 @@ def snapshot_findings(script: Script, before: Snapshot, after: Snapshot, sql: st
     about = facts(script)
     module = script.module
     findings: list[Finding] = []
-    if about.downgrade_is_empty and not about.irreversible:
+    if about.downgrade_missing:
         findings.append(
             Finding(
                 revision,

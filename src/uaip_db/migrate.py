@@ -33,6 +33,8 @@ DEFAULT_LOCK_TIMEOUT = "5s"
 DEFAULT_STATEMENT_TIMEOUT = "15min"
 VERSION_TABLE = "alembic_version"
 DEFAULT_LOCK_RETRIES = 3
+# What pg_stat_activity shows for the connection holding the migration lock.
+LOCK_APPLICATION = "uaip-db migration"
 
 
 class LockNotAvailable(MigrationError):
@@ -178,7 +180,7 @@ def _locked(engine: Engine, options: RunOptions) -> Iterator[None]:
         import psycopg
 
         args, kwargs = engine.dialect.create_connect_args(engine.url)
-        kwargs.setdefault("application_name", "uaip-db migration")
+        kwargs.setdefault("application_name", LOCK_APPLICATION)
         return psycopg.connect(*args, **kwargs, autocommit=True)
 
     with migration_lock(open_connection, options.lock_wait, options.report):
@@ -209,7 +211,7 @@ def hold_lock(
 
     def open_connection() -> Any:
         conn = connect(database)
-        conn.execute("SET application_name = 'uaip-db migration'")
+        conn.execute("SELECT set_config('application_name', %s, false)", (LOCK_APPLICATION,))
         return conn
 
     with migration_lock(open_connection, wait_seconds, report):

@@ -24,6 +24,11 @@ class RevisionFacts:
     irreversible: str | None
     downgrade_is_empty: bool
 
+    @property
+    def downgrade_missing(self) -> bool:
+        """downgrade() does nothing and the revision does not say it is irreversible."""
+        return self.downgrade_is_empty and not self.irreversible
+
 
 def facts(script: Script) -> RevisionFacts:
     path = Path(script.path)
