@@ -148,12 +148,6 @@ def read_dotenv(path: Path) -> dict[str, str]:
     return {key: value for key, value in dotenv_values(path).items() if value is not None}
 
 
-def load_dotenv_into_environ(path: Path | None = None) -> None:
-    """Entry points call this once so child processes see `.env` too; the real environment wins."""
-    for key, value in read_dotenv(path or paths.dotenv_file()).items():
-        os.environ.setdefault(key, value)
-
-
 def parse_port(value: str, source: str) -> int:
     try:
         port = int(value)
