@@ -36,21 +36,6 @@ def test_upgrade_with_backup_takes_a_verified_backup_first(
     assert len(list(tmp_path.glob("*/manifest.json"))) == 1
 
 
-def test_production_backs_up_before_a_downgrade(head_db: DatabaseConfig, tmp_path: Path) -> None:
-    result = run_cli(
-        "inv",
-        "db.downgrade",
-        "--yes",
-        "--confirm-db",
-        head_db.name,
-        database=head_db,
-        env={"DB_ENV": "production", "UAIP_BACKUP_DIR": str(tmp_path)},
-    )
-    assert result.returncode == 0, result.stderr
-    assert "Taking a verified backup first (DB_ENV=production)" in result.stdout
-    assert len(list(tmp_path.glob("*/manifest.json"))) == 1
-
-
 def test_a_failing_backup_stops_the_change(behind_db: DatabaseConfig, tmp_path: Path) -> None:
     blocked = tmp_path / "not-a-folder"
     blocked.write_text("")

@@ -197,7 +197,9 @@ def test_production_refuses_without_yes_and_the_name(
     assert migrate.current_revisions(head_db) == (HEAD,)
 
 
-def test_production_goes_on_with_yes_and_the_name(head_db: DatabaseConfig) -> None:
+def test_production_goes_on_with_yes_and_the_name_after_a_backup(
+    head_db: DatabaseConfig, tmp_path: Path
+) -> None:
     result = run_cli(
         "inv",
         "db.downgrade",
@@ -205,9 +207,11 @@ def test_production_goes_on_with_yes_and_the_name(head_db: DatabaseConfig) -> No
         "--confirm-db",
         head_db.name,
         database=head_db,
-        env={"DB_ENV": "production"},
+        env={"DB_ENV": "production", "UAIP_BACKUP_DIR": str(tmp_path)},
     )
     assert result.returncode == 0, result.stderr
+    assert "Taking a verified backup first (DB_ENV=production)" in result.stdout
+    assert len(list(tmp_path.glob("*/manifest.json"))) == 1
     assert migrate.current_revisions(head_db) == (WIDEN,)
 
 
