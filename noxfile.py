@@ -1,6 +1,6 @@
 """Nox sessions for uaip-db: `nox -l` lists them, `nox -s NAME` runs one.
 
-Every session that needs PostgreSQL gets a throwaway database (see uaip_db.scratch); the
+Every session that needs PostgreSQL gets a throwaway database (see uaip_db.servers.scratch); the
 developer's database is never touched.
 """
 
@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parent
 # The throwaway server runs in this process, so the library must import before any venv exists.
 sys.path.insert(0, str(ROOT / "src"))
 
-from uaip_db.schema import BASELINE_REVISION  # noqa: E402
-from uaip_db.scratch import ScratchServer, child_env, start_scratch_server  # noqa: E402
+from uaip_db.migrations.baseline import BASELINE_REVISION  # noqa: E402
+from uaip_db.servers.scratch import ScratchServer, child_env, start_scratch_server  # noqa: E402
 
 # Bare `nox` runs these, cheapest first, so a lint slip fails in seconds.
 nox.options.sessions = ["lint", "typecheck", "tests", "migrations"]

@@ -1,6 +1,6 @@
 """Invoke tasks for the UAIP Scoping database: `inv --list` shows them, `inv --help TASK` explains.
 
-Each task is a thin wrapper over a step in uaip_db.steps; failures print one line and exit 2
+Each task is a thin wrapper over a step in uaip_db.cli.steps; failures print one line and exit 2
 (usage, settings, connection), 1 (a check found something) or 3 (pending migrations).
 """
 
@@ -8,8 +8,8 @@ from invoke.collection import Collection
 from invoke.context import Context
 from invoke.tasks import task
 
-from uaip_db import steps
-from uaip_db.taskkit import reported, seconds
+from uaip_db.cli import steps
+from uaip_db.cli.reporter import reported, seconds
 
 LOCK_WAIT = "Seconds to wait for another runner's migration lock (default 60)."
 BACKEND = "docker or local; default: Docker when an engine answers, else local binaries."
@@ -99,7 +99,7 @@ def current(c: Context) -> None:
 def history(c: Context, verbose: bool = False) -> None:
     """List the migration scripts, newest first."""
     with reported():
-        steps.history(verbose)
+        steps.show_history(verbose)
 
 
 @task(help={"message": "What the new migration changes (required)."})

@@ -30,9 +30,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 from workloads import GENERATE_ROWS, rows_for, write_revisions  # noqa: E402
 
 from uaip_db import migrate  # noqa: E402
-from uaip_db.config import DatabaseConfig  # noqa: E402
-from uaip_db.scratch import ScratchServer, child_env, start_scratch_server  # noqa: E402
-from uaip_db.server import find_bindir  # noqa: E402
+from uaip_db.servers.local import find_bindir  # noqa: E402
+from uaip_db.servers.scratch import ScratchServer, child_env, start_scratch_server  # noqa: E402
+from uaip_db.settings import DatabaseConfig  # noqa: E402
 
 BIN = Path(sys.executable).parent
 REPOSITORY_CHAIN = [s.revision for s in migrate.script_directory().walk_revisions()]

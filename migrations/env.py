@@ -6,7 +6,7 @@ from typing import cast
 from alembic import context
 from alembic.runtime.environment import EnvironmentContext
 
-from uaip_db.migrate import run_env
+from uaip_db.migrations.runner import run_env
 
 # Plain `alembic` gets alembic.ini's logging; inv tasks report progress themselves.
 if context.config.config_file_name and "uaip_db" not in context.config.attributes:

@@ -12,9 +12,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from uaip_db import migrate
-from uaip_db.config import DatabaseConfig
-from uaip_db.scratch import ScratchServer, child_env, start_scratch_server
+from uaip_db.migrations import runner
+from uaip_db.servers.scratch import ScratchServer, child_env, start_scratch_server
+from uaip_db.settings import DatabaseConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -51,7 +51,7 @@ def _template(server: ScratchServer, prefix: str, build: Callable[[DatabaseConfi
 
 @pytest.fixture(scope="session")
 def head_template(server: ScratchServer) -> str:
-    return _template(server, "uaip_tpl_head", lambda db: migrate.upgrade(db, "head"))
+    return _template(server, "uaip_tpl_head", lambda db: runner.upgrade(db, "head"))
 
 
 @pytest.fixture

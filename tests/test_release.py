@@ -6,17 +6,17 @@ from pathlib import Path
 
 import pytest
 
-from uaip_db import fingerprints, migrate
-from uaip_db.config import DatabaseConfig
-from uaip_db.scratch import ScratchServer
-
-from .conftest import HEAD, WIDEN, run_cli, sql, write_revision
+from tests.conftest import HEAD, WIDEN, run_cli, sql, write_revision
+from uaip_db.catalog import expected
+from uaip_db.migrations import runner
+from uaip_db.servers.scratch import ScratchServer
+from uaip_db.settings import DatabaseConfig
 
 
 @pytest.fixture
 def behind_db(head_db: DatabaseConfig) -> DatabaseConfig:
     """A database one revision behind head, with a few rows."""
-    migrate.downgrade(head_db, WIDEN)
+    runner.downgrade(head_db, WIDEN)
     sql(
         head_db,
         "INSERT INTO sessions (user_id, project_name) VALUES ('u1', 'Churn'), ('u2', 'bad')",
@@ -43,7 +43,7 @@ def test_a_failing_backup_stops_the_change(behind_db: DatabaseConfig, tmp_path: 
         "inv", "db.upgrade", "--backup", database=behind_db, env={"UAIP_BACKUP_DIR": str(blocked)}
     )
     assert result.returncode != 0
-    assert migrate.current_revisions(behind_db) == (WIDEN,)
+    assert runner.current_revisions(behind_db) == (WIDEN,)
 
 
 def test_rehearse_restores_upgrades_and_leaves_the_source_alone(
@@ -56,7 +56,7 @@ def test_rehearse_restores_upgrades_and_leaves_the_source_alone(
     assert f"applied {HEAD}" in result.stdout
     assert f"locks held by {HEAD}: ShareUpdateExclusiveLock on checkpoints" in result.stdout
     assert "Rehearsal passed" in result.stdout
-    assert migrate.current_revisions(behind_db) == (WIDEN,)
+    assert runner.current_revisions(behind_db) == (WIDEN,)
 
 
 def test_rehearse_without_a_backup(behind_db: DatabaseConfig, tmp_path: Path) -> None:
@@ -84,7 +84,7 @@ def test_release_check_writes_a_report_to_sign(
     assert "## 7. Rollback plan: PASS" in report and "COMMENT ON TABLE sessions IS NULL" in report
     assert "- [ ] Release manager" in report
     assert behind_db.password not in report
-    assert migrate.current_revisions(behind_db) == (WIDEN,)
+    assert runner.current_revisions(behind_db) == (WIDEN,)
 
 
 def test_release_check_fails_when_the_rehearsal_fails(
@@ -98,7 +98,7 @@ def test_release_check_fails_when_the_rehearsal_fails(
         downgrade=["ALTER TABLE sessions DROP CONSTRAINT no_bad"],
         doc="Forbid bad project names",
     )
-    fingerprints.write(fingerprints.build(server))
+    expected.write(expected.build(server))
     env = {"UAIP_BACKUP_DIR": str(tmp_path), "UAIP_DB_ROOT": str(checkout)}
     result = run_cli("inv", "release.check", database=behind_db, env=env)
     assert result.returncode == 1
@@ -107,4 +107,4 @@ def test_release_check_fails_when_the_rehearsal_fails(
     assert "Overall: **FAIL**" in report
     assert "Revision ba0000000001 (Forbid bad project names) failed" in report
     assert "violated by some row" in report
-    assert migrate.current_revisions(behind_db) == (WIDEN,)
+    assert runner.current_revisions(behind_db) == (WIDEN,)

@@ -12,14 +12,14 @@ __version__ = "1.1.0"
 __all__ = ["CheckFailed", "PendingMigrations", "check_migrations"]
 
 if TYPE_CHECKING:
-    from uaip_db.check import check_migrations
+    from uaip_db.checks.status import check_migrations
     from uaip_db.errors import CheckFailed, PendingMigrations
 
 
 def __getattr__(name: str) -> Any:
     # Imported on first use, so `import uaip_db` stays cheap for tools that need only a part.
     if name == "check_migrations":
-        from uaip_db.check import check_migrations
+        from uaip_db.checks.status import check_migrations
 
         return check_migrations
     if name in ("CheckFailed", "PendingMigrations"):

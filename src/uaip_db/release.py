@@ -13,11 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from uaip_db import backup, fingerprints, migrate, paths, scriptindex
-from uaip_db.config import DatabaseConfig
-from uaip_db.connect import connection
+from uaip_db import paths
+from uaip_db.backups import backup
+from uaip_db.catalog import expected
 from uaip_db.errors import UaipDbError
-from uaip_db.revisions import facts
+from uaip_db.migrations import history, runner
+from uaip_db.migrations.markers import facts
+from uaip_db.pg import connection
+from uaip_db.settings import DatabaseConfig
 
 PASS, FAIL = "PASS", "FAIL"
 
@@ -81,17 +84,17 @@ def release_check(
     out: Callable[[str], None],
 ) -> tuple[ReleaseReport, Path]:
     from uaip_db.errors import CheckFailed
-    from uaip_db.scratch import scratch_server
+    from uaip_db.servers.scratch import scratch_server
 
-    index = scriptindex.load()
+    index = history.load()
     if len(index.heads) != 1:
         raise CheckFailed(
             f"The migration scripts have {len(index.heads)} heads ({', '.join(index.heads)}); "
             "merge them before a release (`inv db.check` explains)."
         )
     with connection(config) as conn:
-        current_revisions = migrate.current_revisions_on(conn)
-    current = current_revisions[0] if current_revisions else fingerprints.BASE
+        current_revisions = runner.current_revisions_on(conn)
+    current = current_revisions[0] if current_revisions else expected.BASE
     head = index.heads[0] if len(index.heads) == 1 else "+".join(index.heads)
     pending = index.pending(current_revisions)
     report = ReleaseReport(
@@ -116,7 +119,7 @@ def release_check(
     return report, target
 
 
-def revisions_item(pending: list[scriptindex.Revision]) -> Item:
+def revisions_item(pending: list[history.Revision]) -> Item:
     if not pending:
         return Item("Revisions to apply", PASS, ["None: the database is at head."])
     return Item(
@@ -130,16 +133,16 @@ def sql_item(current: str, head: str, anything: bool) -> Item:
     if not anything:
         return Item("SQL to run", PASS, ["Nothing to run."])
     try:
-        return Item("SQL to run", PASS, fenced(migrate.render_sql(current, head)))
+        return Item("SQL to run", PASS, fenced(runner.render_sql(current, head)))
     except UaipDbError as error:
         return Item("SQL to run", FAIL, [str(error)])
 
 
 def schema_change_item(current: str, head: str) -> Item:
-    from uaip_db import schemadoc
+    from uaip_db.docs import schemadoc
 
     try:
-        old, new = fingerprints.expected(current), fingerprints.expected(head)
+        old, new = expected.snapshot(current), expected.snapshot(head)
     except UaipDbError as error:
         return Item("Schema change", FAIL, [str(error)])
     summary = schemadoc.change_summary(old, new)
@@ -154,10 +157,10 @@ def schema_change_item(current: str, head: str) -> Item:
 
 
 def lint_item(since: str) -> Item:
-    from uaip_db.lint import lint
+    from uaip_db.checks.lint import lint
 
     try:
-        findings, notes, docs = lint(None if since == fingerprints.BASE else since)
+        findings, notes, docs = lint(None if since == expected.BASE else since)
     except UaipDbError as error:
         return Item("Migration lint", FAIL, [str(error)])
     body = [f"- {f.line(docs)}" for f in findings] or ["No findings (squawk and our rules)."]
@@ -168,7 +171,7 @@ def lint_item(since: str) -> Item:
 def backup_item(
     config: DatabaseConfig, backup_dir: Path, server: object
 ) -> tuple[Item, Path | None]:
-    from uaip_db.scratch import ScratchServer
+    from uaip_db.servers.scratch import ScratchServer
 
     assert isinstance(server, ScratchServer)
     try:
@@ -197,8 +200,8 @@ def backup_item(
 
 
 def rehearsal_item(made: Path | None, server: object) -> Item:
-    from uaip_db import rehearse
-    from uaip_db.scratch import ScratchServer
+    from uaip_db.backups import rehearse
+    from uaip_db.servers.scratch import ScratchServer
 
     assert isinstance(server, ScratchServer)
     if made is None:
@@ -213,11 +216,11 @@ def rehearsal_item(made: Path | None, server: object) -> Item:
 
 
 def rollback_item(
-    current: str, head: str, pending: list[scriptindex.Revision], made: Path | None, name: str
+    current: str, head: str, pending: list[history.Revision], made: Path | None, name: str
 ) -> Item:
     if not pending:
         return Item("Rollback plan", PASS, ["Nothing is applied, so nothing to roll back."])
-    scripts = migrate.script_directory()
+    scripts = runner.script_directory()
     restore = (
         f"`inv db.restore {made} --target {name} --yes --confirm-db {name}`"
         if made
@@ -234,7 +237,7 @@ def rollback_item(
         f"If the release must be undone, downgrade to `{current}` "
         f"(`inv db.downgrade --rev {current} --yes --confirm-db {name}`), which runs:",
         "",
-        *fenced(migrate.render_sql(head, current, downgrade=True)),
+        *fenced(runner.render_sql(head, current, downgrade=True)),
     ]
     if lossy:
         body = [

@@ -1,70 +1,7 @@
-"""The baseline schema file (database/init.sql, v1.0.0) and running SQL scripts through Alembic."""
+"""Import path kept for revision 03033cebb647: a committed revision file never changes (the
+ledger records its sha256), so the names it imports stay here; they live in migrations.baseline.
+"""
 
-from __future__ import annotations
+from uaip_db.migrations.baseline import init_sql_text, run_script
 
-from typing import Any
-
-from uaip_db import paths
-from uaip_db.config import DatabaseConfig
-from uaip_db.connect import connection, explain
-from uaip_db.errors import CheckFailed
-
-BASELINE_REVISION = "03033cebb647"
-BASELINE_TABLES = (
-    "sessions",
-    "stage_data",
-    "conversation_history",
-    "checkpoints",
-    "project_charters",
-    "quality_metrics",
-    "consistency_reports",
-)
-BASELINE_FUNCTIONS = (
-    "update_sessions_timestamp",
-    "update_stage_data_timestamp",
-    "get_active_sessions_count",
-    "get_session_progress",
-    "mark_abandoned_sessions",
-)
-BASELINE_TRIGGERS = ("trigger_update_sessions_timestamp", "trigger_update_stage_data_timestamp")
-
-
-def init_sql_text() -> str:
-    return paths.init_sql().read_text(encoding="utf-8")
-
-
-def run_script(op: Any, script: str) -> None:
-    """Run a multi-statement SQL script inside the current migration (or print it, offline).
-
-    Online it goes to the driver as one simple-protocol query, so dollar-quoted bodies, `%`
-    and `:name` reach PostgreSQL untouched; offline it is written out verbatim.
-    """
-    context = op.get_context()
-    if context.as_sql:
-        context.impl.static_output(script.rstrip() + "\n")
-        return
-    context.connection.connection.driver_connection.execute(script)
-
-
-def seed(config: DatabaseConfig) -> None:
-    """Load init.sql into the configured database, refusing one that already has the schema."""
-    import psycopg
-
-    with connection(config, autocommit=False) as conn:
-        present = conn.execute(
-            "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename = ANY(%s)",
-            (list(BASELINE_TABLES),),
-        ).fetchone()
-        if present and present[0]:
-            raise CheckFailed(
-                f"The {config.where()} already has UAIP tables; db.seed only fills an empty "
-                "database. Use a new DB_NAME, or `inv db.downgrade --rev base --yes` first."
-            )
-        try:
-            conn.execute(init_sql_text().encode())
-            conn.commit()
-        except psycopg.Error as error:
-            conn.rollback()
-            raise CheckFailed(
-                f"init.sql failed on {config.where()}: {explain(error, config)}; nothing was kept."
-            ) from None
+__all__ = ["init_sql_text", "run_script"]

@@ -1,0 +1,1 @@
+"""Backups with manifests, restores that verify, rehearsals on restored copies."""

@@ -1,0 +1,102 @@
+"""A rehearsed upgrade: restore a backup into a throwaway database, upgrade it, verify, check.
+
+The database the backup came from is never touched. The rehearsal reports each revision's time
+and the relation locks its transaction held (CONCURRENTLY steps run outside it and take only
+non-blocking locks).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from uaip_db.backups import backup
+from uaip_db.checks.status import inspect
+from uaip_db.checks.verify import verify
+from uaip_db.migrations import runner
+from uaip_db.servers.scratch import ScratchServer
+from uaip_db.settings import DatabaseConfig
+
+
+@dataclass
+class RevisionRun:
+    line: str
+    locks: list[str]
+
+
+@dataclass
+class Rehearsal:
+    backup: Path
+    restored_seconds: float
+    steps: list[str] = field(default_factory=list)
+    locks: dict[str, list[str]] = field(default_factory=dict)
+    upgrade_seconds: float = 0.0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> list[str]:
+        lines = [f"restored {self.backup.name} in {self.restored_seconds:.2f} s"]
+        lines += self.steps or ["  nothing to apply: the backup is at head"]
+        for revision, held in self.locks.items():
+            lines.append(f"  locks of {revision}: {', '.join(held) or 'none on tables'}")
+        lines.append(f"upgrade took {self.upgrade_seconds:.2f} s")
+        lines += [f"problem: {p}" for p in self.problems] or ["verify and check: passed"]
+        return lines
+
+
+def newest_backup(directory: Path, database: str) -> Path:
+    from uaip_db.errors import SettingsError
+
+    found = backup.list_backups(directory, database)
+    if not found:
+        raise SettingsError(
+            f"No backup of {database} in {directory}; run `inv db.backup` first or name one."
+        )
+    return found[0]
+
+
+def rehearse(
+    source: Path, server: ScratchServer, report: Callable[[str], None] | None = None
+) -> Rehearsal:
+    target = server.config_for(f"uaip_rehearsal_{int(time.time() * 1000) % 10**9}")
+    started = time.perf_counter()
+    backup.restore_backup(source, target, server_admin=server.admin)
+    result = Rehearsal(backup.backup_folder(source), time.perf_counter() - started)
+    if report:
+        report(
+            f"Restored {result.backup.name} into a throwaway database in "
+            f"{result.restored_seconds:.2f} s; upgrading it:"
+        )
+    try:
+        started = time.perf_counter()
+        _upgrade(target, result, report)
+        result.upgrade_seconds = time.perf_counter() - started
+        checked = verify(target)
+        result.problems += checked.differences + checked.edited
+        status = inspect(target)
+        result.problems += status.problems
+        result.problems += [f"still pending: {p}" for p in status.pending]
+    finally:
+        server.drop_database(target.name)
+    return result
+
+
+def _upgrade(
+    target: DatabaseConfig, result: Rehearsal, report: Callable[[str], None] | None
+) -> None:
+    from uaip_db.errors import UaipDbError
+
+    def step(line: str) -> None:
+        result.steps.append(line)
+        if report:
+            report(line)
+
+    try:
+        runner.upgrade(target, "head", report=step, locks=result.locks)
+    except UaipDbError as error:
+        result.problems.append(str(error))

@@ -1,0 +1,316 @@
+"""`inv db.lint`: every revision rendered to SQL on its own, checked by squawk and by our own rules.
+
+Our rules read the revision file and the committed snapshots before and after it:
+- empty-downgrade: downgrade() does nothing and the revision does not say `irreversible = "..."`.
+- unacknowledged-data-loss: a table or column disappears (upgrade: without `destroys_data = "..."`;
+  downgrade: without `destroys_data_on_downgrade = "..."`).
+- type-narrowing: a column gets a narrower type (varchar length, numeric precision) either way.
+- blocking-index: CREATE INDEX without CONCURRENTLY on a table that already existed.
+- not-null-without-default: an existing table gains a NOT NULL column (or constraint) with no
+  default and no backfill in the revision.
+Exceptions live in migrations/lint-exceptions.toml, each with a reason.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from uaip_db import paths
+from uaip_db.catalog import expected
+from uaip_db.catalog.snapshot import Snapshot
+from uaip_db.errors import CheckFailed, SettingsError
+from uaip_db.migrations import runner
+from uaip_db.migrations.markers import facts
+
+if TYPE_CHECKING:
+    from alembic.script import Script
+
+
+@dataclass(frozen=True)
+class Finding:
+    revision: str
+    rule: str
+    message: str
+
+    def line(self, docs: dict[str, str]) -> str:
+        return f"{self.revision} ({docs.get(self.revision, '?')}): [{self.rule}] {self.message}"
+
+
+@dataclass(frozen=True)
+class Exception_:
+    rule: str
+    reason: str
+    revision: str | None
+
+    def covers(self, finding: Finding) -> bool:
+        return self.rule == finding.rule and self.revision in (None, finding.revision)
+
+
+def exceptions_file() -> Path:
+    return paths.migrations_dir() / "lint-exceptions.toml"
+
+
+def load_exceptions(path: Path | None = None) -> list[Exception_]:
+    path = path or exceptions_file()
+    if not path.is_file():
+        return []
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise SettingsError(f"{path} is not valid TOML: {error}.") from None
+    found = []
+    for number, entry in enumerate(data.get("exception", []), start=1):
+        if not entry.get("rule") or not str(entry.get("reason", "")).strip():
+            raise SettingsError(
+                f"{path}: exception #{number} needs a rule and a reason (why it is acceptable)."
+            )
+        found.append(Exception_(entry["rule"], entry["reason"], entry.get("revision")))
+    return found
+
+
+def render_sql(script: Script, downgrade: bool = False) -> str:
+    """The SQL of one revision alone, as `alembic upgrade prev:rev --sql` prints it."""
+    previous = script.down_revision if isinstance(script.down_revision, str) else None
+    if downgrade:
+        return runner.render_sql(script.revision, previous or "base", downgrade=True)
+    return runner.render_sql(previous or "base", script.revision)
+
+
+def squawk_findings(rendered: dict[str, str], excluded_everywhere: list[str]) -> list[Finding]:
+    beside_python = Path(sys.executable).parent / "squawk"
+    squawk = str(beside_python) if beside_python.is_file() else shutil.which("squawk")
+    if squawk is None:
+        raise SettingsError(
+            'squawk is not installed; `python -m pip install -e ".[dev]"` brings it (squawk-cli).'
+        )
+    findings: list[Finding] = []
+    with tempfile.TemporaryDirectory(prefix="uaip-lint-") as folder:
+        files = []
+        for revision, sql in rendered.items():
+            file = Path(folder) / f"{revision}.sql"
+            file.write_text(sql, encoding="utf-8")
+            files.append(str(file))
+        exclude = [f"--exclude={','.join(excluded_everywhere)}"] if excluded_everywhere else []
+        result = subprocess.run(
+            [squawk, "--reporter", "json", *exclude, *files],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    try:
+        reports: list[dict[str, Any]] = json.loads(result.stdout or "[]")
+    except json.JSONDecodeError:
+        raise CheckFailed(
+            f"squawk failed: {result.stderr.strip() or result.stdout.strip()}"
+        ) from None
+    for report in reports:
+        revision = Path(str(report.get("file", ""))).stem
+        findings.append(
+            Finding(
+                revision,
+                str(report.get("rule_name") or report.get("rule") or "squawk"),
+                f"line {report.get('line', '?')}: {str(report.get('message', '')).strip()}",
+            )
+        )
+    return findings
+
+
+def _tables(snapshot: Snapshot) -> set[str]:
+    return {key.split(" ", 1)[1] for key in snapshot.objects if key.startswith("table ")}
+
+
+def _columns(snapshot: Snapshot) -> dict[str, dict[str, Any]]:
+    return {
+        key.split(" ", 1)[1]: value
+        for key, value in snapshot.objects.items()
+        if key.startswith("column ")
+    }
+
+
+def _size(column_type: str) -> tuple[str, tuple[int, ...]] | None:
+    match = re.fullmatch(
+        r"(character varying|character|numeric|varchar)\((\d+)(?:,(\d+))?\)", column_type
+    )
+    if not match:
+        return None
+    numbers = tuple(int(n) for n in match.groups()[1:] if n is not None)
+    return match.group(1), numbers
+
+
+def _narrower(before: str, after: str) -> bool:
+    old, new = _size(before), _size(after)
+    if before == "text" and new and new[0] in ("character varying", "character"):
+        return True
+    return bool(old and new and old[0] == new[0] and new[1] < old[1])
+
+
+def snapshot_findings(script: Script, before: Snapshot, after: Snapshot, sql: str) -> list[Finding]:
+    revision = script.revision
+    about = facts(script)
+    module = script.module
+    findings: list[Finding] = []
+    if about.downgrade_missing:
+        findings.append(
+            Finding(
+                revision,
+                "empty-downgrade",
+                'downgrade() does nothing; write it, or say why not with `irreversible = "..."`',
+            )
+        )
+    old_tables, new_tables = _tables(before), _tables(after)
+    old_columns, new_columns = _columns(before), _columns(after)
+    lost_up = sorted(old_tables - new_tables) + sorted(
+        c for c in old_columns.keys() - new_columns.keys() if c.split(".")[0] in new_tables
+    )
+    if lost_up and not getattr(module, "destroys_data", None):
+        findings.append(
+            Finding(
+                revision,
+                "unacknowledged-data-loss",
+                f"the upgrade drops {', '.join(lost_up)}; add "
+                '`destroys_data = "..."` saying why that is acceptable',
+            )
+        )
+    lost_down = sorted(new_tables - old_tables) + sorted(
+        c for c in new_columns.keys() - old_columns.keys() if c.split(".")[0] in old_tables
+    )
+    if lost_down and not about.destroys_data_on_downgrade:
+        findings.append(
+            Finding(
+                revision,
+                "unacknowledged-data-loss",
+                f"the downgrade drops {', '.join(lost_down)}; add "
+                '`destroys_data_on_downgrade = "..."` naming them',
+            )
+        )
+    for name in sorted(old_columns.keys() & new_columns.keys()):
+        old_type, new_type = old_columns[name].get("type", ""), new_columns[name].get("type", "")
+        if _narrower(old_type, new_type):
+            findings.append(
+                Finding(
+                    revision,
+                    "type-narrowing",
+                    f"the upgrade narrows {name} from {old_type} to {new_type}",
+                )
+            )
+        if _narrower(new_type, old_type):
+            findings.append(
+                Finding(
+                    revision,
+                    "type-narrowing",
+                    f"the downgrade narrows {name} from {new_type} to {old_type}",
+                )
+            )
+    for match in re.finditer(
+        r"CREATE\s+(?:UNIQUE\s+)?INDEX\s+(?!CONCURRENTLY)(?:IF NOT EXISTS\s+)?(\S+)\s+"
+        r"ON\s+(?:ONLY\s+)?"
+        r"(?:public\.)?\"?(\w+)\"?",
+        sql,
+        re.IGNORECASE,
+    ):
+        if match.group(2) in old_tables:
+            findings.append(
+                Finding(
+                    revision,
+                    "blocking-index",
+                    f"index {match.group(1)} on existing table {match.group(2)} is "
+                    "built without CONCURRENTLY (use uaip_db.ops.create_index_concurrently)",
+                )
+            )
+    for name, column in sorted(new_columns.items()):
+        table = name.split(".")[0]
+        if table not in old_tables or not column.get("not_null") or column.get("default"):
+            continue
+        if old_columns.get(name, {}).get("not_null"):
+            continue
+        backfilled = re.search(
+            rf"UPDATE\s+(?:public\.)?\"?{re.escape(table)}\"?\s", sql, re.IGNORECASE
+        )
+        if not backfilled:
+            findings.append(
+                Finding(
+                    revision,
+                    "not-null-without-default",
+                    f"{name} becomes NOT NULL with no default and no backfill; "
+                    "existing rows would make it fail",
+                )
+            )
+    return findings
+
+
+def coverage_findings(head: str) -> list[Finding]:
+    """Every table and column at head must say what it holds (a COMMENT ON)."""
+    from uaip_db.docs.schemadoc import missing_comments
+
+    try:
+        snapshot = expected.snapshot(head)
+    except CheckFailed:
+        return []
+    return [
+        Finding(head, "missing-comment", f"{item} has no comment; add COMMENT ON in a revision")
+        for item in missing_comments(snapshot)
+    ]
+
+
+def lint(since: str | None = None) -> tuple[list[Finding], list[str], dict[str, str]]:
+    """(findings left after exceptions, notes, revision docs)."""
+    scripts = runner.script_directory()
+    chain = expected.chain(scripts)
+    docs = {s.revision: s.doc for s in chain}
+    ids = [s.revision for s in chain]
+    if since:
+        from alembic.util import CommandError
+
+        try:
+            resolved = scripts.get_revision(since)
+        except CommandError:
+            resolved = None
+        if resolved is None or resolved.revision not in ids:
+            raise SettingsError(
+                f"Unknown revision {since!r} for --since; `inv db.history` lists them."
+            )
+        chain = chain[ids.index(resolved.revision) + 1 :]
+    exceptions = load_exceptions()
+    global_rules = [e.rule for e in exceptions if e.revision is None]
+    rendered = {s.revision: render_sql(s) for s in chain}
+    findings = squawk_findings(rendered, global_rules) if rendered else []
+    for script in chain:
+        previous = script.down_revision if isinstance(script.down_revision, str) else expected.BASE
+        try:
+            before, after = expected.snapshot(previous), expected.snapshot(script.revision)
+        except CheckFailed:
+            findings.append(
+                Finding(
+                    script.revision,
+                    "missing-snapshot",
+                    "no committed snapshot; run `inv db.snapshots` and commit it",
+                )
+            )
+            continue
+        findings.extend(snapshot_findings(script, before, after, rendered[script.revision]))
+    if chain and chain[-1].revision == ids[-1]:
+        findings.extend(coverage_findings(chain[-1].revision))
+    kept = [f for f in findings if not any(e.covers(f) for e in exceptions)]
+    used = {id(e) for e in exceptions for f in findings if e.covers(f)} | {
+        id(e) for e in exceptions if e.revision is None
+    }
+    notes = [
+        f"lint-exceptions.toml: the exception for {e.rule} in {e.revision} "
+        "no longer matches anything"
+        for e in exceptions
+        if id(e) not in used and (since is None or e.revision in rendered)
+    ]
+    return (
+        sorted(kept, key=lambda f: (ids.index(f.revision) if f.revision in ids else -1, f.rule)),
+        notes,
+        docs,
+    )

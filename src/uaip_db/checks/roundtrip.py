@@ -1,0 +1,155 @@
+"""The stairway round trip: for every revision, up, down, up again, proving schema and rows survive.
+
+For each revision in order, on a throwaway database: fill every table with rows, take the
+schema snapshot and per-table hashes, upgrade, snapshot, downgrade one step (the schema must
+equal the one before, the rows must be unchanged unless the revision declares it destroys them
+with `destroys_data_on_downgrade`), upgrade again (the schema must equal the first upgrade's).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from uaip_db.catalog import expected
+from uaip_db.catalog.snapshot import Snapshot, describe, diff, take_from
+from uaip_db.checks import sample_data
+from uaip_db.errors import CheckFailed
+from uaip_db.migrations import runner
+from uaip_db.migrations.markers import facts
+from uaip_db.pg import connection
+
+if TYPE_CHECKING:
+    from alembic.script import Script
+
+    from uaip_db.servers.scratch import ScratchServer
+
+
+@dataclass
+class StepTimes:
+    revision: str
+    up: float
+    down: float
+    up_again: float
+    checks: float
+
+    def line(self) -> str:
+        return (
+            f"  {self.revision}  up {self.up:.2f} s, down {self.down:.2f} s, "
+            f"up again {self.up_again:.2f} s, checks {self.checks:.2f} s"
+        )
+
+
+class RoundtripFailed(CheckFailed):
+    """A revision did not survive up/down/up; the message names it and shows why."""
+
+
+@dataclass
+class State:
+    schema: Snapshot
+    columns: dict[str, list[str]]
+    rows: dict[str, tuple[int, str]]
+
+
+def observe(conn: Any, columns: dict[str, list[str]] | None = None) -> State:
+    return State(
+        take_from(conn), sample_data.columns_of(conn), sample_data.table_hashes(conn, columns)
+    )
+
+
+def destroyed_by_downgrade(script: Script) -> tuple[set[str], set[str]]:
+    """(tables, table.columns) the revision declares its downgrade destroys."""
+    declared = facts(script).destroys_data_on_downgrade or ""
+    tables: set[str] = set()
+    columns: set[str] = set()
+    for item in (part.strip() for part in declared.split(",")):
+        if "." in item:
+            columns.add(item)
+        elif item:
+            tables.add(item)
+    return tables, columns
+
+
+def kept_columns(columns: dict[str, list[str]], destroyed: set[str]) -> dict[str, list[str]]:
+    return {t: [c for c in cs if f"{t}.{c}" not in destroyed] for t, cs in columns.items()}
+
+
+def _fail(script: Script, what: str, lines: list[str]) -> RoundtripFailed:
+    return RoundtripFailed(
+        f"Round trip failed at revision {script.revision} ({script.doc}): {what}:\n"
+        + describe(lines)
+    )
+
+
+def check_revision(
+    conn: Any, session: runner.MigrationSession, script: Script, previous: str
+) -> StepTimes:
+    """Up, down, up for one revision; raise RoundtripFailed naming it when anything is off.
+
+    `conn` is an idle autocommit connection used for the checks; `session` migrates.
+    """
+    checks = 0.0
+
+    def checked(action: Callable[[], Any]) -> Any:
+        nonlocal checks
+        started = time.perf_counter()
+        result = action()
+        checks += time.perf_counter() - started
+        return result
+
+    def timed(action: Callable[[], None]) -> float:
+        started = time.perf_counter()
+        action()
+        return time.perf_counter() - started
+
+    lost_tables, lost_columns = destroyed_by_downgrade(script)
+
+    def before_upgrade() -> tuple[State, dict[str, list[str]], dict[str, tuple[int, str]]]:
+        sample_data.fill(conn)
+        state = observe(conn)
+        kept = kept_columns(state.columns, lost_columns)
+        kept_rows = sample_data.table_hashes(conn, kept) if lost_columns else state.rows
+        return state, kept, kept_rows
+
+    before, kept, kept_rows = checked(before_upgrade)
+    up = timed(lambda: session.upgrade(script.revision))
+    after: State = checked(lambda: observe(conn, before.columns))
+    changed = sample_data.changed_tables(before.rows, after.rows)
+    if changed:
+        raise _fail(script, "the upgrade changed existing rows", changed)
+
+    down = timed(lambda: session.downgrade(previous))
+    back: State = checked(lambda: observe(conn, kept))
+    differences = diff(before.schema, back.schema)
+    if differences:
+        raise _fail(script, "the downgrade did not restore the schema", differences)
+    changed = sample_data.changed_tables(kept_rows, back.rows, ignore=lost_tables)
+    if changed:
+        raise _fail(script, "the downgrade lost or changed rows it does not declare", changed)
+
+    up_again = timed(lambda: session.upgrade(script.revision))
+    again: Snapshot = checked(lambda: take_from(conn))
+    differences = diff(after.schema, again)
+    if differences:
+        raise _fail(script, "upgrading again built a different schema", differences)
+    return StepTimes(script.revision, up, down, up_again, checks)
+
+
+def run(server: ScratchServer, report: Callable[[str], None] | None = None) -> list[StepTimes]:
+    """Round-trip every revision on a new throwaway database; raise RoundtripFailed on the first."""
+    database = server.create_database("uaip_roundtrip")
+    try:
+        times = []
+        previous = expected.BASE
+        with runner.MigrationSession(database) as session, connection(database) as conn:
+            for script in expected.chain(session.scripts):
+                step = check_revision(conn, session, script, previous)
+                times.append(step)
+                if report:
+                    report(step.line())
+                previous = script.revision
+        return times
+    finally:
+        server.drop_database(database.name)

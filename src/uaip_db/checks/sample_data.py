@@ -1,0 +1,296 @@
+"""Rows for every table, made from the catalog, and a content hash per table to prove they survive.
+
+Round trips put rows into each table (and values into each column that has none) before every
+step, so a migration that loses data shows up as a changed count or hash. Values respect types,
+foreign keys, lengths and simple check constraints (the literals in `IN (...)` and ranges); they
+include non-ASCII text and JSONB.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import psycopg
+
+from uaip_db.migrations.ledger import LEDGER_TABLE
+
+ROWS_PER_TABLE = 3
+SKIPPED_TABLES = ("alembic_version", LEDGER_TABLE)
+
+
+@dataclass
+class Column:
+    name: str
+    type: str
+    not_null: bool
+    has_default: bool
+    max_length: int | None
+    references: tuple[str, str] | None = None
+    check_literals: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Table:
+    name: str
+    columns: list[Column]
+
+    @property
+    def depends_on(self) -> set[str]:
+        return {
+            c.references[0] for c in self.columns if c.references and c.references[0] != self.name
+        }
+
+
+TABLES_QUERY = """
+SELECT c.relname, a.attname, format_type(a.atttypid, NULL), a.attnotnull,
+       a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '',
+       CASE WHEN a.atttypmod > 4 AND a.atttypid IN ('varchar'::regtype, 'bpchar'::regtype)
+            THEN a.atttypmod - 4 END,
+       (SELECT rc.relname || '.' || ra.attname
+          FROM pg_constraint f
+          JOIN pg_class rc ON rc.oid = f.confrelid
+          JOIN pg_attribute ra ON ra.attrelid = f.confrelid AND ra.attnum = f.confkey[1]
+         WHERE f.conrelid = c.oid AND f.contype = 'f' AND f.conkey = ARRAY[a.attnum]
+         LIMIT 1),
+       (SELECT string_agg(pg_get_constraintdef(k.oid), ' ')
+          FROM pg_constraint k
+         WHERE k.conrelid = c.oid AND k.contype = 'c' AND a.attnum = ANY(k.conkey))
+FROM pg_class c
+JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p')
+ORDER BY c.relname, a.attnum
+"""
+
+
+def read_tables(conn: psycopg.Connection[Any]) -> list[Table]:
+    """User tables in foreign-key order (referenced tables first)."""
+    tables: dict[str, Table] = {}
+    for name, column, type_, not_null, has_default, length, ref, checks in conn.execute(
+        TABLES_QUERY
+    ).fetchall():
+        if name in SKIPPED_TABLES:
+            continue
+        references = tuple(ref.split(".", 1)) if ref else None
+        literals = check_literals(checks) if checks else []
+        tables.setdefault(name, Table(name, [])).columns.append(
+            Column(column, type_, not_null, has_default, length, references, literals)
+        )
+    return in_dependency_order(tables)
+
+
+def in_dependency_order(tables: dict[str, Table]) -> list[Table]:
+    ordered: list[Table] = []
+    placed: set[str] = set()
+    remaining = dict(tables)
+    while remaining:
+        ready = [
+            t for t in remaining.values() if t.depends_on <= placed | (t.depends_on - set(tables))
+        ]
+        if not ready:  # a cycle: place the rest as they are and let inserts that fail be skipped
+            ready = list(remaining.values())
+        for table in sorted(ready, key=lambda t: t.name):
+            ordered.append(table)
+            placed.add(table.name)
+            del remaining[table.name]
+    return ordered
+
+
+def check_literals(definition: str) -> list[str]:
+    """The quoted strings, else the numbers, that a CHECK constraint compares with."""
+    strings = re.findall(r"'((?:[^']|'')*)'", definition)
+    if strings:
+        return [s.replace("''", "'") for s in strings]
+    return re.findall(r"(?<![\w.])-?\d+(?:\.\d+)?(?![\w.])", definition)
+
+
+def value_for(column: Column, row: int, conn: psycopg.Connection[Any]) -> Any:
+    """A value of the column's type for row number `row`; None when nothing sensible exists."""
+    if column.references:
+        table, key = column.references
+        from psycopg import sql
+
+        found = (
+            conn.execute(
+                sql.SQL("SELECT {} FROM {} ORDER BY 1 OFFSET %s LIMIT 1").format(
+                    sql.Identifier(key), sql.Identifier(table)
+                ),
+                (row,),
+            ).fetchone()
+            or conn.execute(
+                sql.SQL("SELECT {} FROM {} ORDER BY 1 LIMIT 1").format(
+                    sql.Identifier(key), sql.Identifier(table)
+                )
+            ).fetchone()
+        )
+        return found[0] if found else None
+    kind = column.type
+    if column.check_literals:
+        literal = column.check_literals[row % len(column.check_literals)]
+        return _cast_literal(literal, kind)
+    if kind in ("uuid",):
+        return uuid.uuid5(uuid.NAMESPACE_URL, f"uaip-db/{column.name}/{row}")
+    if kind in ("text", "character varying", "character"):
+        text = f"{column.name} {row}: Grüße, 数据, ✓"
+        return text[: column.max_length] if column.max_length else text
+    if kind in ("jsonb", "json"):
+        return json.dumps({"row": row, "note": "naïve café ✓", "items": [1, 2, {"deep": True}]})
+    if kind in ("integer", "bigint", "smallint"):
+        return row + 1
+    if kind in ("numeric", "double precision", "real"):
+        return Decimal(row) + Decimal("0.5")
+    if kind == "boolean":
+        return row % 2 == 0
+    if kind.startswith("timestamp"):
+        return datetime(2025, 1, 15, 9, 30, tzinfo=UTC) + timedelta(hours=row)
+    if kind == "date":
+        return date(2025, 1, 15) + timedelta(days=row)
+    if kind == "interval":
+        return timedelta(minutes=row + 1)
+    return None
+
+
+def _cast_literal(literal: str, kind: str) -> Any:
+    if kind in ("integer", "bigint", "smallint"):
+        return int(float(literal))
+    if kind in ("numeric", "double precision", "real"):
+        return Decimal(literal)
+    return literal
+
+
+def fill(conn: psycopg.Connection[Any]) -> list[str]:
+    """Give every table rows and every all-NULL column values; return what could not be filled."""
+    from psycopg import sql
+
+    unfilled: list[str] = []
+    for table in read_tables(conn):
+        count = conn.execute(
+            sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table.name))
+        ).fetchone()
+        if count and count[0] == 0:
+            for row in range(ROWS_PER_TABLE):
+                if not _insert(conn, table, row):
+                    unfilled.append(f"table {table.name}")
+                    break
+        for column in table.columns:
+            if (
+                not column.not_null
+                and not _has_values(conn, table.name, column.name)
+                and not _backfill(conn, table.name, column)
+            ):
+                unfilled.append(f"column {table.name}.{column.name}")
+    return unfilled
+
+
+def _insert(conn: psycopg.Connection[Any], table: Table, row: int) -> bool:
+    from psycopg import errors, sql
+
+    chosen = [c for c in table.columns if not c.has_default or c.references]
+    values = [value_for(c, row, conn) for c in chosen]
+    names = [c.name for c, v in zip(chosen, values, strict=True) if v is not None]
+    given = [v for v in values if v is not None]
+    statement = (
+        sql.SQL("INSERT INTO {} ({}) VALUES ({})").format(
+            sql.Identifier(table.name),
+            sql.SQL(", ").join(map(sql.Identifier, names)),
+            sql.SQL(", ").join(sql.Placeholder() * len(given)),
+        )
+        if names
+        else sql.SQL("INSERT INTO {} DEFAULT VALUES").format(sql.Identifier(table.name))
+    )
+    try:
+        with conn.transaction():
+            conn.execute(statement, given)
+    except errors.DatabaseError:
+        return False
+    return True
+
+
+def _has_values(conn: psycopg.Connection[Any], table: str, column: str) -> bool:
+    from psycopg import sql
+
+    found = conn.execute(
+        sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE {} IS NOT NULL)").format(
+            sql.Identifier(table), sql.Identifier(column)
+        )
+    ).fetchone()
+    return bool(found and found[0])
+
+
+def _backfill(conn: psycopg.Connection[Any], table: str, column: Column) -> bool:
+    from psycopg import errors, sql
+
+    rows = conn.execute(sql.SQL("SELECT ctid FROM {}").format(sql.Identifier(table))).fetchall()
+    try:
+        with conn.transaction():
+            for number, (ctid,) in enumerate(rows):
+                value = value_for(column, number, conn)
+                if value is None:
+                    return False
+                conn.execute(
+                    sql.SQL("UPDATE {} SET {} = %s WHERE ctid = %s").format(
+                        sql.Identifier(table), sql.Identifier(column.name)
+                    ),
+                    (value, ctid),
+                )
+    except errors.DatabaseError:
+        return False
+    return True
+
+
+def table_hashes(
+    conn: psycopg.Connection[Any], columns: dict[str, list[str]] | None = None
+) -> dict[str, tuple[int, str]]:
+    """Per table: row count and an md5 of its rows (over `columns[table]` when given)."""
+    from psycopg import sql
+
+    tables = read_tables(conn)
+    result: dict[str, tuple[int, str]] = {}
+    for table in tables:
+        names = columns.get(table.name) if columns is not None else [c.name for c in table.columns]
+        if names is None:
+            continue
+        present = {c.name for c in table.columns}
+        chosen = [n for n in names if n in present]
+        row_text = (
+            sql.SQL("ROW({})::text").format(sql.SQL(", ").join(map(sql.Identifier, chosen)))
+            if chosen
+            else sql.SQL("''")
+        )
+        count, digest = conn.execute(
+            sql.SQL(
+                "SELECT count(*), md5(coalesce(string_agg(r, E'\\n' ORDER BY r), '')) "
+                "FROM (SELECT {} AS r FROM {}) AS rows"
+            ).format(row_text, sql.Identifier(table.name))
+        ).fetchone() or (0, "")
+        result[table.name] = (int(count), str(digest))
+    return result
+
+
+def columns_of(conn: psycopg.Connection[Any]) -> dict[str, list[str]]:
+    return {t.name: [c.name for c in t.columns] for t in read_tables(conn)}
+
+
+def changed_tables(
+    before: dict[str, tuple[int, str]],
+    after: dict[str, tuple[int, str]],
+    ignore: Iterable[str] = (),
+) -> list[str]:
+    skipped = set(ignore)
+    changes = []
+    for table, (count, digest) in sorted(before.items()):
+        if table in skipped or table not in after:
+            continue
+        new_count, new_digest = after[table]
+        if new_count != count:
+            changes.append(f"table {table}: {count} rows -> {new_count}")
+        elif new_digest != digest:
+            changes.append(f"table {table}: row contents changed")
+    return changes

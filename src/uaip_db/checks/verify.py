@@ -1,0 +1,89 @@
+"""Is the live schema the one its recorded revision should have? And which revision is it?"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from uaip_db.catalog import expected
+from uaip_db.catalog.snapshot import Snapshot, diff, take_from
+from uaip_db.errors import CHECK_FAILED, CheckFailed
+from uaip_db.migrations import history, ledger, runner
+from uaip_db.pg import connection
+from uaip_db.settings import DatabaseConfig
+
+
+@dataclass
+class Verification:
+    database: str
+    revision: str
+    expected_digest: str
+    actual_digest: str
+    differences: list[str] = field(default_factory=list)
+    edited: list[str] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return CHECK_FAILED if self.differences or self.edited else 0
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "exit_code": self.exit_code}, indent=2)
+
+
+def edited_revisions(
+    recorded: dict[str, ledger.Entry], index: history.ScriptIndex | None = None
+) -> list[str]:
+    """Applied revisions whose file changed after the ledger recorded it."""
+    index = index or history.load()
+    found = []
+    for revision, entry in sorted(recorded.items()):
+        script = index.get(revision)
+        if script is not None and ledger.file_sha256(script.path) != entry.file_sha256:
+            found.append(
+                f"Revision {revision} ({script.doc}) was edited after it was applied "
+                f"({entry.how} on {entry.applied_at:%Y-%m-%d %H:%M} by {entry.applied_by}); "
+                "revert the edit and put the change in a new revision."
+            )
+    return found
+
+
+def verify(database: DatabaseConfig) -> Verification:
+    with connection(database) as conn:
+        current = runner.current_revisions_on(conn)
+        actual = take_from(conn)
+        recorded = ledger.entries(conn)
+    if len(current) > 1:
+        raise CheckFailed(f"The database records several revisions ({', '.join(current)}).")
+    revision = current[0] if current else expected.BASE
+    if revision != expected.BASE and history.load().get(revision) is None:
+        raise history.unknown_revision(revision)
+    wanted = expected.snapshot(revision)
+    return Verification(
+        database=database.display_url(),
+        revision=revision,
+        expected_digest=wanted.digest(),
+        actual_digest=actual.digest(),
+        differences=diff(wanted, actual),
+        edited=edited_revisions(recorded),
+    )
+
+
+@dataclass
+class Match:
+    revision: str | None
+    closest: str
+    differences: list[str]
+
+
+def identify(actual: Snapshot) -> Match:
+    """The newest revision whose committed snapshot equals `actual`, else the closest one."""
+    candidates = [expected.BASE] + [s.revision for s in expected.chain()]
+    best: tuple[int, str, list[str]] | None = None
+    for revision in reversed(candidates):
+        differences = diff(expected.snapshot(revision), actual)
+        if not differences:
+            return Match(revision, revision, [])
+        if best is None or len(differences) < best[0]:
+            best = (len(differences), revision, differences)
+    assert best is not None
+    return Match(None, best[1], best[2])

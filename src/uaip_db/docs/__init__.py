@@ -1,0 +1,1 @@
+"""Schema documentation rendered from catalog snapshots."""

@@ -1,0 +1,531 @@
+"""Alembic operations (upgrade, downgrade, stamp, history, heads, revision) and the env.py runner.
+
+Every path that migrates, `inv db.*` and plain `alembic` alike, goes through `run_env()`: an
+engine built from `DatabaseConfig` (or one handed in through `config.attributes["connection"]`),
+`lock_timeout`/`statement_timeout` on the connection, the advisory migration lock, and one
+transaction per migration.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TextIO
+
+from uaip_db import paths
+from uaip_db.errors import MigrationError, SettingsError, UaipDbError
+from uaip_db.migrations import history
+from uaip_db.migrations.lock import DEFAULT_WAIT_SECONDS, migration_lock
+from uaip_db.pg import connection, explain
+from uaip_db.settings import DatabaseConfig
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.runtime.environment import EnvironmentContext
+    from alembic.script import Script, ScriptDirectory
+    from sqlalchemy.engine import Connection, Engine
+
+DEFAULT_LOCK_TIMEOUT = "5s"
+DEFAULT_STATEMENT_TIMEOUT = "15min"
+VERSION_TABLE = "alembic_version"
+DEFAULT_LOCK_RETRIES = 3
+# What pg_stat_activity shows for the connection holding the migration lock.
+LOCK_APPLICATION = "uaip-db migration"
+
+
+class LockNotAvailable(MigrationError):
+    """A migration statement waited longer than lock_timeout; it was rolled back."""
+
+
+@dataclass
+class RunOptions:
+    """What a task asks of one env.py run; plain `alembic` gets the defaults."""
+
+    database: DatabaseConfig | None = None
+    lock_wait: float = field(default_factory=lambda: lock_wait_setting())
+    report: Callable[[str], None] | None = None
+    from_task: bool = False
+    direction: str = "upgrade"
+    # When set, each applied revision's relation locks are recorded here (for rehearsals).
+    locks: dict[str, list[str]] | None = None
+    # The caller already holds the migration lock (see hold_lock()).
+    lock_held: bool = False
+
+
+def lock_wait_setting() -> float:
+    """UAIP_LOCK_WAIT: how long plain `alembic` waits for the migration lock (inv: --lock-wait)."""
+    value = os.environ.get("UAIP_LOCK_WAIT", "").strip()
+    if not value:
+        return DEFAULT_WAIT_SECONDS
+    try:
+        return float(value)
+    except ValueError:
+        raise SettingsError(f"UAIP_LOCK_WAIT={value!r} is not a number of seconds.") from None
+
+
+def alembic_config(
+    database: DatabaseConfig | None = None,
+    *,
+    lock_wait: float = DEFAULT_WAIT_SECONDS,
+    report: Callable[[str], None] | None = None,
+    stdout: TextIO | None = None,
+    direction: str = "upgrade",
+    locks: dict[str, list[str]] | None = None,
+    lock_held: bool = False,
+) -> Config:
+    from alembic.config import Config
+
+    config = Config(str(paths.alembic_ini()), stdout=stdout or sys.stdout)
+    config.set_main_option("script_location", str(paths.migrations_dir()))
+    config.attributes["uaip_db"] = RunOptions(
+        database,
+        lock_wait,
+        report,
+        from_task=True,
+        direction=direction,
+        locks=locks,
+        lock_held=lock_held,
+    )
+    return config
+
+
+def script_directory() -> ScriptDirectory:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config())
+
+
+# --- env.py ---------------------------------------------------------------------------------
+
+
+def run_env(context: EnvironmentContext) -> None:
+    """The body of migrations/env.py."""
+    options = context.config.attributes.get("uaip_db") or RunOptions()
+    try:
+        _run_env(context, options)
+    except UaipDbError as error:
+        if options.from_task:
+            raise
+        from alembic.util import CommandError
+
+        # Plain `alembic` prints a CommandError as one "FAILED: ..." line, without a traceback.
+        raise CommandError(str(error)) from None
+
+
+def _run_env(context: EnvironmentContext, options: RunOptions) -> None:
+    if context.is_offline_mode():
+        context.configure(
+            url=(options.database or DatabaseConfig.from_env()).sqlalchemy_url(),
+            literal_binds=True,
+            transaction_per_migration=True,
+            dialect_opts={"paramstyle": "named"},
+        )
+        lock_timeout, statement_timeout = timeouts()
+        context.execute(f"SET lock_timeout = '{lock_timeout}'")
+        context.execute(f"SET statement_timeout = '{statement_timeout}'")
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+    handed = context.config.attributes.get("connection")
+    if handed is not None:
+        _run_on_handed(context, handed, options)
+        return
+    database = options.database or DatabaseConfig.from_env()
+    engine = make_engine(database)
+    try:
+        with _locked(engine, options), engine.connect() as conn:
+            _run_online(context, conn, options)
+    except UaipDbError:
+        raise
+    except Exception as error:
+        raise _translate(error, database, options.direction) from None
+    finally:
+        engine.dispose()
+
+
+def _run_on_handed(
+    context: EnvironmentContext, handed: Engine | Connection, options: RunOptions
+) -> None:
+    from sqlalchemy.engine import Engine
+
+    if isinstance(handed, Engine):
+        with _locked(handed, options), handed.connect() as conn:
+            _run_online(context, conn, options)
+    else:
+        _run_online(context, handed, options)
+
+
+def _run_online(context: EnvironmentContext, conn: Connection, options: RunOptions) -> None:
+    context.configure(
+        connection=conn,
+        target_metadata=None,
+        transaction_per_migration=True,
+        on_version_apply=_on_version_apply(options.report, options.locks),
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+@contextmanager
+def _locked(engine: Engine, options: RunOptions) -> Iterator[None]:
+    if options.lock_held:
+        yield
+        return
+
+    def open_connection() -> Any:
+        import psycopg
+
+        args, kwargs = engine.dialect.create_connect_args(engine.url)
+        kwargs.setdefault("application_name", LOCK_APPLICATION)
+        return psycopg.connect(*args, **kwargs, autocommit=True)
+
+    with migration_lock(open_connection, options.lock_wait, options.report):
+        yield
+
+
+def timeouts() -> tuple[str, str]:
+    """Migration lock_timeout and statement_timeout (UAIP_LOCK_TIMEOUT, UAIP_STATEMENT_TIMEOUT)."""
+    lock_timeout = os.environ.get("UAIP_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT)
+    statement_timeout = os.environ.get("UAIP_STATEMENT_TIMEOUT", DEFAULT_STATEMENT_TIMEOUT)
+    for name, value in (
+        ("UAIP_LOCK_TIMEOUT", lock_timeout),
+        ("UAIP_STATEMENT_TIMEOUT", statement_timeout),
+    ):
+        if not re.fullmatch(r"\d+\s*(ms|s|min|h|d)?", value.strip()):
+            raise SettingsError(f"{name}={value!r} is not a duration like 5s, 500ms or 15min.")
+    return lock_timeout.strip(), statement_timeout.strip()
+
+
+@contextmanager
+def hold_lock(
+    database: DatabaseConfig,
+    wait_seconds: float = DEFAULT_WAIT_SECONDS,
+    report: Callable[[str], None] | None = None,
+) -> Iterator[None]:
+    """Hold the migration lock across several steps (pass lock_held=True to the migrations)."""
+    from uaip_db.pg import connect
+
+    def open_connection() -> Any:
+        conn = connect(database)
+        conn.execute("SELECT set_config('application_name', %s, false)", (LOCK_APPLICATION,))
+        return conn
+
+    with migration_lock(open_connection, wait_seconds, report):
+        yield
+
+
+def make_engine(database: DatabaseConfig) -> Engine:
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    lock_timeout, statement_timeout = timeouts()
+    connect_args = database.connect_kwargs()
+    for key in ("host", "port", "dbname", "user", "password"):
+        connect_args.pop(key)
+    connect_args["options"] = (
+        f"-c lock_timeout={lock_timeout} -c statement_timeout={statement_timeout}"
+    )
+    return create_engine(database.sqlalchemy_url(), poolclass=NullPool, connect_args=connect_args)
+
+
+RELATION_LOCKS = """
+SELECT DISTINCT l.mode || ' on ' || c.relname
+FROM pg_locks AS l JOIN pg_class AS c ON c.oid = l.relation
+WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.granted
+  AND c.relnamespace = 'public'::regnamespace
+  AND c.relname NOT LIKE 'alembic\\_version%' AND c.relname NOT LIKE 'uaip\\_db\\_%'
+ORDER BY 1
+"""
+
+
+def _on_version_apply(
+    report: Callable[[str], None] | None, locks: dict[str, list[str]] | None = None
+) -> Callable[..., None]:
+    """After each step, inside its transaction: keep the ledger, and say what was done."""
+    from uaip_db.migrations import ledger
+
+    started = time.perf_counter()
+
+    def on_version_apply(*, ctx: Any, step: Any, **_: Any) -> None:
+        nonlocal started
+        now = time.perf_counter()
+        elapsed, started = now - started, now
+        conn = ctx.connection
+        if locks is not None and step.is_upgrade and not step.is_stamp:
+            from sqlalchemy import text
+
+            held = [row[0] for row in conn.execute(text(RELATION_LOCKS))]
+            locks[step.up_revision_id] = held
+        if step.is_upgrade:
+            for revision in step.destination_revision_ids:
+                script = ctx.script.get_revision(revision)
+                how = "stamp" if step.is_stamp else "upgrade"
+                ledger.record(
+                    conn,
+                    revision,
+                    script.path,
+                    how,
+                    None if step.is_stamp else round(elapsed * 1000),
+                )
+        else:
+            ledger.forget(conn, list(step.source_revision_ids))
+        if report is None:
+            return
+        revision = step.up_revision
+        if step.is_stamp:
+            verb = "stamped"
+        elif step.is_upgrade:
+            verb = "applied"
+        else:
+            verb = "reverted"
+        report(f"  {verb} {revision.revision} ({revision.doc}) in {elapsed:.2f} s")
+
+    return on_version_apply
+
+
+def _translate(error: BaseException, database: DatabaseConfig, direction: str) -> UaipDbError:
+    import psycopg
+    from alembic.util import CommandError
+    from sqlalchemy.exc import DBAPIError
+
+    if isinstance(error, CommandError):
+        return _command_error(error)
+    cause = getattr(error, "orig", None) or error
+    # Failures to connect come from libpq before the server runs anything: they have no SQLSTATE.
+    if isinstance(cause, psycopg.OperationalError) and cause.sqlstate is None:
+        return explain(cause, database)
+    if not isinstance(error, DBAPIError | psycopg.Error):
+        return MigrationError(f"The migration failed: {error}")
+    problem = str(cause).strip().splitlines()[0]
+    statement = getattr(error, "statement", None)
+    here = ", ".join(current_revisions(database)) or "base"
+    failing = _failing_revision(database, direction)
+    where = f"Revision {failing}" if failing else "The migration"
+    detail = f" in `{_shorten(statement)}`" if statement else ""
+    if isinstance(cause, psycopg.errors.DuplicateTable) and here == "base":
+        return MigrationError(
+            f"{where} failed: {problem}. The database has tables but no recorded revision "
+            "(built from init.sql?); record the revision it matches with "
+            "`inv db.stamp --rev auto`, then run `inv db.upgrade`."
+        )
+    if isinstance(cause, psycopg.errors.LockNotAvailable):
+        return LockNotAvailable(
+            f"{where} could not take a lock within lock_timeout{detail}: another transaction "
+            f"holds it. The database stays at revision {here}."
+        )
+    return MigrationError(
+        f"{where} failed{detail}: {problem}. The database stays at revision {here}; "
+        "fix the migration, then run `inv db.upgrade` again."
+    )
+
+
+def _failing_revision(database: DatabaseConfig, direction: str) -> str | None:
+    try:
+        index = history.load()
+        current = current_revisions(database)
+        if direction == "upgrade":
+            pending = index.pending(current)
+            return index.describe(pending[0].revision) if pending else None
+        return index.describe(current[0]) if current else None
+    except UaipDbError:
+        return None
+
+
+def _shorten(statement: str, limit: int = 160) -> str:
+    flat = " ".join(statement.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def _command_error(error: Exception) -> UaipDbError:
+    message = str(error)
+    if "Can't locate revision" in message or "No such revision" in message:
+        return SettingsError(f"{message}. `inv db.history` lists the known revisions.")
+    if "Relative revision" in message or "didn't produce" in message:
+        return SettingsError(
+            f"{message}: there are not that many revisions that way. "
+            "`inv db.current` shows where you are."
+        )
+    return MigrationError(message)
+
+
+# --- operations ------------------------------------------------------------------------------
+
+
+def _run_command(name: str, *args: Any, **kwargs: Any) -> None:
+    from alembic import command
+    from alembic.util import CommandError
+
+    try:
+        getattr(command, name)(*args, **kwargs)
+    except CommandError as error:
+        raise _command_error(error) from None
+
+
+def upgrade(
+    database: DatabaseConfig, revision: str = "head", *, sql: bool = False, **options: Any
+) -> None:
+    config = alembic_config(database, direction="upgrade", **options)
+    _retrying_lock_timeouts(
+        lambda: _run_command("upgrade", config, revision, sql=sql), options.get("report")
+    )
+
+
+def downgrade(
+    database: DatabaseConfig, revision: str = "-1", *, sql: bool = False, **options: Any
+) -> None:
+    config = alembic_config(database, direction="downgrade", **options)
+    _retrying_lock_timeouts(
+        lambda: _run_command("downgrade", config, revision, sql=sql), options.get("report")
+    )
+
+
+def _retrying_lock_timeouts(run: Callable[[], None], report: Callable[[str], None] | None) -> None:
+    """A lock timeout rolls the migration back cleanly; try again a few times with backoff."""
+    retries = int(os.environ.get("UAIP_LOCK_RETRIES", DEFAULT_LOCK_RETRIES))
+    for attempt in range(retries + 1):
+        try:
+            run()
+            return
+        except LockNotAvailable as error:
+            if attempt == retries:
+                raise LockNotAvailable(
+                    f"{error} Gave up after {retries + 1} attempt(s); find the long transaction "
+                    "in pg_stat_activity, or raise UAIP_LOCK_TIMEOUT."
+                ) from None
+            delay = 2**attempt
+            if report:
+                report(f"  {error} Trying again in {delay} s.")
+            time.sleep(delay)
+
+
+def stamp(database: DatabaseConfig, revision: str, **options: Any) -> None:
+    _run_command("stamp", alembic_config(database, **options), revision)
+
+
+def render_sql(start: str, end: str, *, downgrade: bool = False) -> str:
+    """The SQL from `start` to `end` as offline mode prints it (`alembic upgrade a:b --sql`)."""
+    import io
+
+    from alembic import command
+
+    buffer = io.StringIO()
+    config = alembic_config(DatabaseConfig())
+    config.output_buffer = buffer
+    if downgrade:
+        command.downgrade(config, f"{start}:{end}", sql=True)
+    elif start == "base":
+        command.upgrade(config, end, sql=True)
+    else:
+        command.upgrade(config, f"{start}:{end}", sql=True)
+    return buffer.getvalue()
+
+
+def show_history(stdout: TextIO | None = None, verbose: bool = False) -> None:
+    _run_command("history", alembic_config(stdout=stdout), verbose=verbose, indicate_current=False)
+
+
+def new_revision(message: str) -> Script:
+    from alembic import command
+
+    if not message.strip():
+        raise SettingsError('A revision needs a message: inv db.revision -m "what it changes".')
+    config = alembic_config()
+    script = command.revision(config, message=message.strip())
+    assert script is not None and not isinstance(script, list)
+    return script
+
+
+def head_revisions() -> tuple[str, ...]:
+    return tuple(script_directory().get_heads())
+
+
+def current_revisions(database: DatabaseConfig) -> tuple[str, ...]:
+    """The revisions recorded in the database (empty at base), read with one query."""
+    with connection(database) as conn:
+        return current_revisions_on(conn)
+
+
+def current_revisions_on(conn: Any) -> tuple[str, ...]:
+    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (VERSION_TABLE,)).fetchone()
+    if not row or not row[0]:
+        return ()
+    rows = conn.execute(f"SELECT version_num FROM {VERSION_TABLE} ORDER BY 1").fetchall()
+    return tuple(r[0] for r in rows)
+
+
+def pending_revisions(database: DatabaseConfig) -> list[history.Revision]:
+    """Revisions between the database's revision and head, oldest first."""
+    index = history.load()
+    current = current_revisions(database)
+    for revision in current:
+        if index.get(revision) is None:
+            raise history.unknown_revision(revision)
+    return index.pending(current)
+
+
+class MigrationSession:
+    """Many upgrades and downgrades on one database with one connection and one script load.
+
+    `upgrade()`/`downgrade()` above load every revision file and open new connections on each
+    call; a round trip makes three calls per revision, which would grow with the square of the
+    number of revisions. This runs the same env.py (ledger, timeouts, one transaction per
+    migration) on a connection handed in, with the scripts loaded once. For throwaway
+    databases only: it takes no migration lock.
+    """
+
+    def __init__(self, database: DatabaseConfig) -> None:
+        from alembic.script import ScriptDirectory
+
+        self.database = database
+        self.config = alembic_config(database)
+        self.scripts = ScriptDirectory.from_config(self.config)
+        self.engine = make_engine(database)
+        self.connection = self.engine.connect()
+        self.config.attributes["connection"] = self.connection
+
+    def upgrade(self, revision: str) -> None:
+        self._run(revision, upgrade=True)
+
+    def downgrade(self, revision: str) -> None:
+        self._run(revision, upgrade=False)
+
+    def _run(self, revision: str, *, upgrade: bool) -> None:
+        from alembic.runtime.environment import EnvironmentContext
+        from alembic.util import CommandError
+
+        options = self.config.attributes["uaip_db"]
+        options.direction = "upgrade" if upgrade else "downgrade"
+
+        # The same step planning `alembic upgrade`/`downgrade` use (alembic.command).
+        def steps(current: Any, _context: Any) -> Any:
+            if upgrade:
+                return self.scripts._upgrade_revs(revision, current)
+            return self.scripts._downgrade_revs(revision, current)
+
+        try:
+            with EnvironmentContext(self.config, self.scripts, fn=steps, destination_rev=revision):
+                self.scripts.run_env()
+        except CommandError as error:
+            raise _command_error(error) from None
+        except UaipDbError:
+            raise
+        except Exception as error:
+            raise _translate(error, self.database, options.direction) from None
+        finally:
+            if self.connection.in_transaction():
+                self.connection.rollback()
+
+    def close(self) -> None:
+        self.connection.close()
+        self.engine.dispose()
+
+    def __enter__(self) -> MigrationSession:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()

@@ -1,0 +1,1 @@
+"""Where a database server comes from: local cluster, docker compose, throwaway servers."""

@@ -1,0 +1,482 @@
+"""Where a database comes from: docker compose, a local cluster in `.pgdata/`, or a server you name.
+
+`choose_backend()` picks Docker when an engine answers, else PostgreSQL server binaries found on
+this machine; `inv db.up --backend docker|local` forces one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from uaip_db import paths, process
+from uaip_db.errors import ServerError, SettingsError
+from uaip_db.settings import DatabaseConfig
+
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
+COMPOSE_SERVICE = "uaip-db"
+SOCKET_PATH_LIMIT = 100  # sun_path is 108 bytes; leave room for "/.s.PGSQL.NNNNN"
+NO_SERVER_HELP = (
+    "No way to start PostgreSQL here: no Docker engine answers and no PostgreSQL server "
+    "binaries were found. Install PostgreSQL (apt-get install postgresql postgresql-contrib), "
+    "start Docker, or point DB_HOST/DATABASE_URL at a running server."
+)
+
+
+class Backend(Protocol):
+    name: str
+
+    def up(self, config: DatabaseConfig) -> str: ...
+
+    def down(self) -> str: ...
+
+    def status(self) -> str: ...
+
+
+def find_bindir() -> Path | None:
+    """PostgreSQL server binaries: PG_BINDIR, `pg_config --bindir`, PATH, then Debian's folders."""
+    candidates: list[Path] = []
+    if os.environ.get("PG_BINDIR"):
+        candidates.append(Path(os.environ["PG_BINDIR"]))
+    pg_config = shutil.which("pg_config")
+    if pg_config:
+        try:
+            out = subprocess.run(
+                [pg_config, "--bindir"], capture_output=True, text=True, check=False, timeout=10
+            ).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            out = ""
+        if out:
+            candidates.append(Path(out))
+    on_path = shutil.which("initdb")
+    if on_path:
+        candidates.append(Path(on_path).resolve().parent)
+    candidates.extend(debian_bindirs())
+    for candidate in candidates:
+        if all((candidate / tool).is_file() for tool in ("initdb", "pg_ctl", "postgres")):
+            return candidate
+    return None
+
+
+def debian_bindirs() -> list[Path]:
+    def major(path: Path) -> float:
+        try:
+            return float(path.parent.name)
+        except ValueError:
+            return 0.0
+
+    return sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=major, reverse=True)
+
+
+def port_answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def server_version(bindir: Path) -> str:
+    out = process.run([str(bindir / "postgres"), "--version"], what="read the server version")
+    found = re.search(r"\(PostgreSQL\)\s+(\S+)", out.stdout)
+    return found.group(1) if found else out.stdout.strip()
+
+
+@dataclass
+class PidFile:
+    """The first lines of postmaster.pid: who runs the cluster, and whether it is ready."""
+
+    pid: int
+    data_dir: Path
+    port: int
+    status: str
+
+    @classmethod
+    def read(cls, data_dir: Path) -> PidFile | None:
+        try:
+            lines = (data_dir / "postmaster.pid").read_text().splitlines()
+            return cls(int(lines[0]), Path(lines[1]), int(lines[3]), lines[7].strip())
+        except (OSError, IndexError, ValueError):
+            return None
+
+    def process_is_postgres(self) -> bool:
+        try:
+            argv0 = Path(f"/proc/{self.pid}/cmdline").read_bytes().split(b"\0", 1)[0]
+        except OSError:
+            return False
+        return os.path.basename(argv0.decode(errors="replace")).startswith(
+            ("postgres", "postmaster")
+        )
+
+
+class Cluster:
+    """A PostgreSQL cluster on disk: `root/data`, a socket folder and a server log."""
+
+    def __init__(self, root: Path, bindir: Path) -> None:
+        self.root = root
+        self.bindir = bindir
+        self.data = root / "data"
+        self.log = root / "server.log"
+
+    @property
+    def socket_dir(self) -> Path:
+        own = self.root / "run"
+        if len(str(own)) <= SOCKET_PATH_LIMIT - 16:
+            return own
+        digest = hashlib.sha256(str(self.root).encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / f"uaip-db-{digest}"
+
+    def tool(self, name: str) -> str:
+        return str(self.bindir / name)
+
+    def exists(self) -> bool:
+        return (self.data / "PG_VERSION").is_file()
+
+    def initialize(self, user: str, password: str, settings: dict[str, str], sync: bool) -> None:
+        """initdb with `user` as superuser, password authentication everywhere, UTF8, C locale."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.socket_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)
+        password_file = self.root / "initdb.pw"
+        password_file.touch(mode=0o600)
+        password_file.write_text(password + "\n")
+        process.give_to_server_account(self.root)
+        process.give_to_server_account(self.socket_dir)
+        try:
+            process.run(
+                [
+                    self.tool("initdb"),
+                    "-D",
+                    str(self.data),
+                    "-U",
+                    user,
+                    f"--pwfile={password_file}",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                    "--auth-local=scram-sha-256",
+                    "--auth-host=scram-sha-256",
+                    *([] if sync else ["--no-sync"]),
+                ],
+                what="create the PostgreSQL cluster (initdb)",
+                as_server=True,
+            )
+        finally:
+            password_file.unlink(missing_ok=True)
+        lines = [f"{key} = '{value}'" for key, value in settings.items()]
+        with (self.data / "postgresql.conf").open("a") as conf:
+            conf.write("\n# uaip-db settings\n" + "\n".join(lines) + "\n")
+
+    def running(self) -> PidFile | None:
+        pid_file = PidFile.read(self.data)
+        if pid_file and pid_file.process_is_postgres():
+            return pid_file
+        return None
+
+    def wait_until_ready(
+        self, pid: int, timeout: float, process: subprocess.Popen[bytes] | None
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pid_file = PidFile.read(self.data)
+            if pid_file and pid_file.pid == pid and pid_file.status == "ready":
+                return
+            if process is not None and process.poll() is not None:
+                break
+            time.sleep(0.01)
+        raise ServerError(
+            f"PostgreSQL in {self.data} did not become ready: {self.log_tail()} "
+            f"(full log: {self.log})."
+        )
+
+    def log_tail(self) -> str:
+        try:
+            lines = [line for line in self.log.read_text(errors="replace").splitlines() if line]
+        except OSError:
+            return "no server log"
+        errors = [line for line in lines if re.search(r"\b(FATAL|ERROR|PANIC)\b", line)]
+        return (errors or lines or ["empty server log"])[-1]
+
+
+def ensure_database(admin: DatabaseConfig, name: str, owner: str) -> bool:
+    """Create database `name` owned by `owner` unless it exists; True when it was created."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(
+        **admin.with_database("postgres").connect_kwargs(), autocommit=True
+    ) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            return False
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(name), sql.Identifier(owner)
+            )
+        )
+        return True
+
+
+class LocalCluster:
+    """The developer's cluster in `.pgdata/`, on DB_PORT, kept across `db.down` / `db.up`."""
+
+    name = "local"
+
+    def __init__(self, root: Path | None = None, bindir: Path | None = None) -> None:
+        found = bindir or find_bindir()
+        if found is None:
+            raise ServerError(NO_SERVER_HELP)
+        self.cluster = Cluster(root or local_cluster_root(), found)
+
+    def up(self, config: DatabaseConfig) -> str:
+        if config.host not in LOCAL_HOSTS:
+            raise SettingsError(
+                f"DB_HOST={config.host} is not this machine, so db.up cannot start it; "
+                "start that server yourself, or set DB_HOST=localhost."
+            )
+        cluster = self.cluster
+        running = cluster.running()
+        if running is None and port_answers("localhost", config.port):
+            raise ServerError(
+                f"Port {config.port} is already taken by another server; stop it, or set "
+                "DB_PORT to a free port."
+            )
+        created = False
+        if not cluster.exists():
+            cluster.initialize(
+                config.user,
+                config.password,
+                {
+                    "listen_addresses": "localhost",
+                    "unix_socket_directories": str(cluster.socket_dir),
+                },
+                sync=True,
+            )
+            created = True
+        state = "created" if created else "started"
+        if running is None:
+            cluster.socket_dir.mkdir(parents=True, exist_ok=True)
+            process.give_to_server_account(cluster.socket_dir)
+            log_existed = cluster.log.exists()
+            process.run(
+                [
+                    cluster.tool("pg_ctl"),
+                    "start",
+                    "-D",
+                    str(cluster.data),
+                    "-l",
+                    str(cluster.log),
+                    "-w",
+                    "-t",
+                    "60",
+                    "-o",
+                    f"-p {config.port}",
+                ],
+                what=f"start PostgreSQL in {cluster.data} (see {cluster.log})",
+                as_server=True,
+            )
+            if not log_existed:
+                os.chmod(cluster.log, 0o600)
+            running = cluster.running()
+            if running is None:
+                raise ServerError(f"PostgreSQL did not stay up; see {cluster.log}.")
+        elif running.port != config.port:
+            raise ServerError(
+                f"The local cluster already runs on port {running.port}, "
+                f"not DB_PORT={config.port}; "
+                "run `inv db.down` first, or set DB_PORT to match."
+            )
+        else:
+            state = "already running"
+        admin = DatabaseConfig(
+            host="localhost", port=config.port, user=config.user, password=config.password
+        )
+        made_db = ensure_database(admin, config.name, config.user)
+        if made_db and not created:
+            state += f", database {config.name} created"
+        return (
+            f"Local PostgreSQL {server_version(cluster.bindir)} {state}: {config.display_url()} "
+            f"(data in {cluster.root}, pid {running.pid})."
+        )
+
+    def down(self) -> str:
+        cluster = self.cluster
+        if cluster.running() is None:
+            return f"The local cluster in {cluster.root} is not running."
+        process.run(
+            [
+                cluster.tool("pg_ctl"),
+                "stop",
+                "-D",
+                str(cluster.data),
+                "-m",
+                "fast",
+                "-w",
+                "-t",
+                "60",
+            ],
+            what=f"stop PostgreSQL in {cluster.data}",
+            as_server=True,
+        )
+        return (
+            f"Local PostgreSQL stopped; its data stays in {cluster.root} for the next `inv db.up`."
+        )
+
+    def status(self) -> str:
+        cluster = self.cluster
+        if not cluster.exists():
+            return "local cluster: none yet (`inv db.up` creates it)"
+        running = cluster.running()
+        if running is None:
+            return f"local cluster: stopped (data in {cluster.root})"
+        return (
+            f"local cluster: running, pid {running.pid}, port {running.port}, "
+            f"data in {cluster.root}"
+        )
+
+
+def local_cluster_root() -> Path:
+    """`UAIP_PGDATA`, else `.pgdata/` in the checkout; as root, a folder `postgres` can reach."""
+    configured = os.environ.get("UAIP_PGDATA")
+    if configured:
+        return Path(configured).resolve()
+    root = paths.local_cluster_dir()
+    created = not root.exists()
+    if created and process.server_account() is not None:
+        root.mkdir(mode=0o700)
+        process.give_to_server_account(root)
+    if process.server_account_can_use(root):
+        return root
+    if created:
+        root.rmdir()
+    digest = hashlib.sha256(str(root).encode()).hexdigest()[:12]
+    return Path("/var/lib/uaip-db") / f"{paths.project_root().name}-{digest}"
+
+
+class DockerCompose:
+    """The `uaip-db` service of docker-compose.yml (postgres:16 with init.sql)."""
+
+    name = "docker"
+
+    def __init__(self, compose_file: Path | None = None) -> None:
+        self.compose_file = compose_file or paths.project_root() / "docker-compose.yml"
+
+    def compose_command(self) -> list[str]:
+        docker = shutil.which("docker")
+        if (
+            docker
+            and subprocess.run(
+                [docker, "compose", "version"], capture_output=True, check=False, timeout=10
+            ).returncode
+            == 0
+        ):
+            return [docker, "compose", "-f", str(self.compose_file)]
+        legacy = shutil.which("docker-compose")
+        if legacy:
+            return [legacy, "-f", str(self.compose_file)]
+        raise ServerError("Docker Compose is not installed; install it, or use `--backend local`.")
+
+    def up_command(self) -> list[str]:
+        command = self.compose_command()
+        wait = ["--wait"] if command[1:2] == ["compose"] else []
+        return [*command, "up", "-d", *wait, COMPOSE_SERVICE]
+
+    def down_command(self) -> list[str]:
+        return [*self.compose_command(), "stop", COMPOSE_SERVICE]
+
+    def require_engine(self) -> None:
+        if not docker_engine_answers():
+            raise ServerError(
+                "No Docker engine answers here; start Docker, or use `inv db.up --backend local` "
+                "with PostgreSQL installed."
+            )
+
+    def up(self, config: DatabaseConfig) -> str:
+        self.require_engine()
+        process.run(
+            self.up_command(),
+            what="start the uaip-db container",
+            env=compose_env(config),
+            timeout=300,
+        )
+        wait_for_connection(config, timeout=120)
+        return f"Container {COMPOSE_SERVICE} is up and healthy: {config.display_url()}."
+
+    def down(self) -> str:
+        self.require_engine()
+        process.run(self.down_command(), what="stop the uaip-db container", timeout=120)
+        return f"Container {COMPOSE_SERVICE} stopped; its volume keeps the data."
+
+    def status(self) -> str:
+        if not docker_engine_answers():
+            return "docker: no engine answers"
+        out = process.run(
+            [*self.compose_command(), "ps", COMPOSE_SERVICE], what="ask docker compose", timeout=30
+        )
+        return "docker: " + process.last_line(out.stdout)
+
+
+def wait_for_connection(config: DatabaseConfig, timeout: float) -> None:
+    """Poll until `config` accepts a connection (legacy compose has no `up --wait`)."""
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            psycopg.connect(**config.connect_kwargs()).close()
+            return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise ServerError(
+                    f"{config.where()} did not accept connections within {timeout:.0f} s; "
+                    "see `docker compose logs uaip-db`."
+                ) from None
+            time.sleep(0.5)
+
+
+def compose_env(config: DatabaseConfig) -> dict[str, str]:
+    """The variables docker-compose.yml reads; the password goes through the environment."""
+    return {
+        "DB_PORT": str(config.port),
+        "DB_NAME": config.name,
+        "DB_USER": config.user,
+        "DB_PASSWORD": config.password,
+    }
+
+
+def docker_engine_answers() -> bool:
+    docker = shutil.which("docker")
+    if docker is None:
+        return False
+    try:
+        result = subprocess.run(
+            [docker, "info", "--format", "{{.ServerVersion}}"],
+            capture_output=True,
+            check=False,
+            timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return result.returncode == 0
+
+
+def choose_backend(forced: str | None = None) -> Backend:
+    if forced not in (None, "", "docker", "local"):
+        raise SettingsError(f"--backend {forced!r} is not known; use docker or local.")
+    if forced == "docker":
+        return DockerCompose()
+    if forced == "local":
+        return LocalCluster()
+    if docker_engine_answers():
+        return DockerCompose()
+    if find_bindir() is not None:
+        return LocalCluster()
+    raise ServerError(NO_SERVER_HELP)

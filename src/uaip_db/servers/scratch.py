@@ -1,0 +1,300 @@
+"""Throwaway databases for tests and Nox sessions; the developer's database is never touched.
+
+By default a private cluster is started for the run (tmpfs when there is room, fsync off) and
+stopped when the run ends, even when the run is killed (the server gets a parent-death signal).
+When the real environment names a server (`DATABASE_URL`, `DB_HOST` or `DB_PORT`), or
+`UAIP_TEST_SERVER=env`, uniquely named databases are made there instead and dropped afterwards.
+Each database can be cloned from a template in milliseconds (`STRATEGY FILE_COPY`).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import ctypes
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from uaip_db import process
+from uaip_db.errors import ServerError
+from uaip_db.servers.local import Cluster, PidFile, find_bindir
+from uaip_db.settings import DatabaseConfig
+
+if TYPE_CHECKING:
+    import psycopg
+
+SCRATCH_USER = "uaip_user"
+TMPFS = Path("/dev/shm")
+TMPFS_MIN_FREE = 1 << 30
+SCRATCH_PREFIX = "uaip-scratch-"
+FAST_SETTINGS = {
+    "listen_addresses": "127.0.0.1",
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "max_connections": "120",
+    "shared_buffers": "64MB",
+    "log_min_messages": "warning",
+    "log_min_error_statement": "panic",
+}
+PR_SET_PDEATHSIG = 1
+OWNER_FILE = "owner.pid"
+STALE_AFTER_SECONDS = 600
+
+
+def scratch_password() -> str:
+    """A password with every character that breaks naive URL or command-line handling."""
+    return "p@ss:w/rd%#' " + secrets.token_hex(4)
+
+
+class ScratchServer:
+    """A server on which throwaway databases are created and dropped."""
+
+    def __init__(self, admin: DatabaseConfig, cluster: ScratchCluster | None = None) -> None:
+        self.admin = admin
+        self.cluster = cluster
+        self._conn: psycopg.Connection[Any] | None = None
+        self._created: set[str] = set()
+
+    def connection(self) -> psycopg.Connection[Any]:
+        import psycopg
+
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(
+                **self.admin.with_database("postgres").connect_kwargs(), autocommit=True
+            )
+        return self._conn
+
+    def config_for(self, name: str) -> DatabaseConfig:
+        return self.admin.with_database(name)
+
+    def create_database(
+        self, prefix: str = "uaip_test", template: str | None = None
+    ) -> DatabaseConfig:
+        from psycopg import sql
+
+        name = f"{prefix}_{secrets.token_hex(4)}"
+        statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if template:
+            statement += sql.SQL(" TEMPLATE {} STRATEGY FILE_COPY").format(sql.Identifier(template))
+        self.connection().execute(statement)
+        self._created.add(name)
+        return self.config_for(name)
+
+    def drop_database(self, name: str) -> None:
+        from psycopg import sql
+
+        self.connection().execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+        self._created.discard(name)
+
+    def mark_template(self, name: str) -> None:
+        """Let `name` be cloned: no connection may stay open to a template."""
+        from psycopg import sql
+
+        conn = self.connection()
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        )
+        conn.execute(
+            sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE true").format(sql.Identifier(name))
+        )
+
+    def close(self) -> None:
+        if self.cluster is None:
+            for name in list(self._created):
+                with contextlib.suppress(Exception):
+                    self.execute_unmark_template(name)
+                    self.drop_database(name)
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        if self.cluster is not None:
+            self.cluster.stop()
+
+    def execute_unmark_template(self, name: str) -> None:
+        from psycopg import sql
+
+        self.connection().execute(
+            sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE false").format(sql.Identifier(name))
+        )
+
+
+def wants_existing_server(environ: dict[str, str] | None = None) -> bool:
+    environ = dict(os.environ if environ is None else environ)
+    choice = environ.get("UAIP_TEST_SERVER", "").strip().lower()
+    if choice in ("env", "cluster"):
+        return choice == "env"
+    return any(environ.get(name) for name in ("DATABASE_URL", "DB_HOST", "DB_PORT"))
+
+
+def start_scratch_server() -> ScratchServer:
+    """A server for throwaway databases: the one the environment names, else a private cluster."""
+    if wants_existing_server():
+        return ScratchServer(DatabaseConfig.from_env(dotenv_path=Path("/nonexistent")))
+    cluster = ScratchCluster.start()
+    return ScratchServer(cluster.admin, cluster)
+
+
+@contextlib.contextmanager
+def scratch_server() -> Iterator[ScratchServer]:
+    server = start_scratch_server()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+class ScratchCluster:
+    """A private PostgreSQL for one run, a direct child of this process."""
+
+    def __init__(self, cluster: Cluster, process: subprocess.Popen[bytes], admin: DatabaseConfig):
+        self.cluster = cluster
+        self.process = process
+        self.admin = admin
+
+    @classmethod
+    def start(cls) -> ScratchCluster:
+        bindir = find_bindir()
+        if bindir is None:
+            raise ServerError(
+                "Tests need PostgreSQL server binaries (apt-get install postgresql "
+                "postgresql-contrib) or a server named by DATABASE_URL/DB_HOST."
+            )
+        sweep_stale_clusters()
+        root = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=scratch_parent()))
+        (root / OWNER_FILE).write_text(str(os.getpid()))
+        cluster = Cluster(root, bindir)
+        password = scratch_password()
+        cluster.initialize(
+            SCRATCH_USER,
+            password,
+            {**FAST_SETTINGS, "unix_socket_directories": str(cluster.socket_dir)},
+            sync=False,
+        )
+        last_error: ServerError | None = None
+        for _attempt in range(3):
+            port = free_port()
+            process = launch_postgres(cluster, port)
+            try:
+                cluster.wait_until_ready(process.pid, timeout=60, process=process)
+            except ServerError as error:
+                last_error = error
+                stop_process(process)
+                continue
+            admin = DatabaseConfig(
+                host="127.0.0.1", port=port, name="postgres", user=SCRATCH_USER, password=password
+            )
+            scratch = cls(cluster, process, admin)
+            atexit.register(scratch.stop)
+            return scratch
+        shutil.rmtree(root, ignore_errors=True)
+        assert last_error is not None
+        raise last_error
+
+    def stop(self) -> None:
+        stop_process(self.process)
+        shutil.rmtree(self.cluster.root, ignore_errors=True)
+
+
+def scratch_parent() -> Path:
+    if TMPFS.is_dir():
+        with contextlib.suppress(OSError):
+            stats = os.statvfs(TMPFS)
+            if stats.f_bavail * stats.f_frsize >= TMPFS_MIN_FREE:
+                return TMPFS
+    return Path(tempfile.gettempdir())
+
+
+def sweep_stale_clusters() -> None:
+    """Remove the folders of scratch clusters left by killed runs (owner and server both gone)."""
+    for parent in {TMPFS, Path(tempfile.gettempdir())}:
+        if not parent.is_dir():
+            continue
+        for root in parent.glob(f"{SCRATCH_PREFIX}*"):
+            pid_file = PidFile.read(root / "data")
+            if pid_file is not None and pid_file.process_is_postgres():
+                continue
+            if not _owner_alive(root):
+                shutil.rmtree(root, ignore_errors=True)
+
+
+def _owner_alive(root: Path) -> bool:
+    try:
+        owner = int((root / OWNER_FILE).read_text())
+    except (OSError, ValueError):
+        # No owner recorded yet: a run may be creating it right now; leave young folders alone.
+        return time.time() - root.stat().st_mtime < STALE_AFTER_SECONDS
+    try:
+        os.kill(owner, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    # Runs in the child after it switched user, so the setting survives into postgres.
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGQUIT)
+
+
+def launch_postgres(cluster: Cluster, port: int) -> subprocess.Popen[bytes]:
+    account = process.server_account()
+    log = open(cluster.log, "ab")  # noqa: SIM115 - handed to the child, closed below
+    try:
+        return subprocess.Popen(
+            [cluster.tool("postgres"), "-D", str(cluster.data), "-p", str(port)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            user=account[0] if account else None,
+            group=account[1] if account else None,
+            extra_groups=[] if account else None,
+            cwd="/",
+            preexec_fn=_die_with_parent,
+        )
+    finally:
+        log.close()
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGINT)  # fast shutdown
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
+
+
+def child_env(database: DatabaseConfig) -> dict[str, str]:
+    """Variables that point a child process (inv, alembic, pytest) at `database` alone."""
+    return {
+        "DATABASE_URL": "",
+        "DB_HOST": database.host,
+        "DB_PORT": str(database.port),
+        "DB_NAME": database.name,
+        "DB_USER": database.user,
+        "DB_PASSWORD": database.password,
+        "DB_ENV": "ci",
+    }

@@ -1,0 +1,155 @@
+"""db.lint: squawk plus our own rules, with reviewed exceptions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import HEAD, run_cli, write_revision
+from uaip_db.catalog import expected
+from uaip_db.checks import lint
+from uaip_db.errors import SettingsError
+from uaip_db.servers.scratch import ScratchServer
+
+
+def rules_for(revision: str) -> set[str]:
+    findings, _notes, _docs = lint.lint()
+    return {f.rule for f in findings if f.revision == revision}
+
+
+def add_and_snapshot(server: ScratchServer, checkout: Path, **revision: object) -> None:
+    write_revision(checkout / "migrations" / "versions", **revision)  # type: ignore[arg-type]
+    expected.write(expected.build(server))
+
+
+def test_the_repository_passes() -> None:
+    result = run_cli("inv", "db.lint")
+    assert result.returncode == 0, result.stderr
+    assert "Every revision passes" in result.stdout
+
+
+def test_each_revision_renders_on_its_own() -> None:
+    script = next(s for s in expected.chain() if s.revision == "8f2b6c1d4e7a")
+    sql = lint.render_sql(script)
+    assert "ADD COLUMN IF NOT EXISTS email" in sql and "CREATE TABLE sessions" not in sql
+    assert "SET lock_timeout" in sql
+    assert "DROP INDEX CONCURRENTLY" in lint.render_sql(script, downgrade=True)
+
+
+def test_a_blocking_index_on_an_existing_table(server: ScratchServer, checkout: Path) -> None:
+    add_and_snapshot(
+        server,
+        checkout,
+        revision="1d0000000001",
+        down_revision=HEAD,
+        upgrade=["CREATE INDEX idx_sessions_project ON sessions (project_name)"],
+        downgrade=["DROP INDEX idx_sessions_project"],
+    )
+    assert "blocking-index" in rules_for("1d0000000001")
+    assert "require-concurrent-index-creation" in rules_for("1d0000000001")
+
+
+def test_unacknowledged_data_loss_both_ways(server: ScratchServer, checkout: Path) -> None:
+    add_and_snapshot(
+        server,
+        checkout,
+        revision="1d0000000002",
+        down_revision=HEAD,
+        upgrade=[
+            "ALTER TABLE sessions DROP COLUMN project_name",
+            "ALTER TABLE checkpoints ADD COLUMN note text",
+        ],
+        downgrade=[
+            "ALTER TABLE checkpoints DROP COLUMN note",
+            "ALTER TABLE sessions ADD COLUMN project_name varchar(500)",
+        ],
+    )
+    findings, _, _ = lint.lint()
+    messages = [f.message for f in findings if f.rule == "unacknowledged-data-loss"]
+    assert any("the upgrade drops sessions.project_name" in m for m in messages)
+    assert any("the downgrade drops checkpoints.note" in m for m in messages)
+
+
+def test_narrowing_and_not_null_without_default(server: ScratchServer, checkout: Path) -> None:
+    add_and_snapshot(
+        server,
+        checkout,
+        revision="1d0000000003",
+        down_revision=HEAD,
+        upgrade=[
+            "ALTER TABLE sessions ALTER COLUMN project_name TYPE varchar(100)",
+            "ALTER TABLE checkpoints ALTER COLUMN stage_number DROP NOT NULL",
+            "ALTER TABLE sessions ADD COLUMN tenant text",
+            "ALTER TABLE sessions ALTER COLUMN tenant SET NOT NULL",
+        ],
+        downgrade=[
+            "ALTER TABLE sessions DROP COLUMN tenant",
+            "ALTER TABLE checkpoints ALTER COLUMN stage_number SET NOT NULL",
+            "ALTER TABLE sessions ALTER COLUMN project_name TYPE varchar(500)",
+        ],
+        markers='destroys_data_on_downgrade = "sessions.tenant"',
+    )
+    findings, _, _ = lint.lint()
+    found = {(f.rule, f.message.split(";")[0]) for f in findings if f.revision == "1d0000000003"}
+    assert (
+        "type-narrowing",
+        "the upgrade narrows sessions.project_name from character varying(500) "
+        "to character varying(100)",
+    ) in found
+    assert (
+        "not-null-without-default",
+        "sessions.tenant becomes NOT NULL with no default and no backfill",
+    ) in found
+
+
+def test_an_empty_downgrade_and_since(server: ScratchServer, checkout: Path) -> None:
+    add_and_snapshot(
+        server,
+        checkout,
+        revision="1d0000000004",
+        down_revision=HEAD,
+        upgrade=["COMMENT ON TABLE sessions IS 'x'"],
+        downgrade=[],
+    )
+    assert "empty-downgrade" in rules_for("1d0000000004")
+    result = run_cli("inv", "db.lint", "--since", HEAD, env={"UAIP_DB_ROOT": str(checkout)})
+    assert result.returncode == 1
+    assert "1d0000000004 (Test revision): [empty-downgrade]" in result.stderr
+    assert "8f2b6c1d4e7a" not in result.stderr
+
+
+def test_a_revision_without_a_snapshot(checkout: Path) -> None:
+    write_revision(
+        checkout / "migrations" / "versions",
+        "1d0000000005",
+        HEAD,
+        ["COMMENT ON TABLE sessions IS 'x'"],
+        ["COMMENT ON TABLE sessions IS NULL"],
+    )
+    assert "missing-snapshot" in rules_for("1d0000000005")
+
+
+def test_an_exception_needs_a_reason(checkout: Path) -> None:
+    lint.exceptions_file().write_text('[[exception]]\nrule = "blocking-index"\n')
+    with pytest.raises(SettingsError, match="needs a rule and a reason"):
+        lint.load_exceptions()
+
+
+def test_an_exception_silences_one_rule_for_one_revision(
+    server: ScratchServer, checkout: Path
+) -> None:
+    add_and_snapshot(
+        server,
+        checkout,
+        revision="1d0000000006",
+        down_revision=HEAD,
+        upgrade=["COMMENT ON TABLE sessions IS 'x'"],
+        downgrade=[],
+    )
+    with lint.exceptions_file().open("a") as file:
+        file.write(
+            '\n[[exception]]\nrevision = "1d0000000006"\nrule = "empty-downgrade"\n'
+            'reason = "comment only"\n'
+        )
+    assert "empty-downgrade" not in rules_for("1d0000000006")

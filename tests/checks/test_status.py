@@ -1,0 +1,91 @@
+"""db.check and check_migrations(): 0 at head, 3 pending, 1 when something is wrong."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import uaip_db
+from tests.conftest import CHAIN, HEAD, WIDEN, run_cli, sql, write_revision
+from uaip_db.migrations import runner
+from uaip_db.settings import DatabaseConfig
+
+
+def test_at_head_exits_0(head_db: DatabaseConfig) -> None:
+    result = run_cli("inv", "db.check", database=head_db)
+    assert result.returncode == 0, result.stderr
+    assert f"is at head {HEAD}" in result.stdout
+    assert uaip_db.check_migrations(head_db).exit_code == 0
+
+
+def test_pending_exits_3_with_the_list(empty_db: DatabaseConfig) -> None:
+    runner.upgrade(empty_db, "03033cebb647")
+    result = run_cli("inv", "db.check", database=empty_db)
+    assert result.returncode == 3
+    assert "3 revision(s) pending" in result.stderr
+    assert "8f2b6c1d4e7a Add sessions.email" in result.stderr
+    with pytest.raises(uaip_db.PendingMigrations, match=HEAD):
+        uaip_db.check_migrations(empty_db)
+
+
+def test_json_output(empty_db: DatabaseConfig) -> None:
+    result = run_cli("inv", "db.check", "--json", database=empty_db)
+    assert result.returncode == 3
+    report = json.loads(result.stdout)
+    assert report["current"] == [] and report["heads"] == [HEAD] and report["exit_code"] == 3
+    assert len(report["pending"]) == len(CHAIN)
+
+
+def test_unknown_revision_in_the_database_exits_1(head_db: DatabaseConfig) -> None:
+    sql(head_db, "UPDATE alembic_version SET version_num = 'feedface0000'")
+    result = run_cli("inv", "db.check", database=head_db)
+    assert result.returncode == 1
+    assert "feedface0000, which these migration scripts do not know" in result.stderr
+    with pytest.raises(uaip_db.CheckFailed, match="feedface0000"):
+        uaip_db.check_migrations(head_db)
+
+
+def test_two_heads_exit_1(head_db: DatabaseConfig, checkout: Path) -> None:
+    versions = checkout / "migrations" / "versions"
+    write_revision(versions, "aaaa00000001", WIDEN, ["SELECT 1"], ["SELECT 1"])
+    result = run_cli("inv", "db.check", database=head_db, env={"UAIP_DB_ROOT": str(checkout)})
+    assert result.returncode == 1
+    assert f"2 heads (aaaa00000001, {HEAD})" in result.stderr
+
+
+def test_an_empty_downgrade_without_a_marker_exits_1(
+    head_db: DatabaseConfig, checkout: Path
+) -> None:
+    versions = checkout / "migrations" / "versions"
+    write_revision(versions, "cccc00000003", HEAD, ["SELECT 1"], [], doc="Forgot the way back")
+    result = run_cli("inv", "db.check", database=head_db, env={"UAIP_DB_ROOT": str(checkout)})
+    assert result.returncode == 1
+    assert "cccc00000003 (Forgot the way back): downgrade() does nothing" in result.stderr
+
+
+def test_an_irreversible_marker_is_accepted(head_db: DatabaseConfig, checkout: Path) -> None:
+    versions = checkout / "migrations" / "versions"
+    write_revision(
+        versions, "dddd00000004", HEAD, ["SELECT 1"], [], markers='irreversible = "data fix"'
+    )
+    result = run_cli("inv", "db.check", database=head_db, env={"UAIP_DB_ROOT": str(checkout)})
+    assert result.returncode == 3, result.stderr
+    assert "dddd00000004" in result.stderr
+
+
+def test_an_applied_migration_edited_afterwards_exits_1(
+    empty_db: DatabaseConfig, checkout: Path
+) -> None:
+    env = {"UAIP_DB_ROOT": str(checkout)}
+    assert run_cli("inv", "db.upgrade", database=empty_db, env=env).returncode == 0
+    script = next((checkout / "migrations" / "versions").glob("*_widen_sessions_user_id.py"))
+    script.write_text(script.read_text() + "\n# a quiet edit\n")
+    result = run_cli("inv", "db.check", database=empty_db, env=env)
+    assert result.returncode == 1
+    assert "b41d9e0c7f25 (Widen sessions.user_id to 500 characters) was edited after it was" in (
+        result.stderr
+    )
+    verify = run_cli("inv", "db.verify", database=empty_db, env=env)
+    assert verify.returncode == 1 and "was edited after it was applied" in verify.stderr

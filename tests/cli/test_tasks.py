@@ -1,0 +1,185 @@
+"""The inv tasks as a person runs them: output, exit status, and no password anywhere."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import CHAIN, HEAD, ROOT, WIDEN, run_cli, sql
+from uaip_db.servers.scratch import ScratchServer, free_port
+from uaip_db.settings import DatabaseConfig
+
+TASKS = (
+    "db.up",
+    "db.down",
+    "db.status",
+    "db.upgrade",
+    "db.downgrade",
+    "db.current",
+    "db.history",
+    "db.revision",
+    "db.stamp",
+    "db.seed",
+)
+
+
+def assert_no_password(result: object, database: DatabaseConfig) -> None:
+    text = f"{result.stdout}{result.stderr}"  # type: ignore[attr-defined]
+    assert database.password not in text
+    assert "Traceback" not in text
+
+
+def test_list_shows_every_task_with_help() -> None:
+    result = run_cli("inv", "--list")
+    assert result.returncode == 0
+    for name in TASKS:
+        line = next(
+            (line for line in result.stdout.splitlines() if line.strip().startswith(name + " ")), ""
+        )
+        assert len(line.split()) > 1, f"{name} has no help line"
+
+
+def test_every_argument_has_help() -> None:
+    for name in TASKS:
+        result = run_cli("inv", "--help", name)
+        assert result.returncode == 0
+        options = result.stdout.split("Options:", 1)[-1]
+        for line in options.splitlines():
+            if line.strip().startswith("-"):
+                assert len(line.split("  ")) > 1 or "help" in line, f"{name}: {line}"
+
+
+def test_upgrade_then_current(empty_db: DatabaseConfig) -> None:
+    result = run_cli("inv", "db.upgrade", database=empty_db)
+    assert result.returncode == 0, result.stderr
+    assert "applied 03033cebb647 (Initial schema from init.sql)" in result.stdout
+    assert f"Now at {HEAD}" in result.stdout
+    assert_no_password(result, empty_db)
+    again = run_cli("inv", "db.upgrade", database=empty_db)
+    assert again.returncode == 0 and "nothing to do" in again.stdout
+    current = run_cli("inv", "db.current", database=empty_db)
+    assert current.stdout.startswith(HEAD) and "[head]" in current.stdout
+
+
+def test_upgrade_sql_prints_without_touching_the_database(empty_db: DatabaseConfig) -> None:
+    result = run_cli("inv", "db.upgrade", "--sql", database=empty_db)
+    assert result.returncode == 0, result.stderr
+    assert "CREATE TABLE sessions" in result.stdout
+    assert sql(empty_db, "SELECT to_regclass('sessions')") == [(None,)]
+
+
+def test_downgrade_to_base_asks_for_yes(head_db: DatabaseConfig) -> None:
+    refused = run_cli("inv", "db.downgrade", "--rev", "base", database=head_db)
+    assert refused.returncode == 2
+    assert "--yes" in refused.stderr
+    assert sql(head_db, "SELECT version_num FROM alembic_version") == [(HEAD,)]
+    done = run_cli("inv", "db.downgrade", "--rev", "base", "--yes", database=head_db)
+    assert done.returncode == 0, done.stderr
+    assert "Now at base" in done.stdout
+    assert sql(head_db, "SELECT to_regclass('sessions')") == [(None,)]
+
+
+def test_downgrade_one_step_by_default(head_db: DatabaseConfig) -> None:
+    result = run_cli("inv", "db.downgrade", database=head_db)
+    assert result.returncode == 0, result.stderr
+    assert sql(head_db, "SELECT version_num FROM alembic_version") == [(WIDEN,)]
+
+
+def test_downgrade_past_base_is_refused(head_db: DatabaseConfig) -> None:
+    result = run_cli("inv", "db.downgrade", "--rev", "-9", "--yes", database=head_db)
+    assert result.returncode == 2
+    assert f"only {len(CHAIN)} are applied" in result.stderr
+
+
+def test_unknown_revision(empty_db: DatabaseConfig) -> None:
+    result = run_cli("inv", "db.upgrade", "--rev", "abc123", database=empty_db)
+    assert result.returncode == 2
+    assert "abc123" in result.stderr and "db.history" in result.stderr
+    assert_no_password(result, empty_db)
+
+
+def test_seed_stamp_upgrade(empty_db: DatabaseConfig) -> None:
+    seeded = run_cli("inv", "db.seed", database=empty_db)
+    assert seeded.returncode == 0, seeded.stderr
+    assert "db.stamp --rev 03033cebb647" in seeded.stdout
+    onward = run_cli("inv", "db.stamp", "--rev", "03033cebb647", "db.upgrade", database=empty_db)
+    assert onward.returncode == 0, onward.stderr
+    assert "applied 8f2b6c1d4e7a" in onward.stdout
+    assert "applied 03033cebb647" not in onward.stdout
+    again = run_cli("inv", "db.seed", database=empty_db)
+    assert again.returncode == 1 and "already has UAIP tables" in again.stderr
+
+
+def test_stamp_needs_a_revision(empty_db: DatabaseConfig) -> None:
+    result = run_cli("inv", "db.stamp", database=empty_db)
+    assert result.returncode == 2 and "--rev" in result.stderr
+
+
+def test_revision_needs_a_message() -> None:
+    result = run_cli("inv", "db.revision", "-m", "   ")
+    assert result.returncode == 2
+    assert "needs a message" in result.stderr
+
+
+def test_wrong_password_is_one_clear_line(empty_db: DatabaseConfig) -> None:
+    wrong = replace(empty_db, password="not-the-password-%#@")
+    result = run_cli("inv", "db.upgrade", database=wrong)
+    assert result.returncode == 2
+    assert "password was refused" in result.stderr
+    assert len(result.stderr.strip().splitlines()) <= 2
+    assert_no_password(result, wrong)
+    assert_no_password(result, empty_db)
+
+
+def test_server_down_says_how_to_start_one() -> None:
+    nowhere = DatabaseConfig(host="127.0.0.1", port=free_port(), password="secret-xyz")
+    result = run_cli("inv", "db.current", database=nowhere)
+    assert result.returncode == 2
+    assert "No PostgreSQL server answers" in result.stderr and "inv db.up" in result.stderr
+    assert_no_password(result, nowhere)
+
+
+def test_unknown_host() -> None:
+    nowhere = DatabaseConfig(host="no-such-host.invalid", password="secret-xyz")
+    result = run_cli("inv", "db.current", database=nowhere)
+    assert result.returncode == 2
+    assert "Unknown host 'no-such-host.invalid'" in result.stderr
+
+
+def test_bad_port_setting(empty_db: DatabaseConfig) -> None:
+    result = run_cli("inv", "db.current", database=empty_db, env={"DB_PORT": "abc"})
+    assert result.returncode == 2
+    assert "DB_PORT='abc' is not a port number" in result.stderr
+
+
+def test_settings_from_dotenv_when_the_environment_is_silent(
+    server: ScratchServer, empty_db: DatabaseConfig, tmp_path: Path
+) -> None:
+    root = tmp_path / "checkout"
+    root.mkdir()
+    for name in ("alembic.ini", "migrations", "database", "tasks.py"):
+        (root / name).symlink_to(ROOT / name)
+    (root / ".env").write_text(
+        f"DB_HOST={empty_db.host}\nDB_PORT={empty_db.port}\nDB_NAME={empty_db.name}\n"
+        f'DB_USER={empty_db.user}\nDB_PASSWORD="{empty_db.password}"\n'
+    )
+    result = run_cli("inv", "db.upgrade", cwd=root, env={"UAIP_DB_ROOT": str(root)})
+    assert result.returncode == 0, result.stderr
+    assert sql(empty_db, "SELECT version_num FROM alembic_version") == [(HEAD,)]
+
+
+def test_tasks_run_from_a_subdirectory(head_db: DatabaseConfig) -> None:
+    result = run_cli("inv", "db.current", database=head_db, cwd=ROOT / "migrations" / "versions")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(HEAD)
+
+
+@pytest.mark.parametrize("backend", ["docker"])
+def test_docker_backend_without_an_engine(backend: str, tmp_path: Path) -> None:
+    result = run_cli(
+        "inv", "db.up", "--backend", backend, env={"DOCKER_HOST": f"unix://{tmp_path}/none.sock"}
+    )
+    assert result.returncode == 2
+    assert "No Docker engine answers" in result.stderr

@@ -1,0 +1,68 @@
+"""Plain Alembic keeps working, from any directory, with settings from the environment."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from tests.conftest import HEAD, ROOT, WIDEN, run_cli, sql
+from uaip_db.settings import DatabaseConfig
+
+INI = str(ROOT / "alembic.ini")
+
+
+def test_upgrade_downgrade_current_history_from_another_directory(
+    empty_db: DatabaseConfig, tmp_path: Path
+) -> None:
+    up = run_cli("alembic", "-c", INI, "upgrade", "head", database=empty_db, cwd=tmp_path)
+    assert up.returncode == 0, up.stderr
+    assert f"Running upgrade {WIDEN} -> {HEAD}" in up.stderr
+    assert sql(empty_db, "SELECT version_num FROM alembic_version") == [(HEAD,)]
+
+    down = run_cli(
+        "alembic", "downgrade", "-1", database=empty_db, cwd=tmp_path, env={"ALEMBIC_CONFIG": INI}
+    )
+    assert down.returncode == 0, down.stderr
+    current = run_cli("alembic", "-c", INI, "current", database=empty_db, cwd=tmp_path)
+    assert current.stdout.strip() == WIDEN
+
+    history = run_cli("alembic", "-c", INI, "history", cwd=tmp_path)
+    assert history.returncode == 0
+    assert "<base> -> 03033cebb647, Initial schema from init.sql" in history.stdout
+    assert empty_db.password not in up.stdout + up.stderr + down.stdout + down.stderr
+
+
+def test_plain_alembic_reports_a_wrong_password_without_a_traceback(
+    empty_db: DatabaseConfig, tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    wrong = replace(empty_db, password="definitely-wrong")
+    result = run_cli("alembic", "-c", INI, "upgrade", "head", database=wrong, cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Cannot connect" in result.stderr and "password was refused" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "definitely-wrong" not in result.stderr
+
+
+def test_revision_writes_a_script_from_the_template(tmp_path: Path) -> None:
+    checkout = tmp_path / "checkout"
+    shutil.copytree(
+        ROOT / "migrations", checkout / "migrations", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    shutil.copy(ROOT / "alembic.ini", checkout / "alembic.ini")
+    result = run_cli(
+        "alembic",
+        "-c",
+        str(checkout / "alembic.ini"),
+        "revision",
+        "-m",
+        "add charter tags",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    written = list((checkout / "migrations" / "versions").glob("*_add_charter_tags.py"))
+    assert len(written) == 1
+    text = written[0].read_text()
+    assert f'down_revision: str | Sequence[str] | None = "{HEAD}"' in text
+    assert "def downgrade() -> None:" in text

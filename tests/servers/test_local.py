@@ -1,0 +1,159 @@
+"""Where a database comes from: the local cluster backend for real, docker compose offline."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.conftest import ROOT, run_cli
+from uaip_db.errors import ServerError
+from uaip_db.servers.local import COMPOSE_SERVICE, DockerCompose, LocalCluster, PidFile, find_bindir
+from uaip_db.servers.scratch import free_port
+from uaip_db.settings import DatabaseConfig
+
+
+@pytest.fixture
+def cluster_home() -> Iterator[Path]:
+    # Not under pytest's tmp_path: as root the server runs as `postgres`, which cannot enter it.
+    home = Path(tempfile.mkdtemp(prefix="uaip-test-cluster-", dir="/tmp"))
+    home.chmod(0o755)
+    yield home / "pgdata"
+    pid_file = PidFile.read(home / "pgdata" / "data")
+    if pid_file and pid_file.process_is_postgres():
+        bindir = find_bindir()
+        assert bindir is not None
+        LocalCluster(home / "pgdata", bindir).down()
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def test_finds_server_binaries() -> None:
+    bindir = find_bindir()
+    assert bindir is not None
+    assert (bindir / "initdb").is_file() and (bindir / "postgres").is_file()
+
+
+def test_pg_bindir_setting_wins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    for tool in ("initdb", "pg_ctl", "postgres"):
+        (fake / tool).write_text("")
+    monkeypatch.setenv("PG_BINDIR", str(fake))
+    assert find_bindir() == fake
+
+
+def test_db_up_down_up_keeps_the_data(cluster_home: Path) -> None:
+    port = free_port()
+    password = "p@ss:w/rd%#' local"
+    env = {
+        "UAIP_PGDATA": str(cluster_home),
+        "DB_HOST": "localhost",
+        "DB_PORT": str(port),
+        "DB_NAME": "scoping_local",
+        "DB_USER": "scoper",
+        "DB_PASSWORD": password,
+        "DB_ENV": "development",
+    }
+    first = run_cli("inv", "db.up", "--backend", "local", "db.upgrade", env=env)
+    assert first.returncode == 0, first.stderr
+    assert "created" in first.stdout and password not in first.stdout + first.stderr
+    config = DatabaseConfig(
+        host="localhost", port=port, name="scoping_local", user="scoper", password=password
+    )
+    with psycopg.connect(**config.connect_kwargs(), autocommit=True) as conn:
+        conn.execute("INSERT INTO sessions (user_id) VALUES ('kept across restarts')")
+
+    with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+        psycopg.connect(**{**config.connect_kwargs(), "password": "wrong"}).close()
+
+    down = run_cli("inv", "db.down", "--backend", "local", env=env)
+    assert down.returncode == 0, down.stderr
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(**config.connect_kwargs()).close()
+
+    again = run_cli("inv", "db.up", "--backend", "local", env=env)
+    assert again.returncode == 0, again.stderr
+    assert "started" in again.stdout
+    with psycopg.connect(**config.connect_kwargs(), autocommit=True) as conn:
+        assert conn.execute("SELECT user_id FROM sessions").fetchall() == [
+            ("kept across restarts",)
+        ]
+        assert conn.execute("SHOW server_encoding").fetchone() == ("UTF8",)
+    pid_file = PidFile.read(cluster_home / "data")
+    assert pid_file is not None and pid_file.process_is_postgres() and pid_file.port == port
+
+    status = run_cli("inv", "db.status", env=env)
+    assert "local cluster: running" in status.stdout
+    assert "pending: 0 revision(s)" in status.stdout
+
+
+def test_a_taken_port_is_reported(cluster_home: Path) -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        bindir = find_bindir()
+        assert bindir is not None
+        with pytest.raises(ServerError, match=f"Port {port} is already taken"):
+            LocalCluster(cluster_home, bindir).up(DatabaseConfig(port=port))
+
+
+def test_db_up_refuses_a_remote_host(cluster_home: Path) -> None:
+    bindir = find_bindir()
+    assert bindir is not None
+    from uaip_db.errors import SettingsError
+
+    with pytest.raises(SettingsError, match="is not this machine"):
+        LocalCluster(cluster_home, bindir).up(DatabaseConfig(host="db.example.org"))
+
+
+def test_compose_commands_name_the_service() -> None:
+    compose = DockerCompose(ROOT / "docker-compose.yml")
+    if shutil.which("docker-compose") is None and shutil.which("docker") is None:
+        pytest.fail(
+            "neither docker nor docker-compose is installed; .ci/run installs docker-compose"
+        )
+    up = compose.up_command()
+    assert up[-3:] == ["up", "-d", COMPOSE_SERVICE] or up[-4:] == [
+        "up",
+        "-d",
+        "--wait",
+        COMPOSE_SERVICE,
+    ]
+    assert str(ROOT / "docker-compose.yml") in up
+    assert compose.down_command()[-2:] == ["stop", COMPOSE_SERVICE]
+
+
+def test_compose_file_is_valid_and_wired_to_the_settings() -> None:
+    compose = shutil.which("docker-compose")
+    if compose is None:
+        pytest.fail(
+            "docker-compose is not installed; .ci/run installs it (apt-get install docker-compose)"
+        )
+    result = subprocess.run(
+        [compose, "-f", str(ROOT / "docker-compose.yml"), "config"],
+        env={
+            "PATH": "/usr/bin:/bin",
+            "DB_PORT": "25432",
+            "DB_PASSWORD": "from-env",
+            "DB_USER": "u",
+            "DB_NAME": "n",
+        },
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    config = result.stdout
+    assert "image: postgres:16" in config
+    assert "published: 25432" in config and "target: 5432" in config
+    assert "POSTGRES_PASSWORD: from-env" in config and "POSTGRES_USER: u" in config
+    assert "/docker-entrypoint-initdb.d/" in config and "init.sql" in config
+    assert "pg_isready" in config
+    assert "uaip-db-data:/var/lib/postgresql/data" in config

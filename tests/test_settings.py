@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from uaip_db.errors import SettingsError
+from uaip_db.settings import DatabaseConfig, parse_database_url
+
+TRICKY = "p@ss:w/rd%#' x"
+
+
+def write_env(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / ".env"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_are_the_guides(tmp_path: Path) -> None:
+    config = DatabaseConfig.from_env({}, tmp_path / "missing.env")
+    assert (config.host, config.port, config.name, config.user, config.password, config.env) == (
+        "localhost",
+        15432,
+        "uaip_scoping",
+        "uaip_user",
+        "changeme",
+        "development",
+    )
+
+
+def test_environment_wins_over_dotenv_which_wins_over_defaults(tmp_path: Path) -> None:
+    dotenv = write_env(tmp_path, "DB_HOST=from-dotenv\nDB_NAME=dotenv_db\nDB_PORT=5433\n")
+    config = DatabaseConfig.from_env({"DB_HOST": "from-env"}, dotenv)
+    assert config.host == "from-env"
+    assert config.name == "dotenv_db"
+    assert config.port == 5433
+    assert config.user == "uaip_user"
+
+
+def test_empty_values_count_as_unset(tmp_path: Path) -> None:
+    dotenv = write_env(tmp_path, "DB_PORT=\nDB_PASSWORD\n")
+    config = DatabaseConfig.from_env({"DB_NAME": ""}, dotenv)
+    assert (config.port, config.password, config.name) == (15432, "changeme", "uaip_scoping")
+
+
+def test_database_url_overrides_the_five(tmp_path: Path) -> None:
+    config = DatabaseConfig.from_env(
+        {"DATABASE_URL": "postgresql://alice:s3cret@db.example:6543/scoping", "DB_HOST": "ignored"},
+        tmp_path / "missing.env",
+    )
+    assert (config.host, config.port, config.name, config.user, config.password) == (
+        "db.example",
+        6543,
+        "scoping",
+        "alice",
+        "s3cret",
+    )
+
+
+def test_percent_encoded_url_parts_are_decoded() -> None:
+    config = parse_database_url(
+        "postgresql+psycopg://al%40ice:p%40ss%3Aw%2Frd%25%23%27%20x@h:1/d%20b"
+    )
+    assert config.user == "al@ice"
+    assert config.password == TRICKY
+    assert config.name == "d b"
+
+
+def test_sqlalchemy_url_keeps_a_tricky_password_intact() -> None:
+    config = DatabaseConfig(password=TRICKY)
+    url = config.sqlalchemy_url()
+    assert url.password == TRICKY
+    rendered = url.render_as_string(hide_password=False)
+    assert make_url(rendered).password == TRICKY
+    assert TRICKY not in str(url)
+
+
+def test_display_and_repr_never_show_the_password() -> None:
+    config = DatabaseConfig(password=TRICKY)
+    assert TRICKY not in config.display_url()
+    assert TRICKY not in repr(config)
+    assert "***" in config.display_url()
+
+
+def test_libpq_env_carries_the_password() -> None:
+    env = DatabaseConfig(password=TRICKY, port=6000).libpq_env()
+    assert env["PGPASSWORD"] == TRICKY
+    assert env["PGPORT"] == "6000"
+
+
+@pytest.mark.parametrize(
+    ("environ", "fragment"),
+    [
+        ({"DB_PORT": "abc"}, "DB_PORT='abc' is not a port number"),
+        ({"DB_PORT": "70000"}, "DB_PORT='70000' is not a port number"),
+        ({"DB_ENV": "staging"}, "DB_ENV='staging' is not one of"),
+        ({"DATABASE_URL": "mysql://u:p@h/db"}, "DATABASE_URL is not a PostgreSQL URL"),
+        ({"DATABASE_URL": "postgresql://u:p@h:port/db"}, "its port is not a number"),
+        ({"DATABASE_URL": "postgresql://u:p@h:5432"}, "it names no database"),
+        ({"DATABASE_URL": "not a url"}, "DATABASE_URL is not a PostgreSQL URL"),
+    ],
+)
+def test_bad_settings_say_what_to_fix(
+    tmp_path: Path, environ: dict[str, str], fragment: str
+) -> None:
+    with pytest.raises(SettingsError) as raised:
+        DatabaseConfig.from_env({**environ, "DB_PASSWORD": "hunter2"}, tmp_path / "missing.env")
+    assert fragment in str(raised.value)
+    assert "hunter2" not in str(raised.value)
+
+
+def test_bad_port_in_dotenv_is_reported(tmp_path: Path) -> None:
+    dotenv = write_env(tmp_path, "DB_PORT=fifteen\n")
+    with pytest.raises(SettingsError, match="DB_PORT='fifteen'"):
+        DatabaseConfig.from_env({}, dotenv)
+
+
+def test_production_flag(tmp_path: Path) -> None:
+    assert DatabaseConfig.from_env({"DB_ENV": "Production"}, tmp_path / "x").is_production
