@@ -8,7 +8,11 @@ from invoke.collection import Collection
 from invoke.context import Context
 from invoke.tasks import task
 
-from uaip_db.cli import steps
+from uaip_db.cli import backups as cli_backups
+from uaip_db.cli import checks as cli_checks
+from uaip_db.cli import migrate as cli_migrate
+from uaip_db.cli import release as cli_release
+from uaip_db.cli import server as cli_server
 from uaip_db.cli.reporter import reported, seconds
 
 LOCK_WAIT = "Seconds to wait for another runner's migration lock (default 60)."
@@ -22,21 +26,21 @@ JSON = "Print the result as JSON (for CI)."
 def up(c: Context, backend: str = "") -> None:
     """Start the database server (docker compose or a local cluster in .pgdata/)."""
     with reported():
-        steps.server_up(backend or None)
+        cli_server.server_up(backend or None)
 
 
 @task(help={"backend": BACKEND})
 def down(c: Context, backend: str = "") -> None:
     """Stop the database server; its data stays for the next db.up."""
     with reported():
-        steps.server_down(backend or None)
+        cli_server.server_down(backend or None)
 
 
 @task
 def status(c: Context) -> None:
     """Show the settings, the server, the current revision and pending migrations."""
     with reported():
-        steps.status()
+        cli_server.status()
 
 
 @task(
@@ -52,7 +56,7 @@ def upgrade(
 ) -> None:
     """Apply pending migrations up to --rev (default head)."""
     with reported():
-        steps.upgrade(
+        cli_migrate.upgrade(
             rev, sql=sql, lock_wait=seconds(lock_wait, "--lock-wait"), backup_first=backup
         )
 
@@ -78,7 +82,7 @@ def downgrade(
 ) -> None:
     """Revert migrations down to --rev (default one step); asks before dropping data."""
     with reported():
-        steps.downgrade(
+        cli_migrate.downgrade(
             rev,
             yes=yes,
             confirm_db=confirm_db or None,
@@ -92,21 +96,21 @@ def downgrade(
 def current(c: Context) -> None:
     """Show the revision the database is at."""
     with reported():
-        steps.current()
+        cli_migrate.current()
 
 
 @task(help={"verbose": "Show each revision's full details."})
 def history(c: Context, verbose: bool = False) -> None:
     """List the migration scripts, newest first."""
     with reported():
-        steps.show_history(verbose)
+        cli_migrate.show_history(verbose)
 
 
 @task(help={"message": "What the new migration changes (required)."})
 def revision(c: Context, message: str = "") -> None:
     """Write a new, empty migration script in migrations/versions/."""
     with reported():
-        steps.new_revision(message)
+        cli_migrate.new_revision(message)
 
 
 @task(
@@ -128,7 +132,7 @@ def stamp(
 ) -> None:
     """Record a revision without running migrations, once the schema is shown to match it."""
     with reported():
-        steps.stamp(
+        cli_migrate.stamp(
             rev,
             force=force,
             yes=yes,
@@ -141,42 +145,42 @@ def stamp(
 def seed(c: Context) -> None:
     """Load database/init.sql (schema v1.0.0) into the configured, empty database."""
     with reported():
-        steps.seed()
+        cli_migrate.seed()
 
 
 @task(help={"json": JSON})
 def check(c: Context, json: bool = False) -> None:
     """Exit 0 at head, 3 with pending revisions, 1 when the scripts or the database are wrong."""
     with reported():
-        steps.check(as_json=json)
+        cli_checks.check(as_json=json)
 
 
 @task(help={"json": JSON})
 def verify(c: Context, json: bool = False) -> None:
     """Compare the live schema with the one its recorded revision should have (exit 1 on drift)."""
     with reported():
-        steps.verify(as_json=json)
+        cli_checks.verify(as_json=json)
 
 
 @task(help={"check": "Only check that the committed snapshots are current (exit 1 if stale)."})
 def snapshots(c: Context, check: bool = False) -> None:
     """Rebuild migrations/snapshots/ (each revision's expected schema) on a throwaway database."""
     with reported():
-        steps.snapshots(check=check)
+        cli_checks.snapshots(check=check)
 
 
 @task
 def roundtrip(c: Context) -> None:
     """Upgrade, downgrade and upgrade every revision on a throwaway database, checking each step."""
     with reported():
-        steps.roundtrip()
+        cli_checks.roundtrip()
 
 
 @task(help={"since": "Lint only the revisions after this one.", "json": JSON})
 def lint(c: Context, since: str = "", json: bool = False) -> None:
     """Check each revision's SQL with squawk and our rules (exceptions in migrations/)."""
     with reported():
-        steps.lint(since=since or None, as_json=json)
+        cli_checks.lint(since=since or None, as_json=json)
 
 
 @task(
@@ -190,7 +194,7 @@ def lint(c: Context, since: str = "", json: bool = False) -> None:
 def backup(c: Context, out: str = "", jobs: int = 1, keep: int = 0, verify: bool = True) -> None:
     """Back up the database with a manifest (hashes, revision, row counts, fingerprint)."""
     with reported():
-        steps.backup(out_dir=out or None, jobs=jobs, keep=keep or None, verify_restore=verify)
+        cli_backups.backup(out_dir=out or None, jobs=jobs, keep=keep or None, verify_restore=verify)
 
 
 @task(
@@ -213,7 +217,7 @@ def restore(
 ) -> None:
     """Restore a backup after checking its files; verify the result against its manifest."""
     with reported():
-        steps.restore(
+        cli_backups.restore(
             path or "", target=target or None, yes=yes, confirm_db=confirm_db or None, jobs=jobs
         )
 
@@ -222,14 +226,14 @@ def restore(
 def rehearse(c: Context, backup: str = "") -> None:
     """Restore a backup into a throwaway database, upgrade it to head, verify and check it."""
     with reported():
-        steps.rehearse(backup or None)
+        cli_backups.rehearse(backup or None)
 
 
 @task(help={"check": "Only check that docs/schema/ is current and complete (exit 1 if not)."})
 def docs(c: Context, check: bool = False) -> None:
     """Write docs/schema/ (tables, functions, Mermaid ER diagram) from the migrations' head."""
     with reported():
-        steps.docs(check=check)
+        cli_release.docs(check=check)
 
 
 @task(
@@ -239,7 +243,7 @@ def docs(c: Context, check: bool = False) -> None:
 def schema_diff(c: Context, from_: str = "base", to: str = "head") -> None:
     """Show the schema change between two revisions, in words and as a Mermaid diagram."""
     with reported():
-        steps.schema_diff(from_, to)
+        cli_release.schema_diff(from_, to)
 
 
 db = Collection(
@@ -271,7 +275,7 @@ db = Collection(
 def release_check(c: Context) -> None:
     """Back up, lint, render the SQL, rehearse on a restored copy, and write the release report."""
     with reported():
-        steps.release_check()
+        cli_release.release_check()
 
 
 release = Collection("release", release_check)

@@ -29,13 +29,13 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from workloads import GENERATE_ROWS, rows_for, write_revisions  # noqa: E402
 
-from uaip_db import migrate  # noqa: E402
+from uaip_db.migrations import history, runner  # noqa: E402
 from uaip_db.servers.local import find_bindir  # noqa: E402
 from uaip_db.servers.scratch import ScratchServer, child_env, start_scratch_server  # noqa: E402
 from uaip_db.settings import DatabaseConfig  # noqa: E402
 
 BIN = Path(sys.executable).parent
-REPOSITORY_CHAIN = [s.revision for s in migrate.script_directory().walk_revisions()]
+REPOSITORY_CHAIN = [s.revision for s in history.load().order]
 
 
 class BenchFailed(Exception):
@@ -96,7 +96,7 @@ def psql(database: DatabaseConfig, sql: str) -> None:
 
 def bench_upgrade(server: ScratchServer, runs: int) -> list[Result]:
     at_head = server.create_database("bench_head")
-    migrate.upgrade(at_head, "head")
+    runner.upgrade(at_head, "head")
     env = child_env(at_head)
     inv = median_of(runs, command([str(BIN / "inv"), "db.upgrade"], env))
     alembic = median_of(runs, command([str(BIN / "alembic"), "upgrade", "head"], env))
@@ -128,7 +128,7 @@ def bench_backup(server: ScratchServer, runs: int, rows: int, folder: Path) -> l
     bindir = find_bindir()
     assert bindir is not None
     source = server.create_database("bench_data")
-    migrate.upgrade(source, "head")
+    runner.upgrade(source, "head")
     started = time.perf_counter()
     psql(source, GENERATE_ROWS.replace("%(sessions)s", str(rows_for(rows))))
     psql(source, "VACUUM ANALYZE")
@@ -262,7 +262,7 @@ for _ in range(count):
 
 def bench_provisioning(server: ScratchServer, runs: int) -> list[Result]:
     template = server.create_database("bench_template")
-    migrate.upgrade(template, "head")
+    runner.upgrade(template, "head")
     server.mark_template(template.name)
 
     def clone() -> None:
@@ -270,7 +270,7 @@ def bench_provisioning(server: ScratchServer, runs: int) -> list[Result]:
 
     def build() -> None:
         database = server.create_database("bench_build")
-        migrate.upgrade(database, "head")
+        runner.upgrade(database, "head")
         server.drop_database(database.name)
 
     ours = median_of(runs * 2, clone)

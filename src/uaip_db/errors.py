@@ -1,10 +1,16 @@
-"""The errors the library raises: each carries a plain message and the exit status a CLI uses."""
+"""Every exception the library raises. Each says what happened and what to do; its category
+decides the exit status a command ends with (no code matches the text of a message).
+
+Exit statuses: 2 usage, settings or connection; 1 a check found something or a migration
+failed; 3 pending migrations; 130 interrupted (the cli layer handles that one).
+"""
 
 from __future__ import annotations
 
 USAGE = 2
 CHECK_FAILED = 1
 PENDING = 3
+INTERRUPTED = 130
 
 
 class UaipDbError(Exception):
@@ -13,22 +19,34 @@ class UaipDbError(Exception):
     exit_code = USAGE
 
 
+# --- exit 2: the request cannot be carried out as given ----------------------------------------
+
+
 class SettingsError(UaipDbError):
-    """A setting (environment, .env, argument) is missing or malformed."""
+    """A setting (environment, .env) is missing or malformed."""
+
+
+class UsageError(UaipDbError):
+    """An argument is malformed, or asks for something the database's state does not allow."""
+
+
+class Declined(UaipDbError):
+    """A destructive step was not confirmed (no --yes, a 'no' at the prompt, production guard)."""
 
 
 class ConnectionProblem(UaipDbError):
     """The database cannot be reached or refuses the connection."""
 
 
+class DatabaseMissing(ConnectionProblem):
+    """The server answers, but the named database does not exist."""
+
+
 class ServerError(UaipDbError):
     """A local PostgreSQL server could not be found, started or stopped."""
 
 
-class MigrationError(UaipDbError):
-    """A migration failed or was refused; the database is left at a clean revision."""
-
-    exit_code = CHECK_FAILED
+# --- exit 1: something was found wrong, or a change failed ---------------------------------------
 
 
 class CheckFailed(UaipDbError):
@@ -37,15 +55,34 @@ class CheckFailed(UaipDbError):
     exit_code = CHECK_FAILED
 
 
+class RoundtripFailed(CheckFailed):
+    """A revision's up, down, up did not give back the same schema or rows."""
+
+
+class BackupError(CheckFailed):
+    """A backup could not be made, checked or restored."""
+
+
+class MigrationError(UaipDbError):
+    """A migration failed or was refused; the database is left at a clean revision."""
+
+    exit_code = CHECK_FAILED
+
+
+class LockNotAvailable(MigrationError):
+    """A migration statement waited longer than lock_timeout; it was rolled back."""
+
+
+class LockTimeout(UaipDbError):
+    """Another runner kept the migration lock longer than we were willing to wait."""
+
+    exit_code = CHECK_FAILED
+
+
+# --- exit 3 ---------------------------------------------------------------------------------------
+
+
 class PendingMigrations(UaipDbError):
     """The database is behind the migration scripts."""
 
     exit_code = PENDING
-
-
-class QuietExit(UaipDbError):
-    """The step already printed its result (e.g. as JSON); only the exit status is left to give."""
-
-    def __init__(self, exit_code: int) -> None:
-        super().__init__("")
-        self.exit_code = exit_code

@@ -1,4 +1,5 @@
-"""Connections to the configured database, and connection failures told in plain words."""
+"""Connections, connection failures told in plain words, and database administration
+(create, drop, exists, is it empty): the one place that runs CREATE/DROP DATABASE."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from uaip_db.errors import ConnectionProblem
+from uaip_db.errors import ConnectionProblem, DatabaseMissing
 from uaip_db.settings import DatabaseConfig
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ def explain(error: BaseException, config: DatabaseConfig) -> ConnectionProblem:
             "Check DB_PASSWORD (or DATABASE_URL) in your environment or .env."
         )
     if "does not exist" in lowered and "database" in lowered:
-        return ConnectionProblem(
+        return DatabaseMissing(
             f"The {where} does not exist. Create it (`inv db.up` makes it on a local server) "
             "or fix DB_NAME."
         )
@@ -79,3 +80,78 @@ def connection(
         yield conn
     finally:
         conn.close()
+
+
+MAINTENANCE_DATABASE = "postgres"
+
+
+@contextmanager
+def admin_connection(config: DatabaseConfig) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit connection to the server's maintenance database, as `config`'s role."""
+    with connection(config.with_database(MAINTENANCE_DATABASE)) as conn:
+        yield conn
+
+
+def database_exists(conn: psycopg.Connection[Any], name: str) -> bool:
+    return (
+        conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone() is not None
+    )
+
+
+def create_database(
+    conn: psycopg.Connection[Any],
+    name: str,
+    *,
+    owner: str | None = None,
+    template: str | None = None,
+    file_copy: bool = False,
+) -> None:
+    """CREATE DATABASE with identifiers quoted; `file_copy` clones a template fastest."""
+    from psycopg import sql
+
+    statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if owner:
+        statement += sql.SQL(" OWNER {}").format(sql.Identifier(owner))
+    if template:
+        statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+    if file_copy:
+        statement += sql.SQL(" STRATEGY FILE_COPY")
+    conn.execute(statement)
+
+
+def drop_database(conn: psycopg.Connection[Any], name: str) -> None:
+    """DROP DATABASE IF EXISTS, ending any session still connected to it."""
+    from psycopg import sql
+
+    conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def set_template(conn: psycopg.Connection[Any], name: str, is_template: bool) -> None:
+    """Mark (or unmark) a database as a template; a template with open sessions cannot be cloned,
+    so marking it ends them."""
+    from psycopg import sql
+
+    if is_template:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        )
+    conn.execute(
+        sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE {}").format(
+            sql.Identifier(name), sql.Literal(is_template)
+        )
+    )
+
+
+def table_count(config: DatabaseConfig) -> int | None:
+    """How many tables the database's public schema holds; None when the database does not exist."""
+    try:
+        with connection(config) as conn:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace "
+                "AND relkind IN ('r', 'p')"
+            ).fetchone()
+    except DatabaseMissing:
+        return None
+    return int(row[0]) if row else 0

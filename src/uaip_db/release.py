@@ -18,7 +18,6 @@ from uaip_db.backups import backup
 from uaip_db.catalog import expected
 from uaip_db.errors import UaipDbError
 from uaip_db.migrations import history, runner
-from uaip_db.migrations.markers import facts
 from uaip_db.pg import connection
 from uaip_db.settings import DatabaseConfig
 
@@ -83,19 +82,14 @@ def release_check(
     backup_dir: Path,
     out: Callable[[str], None],
 ) -> tuple[ReleaseReport, Path]:
-    from uaip_db.errors import CheckFailed
     from uaip_db.servers.scratch import scratch_server
 
     index = history.load()
-    if len(index.heads) != 1:
-        raise CheckFailed(
-            f"The migration scripts have {len(index.heads)} heads ({', '.join(index.heads)}); "
-            "merge them before a release (`inv db.check` explains)."
-        )
+    index.single_head()
     with connection(config) as conn:
         current_revisions = runner.current_revisions_on(conn)
     current = current_revisions[0] if current_revisions else expected.BASE
-    head = index.heads[0] if len(index.heads) == 1 else "+".join(index.heads)
+    head = index.single_head()
     pending = index.pending(current_revisions)
     report = ReleaseReport(
         config.display_url(), current, head, [f"{r.revision} {r.doc}" for r in pending]
@@ -220,7 +214,6 @@ def rollback_item(
 ) -> Item:
     if not pending:
         return Item("Rollback plan", PASS, ["Nothing is applied, so nothing to roll back."])
-    scripts = runner.script_directory()
     restore = (
         f"`inv db.restore {made} --target {name} --yes --confirm-db {name}`"
         if made
@@ -228,10 +221,8 @@ def rollback_item(
     )
     lossy = []
     for revision in pending:
-        script = scripts.get_revision(revision.revision)
-        about = facts(script) if script is not None else None
-        if about and (about.irreversible or about.destroys_data_on_downgrade):
-            loss = about.irreversible or f"drops {about.destroys_data_on_downgrade}"
+        if revision.irreversible or revision.destroys_data_on_downgrade:
+            loss = revision.irreversible or f"drops {revision.destroys_data_on_downgrade}"
             lossy.append(f"`{revision.revision}` ({loss})")
     body = [
         f"If the release must be undone, downgrade to `{current}` "

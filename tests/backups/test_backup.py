@@ -19,7 +19,7 @@ from uaip_db.backups.backup import Backup, BackupError, create_backup, restore_b
 from uaip_db.catalog.snapshot import Snapshot, take
 from uaip_db.checks import sample_data
 from uaip_db.errors import CheckFailed, SettingsError, UaipDbError
-from uaip_db.migrations import runner
+from uaip_db.migrations import history, runner
 from uaip_db.migrations.baseline import BASELINE_TABLES
 from uaip_db.servers.scratch import ScratchServer
 from uaip_db.settings import DatabaseConfig
@@ -157,7 +157,9 @@ def test_backup_drop_restore_keeps_every_row(
     assert hashes(full_db) == before
     assert made.manifest.fingerprint == fingerprint
     assert take(full_db) == take_snapshot(made.path)
-    assert runner.current_revisions(full_db) == made.manifest.revisions == runner.head_revisions()
+    assert (
+        runner.current_revisions(full_db) == made.manifest.revisions == tuple(history.load().heads)
+    )
     assert report.tables == len(made.manifest.row_counts)
     assert report.rows == sum(made.manifest.row_counts.values()) > 20 * SESSIONS // 2
     assert report.target == full_db.display_url()
@@ -209,7 +211,7 @@ def test_manifest_describes_the_backup(full_db: DatabaseConfig, backups: Path) -
     manifest = backup.read_manifest(made.path / "manifest.json")
     assert manifest == made.manifest == backup.check_files(made.path)
     assert re.fullmatch(
-        rf"{full_db.name}-\d{{8}}T\d{{6}}Z-{runner.head_revisions()[0]}", made.path.name
+        rf"{full_db.name}-\d{{8}}T\d{{6}}Z-{history.load().heads[0]}", made.path.name
     )
     assert made.path.parent == backups
     assert [entry.path for entry in manifest.files] == ["dump.pgdump", "schema.json"]
@@ -430,7 +432,7 @@ def test_a_restore_that_does_not_match_its_manifest_is_undone(
         rewrite_manifest(made.path, **change)
     with pytest.raises(CheckFailed) as refused:
         restore_backup(made.path, new_target)
-    assert named.format(head=runner.head_revisions()[0]) in str(refused.value)
+    assert named.format(head=history.load().heads[0]) in str(refused.value)
     assert not exists(server, new_target.name)
 
 

@@ -10,6 +10,7 @@ from tests.conftest import HEAD, run_cli, write_revision
 from uaip_db.catalog import expected
 from uaip_db.checks import lint
 from uaip_db.errors import SettingsError
+from uaip_db.migrations import history
 from uaip_db.servers.scratch import ScratchServer
 
 
@@ -30,7 +31,7 @@ def test_the_repository_passes() -> None:
 
 
 def test_each_revision_renders_on_its_own() -> None:
-    script = next(s for s in expected.chain() if s.revision == "8f2b6c1d4e7a")
+    script = history.load().get("8f2b6c1d4e7a")
     sql = lint.render_sql(script)
     assert "ADD COLUMN IF NOT EXISTS email" in sql and "CREATE TABLE sessions" not in sql
     assert "SET lock_timeout" in sql

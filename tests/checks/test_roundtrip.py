@@ -8,6 +8,7 @@ import pytest
 
 from tests.conftest import CHAIN, HEAD, run_cli, write_revision
 from uaip_db.checks import roundtrip
+from uaip_db.errors import RoundtripFailed
 from uaip_db.servers.scratch import ScratchServer
 
 
@@ -31,7 +32,7 @@ def test_a_downgrade_that_forgets_an_index_is_named(server: ScratchServer, check
         downgrade=["COMMENT ON TABLE checkpoints IS NULL"],
         doc="Index checkpoints by time",
     )
-    with pytest.raises(roundtrip.RoundtripFailed) as raised:
+    with pytest.raises(RoundtripFailed) as raised:
         roundtrip.run(server)
     message = str(raised.value)
     assert "revision c0ffee000001 (Index checkpoints by time)" in message
@@ -53,7 +54,7 @@ def test_a_downgrade_that_drops_a_columns_data_is_named(
         ],
         doc="Unbounded project names",
     )
-    with pytest.raises(roundtrip.RoundtripFailed) as raised:
+    with pytest.raises(RoundtripFailed) as raised:
         roundtrip.run(server)
     message = str(raised.value)
     assert "revision c0ffee000002 (Unbounded project names)" in message
@@ -82,7 +83,7 @@ def test_an_upgrade_that_changes_rows_is_named(server: ScratchServer, checkout: 
         downgrade=[],
         markers='irreversible = "test"',
     )
-    with pytest.raises(roundtrip.RoundtripFailed, match="quality_metrics: 3 rows -> 0"):
+    with pytest.raises(RoundtripFailed, match="quality_metrics: 3 rows -> 0"):
         roundtrip.run(server)
 
 

@@ -133,7 +133,7 @@ def test_offline_sql_builds_the_same_schema(
 
 
 def test_a_container_database_built_from_init_sql_is_adopted(empty_db: DatabaseConfig) -> None:
-    from uaip_db.cli.steps import adopt_init_sql_database
+    from uaip_db.cli.server import adopt_init_sql_database
 
     seed(empty_db)
     lines: list[str] = []
@@ -144,7 +144,7 @@ def test_a_container_database_built_from_init_sql_is_adopted(empty_db: DatabaseC
 
 
 def test_a_drifted_container_database_is_left_alone(empty_db: DatabaseConfig) -> None:
-    from uaip_db.cli.steps import adopt_init_sql_database
+    from uaip_db.cli.server import adopt_init_sql_database
 
     seed(empty_db)
     sql(empty_db, "ALTER TABLE sessions ADD COLUMN nickname text")

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.conftest import CHAIN, HEAD, write_revision
-from uaip_db.migrations import history, runner
+from uaip_db.migrations import history
 
 
 def test_the_index_matches_alembic(checkout: Path) -> None:
     index = history.load()
     assert [r.revision for r in index.order] == CHAIN
-    assert index.heads == [HEAD] == list(runner.head_revisions())
+    assert index.heads == [HEAD] == sorted(history.script_directory().get_heads())
     assert index.problems == []
     assert index.describe(HEAD).startswith(f"{HEAD} (Describe every table")
     assert [r.revision for r in index.pending(["8f2b6c1d4e7a"])] == CHAIN[2:]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import psycopg
 
 from tests.conftest import HEAD
-from uaip_db.migrations import ledger, runner
+from uaip_db.migrations import history, ledger, runner
 from uaip_db.migrations.baseline import BASELINE_REVISION
 from uaip_db.settings import DatabaseConfig
 
@@ -19,7 +19,7 @@ def test_upgrade_records_every_revision(empty_db: DatabaseConfig) -> None:
     assert entries(empty_db) == {}
     runner.upgrade(empty_db, "head")
     recorded = entries(empty_db)
-    scripts = runner.script_directory()
+    scripts = history.script_directory()
     assert set(recorded) == {s.revision for s in scripts.walk_revisions()}
     for revision, entry in recorded.items():
         script = scripts.get_revision(revision)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ast
 
-from uaip_db.migrations.markers import function_is_empty, module_markers
+from uaip_db.migrations.history import function_is_empty, module_markers
 
 SOURCE = '''
 destroys_data_on_downgrade = "sessions.email"

@@ -8,13 +8,13 @@ import pytest
 
 from tests.conftest import CHAIN, COMMENTS, EMAIL, HEAD, WIDEN, sql
 from uaip_db.errors import MigrationError, SettingsError
-from uaip_db.migrations import runner
+from uaip_db.migrations import history, runner
 from uaip_db.migrations.baseline import BASELINE_REVISION
 from uaip_db.settings import DatabaseConfig
 
 
 def test_one_linear_head() -> None:
-    assert runner.head_revisions() == (HEAD,)
+    assert history.load().heads == [HEAD]
 
 
 def test_pending_revisions_walk_from_the_current_one(empty_db: DatabaseConfig) -> None:

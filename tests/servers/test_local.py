@@ -14,7 +14,8 @@ import pytest
 
 from tests.conftest import ROOT, run_cli
 from uaip_db.errors import ServerError
-from uaip_db.servers.local import COMPOSE_SERVICE, DockerCompose, LocalCluster, PidFile, find_bindir
+from uaip_db.servers.docker import COMPOSE_SERVICE, DockerCompose
+from uaip_db.servers.local import LocalCluster, PidFile, find_bindir
 from uaip_db.servers.scratch import free_port
 from uaip_db.settings import DatabaseConfig
 

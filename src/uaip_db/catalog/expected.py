@@ -14,11 +14,9 @@ from typing import TYPE_CHECKING
 from uaip_db import paths
 from uaip_db.catalog.snapshot import Snapshot, take
 from uaip_db.errors import CheckFailed
-from uaip_db.migrations import runner
+from uaip_db.migrations import history, runner
 
 if TYPE_CHECKING:
-    from alembic.script import Script, ScriptDirectory
-
     from uaip_db.servers.scratch import ScratchServer
 
 BASE = "base"
@@ -31,12 +29,6 @@ def snapshot_dir() -> Path:
 
 def snapshot_path(revision: str) -> Path:
     return snapshot_dir() / f"{revision}.json"
-
-
-def chain(scripts: ScriptDirectory | None = None) -> list[Script]:
-    """The revisions from the first to head, in the order they are applied."""
-    scripts = scripts or runner.script_directory()
-    return list(reversed(list(scripts.walk_revisions())))
 
 
 def snapshot(revision: str) -> Snapshot:
@@ -57,9 +49,9 @@ def build(server: ScratchServer) -> dict[str, Snapshot]:
     try:
         built: dict[str, Snapshot] = {}
         with runner.MigrationSession(database) as session:
-            for script in chain(session.scripts):
-                session.upgrade(script.revision)
-                built[script.revision] = take(database)
+            for item in history.load().order:
+                session.upgrade(item.revision)
+                built[item.revision] = take(database)
         return built
     finally:
         server.drop_database(database.name)

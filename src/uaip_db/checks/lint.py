@@ -27,12 +27,11 @@ from typing import TYPE_CHECKING, Any
 from uaip_db import paths
 from uaip_db.catalog import expected
 from uaip_db.catalog.snapshot import Snapshot
-from uaip_db.errors import CheckFailed, SettingsError
-from uaip_db.migrations import runner
-from uaip_db.migrations.markers import facts
+from uaip_db.errors import CheckFailed, SettingsError, UsageError
+from uaip_db.migrations import history, runner
 
 if TYPE_CHECKING:
-    from alembic.script import Script
+    pass
 
 
 @dataclass(frozen=True)
@@ -77,9 +76,9 @@ def load_exceptions(path: Path | None = None) -> list[Exception_]:
     return found
 
 
-def render_sql(script: Script, downgrade: bool = False) -> str:
+def render_sql(script: history.Revision, downgrade: bool = False) -> str:
     """The SQL of one revision alone, as `alembic upgrade prev:rev --sql` prints it."""
-    previous = script.down_revision if isinstance(script.down_revision, str) else None
+    previous = script.down_revisions[0] if len(script.down_revisions) == 1 else None
     if downgrade:
         return runner.render_sql(script.revision, previous or "base", downgrade=True)
     return runner.render_sql(previous or "base", script.revision)
@@ -153,10 +152,10 @@ def _narrower(before: str, after: str) -> bool:
     return bool(old and new and old[0] == new[0] and new[1] < old[1])
 
 
-def snapshot_findings(script: Script, before: Snapshot, after: Snapshot, sql: str) -> list[Finding]:
-    revision = script.revision
-    about = facts(script)
-    module = script.module
+def snapshot_findings(
+    about: history.Revision, before: Snapshot, after: Snapshot, sql: str
+) -> list[Finding]:
+    revision = about.revision
     findings: list[Finding] = []
     if about.downgrade_missing:
         findings.append(
@@ -171,7 +170,7 @@ def snapshot_findings(script: Script, before: Snapshot, after: Snapshot, sql: st
     lost_up = sorted(old_tables - new_tables) + sorted(
         c for c in old_columns.keys() - new_columns.keys() if c.split(".")[0] in new_tables
     )
-    if lost_up and not getattr(module, "destroys_data", None):
+    if lost_up and not about.destroys_data:
         findings.append(
             Finding(
                 revision,
@@ -263,28 +262,26 @@ def coverage_findings(head: str) -> list[Finding]:
 
 def lint(since: str | None = None) -> tuple[list[Finding], list[str], dict[str, str]]:
     """(findings left after exceptions, notes, revision docs)."""
-    scripts = runner.script_directory()
-    chain = expected.chain(scripts)
+    index = history.load()
+    chain = list(index.order)
     docs = {s.revision: s.doc for s in chain}
     ids = [s.revision for s in chain]
     if since:
-        from alembic.util import CommandError
-
         try:
-            resolved = scripts.get_revision(since)
-        except CommandError:
-            resolved = None
-        if resolved is None or resolved.revision not in ids:
-            raise SettingsError(
+            resolved = index.resolve(since)
+        except UsageError:
+            resolved = ""
+        if resolved not in ids:
+            raise UsageError(
                 f"Unknown revision {since!r} for --since; `inv db.history` lists them."
             )
-        chain = chain[ids.index(resolved.revision) + 1 :]
+        chain = chain[ids.index(resolved) + 1 :]
     exceptions = load_exceptions()
     global_rules = [e.rule for e in exceptions if e.revision is None]
     rendered = {s.revision: render_sql(s) for s in chain}
     findings = squawk_findings(rendered, global_rules) if rendered else []
     for script in chain:
-        previous = script.down_revision if isinstance(script.down_revision, str) else expected.BASE
+        previous = script.down_revisions[0] if len(script.down_revisions) == 1 else expected.BASE
         try:
             before, after = expected.snapshot(previous), expected.snapshot(script.revision)
         except CheckFailed:

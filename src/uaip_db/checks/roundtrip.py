@@ -16,14 +16,11 @@ from typing import TYPE_CHECKING, Any
 from uaip_db.catalog import expected
 from uaip_db.catalog.snapshot import Snapshot, describe, diff, take_from
 from uaip_db.checks import sample_data
-from uaip_db.errors import CheckFailed
-from uaip_db.migrations import runner
-from uaip_db.migrations.markers import facts
+from uaip_db.errors import RoundtripFailed
+from uaip_db.migrations import history, runner
 from uaip_db.pg import connection
 
 if TYPE_CHECKING:
-    from alembic.script import Script
-
     from uaip_db.servers.scratch import ScratchServer
 
 
@@ -42,10 +39,6 @@ class StepTimes:
         )
 
 
-class RoundtripFailed(CheckFailed):
-    """A revision did not survive up/down/up; the message names it and shows why."""
-
-
 @dataclass
 class State:
     schema: Snapshot
@@ -59,9 +52,9 @@ def observe(conn: Any, columns: dict[str, list[str]] | None = None) -> State:
     )
 
 
-def destroyed_by_downgrade(script: Script) -> tuple[set[str], set[str]]:
+def destroyed_by_downgrade(script: history.Revision) -> tuple[set[str], set[str]]:
     """(tables, table.columns) the revision declares its downgrade destroys."""
-    declared = facts(script).destroys_data_on_downgrade or ""
+    declared = script.destroys_data_on_downgrade or ""
     tables: set[str] = set()
     columns: set[str] = set()
     for item in (part.strip() for part in declared.split(",")):
@@ -76,7 +69,7 @@ def kept_columns(columns: dict[str, list[str]], destroyed: set[str]) -> dict[str
     return {t: [c for c in cs if f"{t}.{c}" not in destroyed] for t, cs in columns.items()}
 
 
-def _fail(script: Script, what: str, lines: list[str]) -> RoundtripFailed:
+def _fail(script: history.Revision, what: str, lines: list[str]) -> RoundtripFailed:
     return RoundtripFailed(
         f"Round trip failed at revision {script.revision} ({script.doc}): {what}:\n"
         + describe(lines)
@@ -84,7 +77,7 @@ def _fail(script: Script, what: str, lines: list[str]) -> RoundtripFailed:
 
 
 def check_revision(
-    conn: Any, session: runner.MigrationSession, script: Script, previous: str
+    conn: Any, session: runner.MigrationSession, script: history.Revision, previous: str
 ) -> StepTimes:
     """Up, down, up for one revision; raise RoundtripFailed naming it when anything is off.
 
@@ -144,7 +137,7 @@ def run(server: ScratchServer, report: Callable[[str], None] | None = None) -> l
         times = []
         previous = expected.BASE
         with runner.MigrationSession(database) as session, connection(database) as conn:
-            for script in expected.chain(session.scripts):
+            for script in history.load().order:
                 step = check_revision(conn, session, script, previous)
                 times.append(step)
                 if report:

@@ -14,12 +14,11 @@ from typing import TYPE_CHECKING
 from uaip_db.checks.verify import edited_revisions
 from uaip_db.errors import CHECK_FAILED, PENDING, CheckFailed, PendingMigrations
 from uaip_db.migrations import history, ledger, runner
-from uaip_db.migrations.markers import facts
 from uaip_db.pg import connection
 from uaip_db.settings import DatabaseConfig
 
 if TYPE_CHECKING:
-    from alembic.script import ScriptDirectory
+    pass
 
 
 @dataclass
@@ -49,26 +48,6 @@ class MigrationStatus:
             lines.append("Run `inv db.upgrade`.")
             return "\n".join(lines)
         return f"{self.database} is at head {at}; the migration scripts check out."
-
-
-def script_problems(scripts: ScriptDirectory | None = None) -> list[str]:
-    """Problems in the migration scripts themselves, whatever the database."""
-    scripts = scripts or runner.script_directory()
-    problems: list[str] = []
-    heads = scripts.get_heads()
-    if len(heads) > 1:
-        problems.append(
-            f"The migration scripts have {len(heads)} heads ({', '.join(sorted(heads))}); "
-            'join them with `alembic merge heads -m "merge"`.'
-        )
-    for script in scripts.walk_revisions():
-        about = facts(script)
-        if about.downgrade_missing:
-            problems.append(
-                f"Revision {script.revision} ({script.doc}): downgrade() does nothing; write it, "
-                'or mark the revision `irreversible = "why"`.'
-            )
-    return problems
 
 
 def inspect(database: DatabaseConfig) -> MigrationStatus:

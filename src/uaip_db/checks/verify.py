@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from uaip_db.catalog import expected
-from uaip_db.catalog.snapshot import Snapshot, diff, take_from
+from uaip_db.catalog.snapshot import Snapshot, describe, diff, take_from
 from uaip_db.errors import CHECK_FAILED, CheckFailed
 from uaip_db.migrations import history, ledger, runner
 from uaip_db.pg import connection
@@ -77,7 +77,7 @@ class Match:
 
 def identify(actual: Snapshot) -> Match:
     """The newest revision whose committed snapshot equals `actual`, else the closest one."""
-    candidates = [expected.BASE] + [s.revision for s in expected.chain()]
+    candidates = [expected.BASE] + [item.revision for item in history.load().order]
     best: tuple[int, str, list[str]] | None = None
     for revision in reversed(candidates):
         differences = diff(expected.snapshot(revision), actual)
@@ -87,3 +87,36 @@ def identify(actual: Snapshot) -> Match:
             best = (len(differences), revision, differences)
     assert best is not None
     return Match(None, best[1], best[2])
+
+
+@dataclass(frozen=True)
+class StampDecision:
+    """What `db.stamp` will record, and how the schema compares with that revision's."""
+
+    revision: str
+    identified: bool  # found with `auto`
+    differences: list[str]
+
+
+def decide_stamp(actual: Snapshot, revision: str, *, force: bool) -> StampDecision:
+    """Check `actual` against `revision` (or find the revision it is, for `auto`) before a stamp."""
+    if revision == "auto":
+        match = identify(actual)
+        if match.revision is None:
+            raise CheckFailed(
+                "The schema matches no revision; the closest is "
+                f"{match.closest}:\n{describe(match.differences)}\n"
+                "Fix the schema, or stamp a revision with --rev REV --force."
+            )
+        if match.revision == expected.BASE:
+            raise CheckFailed("The database has no UAIP schema; run `inv db.upgrade` instead.")
+        return StampDecision(match.revision, True, [])
+    if revision != expected.BASE:
+        revision = history.load().resolve(revision)
+    differences = diff(expected.snapshot(revision), actual)
+    if differences and not force:
+        raise CheckFailed(
+            f"The schema is not revision {revision}'s:\n{describe(differences)}\n"
+            "Try --rev auto, fix the schema, or add --force if you are sure."
+        )
+    return StampDecision(revision, False, differences)

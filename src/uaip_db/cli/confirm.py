@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from uaip_db.errors import SettingsError
+from uaip_db.errors import Declined
 from uaip_db.settings import DatabaseConfig
 
 
@@ -15,7 +15,7 @@ def confirm_destructive(
     `--yes --confirm-db NAME` matching the database when DB_ENV=production."""
     if config.is_production:
         if not yes or confirm_db != config.name:
-            raise SettingsError(
+            raise Declined(
                 f"Refusing to {action} {config.where()} in production. If you mean it, run "
                 f"again with --yes --confirm-db {config.name}."
             )
@@ -26,7 +26,5 @@ def confirm_destructive(
         answer = input(f"This will {action} {config.where()}. Go on? [y/N] ").strip().lower()
         if answer in ("y", "yes"):
             return
-        raise SettingsError("Stopped; nothing was changed.")
-    raise SettingsError(
-        f"This would {action} {config.where()}; run it again with --yes if you mean it."
-    )
+        raise Declined("Stopped; nothing was changed.")
+    raise Declined(f"This would {action} {config.where()}; run it again with --yes if you mean it.")

@@ -1,14 +1,43 @@
-"""What every Invoke task shares: failures become one plain line and the right exit status."""
+"""The one way commands talk to a person: lines on stdout, problems on stderr, JSON on request,
+and every failure turned into one plain line and the right exit status."""
 
 from __future__ import annotations
 
 import logging
 import os
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import NoReturn
 
-from uaip_db.errors import USAGE, UaipDbError
+from uaip_db.errors import INTERRUPTED, USAGE, UaipDbError, UsageError
+
+Say = Callable[[str], None]
+
+
+def say(line: str) -> None:
+    """A line of progress or result, on stdout (the library's `report` callbacks end here)."""
+    print(line, flush=True)
+
+
+def complain(text: str) -> None:
+    """What went wrong, on stderr."""
+    print(text, file=sys.stderr, flush=True)
+
+
+def finish(exit_code: int) -> NoReturn:
+    """End the command with `exit_code` after its result was already printed."""
+    from invoke.exceptions import Exit
+
+    raise Exit(code=exit_code)
+
+
+@contextmanager
+def timed(label: str, out: Say = say) -> Iterator[None]:
+    started = time.perf_counter()
+    yield
+    out(f"{label} in {time.perf_counter() - started:.2f} s.")
 
 
 def debugging() -> bool:
@@ -33,7 +62,7 @@ def reported() -> Iterator[None]:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise Exit(code=0) from None
     except KeyboardInterrupt:
-        raise Exit("Interrupted; run the same task again to finish.", code=130) from None
+        raise Exit("Interrupted; run the same task again to finish.", code=INTERRUPTED) from None
     except Exception as error:
         if debugging() or not _is_database_error(error):
             raise
@@ -49,12 +78,10 @@ def _is_database_error(error: Exception) -> bool:
 
 def seconds(value: str, flag: str) -> float:
     """A duration flag in seconds (`--lock-wait 0.5`), or a usage error naming the flag."""
-    from uaip_db.errors import SettingsError
-
     try:
         number = float(value)
     except ValueError:
         number = -1.0
     if number < 0:
-        raise SettingsError(f"{flag} {value!r} is not a number of seconds.")
+        raise UsageError(f"{flag} {value!r} is not a number of seconds.")
     return number

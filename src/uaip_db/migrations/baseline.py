@@ -1,4 +1,5 @@
-"""The baseline schema file (database/init.sql, v1.0.0) and running SQL scripts through Alembic."""
+"""The baseline: database/init.sql (schema v1.0.0), loading it (seed), adopting a database built
+from it, and running SQL scripts inside a revision."""
 
 from __future__ import annotations
 
@@ -68,3 +69,23 @@ def seed(config: DatabaseConfig) -> None:
             raise CheckFailed(
                 f"init.sql failed on {config.where()}: {explain(error, config)}; nothing was kept."
             ) from None
+
+
+def adopt(config: DatabaseConfig) -> bool:
+    """A container's first start runs init.sql, leaving v1.0.0 with no recorded revision.
+
+    When the schema is exactly the baseline's, record the baseline so `inv db.upgrade` can go
+    on from there (True); anything else is left for `inv db.stamp --rev auto` to explain.
+    """
+    from uaip_db.catalog import expected
+    from uaip_db.catalog.snapshot import diff, take_from
+    from uaip_db.migrations import runner
+
+    with connection(config) as conn:
+        if runner.current_revisions_on(conn):
+            return False
+        actual = take_from(conn)
+    if not actual.objects or diff(expected.snapshot(BASELINE_REVISION), actual):
+        return False
+    runner.stamp(config, BASELINE_REVISION)
+    return True

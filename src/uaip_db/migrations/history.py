@@ -1,24 +1,35 @@
-"""What the migration scripts say (revisions, order, heads, docs, problems), cached by content.
+"""THE revision graph: what the migration scripts say, in order, with their markers, cached.
 
 Loading the scripts through Alembic costs most of a second (SQLAlchemy and Alembic imports, every
 revision module executed). `db.upgrade` on a database already at head and `db.check` only need
 the facts, so they are kept in `migrations/versions/__pycache__/uaip-scripts.json`, keyed by a
 hash of the scripts' contents: any edit, new or removed file rebuilds it.
+
+Markers are module-level assignments in a revision, read from its source (never by importing it):
+- `destroys_data = "why"`: the upgrade drops data, and why that is acceptable.
+- `destroys_data_on_downgrade = "sessions.email"`: the author says the downgrade drops data.
+- `irreversible = "why"`: the downgrade deliberately does nothing or refuses.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from uaip_db import paths
-from uaip_db.errors import CheckFailed
+from uaip_db.errors import CheckFailed, UsageError
+
+if TYPE_CHECKING:
+    from alembic.script import ScriptDirectory
 
 CACHE_NAME = "uaip-scripts.json"
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
+BASE = "base"
 
 
 @dataclass(frozen=True)
@@ -27,6 +38,15 @@ class Revision:
     down_revisions: list[str]
     doc: str
     path: str
+    destroys_data: str | None = None
+    destroys_data_on_downgrade: str | None = None
+    irreversible: str | None = None
+    downgrade_is_empty: bool = False
+
+    @property
+    def downgrade_missing(self) -> bool:
+        """downgrade() does nothing and the revision does not say it is irreversible."""
+        return self.downgrade_is_empty and not self.irreversible
 
 
 @dataclass(frozen=True)
@@ -46,6 +66,14 @@ class ScriptIndex:
         item = self.get(revision)
         return f"{revision} ({item.doc})" if item else f"{revision} (unknown to these scripts)"
 
+    def describe_current(self, current: tuple[str, ...] | list[str]) -> str:
+        if not current:
+            return "base (no migrations applied)"
+        return ", ".join(
+            self.describe(revision) + (" [head]" if revision in self.heads else "")
+            for revision in current
+        )
+
     def ancestors(self, revisions: list[str] | tuple[str, ...]) -> set[str]:
         """The revisions given and every revision below them."""
         by_id = {item.revision: item for item in self.order}
@@ -63,6 +91,75 @@ class ScriptIndex:
         applied = self.ancestors(current)
         return [item for item in self.order if item.revision not in applied]
 
+    def is_at_head(self, current: list[str] | tuple[str, ...]) -> bool:
+        return bool(current) and sorted(current) == self.heads
+
+    def single_head(self) -> str:
+        """The one head, or a failure saying the scripts must be merged first."""
+        if len(self.heads) != 1:
+            raise CheckFailed(several_heads(self.heads))
+        return self.heads[0]
+
+    def resolve(self, name: str) -> str:
+        """`base`, `head`, a revision id or a unique prefix of one, as a full revision id."""
+        if name == BASE:
+            return BASE
+        if name == "head":
+            if len(self.heads) != 1:
+                raise UsageError("The scripts have several heads; name the revision.")
+            return self.heads[0]
+        if self.get(name) is not None:
+            return name
+        matches = [item.revision for item in self.order if name and item.revision.startswith(name)]
+        if len(matches) != 1:
+            raise UsageError(f"Unknown revision {name!r}; `inv db.history` lists them.")
+        return matches[0]
+
+    def downgrade_plan(self, current: tuple[str, ...], target: str) -> list[Revision]:
+        """The revisions a downgrade from `current` to `target` reverts, newest first."""
+        if not current:
+            raise UsageError("The database is at base already; there is nothing to downgrade.")
+        if len(current) > 1:
+            raise UsageError(
+                "The database has several heads applied; downgrade with an explicit --rev."
+            )
+        chain: list[Revision] = []
+        item = self.get(current[0])
+        if item is None:
+            raise unknown_revision(current[0])
+        while item is not None:
+            chain.append(item)
+            item = self.get(item.down_revisions[0]) if len(item.down_revisions) == 1 else None
+        if target == BASE:
+            return chain
+        if target.startswith("-") and target[1:].isdigit():
+            steps = int(target[1:])
+            if steps > len(chain):
+                raise UsageError(
+                    f"Cannot go down {steps} revision(s): only {len(chain)} are applied. "
+                    "`inv db.current` shows where you are."
+                )
+            return chain[:steps]
+        try:
+            target = self.resolve(target)
+        except UsageError:
+            raise UsageError(
+                f"Unknown revision {target!r}. `inv db.history` lists the known revisions."
+            ) from None
+        ids = [item.revision for item in chain]
+        if target not in ids:
+            raise UsageError(
+                f"{target} is not below the current revision {current[0]}; nothing to downgrade."
+            )
+        return chain[: ids.index(target)]
+
+
+def several_heads(heads: list[str]) -> str:
+    return (
+        f"The migration scripts have {len(heads)} heads ({', '.join(sorted(heads))}); "
+        'join them with `alembic merge heads -m "merge"`.'
+    )
+
 
 def unknown_revision(revision: str) -> CheckFailed:
     """The database records a revision these scripts do not have."""
@@ -70,6 +167,16 @@ def unknown_revision(revision: str) -> CheckFailed:
         f"The database is at revision {revision}, which these migration scripts do not "
         "know; update your checkout, or check DB_NAME."
     )
+
+
+def script_directory() -> ScriptDirectory:
+    """The scripts as Alembic loads them (imports every revision module)."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config(str(paths.alembic_ini()))
+    config.set_main_option("script_location", str(paths.migrations_dir()))
+    return ScriptDirectory.from_config(config)
 
 
 def scripts_digest(versions: Path | None = None) -> str:
@@ -90,31 +197,76 @@ def load() -> ScriptIndex:
     cached = _read_cache(digest)
     if cached is not None:
         return cached
-    index = build(digest)
+    index = build(digest, script_directory())
     _write_cache(index)
     return index
 
 
-def build(digest: str) -> ScriptIndex:
-    from uaip_db.checks.status import script_problems
-    from uaip_db.migrations import runner
-
-    scripts = runner.script_directory()
-    walked = list(reversed(list(scripts.walk_revisions())))
+def build(digest: str, scripts: ScriptDirectory) -> ScriptIndex:
     order = [
-        Revision(
-            s.revision,
-            list(s.down_revision)
-            if isinstance(s.down_revision, tuple | list)
-            else [s.down_revision]
-            if s.down_revision
-            else [],
-            s.doc,
-            str(s.path),
-        )
-        for s in walked
+        read_revision(s.revision, s.down_revision, s.doc, Path(s.path))
+        for s in reversed(list(scripts.walk_revisions()))
     ]
-    return ScriptIndex(digest, order, sorted(scripts.get_heads()), script_problems(scripts))
+    heads = sorted(scripts.get_heads())
+    return ScriptIndex(digest, order, heads, script_problems(order, heads))
+
+
+def read_revision(
+    revision: str, down: str | tuple[str, ...] | list[str] | None, doc: str, path: Path
+) -> Revision:
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    markers = module_markers(tree)
+    down_revisions = list(down) if isinstance(down, tuple | list) else [down] if down else []
+    return Revision(
+        revision,
+        down_revisions,
+        doc,
+        str(path),
+        destroys_data=markers.get("destroys_data"),
+        destroys_data_on_downgrade=markers.get("destroys_data_on_downgrade"),
+        irreversible=markers.get("irreversible"),
+        downgrade_is_empty=function_is_empty(tree, "downgrade"),
+    )
+
+
+def script_problems(order: list[Revision], heads: list[str]) -> list[str]:
+    """Problems in the migration scripts themselves, whatever the database."""
+    problems: list[str] = []
+    if len(heads) > 1:
+        problems.append(several_heads(heads))
+    for item in reversed(order):
+        if item.downgrade_missing:
+            problems.append(
+                f"Revision {item.revision} ({item.doc}): downgrade() does nothing; write it, "
+                'or mark the revision `irreversible = "why"`.'
+            )
+    return problems
+
+
+def module_markers(tree: ast.Module) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign | ast.AnnAssign):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            value = node.value
+            for target in targets:
+                if isinstance(target, ast.Name) and isinstance(value, ast.Constant) and value.value:
+                    found[target.id] = str(value.value)
+    return found
+
+
+def function_is_empty(tree: ast.Module, name: str) -> bool:
+    """True when `name()` only has a docstring, `pass` or `...` (a missing function counts too)."""
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == name:
+            return all(_is_filler(statement) for statement in node.body)
+    return True
+
+
+def _is_filler(statement: ast.stmt) -> bool:
+    if isinstance(statement, ast.Pass):
+        return True
+    return isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant)
 
 
 def _read_cache(digest: str) -> ScriptIndex | None:

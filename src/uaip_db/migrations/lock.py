@@ -12,17 +12,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from uaip_db.errors import UaipDbError
+from uaip_db.errors import LockTimeout
 
 LOCK_KEY = 0x5541_4950_4442  # "UAIPDB": the same key for every runner on the same database
 DEFAULT_WAIT_SECONDS = 60.0
 POLL_SECONDS = 0.1
-
-
-class LockTimeout(UaipDbError):
-    """Another runner kept the migration lock longer than we were willing to wait."""
-
-    exit_code = 1
 
 
 @contextmanager

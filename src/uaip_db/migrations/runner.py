@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
 from uaip_db import paths
-from uaip_db.errors import MigrationError, SettingsError, UaipDbError
+from uaip_db.errors import LockNotAvailable, MigrationError, SettingsError, UaipDbError
 from uaip_db.migrations import history
 from uaip_db.migrations.lock import DEFAULT_WAIT_SECONDS, migration_lock
 from uaip_db.pg import connection, explain
@@ -27,7 +27,7 @@ from uaip_db.settings import DatabaseConfig
 if TYPE_CHECKING:
     from alembic.config import Config
     from alembic.runtime.environment import EnvironmentContext
-    from alembic.script import Script, ScriptDirectory
+    from alembic.script import Script
     from sqlalchemy.engine import Connection, Engine
 
 DEFAULT_LOCK_TIMEOUT = "5s"
@@ -36,10 +36,6 @@ VERSION_TABLE = "alembic_version"
 DEFAULT_LOCK_RETRIES = 3
 # What pg_stat_activity shows for the connection holding the migration lock.
 LOCK_APPLICATION = "uaip-db migration"
-
-
-class LockNotAvailable(MigrationError):
-    """A migration statement waited longer than lock_timeout; it was rolled back."""
 
 
 @dataclass
@@ -92,12 +88,6 @@ def alembic_config(
         lock_held=lock_held,
     )
     return config
-
-
-def script_directory() -> ScriptDirectory:
-    from alembic.script import ScriptDirectory
-
-    return ScriptDirectory.from_config(alembic_config())
 
 
 # --- env.py ---------------------------------------------------------------------------------
@@ -438,10 +428,6 @@ def new_revision(message: str) -> Script:
     script = command.revision(config, message=message.strip())
     assert script is not None and not isinstance(script, list)
     return script
-
-
-def head_revisions() -> tuple[str, ...]:
-    return tuple(script_directory().get_heads())
 
 
 def current_revisions(database: DatabaseConfig) -> tuple[str, ...]:

@@ -1,1 +1,36 @@
-"""Where a database server comes from: local cluster, docker compose, throwaway servers."""
+"""Where a database server comes from: a local cluster, docker compose, or throwaway servers."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from uaip_db.errors import ServerError, UsageError
+from uaip_db.servers.docker import DockerCompose, docker_engine_answers
+from uaip_db.servers.local import NO_SERVER_HELP, LocalCluster, find_bindir
+from uaip_db.settings import DatabaseConfig
+
+
+class Backend(Protocol):
+    """A way to run the developer's server: each returns one line saying what it did."""
+
+    name: str
+
+    def up(self, config: DatabaseConfig) -> str: ...
+
+    def down(self) -> str: ...
+
+    def status(self) -> str: ...
+
+
+def choose_backend(forced: str | None = None) -> Backend:
+    if forced not in (None, "", "docker", "local"):
+        raise UsageError(f"--backend {forced!r} is not known; use docker or local.")
+    if forced == "docker":
+        return DockerCompose()
+    if forced == "local":
+        return LocalCluster()
+    if docker_engine_answers():
+        return DockerCompose()
+    if find_bindir() is not None:
+        return LocalCluster()
+    raise ServerError(NO_SERVER_HELP)

@@ -16,30 +16,18 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
-from uaip_db import paths, process
+from uaip_db import paths, pg, process
 from uaip_db.errors import ServerError, SettingsError
 from uaip_db.settings import DatabaseConfig
 
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
-COMPOSE_SERVICE = "uaip-db"
 SOCKET_PATH_LIMIT = 100  # sun_path is 108 bytes; leave room for "/.s.PGSQL.NNNNN"
 NO_SERVER_HELP = (
     "No way to start PostgreSQL here: no Docker engine answers and no PostgreSQL server "
     "binaries were found. Install PostgreSQL (apt-get install postgresql postgresql-contrib), "
     "start Docker, or point DB_HOST/DATABASE_URL at a running server."
 )
-
-
-class Backend(Protocol):
-    name: str
-
-    def up(self, config: DatabaseConfig) -> str: ...
-
-    def down(self) -> str: ...
-
-    def status(self) -> str: ...
 
 
 def find_bindir() -> Path | None:
@@ -209,19 +197,10 @@ class Cluster:
 
 def ensure_database(admin: DatabaseConfig, name: str, owner: str) -> bool:
     """Create database `name` owned by `owner` unless it exists; True when it was created."""
-    import psycopg
-    from psycopg import sql
-
-    with psycopg.connect(
-        **admin.with_database("postgres").connect_kwargs(), autocommit=True
-    ) as conn:
-        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+    with pg.admin_connection(admin) as conn:
+        if pg.database_exists(conn, name):
             return False
-        conn.execute(
-            sql.SQL("CREATE DATABASE {} OWNER {}").format(
-                sql.Identifier(name), sql.Identifier(owner)
-            )
-        )
+        pg.create_database(conn, name, owner=owner)
         return True
 
 
@@ -359,124 +338,3 @@ def local_cluster_root() -> Path:
         root.rmdir()
     digest = hashlib.sha256(str(root).encode()).hexdigest()[:12]
     return Path("/var/lib/uaip-db") / f"{paths.project_root().name}-{digest}"
-
-
-class DockerCompose:
-    """The `uaip-db` service of docker-compose.yml (postgres:16 with init.sql)."""
-
-    name = "docker"
-
-    def __init__(self, compose_file: Path | None = None) -> None:
-        self.compose_file = compose_file or paths.project_root() / "docker-compose.yml"
-
-    def compose_command(self) -> list[str]:
-        docker = shutil.which("docker")
-        if (
-            docker
-            and subprocess.run(
-                [docker, "compose", "version"], capture_output=True, check=False, timeout=10
-            ).returncode
-            == 0
-        ):
-            return [docker, "compose", "-f", str(self.compose_file)]
-        legacy = shutil.which("docker-compose")
-        if legacy:
-            return [legacy, "-f", str(self.compose_file)]
-        raise ServerError("Docker Compose is not installed; install it, or use `--backend local`.")
-
-    def up_command(self) -> list[str]:
-        command = self.compose_command()
-        wait = ["--wait"] if command[1:2] == ["compose"] else []
-        return [*command, "up", "-d", *wait, COMPOSE_SERVICE]
-
-    def down_command(self) -> list[str]:
-        return [*self.compose_command(), "stop", COMPOSE_SERVICE]
-
-    def require_engine(self) -> None:
-        if not docker_engine_answers():
-            raise ServerError(
-                "No Docker engine answers here; start Docker, or use `inv db.up --backend local` "
-                "with PostgreSQL installed."
-            )
-
-    def up(self, config: DatabaseConfig) -> str:
-        self.require_engine()
-        process.run(
-            self.up_command(),
-            what="start the uaip-db container",
-            env=compose_env(config),
-            timeout=300,
-        )
-        wait_for_connection(config, timeout=120)
-        return f"Container {COMPOSE_SERVICE} is up and healthy: {config.display_url()}."
-
-    def down(self) -> str:
-        self.require_engine()
-        process.run(self.down_command(), what="stop the uaip-db container", timeout=120)
-        return f"Container {COMPOSE_SERVICE} stopped; its volume keeps the data."
-
-    def status(self) -> str:
-        if not docker_engine_answers():
-            return "docker: no engine answers"
-        out = process.run(
-            [*self.compose_command(), "ps", COMPOSE_SERVICE], what="ask docker compose", timeout=30
-        )
-        return "docker: " + process.last_line(out.stdout)
-
-
-def wait_for_connection(config: DatabaseConfig, timeout: float) -> None:
-    """Poll until `config` accepts a connection (legacy compose has no `up --wait`)."""
-    import psycopg
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            psycopg.connect(**config.connect_kwargs()).close()
-            return
-        except psycopg.OperationalError:
-            if time.monotonic() > deadline:
-                raise ServerError(
-                    f"{config.where()} did not accept connections within {timeout:.0f} s; "
-                    "see `docker compose logs uaip-db`."
-                ) from None
-            time.sleep(0.5)
-
-
-def compose_env(config: DatabaseConfig) -> dict[str, str]:
-    """The variables docker-compose.yml reads; the password goes through the environment."""
-    return {
-        "DB_PORT": str(config.port),
-        "DB_NAME": config.name,
-        "DB_USER": config.user,
-        "DB_PASSWORD": config.password,
-    }
-
-
-def docker_engine_answers() -> bool:
-    docker = shutil.which("docker")
-    if docker is None:
-        return False
-    try:
-        result = subprocess.run(
-            [docker, "info", "--format", "{{.ServerVersion}}"],
-            capture_output=True,
-            check=False,
-            timeout=10,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return result.returncode == 0
-
-
-def choose_backend(forced: str | None = None) -> Backend:
-    if forced not in (None, "", "docker", "local"):
-        raise SettingsError(f"--backend {forced!r} is not known; use docker or local.")
-    if forced == "docker":
-        return DockerCompose()
-    if forced == "local":
-        return LocalCluster()
-    if docker_engine_answers():
-        return DockerCompose()
-    if find_bindir() is not None:
-        return LocalCluster()
-    raise ServerError(NO_SERVER_HELP)

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from uaip_db import process
+from uaip_db import pg, process
 from uaip_db.errors import ServerError
 from uaip_db.servers.local import Cluster, PidFile, find_bindir
 from uaip_db.settings import DatabaseConfig
@@ -66,12 +66,9 @@ class ScratchServer:
         self._created: set[str] = set()
 
     def connection(self) -> psycopg.Connection[Any]:
-        import psycopg
 
         if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(
-                **self.admin.with_database("postgres").connect_kwargs(), autocommit=True
-            )
+            self._conn = pg.connect(self.admin.with_database(pg.MAINTENANCE_DATABASE))
         return self._conn
 
     def config_for(self, name: str) -> DatabaseConfig:
@@ -80,56 +77,30 @@ class ScratchServer:
     def create_database(
         self, prefix: str = "uaip_test", template: str | None = None
     ) -> DatabaseConfig:
-        from psycopg import sql
-
         name = f"{prefix}_{secrets.token_hex(4)}"
-        statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
-        if template:
-            statement += sql.SQL(" TEMPLATE {} STRATEGY FILE_COPY").format(sql.Identifier(template))
-        self.connection().execute(statement)
+        pg.create_database(self.connection(), name, template=template, file_copy=bool(template))
         self._created.add(name)
         return self.config_for(name)
 
     def drop_database(self, name: str) -> None:
-        from psycopg import sql
-
-        self.connection().execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
+        pg.drop_database(self.connection(), name)
         self._created.discard(name)
 
     def mark_template(self, name: str) -> None:
         """Let `name` be cloned: no connection may stay open to a template."""
-        from psycopg import sql
-
-        conn = self.connection()
-        conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE datname = %s AND pid <> pg_backend_pid()",
-            (name,),
-        )
-        conn.execute(
-            sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE true").format(sql.Identifier(name))
-        )
+        pg.set_template(self.connection(), name, True)
 
     def close(self) -> None:
         if self.cluster is None:
             for name in list(self._created):
                 with contextlib.suppress(Exception):
-                    self.execute_unmark_template(name)
+                    pg.set_template(self.connection(), name, False)
                     self.drop_database(name)
         if self._conn is not None:
             self._conn.close()
             self._conn = None
         if self.cluster is not None:
             self.cluster.stop()
-
-    def execute_unmark_template(self, name: str) -> None:
-        from psycopg import sql
-
-        self.connection().execute(
-            sql.SQL("ALTER DATABASE {} WITH IS_TEMPLATE false").format(sql.Identifier(name))
-        )
 
 
 def wants_existing_server(environ: dict[str, str] | None = None) -> bool:

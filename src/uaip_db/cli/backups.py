@@ -1,0 +1,137 @@
+"""`inv db.backup`, `db.restore`, `db.rehearse`, and the backup taken before a change."""
+
+from __future__ import annotations
+
+import datetime
+import os
+from pathlib import Path
+
+from uaip_db import paths
+from uaip_db.cli.confirm import confirm_destructive
+from uaip_db.cli.reporter import Say, say, timed
+from uaip_db.errors import CheckFailed, UaipDbError, UsageError
+from uaip_db.pg import table_count
+from uaip_db.settings import DatabaseConfig
+
+
+def backup_folder_argument(out: str | None) -> Path:
+    """The folder to write into: --out as given (it must exist), else the default, created."""
+    directory = Path(out).expanduser().resolve() if out else paths.backup_dir()
+    if out and not directory.is_dir():
+        raise UsageError(
+            f"Backup folder {directory} does not exist; create it or pick another --out."
+        )
+    if not out:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise UsageError(f"Backup folder {directory} is not writable; pick another --out.")
+    return directory
+
+
+def backup(
+    *,
+    out_dir: str | None = None,
+    jobs: int = 1,
+    keep: int | None = None,
+    verify_restore: bool = True,
+    out: Say = say,
+) -> Path:
+    """pg_dump with a manifest; proven restorable on a throwaway database unless told not to."""
+    from uaip_db.backups import backup as backups
+
+    config = DatabaseConfig.from_env()
+    directory = backup_folder_argument(out_dir)
+    if jobs < 1:
+        raise UsageError("--jobs must be 1 or more.")
+    if keep is not None and keep < 1:
+        raise UsageError("--keep must be 1 or more (how many backups of this database to keep).")
+    with timed(f"Backed up {config.display_url()}", out):
+        made = backups.create_backup(
+            config, directory, jobs=jobs, compression=1 if jobs > 1 else None
+        )
+    manifest = made.manifest
+    rows = sum(manifest.row_counts.values())
+    out(
+        f"  {made.path} ({manifest.format}, {len(manifest.row_counts)} tables, {rows} rows, "
+        f"revision {manifest.revision_label}, fingerprint {manifest.fingerprint[:12]})"
+    )
+    if verify_restore:
+        from uaip_db.servers.scratch import scratch_server
+
+        with scratch_server() as server:
+            report = backups.verify_restorable(made, server, jobs=jobs)
+        out(
+            f"  proven restorable: restored and verified on a throwaway database in "
+            f"{report.seconds:.2f} s"
+        )
+    if keep is not None:
+        for removed in backups.prune(directory, config.name, keep):
+            out(f"  pruned {removed.name}")
+    out(f"Restore it with: {made.restore_command()}")
+    return made.path
+
+
+def restore(
+    path: str,
+    *,
+    target: str | None = None,
+    yes: bool = False,
+    confirm_db: str | None = None,
+    jobs: int = 1,
+    out: Say = say,
+) -> None:
+    """Restore a checked backup into a new database (default) or, with --yes, over one."""
+    from uaip_db.backups import backup as backups
+
+    if not path:
+        raise UsageError("Say which backup to restore: inv db.restore PATH.")
+    manifest = backups.check_files(path)
+    config = DatabaseConfig.from_env()
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d%H%M%S")
+    name = target or f"{manifest.database}_restored_{stamp}"
+    destination = config.with_database(name)
+    into_existing = bool(table_count(destination))
+    if into_existing:
+        confirm_destructive(destination, "replace the contents of", yes=yes, confirm_db=confirm_db)
+    out(
+        f"Files of {backups.backup_folder(path).name} match the manifest; restoring into "
+        f"{destination.display_url()}:"
+    )
+    report = backups.restore_backup(path, destination, into_existing=into_existing, jobs=jobs)
+    out(
+        f"Restored {report.tables} tables, {report.rows} rows in {report.seconds:.2f} s; revision, "
+        "fingerprint and row counts match the manifest."
+    )
+
+
+def rehearse(path: str | None = None, *, out: Say = say) -> None:
+    """Restore the newest (or named) backup into a throwaway database, upgrade, verify, check."""
+    from uaip_db.backups import rehearse as rehearsal
+    from uaip_db.servers.scratch import scratch_server
+
+    config = DatabaseConfig.from_env()
+    source = Path(path) if path else rehearsal.newest_backup(paths.backup_dir(), config.name)
+    with scratch_server() as server:
+        result = rehearsal.rehearse(source, server, report=out)
+    for revision, held in result.locks.items():
+        out(f"  locks held by {revision}: {', '.join(held) or 'none on tables'}")
+    if not result.passed:
+        raise CheckFailed("Rehearsal failed:\n" + "\n".join(f"  {p}" for p in result.problems))
+    out(
+        f"Rehearsal passed: upgrade took {result.upgrade_seconds:.2f} s; verify and check passed. "
+        f"{config.display_url()} was not touched."
+    )
+
+
+def take_backup_first(config: DatabaseConfig, asked: bool, out: Say) -> None:
+    """A verified backup before a change: always in production, elsewhere when asked."""
+    if not (asked or config.is_production):
+        return
+    why = "DB_ENV=production" if config.is_production else "--backup"
+    out(f"Taking a verified backup first ({why}):")
+    try:
+        backup(out=out)
+    except UaipDbError as error:
+        raise CheckFailed(
+            f"The backup before the change failed, so nothing was changed: {error}"
+        ) from None

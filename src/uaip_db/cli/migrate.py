@@ -1,0 +1,145 @@
+"""`inv db.upgrade`, `db.downgrade`, `db.current`, `db.history`, `db.revision`, `db.stamp`,
+`db.seed`: moving a database between revisions, and saying where it is."""
+
+from __future__ import annotations
+
+from uaip_db.cli.backups import take_backup_first
+from uaip_db.cli.confirm import confirm_destructive
+from uaip_db.cli.reporter import Say, say, timed
+from uaip_db.errors import UsageError
+from uaip_db.migrations import history, runner
+from uaip_db.migrations.lock import DEFAULT_WAIT_SECONDS
+from uaip_db.pg import connection
+from uaip_db.settings import DatabaseConfig
+
+
+def describe_current(current: tuple[str, ...]) -> str:
+    return history.load().describe_current(current)
+
+
+def upgrade(
+    revision: str = "head",
+    *,
+    sql: bool = False,
+    lock_wait: float = DEFAULT_WAIT_SECONDS,
+    backup_first: bool = False,
+    out: Say = say,
+) -> None:
+    config = DatabaseConfig.from_env()
+    if revision == "base" or revision.startswith("-"):
+        raise UsageError(
+            f"db.upgrade goes up; to go to {revision}, use `inv db.downgrade --rev {revision}`."
+        )
+    if sql:
+        runner.upgrade(config, revision, sql=True)
+        return
+    # The common case, a database already at head, costs one query and no Alembic import.
+    index = history.load()
+    with connection(config) as conn:
+        current = runner.current_revisions_on(conn)
+    if revision in ("head", "heads") and index.is_at_head(current):
+        out(f"{config.display_url()} is at head {index.describe_current(current)}; nothing to do.")
+        return
+    take_backup_first(config, backup_first, out)
+    out(f"Upgrading {config.display_url()} to {revision}:")
+    with timed("Upgrade finished", out):
+        runner.upgrade(config, revision, lock_wait=lock_wait, report=out)
+    out(f"Now at {describe_current(runner.current_revisions(config))}.")
+
+
+def downgrade(
+    revision: str = "-1",
+    *,
+    yes: bool = False,
+    confirm_db: str | None = None,
+    sql: bool = False,
+    lock_wait: float = DEFAULT_WAIT_SECONDS,
+    backup_first: bool = False,
+    out: Say = say,
+) -> None:
+    config = DatabaseConfig.from_env()
+    if sql:
+        if ":" not in revision:
+            raise UsageError(
+                "Offline SQL needs both ends of the downgrade: --rev FROM:TO "
+                "(e.g. --rev b41d9e0c7f25:8f2b6c1d4e7a)."
+            )
+        runner.downgrade(config, revision, sql=True)
+        return
+    index = history.load()
+    plan = index.downgrade_plan(runner.current_revisions(config), revision)
+    destructive = [item for item in plan if item.destroys_data_on_downgrade]
+    out(f"Downgrading {config.display_url()} by {len(plan)} revision(s):")
+    for item in plan:
+        loss = item.destroys_data_on_downgrade
+        out(f"  {item.revision} {item.doc}" + (f"  [drops {loss}]" if loss else ""))
+    if destructive or revision == "base" or config.is_production:
+        what = "drop data in" if destructive or revision == "base" else "downgrade"
+        confirm_destructive(config, what, yes=yes, confirm_db=confirm_db)
+    take_backup_first(config, backup_first, out)
+    with runner.hold_lock(config, lock_wait, out):
+        # Another runner may have moved the database while we asked; the plan must still hold.
+        replanned = index.downgrade_plan(runner.current_revisions(config), revision)
+        if [item.revision for item in replanned] != [item.revision for item in plan]:
+            raise UsageError(
+                "The database changed while this downgrade waited (another runner migrated "
+                "it); nothing was reverted. Check `inv db.current` and run it again."
+            )
+        with timed("Downgrade finished", out):
+            runner.downgrade(config, revision, lock_wait=lock_wait, report=out, lock_held=True)
+    out(f"Now at {describe_current(runner.current_revisions(config))}.")
+
+
+def current(out: Say = say) -> None:
+    out(describe_current(runner.current_revisions(DatabaseConfig.from_env())))
+
+
+def show_history(verbose: bool = False) -> None:
+    runner.show_history(verbose=verbose)
+
+
+def new_revision(message: str, out: Say = say) -> None:
+    script = runner.new_revision(message)
+    out(f"Wrote {script.path}; fill in upgrade() and downgrade(), then `inv db.upgrade`.")
+
+
+def stamp(
+    revision: str,
+    *,
+    force: bool = False,
+    yes: bool = False,
+    confirm_db: str | None = None,
+    lock_wait: float = DEFAULT_WAIT_SECONDS,
+    out: Say = say,
+) -> None:
+    """Record a revision, after checking that the schema really is that revision's."""
+    from uaip_db.catalog.snapshot import take
+    from uaip_db.checks.verify import decide_stamp
+
+    if not revision:
+        raise UsageError("Say which revision to record: inv db.stamp --rev REVISION (or auto).")
+    config = DatabaseConfig.from_env()
+    decision = decide_stamp(take(config), revision, force=force)
+    if decision.identified:
+        out(f"The schema matches revision {history.load().describe(decision.revision)}.")
+    if decision.differences:
+        out(f"Stamping despite {len(decision.differences)} difference(s), as --force asks.")
+    if config.is_production:
+        confirm_destructive(
+            config, f"record revision {decision.revision} in", yes=yes, confirm_db=confirm_db
+        )
+    runner.stamp(config, decision.revision, lock_wait=lock_wait)
+    out(
+        f"Recorded {describe_current(runner.current_revisions(config))} "
+        f"in {config.display_url()}; no schema objects were changed."
+    )
+
+
+def seed(out: Say = say) -> None:
+    from uaip_db.migrations.baseline import BASELINE_REVISION
+    from uaip_db.migrations.baseline import seed as load_init_sql
+
+    config = DatabaseConfig.from_env()
+    with timed(f"Loaded database/init.sql (schema v1.0.0) into {config.display_url()}", out):
+        load_init_sql(config)
+    out(f"Bring it to head with: inv db.stamp --rev {BASELINE_REVISION} db.upgrade")

@@ -1,0 +1,81 @@
+"""`inv release.check`, `db.docs`, `db.diff`: what a release changes, written for people."""
+
+from __future__ import annotations
+
+from uaip_db import paths
+from uaip_db.cli.reporter import Say, say
+from uaip_db.errors import CheckFailed
+from uaip_db.migrations import history
+from uaip_db.settings import DatabaseConfig
+
+SVG = "schema.svg"
+
+
+def release_check(*, out: Say = say) -> None:
+    """Write reports/release-<time>.md; exit 1 when any item failed."""
+    from uaip_db.release import release_check as check_release
+
+    config = DatabaseConfig.from_env()
+    report, path = check_release(config, paths.backup_dir(), out)
+    for number, item in enumerate(report.items, 1):
+        out(f"  {number}. {item.title}: {item.status}")
+    if not report.passed:
+        raise CheckFailed(f"Release check failed; see {path}.")
+    out(f"Release check passed; the report to sign is {path}.")
+
+
+def docs(*, check: bool = False, out: Say = say) -> None:
+    """Write docs/schema/ from the head schema built on a throwaway database (or check it)."""
+    from uaip_db.catalog import expected
+    from uaip_db.docs import schemadoc
+    from uaip_db.servers.scratch import scratch_server
+
+    head = history.load().single_head()
+    with scratch_server() as server:
+        built = expected.build(server)
+    snapshot = built[head]
+    files = schemadoc.render(snapshot, revision=head)
+    directory = paths.project_root() / "docs" / "schema"
+    undocumented = schemadoc.missing_comments(snapshot)
+    if check:
+        # The SVG depends on the local Graphviz version, so it is written but never compared.
+        problems = [
+            line for line in schemadoc.check(directory, files) if not line.startswith(SVG + ":")
+        ]
+        problems += [f"no comment: {item}" for item in undocumented]
+        if problems:
+            raise CheckFailed(
+                "docs/schema/ is not what the migrations produce:\n"
+                + "\n".join(problems)
+                + "\nRun `inv db.docs` (and comment every table and column), then commit."
+            )
+        out(f"docs/schema/ matches the schema at {head}; every table and column has a comment.")
+        return
+    svg = schemadoc.render_svg(snapshot)
+    if svg is not None:
+        files[SVG] = svg
+    changed = schemadoc.write(directory, files)
+    for path in changed:
+        out(f"  wrote {path.relative_to(paths.project_root())}")
+    out(f"docs/schema/ describes revision {head}" + ("" if changed else " (unchanged)") + ".")
+    for item in undocumented:
+        out(f"  warning: no comment on {item}")
+
+
+def schema_diff(start: str, end: str, *, out: Say = say) -> None:
+    """The schema change between two revisions, in words and as a Mermaid diagram."""
+    from uaip_db.catalog import expected
+    from uaip_db.docs import schemadoc
+
+    index = history.load()
+    old_revision, new_revision = index.resolve(start), index.resolve(end)
+    old, new = expected.snapshot(old_revision), expected.snapshot(new_revision)
+    summary = schemadoc.change_summary(old, new)
+    out(f"Schema change from {old_revision} to {new_revision}:")
+    for line in summary or ["no change"]:
+        out(f"  {line}")
+    if summary:
+        out("")
+        out("```mermaid")
+        out(schemadoc.change_diagram(old, new).rstrip())
+        out("```")
