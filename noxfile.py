@@ -18,6 +18,8 @@ ROOT = Path(__file__).resolve().parent
 # The throwaway server runs in this process, so the library must import before any venv exists.
 sys.path.insert(0, str(ROOT / "src"))
 
+from uaip_db.catalog import expected  # noqa: E402
+from uaip_db.migrations import history  # noqa: E402
 from uaip_db.migrations.baseline import BASELINE_REVISION  # noqa: E402
 from uaip_db.servers.scratch import ScratchServer, child_env, start_scratch_server  # noqa: E402
 
@@ -49,9 +51,6 @@ LEGS: dict[str, list[list[str]]] = {
         ["db.check"],
     ],
 }
-# Each leg's final schema fingerprint; legs run in this process, so the second compares.
-FINAL_FINGERPRINTS: dict[str, str] = {}
-
 _server: ScratchServer | None = None
 
 
@@ -77,11 +76,15 @@ def migrations(session: nox.Session, db: str) -> None:
         for step in LEGS[db]:
             session.run("inv", *step, env=env)
         report = session.run("inv", "db.verify", "--json", env=env, silent=True)
-    fingerprint = json.loads(str(report))["actual_digest"]
-    session.log(f"final schema fingerprint: {fingerprint}")
-    FINAL_FINGERPRINTS[db] = fingerprint
-    if len(set(FINAL_FINGERPRINTS.values())) > 1:
-        session.error(f"The legs ended with different schemas: {FINAL_FINGERPRINTS}")
+    result = json.loads(str(report))
+    head = history.load().single_head()
+    wanted = expected.snapshot(head).digest()
+    session.log(f"final schema fingerprint: {result['actual_digest']} (committed head: {wanted})")
+    if result["revision"] != head or result["actual_digest"] != wanted:
+        session.error(
+            f"The {db} leg ended at {result['revision']} with fingerprint "
+            f"{result['actual_digest']}, not head {head}'s committed {wanted}."
+        )
 
 
 @nox.session

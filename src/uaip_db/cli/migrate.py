@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from uaip_db.cli.backups import take_backup_first
 from uaip_db.cli.confirm import confirm_destructive
 from uaip_db.cli.reporter import Say, say, timed
@@ -95,7 +97,7 @@ def current(out: Say = say) -> None:
 
 
 def show_history(verbose: bool = False) -> None:
-    runner.show_history(verbose=verbose)
+    runner.show_history(sys.stdout, verbose=verbose)
 
 
 def new_revision(message: str, out: Say = say) -> None:

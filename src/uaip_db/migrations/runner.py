@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -76,7 +75,9 @@ def alembic_config(
 ) -> Config:
     from alembic.config import Config
 
-    config = Config(str(paths.alembic_ini()), stdout=stdout or sys.stdout)
+    config = Config(str(paths.alembic_ini()))
+    if stdout is not None:
+        config.stdout = stdout
     config.set_main_option("script_location", str(paths.migrations_dir()))
     config.attributes["uaip_db"] = RunOptions(
         database,
@@ -415,7 +416,8 @@ def render_sql(start: str, end: str, *, downgrade: bool = False) -> str:
     return buffer.getvalue()
 
 
-def show_history(stdout: TextIO | None = None, verbose: bool = False) -> None:
+def show_history(stdout: TextIO, verbose: bool = False) -> None:
+    """Alembic's history listing, written to `stdout` (the cli passes the terminal)."""
     _run_command("history", alembic_config(stdout=stdout), verbose=verbose, indicate_current=False)
 
 
