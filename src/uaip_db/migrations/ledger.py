@@ -13,7 +13,10 @@ import socket
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import psycopg
 
 LEDGER_TABLE = "uaip_db_migration_ledger"
 CREATE_LEDGER = f"""
@@ -50,42 +53,33 @@ def who() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-def record(conn: Any, revision: str, path: str | Path, how: str, duration_ms: int | None) -> None:
-    """Record `revision` as applied; `conn` is a SQLAlchemy connection inside the migration."""
-    from sqlalchemy import text
-
-    conn.execute(text(CREATE_LEDGER))
+def record(
+    conn: psycopg.Connection[Any],
+    revision: str,
+    path: str | Path,
+    how: str,
+    duration_ms: int | None,
+) -> None:
+    """Record `revision` as applied, inside the migration's own transaction."""
+    conn.execute(CREATE_LEDGER)
     conn.execute(
-        text(
-            f"INSERT INTO {LEDGER_TABLE} (revision, file_sha256, applied_by, duration_ms, how) "
-            "VALUES (:revision, :sha, :who || ' as ' || current_user, :ms, :how) "
-            "ON CONFLICT (revision) DO UPDATE SET file_sha256 = EXCLUDED.file_sha256, "
-            "applied_at = EXCLUDED.applied_at, applied_by = EXCLUDED.applied_by, "
-            "duration_ms = EXCLUDED.duration_ms, how = EXCLUDED.how"
-        ),
-        {
-            "revision": revision,
-            "sha": file_sha256(path),
-            "who": who(),
-            "ms": duration_ms,
-            "how": how,
-        },
+        f"INSERT INTO {LEDGER_TABLE} (revision, file_sha256, applied_by, duration_ms, how) "
+        "VALUES (%s, %s, %s || ' as ' || current_user, %s, %s) "
+        "ON CONFLICT (revision) DO UPDATE SET file_sha256 = EXCLUDED.file_sha256, "
+        "applied_at = EXCLUDED.applied_at, applied_by = EXCLUDED.applied_by, "
+        "duration_ms = EXCLUDED.duration_ms, how = EXCLUDED.how",
+        (revision, file_sha256(path), who(), duration_ms, how),
     )
 
 
-def forget(conn: Any, revisions: list[str]) -> None:
-    """Drop the entries of reverted revisions (SQLAlchemy connection inside the migration)."""
-    from sqlalchemy import text
-
-    conn.execute(text(CREATE_LEDGER))
-    conn.execute(
-        text(f"DELETE FROM {LEDGER_TABLE} WHERE revision = ANY(:revisions)"),
-        {"revisions": revisions},
-    )
+def forget(conn: psycopg.Connection[Any], revisions: list[str]) -> None:
+    """Drop the entries of reverted revisions, inside the migration's own transaction."""
+    conn.execute(CREATE_LEDGER)
+    conn.execute(f"DELETE FROM {LEDGER_TABLE} WHERE revision = ANY(%s)", (revisions,))
 
 
-def entries(conn: Any) -> dict[str, Entry]:
-    """All entries, read with a psycopg connection; empty when there is no ledger yet."""
+def entries(conn: psycopg.Connection[Any]) -> dict[str, Entry]:
+    """All entries; empty when there is no ledger yet."""
     exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (LEDGER_TABLE,)).fetchone()
     if not exists or not exists[0]:
         return {}

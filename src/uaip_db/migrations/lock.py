@@ -10,9 +10,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any, LiteralString
 
 from uaip_db.errors import LockTimeout
+
+if TYPE_CHECKING:
+    import psycopg
 
 LOCK_KEY = 0x5541_4950_4442  # "UAIPDB": the same key for every runner on the same database
 DEFAULT_WAIT_SECONDS = 60.0
@@ -21,11 +24,11 @@ POLL_SECONDS = 0.1
 
 @contextmanager
 def migration_lock(
-    open_connection: Callable[[], Any],
+    open_connection: Callable[[], psycopg.Connection[Any]],
     wait_seconds: float = DEFAULT_WAIT_SECONDS,
     on_wait: Callable[[str], None] | None = None,
 ) -> Iterator[None]:
-    """Hold the lock for the body; `open_connection` returns a fresh DB-API connection."""
+    """Hold the lock for the body; `open_connection` returns a fresh connection of its own."""
     conn = open_connection()
     try:
         conn.autocommit = True
@@ -50,20 +53,18 @@ def migration_lock(
         conn.close()
 
 
-def _execute(conn: Any, query: str, params: tuple[Any, ...]) -> Any:
-    cursor = conn.cursor()
-    try:
-        cursor.execute(query, params)
-        return cursor.fetchone()
-    finally:
-        cursor.close()
+def _execute(
+    conn: psycopg.Connection[Any], query: LiteralString, params: tuple[object, ...]
+) -> tuple[Any, ...] | None:
+    return conn.execute(query, params).fetchone()
 
 
-def _try_lock(conn: Any) -> bool:
-    return bool(_execute(conn, "SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,))[0])
+def _try_lock(conn: psycopg.Connection[Any]) -> bool:
+    row = _execute(conn, "SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,))
+    return bool(row and row[0])
 
 
-def describe_holder(conn: Any) -> str:
+def describe_holder(conn: psycopg.Connection[Any]) -> str:
     row = _execute(
         conn,
         """

@@ -24,6 +24,7 @@ from uaip_db.pg import connection, explain
 from uaip_db.settings import DatabaseConfig
 
 if TYPE_CHECKING:
+    import psycopg
     from alembic.config import Config
     from alembic.runtime.environment import EnvironmentContext
     from alembic.script import Script
@@ -168,7 +169,7 @@ def _locked(engine: Engine, options: RunOptions) -> Iterator[None]:
         yield
         return
 
-    def open_connection() -> Any:
+    def open_connection() -> psycopg.Connection[Any]:
         import psycopg
 
         args, kwargs = engine.dialect.create_connect_args(engine.url)
@@ -201,7 +202,7 @@ def hold_lock(
     """Hold the migration lock across several steps (pass lock_held=True to the migrations)."""
     from uaip_db.pg import connect
 
-    def open_connection() -> Any:
+    def open_connection() -> psycopg.Connection[Any]:
         conn = connect(database)
         conn.execute("SELECT set_config('application_name', %s, false)", (LOCK_APPLICATION,))
         return conn
@@ -246,11 +247,10 @@ def _on_version_apply(
         nonlocal started
         now = time.perf_counter()
         elapsed, started = now - started, now
-        conn = ctx.connection
+        # The psycopg connection under SQLAlchemy's, in the same transaction as the migration.
+        conn = ctx.connection.connection.driver_connection
         if locks is not None and step.is_upgrade and not step.is_stamp:
-            from sqlalchemy import text
-
-            held = [row[0] for row in conn.execute(text(RELATION_LOCKS))]
+            held = [row[0] for row in conn.execute(RELATION_LOCKS)]
             locks[step.up_revision_id] = held
         if step.is_upgrade:
             for revision in step.destination_revision_ids:
@@ -358,21 +358,33 @@ def _run_command(name: str, *args: Any, **kwargs: Any) -> None:
 
 
 def upgrade(
-    database: DatabaseConfig, revision: str = "head", *, sql: bool = False, **options: Any
+    database: DatabaseConfig,
+    revision: str = "head",
+    *,
+    sql: bool = False,
+    lock_wait: float = DEFAULT_WAIT_SECONDS,
+    report: Callable[[str], None] | None = None,
+    locks: dict[str, list[str]] | None = None,
 ) -> None:
-    config = alembic_config(database, direction="upgrade", **options)
-    _retrying_lock_timeouts(
-        lambda: _run_command("upgrade", config, revision, sql=sql), options.get("report")
+    config = alembic_config(
+        database, lock_wait=lock_wait, report=report, direction="upgrade", locks=locks
     )
+    _retrying_lock_timeouts(lambda: _run_command("upgrade", config, revision, sql=sql), report)
 
 
 def downgrade(
-    database: DatabaseConfig, revision: str = "-1", *, sql: bool = False, **options: Any
+    database: DatabaseConfig,
+    revision: str = "-1",
+    *,
+    sql: bool = False,
+    lock_wait: float = DEFAULT_WAIT_SECONDS,
+    report: Callable[[str], None] | None = None,
+    lock_held: bool = False,
 ) -> None:
-    config = alembic_config(database, direction="downgrade", **options)
-    _retrying_lock_timeouts(
-        lambda: _run_command("downgrade", config, revision, sql=sql), options.get("report")
+    config = alembic_config(
+        database, lock_wait=lock_wait, report=report, direction="downgrade", lock_held=lock_held
     )
+    _retrying_lock_timeouts(lambda: _run_command("downgrade", config, revision, sql=sql), report)
 
 
 def _retrying_lock_timeouts(run: Callable[[], None], report: Callable[[str], None] | None) -> None:
@@ -394,8 +406,10 @@ def _retrying_lock_timeouts(run: Callable[[], None], report: Callable[[str], Non
             time.sleep(delay)
 
 
-def stamp(database: DatabaseConfig, revision: str, **options: Any) -> None:
-    _run_command("stamp", alembic_config(database, **options), revision)
+def stamp(
+    database: DatabaseConfig, revision: str, *, lock_wait: float = DEFAULT_WAIT_SECONDS
+) -> None:
+    _run_command("stamp", alembic_config(database, lock_wait=lock_wait), revision)
 
 
 def render_sql(start: str, end: str, *, downgrade: bool = False) -> str:
@@ -438,7 +452,7 @@ def current_revisions(database: DatabaseConfig) -> tuple[str, ...]:
         return current_revisions_on(conn)
 
 
-def current_revisions_on(conn: Any) -> tuple[str, ...]:
+def current_revisions_on(conn: psycopg.Connection[Any]) -> tuple[str, ...]:
     row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (VERSION_TABLE,)).fetchone()
     if not row or not row[0]:
         return ()
