@@ -249,7 +249,7 @@ def snapshot_findings(script: Script, before: Snapshot, after: Snapshot, sql: st
 
 def coverage_findings(head: str) -> list[Finding]:
     """Every table and column at head must say what it holds (a COMMENT ON)."""
-    from uaip_db.docs.schemadoc import missing_comments
+    from uaip_db.docs.model import missing_comments
 
     try:
         snapshot = expected.snapshot(head)
