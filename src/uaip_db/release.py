@@ -133,20 +133,20 @@ def sql_item(current: str, head: str, anything: bool) -> Item:
 
 
 def schema_change_item(current: str, head: str) -> Item:
-    from uaip_db.docs import schemadoc
+    from uaip_db.docs import changes
 
     try:
         old, new = expected.snapshot(current), expected.snapshot(head)
     except UaipDbError as error:
         return Item("Schema change", FAIL, [str(error)])
-    summary = schemadoc.change_summary(old, new)
+    summary = changes.change_summary(old, new)
     if not summary:
         return Item("Schema change", PASS, ["No schema change."])
     return Item(
         "Schema change",
         PASS,
         [f"- {line}" for line in summary]
-        + ["", *fenced(schemadoc.change_diagram(old, new), "mermaid")],
+        + ["", *fenced(changes.change_diagram(old, new), "mermaid")],
     )
 
 

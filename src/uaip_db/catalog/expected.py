@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from uaip_db import paths
+from uaip_db import generated, paths
 from uaip_db.catalog.snapshot import Snapshot, take
 from uaip_db.errors import CheckFailed
 from uaip_db.migrations import history, runner
@@ -59,31 +59,27 @@ def build(server: ScratchServer) -> dict[str, Snapshot]:
 
 def stale(built: dict[str, Snapshot]) -> list[str]:
     """Revisions whose committed snapshot is missing or differs, and files of unknown revisions."""
-    problems = []
-    for revision, snapshot in built.items():
-        path = snapshot_path(revision)
-        if not path.is_file():
-            problems.append(f"{path.name}: missing")
-        elif path.read_text(encoding="utf-8") != snapshot.to_json():
-            problems.append(f"{path.name}: differs from what the migrations build")
-    for path in sorted(snapshot_dir().glob("*.json")):
-        if path.stem not in built:
-            problems.append(f"{path.name}: no such revision")
+    files = {
+        snapshot_path(revision).name: snapshot.to_json() for revision, snapshot in built.items()
+    }
+    differences = generated.compare(
+        snapshot_dir(), files, pattern="*.json", universal_newlines=True
+    )
+    state = {difference.name: difference.state for difference in differences}
+    said = {
+        generated.MISSING: "missing",
+        generated.CHANGED: "differs from what the migrations build",
+    }
+    # Revisions in the order they are built, then files of unknown revisions by name.
+    problems = [f"{name}: {said[state[name]]}" for name in files if name in state]
+    problems += [f"{name}: no such revision" for name in state if state[name] == generated.EXTRA]
     return problems
 
 
 def write(built: dict[str, Snapshot]) -> list[Path]:
     """Write every snapshot, remove those of revisions that no longer exist; return what changed."""
     snapshot_dir().mkdir(parents=True, exist_ok=True)
-    changed = []
-    for revision, snapshot in built.items():
-        path = snapshot_path(revision)
-        text = snapshot.to_json()
-        if not path.is_file() or path.read_text(encoding="utf-8") != text:
-            path.write_text(text, encoding="utf-8")
-            changed.append(path)
-    for path in snapshot_dir().glob("*.json"):
-        if path.stem not in built:
-            path.unlink()
-            changed.append(path)
-    return changed
+    files = {
+        snapshot_path(revision).name: snapshot.to_json() for revision, snapshot in built.items()
+    }
+    return generated.write(snapshot_dir(), files, pattern="*.json", universal_newlines=True)

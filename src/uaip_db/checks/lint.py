@@ -248,7 +248,7 @@ def snapshot_findings(
 
 def coverage_findings(head: str) -> list[Finding]:
     """Every table and column at head must say what it holds (a COMMENT ON)."""
-    from uaip_db.docs.schemadoc import missing_comments
+    from uaip_db.docs.model import missing_comments
 
     try:
         snapshot = expected.snapshot(head)
