@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.docs.conftest import CHILD_TABLES, TABLES, with_objects
-from uaip_db.catalog.snapshot import Snapshot
+from uaip_db.catalog.snapshot import ObjectKey, Snapshot
 from uaip_db.docs import model
 
 # --- documentation coverage ---------------------------------------------------------------------
@@ -58,8 +58,9 @@ def test_foreign_keys_and_unique_column_sets(head: Snapshot) -> None:
 
 
 def test_snapshot_keys_are_split_into_kind_owner_and_name() -> None:
-    assert model.split_key("materialized view v") == ("materialized view", "v")
-    assert model.split_key("column sessions.email") == ("column", "sessions.email")
+    assert ObjectKey.parse("materialized view v") == ObjectKey("materialized view", "v")
+    assert ObjectKey.parse("column sessions.email") == ObjectKey("column", "sessions.email")
+    assert str(ObjectKey.parse("window function f(int)")) == "window function f(int)"
     assert model.split_owner("a.b.c", ["a", "a.b"]) == ("a.b", "c")
     assert model.split_identifiers('a, "B ""c"""') == ("a", 'B "c"')
     assert model.snapshot_table_name("public.sessions") == "sessions"

@@ -17,7 +17,7 @@ import hashlib
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from uaip_db.pg import connection
@@ -32,8 +32,46 @@ ARRAY_OF_CAST_LITERALS = re.compile(
 )
 CAST_LITERAL = re.compile(r"'(?:[^']|'')*'(?:::[\w ]+)+")
 # Attributes whose values are too long for a one-line difference.
+# Attributes too long to print inline, and the longest value printed inline.
 LONG_ATTRIBUTES = frozenset({"body", "definition"})
 SHORT_VALUE_LIMIT = 60
+# Every kind of object a snapshot keys; longest first, so "window function" wins over "function".
+KINDS = (
+    "materialized view",
+    "window function",
+    "aggregate",
+    "procedure",
+    "function",
+    "table",
+    "column",
+    "constraint",
+    "index",
+    "trigger",
+    "extension",
+    "schema",
+    "sequence",
+    "view",
+    "enum",
+)
+
+
+@dataclass(frozen=True, order=True)
+class ObjectKey:
+    """A snapshot's key, typed: `column sessions.email` is ObjectKey("column", "sessions.email")."""
+
+    kind: str
+    name: str
+
+    @classmethod
+    def parse(cls, key: str) -> ObjectKey:
+        for kind in KINDS:
+            if key.startswith(kind + " "):
+                return cls(kind, key[len(kind) + 1 :])
+        kind, _, name = key.partition(" ")
+        return cls(kind, name)
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name}"
 
 
 @dataclass(frozen=True)
@@ -57,6 +95,21 @@ class Snapshot:
 
     def __len__(self) -> int:
         return len(self.objects)
+
+    def keys(self) -> list[ObjectKey]:
+        return [ObjectKey.parse(key) for key in self.objects]
+
+    def of_kind(self, kind: str) -> dict[str, dict[str, Any]]:
+        """Name -> attributes of every object of one kind (`of_kind("column")`)."""
+        found = {}
+        for key, attributes in self.objects.items():
+            parsed = ObjectKey.parse(key)
+            if parsed.kind == kind:
+                found[parsed.name] = attributes
+        return found
+
+    def tables(self) -> set[str]:
+        return set(self.of_kind("table"))
 
 
 def take(database: DatabaseConfig, schemas: Sequence[str] = DEFAULT_SCHEMAS) -> Snapshot:
@@ -125,33 +178,57 @@ def normalise_body(body: str) -> str:
     return "\n".join(lines)
 
 
-def diff(expected: Snapshot, actual: Snapshot) -> list[str]:
-    """One sorted line per difference; an empty list means the snapshots are equal."""
-    lines: list[str] = []
-    for key in expected.objects.keys() | actual.objects.keys():
-        if key not in actual.objects:
-            lines.append(f"{key}: missing")
-        elif key not in expected.objects:
-            lines.append(f"{key}: unexpected")
+@dataclass(frozen=True, order=True)
+class Difference:
+    """One difference between two snapshots: an object missing or unexpected, or one of its
+    attributes changed (`attribute` set, `before`/`after` its values, None when unset)."""
+
+    key: ObjectKey
+    attribute: str = ""
+    before: Any = field(default=None, compare=False)
+    after: Any = field(default=None, compare=False)
+    status: str = field(default="changed", compare=False)  # missing | unexpected | changed
+
+    def line(self) -> str:
+        if self.status != "changed":
+            return f"{self.key}: {self.status}"
+        before, after = render_value(self.before), render_value(self.after)
+        if is_long(self.attribute, before, after):
+            return f"{self.key}: {self.attribute} differs"
+        return f"{self.key}: {self.attribute} {before} -> {after}"
+
+
+def differences(expected: Snapshot, actual: Snapshot) -> list[Difference]:
+    """THE comparison of two snapshots: every difference, sorted by object, then attribute."""
+    found: list[Difference] = []
+    for name in expected.objects.keys() | actual.objects.keys():
+        key = ObjectKey.parse(name)
+        if name not in actual.objects:
+            found.append(Difference(key, status="missing"))
+        elif name not in expected.objects:
+            found.append(Difference(key, status="unexpected"))
         else:
-            before, after = expected.objects[key], actual.objects[key]
+            before, after = expected.objects[name], actual.objects[name]
             for attribute in before.keys() | after.keys():
                 if before.get(attribute) != after.get(attribute):
-                    lines.append(
-                        _change(key, attribute, before.get(attribute), after.get(attribute))
+                    found.append(
+                        Difference(key, attribute, before.get(attribute), after.get(attribute))
                     )
-    return sorted(lines)
+    return sorted(found)
 
 
-def _change(key: str, attribute: str, expected: Any, actual: Any) -> str:
-    before, after = _render(expected), _render(actual)
+def diff(expected: Snapshot, actual: Snapshot) -> list[str]:
+    """One sorted line per difference; an empty list means the snapshots are equal."""
+    return sorted(difference.line() for difference in differences(expected, actual))
+
+
+def is_long(attribute: str, before: str, after: str) -> bool:
+    """Whether a change is said as `differs` rather than shown value by value."""
     too_long = max(len(before), len(after)) > SHORT_VALUE_LIMIT or "\n" in before + after
-    if attribute in LONG_ATTRIBUTES or too_long:
-        return f"{key}: {attribute} differs"
-    return f"{key}: {attribute} {before} -> {after}"
+    return attribute in LONG_ATTRIBUTES or too_long
 
 
-def _render(value: Any) -> str:
+def render_value(value: Any) -> str:
     if value is None:
         return "(none)"
     if isinstance(value, str):

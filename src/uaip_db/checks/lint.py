@@ -123,18 +123,6 @@ def squawk_findings(rendered: dict[str, str], excluded_everywhere: list[str]) ->
     return findings
 
 
-def _tables(snapshot: Snapshot) -> set[str]:
-    return {key.split(" ", 1)[1] for key in snapshot.objects if key.startswith("table ")}
-
-
-def _columns(snapshot: Snapshot) -> dict[str, dict[str, Any]]:
-    return {
-        key.split(" ", 1)[1]: value
-        for key, value in snapshot.objects.items()
-        if key.startswith("column ")
-    }
-
-
 def _size(column_type: str) -> tuple[str, tuple[int, ...]] | None:
     match = re.fullmatch(
         r"(character varying|character|numeric|varchar)\((\d+)(?:,(\d+))?\)", column_type
@@ -165,8 +153,8 @@ def snapshot_findings(
                 'downgrade() does nothing; write it, or say why not with `irreversible = "..."`',
             )
         )
-    old_tables, new_tables = _tables(before), _tables(after)
-    old_columns, new_columns = _columns(before), _columns(after)
+    old_tables, new_tables = before.tables(), after.tables()
+    old_columns, new_columns = before.of_kind("column"), after.of_kind("column")
     lost_up = sorted(old_tables - new_tables) + sorted(
         c for c in old_columns.keys() - new_columns.keys() if c.split(".")[0] in new_tables
     )

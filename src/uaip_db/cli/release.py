@@ -27,20 +27,20 @@ def release_check(*, out: Say = say) -> None:
 def docs(*, check: bool = False, out: Say = say) -> None:
     """Write docs/schema/ from the head schema built on a throwaway database (or check it)."""
     from uaip_db.catalog import expected
-    from uaip_db.docs import schemadoc
+    from uaip_db.docs import diagrams, markdown, model, output
     from uaip_db.servers.scratch import scratch_server
 
     head = history.load().single_head()
     with scratch_server() as server:
         built = expected.build(server)
     snapshot = built[head]
-    files = schemadoc.render(snapshot, revision=head)
+    files = markdown.render(snapshot, revision=head)
     directory = paths.project_root() / "docs" / "schema"
-    undocumented = schemadoc.missing_comments(snapshot)
+    undocumented = model.missing_comments(snapshot)
     if check:
         # The SVG depends on the local Graphviz version, so it is written but never compared.
         problems = [
-            line for line in schemadoc.check(directory, files) if not line.startswith(SVG + ":")
+            line for line in output.check(directory, files) if not line.startswith(SVG + ":")
         ]
         problems += [f"no comment: {item}" for item in undocumented]
         if problems:
@@ -51,10 +51,10 @@ def docs(*, check: bool = False, out: Say = say) -> None:
             )
         out(f"docs/schema/ matches the schema at {head}; every table and column has a comment.")
         return
-    svg = schemadoc.render_svg(snapshot)
+    svg = diagrams.render_svg(snapshot)
     if svg is not None:
         files[SVG] = svg
-    changed = schemadoc.write(directory, files)
+    changed = output.write(directory, files)
     for path in changed:
         out(f"  wrote {path.relative_to(paths.project_root())}")
     out(f"docs/schema/ describes revision {head}" + ("" if changed else " (unchanged)") + ".")
@@ -65,17 +65,17 @@ def docs(*, check: bool = False, out: Say = say) -> None:
 def schema_diff(start: str, end: str, *, out: Say = say) -> None:
     """The schema change between two revisions, in words and as a Mermaid diagram."""
     from uaip_db.catalog import expected
-    from uaip_db.docs import schemadoc
+    from uaip_db.docs import changes
 
     index = history.load()
     old_revision, new_revision = index.resolve(start), index.resolve(end)
     old, new = expected.snapshot(old_revision), expected.snapshot(new_revision)
-    summary = schemadoc.change_summary(old, new)
+    summary = changes.change_summary(old, new)
     out(f"Schema change from {old_revision} to {new_revision}:")
     for line in summary or ["no change"]:
         out(f"  {line}")
     if summary:
         out("")
         out("```mermaid")
-        out(schemadoc.change_diagram(old, new).rstrip())
+        out(changes.change_diagram(old, new).rstrip())
         out("```")

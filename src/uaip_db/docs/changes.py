@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import groupby
 from typing import Any
 
-from uaip_db.catalog.snapshot import Snapshot
+from uaip_db.catalog.snapshot import Difference, ObjectKey, Snapshot, differences, is_long
 from uaip_db.docs.diagrams import er_diagram, mermaid_text
 from uaip_db.docs.model import (
     TABLE_PARTS,
@@ -18,13 +19,9 @@ from uaip_db.docs.model import (
     object_table,
     plural,
     read_schema,
-    split_key,
     split_owner,
     value_text,
 )
-
-SHORT_VALUE_LIMIT = 60
-LONG_ATTRIBUTES = frozenset({"body", "definition"})
 
 
 @dataclass(frozen=True, order=True)
@@ -44,19 +41,17 @@ class Change:
 
 def changes(old: Snapshot, new: Snapshot) -> list[Change]:
     """The differences between two snapshots, sorted by table, then by text."""
-    old_tables = {split_key(k)[1] for k in old.objects if split_key(k)[0] == "table"}
-    new_tables = {split_key(k)[1] for k in new.objects if split_key(k)[0] == "table"}
+    old_tables, new_tables = old.tables(), new.tables()
     all_tables = old_tables | new_tables
     # Parts of an added or removed table go with its own line.
     whole_tables = old_tables ^ new_tables
     found = []
-    for key in sorted(old.objects.keys() | new.objects.keys()):
-        before, after = old.objects.get(key), new.objects.get(key)
-        kind, rest = split_key(key)
-        owner = object_table(kind, rest, after or before or {}, all_tables)
-        if owner in whole_tables or backs_a_constraint(kind, before, after):
+    for key, group in groupby(differences(old, new), key=lambda difference: difference.key):
+        before, after = old.objects.get(str(key)), new.objects.get(str(key))
+        owner = object_table(key.kind, key.name, after or before or {}, all_tables)
+        if owner in whole_tables or backs_a_constraint(key.kind, before, after):
             continue
-        found += object_changes(kind, rest, owner, before, after, all_tables)
+        found += object_changes(key, owner, before, after, list(group), all_tables)
     return sorted(found)
 
 
@@ -69,14 +64,15 @@ def backs_a_constraint(
 
 
 def object_changes(
-    kind: str,
-    rest: str,
+    key: ObjectKey,
     owner: str,
     before: Mapping[str, Any] | None,
     after: Mapping[str, Any] | None,
+    found: list[Difference],
     tables: Iterable[str],
 ) -> list[Change]:
     """`+`, `-` or one `~` change per attribute; a table's own changes are grouped under it."""
+    kind, rest = key.kind, key.name
     name = split_owner(rest, tables)[1] if kind in TABLE_PARTS else rest
     if kind == "table":
         owner = "" if before is None or after is None else rest
@@ -87,8 +83,15 @@ def object_changes(
     if after is None:
         return [Change(owner, f"- {label}", "-", kind, name)]
     return [
-        Change(owner, f"~ {label}{detail}", "~", kind, name, attribute)
-        for attribute, detail in attribute_changes(kind, before, after)
+        Change(
+            owner,
+            f"~ {label}{describe_change(kind, d.attribute, d.before, d.after)}",
+            "~",
+            kind,
+            name,
+            d.attribute,
+        )
+        for d in found
     ]
 
 
@@ -109,18 +112,6 @@ def column_summary(attributes: Mapping[str, Any]) -> str:
     return " ".join(words)
 
 
-def attribute_changes(
-    kind: str, before: Mapping[str, Any], after: Mapping[str, Any]
-) -> list[tuple[str, str]]:
-    """(attribute, how to say it) for each attribute whose value changed."""
-    described = []
-    for attribute in sorted(before.keys() | after.keys()):
-        old, new = before.get(attribute), after.get(attribute)
-        if old != new:
-            described.append((attribute, describe_change(kind, attribute, old, new)))
-    return described
-
-
 def describe_change(kind: str, attribute: str, old: Any, new: Any) -> str:
     if kind == "column" and attribute == "type":
         return f" {old} -> {new}"
@@ -129,8 +120,7 @@ def describe_change(kind: str, attribute: str, old: Any, new: Any) -> str:
     if kind == "column" and attribute == "not_null":
         return ": now NOT NULL" if new else ": now nullable"
     old_text, new_text = value_text(old), value_text(new)
-    too_long = max(len(old_text), len(new_text)) > SHORT_VALUE_LIMIT
-    if attribute in LONG_ATTRIBUTES or too_long or "\n" in old_text + new_text:
+    if is_long(attribute, old_text, new_text):
         return f": {attribute} changed"
     return f": {attribute} {old_text} -> {new_text}"
 

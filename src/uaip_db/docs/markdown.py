@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from uaip_db.catalog.snapshot import Snapshot
+from uaip_db.catalog.snapshot import ObjectKey, Snapshot
 from uaip_db.docs.diagrams import er_diagram
 from uaip_db.docs.model import (
     Column,
@@ -21,7 +21,6 @@ from uaip_db.docs.model import (
     Table,
     plural,
     read_schema,
-    split_key,
     value_text,
 )
 from uaip_db.docs.output import GENERATED_NOTE
@@ -325,7 +324,8 @@ def routine_row(key: str, attributes: Mapping[str, Any]) -> list[str]:
 
 def routine_signature(key: str, attributes: Mapping[str, Any]) -> str:
     """`function get_session_progress(uuid)` -> `get_session_progress(p_session_id uuid)`."""
-    kind, rest = split_key(key)
+    parsed = ObjectKey.parse(key)
+    kind, rest = parsed.kind, parsed.name
     name = rest.partition("(")[0]
     prefix = "" if kind == "function" else f"{kind} "
     return f"{prefix}{name}({attributes.get('arguments', '')})"
@@ -333,7 +333,7 @@ def routine_signature(key: str, attributes: Mapping[str, Any]) -> str:
 
 def routine_body(key: str, attributes: Mapping[str, Any]) -> list[str]:
     language = "sql" if attributes.get("language") in ("sql", "plpgsql") else ""
-    summary = f"<code>{html.escape(split_key(key)[1])}</code> body"
+    summary = f"<code>{html.escape(ObjectKey.parse(key).name)}</code> body"
     return [
         f"<details><summary>{summary}</summary>",
         "",

@@ -3,7 +3,7 @@
 `read_schema` is the one place that turns a snapshot's flat string keys (`column sessions.email`,
 `constraint sessions.sessions_pkey`, ...) into `Table`s and their parts; the Markdown, the
 diagrams and the change summaries all read the schema through it or through the key helpers
-here (`split_key`, `split_owner`, `object_table`).
+here (`split_owner`, `object_table`); the keys themselves are `catalog.snapshot.ObjectKey`s.
 
 A snapshot keeps no column positions, so columns are listed primary key first (in key order),
 then by name.
@@ -16,26 +16,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from uaip_db.catalog.snapshot import Snapshot
+from uaip_db.catalog.snapshot import ObjectKey, Snapshot
 
-# Longest first: "materialized view" before "view", "window function" before "function".
-KINDS = (
-    "materialized view",
-    "window function",
-    "aggregate",
-    "procedure",
-    "function",
-    "table",
-    "column",
-    "constraint",
-    "index",
-    "trigger",
-    "extension",
-    "schema",
-    "sequence",
-    "view",
-    "enum",
-)
 ROUTINE_KINDS = frozenset({"function", "procedure", "aggregate", "window function"})
 TABLE_PARTS = frozenset({"column", "constraint", "trigger"})
 
@@ -184,15 +166,6 @@ class Schema:
         return [key for table in self.sorted_tables() for key in table.foreign_keys]
 
 
-def split_key(key: str) -> tuple[str, str]:
-    """`column sessions.email` -> (`column`, `sessions.email`)."""
-    for kind in KINDS:
-        if key.startswith(kind + " "):
-            return kind, key[len(kind) + 1 :]
-    kind, _, rest = key.partition(" ")
-    return kind, rest
-
-
 def split_owner(rest: str, tables: Iterable[str]) -> tuple[str, str]:
     """`sessions.email` -> (`sessions`, `email`), preferring the longest known table name."""
     owners = [table for table in tables if rest.startswith(table + ".")]
@@ -270,16 +243,17 @@ def read_schema(snapshot: Snapshot) -> Schema:
     schema = Schema()
     objects = snapshot.objects
     for key, attributes in objects.items():
-        kind, rest = split_key(key)
-        if kind == "table":
-            schema.tables[rest] = Table(rest, attributes)
+        parsed = ObjectKey.parse(key)
+        if parsed.kind == "table":
+            schema.tables[parsed.name] = Table(parsed.name, attributes)
     for key, attributes in sorted(objects.items()):
         _place(schema, key, attributes)
     return schema
 
 
 def _place(schema: Schema, key: str, attributes: Mapping[str, Any]) -> None:
-    kind, rest = split_key(key)
+    parsed = ObjectKey.parse(key)
+    kind, rest = parsed.kind, parsed.name
     if kind == "table":
         return
     owner = schema.tables.get(object_table(kind, rest, attributes, schema.tables))
@@ -309,7 +283,7 @@ def missing_comments(snapshot: Snapshot) -> list[str]:
     return sorted(
         key
         for key, attributes in snapshot.objects.items()
-        if split_key(key)[0] in ("table", "column") and not attributes.get("comment")
+        if ObjectKey.parse(key).kind in ("table", "column") and not attributes.get("comment")
     )
 
 
