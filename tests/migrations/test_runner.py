@@ -18,10 +18,11 @@ def test_one_linear_head() -> None:
 
 
 def test_pending_revisions_walk_from_the_current_one(empty_db: DatabaseConfig) -> None:
-    assert [s.revision for s in runner.pending_revisions(empty_db)] == CHAIN
+    assert [s.revision for s in history.load().pending(runner.current_revisions(empty_db))] == CHAIN
     runner.upgrade(empty_db, EMAIL)
     assert runner.current_revisions(empty_db) == (EMAIL,)
-    assert [s.revision for s in runner.pending_revisions(empty_db)] == [WIDEN, COMMENTS]
+    pending = history.load().pending(runner.current_revisions(empty_db))
+    assert [s.revision for s in pending] == [WIDEN, COMMENTS]
 
 
 def test_reports_each_applied_revision(empty_db: DatabaseConfig) -> None:

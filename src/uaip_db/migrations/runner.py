@@ -460,16 +460,6 @@ def current_revisions_on(conn: psycopg.Connection[Any]) -> tuple[str, ...]:
     return tuple(r[0] for r in rows)
 
 
-def pending_revisions(database: DatabaseConfig) -> list[history.Revision]:
-    """Revisions between the database's revision and head, oldest first."""
-    index = history.load()
-    current = current_revisions(database)
-    for revision in current:
-        if index.get(revision) is None:
-            raise history.unknown_revision(revision)
-    return index.pending(current)
-
-
 class MigrationSession:
     """Many upgrades and downgrades on one database with one connection and one script load.
 
