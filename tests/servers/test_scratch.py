@@ -19,6 +19,7 @@ from uaip_db.servers.scratch import (
     start_scratch_server,
     wants_existing_server,
 )
+from uaip_db.errors import SettingsError
 from uaip_db.settings import DatabaseConfig
 
 CHILD = """
@@ -75,7 +76,7 @@ def test_a_named_server_is_used_instead_of_a_private_cluster(
 ) -> None:
     for name, value in child_env(server.admin).items():
         monkeypatch.setenv(name, value)
-    monkeypatch.delenv("UAIP_TEST_SERVER", raising=False)
+    monkeypatch.setenv("UAIP_TEST_SERVER", "env")
     assert wants_existing_server()
     named = start_scratch_server()
     assert named.cluster is None
@@ -89,7 +90,25 @@ def test_a_named_server_is_used_instead_of_a_private_cluster(
 
 def test_the_choice_of_server() -> None:
     assert not wants_existing_server({})
-    assert wants_existing_server({"DATABASE_URL": "postgresql://u:p@h/db"})
-    assert wants_existing_server({"DB_HOST": "db"})
+    # Settings that name a developer's server never send tests there by themselves.
+    assert not wants_existing_server({"DATABASE_URL": "postgresql://u:p@h/db"})
+    assert not wants_existing_server({"DB_HOST": "db"})
+    assert not wants_existing_server({"DB_PORT": "15432"})
     assert not wants_existing_server({"DB_HOST": "db", "UAIP_TEST_SERVER": "cluster"})
     assert wants_existing_server({"UAIP_TEST_SERVER": "env"})
+    with pytest.raises(SettingsError, match="UAIP_TEST_SERVER"):
+        wants_existing_server({"UAIP_TEST_SERVER": "yes"})
+
+
+def test_settings_pointing_at_a_server_do_not_send_tests_there(
+    server: ScratchServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in child_env(server.admin).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("UAIP_TEST_SERVER", raising=False)
+    private = start_scratch_server()
+    try:
+        assert private.cluster is not None
+        assert private.admin.port != server.admin.port
+    finally:
+        private.close()

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from uaip_db import pg, process
-from uaip_db.errors import ServerError
+from uaip_db.errors import ServerError, SettingsError
 from uaip_db.servers.local import Cluster, PidFile, find_bindir
 from uaip_db.settings import DatabaseConfig
 
@@ -104,11 +104,13 @@ class ScratchServer:
 
 
 def wants_existing_server(environ: dict[str, str] | None = None) -> bool:
+    """Only `UAIP_TEST_SERVER=env` sends throwaway databases to the server the settings name:
+    a developer who exports DB_PORT to reach their own server must never see tests there."""
     environ = dict(os.environ if environ is None else environ)
     choice = environ.get("UAIP_TEST_SERVER", "").strip().lower()
-    if choice in ("env", "cluster"):
-        return choice == "env"
-    return any(environ.get(name) for name in ("DATABASE_URL", "DB_HOST", "DB_PORT"))
+    if choice not in ("", "env", "cluster"):
+        raise SettingsError(f"UAIP_TEST_SERVER={choice!r} is not known; use env or cluster.")
+    return choice == "env"
 
 
 def start_scratch_server() -> ScratchServer:
