@@ -11,8 +11,7 @@ Create Date: ${create_date}
 %>
 from collections.abc import Sequence
 
-import sqlalchemy as sa
-from alembic import op
+from alembic import op  # noqa: F401  (used once upgrade() and downgrade() are written)
 ${imports if imports else ""}
 # revision identifiers, used by Alembic.
 revision: str = ${quoted(up_revision)}

@@ -123,6 +123,28 @@ def test_revision_needs_a_message() -> None:
     assert "needs a message" in result.stderr
 
 
+def test_a_new_revision_is_clean_and_says_what_next(checkout: Path) -> None:
+    result = run_cli("inv", "db.revision", "-m", "add users", env={"UAIP_DB_ROOT": str(checkout)})
+    assert result.returncode == 0, result.stderr
+    written = sorted((checkout / "migrations" / "versions").glob("*add_users.py"))
+    assert len(written) == 1 and str(written[0]) in result.stdout
+    assert "inv db.snapshots" in result.stdout and "inv db.roundtrip" in result.stdout
+    ruff = run_cli("ruff", "check", "--no-cache", str(written[0]))
+    assert ruff.returncode == 0, ruff.stdout
+    mypy = run_cli("mypy", "--strict", "--no-incremental", str(written[0]))
+    assert mypy.returncode == 0, mypy.stdout
+
+
+def test_a_revision_message_that_would_break_the_file_is_refused(checkout: Path) -> None:
+    before = sorted((checkout / "migrations" / "versions").iterdir())
+    result = run_cli(
+        "inv", "db.revision", "-m", 'say """hi"""', env={"UAIP_DB_ROOT": str(checkout)}
+    )
+    assert result.returncode == 2 and "rephrase" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted((checkout / "migrations" / "versions").iterdir()) == before
+
+
 def test_wrong_password_is_one_clear_line(empty_db: DatabaseConfig) -> None:
     wrong = replace(empty_db, password="not-the-password-%#@")
     result = run_cli("inv", "db.upgrade", database=wrong)

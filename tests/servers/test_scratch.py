@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import sql
+from uaip_db.errors import SettingsError
 from uaip_db.servers.scratch import (
     ScratchServer,
     child_env,
     start_scratch_server,
     wants_existing_server,
 )
-from uaip_db.errors import SettingsError
 from uaip_db.settings import DatabaseConfig
 
 CHILD = """

@@ -14,6 +14,14 @@ from uaip_db.migrations.lock import DEFAULT_WAIT_SECONDS
 from uaip_db.pg import connection
 from uaip_db.settings import DatabaseConfig
 
+# What docs/MIGRATIONS.md section 4 walks through after `inv db.revision`.
+NEXT_STEPS = (
+    "write upgrade() and downgrade() (and comments on new tables and columns)",
+    "inv db.upgrade && inv db.downgrade --yes && inv db.upgrade",
+    "inv db.snapshots && inv db.docs      (commit both with the revision)",
+    "inv db.lint && inv db.roundtrip && inv db.check",
+)
+
 
 def describe_current(current: tuple[str, ...]) -> str:
     return history.load().describe_current(current)
@@ -102,7 +110,10 @@ def show_history(verbose: bool = False) -> None:
 
 def new_revision(message: str, out: Say = say) -> None:
     script = runner.new_revision(message)
-    out(f"Wrote {script.path}; fill in upgrade() and downgrade(), then `inv db.upgrade`.")
+    out(f"Wrote {script.path} (revision {script.revision}, after {script.down_revision}).")
+    out("Next (docs/MIGRATIONS.md, section 4):")
+    for step in NEXT_STEPS:
+        out(f"  {step}")
 
 
 def stamp(

@@ -17,7 +17,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
 from uaip_db import paths
-from uaip_db.errors import LockNotAvailable, MigrationError, SettingsError, UaipDbError
+from uaip_db.errors import (
+    LockNotAvailable,
+    MigrationError,
+    SettingsError,
+    UaipDbError,
+    UsageError,
+)
 from uaip_db.migrations import history
 from uaip_db.migrations.lock import DEFAULT_WAIT_SECONDS, migration_lock
 from uaip_db.pg import connection, explain
@@ -439,7 +445,12 @@ def new_revision(message: str) -> Script:
     from alembic import command
 
     if not message.strip():
-        raise SettingsError('A revision needs a message: inv db.revision -m "what it changes".')
+        raise UsageError('A revision needs a message: inv db.revision -m "what it changes".')
+    if '"""' in message or "\\" in message or "\n" in message.strip():
+        raise UsageError(
+            'A revision message is one line without """ or backslashes (it becomes the '
+            "file's docstring); rephrase it."
+        )
     config = alembic_config()
     script = command.revision(config, message=message.strip())
     assert script is not None and not isinstance(script, list)
