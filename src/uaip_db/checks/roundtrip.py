@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from uaip_db.catalog import expected
 from uaip_db.catalog.snapshot import Snapshot, describe, diff, take_from
 from uaip_db.checks import sample_data
+from uaip_db.checks.data_loss import count_losses, lost_objects, undeclared
 from uaip_db.errors import RoundtripFailed
 from uaip_db.migrations import history, runner
 from uaip_db.pg import connection
@@ -52,23 +53,6 @@ def observe(conn: Any, columns: dict[str, list[str]] | None = None) -> State:
     )
 
 
-def destroyed_by_downgrade(script: history.Revision) -> tuple[set[str], set[str]]:
-    """(tables, table.columns) the revision declares its downgrade destroys."""
-    declared = script.destroys_data_on_downgrade or ""
-    tables: set[str] = set()
-    columns: set[str] = set()
-    for item in (part.strip() for part in declared.split(",")):
-        if "." in item:
-            columns.add(item)
-        elif item:
-            tables.add(item)
-    return tables, columns
-
-
-def kept_columns(columns: dict[str, list[str]], destroyed: set[str]) -> dict[str, list[str]]:
-    return {t: [c for c in cs if f"{t}.{c}" not in destroyed] for t, cs in columns.items()}
-
-
 def _fail(script: history.Revision, what: str, lines: list[str]) -> RoundtripFailed:
     return RoundtripFailed(
         f"Round trip failed at revision {script.revision} ({script.doc}): {what}:\n"
@@ -97,30 +81,44 @@ def check_revision(
         action()
         return time.perf_counter() - started
 
-    lost_tables, lost_columns = destroyed_by_downgrade(script)
-
-    def before_upgrade() -> tuple[State, dict[str, list[str]], dict[str, tuple[int, str]]]:
+    def filled() -> State:
         sample_data.fill(conn)
-        state = observe(conn)
-        kept = kept_columns(state.columns, lost_columns)
-        kept_rows = sample_data.table_hashes(conn, kept) if lost_columns else state.rows
-        return state, kept, kept_rows
+        return observe(conn)
 
-    before, kept, kept_rows = checked(before_upgrade)
+    before: State = checked(filled)
     up = timed(lambda: session.upgrade(script.revision))
     after: State = checked(lambda: observe(conn, before.columns))
     changed = sample_data.changed_tables(before.rows, after.rows)
     if changed:
         raise _fail(script, "the upgrade changed existing rows", changed)
 
+    # Rows in what the revision created too, so that a downgrade dropping them is seen.
+    refilled: State = checked(filled)
+    lost = lost_objects(refilled.schema, before.schema)
+    surviving = {
+        table: [c for c in columns if c in before.columns.get(table, [])]
+        for table, columns in refilled.columns.items()
+        if table in before.columns
+    }
+    kept_rows = checked(lambda: sample_data.table_hashes(conn, surviving))
+    losses = checked(lambda: count_losses(conn, lost))
+
     down = timed(lambda: session.downgrade(previous))
-    back: State = checked(lambda: observe(conn, kept))
+    back: State = checked(lambda: observe(conn, surviving))
     differences = diff(before.schema, back.schema)
     if differences:
         raise _fail(script, "the downgrade did not restore the schema", differences)
-    changed = sample_data.changed_tables(kept_rows, back.rows, ignore=lost_tables)
+    changed = sample_data.changed_tables(kept_rows, back.rows)
     if changed:
         raise _fail(script, "the downgrade lost or changed rows it does not declare", changed)
+    unnamed = undeclared(losses, script.destroys_data_on_downgrade)
+    if unnamed:
+        raise _fail(
+            script,
+            "the downgrade drops data the revision does not declare "
+            "(name it in destroys_data_on_downgrade)",
+            [loss.line() for loss in unnamed],
+        )
 
     up_again = timed(lambda: session.upgrade(script.revision))
     again: Snapshot = checked(lambda: take_from(conn))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 
+from uaip_db.checks.data_loss import downgrade_losses
 from uaip_db.cli.backups import take_backup_first
 from uaip_db.cli.confirm import confirm_destructive
 from uaip_db.cli.reporter import Say, say, timed
@@ -78,14 +79,22 @@ def downgrade(
         return
     index = history.load()
     plan = index.downgrade_plan(runner.current_revisions(config), revision)
-    destructive = [item for item in plan if item.destroys_data_on_downgrade]
+    target = plan[-1].down_revisions[0] if plan[-1].down_revisions else history.BASE
+    losses = downgrade_losses(config, target)
     out(f"Downgrading {config.display_url()} by {len(plan)} revision(s):")
     for item in plan:
         loss = item.destroys_data_on_downgrade
         out(f"  {item.revision} {item.doc}" + (f"  [drops {loss}]" if loss else ""))
-    if destructive or revision == "base" or config.is_production:
-        what = "drop data in" if destructive or revision == "base" else "downgrade"
-        confirm_destructive(config, what, yes=yes, confirm_db=confirm_db)
+    if losses is None:
+        out(f"  No committed snapshot of {target} tells what this drops; treating it as data loss.")
+    for lost in losses or []:
+        out(f"  would drop {lost.line()}")
+    declared = any(item.destroys_data_on_downgrade for item in plan)
+    if losses is None or losses or declared or revision == history.BASE or config.is_production:
+        drops = losses is None or bool(losses) or declared or revision == history.BASE
+        confirm_destructive(
+            config, "drop data in" if drops else "downgrade", yes=yes, confirm_db=confirm_db
+        )
     take_backup_first(config, backup_first, out)
     with runner.hold_lock(config, lock_wait, out):
         # Another runner may have moved the database while we asked; the plan must still hold.
