@@ -37,6 +37,12 @@ class CheckFailed(UaipDbError):
     exit_code = CHECK_FAILED
 
 
+class BackupError(UaipDbError):
+    """pg_dump or pg_restore failed; the message is its last meaningful line."""
+
+    exit_code = CHECK_FAILED
+
+
 class PendingMigrations(UaipDbError):
     """The database is behind the migration scripts."""
 

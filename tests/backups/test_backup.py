@@ -15,10 +15,10 @@ import pytest
 
 from tests.conftest import sql
 from uaip_db.backups import backup
-from uaip_db.backups.backup import Backup, BackupError, create_backup, restore_backup
+from uaip_db.backups.backup import Backup, create_backup, restore_backup
 from uaip_db.catalog.snapshot import Snapshot, take
 from uaip_db.checks import sample_data
-from uaip_db.errors import CheckFailed, SettingsError, UaipDbError
+from uaip_db.errors import BackupError, CheckFailed, SettingsError, UaipDbError
 from uaip_db.migrations import runner
 from uaip_db.migrations.baseline import BASELINE_TABLES
 from uaip_db.servers.scratch import ScratchServer

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from uaip_db.catalog.snapshot import Snapshot, diff, take_from
-from uaip_db.errors import CHECK_FAILED, CheckFailed, SettingsError, UaipDbError
+from uaip_db.errors import BackupError, CheckFailed, SettingsError, UaipDbError
 from uaip_db.migrations import runner
 from uaip_db.pg import connection, scrub
 from uaip_db.servers.local import find_bindir
@@ -78,12 +78,6 @@ WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
   AND NOT EXISTS (SELECT 1 FROM pg_depend AS d WHERE d.classid = 'pg_class'::regclass
                   AND d.objid = c.oid AND d.deptype = 'e')
 """
-
-
-class BackupError(UaipDbError):
-    """pg_dump or pg_restore failed; the message is its last meaningful line."""
-
-    exit_code = CHECK_FAILED
 
 
 # --- the manifest ---------------------------------------------------------------------------
