@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from tests.conftest import sql
+from uaip_db import files
 from uaip_db.backups import backup
 from uaip_db.backups.backup import Backup, create_backup, restore_backup
 from uaip_db.catalog.snapshot import Snapshot, take
@@ -421,7 +422,7 @@ def test_a_restore_that_does_not_match_its_manifest_is_undone(
             {
                 "path": "schema.json",
                 "size": (made.path / "schema.json").stat().st_size,
-                "sha256": backup.file_sha256(made.path / "schema.json"),
+                "sha256": files.sha256_of(made.path / "schema.json"),
             }
         )
         rewrite_manifest(made.path, fingerprint=lie.digest(), files=entries)

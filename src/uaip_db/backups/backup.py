@@ -12,7 +12,6 @@ pg_restore only through the environment, and never appears in a manifest or a me
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -29,6 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from uaip_db.catalog.snapshot import Snapshot, diff, take_from
 from uaip_db.errors import BackupError, CheckFailed, SettingsError, UaipDbError
+from uaip_db.files import sha256_of, write_private
 from uaip_db.migrations import runner
 from uaip_db.pg import connection, scrub
 from uaip_db.servers.local import find_bindir
@@ -47,7 +47,6 @@ SCHEMA_FILE = "schema.json"
 DIRECTORY_DUMP = "dump"
 MAINTENANCE_DATABASE = "postgres"
 OWNER_ONLY_UMASK = 0o077
-CHUNK = 1 << 20
 SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 # Snapshot kinds that `pg_restore --clean` drops and recreates as a whole; an object of these
 # kinds that the backup lacks would survive a restore over an existing database.
@@ -501,7 +500,7 @@ def describe_files(folder: Path) -> list[FileEntry]:
     for path in files_in(folder):
         os.chmod(path, 0o600)
         relative = path.relative_to(folder).as_posix()
-        entries.append(FileEntry(relative, path.stat().st_size, file_sha256(path)))
+        entries.append(FileEntry(relative, path.stat().st_size, sha256_of(path)))
     for directory in (p for p in folder.rglob("*") if p.is_dir()):
         os.chmod(directory, 0o700)
     return sorted(entries, key=lambda entry: entry.path)
@@ -514,30 +513,6 @@ def files_in(folder: Path) -> list[Path]:
         for path in folder.rglob("*")
         if (path.is_symlink() or not path.is_dir()) and path != folder / MANIFEST
     )
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def write_private(path: Path, text: str) -> None:
-    """Write `text` to `path` (0600) through a temporary file, so a reader sees all or nothing."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 # --- checking a backup ----------------------------------------------------------------------
@@ -573,7 +548,7 @@ def check_files(path: Path | str) -> Manifest:
     for entry in manifest.files:  # sizes first: a truncated dump is refused without hashing
         check_size(folder, entry)
     for entry in manifest.files:
-        actual = file_sha256(folder / entry.path)
+        actual = sha256_of(folder / entry.path)
         if actual != entry.sha256:
             raise damaged(
                 folder,

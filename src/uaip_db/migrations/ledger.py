@@ -8,12 +8,13 @@ catch a migration edited after it was applied.
 from __future__ import annotations
 
 import getpass
-import hashlib
 import socket
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from uaip_db import files
 
 LEDGER_TABLE = "uaip_db_migration_ledger"
 CREATE_LEDGER = f"""
@@ -36,10 +37,6 @@ class Entry:
     applied_by: str
     duration_ms: int | None
     how: str
-
-
-def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def who() -> str:
@@ -65,7 +62,7 @@ def record(conn: Any, revision: str, path: str | Path, how: str, duration_ms: in
         ),
         {
             "revision": revision,
-            "sha": file_sha256(path),
+            "sha": files.sha256_of(path),
             "who": who(),
             "ms": duration_ms,
             "how": how,
