@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from tests.conftest import sql
-from uaip_db import files
+from uaip_db import files, process
 from uaip_db.backups import backup
 from uaip_db.backups.backup import Backup, create_backup, restore_backup
 from uaip_db.catalog.snapshot import Snapshot, take
@@ -465,20 +465,9 @@ def test_no_password_in_errors(full_db: DatabaseConfig, backups: Path) -> None:
         f"pg_restore: error: connection to postgresql://u:{full_db.password}@h/db failed\n"
         f"pg_restore: detail: password {full_db.password}\n"
     )
-    error = backup.tool_error(output, [full_db], what="restore")
+    error = process.tool_error(output, [full_db], what="restore")
     assert full_db.password not in str(error)
     assert str(error).startswith("Could not restore: pg_restore: error: connection to")
-
-
-def test_last_meaningful_line_skips_the_echoed_command() -> None:
-    output = (
-        "pg_restore: while PROCESSING TOC:\n"
-        'pg_restore: error: could not execute query: ERROR:  relation "x" already exists\n'
-        "Command was: CREATE TABLE public.x (\n    id integer\n);\n"
-    )
-    assert backup.meaningful_line(output) == (
-        'pg_restore: error: could not execute query: ERROR: relation "x" already exists'
-    )
 
 
 def test_an_old_pg_dump_gets_a_way_out(

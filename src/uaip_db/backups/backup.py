@@ -18,16 +18,16 @@ import re
 import secrets
 import shlex
 import shutil
-import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from uaip_db import process
 from uaip_db.catalog.snapshot import Snapshot, diff, take_from
-from uaip_db.errors import BackupError, CheckFailed, SettingsError, UaipDbError
+from uaip_db.errors import BackupError, CheckFailed, SettingsError
 from uaip_db.files import sha256_of, write_private
 from uaip_db.migrations import runner
 from uaip_db.pg import connection, scrub
@@ -46,7 +46,6 @@ CUSTOM_DUMP = "dump.pgdump"
 SCHEMA_FILE = "schema.json"
 DIRECTORY_DUMP = "dump"
 MAINTENANCE_DATABASE = "postgres"
-OWNER_ONLY_UMASK = 0o077
 SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 # Snapshot kinds that `pg_restore --clean` drops and recreates as a whole; an object of these
 # kinds that the backup lacks would survive a restore over an existing database.
@@ -225,118 +224,6 @@ class RestoreReport:
     created: bool = False
 
 
-# --- PostgreSQL's client programs -----------------------------------------------------------
-
-
-def tool(name: str) -> str:
-    """pg_dump / pg_restore from the server binaries we would use, else from PATH."""
-    bindir = find_bindir()
-    if bindir is not None and (bindir / name).is_file():
-        return str(bindir / name)
-    found = shutil.which(name)
-    if found is None:
-        raise SettingsError(
-            f"{name} is not installed; install the PostgreSQL client "
-            "(apt-get install postgresql-client) or set PG_BINDIR to its bin folder."
-        )
-    return found
-
-
-def tool_version(program: str) -> str:
-    result = run_tool([program, "--version"], (), what=f"run {Path(program).name}")
-    found = re.search(r"\)\s+(\S+)", result.stdout)
-    return found.group(1) if found else result.stdout.strip()
-
-
-def run_tool(
-    args: Sequence[str], configs: Sequence[DatabaseConfig], *, what: str
-) -> subprocess.CompletedProcess[str]:
-    """Run a client program with the first config's libpq variables; files it writes are 0600."""
-    env = {**os.environ, **(configs[0].libpq_env() if configs else {})}
-    try:
-        result = subprocess.run(
-            list(args),
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            check=False,
-            umask=OWNER_ONLY_UMASK,
-        )
-    except OSError as error:
-        raise BackupError(
-            f"Could not {what}: {args[0]} cannot be run ({error.strerror})."
-        ) from None
-    if result.returncode != 0:
-        raise tool_error(result.stderr or result.stdout, configs, what=what)
-    return result
-
-
-def start_tool(args: Sequence[str], configs: Sequence[DatabaseConfig]) -> subprocess.Popen[str]:
-    """Start a client program in the background (see run_tool); finish it with finish_tool."""
-    env = {**os.environ, **(configs[0].libpq_env() if configs else {})}
-    try:
-        return subprocess.Popen(
-            list(args),
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            encoding="utf-8",
-            errors="replace",
-            umask=OWNER_ONLY_UMASK,
-        )
-    except OSError as error:
-        raise BackupError(f"Could not run {args[0]} ({error.strerror}).") from None
-
-
-def finish_tool(
-    process: subprocess.Popen[str], configs: Sequence[DatabaseConfig], *, what: str
-) -> None:
-    stdout, stderr = process.communicate()
-    if process.returncode != 0:
-        raise tool_error(stderr or stdout, configs, what=what)
-
-
-def tool_error(output: str, configs: Sequence[DatabaseConfig], *, what: str) -> UaipDbError:
-    """One plain line from pg_dump/pg_restore output, with every password scrubbed."""
-    for config in configs:
-        output = scrub(output, config)
-    if "server version mismatch" in output:
-        versions = re.search(r"server version: ([^;\s]+); (\w+) version: (\S+)", output)
-        detail = (
-            f"{versions.group(2)} {versions.group(3)} is older than the server "
-            f"({versions.group(1)})"
-            if versions
-            else "pg_dump is older than the server"
-        )
-        return SettingsError(
-            f"Could not {what}: {detail}. Install a PostgreSQL client that matches the server "
-            "(e.g. postgresql-client-16), or set PG_BINDIR to its bin folder."
-        )
-    if "unsupported version" in output and "file header" in output:
-        return SettingsError(
-            f"Could not {what}: this pg_restore is older than the pg_dump that wrote the backup. "
-            "Install a matching PostgreSQL client, or set PG_BINDIR to its bin folder."
-        )
-    return BackupError(f"Could not {what}: {meaningful_line(output)}")
-
-
-def meaningful_line(output: str) -> str:
-    """The line that says why: the first error (later ones, like a parallel restore's "a worker
-    process died unexpectedly", are its consequences), else the last line that is not the
-    `Command was:` echo; whitespace collapsed."""
-    lines = [" ".join(line.split()) for line in output.splitlines() if line.strip()]
-    errors = [line for line in lines if "error:" in line.lower() or "fatal:" in line.lower()]
-    if errors:
-        return errors[0]
-    rest = [line for line in lines if not line.startswith("Command was:")] or lines
-    return rest[-1] if rest else "no output"
-
-
 # --- making a backup ------------------------------------------------------------------------
 
 
@@ -385,8 +272,8 @@ def create_backup(
     if compression is not None and compression not in range(10):
         raise SettingsError(f"compression={compression!r} is not a gzip level; use 0 to 9.")
     plan = DumpPlan(jobs, compression)
-    pg_dump = tool("pg_dump")
-    pg_dump_version = tool_version(pg_dump)
+    pg_dump = process.tool("pg_dump", find_bindir())
+    pg_dump_version = process.tool_version(pg_dump)
     out_dir = Path(out_dir)
     out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     with connection(database) as conn, exported_snapshot(conn) as snapshot_id:
@@ -394,11 +281,13 @@ def create_backup(
         folder = reserve_folder(out_dir, database.name, revisions)
         try:
             # pg_dump reads the same snapshot; counting rows meanwhile uses the other core.
-            dumping = start_tool(plan.args(pg_dump, folder, snapshot_id), [database])
+            dumping = process.start_tool(plan.args(pg_dump, folder, snapshot_id), [database])
             try:
                 facts = read_facts(conn)
             finally:
-                finish_tool(dumping, [database], what=f"back up {database.where()} (pg_dump)")
+                process.finish_tool(
+                    dumping, [database], what=f"back up {database.where()} (pg_dump)"
+                )
             manifest = write_manifest(folder, database, facts, plan, pg_dump_version)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
@@ -735,14 +624,19 @@ def run_restore(
     jobs: int,
     created: bool,
 ) -> None:
-    args = [tool("pg_restore"), "--no-owner", "--exit-on-error", "--no-password"]
+    args = [
+        process.tool("pg_restore", find_bindir()),
+        "--no-owner",
+        "--exit-on-error",
+        "--no-password",
+    ]
     args.append(f"--dbname={conninfo_dbname(target.name)}")
     if replace:
         args += ["--clean", "--if-exists"]
     args += [f"--jobs={jobs}"] if jobs > 1 else ["--single-transaction"]
     args.append(str(folder / manifest.dump))
     try:
-        run_tool(args, [target], what=f"restore {folder.name} into {target.where()}")
+        process.run_tool(args, [target], what=f"restore {folder.name} into {target.where()}")
     except BackupError as error:
         outcome = "The new database is dropped again" if created else "The database is as it was"
         raise BackupError(f"{error}\n{outcome}; fix the cause and restore again.") from None
