@@ -59,8 +59,10 @@ class RoundtripFailed(CheckFailed):
     """A revision's up, down, up did not give back the same schema or rows."""
 
 
-class BackupError(CheckFailed):
-    """A backup could not be made, checked or restored."""
+class BackupError(UaipDbError):
+    """pg_dump or pg_restore failed; the message is its last meaningful line."""
+
+    exit_code = CHECK_FAILED
 
 
 class MigrationError(UaipDbError):

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from uaip_db import paths
-from uaip_db.backups import backup
+from uaip_db.backups import dump
+from uaip_db.backups import restore as restoring
 from uaip_db.catalog import expected
 from uaip_db.errors import UaipDbError
 from uaip_db.migrations import history, runner
@@ -169,8 +170,8 @@ def backup_item(
 
     assert isinstance(server, ScratchServer)
     try:
-        made = backup.create_backup(config, backup_dir)
-        restored = backup.verify_restorable(made, server)
+        made = dump.create_backup(config, backup_dir)
+        restored = restoring.verify_restorable(made, server)
     except UaipDbError as error:
         return Item("Backup", FAIL, [str(error)]), None
     manifest = made.manifest

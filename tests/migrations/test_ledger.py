@@ -5,6 +5,7 @@ from __future__ import annotations
 import psycopg
 
 from tests.conftest import HEAD
+from uaip_db import files
 from uaip_db.migrations import history, ledger, runner
 from uaip_db.migrations.baseline import BASELINE_REVISION
 from uaip_db.settings import DatabaseConfig
@@ -24,7 +25,7 @@ def test_upgrade_records_every_revision(empty_db: DatabaseConfig) -> None:
     for revision, entry in recorded.items():
         script = scripts.get_revision(revision)
         assert script is not None
-        assert entry.file_sha256 == ledger.file_sha256(script.path)
+        assert entry.file_sha256 == files.sha256_of(script.path)
         assert entry.how == "upgrade"
         assert entry.duration_ms is not None and entry.duration_ms >= 0
         assert " as uaip_user" in entry.applied_by

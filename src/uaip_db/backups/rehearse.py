@@ -12,7 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from uaip_db.backups import backup
+from uaip_db.backups import manifest as manifests
+from uaip_db.backups import restore as restoring
 from uaip_db.checks.status import inspect
 from uaip_db.checks.verify import verify
 from uaip_db.migrations import runner
@@ -52,7 +53,7 @@ class Rehearsal:
 def newest_backup(directory: Path, database: str) -> Path:
     from uaip_db.errors import SettingsError
 
-    found = backup.list_backups(directory, database)
+    found = manifests.list_backups(directory, database)
     if not found:
         raise SettingsError(
             f"No backup of {database} in {directory}; run `inv db.backup` first or name one."
@@ -65,8 +66,8 @@ def rehearse(
 ) -> Rehearsal:
     target = server.config_for(f"uaip_rehearsal_{int(time.time() * 1000) % 10**9}")
     started = time.perf_counter()
-    backup.restore_backup(source, target, server_admin=server.admin)
-    result = Rehearsal(backup.backup_folder(source), time.perf_counter() - started)
+    restoring.restore_backup(source, target, server_admin=server.admin)
+    result = Rehearsal(manifests.backup_folder(source), time.perf_counter() - started)
     if report:
         report(
             f"Restored {result.backup.name} into a throwaway database in "

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import tomllib
@@ -24,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from uaip_db import paths
+from uaip_db import paths, process
 from uaip_db.catalog import expected
 from uaip_db.catalog.snapshot import Snapshot
 from uaip_db.errors import CheckFailed, SettingsError, UsageError
@@ -99,12 +98,7 @@ def squawk_findings(rendered: dict[str, str], excluded_everywhere: list[str]) ->
             file.write_text(sql, encoding="utf-8")
             files.append(str(file))
         exclude = [f"--exclude={','.join(excluded_everywhere)}"] if excluded_everywhere else []
-        result = subprocess.run(
-            [squawk, "--reporter", "json", *exclude, *files],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        result = process.execute([squawk, "--reporter", "json", *exclude, *files])
     try:
         reports: list[dict[str, Any]] = json.loads(result.stdout or "[]")
     except json.JSONDecodeError:

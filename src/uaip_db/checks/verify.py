@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
+from uaip_db import files
 from uaip_db.catalog import expected
 from uaip_db.catalog.snapshot import Snapshot, describe, diff, take_from
 from uaip_db.errors import CHECK_FAILED, CheckFailed
@@ -38,7 +39,7 @@ def edited_revisions(
     found = []
     for revision, entry in sorted(recorded.items()):
         script = index.get(revision)
-        if script is not None and ledger.file_sha256(script.path) != entry.file_sha256:
+        if script is not None and files.sha256_of(script.path) != entry.file_sha256:
             found.append(
                 f"Revision {revision} ({script.doc}) was edited after it was applied "
                 f"({entry.how} on {entry.applied_at:%Y-%m-%d %H:%M} by {entry.applied_by}); "

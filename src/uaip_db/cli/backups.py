@@ -37,7 +37,9 @@ def backup(
     out: Say = say,
 ) -> Path:
     """pg_dump with a manifest; proven restorable on a throwaway database unless told not to."""
-    from uaip_db.backups import backup as backups
+    from uaip_db.backups import dump
+    from uaip_db.backups import manifest as manifests
+    from uaip_db.backups import restore as restoring
 
     config = DatabaseConfig.from_env()
     directory = backup_folder_argument(out_dir)
@@ -46,9 +48,7 @@ def backup(
     if keep is not None and keep < 1:
         raise UsageError("--keep must be 1 or more (how many backups of this database to keep).")
     with timed(f"Backed up {config.display_url()}", out):
-        made = backups.create_backup(
-            config, directory, jobs=jobs, compression=1 if jobs > 1 else None
-        )
+        made = dump.create_backup(config, directory, jobs=jobs, compression=1 if jobs > 1 else None)
     manifest = made.manifest
     rows = sum(manifest.row_counts.values())
     out(
@@ -59,13 +59,13 @@ def backup(
         from uaip_db.servers.scratch import scratch_server
 
         with scratch_server() as server:
-            report = backups.verify_restorable(made, server, jobs=jobs)
+            report = restoring.verify_restorable(made, server, jobs=jobs)
         out(
             f"  proven restorable: restored and verified on a throwaway database in "
             f"{report.seconds:.2f} s"
         )
     if keep is not None:
-        for removed in backups.prune(directory, config.name, keep):
+        for removed in manifests.prune(directory, config.name, keep):
             out(f"  pruned {removed.name}")
     out(f"Restore it with: {made.restore_command()}")
     return made.path
@@ -81,11 +81,12 @@ def restore(
     out: Say = say,
 ) -> None:
     """Restore a checked backup into a new database (default) or, with --yes, over one."""
-    from uaip_db.backups import backup as backups
+    from uaip_db.backups import manifest as manifests
+    from uaip_db.backups import restore as restoring
 
     if not path:
         raise UsageError("Say which backup to restore: inv db.restore PATH.")
-    manifest = backups.check_files(path)
+    manifest = manifests.check_files(path)
     config = DatabaseConfig.from_env()
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d%H%M%S")
     name = target or f"{manifest.database}_restored_{stamp}"
@@ -94,10 +95,10 @@ def restore(
     if into_existing:
         confirm_destructive(destination, "replace the contents of", yes=yes, confirm_db=confirm_db)
     out(
-        f"Files of {backups.backup_folder(path).name} match the manifest; restoring into "
+        f"Files of {manifests.backup_folder(path).name} match the manifest; restoring into "
         f"{destination.display_url()}:"
     )
-    report = backups.restore_backup(path, destination, into_existing=into_existing, jobs=jobs)
+    report = restoring.restore_backup(path, destination, into_existing=into_existing, jobs=jobs)
     out(
         f"Restored {report.tables} tables, {report.rows} rows in {report.seconds:.2f} s; revision, "
         "fingerprint and row counts match the manifest."

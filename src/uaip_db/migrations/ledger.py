@@ -8,7 +8,6 @@ catch a migration edited after it was applied.
 from __future__ import annotations
 
 import getpass
-import hashlib
 import socket
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import psycopg
+
+from uaip_db import files
 
 LEDGER_TABLE = "uaip_db_migration_ledger"
 CREATE_LEDGER = f"""
@@ -39,10 +40,6 @@ class Entry:
     applied_by: str
     duration_ms: int | None
     how: str
-
-
-def file_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def who() -> str:
@@ -68,7 +65,7 @@ def record(
         "ON CONFLICT (revision) DO UPDATE SET file_sha256 = EXCLUDED.file_sha256, "
         "applied_at = EXCLUDED.applied_at, applied_by = EXCLUDED.applied_by, "
         "duration_ms = EXCLUDED.duration_ms, how = EXCLUDED.how",
-        (revision, file_sha256(path), who(), duration_ms, how),
+        (revision, files.sha256_of(path), who(), duration_ms, how),
     )
 
 

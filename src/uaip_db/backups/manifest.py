@@ -1,0 +1,345 @@
+"""A backup folder and its manifest: what a backup holds, and whether its files are intact.
+
+A backup is a folder `<out_dir>/<dbname>-<UTC time>-<revision>` holding the dump (custom format
+`dump.pgdump`, or directory format `dump/` for parallel jobs), `schema.json` and `manifest.json`:
+the size and sha256 of every file, and what the database held when it was dumped (revision,
+schema fingerprint, row counts). Folders are 0700 and files 0600; no password is ever written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from uaip_db.catalog.snapshot import Snapshot
+from uaip_db.errors import CheckFailed, SettingsError
+from uaip_db.files import sha256_of
+
+T = TypeVar("T")
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+CUSTOM_DUMP = "dump.pgdump"
+SCHEMA_FILE = "schema.json"
+DIRECTORY_DUMP = "dump"
+SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+# Snapshot kinds that `pg_restore --clean` drops and recreates as a whole; an object of these
+# kinds that the backup lacks would survive a restore over an existing database.
+TOP_LEVEL_KINDS = (
+    "extension",
+    "schema",
+    "table",
+    "sequence",
+    "view",
+    "materialized view",
+    "function",
+    "procedure",
+    "aggregate",
+    "window function",
+    "enum",
+)
+TOP_LEVEL_PREFIXES = tuple(f"{kind} " for kind in TOP_LEVEL_KINDS)
+
+
+# --- the manifest ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """What a backup holds: its files, and the database as it was dumped."""
+
+    database: str
+    source: str
+    created_at: str
+    format: str
+    jobs: int
+    server_version: str
+    pg_dump_version: str
+    revisions: tuple[str, ...]
+    fingerprint: str
+    objects: tuple[str, ...]
+    row_counts: dict[str, int]
+    files: tuple[FileEntry, ...]
+    compression: int | None = None
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def dump(self) -> str:
+        """The dump's path inside the backup folder."""
+        return DIRECTORY_DUMP if self.format == "directory" else CUSTOM_DUMP
+
+    @property
+    def revision_label(self) -> str:
+        return "+".join(self.revisions) or "base"
+
+    def to_json(self) -> str:
+        data = {
+            "format_version": self.format_version,
+            "database": self.database,
+            "source": self.source,
+            "created_at": self.created_at,
+            "format": self.format,
+            "jobs": self.jobs,
+            "compression": self.compression,
+            "dump": self.dump,
+            "server_version": self.server_version,
+            "pg_dump_version": self.pg_dump_version,
+            "revisions": list(self.revisions),
+            "fingerprint": self.fingerprint,
+            "objects": list(self.objects),
+            "row_counts": dict(sorted(self.row_counts.items())),
+            "files": [vars(entry) for entry in self.files],
+        }
+        return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> Manifest:
+        """Parse a manifest; ValueError names what is wrong with it."""
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError("it is not a JSON object")
+        version = _field(data, "format_version", int)
+        if version > FORMAT_VERSION:
+            raise ValueError(f"format version {version} is newer than this uaip-db knows")
+        fmt = _field(data, "format", str)
+        if fmt not in ("custom", "directory"):
+            raise ValueError(f"format {fmt!r} is unknown")
+        return cls(
+            database=_field(data, "database", str),
+            source=_field(data, "source", str),
+            created_at=_field(data, "created_at", str),
+            format=fmt,
+            jobs=_field(data, "jobs", int),
+            server_version=_field(data, "server_version", str),
+            pg_dump_version=_field(data, "pg_dump_version", str),
+            revisions=tuple(_strings(data, "revisions")),
+            fingerprint=_field(data, "fingerprint", str),
+            objects=tuple(_strings(data, "objects")),
+            row_counts=_row_counts(data),
+            files=tuple(_file_entry(item) for item in _field(data, "files", list)),
+            compression=_compression(data),
+            format_version=version,
+        )
+
+
+def _field(data: dict[str, Any], key: str, kind: type[T]) -> T:
+    value = data.get(key)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ValueError(f"{key!r} is missing or not a {kind.__name__}")
+    return value
+
+
+def _compression(data: dict[str, Any]) -> int | None:
+    value = data.get("compression")
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+        raise ValueError("'compression' is not a number")
+    return value
+
+
+def _strings(data: dict[str, Any], key: str) -> list[str]:
+    values = _field(data, key, list)
+    if not all(isinstance(value, str) for value in values):
+        raise ValueError(f"{key!r} is not a list of strings")
+    return values
+
+
+def _row_counts(data: dict[str, Any]) -> dict[str, int]:
+    counts = _field(data, "row_counts", dict)
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in counts.values()):
+        raise ValueError("'row_counts' is not a table -> count object")
+    return dict(counts)
+
+
+def _file_entry(item: Any) -> FileEntry:
+    if not isinstance(item, dict):
+        raise ValueError("'files' holds something that is not a file entry")
+    path = _field(item, "path", str)
+    if Path(path).is_absolute() or ".." in Path(path).parts or path in ("", MANIFEST):
+        raise ValueError(f"file entry {path!r} points outside the backup")
+    return FileEntry(path, _field(item, "size", int), _field(item, "sha256", str))
+
+
+@dataclass(frozen=True)
+class Backup:
+    path: Path
+    manifest: Manifest
+
+    def restore_command(self) -> str:
+        """What a person runs to restore this backup."""
+        return f"inv db.restore {shlex.quote(str(self.path))}"
+
+
+def top_level_objects(snapshot: Snapshot) -> tuple[str, ...]:
+    return tuple(sorted(key for key in snapshot.objects if key.startswith(TOP_LEVEL_PREFIXES)))
+
+
+# --- the backup folder ----------------------------------------------------------------------
+
+
+def reserve_folder(out_dir: Path, database: str, revisions: tuple[str, ...]) -> Path:
+    """Create `<dbname>-<UTC yyyymmddTHHMMSSZ>-<revision>` (with -2, -3... if taken), 0700."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    label = "+".join(revisions) or "base"
+    base = f"{SAFE_NAME.sub('_', database)}-{stamp}-{SAFE_NAME.sub('_', label)}"
+    attempt = 1
+    while True:
+        folder = out_dir / (base if attempt == 1 else f"{base}-{attempt}")
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:
+            attempt += 1
+            continue
+        os.chmod(folder, 0o700)
+        return folder
+
+
+def describe_files(folder: Path) -> list[FileEntry]:
+    """Size and sha256 of every file but the manifest, sorted; makes them owner-only on the way."""
+    entries = []
+    for path in files_in(folder):
+        os.chmod(path, 0o600)
+        relative = path.relative_to(folder).as_posix()
+        entries.append(FileEntry(relative, path.stat().st_size, sha256_of(path)))
+    for directory in (p for p in folder.rglob("*") if p.is_dir()):
+        os.chmod(directory, 0o700)
+    return sorted(entries, key=lambda entry: entry.path)
+
+
+def files_in(folder: Path) -> list[Path]:
+    """Everything in the backup folder that is not a folder, the manifest aside."""
+    return sorted(
+        path
+        for path in folder.rglob("*")
+        if (path.is_symlink() or not path.is_dir()) and path != folder / MANIFEST
+    )
+
+
+# --- checking a backup ----------------------------------------------------------------------
+
+
+def backup_folder(path: Path | str) -> Path:
+    """The backup folder for a folder or its manifest.json path."""
+    given = Path(path)
+    folder = given.parent if given.name == MANIFEST and given.is_file() else given
+    if not folder.is_dir():
+        raise SettingsError(f"No backup at {given}; check the path.")
+    if not (folder / MANIFEST).is_file():
+        raise SettingsError(
+            f"No backup at {given}: it has no {MANIFEST} (an interrupted backup leaves none). "
+            "Use another backup."
+        )
+    return folder
+
+
+def read_manifest(path: Path | str) -> Manifest:
+    """The manifest of a backup (folder or manifest.json path), without checking the files."""
+    folder = backup_folder(path)
+    try:
+        return Manifest.from_json((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise damaged(folder, f"its {MANIFEST} cannot be read ({error})") from None
+
+
+def check_files(path: Path | str) -> Manifest:
+    """Every listed file is there with its size and sha256, and nothing was added."""
+    folder = backup_folder(path)
+    manifest = read_manifest(folder)
+    for entry in manifest.files:  # sizes first: a truncated dump is refused without hashing
+        check_size(folder, entry)
+    for entry in manifest.files:
+        actual = sha256_of(folder / entry.path)
+        if actual != entry.sha256:
+            raise damaged(
+                folder,
+                f"{entry.path} does not match its manifest "
+                f"(sha256 {actual[:12]}..., expected {entry.sha256[:12]}...)",
+            )
+    listed = {entry.path for entry in manifest.files}
+    for extra in files_in(folder):
+        relative = extra.relative_to(folder).as_posix()
+        if relative not in listed and relative != f".{MANIFEST}.tmp":
+            raise damaged(folder, f"{relative} is not in its manifest")
+    if SCHEMA_FILE not in listed or saved_schema(folder).digest() != manifest.fingerprint:
+        raise damaged(folder, f"{SCHEMA_FILE} does not match the manifest's schema fingerprint")
+    return manifest
+
+
+def saved_schema(folder: Path) -> Snapshot:
+    """The schema snapshot taken with the dump (checked against the manifest by check_files)."""
+    try:
+        return Snapshot.from_json((folder / SCHEMA_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError) as error:
+        raise damaged(folder, f"{SCHEMA_FILE} cannot be read ({error})") from None
+
+
+def check_size(folder: Path, entry: FileEntry) -> None:
+    target = folder / entry.path
+    if target.is_symlink() or not target.is_file():
+        raise damaged(folder, f"{entry.path} is missing")
+    size = target.stat().st_size
+    if size != entry.size:
+        raise damaged(
+            folder,
+            f"{entry.path} does not match its manifest (size {size} bytes, expected {entry.size})",
+        )
+
+
+def damaged(folder: Path, what: str) -> CheckFailed:
+    return CheckFailed(f"Backup {folder} is damaged: {what}. Use another backup.")
+
+
+# --- keeping backups ------------------------------------------------------------------------
+
+
+def list_backups(out_dir: Path, database_name: str) -> list[Path]:
+    """Backups of `database_name` in `out_dir` (folders whose manifest names it), newest first."""
+    out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        return []
+    found: list[tuple[str, str, Path]] = []
+    for child in out_dir.iterdir():
+        summary = manifest_summary(child)
+        if summary is not None and summary[0] == database_name:
+            found.append((summary[1], child.name, child))
+    return [path for *_, path in sorted(found, reverse=True)]
+
+
+def manifest_summary(folder: Path) -> tuple[str, str] | None:
+    """(database, created_at) from a folder's manifest, or None when it is not a backup."""
+    if folder.is_symlink() or not folder.is_dir():
+        return None
+    try:
+        data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    database, created_at = data.get("database"), data.get("created_at")
+    if isinstance(database, str) and isinstance(created_at, str):
+        return database, created_at
+    return None
+
+
+def prune(out_dir: Path, database_name: str, keep: int) -> list[Path]:
+    """Remove backups of `database_name` beyond the newest `keep`; the removed folders."""
+    if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
+        raise SettingsError(
+            f"keep={keep!r}: prune keeps at least the newest backup; use 1 or more."
+        )
+    removed = list_backups(out_dir, database_name)[keep:]
+    for folder in removed:
+        shutil.rmtree(folder)
+    return removed

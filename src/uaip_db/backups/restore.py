@@ -1,0 +1,290 @@
+"""Restoring a backup, and proving one restorable on a throwaway database.
+
+A restore checks the files before it touches anything, restores in one transaction where
+pg_restore allows it, and compares the result with the manifest (revision, schema, row counts).
+The password reaches pg_restore only through the environment, and never appears in a message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from uaip_db import process
+from uaip_db.backups.dump import check_jobs, row_counts
+from uaip_db.backups.manifest import (
+    Backup,
+    Manifest,
+    backup_folder,
+    check_files,
+    saved_schema,
+    top_level_objects,
+)
+from uaip_db.catalog.snapshot import Snapshot, diff, take_from
+from uaip_db.errors import BackupError, CheckFailed, SettingsError
+from uaip_db.migrations import runner
+from uaip_db.pg import connection, scrub
+from uaip_db.servers.local import find_bindir
+from uaip_db.settings import DatabaseConfig
+
+if TYPE_CHECKING:
+    from uaip_db.servers.scratch import ScratchServer
+
+MAINTENANCE_DATABASE = "postgres"
+USER_RELATIONS_QUERY = """
+SELECT count(*) FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'
+  AND NOT EXISTS (SELECT 1 FROM pg_depend AS d WHERE d.classid = 'pg_class'::regclass
+                  AND d.objid = c.oid AND d.deptype = 'e')
+"""
+
+
+@dataclass(frozen=True)
+class RestoreReport:
+    target: str
+    seconds: float
+    tables: int
+    rows: int
+    verified: bool
+    revisions: tuple[str, ...] = ()
+    created: bool = False
+
+
+# --- restoring ------------------------------------------------------------------------------
+
+
+def restore_backup(
+    path: Path | str,
+    target: DatabaseConfig,
+    *,
+    server_admin: DatabaseConfig | None = None,
+    into_existing: bool = False,
+    jobs: int = 1,
+) -> RestoreReport:
+    """Restore a checked backup into `target` and prove the result matches its manifest.
+
+    By default `target` must not exist (or be empty); it is created, and dropped again if
+    anything fails. With `into_existing` its contents are replaced in one transaction, so a
+    failure leaves it as it was.
+    """
+    started = time.monotonic()
+    check_jobs(jobs)
+    manifest = check_files(path)
+    folder = backup_folder(path)
+    if into_existing and jobs > 1:
+        raise SettingsError(
+            "A restore into an existing database runs in one transaction so a failure rolls "
+            "back, and pg_restore cannot combine that with parallel jobs; use jobs=1."
+        )
+    admin = (server_admin or target).with_database(MAINTENANCE_DATABASE)
+    relations = existing_relations(admin, target)
+    replace = plan_restore(folder, manifest, target, relations, into_existing, jobs)
+    created = relations is None
+    if created:
+        create_database(admin, target)
+    try:
+        run_restore(folder, manifest, target, replace=replace, jobs=jobs, created=created)
+        return verified_report(folder, manifest, target, started, created)
+    except BaseException:
+        if created:
+            with contextlib.suppress(Exception):
+                drop_database(admin, target.name)
+        raise
+
+
+def plan_restore(
+    folder: Path,
+    manifest: Manifest,
+    target: DatabaseConfig,
+    relations: int | None,
+    into_existing: bool,
+    jobs: int,
+) -> bool:
+    """Whether the restore replaces existing objects; refuses what cannot be undone."""
+    if relations is None:
+        return False
+    if jobs > 1:
+        raise SettingsError(
+            f"The {target.where()} already exists; a parallel restore only goes into a "
+            "database it creates (so a failure can be undone by dropping it). Use jobs=1."
+        )
+    if relations == 0:
+        return False
+    if not into_existing:
+        raise CheckFailed(
+            f"The {target.where()} already exists and holds {relations} tables, views or "
+            "sequences; restore under a new name, or replace its contents with --into-existing."
+        )
+    refuse_leftovers(manifest, target)
+    return True
+
+
+def existing_relations(admin: DatabaseConfig, target: DatabaseConfig) -> int | None:
+    """None when `target` does not exist, else how many user relations it holds."""
+    with connection(admin) as conn:
+        found = conn.execute(
+            "SELECT 1 FROM pg_database WHERE datname = %s", (target.name,)
+        ).fetchone()
+    if not found:
+        return None
+    with connection(target) as conn:
+        row = conn.execute(USER_RELATIONS_QUERY).fetchone()
+    return int(row[0]) if row else 0
+
+
+def refuse_leftovers(manifest: Manifest, target: DatabaseConfig) -> None:
+    """Objects only the target has would survive `--clean`: refuse before touching anything."""
+    with connection(target) as conn:
+        current = take_from(conn)
+    backup_objects = set(manifest.objects)
+    backup_tables = {key[len("table ") :] for key in manifest.objects if key.startswith("table ")}
+    leftovers = []
+    for key in top_level_objects(current):
+        owned_by = str(current.objects[key].get("owned_by", ""))
+        if key in backup_objects or owned_by.split(".", 1)[0] in backup_tables:
+            continue
+        leftovers.append(key)
+    if leftovers:
+        raise CheckFailed(
+            f"The {target.where()} has objects the backup does not ({first_few(leftovers)}); "
+            "a restore over them would leave them behind. Drop them first, or restore under a "
+            "new name."
+        )
+
+
+def first_few(items: list[str], separator: str = ", ", limit: int = 5) -> str:
+    shown = separator.join(items[:limit])
+    return shown + (f"{separator}and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def create_database(admin: DatabaseConfig, target: DatabaseConfig) -> None:
+    from psycopg import errors, sql
+
+    statement = sql.SQL("CREATE DATABASE {} OWNER {} TEMPLATE template0").format(
+        sql.Identifier(target.name), sql.Identifier(target.user)
+    )
+    with connection(admin) as conn:
+        try:
+            conn.execute(statement)
+        except errors.DuplicateDatabase:
+            raise CheckFailed(
+                f"The {target.where()} was created by someone else meanwhile; "
+                "restore under a new name."
+            ) from None
+        except errors.InsufficientPrivilege as error:
+            raise SettingsError(
+                f"{admin.user} may not create {target.name!r} ({scrub(str(error), admin)}); "
+                "create it empty first, or give a server admin that may."
+            ) from None
+
+
+def drop_database(admin: DatabaseConfig, name: str) -> None:
+    from psycopg import sql
+
+    with connection(admin) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+
+
+def run_restore(
+    folder: Path,
+    manifest: Manifest,
+    target: DatabaseConfig,
+    *,
+    replace: bool,
+    jobs: int,
+    created: bool,
+) -> None:
+    args = [
+        process.tool("pg_restore", find_bindir()),
+        "--no-owner",
+        "--exit-on-error",
+        "--no-password",
+    ]
+    args.append(f"--dbname={conninfo_dbname(target.name)}")
+    if replace:
+        args += ["--clean", "--if-exists"]
+    args += [f"--jobs={jobs}"] if jobs > 1 else ["--single-transaction"]
+    args.append(str(folder / manifest.dump))
+    try:
+        process.run_tool(args, [target], what=f"restore {folder.name} into {target.where()}")
+    except BackupError as error:
+        outcome = "The new database is dropped again" if created else "The database is as it was"
+        raise BackupError(f"{error}\n{outcome}; fix the cause and restore again.") from None
+
+
+def conninfo_dbname(name: str) -> str:
+    """`dbname='...'` for pg_restore --dbname: a name with `=` is never read as a conninfo."""
+    return "dbname='" + name.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+# --- verifying ------------------------------------------------------------------------------
+
+
+def verified_report(
+    folder: Path, manifest: Manifest, target: DatabaseConfig, started: float, created: bool
+) -> RestoreReport:
+    with connection(target) as conn:
+        revisions = runner.current_revisions_on(conn)
+        counts = row_counts(conn)
+        restored = take_from(conn)
+    schema_problems = compare_schemas(saved_schema(folder), restored)
+    problems = differences(manifest, revisions, counts) + schema_problems
+    if problems:
+        raise CheckFailed(
+            f"The restore of {folder.name} into {target.where()} does not match its manifest: "
+            f"{first_few(problems, '; ')}.\n"
+            + ("The new database is dropped again" if created else "The restored contents stay")
+            + "; use another backup."
+        )
+    return RestoreReport(
+        target=target.display_url(),
+        seconds=round(time.monotonic() - started, 3),
+        tables=len(counts),
+        rows=sum(counts.values()),
+        verified=True,
+        revisions=revisions,
+        created=created,
+    )
+
+
+def differences(
+    manifest: Manifest, revisions: tuple[str, ...], counts: dict[str, int]
+) -> list[str]:
+    problems = []
+    if revisions != manifest.revisions:
+        problems.append(
+            f"revision {'+'.join(revisions) or 'base'}, expected {manifest.revision_label}"
+        )
+    for table in sorted(manifest.row_counts.keys() | counts.keys()):
+        expected, actual = manifest.row_counts.get(table), counts.get(table)
+        if expected != actual:
+            problems.append(
+                f"table {table}: {'no' if actual is None else actual} rows, expected "
+                f"{'none (not in the backup)' if expected is None else expected}"
+            )
+    return problems
+
+
+def compare_schemas(saved: Snapshot, restored: Snapshot) -> list[str]:
+    """Differences between the dumped and the restored schema."""
+    return [f"schema fingerprint differs: {line}" for line in diff(saved, restored)]
+
+
+def verify_restorable(
+    backup: Backup | Path | str, server: ScratchServer, *, jobs: int = 1
+) -> RestoreReport:
+    """Restore into a throwaway database on `server`, verify it against the manifest, drop it."""
+    path = backup.path if isinstance(backup, Backup) else Path(backup)
+    name = f"uaip_verify_{secrets.token_hex(4)}"
+    try:
+        return restore_backup(path, server.config_for(name), server_admin=server.admin, jobs=jobs)
+    finally:
+        server.drop_database(name)

@@ -1,0 +1,240 @@
+"""Restores are verified: damage and conflicts are refused, a failure leaves nothing behind."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.backups.conftest import (
+    SESSIONS,
+    exists,
+    flip_one_byte,
+    hashes,
+    rewrite_manifest,
+    take_snapshot,
+    tamper,
+)
+from tests.conftest import sql
+from uaip_db import files
+from uaip_db.backups import restore as restoring
+from uaip_db.backups.dump import create_backup
+from uaip_db.backups.restore import restore_backup
+from uaip_db.catalog.snapshot import take
+from uaip_db.checks import sample_data
+from uaip_db.errors import BackupError, CheckFailed, SettingsError
+from uaip_db.migrations import history
+from uaip_db.servers.scratch import ScratchServer
+from uaip_db.settings import DatabaseConfig
+
+
+def test_a_backup_is_proven_restorable_on_a_scratch_server(
+    server: ScratchServer, full_db: DatabaseConfig, backups: Path
+) -> None:
+    made = create_backup(full_db, backups)
+    databases_before = {
+        r[0] for r in server.connection().execute("SELECT datname FROM pg_database").fetchall()
+    }
+    report = restoring.verify_restorable(made, server)
+    assert report.verified and report.rows == sum(made.manifest.row_counts.values())
+    databases_after = {
+        r[0] for r in server.connection().execute("SELECT datname FROM pg_database").fetchall()
+    }
+    assert databases_after == databases_before
+
+
+def test_a_restored_database_backs_up_and_restores_exactly(
+    server: ScratchServer, full_db: DatabaseConfig, new_target: DatabaseConfig, backups: Path
+) -> None:
+    first = restore_backup(create_backup(full_db, backups).path, new_target)
+    assert first.verified
+    again = restoring.verify_restorable(create_backup(new_target, backups), server)
+    assert again.verified
+    assert take(new_target) == take(full_db)
+
+
+def test_a_role_that_is_not_a_superuser_can_back_up_and_restore(
+    server: ScratchServer, full_db: DatabaseConfig, backups: Path
+) -> None:
+    role, password = f"uaip_owner_{os.urandom(3).hex()}", "s3cret p@ss:'%"
+    admin = server.connection()
+    admin.execute(
+        psycopg.sql.SQL("CREATE ROLE {} LOGIN CREATEDB PASSWORD {}").format(
+            psycopg.sql.Identifier(role), psycopg.sql.Literal(password)
+        )
+    )
+    owner = DatabaseConfig(
+        host=full_db.host, port=full_db.port, name=f"{role}_db", user=role, password=password
+    )
+    try:
+        made = create_backup(full_db, backups)
+        report = restore_backup(made.path, owner)
+        assert report.verified
+        assert sql(
+            owner,
+            "SELECT current_user, (SELECT rolsuper FROM pg_roles WHERE rolname = current_user)",
+        ) == [(role, False)]
+        assert hashes(owner) == hashes(full_db)
+    finally:
+        server.drop_database(owner.name)
+        admin.execute(
+            psycopg.sql.SQL("DROP ROLE IF EXISTS {}").format(psycopg.sql.Identifier(role))
+        )
+
+
+@pytest.mark.parametrize(
+    ("how", "named"),
+    [
+        (flip_one_byte, "sha256"),
+        (lambda data: data[: len(data) - 100], "size"),
+    ],
+    ids=["one-byte-changed", "truncated"],
+)
+def test_a_damaged_dump_is_refused_before_the_target_is_touched(
+    server: ScratchServer,
+    full_db: DatabaseConfig,
+    new_target: DatabaseConfig,
+    backups: Path,
+    how: Callable[[bytes], bytes],
+    named: str,
+) -> None:
+    made = create_backup(full_db, backups)
+    tamper(made.path / "dump.pgdump", how)
+    with pytest.raises(CheckFailed) as refused:
+        restore_backup(made.path, new_target)
+    message = str(refused.value)
+    assert f"Backup {made.path} is damaged: dump.pgdump does not match its manifest" in message
+    assert f"({named} " in message and message.endswith("Use another backup.")
+    assert not exists(server, new_target.name)
+
+    before = hashes(full_db)
+    with pytest.raises(CheckFailed, match="is damaged"):
+        restore_backup(made.path, full_db, into_existing=True)
+    assert hashes(full_db) == before
+
+
+def test_an_occupied_target_is_refused_unless_asked_to_replace_it(
+    full_db: DatabaseConfig, head_db: DatabaseConfig, backups: Path
+) -> None:
+    made = create_backup(full_db, backups)
+    with psycopg.connect(**head_db.connect_kwargs(), autocommit=True) as conn:
+        sample_data.fill(conn)
+    before = hashes(head_db)
+    with pytest.raises(CheckFailed, match=r"already exists and holds .* --into-existing"):
+        restore_backup(made.path, head_db)
+    assert hashes(head_db) == before
+
+    report = restore_backup(made.path, head_db, into_existing=True)
+    assert report.verified and not report.created
+    assert hashes(head_db) == hashes(full_db)
+
+    with pytest.raises(SettingsError, match="jobs=1"):
+        restore_backup(made.path, head_db, into_existing=True, jobs=2)
+
+
+def test_an_existing_empty_target_is_restored_into(
+    full_db: DatabaseConfig, empty_db: DatabaseConfig, backups: Path
+) -> None:
+    made = create_backup(full_db, backups)
+    report = restore_backup(made.path, empty_db)
+    assert report.verified and not report.created
+    assert hashes(empty_db) == hashes(full_db)
+
+
+def test_a_failure_midway_leaves_an_existing_target_as_it_was(
+    full_db: DatabaseConfig, head_db: DatabaseConfig, backups: Path
+) -> None:
+    made = create_backup(full_db, backups)
+    with psycopg.connect(**head_db.connect_kwargs(), autocommit=True) as conn:
+        sample_data.fill(conn)
+        # Outside public, so the leftover check passes; it makes pg_restore's DROP TABLE fail.
+        conn.execute("CREATE SCHEMA side")
+        conn.execute("CREATE VIEW side.recent AS SELECT session_id FROM public.sessions")
+    before, fingerprint = hashes(head_db), take(head_db).digest()
+    with pytest.raises(BackupError) as failed:
+        restore_backup(made.path, head_db, into_existing=True)
+    message = str(failed.value)
+    assert "cannot drop table public.sessions because other objects depend on it" in message
+    assert message.splitlines()[1] == "The database is as it was; fix the cause and restore again."
+    assert len(message.splitlines()) == 2 and head_db.password not in message
+    assert hashes(head_db) == before
+    assert take(head_db).digest() == fingerprint
+    assert sql(head_db, "SELECT count(*) FROM side.recent") == [(sample_data.ROWS_PER_TABLE,)]
+
+
+def test_objects_only_the_target_has_are_refused_before_replacing(
+    full_db: DatabaseConfig, head_db: DatabaseConfig, backups: Path
+) -> None:
+    made = create_backup(full_db, backups)
+    sql(head_db, "CREATE TABLE notes (id int)")
+    sql(head_db, "CREATE FUNCTION answer() RETURNS int LANGUAGE sql AS 'SELECT 42'")
+    before = hashes(head_db)
+    with pytest.raises(CheckFailed, match=r"function answer\(\), table notes\)"):
+        restore_backup(made.path, head_db, into_existing=True)
+    assert hashes(head_db) == before
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"fingerprint": "0" * 64}, "schema.json does not match the manifest's schema fingerprint"),
+        ({"revisions": ["03033cebb647"]}, "revision {head}, expected 03033cebb647"),
+        ("row_counts", "table sessions: 2000 rows, expected 1999"),
+        ("schema", "schema fingerprint differs: table ghost: missing"),
+    ],
+    ids=["fingerprint", "revision", "row-count", "consistent-schema-lie"],
+)
+def test_a_restore_that_does_not_match_its_manifest_is_undone(
+    server: ScratchServer,
+    full_db: DatabaseConfig,
+    new_target: DatabaseConfig,
+    backups: Path,
+    change: object,
+    named: str,
+) -> None:
+    made = create_backup(full_db, backups)
+    if change == "row_counts":
+        counts = dict(made.manifest.row_counts, sessions=SESSIONS - 1)
+        rewrite_manifest(made.path, row_counts=counts)
+    elif change == "schema":  # schema.json, its sha256 and the fingerprint all tell one story
+        lie = take_snapshot(made.path)
+        lie.objects["table ghost"] = {"kind": "table"}
+        (made.path / "schema.json").write_text(lie.to_json())
+        entries = [vars(e) for e in made.manifest.files if e.path != "schema.json"]
+        entries.append(
+            {
+                "path": "schema.json",
+                "size": (made.path / "schema.json").stat().st_size,
+                "sha256": files.sha256_of(made.path / "schema.json"),
+            }
+        )
+        rewrite_manifest(made.path, fingerprint=lie.digest(), files=entries)
+    else:
+        assert isinstance(change, dict)
+        rewrite_manifest(made.path, **change)
+    with pytest.raises(CheckFailed) as refused:
+        restore_backup(made.path, new_target)
+    assert named.format(head=history.load().heads[0]) in str(refused.value)
+    assert not exists(server, new_target.name)
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_failed_restore_drops_the_database_it_created(
+    server: ScratchServer,
+    full_db: DatabaseConfig,
+    new_target: DatabaseConfig,
+    backups: Path,
+    jobs: int,
+) -> None:
+    role = f"uaip_reader_{os.urandom(3).hex()}"
+    sql(full_db, f'CREATE ROLE "{role}"; GRANT SELECT ON sessions TO "{role}"')
+    made = create_backup(full_db, backups, jobs=jobs)
+    sql(full_db, f'DROP OWNED BY "{role}"; DROP ROLE "{role}"')
+    with pytest.raises(BackupError) as failed:
+        restore_backup(made.path, new_target, jobs=jobs)
+    assert f'role "{role}" does not exist' in str(failed.value)
+    assert "The new database is dropped again" in str(failed.value)
+    assert not exists(server, new_target.name)
