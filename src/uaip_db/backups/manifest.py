@@ -31,20 +31,21 @@ DIRECTORY_DUMP = "dump"
 SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 # Snapshot kinds that `pg_restore --clean` drops and recreates as a whole; an object of these
 # kinds that the backup lacks would survive a restore over an existing database.
-TOP_LEVEL_KINDS = (
-    "extension",
-    "schema",
-    "table",
-    "sequence",
-    "view",
-    "materialized view",
-    "function",
-    "procedure",
-    "aggregate",
-    "window function",
-    "enum",
+TOP_LEVEL_KINDS = frozenset(
+    {
+        "extension",
+        "schema",
+        "table",
+        "sequence",
+        "view",
+        "materialized view",
+        "function",
+        "procedure",
+        "aggregate",
+        "window function",
+        "enum",
+    }
 )
-TOP_LEVEL_PREFIXES = tuple(f"{kind} " for kind in TOP_LEVEL_KINDS)
 
 
 # --- the manifest ---------------------------------------------------------------------------
@@ -183,7 +184,7 @@ class Backup:
 
 
 def top_level_objects(snapshot: Snapshot) -> tuple[str, ...]:
-    return tuple(sorted(key for key in snapshot.objects if key.startswith(TOP_LEVEL_PREFIXES)))
+    return tuple(sorted(str(key) for key in snapshot.object_keys() if key.kind in TOP_LEVEL_KINDS))
 
 
 # --- the backup folder ----------------------------------------------------------------------

@@ -22,12 +22,6 @@ from uaip_db.settings import DatabaseConfig
 
 
 @dataclass
-class RevisionRun:
-    line: str
-    locks: list[str]
-
-
-@dataclass
 class Rehearsal:
     backup: Path
     restored_seconds: float

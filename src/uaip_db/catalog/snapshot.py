@@ -96,7 +96,7 @@ class Snapshot:
     def __len__(self) -> int:
         return len(self.objects)
 
-    def keys(self) -> list[ObjectKey]:
+    def object_keys(self) -> list[ObjectKey]:
         return [ObjectKey.parse(key) for key in self.objects]
 
     def of_kind(self, kind: str) -> dict[str, dict[str, Any]]:

@@ -10,9 +10,9 @@ from __future__ import annotations
 import html
 import re
 import shutil
-import subprocess
 from collections.abc import Mapping
 
+from uaip_db import process
 from uaip_db.catalog.snapshot import Snapshot
 from uaip_db.docs.model import Column, ForeignKey, Schema, Table, read_schema
 from uaip_db.docs.output import GENERATED_NOTE
@@ -179,12 +179,7 @@ def render_svg(snapshot: Snapshot) -> str | None:
     dot = shutil.which("dot")
     if dot is None:
         return None
-    finished = subprocess.run(
-        [dot, "-Tsvg"],
-        input=dot_source(snapshot),
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=DOT_TIMEOUT_SECONDS,
+    finished = process.execute(
+        [dot, "-Tsvg"], input=dot_source(snapshot), check=True, timeout=DOT_TIMEOUT_SECONDS
     )
     return _GRAPHVIZ_VERSION_COMMENT_RE.sub(f"<!-- {GENERATED_NOTE} -->", finished.stdout)

@@ -7,7 +7,6 @@ docker-compose.yml is validated offline.
 from __future__ import annotations
 
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -28,13 +27,7 @@ class DockerCompose:
 
     def compose_command(self) -> list[str]:
         docker = shutil.which("docker")
-        if (
-            docker
-            and subprocess.run(
-                [docker, "compose", "version"], capture_output=True, check=False, timeout=10
-            ).returncode
-            == 0
-        ):
+        if docker and process.execute([docker, "compose", "version"], timeout=10).returncode == 0:
             return [docker, "compose", "-f", str(self.compose_file)]
         legacy = shutil.which("docker-compose")
         if legacy:
@@ -114,12 +107,7 @@ def docker_engine_answers() -> bool:
     if docker is None:
         return False
     try:
-        result = subprocess.run(
-            [docker, "info", "--format", "{{.ServerVersion}}"],
-            capture_output=True,
-            check=False,
-            timeout=10,
-        )
-    except (OSError, subprocess.TimeoutExpired):
+        result = process.execute([docker, "info", "--format", "{{.ServerVersion}}"], timeout=10)
+    except (OSError, process.TimeoutExpired):
         return False
     return result.returncode == 0

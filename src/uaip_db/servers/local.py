@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import socket
-import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -38,10 +37,8 @@ def find_bindir() -> Path | None:
     pg_config = shutil.which("pg_config")
     if pg_config:
         try:
-            out = subprocess.run(
-                [pg_config, "--bindir"], capture_output=True, text=True, check=False, timeout=10
-            ).stdout.strip()
-        except (OSError, subprocess.TimeoutExpired):
+            out = process.execute([pg_config, "--bindir"], timeout=10).stdout.strip()
+        except (OSError, process.TimeoutExpired):
             out = ""
         if out:
             candidates.append(Path(out))
@@ -171,14 +168,14 @@ class Cluster:
         return None
 
     def wait_until_ready(
-        self, pid: int, timeout: float, process: subprocess.Popen[bytes] | None
+        self, pid: int, timeout: float, child: process.Popen[bytes] | None
     ) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             pid_file = PidFile.read(self.data)
             if pid_file and pid_file.pid == pid and pid_file.status == "ready":
                 return
-            if process is not None and process.poll() is not None:
+            if child is not None and child.poll() is not None:
                 break
             time.sleep(0.01)
         raise ServerError(

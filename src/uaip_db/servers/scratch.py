@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import os
 import secrets
 import shutil
 import signal
 import socket
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -46,7 +44,6 @@ FAST_SETTINGS = {
     "log_min_messages": "warning",
     "log_min_error_statement": "panic",
 }
-PR_SET_PDEATHSIG = 1
 OWNER_FILE = "owner.pid"
 STALE_AFTER_SECONDS = 600
 
@@ -133,9 +130,9 @@ def scratch_server() -> Iterator[ScratchServer]:
 class ScratchCluster:
     """A private PostgreSQL for one run, a direct child of this process."""
 
-    def __init__(self, cluster: Cluster, process: subprocess.Popen[bytes], admin: DatabaseConfig):
+    def __init__(self, cluster: Cluster, child: process.Popen[bytes], admin: DatabaseConfig):
         self.cluster = cluster
-        self.process = process
+        self.process = child
         self.admin = admin
 
     @classmethod
@@ -160,17 +157,17 @@ class ScratchCluster:
         last_error: ServerError | None = None
         for _attempt in range(3):
             port = free_port()
-            process = launch_postgres(cluster, port)
+            child = launch_postgres(cluster, port)
             try:
-                cluster.wait_until_ready(process.pid, timeout=60, process=process)
+                cluster.wait_until_ready(child.pid, timeout=60, child=child)
             except ServerError as error:
                 last_error = error
-                stop_process(process)
+                stop_process(child)
                 continue
             admin = DatabaseConfig(
                 host="127.0.0.1", port=port, name="postgres", user=SCRATCH_USER, password=password
             )
-            scratch = cls(cluster, process, admin)
+            scratch = cls(cluster, child, admin)
             atexit.register(scratch.stop)
             return scratch
         shutil.rmtree(root, ignore_errors=True)
@@ -225,39 +222,26 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _die_with_parent() -> None:
-    # Runs in the child after it switched user, so the setting survives into postgres.
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGQUIT)
-
-
-def launch_postgres(cluster: Cluster, port: int) -> subprocess.Popen[bytes]:
-    account = process.server_account()
-    log = open(cluster.log, "ab")  # noqa: SIM115 - handed to the child, closed below
-    try:
-        return subprocess.Popen(
+def launch_postgres(cluster: Cluster, port: int) -> process.Popen[bytes]:
+    with open(cluster.log, "ab") as log:  # the child keeps its own copy of the descriptor
+        return process.start(
             [cluster.tool("postgres"), "-D", str(cluster.data), "-p", str(port)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            user=account[0] if account else None,
-            group=account[1] if account else None,
-            extra_groups=[] if account else None,
+            as_server=True,
             cwd="/",
-            preexec_fn=_die_with_parent,
+            parent_death_signal=signal.SIGQUIT,
+            log=log,
         )
-    finally:
-        log.close()
 
 
-def stop_process(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is not None:
+def stop_process(child: process.Popen[bytes]) -> None:
+    if child.poll() is not None:
         return
-    process.send_signal(signal.SIGINT)  # fast shutdown
+    child.send_signal(signal.SIGINT)  # fast shutdown
     try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout=5)
+        child.wait(timeout=15)
+    except process.TimeoutExpired:
+        child.kill()
+        child.wait(timeout=5)
 
 
 def child_env(database: DatabaseConfig) -> dict[str, str]:
