@@ -10,7 +10,7 @@ from tests.conftest import HEAD, run_cli, write_revision
 from uaip_db.catalog import expected
 from uaip_db.checks import lint
 from uaip_db.errors import SettingsError
-from uaip_db.migrations import history
+from uaip_db.migrations import history, snapshots
 from uaip_db.servers.scratch import ScratchServer
 
 
@@ -21,7 +21,7 @@ def rules_for(revision: str) -> set[str]:
 
 def add_and_snapshot(server: ScratchServer, checkout: Path, **revision: object) -> None:
     write_revision(checkout / "migrations" / "versions", **revision)  # type: ignore[arg-type]
-    expected.write(expected.build(server))
+    expected.write(snapshots.build(server))
 
 
 def test_the_repository_passes() -> None:

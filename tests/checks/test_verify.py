@@ -9,7 +9,7 @@ import pytest
 from tests.conftest import HEAD, WIDEN, run_cli, sql
 from uaip_db.catalog import expected
 from uaip_db.catalog.snapshot import take
-from uaip_db.migrations import runner
+from uaip_db.migrations import runner, snapshots
 from uaip_db.migrations.baseline import seed
 from uaip_db.servers.local import find_bindir
 from uaip_db.servers.scratch import ScratchServer
@@ -60,14 +60,14 @@ def test_an_empty_database_verifies_as_base(empty_db: DatabaseConfig) -> None:
 
 
 def test_committed_snapshots_are_current(server: ScratchServer) -> None:
-    assert expected.stale(expected.build(server)) == []
+    assert expected.stale(snapshots.build(server)) == []
 
 
 def test_stale_snapshots_are_reported(server: ScratchServer, checkout: object) -> None:
     path = expected.snapshot_path(WIDEN)
     path.write_text(path.read_text().replace("character varying(500)", "character varying(400)"))
     (expected.snapshot_dir() / "feedface0000.json").write_text("{}\n")
-    assert expected.stale(expected.build(server)) == [
+    assert expected.stale(snapshots.build(server)) == [
         f"{WIDEN}.json: differs from what the migrations build",
         "feedface0000.json: no such revision",
     ]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from tests.conftest import HEAD, ROOT, run_cli, write_revision
 from uaip_db.catalog import expected
+from uaip_db.migrations import snapshots
 from uaip_db.servers.scratch import ScratchServer
 
 
@@ -30,7 +31,7 @@ def test_a_column_without_refreshed_docs_fails_the_check(
         downgrade=["ALTER TABLE checkpoints DROP COLUMN label"],
         markers='destroys_data_on_downgrade = "checkpoints.label"',
     )
-    expected.write(expected.build(server))
+    expected.write(snapshots.build(server))
     env = {"UAIP_DB_ROOT": str(checkout)}
     stale = run_cli("inv", "db.docs", "--check", env=env)
     assert stale.returncode == 1

@@ -1,6 +1,6 @@
 """The expected schema of every revision: catalog snapshots committed in migrations/snapshots/.
 
-`inv db.snapshots` rebuilds them by upgrading a throwaway database one revision at a time;
+`inv db.snapshots` rebuilds them (migrations.snapshots.build) one revision at a time;
 `inv db.snapshots --check` (run by `nox -s migrations`) fails when a committed file is stale.
 `db.verify` and `db.stamp` compare live databases with these files, so they need no scratch
 server. Snapshots are compared within one PostgreSQL major version (see docs/MIGRATIONS.md).
@@ -9,15 +9,10 @@ server. Snapshots are compared within one PostgreSQL major version (see docs/MIG
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from uaip_db import generated, paths
-from uaip_db.catalog.snapshot import Snapshot, take
+from uaip_db.catalog.snapshot import Snapshot
 from uaip_db.errors import CheckFailed
-from uaip_db.migrations import history, runner
-
-if TYPE_CHECKING:
-    from uaip_db.servers.scratch import ScratchServer
 
 BASE = "base"
 EMPTY = Snapshot({})
@@ -41,20 +36,6 @@ def snapshot(revision: str) -> Snapshot:
             "run `inv db.snapshots` and commit the result."
         )
     return Snapshot.from_json(path.read_text(encoding="utf-8"))
-
-
-def build(server: ScratchServer) -> dict[str, Snapshot]:
-    """Upgrade a throwaway database one revision at a time, taking a snapshot after each."""
-    database = server.create_database("uaip_snapshots")
-    try:
-        built: dict[str, Snapshot] = {}
-        with runner.MigrationSession(database) as session:
-            for item in history.load().order:
-                session.upgrade(item.revision)
-                built[item.revision] = take(database)
-        return built
-    finally:
-        server.drop_database(database.name)
 
 
 def stale(built: dict[str, Snapshot]) -> list[str]:

@@ -49,10 +49,11 @@ def verify(*, as_json: bool = False, out: Say = say) -> None:
 def snapshots(*, check: bool = False, out: Say = say) -> None:
     """Rebuild the committed per-revision snapshots (or, with check, fail when they are stale)."""
     from uaip_db.catalog import expected
+    from uaip_db.migrations import snapshots
     from uaip_db.servers.scratch import scratch_server
 
     with scratch_server() as server:
-        built = expected.build(server)
+        built = snapshots.build(server)
     if check:
         stale = expected.stale(built)
         if stale:

@@ -26,13 +26,13 @@ def release_check(*, out: Say = say) -> None:
 
 def docs(*, check: bool = False, out: Say = say) -> None:
     """Write docs/schema/ from the head schema built on a throwaway database (or check it)."""
-    from uaip_db.catalog import expected
     from uaip_db.docs import diagrams, markdown, model, output
+    from uaip_db.migrations import snapshots
     from uaip_db.servers.scratch import scratch_server
 
     head = history.load().single_head()
     with scratch_server() as server:
-        built = expected.build(server)
+        built = snapshots.build(server)
     snapshot = built[head]
     files = markdown.render(snapshot, revision=head)
     directory = paths.project_root() / "docs" / "schema"
