@@ -12,16 +12,19 @@ from typing import Any
 import psycopg
 import pytest
 
-from uaip_db.migrations import runner
+from uaip_db.catalog import expected
+from uaip_db.migrations import history, runner
 from uaip_db.servers.scratch import ScratchServer, child_env, start_scratch_server
 from uaip_db.settings import DatabaseConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-# The migration chain this checkout ships; tests name it so that a new revision is a visible change.
+# The chain, head and tables come from the scripts and the committed snapshots, so adding a
+# revision changes no test. Tests about specific history name those revisions.
 BASELINE, EMAIL, WIDEN, COMMENTS = "03033cebb647", "8f2b6c1d4e7a", "b41d9e0c7f25", "d7c3a9e5f1b2"
-CHAIN = [BASELINE, EMAIL, WIDEN, COMMENTS]
-HEAD = CHAIN[-1]
+CHAIN = [item.revision for item in history.load().order]
+HEAD = history.load().single_head()
+HEAD_TABLES = sorted(expected.snapshot(HEAD).tables())
 SETTING_NAMES = (
     "DATABASE_URL",
     "DB_HOST",
