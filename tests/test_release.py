@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import HEAD, WIDEN, run_cli, sql, write_revision
+from tests.conftest import COMMENTS, HEAD, WIDEN, run_cli, sql, write_revision
 from uaip_db.catalog import expected
 from uaip_db.migrations import runner, snapshots
 from uaip_db.servers.scratch import ScratchServer
@@ -54,7 +54,7 @@ def test_rehearse_restores_upgrades_and_leaves_the_source_alone(
     result = run_cli("inv", "db.rehearse", database=behind_db, env=env)
     assert result.returncode == 0, result.stderr
     assert f"applied {HEAD}" in result.stdout
-    assert f"locks held by {HEAD}: ShareUpdateExclusiveLock on checkpoints" in result.stdout
+    assert f"locks held by {COMMENTS}: ShareUpdateExclusiveLock on checkpoints" in result.stdout
     assert "Rehearsal passed" in result.stdout
     assert runner.current_revisions(behind_db) == (WIDEN,)
 
@@ -76,7 +76,7 @@ def test_release_check_writes_a_report_to_sign(
     assert len(reports) == 1
     report = reports[0].read_text()
     assert "Overall: **PASS**" in report
-    assert f"1. `{HEAD}` Describe every table and column with comments" in report
+    assert f"1. `{COMMENTS}` Describe every table and column with comments" in report
     assert "COMMENT ON TABLE sessions IS" in report
     assert "sessions: ~ comments added on the table and 10 columns" in report
     assert "Files checked against the manifest (sha256), then restored" in report

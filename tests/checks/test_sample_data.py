@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import psycopg
 
-from tests.conftest import sql
+from tests.conftest import HEAD_TABLES, sql
 from uaip_db.checks import sample_data
-from uaip_db.migrations.baseline import BASELINE_TABLES
 from uaip_db.settings import DatabaseConfig
 
 
@@ -14,7 +13,7 @@ def test_fill_reaches_every_table_and_column(head_db: DatabaseConfig) -> None:
     with psycopg.connect(**head_db.connect_kwargs(), autocommit=True) as conn:
         assert sample_data.fill(conn) == []
         hashes = sample_data.table_hashes(conn)
-    assert set(hashes) == set(BASELINE_TABLES)
+    assert set(hashes) == set(HEAD_TABLES)
     assert all(count == sample_data.ROWS_PER_TABLE for count, _ in hashes.values())
     assert sql(head_db, "SELECT count(*) FROM sessions WHERE email IS NULL") == [(0,)]
     assert sql(head_db, "SELECT count(*) FROM stage_data WHERE field_value ? 'note'") == [(3,)]

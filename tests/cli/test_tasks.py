@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CHAIN, HEAD, ROOT, WIDEN, run_cli, sql
+from tests.conftest import CHAIN, COMMENTS, HEAD, ROOT, WIDEN, run_cli, sql
+from uaip_db.migrations import runner
 from uaip_db.servers.scratch import ScratchServer, free_port
 from uaip_db.settings import DatabaseConfig
 
@@ -81,10 +82,11 @@ def test_downgrade_to_base_asks_for_yes(head_db: DatabaseConfig) -> None:
     assert sql(head_db, "SELECT to_regclass('sessions')") == [(None,)]
 
 
-def test_downgrade_one_step_by_default(head_db: DatabaseConfig) -> None:
-    result = run_cli("inv", "db.downgrade", database=head_db)
+def test_downgrade_one_step_by_default(empty_db: DatabaseConfig) -> None:
+    runner.upgrade(empty_db, COMMENTS)
+    result = run_cli("inv", "db.downgrade", database=empty_db)
     assert result.returncode == 0, result.stderr
-    assert sql(head_db, "SELECT version_num FROM alembic_version") == [(WIDEN,)]
+    assert sql(empty_db, "SELECT version_num FROM alembic_version") == [(WIDEN,)]
 
 
 def test_downgrade_past_base_is_refused(head_db: DatabaseConfig) -> None:
@@ -124,9 +126,11 @@ def test_revision_needs_a_message() -> None:
 
 
 def test_a_new_revision_is_clean_and_says_what_next(checkout: Path) -> None:
-    result = run_cli("inv", "db.revision", "-m", "add users", env={"UAIP_DB_ROOT": str(checkout)})
+    result = run_cli(
+        "inv", "db.revision", "-m", "add zz scratch table", env={"UAIP_DB_ROOT": str(checkout)}
+    )
     assert result.returncode == 0, result.stderr
-    written = sorted((checkout / "migrations" / "versions").glob("*add_users.py"))
+    written = sorted((checkout / "migrations" / "versions").glob("*add_zz_scratch_table.py"))
     assert len(written) == 1 and str(written[0]) in result.stdout
     assert "inv db.snapshots" in result.stdout and "inv db.roundtrip" in result.stdout
     ruff = run_cli("ruff", "check", "--no-cache", str(written[0]))

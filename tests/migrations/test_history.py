@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import CHAIN, HEAD, write_revision
+from tests.conftest import CHAIN, COMMENTS, HEAD, write_revision
 from uaip_db.migrations import history
 
 
@@ -13,7 +13,7 @@ def test_the_index_matches_alembic(checkout: Path) -> None:
     assert [r.revision for r in index.order] == CHAIN
     assert index.heads == [HEAD] == sorted(history.script_directory().get_heads())
     assert index.problems == []
-    assert index.describe(HEAD).startswith(f"{HEAD} (Describe every table")
+    assert index.describe(COMMENTS).startswith(f"{COMMENTS} (Describe every table")
     assert [r.revision for r in index.pending(["8f2b6c1d4e7a"])] == CHAIN[2:]
     assert index.pending([]) == index.order
     assert history.cache_path().is_file()

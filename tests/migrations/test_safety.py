@@ -15,6 +15,7 @@ import pytest
 
 from tests.conftest import (
     BIN,
+    CHAIN,
     EMAIL,
     HEAD,
     ROOT,
@@ -222,7 +223,7 @@ def test_production_goes_on_with_yes_and_the_name_after_a_backup(
     assert result.returncode == 0, result.stderr
     assert "Taking a verified backup first (DB_ENV=production)" in result.stdout
     assert len(list(tmp_path.glob("*/manifest.json"))) == 1
-    assert runner.current_revisions(head_db) == (WIDEN,)
+    assert runner.current_revisions(head_db) == (CHAIN[-2],)
 
 
 def test_outside_production_a_data_dropping_downgrade_asks_for_yes(head_db: DatabaseConfig) -> None:
@@ -378,7 +379,7 @@ def test_a_downgrade_whose_plan_changed_while_it_waited_reverts_nothing(
     env.update(child_env(head_db))
     with migration_lock(opener):
         waiting = subprocess.Popen(
-            [str(BIN / "inv"), "db.downgrade"],
+            [str(BIN / "inv"), "db.downgrade", "--yes"],
             cwd=ROOT,
             env=env,
             text=True,
