@@ -71,7 +71,7 @@ def throwaway_database(prefix: str) -> Iterator[dict[str, str]]:
 @nox.parametrize("db", list(LEGS))
 def migrations(session: nox.Session, db: str) -> None:
     """Run the lifecycle with inv on a throwaway database: fresh or seeded from init.sql."""
-    session.install("-e", ".")
+    install(session, "-e", ".")
     with throwaway_database(f"uaip_nox_{db}") as env:
         for step in LEGS[db]:
             session.run("inv", *step, env=env)
@@ -85,6 +85,12 @@ def migrations(session: nox.Session, db: str) -> None:
             f"The {db} leg ended at {result['revision']} with fingerprint "
             f"{result['actual_digest']}, not head {head}'s committed {wanted}."
         )
+
+
+def install(session: nox.Session, *args: str) -> None:
+    """Install into the session's venv; with `nox --no-venv` the current environment is used."""
+    if session.venv_backend != "none":
+        session.install(*args)
 
 
 @nox.session

@@ -11,7 +11,7 @@ Create Date: ${create_date}
 %>
 from collections.abc import Sequence
 
-from alembic import op  # noqa: F401  (used once upgrade() and downgrade() are written)
+from alembic import op
 ${imports if imports else ""}
 # revision identifiers, used by Alembic.
 revision: str = ${quoted(up_revision)}

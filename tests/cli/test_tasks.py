@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -133,7 +134,8 @@ def test_a_new_revision_is_clean_and_says_what_next(checkout: Path) -> None:
     written = sorted((checkout / "migrations" / "versions").glob("*add_zz_scratch_table.py"))
     assert len(written) == 1 and str(written[0]) in result.stdout
     assert "inv db.snapshots" in result.stdout and "inv db.roundtrip" in result.stdout
-    ruff = run_cli("ruff", "check", "--no-cache", str(written[0]))
+    shutil.copy(ROOT / "pyproject.toml", checkout / "pyproject.toml")
+    ruff = run_cli("ruff", "check", "--no-cache", str(written[0]), cwd=checkout)
     assert ruff.returncode == 0, ruff.stdout
     mypy = run_cli("mypy", "--strict", "--no-incremental", str(written[0]))
     assert mypy.returncode == 0, mypy.stdout

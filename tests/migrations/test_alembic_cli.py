@@ -5,7 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from tests.conftest import CHAIN, HEAD, ROOT, WIDEN, run_cli, sql
+from tests.conftest import CHAIN, HEAD, ROOT, run_cli, sql
 from uaip_db.settings import DatabaseConfig
 
 INI = str(ROOT / "alembic.ini")

@@ -1,0 +1,129 @@
+"""The job this repository exists for: adding the next revision, the way docs/MIGRATIONS.md
+section 4 says, to a scratch copy of the checkout, after which the repository's own checks pass."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import BIN, ROOT, SETTING_NAMES, sql
+from uaip_db.servers.scratch import child_env
+from uaip_db.settings import DatabaseConfig
+
+UPGRADE = '''def upgrade() -> None:
+    """Apply this change."""
+    op.execute(
+        "CREATE TABLE users (user_id uuid PRIMARY KEY DEFAULT uuid_generate_v4(), "
+        "session_id uuid NOT NULL REFERENCES sessions(session_id) ON DELETE CASCADE, "
+        "name varchar(200) NOT NULL, created_at timestamptz NOT NULL DEFAULT now())"
+    )
+    op.execute("CREATE INDEX idx_users_session_id ON users (session_id)")
+    op.execute("ALTER TABLE stage_data ADD COLUMN reviewer_note text")
+    set_comments(
+        op,
+        {
+            "users": "People who take part in a scoping session.",
+            "users.user_id": "Identifies the user.",
+            "users.session_id": "The session the user belongs to.",
+            "users.name": "The user's name.",
+            "users.created_at": "When the user was added.",
+            "stage_data.reviewer_note": "A reviewer's note on the stage, if any.",
+        },
+    )
+'''
+DOWNGRADE = '''def downgrade() -> None:
+    """Undo exactly what upgrade() did."""
+    op.execute("ALTER TABLE stage_data DROP COLUMN reviewer_note")
+    op.execute("DROP TABLE users")
+'''
+# The schema tests a developer runs after adding a revision (they derive head from the scripts).
+SCHEMA_TESTS = [
+    "tests/migrations/test_baseline.py",
+    "tests/migrations/test_history.py",
+    "tests/checks/test_status.py",
+    "tests/checks/test_verify.py",
+    "tests/checks/test_sample_data.py",
+    "tests/catalog/test_snapshot.py",
+]
+
+
+def copy_checkout(target: Path) -> Path:
+    listed = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source = ROOT / name
+        if source.is_file():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
+    return target
+
+
+def in_copy(
+    copy: Path, database: DatabaseConfig | None, *args: str
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
+    env.update(child_env(database) if database else {})
+    env.update(
+        UAIP_DB_ROOT=str(copy),
+        PYTHONPATH=str(copy / "src"),
+        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        UAIP_TEST_SERVER="cluster",
+    )
+    program = args[0] if args[0] == sys.executable else str(BIN / args[0])
+    return subprocess.run(
+        [program, *args[1:]], cwd=copy, env=env, capture_output=True, text=True, timeout=600
+    )
+
+
+def step(copy: Path, database: DatabaseConfig | None, *args: str) -> str:
+    result = in_copy(copy, database, *args)
+    assert result.returncode == 0, f"{' '.join(args)}:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+def test_the_next_migration_keeps_every_check_green(
+    empty_db: DatabaseConfig, tmp_path: Path
+) -> None:
+    copy = copy_checkout(tmp_path / "checkout")
+    written = step(copy, empty_db, "inv", "db.revision", "-m", "add users")
+    path = next((copy / "migrations" / "versions").glob("*_add_users.py"))
+    assert str(path) in written
+
+    # What the developer writes into the new file.
+    text = path.read_text()
+    text = text.replace(
+        'def upgrade() -> None:\n    """Apply this change."""\n    pass\n', UPGRADE
+    ).replace(
+        'def downgrade() -> None:\n    """Undo exactly what upgrade() did."""\n    pass\n',
+        DOWNGRADE,
+    )
+    text = text.replace(
+        "# revision identifiers", "from uaip_db.ops import set_comments\n\n# revision identifiers"
+    ).replace(
+        "\n\ndef upgrade()",
+        '\ndestroys_data_on_downgrade = "users, stage_data.reviewer_note"\n\n\ndef upgrade()',
+    )
+    path.write_text(text)
+
+    # The documented steps (docs/MIGRATIONS.md section 4).
+    step(copy, empty_db, "inv", "db.upgrade")
+    step(copy, empty_db, "inv", "db.downgrade", "--yes")
+    step(copy, empty_db, "inv", "db.upgrade")
+    step(copy, None, "inv", "db.snapshots")
+    step(copy, None, "inv", "db.docs")
+    step(copy, None, "inv", "db.lint")
+    step(copy, None, "inv", "db.roundtrip")
+    step(copy, empty_db, "inv", "db.check")
+    assert sql(empty_db, "SELECT to_regclass('users') IS NOT NULL") == [(True,)]
+
+    # The repository's own checks, on the copy.
+    step(copy, None, "ruff", "check", "--no-cache", str(path))
+    step(copy, None, "inv", "db.snapshots", "--check")
+    step(copy, None, "inv", "db.docs", "--check")
+    assert "users" in (copy / "docs" / "schema" / "README.md").read_text()
+    step(copy, None, "nox", "--no-venv", "-s", "migrations")
+    step(copy, None, sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *SCHEMA_TESTS)
