@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import COMMENTS, HEAD, WIDEN, run_cli, sql, write_revision
-from uaip_db.catalog import expected
 from uaip_db.migrations import runner, snapshots
 from uaip_db.servers.scratch import ScratchServer
 from uaip_db.settings import DatabaseConfig
@@ -98,7 +97,7 @@ def test_release_check_fails_when_the_rehearsal_fails(
         downgrade=["ALTER TABLE sessions DROP CONSTRAINT no_bad"],
         doc="Forbid bad project names",
     )
-    expected.write(snapshots.build(server))
+    snapshots.write(snapshots.build(server))
     env = {"UAIP_BACKUP_DIR": str(tmp_path), "UAIP_DB_ROOT": str(checkout)}
     result = run_cli("inv", "release.check", database=behind_db, env=env)
     assert result.returncode == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import psycopg
 import pytest
 
 import uaip_db
@@ -89,3 +90,46 @@ def test_an_applied_migration_edited_afterwards_exits_1(
     )
     verify = run_cli("inv", "db.verify", database=empty_db, env=env)
     assert verify.returncode == 1 and "was edited after it was applied" in verify.stderr
+
+
+def test_a_database_stamped_head_by_hand_is_not_at_head(empty_db: DatabaseConfig) -> None:
+    from uaip_db.migrations.baseline import seed
+
+    seed(empty_db)  # schema v1.0.0, then the wrong stamp the README warns about
+    stamped = run_cli("alembic", "stamp", "head", database=empty_db)
+    assert stamped.returncode == 0, stamped.stderr
+    result = run_cli("inv", "db.check", database=empty_db)
+    assert result.returncode == 1
+    assert f"The schema is not revision {HEAD}'s" in result.stderr
+    assert "inv db.verify" in result.stderr
+    with pytest.raises(uaip_db.CheckFailed, match="is not revision"):
+        uaip_db.check_migrations(empty_db)
+
+
+def test_an_invalid_index_fails_the_check(head_db: DatabaseConfig) -> None:
+    sql(head_db, "INSERT INTO sessions (user_id, project_name) VALUES ('a', 'p'), ('a', 'q')")
+    with (
+        psycopg.connect(**head_db.connect_kwargs(), autocommit=True) as conn,
+        pytest.raises(psycopg.errors.UniqueViolation),
+    ):  # the duplicate leaves the index behind, INVALID
+        conn.execute("CREATE UNIQUE INDEX CONCURRENTLY idx_half_built ON sessions (user_id)")
+    result = run_cli("inv", "db.check", database=head_db)
+    assert result.returncode == 1
+    assert "Index idx_half_built is INVALID" in result.stderr
+    with pytest.raises(uaip_db.CheckFailed, match="INVALID"):
+        uaip_db.check_migrations(head_db)
+
+
+def test_stale_snapshots_are_one_line_naming_the_revision(
+    head_db: DatabaseConfig, checkout: Path
+) -> None:
+    versions = checkout / "migrations" / "versions"
+    path = next(versions.glob(f"*{WIDEN}*.py"))
+    path.write_text(path.read_text() + "\n# reviewed\n")
+    env = {"UAIP_DB_ROOT": str(checkout)}
+    wanted = f"migrations/snapshots/ was generated before revision {WIDEN} "
+    for task in ("db.check", "db.verify", "db.lint"):
+        result = run_cli("inv", task, database=head_db, env=env)
+        assert result.returncode == 1, (task, result.stdout)
+        assert wanted in result.stderr and "run `inv db.snapshots`" in result.stderr, task
+        assert "does not match" not in result.stderr, task

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.conftest import HEAD, ROOT, run_cli, write_revision
-from uaip_db.catalog import expected
 from uaip_db.migrations import snapshots
 from uaip_db.servers.scratch import ScratchServer
 
@@ -31,16 +30,26 @@ def test_a_column_without_refreshed_docs_fails_the_check(
         downgrade=["ALTER TABLE checkpoints DROP COLUMN label"],
         markers='destroys_data_on_downgrade = "checkpoints.label"',
     )
-    expected.write(snapshots.build(server))
+    snapshots.write(snapshots.build(server))
     env = {"UAIP_DB_ROOT": str(checkout)}
     stale = run_cli("inv", "db.docs", "--check", env=env)
     assert stale.returncode == 1
-    assert "+| `label` | `text` | yes |" in stale.stderr
-    assert "no comment: column checkpoints.label" in stale.stderr
+    assert stale.stderr.strip() == (
+        "docs/schema/ does not cover revision d0c000000001 (Test revision): run `inv db.docs` "
+        "and commit the result."
+    )
+    written = run_cli("inv", "db.docs", env=env)
+    assert written.returncode == 1, written.stdout
+    assert "none on: column checkpoints.label" in written.stderr
+    readme = (checkout / "docs" / "schema" / "README.md").read_text()
+    assert "| `label` | `text` | yes |" in readme
+    again = run_cli("inv", "db.docs", "--check", env=env)
+    assert again.returncode == 1  # db.docs and db.docs --check agree
+    assert "no comment: column checkpoints.label" in again.stderr
     lint = run_cli("inv", "db.lint", env=env)
     assert lint.returncode == 1
     assert "[missing-comment] column checkpoints.label has no comment" in lint.stderr
-    assert run_cli("inv", "db.docs", env=env).returncode == 0
+    assert run_cli("inv", "db.docs", env=env).returncode == 1  # written, still uncommented
     refreshed = run_cli("inv", "db.docs", "--check", env=env)
     assert refreshed.returncode == 1 and "no comment: column checkpoints.label" in refreshed.stderr
     assert "differs" not in refreshed.stderr

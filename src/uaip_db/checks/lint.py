@@ -27,7 +27,7 @@ from uaip_db import paths, process
 from uaip_db.catalog import expected
 from uaip_db.catalog.snapshot import Snapshot
 from uaip_db.errors import CheckFailed, SettingsError, UsageError
-from uaip_db.migrations import history, runner
+from uaip_db.migrations import history, runner, snapshots
 
 if TYPE_CHECKING:
     pass
@@ -245,6 +245,9 @@ def coverage_findings(head: str) -> list[Finding]:
 def lint(since: str | None = None) -> tuple[list[Finding], list[str], dict[str, str]]:
     """(findings left after exceptions, notes, revision docs)."""
     index = history.load()
+    stale = snapshots.staleness()
+    if stale:
+        raise CheckFailed(stale)
     chain = list(index.order)
     docs = {s.revision: s.doc for s in chain}
     ids = [s.revision for s in chain]

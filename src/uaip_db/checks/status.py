@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from uaip_db.catalog import expected
+from uaip_db.catalog.snapshot import Snapshot, diff, take_from
 from uaip_db.checks.verify import edited_revisions
 from uaip_db.errors import CHECK_FAILED, PENDING, CheckFailed, PendingMigrations
-from uaip_db.migrations import history, ledger, runner
+from uaip_db.migrations import history, ledger, runner, snapshots
 from uaip_db.pg import connection
 from uaip_db.settings import DatabaseConfig
 
 if TYPE_CHECKING:
+    import psycopg
+
     pass
 
 
@@ -55,6 +59,8 @@ def inspect(database: DatabaseConfig) -> MigrationStatus:
     with connection(database) as conn:
         current = list(runner.current_revisions_on(conn))
         recorded = ledger.entries(conn)
+        invalid = invalid_indexes(conn)
+        actual = take_from(conn) if len(current) == 1 else None
     status = MigrationStatus(database=database.display_url(), current=current, heads=index.heads)
     status.problems.extend(index.problems)
     unknown = [revision for revision in current if index.get(revision) is None]
@@ -62,7 +68,37 @@ def inspect(database: DatabaseConfig) -> MigrationStatus:
     if not unknown:
         status.pending = [f"{r.revision} {r.doc}" for r in index.pending(current)]
     status.problems.extend(edited_revisions(recorded, index))
+    status.problems.extend(
+        f"Index {name} is INVALID (a CONCURRENTLY build or drop that failed half-way); "
+        f"drop it (DROP INDEX CONCURRENTLY {name}) and run `inv db.upgrade` again."
+        for name in invalid
+    )
+    if actual is not None and not unknown:
+        status.problems.extend(schema_problems(current[0], actual))
     return status
+
+
+def schema_problems(revision: str, actual: Snapshot) -> list[str]:
+    """The live schema against its revision's committed snapshot: one digest comparison."""
+    stale = snapshots.staleness(revision)
+    if stale:
+        return [stale]
+    wanted = expected.snapshot(revision)
+    if actual.digest() == wanted.digest():
+        return []
+    found = diff(wanted, actual)
+    return [
+        f"The schema is not revision {revision}'s ({len(found)} difference(s), first: "
+        f"{found[0]}); `inv db.verify` lists them."
+    ]
+
+
+def invalid_indexes(conn: psycopg.Connection[Any]) -> list[str]:
+    rows = conn.execute(
+        "SELECT c.relname FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid "
+        "WHERE NOT i.indisvalid AND c.relnamespace = 'public'::regnamespace ORDER BY 1"
+    ).fetchall()
+    return [row[0] for row in rows]
 
 
 def check_migrations(database: DatabaseConfig | None = None) -> MigrationStatus:

@@ -9,7 +9,7 @@ from uaip_db import files
 from uaip_db.catalog import expected
 from uaip_db.catalog.snapshot import Snapshot, describe, diff, take_from
 from uaip_db.errors import CHECK_FAILED, CheckFailed
-from uaip_db.migrations import history, ledger, runner
+from uaip_db.migrations import history, ledger, runner, snapshots
 from uaip_db.pg import connection
 from uaip_db.settings import DatabaseConfig
 
@@ -22,10 +22,12 @@ class Verification:
     actual_digest: str
     differences: list[str] = field(default_factory=list)
     edited: list[str] = field(default_factory=list)
+    # Set when the committed snapshots predate a revision file: nothing was compared.
+    stale: str = ""
 
     @property
     def exit_code(self) -> int:
-        return CHECK_FAILED if self.differences or self.edited else 0
+        return CHECK_FAILED if self.differences or self.edited or self.stale else 0
 
     def to_json(self) -> str:
         return json.dumps({**asdict(self), "exit_code": self.exit_code}, indent=2)
@@ -58,6 +60,13 @@ def verify(database: DatabaseConfig) -> Verification:
     revision = current[0] if current else expected.BASE
     if revision != expected.BASE and history.load().get(revision) is None:
         raise history.unknown_revision(revision)
+    edited = edited_revisions(recorded)
+    stale = snapshots.staleness(revision)
+    if stale:
+        # Comparing with a stale snapshot would report drift that is not there.
+        return Verification(
+            database.display_url(), revision, "", actual.digest(), [], edited, stale
+        )
     wanted = expected.snapshot(revision)
     return Verification(
         database=database.display_url(),
@@ -65,7 +74,7 @@ def verify(database: DatabaseConfig) -> Verification:
         expected_digest=wanted.digest(),
         actual_digest=actual.digest(),
         differences=diff(wanted, actual),
-        edited=edited_revisions(recorded),
+        edited=edited,
     )
 
 
@@ -114,6 +123,9 @@ def decide_stamp(actual: Snapshot, revision: str, *, force: bool) -> StampDecisi
         return StampDecision(match.revision, True, [])
     if revision != expected.BASE:
         revision = history.load().resolve(revision)
+        stale = snapshots.staleness(revision)
+        if stale:
+            raise CheckFailed(stale)
     differences = diff(expected.snapshot(revision), actual)
     if differences and not force:
         raise CheckFailed(

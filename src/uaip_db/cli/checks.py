@@ -36,6 +36,8 @@ def verify(*, as_json: bool = False, out: Say = say) -> None:
             f"{result.database} matches revision {result.revision} (fingerprint "
             f"{result.actual_digest[:12]})."
         )
+    elif result.stale:
+        complain("\n".join([*result.edited, result.stale]))
     else:
         lines = [f"{result.database} does not match revision {result.revision}:"]
         if result.differences:
@@ -55,7 +57,7 @@ def snapshots(*, check: bool = False, out: Say = say) -> None:
     with scratch_server() as server:
         built = snapshots.build(server)
     if check:
-        stale = expected.stale(built)
+        stale = snapshots.stale(built)
         if stale:
             raise CheckFailed(
                 "Committed snapshots are stale: "
@@ -64,7 +66,7 @@ def snapshots(*, check: bool = False, out: Say = say) -> None:
             )
         out(f"The {len(built)} committed snapshots match what the migrations build.")
         return
-    changed = expected.write(built)
+    changed = snapshots.write(built)
     out(
         f"Wrote {len(changed)} snapshot file(s) in {expected.snapshot_dir()}."
         if changed

@@ -31,11 +31,21 @@ def docs(*, check: bool = False, out: Say = say) -> None:
     from uaip_db.servers.scratch import scratch_server
 
     head = history.load().single_head()
+    directory = paths.project_root() / "docs" / "schema"
+    if check:
+        readme = directory / markdown.README
+        recorded = (
+            markdown.recorded_sources(readme.read_text(encoding="utf-8"))
+            if readme.is_file()
+            else {}
+        )
+        stale = snapshots.staleness(recorded=recorded, what="docs/schema/", command="inv db.docs")
+        if stale:
+            raise CheckFailed(stale)
     with scratch_server() as server:
         built = snapshots.build(server)
     snapshot = built[head]
-    files = markdown.render(snapshot, revision=head)
-    directory = paths.project_root() / "docs" / "schema"
+    files = markdown.render(snapshot, revision=head, sources=snapshots.current_sources())
     undocumented = model.missing_comments(snapshot)
     if check:
         # The SVG depends on the local Graphviz version, so it is written but never compared.
@@ -58,8 +68,12 @@ def docs(*, check: bool = False, out: Say = say) -> None:
     for path in changed:
         out(f"  wrote {path.relative_to(paths.project_root())}")
     out(f"docs/schema/ describes revision {head}" + ("" if changed else " (unchanged)") + ".")
-    for item in undocumented:
-        out(f"  warning: no comment on {item}")
+    if undocumented:
+        # The same verdict as `db.docs --check`, so that the two never disagree.
+        raise CheckFailed(
+            "Every table and column needs a comment (set_comments in a revision); none on: "
+            + ", ".join(undocumented)
+        )
 
 
 def schema_diff(start: str, end: str, *, out: Say = say) -> None:

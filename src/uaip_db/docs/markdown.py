@@ -98,18 +98,24 @@ def comment_text(comment: str | None) -> str:
 
 
 def render(
-    snapshot: Snapshot, title: str = DEFAULT_TITLE, revision: str | None = None
+    snapshot: Snapshot,
+    title: str = DEFAULT_TITLE,
+    revision: str | None = None,
+    sources: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The documentation files (name -> text) for docs/schema/."""
-    return {README: render_readme(snapshot, title, revision)}
+    """The documentation files (name -> text) for docs/schema/; `sources` (revision -> sha256
+    of its file) records what they were built from."""
+    return {README: render_readme(snapshot, title, revision, sources or {})}
 
 
-def render_readme(snapshot: Snapshot, title: str, revision: str | None) -> str:
+def render_readme(
+    snapshot: Snapshot, title: str, revision: str | None, sources: Mapping[str, str] | None = None
+) -> str:
     schema = read_schema(snapshot)
     tables = schema.sorted_tables()
     anchors = dict(zip([t.name for t in tables], table_anchors(title, tables), strict=True))
     sections = [
-        header_section(schema, title, revision),
+        header_section(schema, title, revision) + sources_comment(sources or {}),
         contents_section(tables, anchors),
         *(table_section(table, schema, anchors) for table in tables),
         routines_section(schema),
@@ -118,6 +124,29 @@ def render_readme(snapshot: Snapshot, title: str, revision: str | None) -> str:
         ["## Entity-relationship diagram", "", *mermaid_block(er_diagram(schema))],
     ]
     return "\n\n".join("\n".join(lines) for lines in sections if lines) + "\n"
+
+
+SOURCES_HEADING = "Built from these revision files (sha256), base first:"
+
+
+def sources_comment(sources: Mapping[str, str]) -> list[str]:
+    if not sources:
+        return []
+    lines = [f"{revision} {digest}" for revision, digest in sources.items()]
+    return ["", f"<!-- {SOURCES_HEADING}", *lines, "-->"]
+
+
+def recorded_sources(readme: str) -> dict[str, str]:
+    """What a rendered README says it was built from (revision -> sha256)."""
+    _, found, rest = readme.partition(f"<!-- {SOURCES_HEADING}\n")
+    if not found:
+        return {}
+    recorded = {}
+    for line in rest.partition("-->")[0].splitlines():
+        revision, _, digest = line.strip().partition(" ")
+        if digest:
+            recorded[revision] = digest
+    return recorded
 
 
 def table_anchors(title: str, tables: Sequence[Table]) -> list[str]:
