@@ -46,7 +46,10 @@ def status(c: Context) -> None:
 @task(
     help={
         "rev": "Target revision (default head).",
-        "sql": "Print the SQL instead of running it (offline mode).",
+        "sql": (
+            "Print the SQL this database is missing (its revision to --rev) instead of "
+            "running it; --rev FROM:TO renders any range."
+        ),
         "backup": BACKUP_FIRST,
         "lock_wait": LOCK_WAIT,
     }

@@ -211,3 +211,25 @@ def test_docker_backend_without_an_engine(backend: str, tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "No Docker engine answers" in result.stderr
+
+
+def test_upgrade_sql_renders_what_this_database_is_missing(empty_db: DatabaseConfig) -> None:
+    runner.upgrade(empty_db, WIDEN)
+    result = run_cli("inv", "db.upgrade", "--sql", database=empty_db)
+    assert result.returncode == 0, result.stderr
+    assert f"is at {WIDEN}" in result.stderr
+    assert f"Running upgrade {WIDEN} -> " in result.stdout
+    assert "CREATE TABLE alembic_version" not in result.stdout
+    assert "CREATE TABLE sessions" not in result.stdout
+    ranged = run_cli("inv", "db.upgrade", "--sql", "--rev", "current:head", database=empty_db)
+    assert ranged.returncode == 0 and ranged.stdout == result.stdout
+    assert runner.current_revisions(empty_db) == (WIDEN,)  # nothing was applied
+
+
+def test_upgrade_sql_without_a_database_renders_from_base() -> None:
+    nowhere = DatabaseConfig(host="127.0.0.1", port=free_port(), password="secret-xyz")
+    result = run_cli("inv", "db.upgrade", "--sql", database=nowhere)
+    assert result.returncode == 0, result.stderr
+    assert "No PostgreSQL server answers" in result.stderr and "from base" in result.stderr
+    assert "CREATE TABLE sessions" in result.stdout
+    assert "secret-xyz" not in result.stdout + result.stderr

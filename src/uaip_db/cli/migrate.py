@@ -8,8 +8,8 @@ import sys
 from uaip_db.checks.data_loss import downgrade_losses
 from uaip_db.cli.backups import take_backup_first
 from uaip_db.cli.confirm import confirm_destructive
-from uaip_db.cli.reporter import Say, say, timed
-from uaip_db.errors import UsageError
+from uaip_db.cli.reporter import Say, complain, say, timed
+from uaip_db.errors import ConnectionProblem, UsageError
 from uaip_db.migrations import history, runner
 from uaip_db.migrations.lock import DEFAULT_WAIT_SECONDS
 from uaip_db.pg import connection
@@ -42,7 +42,7 @@ def upgrade(
             f"db.upgrade goes up; to go to {revision}, use `inv db.downgrade --rev {revision}`."
         )
     if sql:
-        runner.upgrade(config, revision, sql=True)
+        runner.upgrade(config, sql_range(config, revision), sql=True)
         return
     # The common case, a database already at head, costs one query and no Alembic import.
     index = history.load()
@@ -56,6 +56,26 @@ def upgrade(
     with timed("Upgrade finished", out):
         runner.upgrade(config, revision, lock_wait=lock_wait, report=out)
     out(f"Now at {describe_current(runner.current_revisions(config))}.")
+
+
+def sql_range(config: DatabaseConfig, revision: str) -> str:
+    """What `db.upgrade --sql` renders: `FROM:TO` as given (`current` is the database's revision),
+    else from where the database is to `revision`; from base when the database cannot be read."""
+    start, colon, end = revision.rpartition(":")
+    if colon and start != "current":
+        return revision
+    end = end or "head"
+    try:
+        current = runner.current_revisions(config)
+    except ConnectionProblem as problem:
+        complain(f"-- {problem} Rendering the SQL from base instead.")
+        return end
+    if len(current) > 1:
+        raise UsageError("The database has several heads applied; give the range: --rev FROM:TO.")
+    if not current:
+        return end
+    complain(f"-- {config.where()} is at {current[0]}; the SQL from there to {end}:")
+    return f"{current[0]}:{end}"
 
 
 def downgrade(
