@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import COMMENTS, HEAD, WIDEN, run_cli, sql, write_revision
+from tests.conftest import COMMENTS, EMAIL, HEAD, WIDEN, run_cli, sql, write_revision
 from uaip_db.migrations import runner, snapshots
+from uaip_db.migrations.baseline import BASELINE_REVISION
 from uaip_db.servers.scratch import ScratchServer
 from uaip_db.settings import DatabaseConfig
 
@@ -107,3 +108,19 @@ def test_release_check_fails_when_the_rehearsal_fails(
     assert "Revision ba0000000001 (Forbid bad project names) failed" in report
     assert "violated by some row" in report
     assert runner.current_revisions(behind_db) == (WIDEN,)
+
+
+def test_rehearse_sees_the_locks_of_every_transaction_of_a_revision(
+    empty_db: DatabaseConfig, tmp_path: Path
+) -> None:
+    runner.upgrade(empty_db, BASELINE_REVISION)
+    env = {"UAIP_BACKUP_DIR": str(tmp_path)}
+    assert run_cli("inv", "db.backup", database=empty_db, env=env).returncode == 0
+    result = run_cli("inv", "db.rehearse", database=empty_db, env=env)
+    assert result.returncode == 0, result.stderr
+    # 8f2b6c1d4e7a adds a column in a transaction, then builds its index CONCURRENTLY outside it.
+    assert f"locks held by {EMAIL}: AccessExclusiveLock on sessions" in result.stdout
+    assert (
+        "ALTER TABLE sessions ADD COLUMN IF NOT EXISTS email VARCHAR(255): "
+        "AccessExclusiveLock on sessions"
+    ) in result.stdout

@@ -1,8 +1,7 @@
 """A rehearsed upgrade: restore a backup into a throwaway database, upgrade it, verify, check.
 
 The database the backup came from is never touched. The rehearsal reports each revision's time
-and the relation locks its transaction held (CONCURRENTLY steps run outside it and take only
-non-blocking locks).
+and, statement by statement, the relation locks it took (migrations.lock_report).
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from uaip_db.backups import restore as restoring
 from uaip_db.checks.status import inspect
 from uaip_db.checks.verify import verify
 from uaip_db.migrations import runner
+from uaip_db.migrations.lock_report import LockRecorder, StatementLocks, held_by
 from uaip_db.servers.scratch import ScratchServer
 from uaip_db.settings import DatabaseConfig
 
@@ -26,7 +26,7 @@ class Rehearsal:
     backup: Path
     restored_seconds: float
     steps: list[str] = field(default_factory=list)
-    locks: dict[str, list[str]] = field(default_factory=dict)
+    locks: dict[str, list[StatementLocks]] = field(default_factory=dict)
     upgrade_seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
 
@@ -37,11 +37,23 @@ class Rehearsal:
     def summary(self) -> list[str]:
         lines = [f"restored {self.backup.name} in {self.restored_seconds:.2f} s"]
         lines += self.steps or ["  nothing to apply: the backup is at head"]
-        for revision, held in self.locks.items():
-            lines.append(f"  locks of {revision}: {', '.join(held) or 'none on tables'}")
+        for revision, statements in self.locks.items():
+            lines += lock_lines(revision, statements)
         lines.append(f"upgrade took {self.upgrade_seconds:.2f} s")
         lines += [f"problem: {p}" for p in self.problems] or ["verify and check: passed"]
         return lines
+
+
+STATEMENTS_SHOWN = 8
+
+
+def lock_lines(revision: str, statements: list[StatementLocks]) -> list[str]:
+    """`locks held by REV: ...` and one indented line per statement that took a lock."""
+    held = ", ".join(held_by(statements)) or "none on tables"
+    shown = [f"    {s.line()}" for s in statements[:STATEMENTS_SHOWN]]
+    if len(statements) > STATEMENTS_SHOWN:
+        shown.append(f"    ... and {len(statements) - STATEMENTS_SHOWN} more statement(s)")
+    return [f"  locks held by {revision}: {held}", *shown]
 
 
 def newest_backup(directory: Path, database: str) -> Path:
@@ -91,7 +103,11 @@ def _upgrade(
         if report:
             report(line)
 
+    recorder = LockRecorder(target)
     try:
-        runner.upgrade(target, "head", report=step, locks=result.locks)
+        runner.upgrade(target, "head", report=step, locks=recorder)
     except UaipDbError as error:
         result.problems.append(str(error))
+    finally:
+        recorder.close()
+        result.locks = recorder.by_revision

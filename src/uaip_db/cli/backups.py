@@ -114,8 +114,9 @@ def rehearse(path: str | None = None, *, out: Say = say) -> None:
     source = Path(path) if path else rehearsal.newest_backup(paths.backup_dir(), config.name)
     with scratch_server() as server:
         result = rehearsal.rehearse(source, server, report=out)
-    for revision, held in result.locks.items():
-        out(f"  locks held by {revision}: {', '.join(held) or 'none on tables'}")
+    for revision, statements in result.locks.items():
+        for line in rehearsal.lock_lines(revision, statements):
+            out(line)
     if not result.passed:
         raise CheckFailed("Rehearsal failed:\n" + "\n".join(f"  {p}" for p in result.problems))
     out(

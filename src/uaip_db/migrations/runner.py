@@ -26,6 +26,7 @@ from uaip_db.errors import (
 )
 from uaip_db.migrations import history
 from uaip_db.migrations.lock import DEFAULT_WAIT_SECONDS, migration_lock
+from uaip_db.migrations.lock_report import LockRecorder
 from uaip_db.pg import connection, explain
 from uaip_db.settings import DatabaseConfig
 
@@ -53,8 +54,8 @@ class RunOptions:
     report: Callable[[str], None] | None = None
     from_task: bool = False
     direction: str = "upgrade"
-    # When set, each applied revision's relation locks are recorded here (for rehearsals).
-    locks: dict[str, list[str]] | None = None
+    # When set, each applied revision's statements and their relation locks are recorded.
+    locks: LockRecorder | None = None
     # The caller already holds the migration lock (see hold_lock()).
     lock_held: bool = False
 
@@ -77,7 +78,7 @@ def alembic_config(
     report: Callable[[str], None] | None = None,
     stdout: TextIO | None = None,
     direction: str = "upgrade",
-    locks: dict[str, list[str]] | None = None,
+    locks: LockRecorder | None = None,
     lock_held: bool = False,
 ) -> Config:
     from alembic.config import Config
@@ -159,6 +160,8 @@ def _run_on_handed(
 
 
 def _run_online(context: EnvironmentContext, conn: Connection, options: RunOptions) -> None:
+    if options.locks is not None:
+        options.locks.attach(conn)
     context.configure(
         connection=conn,
         target_metadata=None,
@@ -231,18 +234,8 @@ def make_engine(database: DatabaseConfig) -> Engine:
     return create_engine(database.sqlalchemy_url(), poolclass=NullPool, connect_args=connect_args)
 
 
-RELATION_LOCKS = """
-SELECT DISTINCT l.mode || ' on ' || c.relname
-FROM pg_locks AS l JOIN pg_class AS c ON c.oid = l.relation
-WHERE l.pid = pg_backend_pid() AND l.locktype = 'relation' AND l.granted
-  AND c.relnamespace = 'public'::regnamespace
-  AND c.relname NOT LIKE 'alembic\\_version%' AND c.relname NOT LIKE 'uaip\\_db\\_%'
-ORDER BY 1
-"""
-
-
 def _on_version_apply(
-    report: Callable[[str], None] | None, locks: dict[str, list[str]] | None = None
+    report: Callable[[str], None] | None, locks: LockRecorder | None = None
 ) -> Callable[..., None]:
     """After each step, inside its transaction: keep the ledger, and say what was done."""
     from uaip_db.migrations import ledger
@@ -256,8 +249,7 @@ def _on_version_apply(
         # The psycopg connection under SQLAlchemy's, in the same transaction as the migration.
         conn = ctx.connection.connection.driver_connection
         if locks is not None and step.is_upgrade and not step.is_stamp:
-            held = [row[0] for row in conn.execute(RELATION_LOCKS)]
-            locks[step.up_revision_id] = held
+            locks.finish(step.up_revision_id)
         if step.is_upgrade:
             for revision in step.destination_revision_ids:
                 script = ctx.script.get_revision(revision)
@@ -370,7 +362,7 @@ def upgrade(
     sql: bool = False,
     lock_wait: float = DEFAULT_WAIT_SECONDS,
     report: Callable[[str], None] | None = None,
-    locks: dict[str, list[str]] | None = None,
+    locks: LockRecorder | None = None,
 ) -> None:
     config = alembic_config(
         database, lock_wait=lock_wait, report=report, direction="upgrade", locks=locks

@@ -1,0 +1,120 @@
+"""Which relation locks each statement of a migration takes (for rehearsals and release reports).
+
+Inside a transaction, locks are held until it ends, so after each statement the migration's own
+connection reads what it holds now, and what is new since the previous statement is that
+statement's. A statement outside a transaction (`CREATE INDEX CONCURRENTLY` in an autocommit
+block) lets its locks go when it finishes, so while it runs a second connection samples
+pg_locks for the migration's backend every few milliseconds.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from uaip_db.pg import connect
+from uaip_db.settings import DatabaseConfig
+
+if TYPE_CHECKING:
+    import psycopg
+    from sqlalchemy.engine import Connection
+
+SAMPLE_SECONDS = 0.002
+STATEMENT_CHARS = 100
+LOCKS_OF = """
+SELECT DISTINCT l.mode || ' on ' || c.relname
+FROM pg_locks AS l JOIN pg_class AS c ON c.oid = l.relation
+WHERE l.pid = %s AND l.locktype = 'relation' AND l.granted
+  AND c.relnamespace = 'public'::regnamespace AND c.relkind IN ('r', 'p')
+  AND c.relname NOT LIKE 'alembic\\_version%%' AND c.relname NOT LIKE 'uaip\\_db\\_%%'
+"""
+
+
+@dataclass(frozen=True)
+class StatementLocks:
+    statement: str  # the statement, shortened to one line
+    locks: list[str]  # "AccessExclusiveLock on sessions", ...
+
+    def line(self) -> str:
+        return f"{self.statement}: {', '.join(self.locks)}"
+
+
+@dataclass
+class LockRecorder:
+    """Collects the locks of each statement; `finish(revision)` files them under a revision."""
+
+    database: DatabaseConfig
+    by_revision: dict[str, list[StatementLocks]] = field(default_factory=dict)
+    _pending: list[StatementLocks] = field(default_factory=list)
+    _held: set[str] = field(default_factory=set)
+    _sampled: set[str] = field(default_factory=set)
+    _sampling: threading.Event = field(default_factory=threading.Event)
+    _sampler: threading.Thread | None = None
+    _watcher: psycopg.Connection[Any] | None = None
+
+    def attach(self, conn: Connection) -> None:
+        from sqlalchemy import event
+
+        self._watcher = connect(self.database)
+        event.listen(conn, "before_cursor_execute", self._before)
+        event.listen(conn, "after_cursor_execute", self._after)
+
+    def finish(self, revision: str) -> None:
+        """The statements since the last call belong to `revision` (its transaction ends next)."""
+        self.by_revision[revision] = list(self._pending)
+        self._pending.clear()
+        self._held.clear()
+
+    def close(self) -> None:
+        self._stop_sampling()
+        if self._watcher is not None:
+            self._watcher.close()
+            self._watcher = None
+
+    def _before(self, conn: Any, _cursor: Any, _statement: str, *_: Any) -> None:
+        driver = conn.connection.driver_connection
+        self._stop_sampling()  # a statement that failed never reached _after
+        if driver.autocommit and self._watcher is not None:  # outside a transaction: sample
+            self._sampled = set()
+            self._sampling.set()
+            self._sampler = threading.Thread(
+                target=self._sample, args=(driver.info.backend_pid,), daemon=True
+            )
+            self._sampler.start()
+
+    def _after(self, conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        driver = conn.connection.driver_connection
+        sampled = self._stop_sampling()
+        now = {row[0] for row in driver.execute(LOCKS_OF, (driver.info.backend_pid,))}
+        new = (now - self._held) | sampled
+        self._held = now if not driver.autocommit else set()
+        if new:
+            self._pending.append(StatementLocks(shorten(statement), sorted(new)))
+
+    def _stop_sampling(self) -> set[str]:
+        if self._sampler is None:
+            return set()
+        self._sampling.clear()
+        self._sampler.join()
+        self._sampler = None
+        return self._sampled
+
+    def _sample(self, pid: int) -> None:
+        watcher = self._watcher
+        assert watcher is not None
+        while self._sampling.is_set():
+            for row in watcher.execute(LOCKS_OF, (pid,)):
+                self._sampled.add(row[0])
+            time.sleep(SAMPLE_SECONDS)
+
+
+def shorten(statement: str) -> str:
+    text = " ".join(statement.split())
+    return text if len(text) <= STATEMENT_CHARS else text[: STATEMENT_CHARS - 3] + "..."
+
+
+def held_by(statements: list[StatementLocks]) -> list[str]:
+    """Every lock a revision's statements took, once each."""
+    return sorted({lock for item in statements for lock in item.locks})
