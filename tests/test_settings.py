@@ -118,3 +118,21 @@ def test_bad_port_in_dotenv_is_reported(tmp_path: Path) -> None:
 
 def test_production_flag(tmp_path: Path) -> None:
     assert DatabaseConfig.from_env({"DB_ENV": "Production"}, tmp_path / "x").is_production
+
+
+def test_a_dotenv_url_never_beats_settings_from_the_environment(tmp_path: Path) -> None:
+    dotenv = write_env(tmp_path, "DATABASE_URL=postgresql://dev:pw@127.0.0.1:25951/keep\n")
+    assert DatabaseConfig.from_env({}, dotenv).name == "keep"
+    named = DatabaseConfig.from_env({"DB_NAME": "scratchdb"}, dotenv)
+    assert (named.name, named.port, named.host) == ("scratchdb", 15432, "localhost")
+    # What nox hands its children: explicit DB_* and an empty DATABASE_URL.
+    child = DatabaseConfig.from_env(
+        {"DATABASE_URL": "", "DB_HOST": "127.0.0.1", "DB_PORT": "5999", "DB_NAME": "t"}, dotenv
+    )
+    assert (child.host, child.port, child.name) == ("127.0.0.1", 5999, "t")
+
+
+def test_an_empty_password_in_the_environment_is_empty(tmp_path: Path) -> None:
+    dotenv = write_env(tmp_path, "DB_PASSWORD=from-dotenv\n")
+    assert DatabaseConfig.from_env({"DB_PASSWORD": ""}, dotenv).password == ""
+    assert DatabaseConfig.from_env({}, dotenv).password == "from-dotenv"

@@ -126,17 +126,32 @@ class DatabaseConfig:
         }
 
 
+CONNECTION_NAMES = ("DATABASE_URL", "DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASSWORD")
+
+
 def resolve_settings(
     environ: Mapping[str, str] | None = None, dotenv_path: Path | None = None
 ) -> dict[str, str]:
-    """The raw setting strings; empty values count as unset."""
+    """The raw setting strings: the environment, then `.env`, then the defaults.
+
+    Empty values count as unset, with two exceptions that keep one rule, "the real environment
+    wins": `DB_PASSWORD=` in the environment is an empty password (libpq's passfile may then
+    supply one), and a connection setting present in the environment, even empty, means the
+    connection is described there, so `.env`'s DATABASE_URL (which overrides the five) is not
+    used. A child handed explicit settings therefore never falls back to a developer's `.env`.
+    """
     environ = os.environ if environ is None else environ
+    dotenv = read_dotenv(dotenv_path or paths.dotenv_file())
+    if any(name in environ for name in CONNECTION_NAMES):
+        dotenv.pop("DATABASE_URL", None)
     merged = dict(DEFAULTS)
-    for source in (read_dotenv(dotenv_path or paths.dotenv_file()), environ):
+    for source in (dotenv, environ):
         for name in SETTING_NAMES:
             value = source.get(name)
             if value is not None and value.strip() != "":
                 merged[name] = value
+    if environ.get("DB_PASSWORD") == "":
+        merged["DB_PASSWORD"] = ""
     return merged
 
 
