@@ -120,6 +120,20 @@ def test_the_next_migration_keeps_every_check_green(
     step(copy, empty_db, "inv", "db.check")
     assert sql(empty_db, "SELECT to_regclass('users') IS NOT NULL") == [(True,)]
 
+    # Changing it while it is applied only locally (section 4): the checks say what to run.
+    path.write_text(path.read_text().replace("The user's name.", "The user's display name."))
+    edited = in_copy(copy, empty_db, "inv", "db.check")
+    assert edited.returncode == 1
+    assert "was edited after it was applied" in edited.stderr
+    assert "run `inv db.snapshots`" in edited.stderr
+    step(copy, empty_db, "inv", "db.downgrade", "--yes")
+    step(copy, empty_db, "inv", "db.upgrade")
+    step(copy, None, "inv", "db.snapshots")
+    step(copy, None, "inv", "db.docs")
+    step(copy, empty_db, "inv", "db.check")
+    step(copy, empty_db, "inv", "db.verify")
+    assert "display name" in (copy / "docs" / "schema" / "README.md").read_text()
+
     # The repository's own checks, on the copy.
     step(copy, None, "ruff", "check", "--no-cache", str(path))
     step(copy, None, "inv", "db.snapshots", "--check")
