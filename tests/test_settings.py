@@ -136,3 +136,21 @@ def test_an_empty_password_in_the_environment_is_empty(tmp_path: Path) -> None:
     dotenv = write_env(tmp_path, "DB_PASSWORD=from-dotenv\n")
     assert DatabaseConfig.from_env({"DB_PASSWORD": ""}, dotenv).password == ""
     assert DatabaseConfig.from_env({}, dotenv).password == "from-dotenv"
+
+
+@pytest.mark.parametrize(
+    "query", ["dbname=victim", "host=elsewhere", "port=5999", "user=postgres", "service=prod"]
+)
+def test_a_url_query_that_would_redirect_the_connection_is_refused(
+    query: str, tmp_path: Path
+) -> None:
+    url = f"postgresql://u:p@db.example:5432/decoy?{query}"
+    with pytest.raises(SettingsError, match="could connect somewhere other") as raised:
+        DatabaseConfig.from_env({"DATABASE_URL": url}, tmp_path / "missing.env")
+    assert "p@" not in str(raised.value)
+
+
+def test_a_url_query_may_set_tls_options(tmp_path: Path) -> None:
+    url = "postgresql://u:p@db.example:5432/scoping?sslmode=require"
+    config = DatabaseConfig.from_env({"DATABASE_URL": url}, tmp_path / "missing.env")
+    assert config.name == "scoping" and dict(config.options) == {"sslmode": "require"}

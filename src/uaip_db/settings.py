@@ -33,6 +33,26 @@ SETTING_NAMES = (*DEFAULTS, "DATABASE_URL")
 ENVIRONMENTS = ("development", "ci", "production")
 URL_SCHEMES = ("postgres", "postgresql")
 CONNECT_TIMEOUT_SECONDS = 5
+# libpq parameters a DATABASE_URL's query may set: none of them changes which database is used.
+URL_OPTIONS = frozenset(
+    {
+        "sslmode",
+        "sslcert",
+        "sslkey",
+        "sslrootcert",
+        "sslcrl",
+        "sslcompression",
+        "gssencmode",
+        "channel_binding",
+        "requirepeer",
+        "target_session_attrs",
+        "keepalives",
+        "keepalives_idle",
+        "keepalives_interval",
+        "keepalives_count",
+        "tcp_user_timeout",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -191,6 +211,13 @@ def parse_database_url(url: str) -> DatabaseConfig:
     name = unquote(parts.path.lstrip("/"))
     if not name or "/" in name:
         raise SettingsError(f"{problem}: it names no database; {hint}")
+    options = tuple(parse_qsl(parts.query))
+    for key, _value in options:
+        if key not in URL_OPTIONS:
+            raise SettingsError(
+                f"DATABASE_URL's query sets {key!r}, which could connect somewhere other than the "
+                "URL names; put the host, port, user and database in the URL itself and drop it."
+            )
     defaults = DatabaseConfig()
     return DatabaseConfig(
         host=unquote(parts.hostname or defaults.host),
@@ -198,5 +225,5 @@ def parse_database_url(url: str) -> DatabaseConfig:
         name=name,
         user=unquote(parts.username or defaults.user),
         password=unquote(parts.password or ""),
-        options=tuple(parse_qsl(parts.query)),
+        options=options,
     )

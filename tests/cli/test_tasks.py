@@ -233,3 +233,14 @@ def test_upgrade_sql_without_a_database_renders_from_base() -> None:
     assert "No PostgreSQL server answers" in result.stderr and "from base" in result.stderr
     assert "CREATE TABLE sessions" in result.stdout
     assert "secret-xyz" not in result.stdout + result.stderr
+
+
+def test_a_url_that_would_reach_another_database_is_refused(empty_db: DatabaseConfig) -> None:
+    url = (
+        f"postgresql://{empty_db.user}@{empty_db.host}:{empty_db.port}/decoy"
+        f"?dbname={empty_db.name}"
+    )
+    result = run_cli("inv", "db.upgrade", env={"DATABASE_URL": url, "DB_PASSWORD": ""})
+    assert result.returncode == 2
+    assert "could connect somewhere other than the URL names" in result.stderr
+    assert runner.current_revisions(empty_db) == ()
