@@ -237,8 +237,7 @@ def test_upgrade_sql_without_a_database_renders_from_base() -> None:
 
 def test_a_url_that_would_reach_another_database_is_refused(empty_db: DatabaseConfig) -> None:
     url = (
-        f"postgresql://{empty_db.user}@{empty_db.host}:{empty_db.port}/decoy"
-        f"?dbname={empty_db.name}"
+        f"postgresql://{empty_db.user}@{empty_db.host}:{empty_db.port}/decoy?dbname={empty_db.name}"
     )
     result = run_cli("inv", "db.upgrade", env={"DATABASE_URL": url, "DB_PASSWORD": ""})
     assert result.returncode == 2

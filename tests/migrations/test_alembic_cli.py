@@ -5,6 +5,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import CHAIN, HEAD, ROOT, run_cli, sql
 from uaip_db.settings import DatabaseConfig
 
@@ -66,3 +68,59 @@ def test_revision_writes_a_script_from_the_template(tmp_path: Path) -> None:
     text = written[0].read_text()
     assert f'down_revision: str | Sequence[str] | None = "{HEAD}"' in text
     assert "def downgrade() -> None:" in text
+
+
+@pytest.mark.parametrize("command", [["downgrade", "base"], ["stamp", "base"]])
+def test_plain_alembic_in_production_needs_the_name(
+    head_db: DatabaseConfig, tmp_path: Path, command: list[str]
+) -> None:
+    production = {"DB_ENV": "production"}
+    refused = run_cli(
+        "alembic", "-c", INI, *command, database=head_db, cwd=tmp_path, env=production
+    )
+    assert refused.returncode != 0
+    assert f"-x confirm-db={head_db.name}" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert sql(head_db, "SELECT version_num FROM alembic_version") == [(HEAD,)]
+    wrong = run_cli(
+        "alembic",
+        "-c",
+        INI,
+        "-x",
+        "confirm-db=other",
+        *command,
+        database=head_db,
+        cwd=tmp_path,
+        env=production,
+    )
+    assert wrong.returncode != 0
+    assert sql(head_db, "SELECT version_num FROM alembic_version") == [(HEAD,)]
+    confirmed = run_cli(
+        "alembic",
+        "-c",
+        INI,
+        "-x",
+        f"confirm-db={head_db.name}",
+        *command,
+        database=head_db,
+        cwd=tmp_path,
+        env=production,
+    )
+    assert confirmed.returncode == 0, confirmed.stderr
+    assert sql(head_db, "SELECT count(*) FROM alembic_version") == [(0,)]
+
+
+def test_plain_alembic_upgrade_in_production_needs_no_name(
+    empty_db: DatabaseConfig, tmp_path: Path
+) -> None:
+    result = run_cli(
+        "alembic",
+        "-c",
+        INI,
+        "upgrade",
+        "head",
+        database=empty_db,
+        cwd=tmp_path,
+        env={"DB_ENV": "production"},
+    )
+    assert result.returncode == 0, result.stderr

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from uaip_db import paths
 from uaip_db.errors import (
+    Declined,
     LockNotAvailable,
     MigrationError,
     SettingsError,
@@ -135,6 +136,8 @@ def _run_env(context: EnvironmentContext, options: RunOptions) -> None:
         _run_on_handed(context, handed, options)
         return
     database = options.database or DatabaseConfig.from_env()
+    if not options.from_task:
+        guard_plain_alembic(context, database)
     engine = make_engine(database)
     try:
         with _locked(engine, options), engine.connect() as conn:
@@ -145,6 +148,26 @@ def _run_env(context: EnvironmentContext, options: RunOptions) -> None:
         raise _translate(error, database, options.direction) from None
     finally:
         engine.dispose()
+
+
+# Plain `alembic` commands that change what the database records without applying revisions
+# forward: in production they need the database's name spelled out, like `inv` needs --confirm-db.
+GUARDED_COMMANDS = ("downgrade", "stamp")
+
+
+def guard_plain_alembic(context: EnvironmentContext, database: DatabaseConfig) -> None:
+    if not database.is_production:
+        return
+    command = getattr(context.config.cmd_opts, "cmd", None)
+    name = getattr(command[0], "__name__", "") if command else ""
+    if name not in GUARDED_COMMANDS:
+        return
+    confirmed = context.get_x_argument(as_dictionary=True).get("confirm-db")
+    if confirmed != database.name:
+        raise Declined(
+            f"Refusing `alembic {name}` on {database.where()} in production (DB_ENV=production). "
+            f"If you mean it, run it again with -x confirm-db={database.name}."
+        )
 
 
 def _run_on_handed(
