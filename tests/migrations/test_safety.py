@@ -428,3 +428,34 @@ def test_release_check_refuses_two_heads(
     )
     assert result.returncode == 1 and "2 heads" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_stamp_checks_the_schema_again_under_the_lock(empty_db: DatabaseConfig) -> None:
+    from uaip_db.migrations.lock import migration_lock
+
+    runner.upgrade(empty_db, EMAIL)
+    sql(empty_db, "DELETE FROM alembic_version")  # the schema of EMAIL, recorded nowhere
+
+    def opener() -> psycopg.Connection:  # type: ignore[type-arg]
+        return psycopg.connect(**empty_db.connect_kwargs())
+
+    env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
+    env.update(child_env(empty_db))
+    with migration_lock(opener):
+        waiting = subprocess.Popen(
+            [str(BIN / "inv"), "db.stamp", "--rev", "auto"],
+            cwd=ROOT,
+            env=env,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        # It found EMAIL's schema and now waits for the lock; meanwhile another runner upgrades.
+        with psycopg.connect(**empty_db.connect_kwargs(), autocommit=True) as probe:
+            until(lambda: bool(probe.execute(MIGRATION_CONNECTION).fetchone()))
+        runner.stamp(empty_db, EMAIL, lock_held=True)
+        runner.upgrade(empty_db, "head", lock_held=True)
+    out, err = waiting.communicate(timeout=60)
+    assert waiting.returncode == 2, out + err
+    assert "The schema changed while this stamp waited" in err
+    assert runner.current_revisions(empty_db) == (HEAD,)

@@ -170,7 +170,14 @@ def stamp(
         confirm_destructive(
             config, f"record revision {decision.revision} in", yes=yes, confirm_db=confirm_db
         )
-    runner.stamp(config, decision.revision, lock_wait=lock_wait)
+    with runner.hold_lock(config, lock_wait, out):
+        # Another runner may have migrated while we checked or asked: check again under the lock.
+        if decide_stamp(take(config), revision, force=force) != decision:
+            raise UsageError(
+                "The schema changed while this stamp waited (another runner migrated it); "
+                "nothing was recorded. Check `inv db.current` and run it again."
+            )
+        runner.stamp(config, decision.revision, lock_wait=lock_wait, lock_held=True)
     out(
         f"Recorded {describe_current(runner.current_revisions(config))} "
         f"in {config.display_url()}; no schema objects were changed."

@@ -386,9 +386,15 @@ def upgrade(
     lock_wait: float = DEFAULT_WAIT_SECONDS,
     report: Callable[[str], None] | None = None,
     locks: LockRecorder | None = None,
+    lock_held: bool = False,
 ) -> None:
     config = alembic_config(
-        database, lock_wait=lock_wait, report=report, direction="upgrade", locks=locks
+        database,
+        lock_wait=lock_wait,
+        report=report,
+        direction="upgrade",
+        locks=locks,
+        lock_held=lock_held,
     )
     _retrying_lock_timeouts(lambda: _run_command("upgrade", config, revision, sql=sql), report)
 
@@ -428,9 +434,14 @@ def _retrying_lock_timeouts(run: Callable[[], None], report: Callable[[str], Non
 
 
 def stamp(
-    database: DatabaseConfig, revision: str, *, lock_wait: float = DEFAULT_WAIT_SECONDS
+    database: DatabaseConfig,
+    revision: str,
+    *,
+    lock_wait: float = DEFAULT_WAIT_SECONDS,
+    lock_held: bool = False,
 ) -> None:
-    _run_command("stamp", alembic_config(database, lock_wait=lock_wait), revision)
+    config = alembic_config(database, lock_wait=lock_wait, lock_held=lock_held)
+    _run_command("stamp", config, revision)
 
 
 def render_sql(start: str, end: str, *, downgrade: bool = False) -> str:
