@@ -13,19 +13,45 @@ def _quote(op: Any, name: str) -> str:
 
 
 def create_index_concurrently(op: Any, name: str, table: str, columns: Sequence[str]) -> None:
-    """CREATE INDEX CONCURRENTLY outside the transaction; rebuilds an INVALID leftover first."""
+    """CREATE INDEX CONCURRENTLY outside the transaction; rebuilds an INVALID leftover first,
+    and drops the INVALID index a failed build leaves (when the server lets it)."""
     context = op.get_context()
     with context.autocommit_block():
         if not context.as_sql and index_is_invalid(op, name):
             op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {_quote(op, name)}")
-        op.create_index(
-            name, table, list(columns), postgresql_concurrently=True, if_not_exists=True
-        )
+        try:
+            op.create_index(
+                name, table, list(columns), postgresql_concurrently=True, if_not_exists=True
+            )
+        except Exception:
+            _repair(op, name, f"DROP INDEX CONCURRENTLY IF EXISTS {_quote(op, name)}")
+            raise
 
 
 def drop_index_concurrently(op: Any, name: str) -> None:
+    """DROP INDEX CONCURRENTLY outside the transaction.
+
+    A drop that fails after PostgreSQL marked the index INVALID (it waits for older transactions
+    after that) cannot be undone while those transactions last: REINDEX CONCURRENTLY would wait
+    for them too and leave a `_ccold` index behind. The revision stays applied; `inv db.check`
+    and `inv db.upgrade` name the INVALID index, and running the downgrade again finishes it.
+    """
     with op.get_context().autocommit_block():
         op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {_quote(op, name)}")
+
+
+def _repair(op: Any, name: str, statement: str) -> None:
+    """After a failed CONCURRENTLY step: try once to leave no INVALID index behind."""
+    import contextlib
+
+    if op.get_context().as_sql:
+        return
+    with contextlib.suppress(Exception):
+        bind = op.get_bind()
+        if bind.in_transaction():
+            bind.rollback()
+        if index_is_invalid(op, name):
+            op.execute(statement)
 
 
 def index_is_invalid(op: Any, name: str) -> bool:

@@ -459,3 +459,33 @@ def test_a_stamp_checks_the_schema_again_under_the_lock(empty_db: DatabaseConfig
     assert waiting.returncode == 2, out + err
     assert "The schema changed while this stamp waited" in err
     assert runner.current_revisions(empty_db) == (HEAD,)
+
+
+def test_a_failed_concurrent_drop_leaves_no_invalid_index_unnoticed(
+    empty_db: DatabaseConfig,
+) -> None:
+    runner.upgrade(empty_db, EMAIL)
+    # An old transaction: DROP INDEX CONCURRENTLY marks the index INVALID, then waits for it.
+    reader = psycopg.connect(**empty_db.connect_kwargs())
+    reader.execute("SELECT count(*) FROM sessions")
+    invalid = "SELECT count(*) FROM pg_index WHERE NOT indisvalid"
+    try:
+        failed = run_cli(
+            "inv",
+            "db.downgrade",
+            "--yes",
+            database=empty_db,
+            env={"UAIP_LOCK_TIMEOUT": "300ms", "UAIP_LOCK_RETRIES": "0"},
+        )
+        assert failed.returncode == 1, failed.stdout + failed.stderr
+        assert runner.current_revisions(empty_db) == (EMAIL,)
+        assert sql(empty_db, invalid) == [(1,)]
+        checked = run_cli("inv", "db.check", database=empty_db)
+        assert checked.returncode == 1
+        assert "Index idx_sessions_email is INVALID" in checked.stderr
+    finally:
+        reader.close()
+    upgraded = run_cli("inv", "db.upgrade", database=empty_db)
+    assert upgraded.returncode == 1, upgraded.stdout  # at head, but never "nothing to do"
+    assert "Index idx_sessions_email is INVALID" in upgraded.stderr
+    assert runner.current_revisions(empty_db) == (HEAD,)

@@ -6,10 +6,11 @@ from __future__ import annotations
 import sys
 
 from uaip_db.checks.data_loss import downgrade_losses
+from uaip_db.checks.status import invalid_indexes
 from uaip_db.cli.backups import take_backup_first
 from uaip_db.cli.confirm import confirm_destructive
 from uaip_db.cli.reporter import Say, complain, say, timed
-from uaip_db.errors import ConnectionProblem, UsageError
+from uaip_db.errors import CheckFailed, ConnectionProblem, UsageError
 from uaip_db.migrations import history, runner
 from uaip_db.migrations.lock import DEFAULT_WAIT_SECONDS
 from uaip_db.pg import connection
@@ -48,14 +49,28 @@ def upgrade(
     index = history.load()
     with connection(config) as conn:
         current = runner.current_revisions_on(conn)
+        invalid = invalid_indexes(conn)
     if revision in ("head", "heads") and index.is_at_head(current):
+        refuse_invalid_indexes(invalid)
         out(f"{config.display_url()} is at head {index.describe_current(current)}; nothing to do.")
         return
     take_backup_first(config, backup_first, out)
     out(f"Upgrading {config.display_url()} to {revision}:")
     with timed("Upgrade finished", out):
         runner.upgrade(config, revision, lock_wait=lock_wait, report=out)
+    with connection(config) as conn:
+        refuse_invalid_indexes(invalid_indexes(conn))
     out(f"Now at {describe_current(runner.current_revisions(config))}.")
+
+
+def refuse_invalid_indexes(invalid: list[str]) -> None:
+    """An INVALID index (a CONCURRENTLY step that failed half-way) is never "nothing to do"."""
+    if invalid:
+        raise CheckFailed(
+            f"Index {', '.join(invalid)} is INVALID (a CONCURRENTLY build or drop failed "
+            "half-way): drop it with DROP INDEX CONCURRENTLY and run `inv db.upgrade` again, or "
+            "rebuild it with REINDEX INDEX CONCURRENTLY."
+        )
 
 
 def sql_range(config: DatabaseConfig, revision: str) -> str:
