@@ -124,3 +124,12 @@ def test_rehearse_sees_the_locks_of_every_transaction_of_a_revision(
         "ALTER TABLE sessions ADD COLUMN IF NOT EXISTS email VARCHAR(255): "
         "AccessExclusiveLock on sessions"
     ) in result.stdout
+
+
+def test_reports_written_in_the_same_second_never_overwrite(tmp_path: Path) -> None:
+    from uaip_db.release import write_new
+
+    first = write_new(tmp_path, "release-20261127T120000Z", "one")
+    second = write_new(tmp_path, "release-20261127T120000Z", "two")
+    assert first != second
+    assert (first.read_text(), second.read_text()) == ("one", "two")

@@ -108,10 +108,26 @@ def release_check(
         report.items.append(rehearsal_item(made, server))
     report.items.append(rollback_item(current, head, pending, made, config.name))
     written_at = datetime.datetime.now(datetime.UTC)
-    target = paths.reports_dir() / f"release-{written_at:%Y%m%dT%H%M%SZ}.md"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(report.markdown(f"{written_at:%Y-%m-%d %H:%M:%S} UTC"), encoding="utf-8")
+    target = write_new(
+        paths.reports_dir(),
+        f"release-{written_at:%Y%m%dT%H%M%SZ}",
+        report.markdown(f"{written_at:%Y-%m-%d %H:%M:%S} UTC"),
+    )
     return report, target
+
+
+def write_new(directory: Path, stem: str, text: str) -> Path:
+    """Write `stem.md` in `directory`, or `stem-2.md`, ...: a report never overwrites another."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for number in range(1, 1000):
+        path = directory / (f"{stem}.md" if number == 1 else f"{stem}-{number}.md")
+        try:
+            with path.open("x", encoding="utf-8") as file:
+                file.write(text)
+        except FileExistsError:
+            continue
+        return path
+    raise UaipDbError(f"Too many reports named {stem}*.md in {directory}; move some away.")
 
 
 def revisions_item(pending: list[history.Revision]) -> Item:
