@@ -13,7 +13,9 @@ from uaip_db.cli import checks as cli_checks
 from uaip_db.cli import migrate as cli_migrate
 from uaip_db.cli import release as cli_release
 from uaip_db.cli import server as cli_server
-from uaip_db.cli.reporter import reported, seconds
+from uaip_db.cli.reporter import reported, seconds, usage_errors_exit_2
+
+usage_errors_exit_2()
 
 LOCK_WAIT = "Seconds to wait for another runner's migration lock (default 60)."
 BACKEND = "docker or local; default: Docker when an engine answers, else local binaries."

@@ -55,6 +55,12 @@ class CheckFailed(UaipDbError):
     exit_code = CHECK_FAILED
 
 
+class Stopped(UaipDbError):
+    """The person answered no (or ended the input) at a confirmation prompt."""
+
+    exit_code = CHECK_FAILED
+
+
 class RoundtripFailed(CheckFailed):
     """A revision's up, down, up did not give back the same schema or rows."""
 

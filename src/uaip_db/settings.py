@@ -180,7 +180,12 @@ def read_dotenv(path: Path) -> dict[str, str]:
         return {}
     from dotenv import dotenv_values
 
-    return {key: value for key, value in dotenv_values(path).items() if value is not None}
+    try:
+        values = dotenv_values(path, encoding="utf-8")
+    except (UnicodeDecodeError, OSError) as error:
+        reason = "is not UTF-8 text" if isinstance(error, UnicodeDecodeError) else "cannot be read"
+        raise SettingsError(f"{path} {reason}; fix or remove it.") from None
+    return {key: value for key, value in values.items() if value is not None}
 
 
 def parse_port(value: str, source: str) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from uaip_db.errors import Declined
+from uaip_db.errors import Declined, Stopped
 from uaip_db.settings import DatabaseConfig
 
 
@@ -23,8 +23,11 @@ def confirm_destructive(
     if yes:
         return
     if sys.stdin.isatty():
-        answer = input(f"This will {action} {config.where()}. Go on? [y/N] ").strip().lower()
+        try:
+            answer = input(f"This will {action} {config.where()}. Go on? [y/N] ").strip().lower()
+        except EOFError:  # Ctrl-D
+            answer = ""
         if answer in ("y", "yes"):
             return
-        raise Declined("Stopped; nothing was changed.")
+        raise Stopped("Stopped; nothing was changed.")
     raise Declined(f"This would {action} {config.where()}; run it again with --yes if you mean it.")

@@ -38,6 +38,8 @@ def upgrade(
     out: Say = say,
 ) -> None:
     config = DatabaseConfig.from_env()
+    if not revision.strip():
+        raise UsageError("--rev needs a revision: head (the default), an id or a prefix of one.")
     if revision == "base" or revision.startswith("-"):
         raise UsageError(
             f"db.upgrade goes up; to go to {revision}, use `inv db.downgrade --rev {revision}`."
@@ -104,6 +106,8 @@ def downgrade(
     out: Say = say,
 ) -> None:
     config = DatabaseConfig.from_env()
+    if not revision.strip():
+        raise UsageError("--rev needs a target: -1 (the default), -N, a revision id, or base.")
     if sql:
         if ":" not in revision:
             raise UsageError(

@@ -72,6 +72,28 @@ def reported() -> Iterator[None]:
         raise Exit(str(explain(error, DatabaseConfig.from_env())), code=USAGE) from None
 
 
+def usage_errors_exit_2() -> None:
+    """Invoke ends a task-argument mistake (unknown flag, missing value or positional) with
+    exit 1; this tool promises 2 for usage errors. tasks.py calls this once, when Invoke loads
+    it, which is before Invoke parses the tasks' arguments."""
+    from invoke.exceptions import Exit, ParseError
+    from invoke.program import Program
+
+    original = Program.parse_tasks
+    if getattr(original, "exits_2", False):
+        return
+
+    def parse_tasks(self: Program) -> None:
+        try:
+            original(self)
+        except ParseError as error:
+            said = str(error).rstrip("!. ")
+            raise Exit(f"{said}. `inv --help TASK` lists its options.", code=USAGE) from None
+
+    parse_tasks.exits_2 = True  # type: ignore[attr-defined]
+    Program.parse_tasks = parse_tasks  # type: ignore[method-assign]
+
+
 def _is_database_error(error: Exception) -> bool:
     return type(error).__module__.split(".")[0] in ("psycopg", "sqlalchemy")
 

@@ -67,9 +67,22 @@ def lock_wait_setting() -> float:
     if not value:
         return DEFAULT_WAIT_SECONDS
     try:
-        return float(value)
+        seconds = float(value)
     except ValueError:
-        raise SettingsError(f"UAIP_LOCK_WAIT={value!r} is not a number of seconds.") from None
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise SettingsError(f"UAIP_LOCK_WAIT={value!r} is not a number of seconds (0 or more).")
+    return seconds
+
+
+def lock_retries_setting() -> int:
+    """UAIP_LOCK_RETRIES: how often a migration that hit lock_timeout is tried again."""
+    value = os.environ.get("UAIP_LOCK_RETRIES", "").strip()
+    if not value:
+        return DEFAULT_LOCK_RETRIES
+    if not value.isdigit():
+        raise SettingsError(f"UAIP_LOCK_RETRIES={value!r} is not a whole number (0 or more).")
+    return int(value)
 
 
 def alembic_config(
@@ -105,11 +118,12 @@ def alembic_config(
 
 def run_env(context: EnvironmentContext) -> None:
     """The body of migrations/env.py."""
-    options = context.config.attributes.get("uaip_db") or RunOptions()
+    options: RunOptions | None = context.config.attributes.get("uaip_db")
     try:
+        options = options or RunOptions()
         _run_env(context, options)
     except UaipDbError as error:
-        if options.from_task:
+        if options is not None and options.from_task:
             raise
         from alembic.util import CommandError
 
@@ -145,9 +159,22 @@ def _run_env(context: EnvironmentContext, options: RunOptions) -> None:
     except UaipDbError:
         raise
     except Exception as error:
+        if interrupted(error):
+            raise KeyboardInterrupt from None
         raise _translate(error, database, options.direction) from None
     finally:
         engine.dispose()
+
+
+def interrupted(error: BaseException) -> bool:
+    """Whether `error` happened while cleaning up after Ctrl-C (SQLAlchemy then reports that it
+    cannot reconnect, and the KeyboardInterrupt is only its context)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt):
+            return True
+        seen = seen.__context__ or seen.__cause__
+    return False
 
 
 # Plain `alembic` commands that change what the database records without applying revisions
@@ -220,7 +247,7 @@ def timeouts() -> tuple[str, str]:
         ("UAIP_LOCK_TIMEOUT", lock_timeout),
         ("UAIP_STATEMENT_TIMEOUT", statement_timeout),
     ):
-        if not re.fullmatch(r"\d+\s*(ms|s|min|h|d)?", value.strip()):
+        if not re.fullmatch(r"\d+(ms|s|min|h|d)?", value.strip()):
             raise SettingsError(f"{name}={value!r} is not a duration like 5s, 500ms or 15min.")
     return lock_timeout.strip(), statement_timeout.strip()
 
@@ -416,7 +443,7 @@ def downgrade(
 
 def _retrying_lock_timeouts(run: Callable[[], None], report: Callable[[str], None] | None) -> None:
     """A lock timeout rolls the migration back cleanly; try again a few times with backoff."""
-    retries = int(os.environ.get("UAIP_LOCK_RETRIES", DEFAULT_LOCK_RETRIES))
+    retries = lock_retries_setting()
     for attempt in range(retries + 1):
         try:
             run()

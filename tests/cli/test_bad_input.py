@@ -1,0 +1,159 @@
+"""Bad settings and arguments: one or two plain lines, the documented exit status, no traceback,
+nothing changed."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.conftest import BIN, EMAIL, HEAD, ROOT, SETTING_NAMES, run_cli, sql
+from uaip_db.migrations import runner
+from uaip_db.migrations.baseline import BASELINE_REVISION
+from uaip_db.servers.scratch import child_env
+from uaip_db.settings import DatabaseConfig
+
+INI = str(ROOT / "alembic.ini")
+
+
+def one_clean_line(result: subprocess.CompletedProcess[str], status: int) -> None:
+    assert result.returncode == status, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert 1 <= len(result.stderr.strip().splitlines()) <= 2, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"UAIP_LOCK_RETRIES": "-1"}, "UAIP_LOCK_RETRIES='-1'"),
+        ({"UAIP_LOCK_RETRIES": "abc"}, "UAIP_LOCK_RETRIES='abc'"),
+        ({"UAIP_LOCK_TIMEOUT": "5 s"}, "UAIP_LOCK_TIMEOUT='5 s'"),
+    ],
+)
+def test_bad_migration_settings_change_nothing(
+    empty_db: DatabaseConfig, env: dict[str, str], named: str
+) -> None:
+    result = run_cli("inv", "db.upgrade", database=empty_db, env=env)
+    one_clean_line(result, 2)
+    assert named in result.stderr
+    assert runner.current_revisions(empty_db) == ()
+
+
+def test_a_bad_lock_wait_under_plain_alembic(empty_db: DatabaseConfig, tmp_path: Path) -> None:
+    result = run_cli(
+        "alembic",
+        "-c",
+        INI,
+        "upgrade",
+        "head",
+        database=empty_db,
+        cwd=tmp_path,
+        env={"UAIP_LOCK_WAIT": "abc"},
+    )
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "UAIP_LOCK_WAIT='abc'" in result.stderr
+    assert runner.current_revisions(empty_db) == ()
+
+
+def test_a_dotenv_that_is_not_utf8(tmp_path: Path) -> None:
+    root = tmp_path / "checkout"
+    root.mkdir()
+    for name in ("alembic.ini", "migrations", "database", "tasks.py"):
+        (root / name).symlink_to(ROOT / name)
+    (root / ".env").write_bytes(b"DB_PASSWORD=caf\xe9\n")
+    result = run_cli("inv", "db.current", cwd=root, env={"UAIP_DB_ROOT": str(root)})
+    one_clean_line(result, 2)
+    assert "is not UTF-8 text" in result.stderr
+
+
+@pytest.mark.parametrize("task", ["db.upgrade", "db.downgrade"])
+def test_an_empty_revision(head_db: DatabaseConfig, task: str) -> None:
+    result = run_cli("inv", task, "--rev", "", database=head_db)
+    one_clean_line(result, 2)
+    assert "--rev needs" in result.stderr
+    assert runner.current_revisions(head_db) == (HEAD,)
+
+
+@pytest.mark.parametrize(
+    "args", [["db.upgrade", "--bogus"], ["db.restore"], ["db.upgrade", "--rev"]]
+)
+def test_invoke_usage_errors_exit_2(args: list[str]) -> None:
+    result = run_cli("inv", *args)
+    one_clean_line(result, 2)
+    assert "inv --help TASK" in result.stderr
+
+
+def test_ctrl_d_at_the_prompt_stops(head_db: DatabaseConfig) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
+    env.update(child_env(head_db))
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen(
+        [str(BIN / "inv"), "db.downgrade", "--rev", "base"],
+        cwd=ROOT,
+        env=env,
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+    )
+    os.close(terminal)
+    seen = b""
+    deadline = time.monotonic() + 60
+    while b"Go on?" not in seen and time.monotonic() < deadline:
+        if select.select([controller], [], [], 0.1)[0]:
+            seen += os.read(controller, 4096)
+    assert b"Go on?" in seen
+    os.write(controller, b"\x04")  # Ctrl-D
+    assert process.wait(timeout=60) == 1
+    while select.select([controller], [], [], 0.2)[0]:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(controller)
+    assert b"Stopped; nothing was changed." in seen and b"Traceback" not in seen
+    assert runner.current_revisions(head_db) == (HEAD,)
+
+
+def test_ctrl_c_during_a_concurrent_index_build(empty_db: DatabaseConfig) -> None:
+    runner.upgrade(empty_db, BASELINE_REVISION)
+    # A transaction with an old snapshot on another table: the build waits for it to end.
+    reader = psycopg.connect(**empty_db.connect_kwargs())
+    reader.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    reader.execute("SELECT count(*) FROM checkpoints")
+    env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
+    env.update(child_env(empty_db), UAIP_LOCK_TIMEOUT="60s")
+    process = subprocess.Popen(
+        [str(BIN / "inv"), "db.upgrade", "--rev", EMAIL],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        building = (
+            "SELECT 1 FROM pg_stat_activity WHERE query LIKE 'CREATE INDEX CONCURRENTLY%' "
+            "AND wait_event_type = 'Lock'"
+        )
+        deadline = time.monotonic() + 60
+        while not sql(empty_db, building):
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        _out, err = process.communicate(timeout=60)
+    finally:
+        reader.close()
+    assert process.returncode == 130, err
+    assert "Interrupted" in err and "Traceback" not in err
+    assert "reconnect" not in err
+    assert runner.current_revisions(empty_db) == (BASELINE_REVISION,)
