@@ -1,7 +1,9 @@
 """Schema lifecycle of the UAIP Scoping database.
 
 For applications: `uaip_db.check_migrations()` at start-up returns quietly when the database is
-at head and raises `PendingMigrations` or `CheckFailed` (with the reasons) otherwise.
+at head and raises `PendingMigrations` or `CheckFailed` (with the reasons) otherwise;
+`ConnectionProblem` when the database cannot be reached and `SettingsError` for bad settings.
+All are `UaipDbError`s.
 """
 
 from __future__ import annotations
@@ -9,11 +11,31 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "1.1.0"
-__all__ = ["CheckFailed", "PendingMigrations", "check_migrations"]
+__all__ = [
+    "CheckFailed",
+    "ConnectionProblem",
+    "PendingMigrations",
+    "SettingsError",
+    "UaipDbError",
+    "check_migrations",
+]
+EXPORTED_ERRORS = (
+    "CheckFailed",
+    "ConnectionProblem",
+    "PendingMigrations",
+    "SettingsError",
+    "UaipDbError",
+)
 
 if TYPE_CHECKING:
     from uaip_db.checks.status import check_migrations
-    from uaip_db.errors import CheckFailed, PendingMigrations
+    from uaip_db.errors import (
+        CheckFailed,
+        ConnectionProblem,
+        PendingMigrations,
+        SettingsError,
+        UaipDbError,
+    )
 
 
 def __getattr__(name: str) -> Any:
@@ -22,7 +44,7 @@ def __getattr__(name: str) -> Any:
         from uaip_db.checks.status import check_migrations
 
         return check_migrations
-    if name in ("CheckFailed", "PendingMigrations"):
+    if name in EXPORTED_ERRORS:
         from uaip_db import errors
 
         return getattr(errors, name)

@@ -133,3 +133,12 @@ def test_stale_snapshots_are_one_line_naming_the_revision(
         assert result.returncode == 1, (task, result.stdout)
         assert wanted in result.stderr and "run `inv db.snapshots`" in result.stderr, task
         assert "does not match" not in result.stderr, task
+
+
+def test_check_migrations_raises_an_exported_error_when_the_database_is_down() -> None:
+    from uaip_db.servers.scratch import free_port
+
+    nowhere = DatabaseConfig(host="127.0.0.1", port=free_port(), password="x")
+    with pytest.raises(uaip_db.ConnectionProblem, match="No PostgreSQL server answers"):
+        uaip_db.check_migrations(nowhere)
+    assert issubclass(uaip_db.ConnectionProblem, uaip_db.UaipDbError)

@@ -158,3 +158,23 @@ def test_compose_file_is_valid_and_wired_to_the_settings() -> None:
     assert "/docker-entrypoint-initdb.d/" in config and "init.sql" in config
     assert "pg_isready" in config
     assert "uaip-db-data:/var/lib/postgresql/data" in config
+
+
+def test_a_cluster_folder_with_a_quote_in_its_name(cluster_home: Path) -> None:
+    quoted = cluster_home.parent / "it's here"
+    env = {
+        "UAIP_PGDATA": str(quoted),
+        "DB_HOST": "localhost",
+        "DB_PORT": str(free_port()),
+        "DB_PASSWORD": "secret-q",
+    }
+    try:
+        up = run_cli("inv", "db.up", "--backend", "local", env=env)
+        assert up.returncode == 0, up.stderr
+        assert "created" in up.stdout
+    finally:
+        bindir = find_bindir()
+        assert bindir is not None
+        pid_file = PidFile.read(quoted / "data")
+        if pid_file and pid_file.process_is_postgres():
+            LocalCluster(quoted, bindir).down()

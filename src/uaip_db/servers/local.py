@@ -29,6 +29,12 @@ NO_SERVER_HELP = (
 )
 
 
+def conf_value(value: str) -> str:
+    """A postgresql.conf string value: quotes doubled, backslashes escaped (a folder may hold
+    either)."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
 def find_bindir() -> Path | None:
     """PostgreSQL server binaries: PG_BINDIR, `pg_config --bindir`, PATH, then Debian's folders."""
     candidates: list[Path] = []
@@ -157,7 +163,7 @@ class Cluster:
             )
         finally:
             password_file.unlink(missing_ok=True)
-        lines = [f"{key} = '{value}'" for key, value in settings.items()]
+        lines = [f"{key} = {conf_value(value)}" for key, value in settings.items()]
         with (self.data / "postgresql.conf").open("a") as conf:
             conf.write("\n# uaip-db settings\n" + "\n".join(lines) + "\n")
 
