@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
+from tests.conftest import HEAD, run_cli, sql
 from uaip_db.pg import explain, scrub
+from uaip_db.servers.scratch import ScratchServer
 from uaip_db.settings import DatabaseConfig
 
 CONFIG = DatabaseConfig(host="db.example", port=5433, name="scoping", password="s3cret!")
@@ -29,3 +34,58 @@ def test_each_failure_says_what_to_do(driver_message: str, expected: str) -> Non
 
 def test_scrub_hides_passwords_in_urls_and_text() -> None:
     assert scrub("postgresql://u:pw@h/db and s3cret!", CONFIG) == "postgresql://u:***@h/db and ***"
+
+
+def hostile_libpq_environment(server: ScratchServer, tmp_path: Path, victim: str) -> dict[str, str]:
+    """What a caller's shell may carry: a service naming another database, another host
+    address, options moving search_path, a default database."""
+    services = tmp_path / "pg_service.conf"
+    services.write_text(
+        f"[victim]\nhost={server.admin.host}\nport={server.admin.port}\ndbname={victim}\n"
+    )
+    return {
+        "PGSERVICEFILE": str(services),
+        "PGSERVICE": "victim",
+        "PGHOSTADDR": "127.0.0.2",
+        "PGOPTIONS": "-c search_path=evil",
+        "PGDATABASE": victim,
+    }
+
+
+def test_the_callers_libpq_variables_never_redirect_a_command(
+    server: ScratchServer, empty_db: DatabaseConfig, tmp_path: Path
+) -> None:
+    victim = server.create_database("uaip_victim")
+    try:
+        env = hostile_libpq_environment(server, tmp_path, victim.name)
+        upgraded = run_cli("inv", "db.upgrade", database=empty_db, env=env)
+        assert upgraded.returncode == 0, upgraded.stderr
+        checked = run_cli("inv", "db.check", database=empty_db, env=env)
+        assert checked.returncode == 0, checked.stderr
+        assert f"is at head {HEAD}" in checked.stdout
+        backup = run_cli(
+            "inv", "db.backup", "--out", str(tmp_path), "--no-verify", database=empty_db, env=env
+        )
+        assert backup.returncode == 0, backup.stderr
+        manifest = json.loads(next(tmp_path.glob("*/manifest.json")).read_text())
+        assert manifest["database"] == empty_db.name
+        assert sql(victim, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == [(0,)]
+    finally:
+        server.drop_database(victim.name)
+
+
+def test_a_schema_named_after_the_role_does_not_capture_the_migrations(
+    server: ScratchServer, empty_db: DatabaseConfig
+) -> None:
+    sql(empty_db, f'CREATE SCHEMA "{empty_db.user}"')
+    sql(empty_db, f'ALTER DATABASE "{empty_db.name}" SET search_path = "$user", evil, public')
+    result = run_cli("inv", "db.upgrade", database=empty_db)
+    assert result.returncode == 0, result.stderr
+    in_role_schema = sql(
+        empty_db, "SELECT count(*) FROM pg_tables WHERE schemaname = %s", (empty_db.user,)
+    )
+    assert in_role_schema == [(0,)]
+    assert sql(empty_db, "SELECT to_regclass('public.sessions') IS NOT NULL") == [(True,)]
+    downgraded = run_cli("inv", "db.downgrade", "--rev", "base", "--yes", database=empty_db)
+    assert downgraded.returncode == 0, downgraded.stderr
+    assert sql(empty_db, "SELECT to_regclass('public.sessions')") == [(None,)]

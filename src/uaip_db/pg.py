@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -62,11 +63,47 @@ def first_line(text: str) -> str:
     return "unknown error"
 
 
-def connect(config: DatabaseConfig, *, autocommit: bool = True) -> psycopg.Connection[Any]:
+# libpq variables a caller's environment may carry that would change where a connection goes or
+# how it behaves (PGSERVICE, PGHOSTADDR, PGOPTIONS, PGDATABASE, ...): all PG* but the passfile,
+# which may still supply a password where the settings have none.
+KEPT_LIBPQ_VARIABLES = frozenset({"PGPASSFILE"})
+
+
+def is_libpq_variable(name: str) -> bool:
+    return name.startswith("PG") and name not in KEPT_LIBPQ_VARIABLES
+
+
+def child_environment(config: DatabaseConfig | None = None) -> dict[str, str]:
+    """This process's environment without the caller's libpq variables, plus `config`'s own
+    (password included): what every child process, client tool or not, is given."""
+    clean = {name: value for name, value in os.environ.items() if not is_libpq_variable(name)}
+    return {**clean, **(config.libpq_env() if config else {})}
+
+
+@contextmanager
+def without_libpq_environment() -> Iterator[None]:
+    """libpq reads PG* variables at connect time for any parameter not given explicitly (and
+    PGSERVICE even for a whole service): hide them while our own connections are made."""
+    hidden = {name: value for name, value in os.environ.items() if is_libpq_variable(name)}
+    for name in hidden:
+        del os.environ[name]
+    try:
+        yield
+    finally:
+        os.environ.update(hidden)
+
+
+def connect(
+    config: DatabaseConfig, *, autocommit: bool = True, **extra: str
+) -> psycopg.Connection[Any]:
+    """A connection to exactly `config`'s database: explicit parameters, the caller's libpq
+    variables ignored, search_path pinned (`extra` may add libpq parameters, e.g. options)."""
     import psycopg
 
+    parameters = {**config.connect_kwargs(), **extra}
     try:
-        return psycopg.connect(**config.connect_kwargs(), autocommit=autocommit)
+        with without_libpq_environment():
+            return psycopg.connect(**parameters, autocommit=autocommit)
     except psycopg.OperationalError as error:
         raise explain(error, config) from None
 

@@ -23,7 +23,7 @@ from subprocess import TimeoutExpired as TimeoutExpired
 from typing import IO, TYPE_CHECKING, TypedDict, overload
 
 from uaip_db.errors import BackupError, ServerError, SettingsError, UaipDbError
-from uaip_db.pg import scrub
+from uaip_db.pg import child_environment, scrub
 
 if TYPE_CHECKING:
     from uaip_db.settings import DatabaseConfig
@@ -186,7 +186,9 @@ def _child_settings(
 ) -> _ChildSettings:
     account = server_account() if as_server else None
     return {
-        "env": {**os.environ, **env} if env else None,
+        # No child inherits the caller's libpq variables (PGSERVICE, PGHOSTADDR, PGOPTIONS, ...):
+        # a client tool connects where its explicit settings say, and nowhere else.
+        "env": {**child_environment(), **(env or {})},
         "umask": -1 if umask is None else umask,
         "cwd": "/" if account and cwd is None else cwd,
         "user": account[0] if account else None,

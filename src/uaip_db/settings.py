@@ -33,6 +33,10 @@ SETTING_NAMES = (*DEFAULTS, "DATABASE_URL")
 ENVIRONMENTS = ("development", "ci", "production")
 URL_SCHEMES = ("postgres", "postgresql")
 CONNECT_TIMEOUT_SECONDS = 5
+# Every connection works in the schema the project owns: a schema named after the role ("$user"
+# comes first in PostgreSQL's default search_path), PGOPTIONS or a role's own search_path setting
+# must not decide where tables are created or looked up.
+PINNED_SEARCH_PATH = "public"
 # libpq parameters a DATABASE_URL's query may set: none of them changes which database is used.
 URL_OPTIONS = frozenset(
     {
@@ -127,6 +131,7 @@ class DatabaseConfig:
             "PGPASSWORD": self.password,
             "PGCONNECT_TIMEOUT": str(CONNECT_TIMEOUT_SECONDS),
             "PGAPPNAME": "uaip-db",
+            "PGOPTIONS": f"-c search_path={PINNED_SEARCH_PATH}",
         }
         for key, value in self.options:
             env[f"PG{key.upper()}"] = value
@@ -142,6 +147,7 @@ class DatabaseConfig:
             "password": self.password,
             "connect_timeout": CONNECT_TIMEOUT_SECONDS,
             "application_name": "uaip-db",
+            "options": f"-c search_path={PINNED_SEARCH_PATH}",
             **dict(self.options),
         }
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from uaip_db import paths
 from uaip_db.errors import (
@@ -28,8 +28,8 @@ from uaip_db.errors import (
 from uaip_db.migrations import history
 from uaip_db.migrations.lock import DEFAULT_WAIT_SECONDS, migration_lock
 from uaip_db.migrations.lock_report import LockRecorder
-from uaip_db.pg import connection, explain
-from uaip_db.settings import DatabaseConfig
+from uaip_db.pg import connect, connection, explain
+from uaip_db.settings import PINNED_SEARCH_PATH, DatabaseConfig
 
 if TYPE_CHECKING:
     import psycopg
@@ -154,7 +154,10 @@ def _run_env(context: EnvironmentContext, options: RunOptions) -> None:
         guard_plain_alembic(context, database)
     engine = make_engine(database)
     try:
-        with _locked(engine, options), engine.connect() as conn:
+        with (
+            _locked(lambda: connect(database, application_name=LOCK_APPLICATION), options),
+            engine.connect() as conn,
+        ):
             _run_online(context, conn, options)
     except UaipDbError:
         raise
@@ -203,7 +206,14 @@ def _run_on_handed(
     from sqlalchemy.engine import Engine
 
     if isinstance(handed, Engine):
-        with _locked(handed, options), handed.connect() as conn:
+
+        def open_lock_connection() -> psycopg.Connection[Any]:
+            conn = handed.raw_connection().driver_connection
+            assert conn is not None
+            conn.autocommit = True
+            return cast("psycopg.Connection[Any]", conn)
+
+        with _locked(open_lock_connection, options), handed.connect() as conn:
             _run_online(context, conn, options)
     else:
         _run_online(context, handed, options)
@@ -223,18 +233,12 @@ def _run_online(context: EnvironmentContext, conn: Connection, options: RunOptio
 
 
 @contextmanager
-def _locked(engine: Engine, options: RunOptions) -> Iterator[None]:
+def _locked(
+    open_connection: Callable[[], psycopg.Connection[Any]], options: RunOptions
+) -> Iterator[None]:
     if options.lock_held:
         yield
         return
-
-    def open_connection() -> psycopg.Connection[Any]:
-        import psycopg
-
-        args, kwargs = engine.dialect.create_connect_args(engine.url)
-        kwargs.setdefault("application_name", LOCK_APPLICATION)
-        return psycopg.connect(*args, **kwargs, autocommit=True)
-
     with migration_lock(open_connection, options.lock_wait, options.report):
         yield
 
@@ -259,12 +263,9 @@ def hold_lock(
     report: Callable[[str], None] | None = None,
 ) -> Iterator[None]:
     """Hold the migration lock across several steps (pass lock_held=True to the migrations)."""
-    from uaip_db.pg import connect
 
     def open_connection() -> psycopg.Connection[Any]:
-        conn = connect(database)
-        conn.execute("SELECT set_config('application_name', %s, false)", (LOCK_APPLICATION,))
-        return conn
+        return connect(database, application_name=LOCK_APPLICATION)
 
     with migration_lock(open_connection, wait_seconds, report):
         yield
@@ -275,13 +276,16 @@ def make_engine(database: DatabaseConfig) -> Engine:
     from sqlalchemy.pool import NullPool
 
     lock_timeout, statement_timeout = timeouts()
-    connect_args = database.connect_kwargs()
-    for key in ("host", "port", "dbname", "user", "password"):
-        connect_args.pop(key)
-    connect_args["options"] = (
-        f"-c lock_timeout={lock_timeout} -c statement_timeout={statement_timeout}"
+    options = (
+        f"-c search_path={PINNED_SEARCH_PATH} -c lock_timeout={lock_timeout} "
+        f"-c statement_timeout={statement_timeout}"
     )
-    return create_engine(database.sqlalchemy_url(), poolclass=NullPool, connect_args=connect_args)
+    # Every connection goes through pg.connect: explicit parameters, no inherited PG* variables.
+    return create_engine(
+        "postgresql+psycopg://",
+        poolclass=NullPool,
+        creator=lambda: connect(database, autocommit=False, options=options),
+    )
 
 
 def _on_version_apply(

@@ -10,8 +10,8 @@ import shutil
 import time
 from pathlib import Path
 
-from uaip_db import paths, process
-from uaip_db.errors import ServerError
+from uaip_db import paths, pg, process
+from uaip_db.errors import ConnectionProblem, ServerError
 from uaip_db.settings import DatabaseConfig
 
 COMPOSE_SERVICE = "uaip-db"
@@ -76,14 +76,12 @@ class DockerCompose:
 
 def wait_for_connection(config: DatabaseConfig, timeout: float) -> None:
     """Poll until `config` accepts a connection (legacy compose has no `up --wait`)."""
-    import psycopg
-
     deadline = time.monotonic() + timeout
     while True:
         try:
-            psycopg.connect(**config.connect_kwargs()).close()
+            pg.connect(config).close()
             return
-        except psycopg.OperationalError:
+        except ConnectionProblem:
             if time.monotonic() > deadline:
                 raise ServerError(
                     f"{config.where()} did not accept connections within {timeout:.0f} s; "
