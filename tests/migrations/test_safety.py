@@ -489,3 +489,37 @@ def test_a_failed_concurrent_drop_leaves_no_invalid_index_unnoticed(
     assert upgraded.returncode == 1, upgraded.stdout  # at head, but never "nothing to do"
     assert "Index idx_sessions_email is INVALID" in upgraded.stderr
     assert runner.current_revisions(empty_db) == (HEAD,)
+
+
+def test_the_lock_survives_idle_session_timeout(empty_db: DatabaseConfig, checkout: Path) -> None:
+    runner.upgrade(empty_db, "head")
+    write_revision(
+        checkout / "migrations" / "versions",
+        "51ee9a000002",
+        HEAD,
+        upgrade=[
+            "CREATE SEQUENCE IF NOT EXISTS slow_runs",
+            "SELECT nextval('slow_runs')",
+            "SELECT pg_sleep(1.5)",
+        ],
+        downgrade=["DROP SEQUENCE IF EXISTS slow_runs"],
+    )
+    # The lock's connection idles while the migration runs: this would end it after 300 ms.
+    sql(empty_db, f"ALTER DATABASE \"{empty_db.name}\" SET idle_session_timeout = '300ms'")
+    env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
+    env.update(child_env(empty_db), UAIP_DB_ROOT=str(checkout))
+    procs = [
+        subprocess.Popen(
+            [str(BIN / "inv"), "db.upgrade"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [proc.communicate(timeout=120) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], [err for _, err in outputs]
+    assert sql(empty_db, "SELECT last_value FROM slow_runs") == [(1,)]
+    assert runner.current_revisions(empty_db) == ("51ee9a000002",)

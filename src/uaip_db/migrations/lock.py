@@ -7,6 +7,7 @@ every older snapshot, is never stalled by a runner queueing for the lock.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -32,6 +33,7 @@ def migration_lock(
     conn = open_connection()
     try:
         conn.autocommit = True
+        keep_alive(conn)
         deadline = time.monotonic() + wait_seconds
         told = False
         while not _try_lock(conn):
@@ -48,9 +50,20 @@ def migration_lock(
         try:
             yield
         finally:
-            _execute(conn, "SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
+            if not conn.closed and not conn.broken:
+                _execute(conn, "SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))
     finally:
         conn.close()
+
+
+def keep_alive(conn: psycopg.Connection[Any]) -> None:
+    """The lock lives as long as this idle session: a server or database `idle_session_timeout`
+    must not end it while the migrations run on another connection (PostgreSQL 14+)."""
+    import psycopg
+
+    # Older servers have no such timeout.
+    with contextlib.suppress(psycopg.errors.UndefinedObject):
+        conn.execute("SELECT set_config('idle_session_timeout', '0', false)")
 
 
 def _execute(
