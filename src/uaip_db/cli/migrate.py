@@ -153,6 +153,7 @@ def current(out: Say = say) -> None:
 
 
 def show_history(verbose: bool = False) -> None:
+    history.load()  # a revision file that cannot be loaded is one line, not Alembic's traceback
     runner.show_history(sys.stdout, verbose=verbose)
 
 

@@ -17,6 +17,7 @@ import ast
 import hashlib
 import json
 import os
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -197,9 +198,66 @@ def load() -> ScriptIndex:
     cached = _read_cache(digest)
     if cached is not None:
         return cached
-    index = build(digest, script_directory())
+    duplicated = duplicate_ids(paths.versions_dir())
+    if duplicated:
+        raise CheckFailed(duplicated)
+    try:
+        with warnings.catch_warnings():  # Alembic warns before it fails; the failure says it all
+            warnings.simplefilter("ignore")
+            index = build(digest, script_directory())
+    except Exception as error:
+        raise CheckFailed(unloadable(error)) from None
     _write_cache(index)
     return index
+
+
+def unloadable(error: Exception) -> str:
+    """One line saying which revision file cannot be loaded, and why."""
+    versions = paths.versions_dir()
+    if isinstance(error, SyntaxError) and error.filename:
+        where = f"{Path(error.filename).name} line {error.lineno}"
+        return f"Revision file {where} is not valid Python ({error.msg}); fix it."
+    if isinstance(error, KeyError):
+        missing = str(error.args[0]) if error.args else "?"
+        for path in sorted(versions.glob("*.py")):
+            if revision_markers(path).get("down_revision") == missing:
+                return (
+                    f"Revision file {path.name} names down_revision {missing!r}, which no "
+                    "revision file has; fix it (`inv db.history` lists the others)."
+                )
+    frame = error.__traceback__
+    where = ""
+    while frame is not None:
+        if Path(frame.tb_frame.f_code.co_filename).parent == versions:
+            where = f"{Path(frame.tb_frame.f_code.co_filename).name} line {frame.tb_lineno}"
+        frame = frame.tb_next
+    detail = f"{type(error).__name__}: {error}".strip()
+    if where:
+        return f"Revision file {where} cannot be loaded ({detail}); fix it."
+    return f"The migration scripts cannot be loaded ({detail}); fix the revision files."
+
+
+def revision_markers(path: Path) -> dict[str, str]:
+    try:
+        return module_markers(ast.parse(path.read_text(encoding="utf-8")))
+    except (SyntaxError, ValueError, OSError):
+        return {}
+
+
+def duplicate_ids(versions: Path) -> str | None:
+    """A revision id that two files claim (Alembic would take them for two heads)."""
+    seen: dict[str, str] = {}
+    for path in sorted(versions.glob("*.py")):
+        revision = revision_markers(path).get("revision")
+        if revision is None:
+            continue
+        if revision in seen:
+            return (
+                f"Revision id {revision} is used by two files, {seen[revision]} and {path.name}; "
+                "give one of them a new id (and fix the down_revision that points at it)."
+            )
+        seen[revision] = path.name
+    return None
 
 
 def build(digest: str, scripts: ScriptDirectory) -> ScriptIndex:
