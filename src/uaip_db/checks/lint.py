@@ -263,10 +263,13 @@ def lint(since: str | None = None) -> tuple[list[Finding], list[str], dict[str, 
         chain = chain[ids.index(resolved) + 1 :]
     exceptions = load_exceptions()
     global_rules = [e.rule for e in exceptions if e.revision is None]
-    rendered = {s.revision: render_sql(s) for s in chain}
+    # A merge only joins heads: rendered on its own it would be the SQL from base.
+    rendered = {s.revision: render_sql(s) for s in chain if not s.is_merge}
     findings = squawk_findings(rendered, global_rules) if rendered else []
     for script in chain:
-        previous = script.down_revisions[0] if len(script.down_revisions) == 1 else expected.BASE
+        if script.is_merge:
+            continue
+        previous = script.down_revisions[0] if script.down_revisions else expected.BASE
         try:
             before, after = expected.snapshot(previous), expected.snapshot(script.revision)
         except CheckFailed:

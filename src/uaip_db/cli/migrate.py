@@ -118,17 +118,17 @@ def downgrade(
         return
     index = history.load()
     plan = index.downgrade_plan(runner.current_revisions(config), revision)
-    target = plan[-1].down_revisions[0] if plan[-1].down_revisions else history.BASE
+    target = plan.target
     losses = downgrade_losses(config, target)
-    out(f"Downgrading {config.display_url()} by {len(plan)} revision(s):")
-    for item in plan:
+    out(f"Downgrading {config.display_url()} by {len(plan.reverted)} revision(s):")
+    for item in plan.reverted:
         loss = item.destroys_data_on_downgrade
         out(f"  {item.revision} {item.doc}" + (f"  [drops {loss}]" if loss else ""))
     if losses is None:
         out(f"  No committed snapshot of {target} tells what this drops; treating it as data loss.")
     for lost in losses or []:
         out(f"  would drop {lost.line()}")
-    declared = any(item.destroys_data_on_downgrade for item in plan)
+    declared = any(item.destroys_data_on_downgrade for item in plan.reverted)
     if losses is None or losses or declared or revision == history.BASE or config.is_production:
         drops = losses is None or bool(losses) or declared or revision == history.BASE
         confirm_destructive(
@@ -138,13 +138,14 @@ def downgrade(
     with runner.hold_lock(config, lock_wait, out):
         # Another runner may have moved the database while we asked; the plan must still hold.
         replanned = index.downgrade_plan(runner.current_revisions(config), revision)
-        if [item.revision for item in replanned] != [item.revision for item in plan]:
+        if replanned != plan:
             raise UsageError(
                 "The database changed while this downgrade waited (another runner migrated "
                 "it); nothing was reverted. Check `inv db.current` and run it again."
             )
         with timed("Downgrade finished", out):
-            runner.downgrade(config, revision, lock_wait=lock_wait, report=out, lock_held=True)
+            # The resolved target: Alembic cannot walk "-N" through a merge by itself.
+            runner.downgrade(config, target, lock_wait=lock_wait, report=out, lock_held=True)
     out(f"Now at {describe_current(runner.current_revisions(config))}.")
 
 

@@ -45,9 +45,14 @@ class Revision:
     downgrade_is_empty: bool = False
 
     @property
+    def is_merge(self) -> bool:
+        return len(self.down_revisions) > 1
+
+    @property
     def downgrade_missing(self) -> bool:
-        """downgrade() does nothing and the revision does not say it is irreversible."""
-        return self.downgrade_is_empty and not self.irreversible
+        """downgrade() does nothing, and neither says why (`irreversible`) nor is a merge (whose
+        downgrade only splits the heads again)."""
+        return self.downgrade_is_empty and not self.irreversible and not self.is_merge
 
 
 @dataclass(frozen=True)
@@ -116,43 +121,65 @@ class ScriptIndex:
             raise UsageError(f"Unknown revision {name!r}; `inv db.history` lists them.")
         return matches[0]
 
-    def downgrade_plan(self, current: tuple[str, ...], target: str) -> list[Revision]:
-        """The revisions a downgrade from `current` to `target` reverts, newest first."""
+    def downgrade_plan(self, current: tuple[str, ...], target: str) -> DowngradePlan:
+        """What a downgrade from `current` to `target` reverts (newest first), and where it ends.
+
+        Alembic reverts every applied revision that is not an ancestor of the target, so across
+        a merge the plan holds the revisions of every branch, not one chain.
+        """
         if not current:
             raise UsageError("The database is at base already; there is nothing to downgrade.")
         if len(current) > 1:
             raise UsageError(
                 "The database has several heads applied; downgrade with an explicit --rev."
             )
-        chain: list[Revision] = []
-        item = self.get(current[0])
-        if item is None:
+        if self.get(current[0]) is None:
             raise unknown_revision(current[0])
-        while item is not None:
-            chain.append(item)
-            item = self.get(item.down_revisions[0]) if len(item.down_revisions) == 1 else None
+        applied = self.ancestors(current)
         if target == BASE:
-            return chain
-        if target.startswith("-") and target[1:].isdigit():
-            steps = int(target[1:])
-            if steps > len(chain):
+            ends = BASE
+        elif target.startswith("-") and target[1:].isdigit():
+            ends = self._steps_down(current[0], int(target[1:]), len(applied))
+        else:
+            try:
+                ends = self.resolve(target)
+            except UsageError:
                 raise UsageError(
-                    f"Cannot go down {steps} revision(s): only {len(chain)} are applied. "
-                    "`inv db.current` shows where you are."
+                    f"Unknown revision {target!r}. `inv db.history` lists the known revisions."
+                ) from None
+            if ends not in applied or ends == current[0]:
+                raise UsageError(
+                    f"{target} is not below the current revision {current[0]}; "
+                    "nothing to downgrade."
                 )
-            return chain[:steps]
-        try:
-            target = self.resolve(target)
-        except UsageError:
+        kept = self.ancestors([ends]) if ends != BASE else set()
+        reverted = [item for item in reversed(self.order) if item.revision in applied - kept]
+        return DowngradePlan(reverted, ends)
+
+    def _steps_down(self, head: str, steps: int, applied: int) -> str:
+        """The revision `steps` single steps below `head` (a merge has no single step)."""
+        if steps > applied:
             raise UsageError(
-                f"Unknown revision {target!r}. `inv db.history` lists the known revisions."
-            ) from None
-        ids = [item.revision for item in chain]
-        if target not in ids:
-            raise UsageError(
-                f"{target} is not below the current revision {current[0]}; nothing to downgrade."
+                f"Cannot go down {steps} revision(s): only {applied} are applied. "
+                "`inv db.current` shows where you are."
             )
-        return chain[: ids.index(target)]
+        at = head
+        for _ in range(steps):
+            item = self.get(at)
+            assert item is not None
+            if len(item.down_revisions) > 1:
+                raise UsageError(
+                    f"-{steps} would step through the merge revision {at}, which has "
+                    f"{len(item.down_revisions)} parents; name the target: --rev REVISION."
+                )
+            at = item.down_revisions[0] if item.down_revisions else BASE
+        return at
+
+
+@dataclass(frozen=True)
+class DowngradePlan:
+    reverted: list[Revision]  # newest first
+    target: str  # the revision the database ends at, or "base"
 
 
 def several_heads(heads: list[str]) -> str:
