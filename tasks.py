@@ -38,11 +38,11 @@ def down(c: Context, backend: str = "") -> None:
         cli_server.server_down(backend or None)
 
 
-@task
-def status(c: Context) -> None:
+@task(help={"json": JSON})
+def status(c: Context, json: bool = False) -> None:
     """Show the settings, the server, the current revision and pending migrations."""
     with reported():
-        cli_server.status()
+        cli_server.status(as_json=json)
 
 
 @task(
@@ -97,18 +97,18 @@ def downgrade(
         )
 
 
-@task
-def current(c: Context) -> None:
+@task(help={"json": JSON})
+def current(c: Context, json: bool = False) -> None:
     """Show the revision the database is at."""
     with reported():
-        cli_migrate.current()
+        cli_migrate.current(as_json=json)
 
 
-@task(help={"verbose": "Show each revision's full details."})
-def history(c: Context, verbose: bool = False) -> None:
+@task(help={"verbose": "Show each revision's full details.", "json": JSON})
+def history(c: Context, verbose: bool = False, json: bool = False) -> None:
     """List the migration scripts, newest first."""
     with reported():
-        cli_migrate.show_history(verbose)
+        cli_migrate.show_history(verbose, as_json=json)
 
 
 @task(help={"message": "What the new migration changes (required)."})

@@ -243,3 +243,29 @@ def test_a_url_that_would_reach_another_database_is_refused(empty_db: DatabaseCo
     assert result.returncode == 2
     assert "could connect somewhere other than the URL names" in result.stderr
     assert runner.current_revisions(empty_db) == ()
+
+
+def test_status_current_and_history_as_json(empty_db: DatabaseConfig) -> None:
+    import json
+
+    runner.upgrade(empty_db, WIDEN)
+    status = json.loads(run_cli("inv", "db.status", "--json", database=empty_db).stdout)
+    assert status["current"] == [WIDEN] and status["reachable"] and not status["at_head"]
+    assert [item["revision"] for item in status["pending"]] == CHAIN[CHAIN.index(WIDEN) + 1 :]
+    assert "servers" in status and empty_db.password not in json.dumps(status)
+    current = json.loads(run_cli("inv", "db.current", "--json", database=empty_db).stdout)
+    assert current["current"] == [WIDEN] and current["heads"] == [HEAD]
+    listed = json.loads(run_cli("inv", "db.history", "--json").stdout)
+    assert [item["revision"] for item in listed] == list(reversed(CHAIN))
+    assert [item["head"] for item in listed] == [True] + [False] * (len(CHAIN) - 1)
+
+
+def test_status_json_of_an_unreachable_database() -> None:
+    import json
+
+    nowhere = DatabaseConfig(host="127.0.0.1", port=free_port(), password="secret-xyz")
+    result = run_cli("inv", "db.status", "--json", database=nowhere)
+    assert result.returncode == 0
+    status = json.loads(result.stdout)
+    assert not status["reachable"] and "No PostgreSQL server answers" in status["error"]
+    assert "secret-xyz" not in result.stdout

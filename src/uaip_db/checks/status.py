@@ -101,6 +101,52 @@ def invalid_indexes(conn: psycopg.Connection[Any]) -> list[str]:
     return [row[0] for row in rows]
 
 
+@dataclass(frozen=True)
+class DatabaseState:
+    """Where a database is, for `db.status` and `db.current` (`--json` prints `to_json()`)."""
+
+    database: str
+    env: str
+    reachable: bool
+    error: str | None
+    current: list[str]
+    heads: list[str]
+    pending: list[dict[str, str]]
+    unknown: list[str]
+
+    @property
+    def at_head(self) -> bool:
+        return self.reachable and bool(self.current) and sorted(self.current) == self.heads
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "at_head": self.at_head}, indent=2)
+
+
+def database_state(database: DatabaseConfig) -> DatabaseState:
+    """The database's revision and what is pending; an unreachable one says why instead."""
+    from uaip_db.errors import UaipDbError
+
+    index = history.load()
+    try:
+        current = list(runner.current_revisions(database))
+    except UaipDbError as error:
+        return DatabaseState(
+            database.display_url(), database.env, False, str(error), [], index.heads, [], []
+        )
+    unknown = [revision for revision in current if index.get(revision) is None]
+    pending = [] if unknown else index.pending(current)
+    return DatabaseState(
+        database.display_url(),
+        database.env,
+        True,
+        None,
+        current,
+        index.heads,
+        [{"revision": item.revision, "doc": item.doc} for item in pending],
+        unknown,
+    )
+
+
 def check_migrations(database: DatabaseConfig | None = None) -> MigrationStatus:
     """For the application's start-up: return quietly at head, raise with the reasons otherwise."""
     status = inspect(database or DatabaseConfig.from_env())

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import json
 import sys
+from dataclasses import asdict
 
 from uaip_db.checks.data_loss import downgrade_losses
 from uaip_db.checks.status import invalid_indexes
@@ -149,12 +151,32 @@ def downgrade(
     out(f"Now at {describe_current(runner.current_revisions(config))}.")
 
 
-def current(out: Say = say) -> None:
-    out(describe_current(runner.current_revisions(DatabaseConfig.from_env())))
+def current(*, as_json: bool = False, out: Say = say) -> None:
+    config = DatabaseConfig.from_env()
+    if as_json:
+        from uaip_db.checks.status import database_state
+
+        state = database_state(config)
+        if not state.reachable:
+            raise ConnectionProblem(state.error or "The database cannot be reached.")
+        out(state.to_json())
+        return
+    out(describe_current(runner.current_revisions(config)))
 
 
-def show_history(verbose: bool = False) -> None:
-    history.load()  # a revision file that cannot be loaded is one line, not Alembic's traceback
+def show_history(verbose: bool = False, *, as_json: bool = False, out: Say = say) -> None:
+    index = history.load()  # a revision file that cannot load is one line, not a traceback
+    if as_json:
+        out(
+            json.dumps(
+                [
+                    {**asdict(item), "head": item.revision in index.heads}
+                    for item in reversed(index.order)
+                ],
+                indent=2,
+            )
+        )
+        return
     runner.show_history(sys.stdout, verbose=verbose)
 
 

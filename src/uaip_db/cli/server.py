@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 from uaip_db.cli.reporter import Say, say
-from uaip_db.errors import UaipDbError
-from uaip_db.migrations import history, runner
+from uaip_db.migrations import history
 from uaip_db.migrations.baseline import BASELINE_REVISION, adopt
 from uaip_db.settings import DatabaseConfig
 
@@ -36,29 +37,32 @@ def server_down(backend: str | None = None, out: Say = say) -> None:
     out(choose_backend(backend).down())
 
 
-def status(out: Say = say) -> None:
+def status(*, as_json: bool = False, out: Say = say) -> None:
+    from uaip_db.checks.status import database_state
     from uaip_db.servers.docker import DockerCompose, docker_engine_answers
     from uaip_db.servers.local import LocalCluster, find_bindir
 
     config = DatabaseConfig.from_env()
-    out(f"settings: {config.display_url()} (DB_ENV={config.env})")
+    servers = []
     if find_bindir() is not None:
-        out(LocalCluster().status())
+        servers.append(LocalCluster().status())
     if docker_engine_answers():
-        out(DockerCompose().status())
-    try:
-        current = runner.current_revisions(config)
-    except UaipDbError as error:
-        out(f"database: not reachable: {error}")
+        servers.append(DockerCompose().status())
+    state = database_state(config)
+    if as_json:
+        out(json.dumps({**json.loads(state.to_json()), "servers": servers}, indent=2))
         return
-    index = history.load()
-    out(f"database: reachable, at {index.describe_current(current)}")
-    unknown = [revision for revision in current if index.get(revision) is None]
-    if unknown:
-        out(f"pending: unknown: {', '.join(unknown)} is not in these migration scripts")
+    out(f"settings: {config.display_url()} (DB_ENV={config.env})")
+    for line in servers:
+        out(line)
+    if not state.reachable:
+        out(f"database: not reachable: {state.error}")
         return
-    pending = index.pending(current)
+    out(f"database: reachable, at {history.load().describe_current(tuple(state.current))}")
+    if state.unknown:
+        out(f"pending: unknown: {', '.join(state.unknown)} is not in these migration scripts")
+        return
     out(
-        f"pending: {len(pending)} revision(s)"
-        + "".join(f"\n  {s.revision} {s.doc}" for s in pending)
+        f"pending: {len(state.pending)} revision(s)"
+        + "".join(f"\n  {item['revision']} {item['doc']}" for item in state.pending)
     )
