@@ -132,9 +132,7 @@ def check_revision(
     return StepTimes(script.revision, up, down, up_again, checks)
 
 
-def check_merge(
-    conn: Any, session: runner.MigrationSession, script: history.Revision
-) -> StepTimes:
+def check_merge(conn: Any, session: runner.MigrationSession, script: history.Revision) -> StepTimes:
     """A merge joins heads: it is applied (with any branch revision it needs) and must leave the
     rows that were there alone. Alembic cannot walk down through it to one parent, so it is not
     reverted; its parents were each round-tripped on their own."""
