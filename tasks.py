@@ -31,6 +31,13 @@ def up(c: Context, backend: str = "") -> None:
         cli_server.server_up(backend or None)
 
 
+@task(help={"command": "Run this one SQL command instead of an interactive session."})
+def psql(c: Context, command: str = "") -> None:
+    """Open psql on the configured database (the password goes through the environment)."""
+    with reported():
+        cli_server.psql(command or None)
+
+
 @task(help={"backend": BACKEND})
 def down(c: Context, backend: str = "") -> None:
     """Stop the database server; its data stays for the next db.up."""
@@ -255,6 +262,7 @@ db = Collection(
     "db",
     up,
     down,
+    psql,
     status,
     upgrade,
     downgrade,

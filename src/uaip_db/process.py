@@ -20,7 +20,7 @@ from subprocess import CalledProcessError as CalledProcessError
 from subprocess import CompletedProcess as CompletedProcess
 from subprocess import Popen as Popen
 from subprocess import TimeoutExpired as TimeoutExpired
-from typing import IO, TYPE_CHECKING, TypedDict, overload
+from typing import IO, TYPE_CHECKING, NoReturn, TypedDict, overload
 
 from uaip_db.errors import BackupError, ServerError, SettingsError, UaipDbError
 from uaip_db.pg import child_environment, scrub
@@ -284,6 +284,15 @@ def finish_tool(process: Popen[str], configs: Sequence[DatabaseConfig], *, what:
     stdout, stderr = process.communicate()
     if process.returncode != 0:
         raise tool_error(stderr or stdout, configs, what=what)
+
+
+def replace_with_tool(args: Sequence[str], config: DatabaseConfig) -> NoReturn:
+    """Become a client program (psql) on `config`'s database, terminal and all; the password
+    travels in its environment, never in its arguments."""
+    try:
+        os.execve(args[0], list(args), child_environment(config))
+    except OSError as error:
+        raise SettingsError(f"Could not run {args[0]} ({error.strerror}).") from None
 
 
 def _libpq_env(configs: Sequence[DatabaseConfig]) -> dict[str, str]:

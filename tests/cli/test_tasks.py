@@ -269,3 +269,17 @@ def test_status_json_of_an_unreachable_database() -> None:
     status = json.loads(result.stdout)
     assert not status["reachable"] and "No PostgreSQL server answers" in status["error"]
     assert "secret-xyz" not in result.stdout
+
+
+def test_psql_on_the_configured_database(head_db: DatabaseConfig) -> None:
+    result = run_cli(
+        "inv",
+        "db.psql",
+        "--command",
+        "SELECT current_database(), count(*) FROM sessions",
+        database=head_db,
+        env={"PGSERVICE": "nowhere"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert head_db.name in result.stdout and " 0" in result.stdout
+    assert head_db.password not in result.stdout + result.stderr

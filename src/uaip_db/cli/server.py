@@ -66,3 +66,13 @@ def status(*, as_json: bool = False, out: Say = say) -> None:
         f"pending: {len(state.pending)} revision(s)"
         + "".join(f"\n  {item['revision']} {item['doc']}" for item in state.pending)
     )
+
+
+def psql(command: str | None = None) -> None:
+    """psql on the configured database (or run one command with it)."""
+    from uaip_db import process
+    from uaip_db.servers.local import find_bindir
+
+    config = DatabaseConfig.from_env()
+    program = process.tool("psql", find_bindir())
+    process.replace_with_tool([program, *(["-c", command] if command else [])], config)
