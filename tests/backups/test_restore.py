@@ -177,6 +177,17 @@ def test_objects_only_the_target_has_are_refused_before_replacing(
     assert hashes(head_db) == before
 
 
+def test_types_and_public_grants_only_the_target_has_are_refused_before_replacing(
+    full_db: DatabaseConfig, head_db: DatabaseConfig, backups: Path
+) -> None:
+    made = create_backup(full_db, backups)
+    sql(head_db, "CREATE DOMAIN stage AS integer; GRANT CREATE ON SCHEMA public TO PUBLIC")
+    before = hashes(head_db)
+    with pytest.raises(CheckFailed, match=r"domain stage, schema public\)"):
+        restore_backup(made.path, head_db, into_existing=True)
+    assert hashes(head_db) == before
+
+
 @pytest.mark.parametrize(
     ("change", "named"),
     [
