@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -55,6 +56,16 @@ def _template(server: ScratchServer, prefix: str, build: Callable[[DatabaseConfi
 @pytest.fixture(scope="session")
 def head_template(server: ScratchServer) -> str:
     return _template(server, "uaip_tpl_head", lambda db: runner.upgrade(db, "head"))
+
+
+@pytest.fixture(scope="session")
+def reader(server: ScratchServer) -> Iterator[str]:
+    """A role to grant to; it goes when the databases that name it have been dropped."""
+    role = f"uaip_reader_{secrets.token_hex(3)}"
+    admin = server.connection()
+    admin.execute(psycopg.sql.SQL("CREATE ROLE {}").format(psycopg.sql.Identifier(role)))
+    yield role
+    admin.execute(psycopg.sql.SQL("DROP ROLE IF EXISTS {}").format(psycopg.sql.Identifier(role)))
 
 
 @pytest.fixture

@@ -121,3 +121,29 @@ def rewrite_manifest(folder: Path, **changes: object) -> None:
     data = json.loads(path.read_text())
     data.update(changes)
     path.write_text(json.dumps(data))
+
+
+@pytest.fixture
+def other_owner(server: ScratchServer) -> Iterator[DatabaseConfig]:
+    """Settings of a role that is no superuser and owns a database it is yet to create."""
+    role, password = f"uaip_owner_{os.urandom(3).hex()}", "s3cret p@ss:'%"
+    admin = server.connection()
+    admin.execute(
+        psycopg.sql.SQL("CREATE ROLE {} LOGIN CREATEDB PASSWORD {}").format(
+            psycopg.sql.Identifier(role), psycopg.sql.Literal(password)
+        )
+    )
+    owner = DatabaseConfig(
+        host=server.admin.host,
+        port=server.admin.port,
+        name=f"{role}_db",
+        user=role,
+        password=password,
+    )
+    try:
+        yield owner
+    finally:
+        server.drop_database(owner.name)
+        admin.execute(
+            psycopg.sql.SQL("DROP ROLE IF EXISTS {}").format(psycopg.sql.Identifier(role))
+        )

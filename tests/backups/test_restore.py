@@ -18,12 +18,13 @@ from tests.backups.conftest import (
     take_snapshot,
     tamper,
 )
-from tests.conftest import sql
+from tests.catalog.changes import apply_changes
+from tests.conftest import HEAD, run_cli, sql
 from uaip_db import files
 from uaip_db.backups import restore as restoring
 from uaip_db.backups.dump import create_backup
 from uaip_db.backups.restore import restore_backup
-from uaip_db.catalog.snapshot import take
+from uaip_db.catalog.snapshot import diff, take
 from uaip_db.checks import sample_data
 from uaip_db.errors import BackupError, CheckFailed, SettingsError
 from uaip_db.migrations import history
@@ -177,6 +178,17 @@ def test_objects_only_the_target_has_are_refused_before_replacing(
     assert hashes(head_db) == before
 
 
+def test_types_and_public_grants_only_the_target_has_are_refused_before_replacing(
+    full_db: DatabaseConfig, head_db: DatabaseConfig, backups: Path
+) -> None:
+    made = create_backup(full_db, backups)
+    sql(head_db, "CREATE DOMAIN stage AS integer; GRANT CREATE ON SCHEMA public TO PUBLIC")
+    before = hashes(head_db)
+    with pytest.raises(CheckFailed, match=r"domain stage, schema public\)"):
+        restore_backup(made.path, head_db, into_existing=True)
+    assert hashes(head_db) == before
+
+
 @pytest.mark.parametrize(
     ("change", "named"),
     [
@@ -238,3 +250,44 @@ def test_a_failed_restore_drops_the_database_it_created(
     assert f'role "{role}" does not exist' in str(failed.value)
     assert "The new database is dropped again" in str(failed.value)
     assert not exists(server, new_target.name)
+
+
+# --- restores make no difference that is not there: a changed schema keeps its fingerprint ---
+
+
+def test_a_restored_copy_of_a_changed_schema_has_its_fingerprint(
+    head_db: DatabaseConfig, reader: str, new_target: DatabaseConfig, backups: Path
+) -> None:
+    apply_changes(head_db, reader, portable_only=False)
+    made = create_backup(head_db, backups)
+
+    report = restore_backup(made.path, new_target)  # compares the schema with the backup's
+
+    assert report.verified
+    assert diff(take(head_db), take(new_target)) == []
+
+
+def test_restored_by_another_role_a_changed_schema_keeps_its_fingerprint(
+    head_db: DatabaseConfig, reader: str, other_owner: DatabaseConfig, backups: Path
+) -> None:
+    apply_changes(head_db, reader, portable_only=True)
+    made = create_backup(head_db, backups)
+
+    report = restore_backup(made.path, other_owner)
+
+    assert report.verified
+    assert sql(other_owner, "SELECT tableowner FROM pg_tables WHERE tablename = 'sessions'") == [
+        (other_owner.user,)
+    ]
+    assert diff(take(head_db), take(other_owner)) == []
+
+
+def test_restored_by_another_role_an_untouched_database_verifies(
+    head_db: DatabaseConfig, other_owner: DatabaseConfig, backups: Path
+) -> None:
+    restore_backup(create_backup(head_db, backups).path, other_owner)
+
+    result = run_cli("inv", "db.verify", database=other_owner)
+
+    assert result.returncode == 0, result.stderr
+    assert f"matches revision {HEAD}" in result.stdout

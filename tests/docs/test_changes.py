@@ -72,6 +72,28 @@ def test_change_summary_names_every_kind_of_change(head: Snapshot) -> None:
     ]
 
 
+def test_rules_and_policies_are_told_with_their_table(head: Snapshot) -> None:
+    objects = {key: dict(value) for key, value in head.objects.items()}
+    objects["rule sessions.keep_sessions"] = {
+        "definition": "CREATE RULE keep_sessions AS ON DELETE TO sessions DO INSTEAD NOTHING",
+        "state": "enabled",
+    }
+    objects["policy stage_data.own_answers"] = {"command": "SELECT", "permissive": True}
+    objects["table sessions"]["row_security"] = True
+    changed = Snapshot(objects)
+
+    assert changes.change_summary(head, changed) == [
+        "sessions: + rule keep_sessions",
+        "sessions: ~ table: row_security (none) -> true",
+        "stage_data: + policy own_answers",
+    ]
+    assert changes.change_summary(changed, head) == [
+        "sessions: - rule keep_sessions",
+        "sessions: ~ table: row_security true -> (none)",
+        "stage_data: - policy own_answers",
+    ]
+
+
 def test_change_diagram_marks_added_and_changed_columns() -> None:
     diagram = changes.change_diagram(committed(BASELINE), committed(HEAD))
     lines = diagram.splitlines()

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from uaip_db.catalog.queries import OTHER_KINDS
 from uaip_db.catalog.snapshot import Snapshot
 from uaip_db.errors import CheckFailed, SettingsError
 from uaip_db.files import sha256_of
@@ -44,6 +45,11 @@ TOP_LEVEL_KINDS = frozenset(
         "aggregate",
         "window function",
         "enum",
+        "domain",
+        "composite type",
+        "range type",
+        "event trigger",
+        *OTHER_KINDS,
     }
 )
 

@@ -7,8 +7,30 @@ object name (`column sessions.email`, `function get_session_progress(uuid)`) to 
 that define the object, with no OIDs, column positions or other physical details, so two
 databases built differently but holding the same schema give equal snapshots.
 
-Left out: `alembic_version` and tables named `uaip_db_*` (bookkeeping) with everything that
-hangs off them, objects that belong to an extension, owners and privileges.
+It covers what decides how the schema behaves, with `pg_dump --schema-only --no-owner` as the
+referee (a change that alters that output changes the fingerprint, except for what is left out
+below): tables with their storage options, replica identity and row-level security; columns with
+collation, storage, compression, statistics target and options; constraints with deferrability
+and validation; indexes with clustering and statistics targets; sequences; views; functions with
+SECURITY DEFINER, LEAKPROOF, PARALLEL, COST, ROWS and SET settings; triggers and rules with their
+ENABLE state; policies; extended statistics; enums, domains, composite and range types;
+extensions, event triggers, default privileges; privileges on every object that has them;
+comments; and, by name only, operators, collations, text search objects and other kinds this
+project does not use. catalog/queries.py has the queries, and how privileges are read without
+the names of roles that differ between machines.
+
+Left out on purpose:
+- owners: they differ between machines, and `pg_restore --no-owner` gives every object to the
+  role that restores (in privileges and policy roles the owner is written `(owner)`);
+- `alembic_version` and tables named `uaip_db_*` (bookkeeping) with everything that hangs off
+  them, and objects that belong to an extension (the extension's version stands for them);
+- schemas that were not asked for, and what belongs to no schema: casts, languages,
+  foreign-data wrappers and servers, roles;
+- the environment: tablespaces, database settings (`ALTER DATABASE ... SET`), security labels,
+  publications and subscriptions;
+- data: sequence values, whether a materialized view is populated;
+- physical details: OIDs, column positions, dropped columns. Text PostgreSQL re-spells after a
+  dump and restore (see canonical_definition) is compared in one spelling.
 """
 
 from __future__ import annotations
@@ -20,6 +42,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from uaip_db.catalog.queries import OTHER_KINDS, QUERIES
 from uaip_db.pg import connection
 from uaip_db.settings import DatabaseConfig
 
@@ -35,24 +58,46 @@ CAST_LITERAL = re.compile(r"'(?:[^']|'')*'(?:::[\w ]+)+")
 # Attributes too long to print inline, and the longest value printed inline.
 LONG_ATTRIBUTES = frozenset({"body", "definition"})
 SHORT_VALUE_LIMIT = 60
-# Every kind of object a snapshot keys; longest first, so "window function" wins over "function".
-KINDS = (
-    "materialized view",
-    "window function",
-    "aggregate",
-    "procedure",
-    "function",
-    "table",
-    "column",
-    "constraint",
-    "index",
-    "trigger",
-    "extension",
-    "schema",
-    "sequence",
-    "view",
-    "enum",
+# Every kind of object a snapshot keys; longest first, so "window function" wins over "function"
+# and "operator class" over "operator".
+KINDS = tuple(
+    sorted(
+        {
+            "materialized view",
+            "window function",
+            "aggregate",
+            "procedure",
+            "function",
+            "table",
+            "column",
+            "constraint",
+            "index",
+            "trigger",
+            "rule",
+            "policy",
+            "statistics",
+            "extension",
+            "schema",
+            "sequence",
+            "view",
+            "enum",
+            "domain",
+            "composite type",
+            "range type",
+            "default privileges",
+            "event trigger",
+            *OTHER_KINDS,
+        },
+        key=lambda kind: (-len(kind), kind),
+    )
 )
+# Attributes holding a constraint's SQL (or a list of `name: SQL`), spelled one way (see
+# canonical_definition).
+CONSTRAINT_TEXT = {
+    "constraint": ("definition",),
+    "domain": ("constraints",),
+    "policy": ("using", "with_check"),
+}
 
 
 @dataclass(frozen=True, order=True)
@@ -146,8 +191,11 @@ def take_from(conn: psycopg.Connection[Any], schemas: Sequence[str] = DEFAULT_SC
                 attributes = {name: value for name, value in row.items() if value is not None}
                 if "body" in attributes:
                     attributes["body"] = normalise_body(attributes["body"])
-                if key.startswith("constraint ") and "definition" in attributes:
-                    attributes["definition"] = canonical_definition(attributes["definition"])
+                for name in CONSTRAINT_TEXT.get(ObjectKey.parse(key).kind, ()):
+                    if isinstance(attributes.get(name), list):
+                        attributes[name] = [canonical_definition(v) for v in attributes[name]]
+                    elif name in attributes:
+                        attributes[name] = canonical_definition(attributes[name])
                 objects[key] = attributes
     return Snapshot(objects)
 
@@ -242,201 +290,3 @@ def describe(lines: list[str], limit: int = 20) -> str:
     if len(lines) > limit:
         shown += f"\n... and {len(lines) - limit} more"
     return shown
-
-
-# --- the catalog queries: one per kind of object, each returning `key` and the attributes ----
-
-
-def _qualified(schema: str, name: str) -> str:
-    """SQL for an object's name, prefixed with its schema unless that is public."""
-    return f"CASE {schema} WHEN 'public' THEN '' ELSE {schema} || '.' END || {name}"
-
-
-def _not_from_extension(catalog: str, oid: str) -> str:
-    return (
-        "NOT EXISTS (SELECT FROM pg_depend AS ext "
-        f"WHERE ext.classid = '{catalog}'::regclass AND ext.objid = {oid} AND ext.deptype = 'e')"
-    )
-
-
-# The relations a snapshot covers; columns, constraints, indexes and triggers hang off these.
-RELATIONS = f"""
-WITH rel AS (
-    SELECT c.oid, c.relkind, {_qualified("n.nspname", "c.relname")} AS name
-    FROM pg_class AS c
-    JOIN pg_namespace AS n ON n.oid = c.relnamespace
-    WHERE n.nspname = ANY(%(schemas)s)
-      AND c.relkind IN ('r', 'p', 'v', 'm', 'S')
-      AND c.relname <> 'alembic_version'
-      AND NOT starts_with(c.relname, 'uaip_db_')
-      AND {_not_from_extension("pg_class", "c.oid")}
-)
-"""
-
-EXTENSIONS = """
-SELECT 'extension ' || x.extname AS key,
-       x.extversion AS version,
-       n.nspname AS schema,
-       obj_description(x.oid, 'pg_extension') AS comment
-FROM pg_extension AS x
-JOIN pg_namespace AS n ON n.oid = x.extnamespace
-WHERE x.extname <> 'plpgsql'
-"""
-
-SCHEMAS = """
-SELECT 'schema ' || n.nspname AS key, obj_description(n.oid, 'pg_namespace') AS comment
-FROM pg_namespace AS n
-WHERE n.nspname = ANY(%(schemas)s) AND n.nspname <> 'public'
-"""
-
-TABLES = f"""{RELATIONS}
-SELECT 'table ' || rel.name AS key,
-       CASE c.relpersistence WHEN 'u' THEN 'unlogged' WHEN 't' THEN 'temporary'
-            ELSE 'permanent' END AS persistence,
-       pg_get_partkeydef(c.oid) AS partition_key,
-       (SELECT array_agg({_qualified("pn.nspname", "p.relname")} ORDER BY i.inhseqno)
-          FROM pg_inherits AS i
-          JOIN pg_class AS p ON p.oid = i.inhparent
-          JOIN pg_namespace AS pn ON pn.oid = p.relnamespace
-         WHERE i.inhrelid = c.oid) AS inherits,
-       pg_get_expr(c.relpartbound, c.oid) AS partition_bound,
-       obj_description(c.oid, 'pg_class') AS comment
-FROM rel
-JOIN pg_class AS c ON c.oid = rel.oid
-WHERE rel.relkind IN ('r', 'p')
-"""
-
-COLUMNS = f"""{RELATIONS}
-SELECT 'column ' || rel.name || '.' || a.attname AS key,
-       format_type(a.atttypid, a.atttypmod) AS type,
-       a.attnotnull AS not_null,
-       CASE WHEN a.attgenerated = '' THEN pg_get_expr(d.adbin, d.adrelid) END AS default,
-       CASE WHEN a.attgenerated = 's' THEN pg_get_expr(d.adbin, d.adrelid) END AS generated,
-       CASE a.attidentity WHEN 'a' THEN 'always' WHEN 'd' THEN 'by default' END AS identity,
-       CASE WHEN a.attcollation <> t.typcollation THEN co.collname END AS collation,
-       col_description(a.attrelid, a.attnum) AS comment
-FROM rel
-JOIN pg_attribute AS a ON a.attrelid = rel.oid AND a.attnum > 0 AND NOT a.attisdropped
-JOIN pg_type AS t ON t.oid = a.atttypid
-LEFT JOIN pg_attrdef AS d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-LEFT JOIN pg_collation AS co ON co.oid = a.attcollation
-WHERE rel.relkind IN ('r', 'p')
-"""
-
-CONSTRAINTS = f"""{RELATIONS}
-SELECT 'constraint ' || rel.name || '.' || con.conname AS key,
-       pg_get_constraintdef(con.oid, true) AS definition,
-       con.condeferrable AS deferrable,
-       con.condeferred AS initially_deferred,
-       obj_description(con.oid, 'pg_constraint') AS comment
-FROM rel
-JOIN pg_constraint AS con ON con.conrelid = rel.oid
-WHERE con.contype IN ('p', 'u', 'f', 'c', 'x')
-"""
-
-INDEXES = f"""{RELATIONS}
-SELECT 'index ' || {_qualified("n.nspname", "ic.relname")} AS key,
-       pg_get_indexdef(i.indexrelid) AS definition,
-       i.indisunique AS unique,
-       i.indisvalid AS valid,
-       (SELECT con.conname FROM pg_constraint AS con
-         WHERE con.conindid = i.indexrelid AND con.conrelid = i.indrelid
-           AND con.contype IN ('p', 'u', 'x')) AS constraint,
-       obj_description(i.indexrelid, 'pg_class') AS comment
-FROM rel
-JOIN pg_index AS i ON i.indrelid = rel.oid
-JOIN pg_class AS ic ON ic.oid = i.indexrelid
-JOIN pg_namespace AS n ON n.oid = ic.relnamespace
-"""
-
-SEQUENCES = f"""{RELATIONS}
-SELECT 'sequence ' || rel.name AS key,
-       format_type(s.seqtypid, NULL) AS data_type,
-       s.seqstart AS start,
-       s.seqincrement AS increment,
-       s.seqmin AS minimum,
-       s.seqmax AS maximum,
-       s.seqcache AS cache,
-       s.seqcycle AS cycle,
-       owner.name || '.' || a.attname AS owned_by,
-       obj_description(s.seqrelid, 'pg_class') AS comment
-FROM rel
-JOIN pg_sequence AS s ON s.seqrelid = rel.oid
-LEFT JOIN pg_depend AS d
-       ON d.classid = 'pg_class'::regclass AND d.objid = s.seqrelid
-      AND d.refclassid = 'pg_class'::regclass AND d.refobjsubid > 0 AND d.deptype IN ('a', 'i')
-LEFT JOIN rel AS owner ON owner.oid = d.refobjid
-LEFT JOIN pg_attribute AS a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid
--- a sequence owned by a table the snapshot leaves out is left out with it
-WHERE d.objid IS NULL OR owner.oid IS NOT NULL
-"""
-
-VIEWS = f"""{RELATIONS}
-SELECT CASE rel.relkind WHEN 'm' THEN 'materialized view ' ELSE 'view ' END || rel.name AS key,
-       pg_get_viewdef(rel.oid, true) AS definition,
-       obj_description(rel.oid, 'pg_class') AS comment
-FROM rel
-WHERE rel.relkind IN ('v', 'm')
-"""
-
-FUNCTIONS = f"""
-SELECT CASE p.prokind WHEN 'p' THEN 'procedure ' WHEN 'a' THEN 'aggregate '
-            WHEN 'w' THEN 'window function ' ELSE 'function ' END
-       || {_qualified("n.nspname", "p.proname")} || '(' || oidvectortypes(p.proargtypes) || ')'
-       AS key,
-       pg_get_function_arguments(p.oid) AS arguments,
-       pg_get_function_result(p.oid) AS result,
-       l.lanname AS language,
-       CASE p.provolatile WHEN 'i' THEN 'immutable' WHEN 's' THEN 'stable'
-            ELSE 'volatile' END AS volatility,
-       p.proisstrict AS strict,
-       p.prosecdef AS security_definer,
-       CASE p.proparallel WHEN 's' THEN 'safe' WHEN 'r' THEN 'restricted'
-            ELSE 'unsafe' END AS parallel,
-       p.proconfig AS settings,
-       -- SQL-standard bodies (BEGIN ATOMIC) keep no source text
-       coalesce(pg_get_function_sqlbody(p.oid), p.prosrc) AS body,
-       obj_description(p.oid, 'pg_proc') AS comment
-FROM pg_proc AS p
-JOIN pg_namespace AS n ON n.oid = p.pronamespace
-JOIN pg_language AS l ON l.oid = p.prolang
-WHERE n.nspname = ANY(%(schemas)s)
-  AND {_not_from_extension("pg_proc", "p.oid")}
-"""
-
-TRIGGERS = f"""{RELATIONS}
-SELECT 'trigger ' || rel.name || '.' || t.tgname AS key,
-       pg_get_triggerdef(t.oid, true) AS definition,
-       CASE t.tgenabled WHEN 'O' THEN 'enabled' WHEN 'D' THEN 'disabled'
-            WHEN 'R' THEN 'replica only' WHEN 'A' THEN 'always' END AS state,
-       obj_description(t.oid, 'pg_trigger') AS comment
-FROM rel
-JOIN pg_trigger AS t ON t.tgrelid = rel.oid
-WHERE NOT t.tgisinternal
-"""
-
-ENUMS = f"""
-SELECT 'enum ' || {_qualified("n.nspname", "t.typname")} AS key,
-       (SELECT array_agg(e.enumlabel ORDER BY e.enumsortorder)
-          FROM pg_enum AS e WHERE e.enumtypid = t.oid) AS labels,
-       obj_description(t.oid, 'pg_type') AS comment
-FROM pg_type AS t
-JOIN pg_namespace AS n ON n.oid = t.typnamespace
-WHERE t.typtype = 'e'
-  AND n.nspname = ANY(%(schemas)s)
-  AND {_not_from_extension("pg_type", "t.oid")}
-"""
-
-QUERIES = (
-    EXTENSIONS,
-    SCHEMAS,
-    TABLES,
-    COLUMNS,
-    CONSTRAINTS,
-    INDEXES,
-    SEQUENCES,
-    VIEWS,
-    FUNCTIONS,
-    TRIGGERS,
-    ENUMS,
-)

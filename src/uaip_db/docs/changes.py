@@ -14,7 +14,7 @@ from typing import Any
 from uaip_db.catalog.snapshot import Difference, ObjectKey, Snapshot, differences, is_long
 from uaip_db.docs.diagrams import er_diagram, mermaid_text
 from uaip_db.docs.model import (
-    TABLE_PARTS,
+    ON_A_TABLE,
     Schema,
     object_table,
     plural,
@@ -73,7 +73,7 @@ def object_changes(
 ) -> list[Change]:
     """`+`, `-` or one `~` change per attribute; a table's own changes are grouped under it."""
     kind, rest = key.kind, key.name
-    name = split_owner(rest, tables)[1] if kind in TABLE_PARTS else rest
+    name = split_owner(rest, tables)[1] if kind in ON_A_TABLE else rest
     if kind == "table":
         owner = "" if before is None or after is None else rest
     label = kind if kind == "table" and owner else f"{kind} {name}"

@@ -20,6 +20,8 @@ from uaip_db.catalog.snapshot import ObjectKey, Snapshot
 
 ROUTINE_KINDS = frozenset({"function", "procedure", "aggregate", "window function"})
 TABLE_PARTS = frozenset({"column", "constraint", "trigger"})
+# Kinds keyed `table.name`: the parts above, and rules and policies (listed with other objects).
+ON_A_TABLE = TABLE_PARTS | {"rule", "policy"}
 
 _IDENTIFIER = r'"(?:[^"]|"")*"|[^\s.,()"]+'
 _IDENTIFIER_RE = re.compile(rf"({_IDENTIFIER})")
@@ -230,7 +232,7 @@ def parse_foreign_key(table: str, constraint: Constraint) -> ForeignKey | None:
 
 def object_table(kind: str, rest: str, attributes: Mapping[str, Any], tables: Iterable[str]) -> str:
     """The table an object hangs off (empty for objects of the schema itself)."""
-    if kind in TABLE_PARTS:
+    if kind in ON_A_TABLE:
         return split_owner(rest, tables)[0]
     if kind == "index":
         return index_table(attributes) or ""
