@@ -188,16 +188,16 @@ def lint(c: Context, since: str = "", json: bool = False) -> None:
 
 @task(
     help={
-        "out": "Folder for the backup (default: backups/ or UAIP_BACKUP_DIR).",
+        "out": "Folder for the backup, created if missing (default: backups/ or UAIP_BACKUP_DIR).",
         "jobs": "Parallel pg_dump jobs; more than 1 writes the directory format.",
-        "keep": "Keep only the newest N backups of this database in the folder.",
+        "keep": "Keep only the newest N backups of this database (same server) in the folder.",
         "verify": "Prove the backup restorable on a throwaway database (default on).",
     }
 )
-def backup(c: Context, out: str = "", jobs: int = 1, keep: int = 0, verify: bool = True) -> None:
+def backup(c: Context, out: str = "", jobs: str = "1", keep: str = "", verify: bool = True) -> None:
     """Back up the database with a manifest (hashes, revision, row counts, fingerprint)."""
     with reported():
-        cli_backups.backup(out_dir=out or None, jobs=jobs, keep=keep or None, verify_restore=verify)
+        cli_backups.backup(out_dir=out or None, jobs=jobs, keep=keep, verify_restore=verify)
 
 
 @task(
@@ -216,7 +216,7 @@ def restore(
     target: str = "",
     yes: bool = False,
     confirm_db: str = "",
-    jobs: int = 1,
+    jobs: str = "1",
 ) -> None:
     """Restore a backup after checking its files; verify the result against its manifest."""
     with reported():

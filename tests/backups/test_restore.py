@@ -20,6 +20,7 @@ from tests.backups.conftest import (
 )
 from tests.conftest import sql
 from uaip_db import files
+from uaip_db.backups import manifest as manifests
 from uaip_db.backups import restore as restoring
 from uaip_db.backups.dump import create_backup
 from uaip_db.backups.restore import restore_backup
@@ -238,3 +239,19 @@ def test_a_failed_restore_drops_the_database_it_created(
     assert f'role "{role}" does not exist' in str(failed.value)
     assert "The new database is dropped again" in str(failed.value)
     assert not exists(server, new_target.name)
+
+
+def test_proving_a_backup_restorable_records_the_outcome(
+    server: ScratchServer, full_db: DatabaseConfig, backups: Path
+) -> None:
+    good = create_backup(full_db, backups)
+    assert good.manifest.state == "written"
+    report = restoring.verify_restorable(good, server)
+    assert report.verified and report.backup_state == "verified"
+    assert manifests.check_files(good.path).state == "verified"
+
+    bad = create_backup(full_db, backups)
+    rewrite_manifest(bad.path, row_counts=dict(bad.manifest.row_counts, sessions=SESSIONS - 1))
+    with pytest.raises(CheckFailed, match="does not match its manifest"):
+        restoring.verify_restorable(bad, server)
+    assert manifests.read_manifest(bad.path).state == "verify failed"

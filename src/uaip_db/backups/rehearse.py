@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from uaip_db.backups import folder as folders
 from uaip_db.backups import manifest as manifests
 from uaip_db.backups import restore as restoring
 from uaip_db.checks.status import inspect
@@ -59,7 +60,7 @@ def lock_lines(revision: str, statements: list[StatementLocks]) -> list[str]:
 def newest_backup(directory: Path, database: str) -> Path:
     from uaip_db.errors import SettingsError
 
-    found = manifests.list_backups(directory, database)
+    found = folders.list_backups(directory, database)
     if not found:
         raise SettingsError(
             f"No backup of {database} in {directory}; run `inv db.backup` first or name one."

@@ -1,8 +1,10 @@
 """Restoring a backup, and proving one restorable on a throwaway database.
 
-A restore checks the files before it touches anything, restores in one transaction where
+A restore holds the backup (backups.folder: no pruning meanwhile), checks the files before it
+touches anything, restores in one transaction where
 pg_restore allows it, and compares the result with the manifest (revision, schema, row counts).
-The password reaches pg_restore only through the environment, and never appears in a message.
+Proving a backup restorable records the outcome (verified, verify failed) in its manifest. The
+password reaches pg_restore only through the environment, and never appears in a message.
 """
 
 from __future__ import annotations
@@ -10,13 +12,16 @@ from __future__ import annotations
 import contextlib
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from uaip_db import process
+from uaip_db.backups import folder as folders
 from uaip_db.backups.dump import check_jobs, row_counts
 from uaip_db.backups.manifest import (
+    VERIFIED,
+    VERIFY_FAILED,
     Backup,
     Manifest,
     backup_folder,
@@ -54,6 +59,7 @@ class RestoreReport:
     verified: bool
     revisions: tuple[str, ...] = ()
     created: bool = False
+    backup_state: str | None = None
 
 
 # --- restoring ------------------------------------------------------------------------------
@@ -75,27 +81,28 @@ def restore_backup(
     """
     started = time.monotonic()
     check_jobs(jobs)
-    manifest = check_files(path)
     folder = backup_folder(path)
-    if into_existing and jobs > 1:
-        raise SettingsError(
-            "A restore into an existing database runs in one transaction so a failure rolls "
-            "back, and pg_restore cannot combine that with parallel jobs; use jobs=1."
-        )
-    admin = (server_admin or target).with_database(MAINTENANCE_DATABASE)
-    relations = existing_relations(admin, target)
-    replace = plan_restore(folder, manifest, target, relations, into_existing, jobs)
-    created = relations is None
-    if created:
-        create_database(admin, target)
-    try:
-        run_restore(folder, manifest, target, replace=replace, jobs=jobs, created=created)
-        return verified_report(folder, manifest, target, started, created)
-    except BaseException:
+    with folders.holding(folder):
+        manifest = check_files(folder)
+        if into_existing and jobs > 1:
+            raise SettingsError(
+                "A restore into an existing database runs in one transaction so a failure rolls "
+                "back, and pg_restore cannot combine that with parallel jobs; use jobs=1."
+            )
+        admin = (server_admin or target).with_database(MAINTENANCE_DATABASE)
+        relations = existing_relations(admin, target)
+        clean = plan_restore(folder, manifest, target, relations, into_existing, jobs)
+        created = relations is None
         if created:
-            with contextlib.suppress(Exception):
-                drop_database(admin, target.name)
-        raise
+            create_database(admin, target)
+        try:
+            run_restore(folder, manifest, target, replace=clean, jobs=jobs, created=created)
+            return verified_report(folder, manifest, target, started, created)
+        except BaseException:
+            if created:
+                with contextlib.suppress(Exception):
+                    drop_database(admin, target.name)
+            raise
 
 
 def plan_restore(
@@ -252,6 +259,7 @@ def verified_report(
         verified=True,
         revisions=revisions,
         created=created,
+        backup_state=manifest.state,
     )
 
 
@@ -281,10 +289,20 @@ def compare_schemas(saved: Snapshot, restored: Snapshot) -> list[str]:
 def verify_restorable(
     backup: Backup | Path | str, server: ScratchServer, *, jobs: int = 1
 ) -> RestoreReport:
-    """Restore into a throwaway database on `server`, verify it against the manifest, drop it."""
+    """Restore into a throwaway database on `server`, verify it against the manifest, drop it;
+    the backup's manifest records the outcome (verified, or verify failed)."""
     path = backup.path if isinstance(backup, Backup) else Path(backup)
+    folder = backup_folder(path)
     name = f"uaip_verify_{secrets.token_hex(4)}"
     try:
-        return restore_backup(path, server.config_for(name), server_admin=server.admin, jobs=jobs)
+        result = restore_backup(
+            folder, server.config_for(name), server_admin=server.admin, jobs=jobs
+        )
+    except (CheckFailed, BackupError):
+        with contextlib.suppress(CheckFailed, BackupError):
+            folders.record_state(folder, VERIFY_FAILED)
+        raise
     finally:
         server.drop_database(name)
+    folders.record_state(folder, VERIFIED)
+    return replace(result, backup_state=VERIFIED)
