@@ -205,7 +205,7 @@ def backup(c: Context, out: str = "", jobs: str = "1", keep: str = "", verify: b
     help={
         "path": "The backup folder (or its manifest.json).",
         "target": "Database to restore into (default: a new <db>_restored_<time> database).",
-        "yes": "Replace the contents of an existing, non-empty target database.",
+        "yes": "Restore into an existing target database, replacing its contents.",
         "confirm_db": CONFIRM_DB,
         "jobs": "Parallel pg_restore jobs (only into a new database).",
     },

@@ -1,5 +1,5 @@
 """db.backup, db.restore and db.rehearse as a person runs them: exit statuses, one-line errors,
-nothing lost that was not named."""
+nothing lost that was not named, nothing restored into that was not confirmed."""
 
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.backups.conftest import rewrite_manifest
-from tests.conftest import BIN, ROOT, SETTING_NAMES, run_cli
+from tests.backups.conftest import hashes, rewrite_manifest
+from tests.conftest import BIN, ROOT, SETTING_NAMES, run_cli, sql
 from uaip_db.backups import folder as folders
 from uaip_db.backups import manifest as manifests
 from uaip_db.backups.dump import create_backup
-from uaip_db.servers.scratch import child_env
+from uaip_db.servers.scratch import ScratchServer, child_env
 from uaip_db.settings import DatabaseConfig
 
 PUBLIC_RELATIONS = "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace"
@@ -254,3 +254,61 @@ def test_a_killed_backup_leaves_only_an_unfinished_folder_swept_by_the_next_run(
     assert result.returncode == 0, result.stderr
     assert f"removed {leftover.name}, an unfinished backup whose run was stopped" in result.stdout
     assert unfinished(tmp_path) == [] and final_folders(tmp_path) == [made_path(result)]
+
+
+# --- db.restore -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def made(head_db: DatabaseConfig, tmp_path: Path) -> Path:
+    return create_backup(head_db, tmp_path / "backups", state=manifests.NOT_VERIFIED).path
+
+
+@pytest.mark.parametrize(
+    ("target", "env"),
+    [
+        ("template1", {}),
+        ("template0", {}),
+        ("postgres", {}),
+        ("postgres", {"DB_ENV": "production"}),
+        ("head template", {}),
+    ],
+    ids=["template1", "template0", "postgres", "postgres-in-production", "a-template"],
+)
+def test_system_and_template_databases_are_never_restored_into(
+    server: ScratchServer,
+    head_db: DatabaseConfig,
+    head_template: str,
+    made: Path,
+    target: str,
+    env: dict[str, str],
+) -> None:
+    name = head_template if target == "head template" else target
+    args = ["db.restore", str(made), "--target", name, "--yes", "--confirm-db", name]
+    result = run_cli("inv", *args, database=head_db, env=env)
+    assert result.returncode == 2
+    line = one_line_error(result, head_db)
+    assert line.startswith(f"Refusing to restore into the database {name!r}")
+    assert "--into-existing" not in line
+    if name == "template1":
+        assert sql(server.config_for(name), PUBLIC_RELATIONS) == [(0,)]
+
+
+def test_restoring_into_any_existing_database_needs_yes(
+    server: ScratchServer, full_db: DatabaseConfig, empty_db: DatabaseConfig, tmp_path: Path
+) -> None:
+    made = create_backup(full_db, tmp_path / "backups").path
+    args = ["db.restore", str(made), "--target", empty_db.name]
+    refused = run_cli("inv", *args, database=full_db)
+    assert refused.returncode == 2
+    line = one_line_error(refused, full_db)
+    assert "run it again with --yes" in line and "--into-existing" not in line
+    assert sql(empty_db, PUBLIC_RELATIONS) == [(0,)]
+
+    production = run_cli("inv", *args, "--yes", database=full_db, env={"DB_ENV": "production"})
+    assert production.returncode == 2
+    assert f"--yes --confirm-db {empty_db.name}" in one_line_error(production, full_db)
+
+    done = run_cli("inv", *args, "--yes", database=full_db)
+    assert done.returncode == 0, done.stderr
+    assert hashes(empty_db) == hashes(full_db)

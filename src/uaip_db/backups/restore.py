@@ -3,6 +3,7 @@
 A restore holds the backup (backups.folder: no pruning meanwhile), checks the files before it
 touches anything, restores in one transaction where
 pg_restore allows it, and compares the result with the manifest (revision, schema, row counts).
+It never restores over a system or template database.
 Proving a backup restorable records the outcome (verified, verify failed) in its manifest. The
 password reaches pg_restore only through the environment, and never appears in a message.
 """
@@ -16,7 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from uaip_db import process
+from uaip_db import pg, process
 from uaip_db.backups import folder as folders
 from uaip_db.backups.dump import check_jobs, row_counts
 from uaip_db.backups.manifest import (
@@ -30,7 +31,7 @@ from uaip_db.backups.manifest import (
     top_level_objects,
 )
 from uaip_db.catalog.snapshot import Snapshot, diff, take_from
-from uaip_db.errors import BackupError, CheckFailed, SettingsError
+from uaip_db.errors import BackupError, CheckFailed, SettingsError, UsageError
 from uaip_db.migrations import runner
 from uaip_db.pg import connection, scrub
 from uaip_db.servers.local import find_bindir
@@ -39,7 +40,7 @@ from uaip_db.settings import DatabaseConfig
 if TYPE_CHECKING:
     from uaip_db.servers.scratch import ScratchServer
 
-MAINTENANCE_DATABASE = "postgres"
+SYSTEM_DATABASES = ("postgres", "template0", "template1")
 USER_RELATIONS_QUERY = """
 SELECT count(*) FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
@@ -89,7 +90,7 @@ def restore_backup(
                 "A restore into an existing database runs in one transaction so a failure rolls "
                 "back, and pg_restore cannot combine that with parallel jobs; use jobs=1."
             )
-        admin = (server_admin or target).with_database(MAINTENANCE_DATABASE)
+        admin = (server_admin or target).with_database(pg.MAINTENANCE_DATABASE)
         relations = existing_relations(admin, target)
         clean = plan_restore(folder, manifest, target, relations, into_existing, jobs)
         created = relations is None
@@ -100,8 +101,8 @@ def restore_backup(
             return verified_report(folder, manifest, target, started, created)
         except BaseException:
             if created:
-                with contextlib.suppress(Exception):
-                    drop_database(admin, target.name)
+                with contextlib.suppress(Exception), connection(admin) as conn:
+                    pg.drop_database(conn, target.name)
             raise
 
 
@@ -126,23 +127,37 @@ def plan_restore(
     if not into_existing:
         raise CheckFailed(
             f"The {target.where()} already exists and holds {relations} tables, views or "
-            "sequences; restore under a new name, or replace its contents with --into-existing."
+            "sequences; restore under a new name, or replace its contents (inv db.restore "
+            "--yes; into_existing=True)."
         )
     refuse_leftovers(manifest, target)
     return True
 
 
 def existing_relations(admin: DatabaseConfig, target: DatabaseConfig) -> int | None:
-    """None when `target` does not exist, else how many user relations it holds."""
+    """None when `target` does not exist, else how many user relations it holds; a system or
+    template database is refused before anything connects to it."""
+    refuse_system_database(target)
     with connection(admin) as conn:
-        found = conn.execute(
-            "SELECT 1 FROM pg_database WHERE datname = %s", (target.name,)
-        ).fetchone()
-    if not found:
+        flags = pg.database_flags(conn, target.name)
+    if flags is None:
         return None
+    if flags[0]:
+        raise UsageError(
+            f"Refusing to restore into the {target.where()}: it is a template database (new "
+            "databases are copied from it). Restore into a new database (--target NEW_NAME)."
+        )
     with connection(target) as conn:
         row = conn.execute(USER_RELATIONS_QUERY).fetchone()
     return int(row[0]) if row else 0
+
+
+def refuse_system_database(target: DatabaseConfig) -> None:
+    if target.name in SYSTEM_DATABASES:
+        raise UsageError(
+            f"Refusing to restore into the {target.where()}: it is a system database. "
+            "Restore into a new database (--target NEW_NAME)."
+        )
 
 
 def refuse_leftovers(manifest: Manifest, target: DatabaseConfig) -> None:
@@ -171,14 +186,11 @@ def first_few(items: list[str], separator: str = ", ", limit: int = 5) -> str:
 
 
 def create_database(admin: DatabaseConfig, target: DatabaseConfig) -> None:
-    from psycopg import errors, sql
+    from psycopg import errors
 
-    statement = sql.SQL("CREATE DATABASE {} OWNER {} TEMPLATE template0").format(
-        sql.Identifier(target.name), sql.Identifier(target.user)
-    )
     with connection(admin) as conn:
         try:
-            conn.execute(statement)
+            pg.create_database(conn, target.name, owner=target.user, template="template0")
         except errors.DuplicateDatabase:
             raise CheckFailed(
                 f"The {target.where()} was created by someone else meanwhile; "
@@ -189,15 +201,6 @@ def create_database(admin: DatabaseConfig, target: DatabaseConfig) -> None:
                 f"{admin.user} may not create {target.name!r} ({scrub(str(error), admin)}); "
                 "create it empty first, or give a server admin that may."
             ) from None
-
-
-def drop_database(admin: DatabaseConfig, name: str) -> None:
-    from psycopg import sql
-
-    with connection(admin) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
 
 
 def run_restore(

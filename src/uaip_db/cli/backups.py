@@ -11,7 +11,7 @@ from uaip_db import paths
 from uaip_db.cli.confirm import confirm_destructive
 from uaip_db.cli.reporter import Say, say, timed
 from uaip_db.errors import CheckFailed, UaipDbError, UsageError
-from uaip_db.pg import table_count
+from uaip_db.pg import MAINTENANCE_DATABASE
 from uaip_db.settings import DatabaseConfig
 
 
@@ -117,7 +117,8 @@ def restore(
     jobs: str | int = 1,
     out: Say = say,
 ) -> None:
-    """Restore a checked backup into a new database (default) or, with --yes, over one."""
+    """Restore a checked backup into a new database (default) or, with --yes, into an existing
+    one (in production --yes --confirm-db NAME); never into a system or template database."""
     from uaip_db.backups import manifest as manifests
     from uaip_db.backups import restore as restoring
 
@@ -129,14 +130,19 @@ def restore(
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d%H%M%S")
     name = target or f"{manifest.database}_restored_{stamp}"
     destination = config.with_database(name)
-    into_existing = bool(table_count(destination))
-    if into_existing:
-        confirm_destructive(destination, "replace the contents of", yes=yes, confirm_db=confirm_db)
+    relations = restoring.existing_relations(
+        config.with_database(MAINTENANCE_DATABASE), destination
+    )
+    if relations is not None:
+        action = "replace the contents of" if relations else "restore a backup into"
+        confirm_destructive(destination, action, yes=yes, confirm_db=confirm_db)
     out(
         f"Files of {manifests.backup_folder(path).name} match the manifest; restoring into "
         f"{destination.display_url()}:"
     )
-    report = restoring.restore_backup(path, destination, into_existing=into_existing, jobs=workers)
+    report = restoring.restore_backup(
+        path, destination, into_existing=relations is not None, jobs=workers
+    )
     out(
         f"Restored {report.tables} tables, {report.rows} rows in {report.seconds:.2f} s; revision, "
         "fingerprint and row counts match the manifest."
