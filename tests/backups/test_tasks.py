@@ -1,5 +1,6 @@
 """db.backup, db.restore and db.rehearse as a person runs them: exit statuses, one-line errors,
-nothing lost that was not named, nothing restored into that was not confirmed."""
+nothing lost that was not named, nothing restored into that was not confirmed, and every restore
+and rehearsal says whether its backup was verified."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.backups.conftest import hashes, rewrite_manifest
+from tests.backups.conftest import exists, hashes, rewrite_manifest
 from tests.conftest import BIN, ROOT, SETTING_NAMES, run_cli, sql
 from uaip_db.backups import folder as folders
 from uaip_db.backups import manifest as manifests
@@ -311,4 +312,82 @@ def test_restoring_into_any_existing_database_needs_yes(
 
     done = run_cli("inv", *args, "--yes", database=full_db)
     assert done.returncode == 0, done.stderr
+    assert "the backup is not verified (its restore check did not finish)" in done.stdout
     assert hashes(empty_db) == hashes(full_db)
+
+
+def test_restore_says_whether_the_backup_was_verified(
+    server: ScratchServer, head_db: DatabaseConfig, tmp_path: Path
+) -> None:
+    env = {"UAIP_BACKUP_DIR": str(tmp_path)}
+    assert run_cli("inv", "db.backup", database=head_db, env=env).returncode == 0
+    verified = final_folders(tmp_path)[0]
+    assert manifests.read_manifest(verified).state == "verified"
+    name = f"{head_db.name}_copy"
+    try:
+        result = run_cli(
+            "inv", "db.restore", str(verified), "--target", name, database=head_db, env=env
+        )
+        assert result.returncode == 0, result.stderr
+        assert "the backup is verified (restored and checked on a throwaway database)" in (
+            result.stdout
+        )
+    finally:
+        server.drop_database(name)
+
+
+# --- a run killed while it proves its backup restorable ------------------------------------
+
+
+def test_a_backup_killed_in_its_restore_check_is_labelled_and_its_database_swept(
+    server: ScratchServer, full_db: DatabaseConfig, tmp_path: Path
+) -> None:
+    # The restore check and the rehearsal run on the server the settings name, the way a shared
+    # CI server is used, so what a killed run leaves there is seen by the next one.
+    env = {"UAIP_BACKUP_DIR": str(tmp_path), "UAIP_TEST_SERVER": "env"}
+    admin = server.connection()
+
+    def throwaways() -> set[str]:
+        rows = admin.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'uaip\\_verify\\_%'"
+        ).fetchall()
+        return {str(row[0]) for row in rows}
+
+    before = throwaways()
+    run = start_cli("db.backup", database=full_db, env=env)
+    until(lambda: bool(throwaways() - before))
+    kill(run)
+    left = throwaways() - before
+    assert len(left) == 1 and exists(server, next(iter(left)))
+    (backup,) = final_folders(tmp_path)
+    assert manifests.check_files(backup).state == "written"
+
+    result = run_cli("inv", "db.rehearse", database=full_db, env=env)
+    assert result.returncode == 0, result.stderr
+    assert (
+        f"Rehearsing on {backup.name}; the backup is not verified (its restore check did not "
+        "finish)."
+    ) in result.stdout
+    assert f"dropped {next(iter(left))}, a throwaway database a stopped run left behind" in (
+        result.stdout
+    )
+    assert "is not verified (its restore check did not finish)" in result.stdout
+    assert throwaways() == before
+    assert not any(
+        str(row[0]).startswith("uaip_rehearsal_")
+        for row in admin.execute("SELECT datname FROM pg_database").fetchall()
+    )
+
+
+def test_rehearse_skips_a_backup_whose_restore_check_failed(
+    head_db: DatabaseConfig, tmp_path: Path
+) -> None:
+    good = create_backup(head_db, tmp_path)
+    folders.record_state(good.path, manifests.VERIFIED)
+    bad = create_backup(head_db, tmp_path)
+    folders.record_state(bad.path, manifests.VERIFY_FAILED)
+    result = run_cli("inv", "db.rehearse", database=head_db, env={"UAIP_BACKUP_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert f"Rehearsing on {good.path.name}; the backup is verified (restored" in result.stdout
+    assert f"The backup used, {good.path.name}, is verified" in result.stdout
+    assert manifests.check_files(bad.path).state == "verify failed"

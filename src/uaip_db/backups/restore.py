@@ -1,18 +1,18 @@
 """Restoring a backup, and proving one restorable on a throwaway database.
 
-A restore holds the backup (backups.folder: no pruning meanwhile), checks the files before it
-touches anything, restores in one transaction where
-pg_restore allows it, and compares the result with the manifest (revision, schema, row counts).
-It never restores over a system or template database.
-Proving a backup restorable records the outcome (verified, verify failed) in its manifest. The
-password reaches pg_restore only through the environment, and never appears in a message.
+A restore holds the backup (backups.folder: it is not pruned meanwhile), checks the files before
+it touches anything, restores in one transaction where pg_restore allows it, and compares the
+result with the manifest (revision, schema, row counts). It never restores into a system or
+template database. Proving a backup restorable uses a throwaway database (backups.throwaway)
+and records the outcome (verified, verify failed) in its manifest. The password reaches
+pg_restore only through the environment, and never appears in a message.
 """
 
 from __future__ import annotations
 
 import contextlib
-import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,6 +30,7 @@ from uaip_db.backups.manifest import (
     saved_schema,
     top_level_objects,
 )
+from uaip_db.backups.throwaway import VERIFY_PREFIX, throwaway_database
 from uaip_db.catalog.snapshot import Snapshot, diff, take_from
 from uaip_db.errors import BackupError, CheckFailed, SettingsError, UsageError
 from uaip_db.migrations import runner
@@ -290,22 +291,22 @@ def compare_schemas(saved: Snapshot, restored: Snapshot) -> list[str]:
 
 
 def verify_restorable(
-    backup: Backup | Path | str, server: ScratchServer, *, jobs: int = 1
+    backup: Backup | Path | str,
+    server: ScratchServer,
+    *,
+    jobs: int = 1,
+    report: Callable[[str], None] | None = None,
 ) -> RestoreReport:
     """Restore into a throwaway database on `server`, verify it against the manifest, drop it;
     the backup's manifest records the outcome (verified, or verify failed)."""
     path = backup.path if isinstance(backup, Backup) else Path(backup)
     folder = backup_folder(path)
-    name = f"uaip_verify_{secrets.token_hex(4)}"
-    try:
-        result = restore_backup(
-            folder, server.config_for(name), server_admin=server.admin, jobs=jobs
-        )
-    except (CheckFailed, BackupError):
-        with contextlib.suppress(CheckFailed, BackupError):
-            folders.record_state(folder, VERIFY_FAILED)
-        raise
-    finally:
-        server.drop_database(name)
+    with throwaway_database(server, VERIFY_PREFIX, report) as target:
+        try:
+            result = restore_backup(folder, target, server_admin=server.admin, jobs=jobs)
+        except (CheckFailed, BackupError):
+            with contextlib.suppress(CheckFailed, BackupError):
+                folders.record_state(folder, VERIFY_FAILED)
+            raise
     folders.record_state(folder, VERIFIED)
     return replace(result, backup_state=VERIFIED)

@@ -89,7 +89,7 @@ def backup(
             from uaip_db.servers.scratch import scratch_server
 
             with scratch_server() as server:
-                report = restoring.verify_restorable(made, server, jobs=workers)
+                report = restoring.verify_restorable(made, server, jobs=workers, report=out)
             out(
                 f"  proven restorable: restored and verified on a throwaway database in "
                 f"{report.seconds:.2f} s"
@@ -137,7 +137,8 @@ def restore(
         action = "replace the contents of" if relations else "restore a backup into"
         confirm_destructive(destination, action, yes=yes, confirm_db=confirm_db)
     out(
-        f"Files of {manifests.backup_folder(path).name} match the manifest; restoring into "
+        f"Files of {manifests.backup_folder(path).name} match the manifest; the backup is "
+        f"{manifests.describe_state(manifest.state)}. Restoring into "
         f"{destination.display_url()}:"
     )
     report = restoring.restore_backup(
@@ -150,7 +151,9 @@ def restore(
 
 
 def rehearse(path: str | None = None, *, out: Say = say) -> None:
-    """Restore the newest (or named) backup into a throwaway database, upgrade, verify, check."""
+    """Restore the newest complete (or named) backup into a throwaway database, upgrade, verify,
+    check; say whether the backup was verified."""
+    from uaip_db.backups import manifest as manifests
     from uaip_db.backups import rehearse as rehearsal
     from uaip_db.servers.scratch import scratch_server
 
@@ -161,10 +164,15 @@ def rehearse(path: str | None = None, *, out: Say = say) -> None:
     for revision, statements in result.locks.items():
         for line in rehearsal.lock_lines(revision, statements):
             out(line)
+    state = manifests.describe_state(result.backup_state)
     if not result.passed:
-        raise CheckFailed("Rehearsal failed:\n" + "\n".join(f"  {p}" for p in result.problems))
+        raise CheckFailed(
+            f"Rehearsal on {result.backup.name} failed (the backup is {state}):\n"
+            + "\n".join(f"  {p}" for p in result.problems)
+        )
     out(
         f"Rehearsal passed: upgrade took {result.upgrade_seconds:.2f} s; verify and check passed. "
+        f"The backup used, {result.backup.name}, is {state}. "
         f"{config.display_url()} was not touched."
     )
 
