@@ -197,16 +197,16 @@ def lint(c: Context, since: str = "", json: bool = False) -> None:
 
 @task(
     help={
-        "out": "Folder for the backup (default: backups/ or UAIP_BACKUP_DIR).",
+        "out": "Folder for the backup, created if missing (default: backups/ or UAIP_BACKUP_DIR).",
         "jobs": "Parallel pg_dump jobs; more than 1 writes the directory format.",
-        "keep": "Keep only the newest N backups of this database in the folder.",
+        "keep": "Keep only the newest N backups of this database (same server) in the folder.",
         "verify": "Prove the backup restorable on a throwaway database (default on).",
     }
 )
-def backup(c: Context, out: str = "", jobs: int = 1, keep: int = 0, verify: bool = True) -> None:
+def backup(c: Context, out: str = "", jobs: str = "1", keep: str = "", verify: bool = True) -> None:
     """Back up the database with a manifest (hashes, revision, row counts, fingerprint)."""
     with reported():
-        cli_backups.backup(out_dir=out or None, jobs=jobs, keep=keep or None, verify_restore=verify)
+        cli_backups.backup(out_dir=out or None, jobs=jobs, keep=keep, verify_restore=verify)
 
 
 @task(
@@ -214,7 +214,7 @@ def backup(c: Context, out: str = "", jobs: int = 1, keep: int = 0, verify: bool
     help={
         "path": "The backup folder (or its manifest.json).",
         "target": "Database to restore into (default: a new <db>_restored_<time> database).",
-        "yes": "Replace the contents of an existing, non-empty target database.",
+        "yes": "Restore into an existing target database, replacing its contents.",
         "confirm_db": CONFIRM_DB,
         "jobs": "Parallel pg_restore jobs (only into a new database).",
     },
@@ -225,7 +225,7 @@ def restore(
     target: str = "",
     yes: bool = False,
     confirm_db: str = "",
-    jobs: int = 1,
+    jobs: str = "1",
 ) -> None:
     """Restore a backup after checking its files; verify the result against its manifest."""
     with reported():

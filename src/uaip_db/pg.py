@@ -192,3 +192,29 @@ def table_count(config: DatabaseConfig) -> int | None:
     except DatabaseMissing:
         return None
     return int(row[0]) if row else 0
+
+
+def system_identifier(conn: psycopg.Connection[Any]) -> str | None:
+    """The server's system identifier (`pg_control_system()`), the same for the life of its data
+    directory; None when this role may not read it."""
+    row = conn.execute(
+        "SELECT CASE WHEN has_function_privilege('pg_control_system()', 'EXECUTE') "
+        "THEN (SELECT system_identifier::text FROM pg_control_system()) END"
+    ).fetchone()
+    return str(row[0]) if row and row[0] is not None else None
+
+
+def database_oid(conn: psycopg.Connection[Any]) -> int | None:
+    """The oid of the database `conn` is connected to: a dropped and recreated namesake differs."""
+    row = conn.execute(
+        "SELECT oid::bigint FROM pg_database WHERE datname = current_database()"
+    ).fetchone()
+    return int(row[0]) if row else None
+
+
+def database_flags(conn: psycopg.Connection[Any], name: str) -> tuple[bool, bool] | None:
+    """(is a template, accepts connections) for database `name`, or None when it does not exist."""
+    row = conn.execute(
+        "SELECT datistemplate, datallowconn FROM pg_database WHERE datname = %s", (name,)
+    ).fetchone()
+    return (bool(row[0]), bool(row[1])) if row else None

@@ -12,6 +12,7 @@ import pytest
 from tests.backups.conftest import SESSIONS, hashes, take_snapshot
 from uaip_db import process
 from uaip_db.backups import dump
+from uaip_db.backups import folder as folders
 from uaip_db.backups import manifest as manifests
 from uaip_db.backups import restore as restoring
 from uaip_db.backups.dump import create_backup
@@ -104,7 +105,7 @@ def test_no_password_in_errors(full_db: DatabaseConfig, backups: Path) -> None:
     with pytest.raises(UaipDbError) as refused:
         create_backup(wrong, backups)
     assert wrong.password not in str(refused.value) and "password" in str(refused.value)
-    assert manifests.list_backups(backups, full_db.name) == []
+    assert folders.list_backups(backups, full_db.name) == []
 
     output = (
         f"pg_restore: error: connection to postgresql://u:{full_db.password}@h/db failed\n"

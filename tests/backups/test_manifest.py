@@ -10,6 +10,7 @@ import pytest
 
 from tests.backups.conftest import flip_one_byte, rewrite_manifest, tamper
 from tests.conftest import sql
+from uaip_db.backups import folder as folders
 from uaip_db.backups import manifest as manifests
 from uaip_db.backups.dump import create_backup
 from uaip_db.backups.manifest import Backup
@@ -48,7 +49,7 @@ def test_backups_of_the_same_second_get_their_own_folder(
     first = create_backup(head_db, backups)
     second = create_backup(head_db, backups)
     assert first.path != second.path
-    assert manifests.list_backups(backups, head_db.name) == [second.path, first.path]
+    assert folders.list_backups(backups, head_db.name) == [second.path, first.path]
 
 
 def test_a_backup_object_restores_through_its_own_command(
@@ -98,24 +99,3 @@ def test_manifest_entries_cannot_point_outside_the_backup(
     rewrite_manifest(made.path, files=[entry])
     with pytest.raises(CheckFailed, match="points outside the backup"):
         manifests.check_files(made.path)
-
-
-def test_prune_keeps_the_newest(
-    head_db: DatabaseConfig, empty_db: DatabaseConfig, backups: Path
-) -> None:
-    made = [create_backup(head_db, backups) for _ in range(4)]
-    other = create_backup(empty_db, backups)
-    (backups / "not-a-backup").mkdir()
-    (backups / "half-written").mkdir()
-    (backups / "half-written" / "dump.pgdump").write_bytes(b"")
-    newest_first = [m.path for m in reversed(made)]
-    assert manifests.list_backups(backups, head_db.name) == newest_first
-    assert other.path.name.endswith("-base")
-
-    removed = manifests.prune(backups, head_db.name, keep=2)
-    assert removed == newest_first[2:]
-    assert manifests.list_backups(backups, head_db.name) == newest_first[:2]
-    assert manifests.list_backups(backups, empty_db.name) == [other.path]
-    assert (backups / "not-a-backup").is_dir() and (backups / "half-written").is_dir()
-    with pytest.raises(SettingsError):
-        manifests.prune(backups, head_db.name, keep=0)

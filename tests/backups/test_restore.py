@@ -21,12 +21,13 @@ from tests.backups.conftest import (
 from tests.catalog.changes import apply_changes
 from tests.conftest import HEAD, run_cli, sql
 from uaip_db import files
+from uaip_db.backups import manifest as manifests
 from uaip_db.backups import restore as restoring
 from uaip_db.backups.dump import create_backup
 from uaip_db.backups.restore import restore_backup
 from uaip_db.catalog.snapshot import diff, take
 from uaip_db.checks import sample_data
-from uaip_db.errors import BackupError, CheckFailed, SettingsError
+from uaip_db.errors import BackupError, CheckFailed, SettingsError, UsageError
 from uaip_db.migrations import history
 from uaip_db.servers.scratch import ScratchServer
 from uaip_db.settings import DatabaseConfig
@@ -124,8 +125,9 @@ def test_an_occupied_target_is_refused_unless_asked_to_replace_it(
     with psycopg.connect(**head_db.connect_kwargs(), autocommit=True) as conn:
         sample_data.fill(conn)
     before = hashes(head_db)
-    with pytest.raises(CheckFailed, match=r"already exists and holds .* --into-existing"):
+    with pytest.raises(CheckFailed, match=r"already exists and holds .* --yes") as refused:
         restore_backup(made.path, head_db)
+    assert "--into-existing" not in str(refused.value)  # no such flag
     assert hashes(head_db) == before
 
     report = restore_backup(made.path, head_db, into_existing=True)
@@ -291,3 +293,31 @@ def test_restored_by_another_role_an_untouched_database_verifies(
 
     assert result.returncode == 0, result.stderr
     assert f"matches revision {HEAD}" in result.stdout
+
+
+def test_proving_a_backup_restorable_records_the_outcome(
+    server: ScratchServer, full_db: DatabaseConfig, backups: Path
+) -> None:
+    good = create_backup(full_db, backups)
+    assert good.manifest.state == "written"
+    report = restoring.verify_restorable(good, server)
+    assert report.verified and report.backup_state == "verified"
+    assert manifests.check_files(good.path).state == "verified"
+
+    bad = create_backup(full_db, backups)
+    rewrite_manifest(bad.path, row_counts=dict(bad.manifest.row_counts, sessions=SESSIONS - 1))
+    with pytest.raises(CheckFailed, match="does not match its manifest"):
+        restoring.verify_restorable(bad, server)
+    assert manifests.read_manifest(bad.path).state == "verify failed"
+
+
+def test_system_and_template_databases_are_never_restored_into(
+    server: ScratchServer, full_db: DatabaseConfig, head_template: str, backups: Path
+) -> None:
+    made = create_backup(full_db, backups)
+    for name in ("postgres", "template0", "template1", head_template):
+        for into_existing in (False, True):
+            with pytest.raises(UsageError, match=r"^Refusing to restore into the database") as no:
+                restore_backup(made.path, server.config_for(name), into_existing=into_existing)
+            assert "--into-existing" not in str(no.value) and "\n" not in str(no.value)
+    assert sql(server.config_for("template1"), "SELECT to_regclass('public.sessions')") == [(None,)]

@@ -328,19 +328,6 @@ def test_plain_alembic_waits_as_long_as_uaip_lock_wait_says(empty_db: DatabaseCo
     assert "Another migration holds the lock" in result.stderr and "UAIP_LOCK_WAIT" in result.stderr
 
 
-@pytest.mark.parametrize("problem", ["missing", "a file"])
-def test_a_backup_folder_that_cannot_be_used(
-    head_db: DatabaseConfig, tmp_path: Path, problem: str
-) -> None:
-    target = tmp_path / "nowhere"
-    if problem == "a file":
-        target.write_text("")
-    result = run_cli("inv", "db.backup", "--out", str(target), database=head_db)
-    assert result.returncode == 2
-    assert f"Backup folder {target} does not exist" in result.stderr
-    assert head_db.password not in result.stderr and "Traceback" not in result.stderr
-
-
 def test_restoring_a_missing_backup(head_db: DatabaseConfig, tmp_path: Path) -> None:
     result = run_cli("inv", "db.restore", str(tmp_path / "gone"), database=head_db)
     assert result.returncode == 2
@@ -352,7 +339,7 @@ def test_restoring_over_a_database_in_production_needs_the_name(
 ) -> None:
     env = {"UAIP_BACKUP_DIR": str(tmp_path)}
     assert run_cli("inv", "db.backup", "--no-verify", database=head_db, env=env).returncode == 0
-    backup = next(tmp_path.iterdir())
+    backup = next(p for p in tmp_path.iterdir() if p.is_dir())  # beside it: the folder's lock
     refused = run_cli(
         "inv",
         "db.restore",

@@ -1,36 +1,37 @@
 """Making a backup: pg_dump, and a manifest read in the very snapshot pg_dump dumps.
 
-The password reaches pg_dump only through the environment, and never appears in a manifest or
-a message.
+The backup is written under a temporary name and appears under its final name only when its
+manifest is written and fsynced (backups.folder); a failure, a full disk included, leaves nothing
+behind. The password reaches pg_dump only through the environment, and never appears in a
+manifest or a message.
 """
 
 from __future__ import annotations
 
 import contextlib
-import shutil
-from collections.abc import Iterator
-from dataclasses import dataclass
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from uaip_db import process
+from uaip_db.backups import folder as folders
 from uaip_db.backups.manifest import (
     CUSTOM_DUMP,
     DIRECTORY_DUMP,
-    MANIFEST,
     SCHEMA_FILE,
+    WRITTEN,
     Backup,
     Manifest,
     describe_files,
-    reserve_folder,
     top_level_objects,
 )
 from uaip_db.catalog.snapshot import Snapshot, take_from
-from uaip_db.errors import SettingsError
-from uaip_db.files import write_private
+from uaip_db.errors import BackupError, SettingsError
 from uaip_db.migrations import runner
-from uaip_db.pg import connection
+from uaip_db.pg import connection, database_oid, system_identifier
 from uaip_db.servers.local import find_bindir
 from uaip_db.settings import DatabaseConfig
 
@@ -50,6 +51,8 @@ class DatabaseFacts:
     revisions: tuple[str, ...]
     row_counts: dict[str, int]
     snapshot: Snapshot
+    system_identifier: str | None = None
+    database_oid: int | None = None
 
 
 @dataclass(frozen=True)
@@ -78,12 +81,37 @@ class DumpPlan:
 
 
 def create_backup(
-    database: DatabaseConfig, out_dir: Path, *, jobs: int = 1, compression: int | None = None
+    database: DatabaseConfig,
+    out_dir: Path,
+    *,
+    jobs: int = 1,
+    compression: int | None = None,
+    state: str = WRITTEN,
+    report: Callable[[str], None] | None = None,
 ) -> Backup:
-    """Dump `database` into a new folder under `out_dir`, with a manifest read in the same snapshot.
+    """Dump `database` into a new backup under `out_dir` (see `new_backup`)."""
+    with new_backup(
+        database, out_dir, jobs=jobs, compression=compression, state=state, report=report
+    ) as made:
+        return made
+
+
+@contextlib.contextmanager
+def new_backup(
+    database: DatabaseConfig,
+    out_dir: Path,
+    *,
+    jobs: int = 1,
+    compression: int | None = None,
+    state: str = WRITTEN,
+    report: Callable[[str], None] | None = None,
+) -> Iterator[Backup]:
+    """Dump `database` into a new folder under `out_dir`, with a manifest read in the same
+    snapshot; the backup is held (never pruned by another run) until the block ends.
 
     jobs == 1 writes a custom-format archive; jobs > 1 a directory-format dump with N workers.
-    `compression` is pg_dump's gzip level (0-9; None: pg_dump's default).
+    `compression` is pg_dump's gzip level (0-9; None: pg_dump's default). `state` is recorded in
+    the manifest: written (a restore check follows) or not verified.
     """
     check_jobs(jobs)
     if compression is not None and compression not in range(10):
@@ -91,25 +119,63 @@ def create_backup(
     plan = DumpPlan(jobs, compression)
     pg_dump = process.tool("pg_dump", find_bindir())
     pg_dump_version = process.tool_version(pg_dump)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    with connection(database) as conn, exported_snapshot(conn) as snapshot_id:
-        revisions = runner.current_revisions_on(conn)
-        folder = reserve_folder(out_dir, database.name, revisions)
-        try:
-            # pg_dump reads the same snapshot; counting rows meanwhile uses the other core.
-            dumping = process.start_tool(plan.args(pg_dump, folder, snapshot_id), [database])
+    out_dir = prepare_folder(Path(out_dir))
+    try:
+        for swept in folders.sweep_partials(out_dir):
+            if report:
+                report(f"  removed {swept.name}, an unfinished backup whose run was stopped")
+    except OSError as error:
+        raise write_failed(out_dir, error) from None
+    partial: folders.Partial | None = None
+    try:
+        with connection(database) as conn, exported_snapshot(conn) as snapshot_id:
+            revisions = runner.current_revisions_on(conn)
             try:
-                facts = read_facts(conn)
-            finally:
-                process.finish_tool(
-                    dumping, [database], what=f"back up {database.where()} (pg_dump)"
+                partial = folders.start_partial(out_dir, database.name, revisions)
+                # pg_dump reads the same snapshot; counting rows meanwhile uses the other core.
+                dumping = process.start_tool(
+                    plan.args(pg_dump, partial.path, snapshot_id), [database]
                 )
-            manifest = write_manifest(folder, database, facts, plan, pg_dump_version)
-        except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)
-            raise
-    return Backup(folder, manifest)
+                try:
+                    facts = read_facts(conn)
+                finally:
+                    process.finish_tool(
+                        dumping, [database], what=f"back up {database.where()} (pg_dump)"
+                    )
+                made = write_backup(partial, database, facts, plan, pg_dump_version, state)
+            except BaseException as error:
+                if partial is not None:
+                    partial.discard()
+                if isinstance(error, OSError):
+                    raise write_failed(out_dir, error) from None
+                raise
+        yield made
+    finally:
+        if partial is not None:
+            partial.release()
+
+
+def prepare_folder(out_dir: Path) -> Path:
+    """`out_dir`, created (0700) when missing."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SettingsError(f"Backup folder {out_dir} is a file; point it at a folder.")
+    if not out_dir.is_dir():
+        try:
+            out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(out_dir, 0o700)
+        except OSError as error:
+            raise SettingsError(
+                f"Backup folder {out_dir} cannot be created "
+                f"({folders.describe_os_error(error)}); point it at a folder you can write."
+            ) from None
+    return out_dir
+
+
+def write_failed(out_dir: Path, error: OSError) -> BackupError:
+    return BackupError(
+        f"Could not write the backup into {out_dir}: {folders.describe_os_error(error)}; "
+        "nothing was kept. Free some space or pick another folder."
+    )
 
 
 def check_jobs(jobs: int) -> None:
@@ -137,6 +203,8 @@ def read_facts(conn: psycopg.Connection[Any]) -> DatabaseFacts:
         revisions=runner.current_revisions_on(conn),
         row_counts=row_counts(conn),
         snapshot=take_from(conn),
+        system_identifier=system_identifier(conn),
+        database_oid=database_oid(conn),
     )
 
 
@@ -152,14 +220,16 @@ def row_counts(conn: psycopg.Connection[Any]) -> dict[str, int]:
     return counts
 
 
-def write_manifest(
-    folder: Path,
+def write_backup(
+    partial: folders.Partial,
     database: DatabaseConfig,
     facts: DatabaseFacts,
     plan: DumpPlan,
     pg_dump_version: str,
-) -> Manifest:
-    write_private(folder / SCHEMA_FILE, facts.snapshot.to_json())
+    state: str,
+) -> Backup:
+    """schema.json, then the manifest, then the final name (backups.folder.complete)."""
+    folders.write_file(partial.path / SCHEMA_FILE, facts.snapshot.to_json())
     manifest = Manifest(
         database=database.name,
         source=database.display_url(),
@@ -173,7 +243,9 @@ def write_manifest(
         fingerprint=facts.snapshot.digest(),
         objects=top_level_objects(facts.snapshot),
         row_counts=facts.row_counts,
-        files=tuple(describe_files(folder)),
+        files=tuple(describe_files(partial.path)),
+        system_identifier=facts.system_identifier,
+        database_oid=facts.database_oid,
+        state=state,
     )
-    write_private(folder / MANIFEST, manifest.to_json())
-    return manifest
+    return folders.complete(partial, lambda sequence: replace(manifest, sequence=sequence))

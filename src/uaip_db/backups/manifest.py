@@ -2,19 +2,19 @@
 
 A backup is a folder `<out_dir>/<dbname>-<UTC time>-<revision>` holding the dump (custom format
 `dump.pgdump`, or directory format `dump/` for parallel jobs), `schema.json` and `manifest.json`:
-the size and sha256 of every file, and what the database held when it was dumped (revision,
-schema fingerprint, row counts). Folders are 0700 and files 0600; no password is ever written.
+the size and sha256 of every file, what the database held when it was dumped (revision, schema
+fingerprint, row counts), which database it was (the server's system identifier, the database's
+name and oid), its place in the folder's creation order, and its state (written, verified, not
+verified). Folders are 0700 and files 0600; no password is ever written. A folder whose name
+starts with `.partial-` is a backup still being written (backups.folder): it is never restored.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
-import shutil
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,7 +29,19 @@ MANIFEST = "manifest.json"
 CUSTOM_DUMP = "dump.pgdump"
 SCHEMA_FILE = "schema.json"
 DIRECTORY_DUMP = "dump"
-SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+PARTIAL_PREFIX = ".partial-"
+# A backup's state: written (complete; its restore check has not finished), verified (restored
+# and checked on a throwaway database), not verified (made with --no-verify), or verify failed.
+WRITTEN = "written"
+VERIFIED = "verified"
+NOT_VERIFIED = "not verified"
+VERIFY_FAILED = "verify failed"
+STATE_PHRASES = {
+    WRITTEN: "not verified (its restore check did not finish)",
+    VERIFIED: "verified (restored and checked on a throwaway database)",
+    NOT_VERIFIED: "not verified (made with --no-verify)",
+    VERIFY_FAILED: "not restorable (its restore check failed)",
+}
 # Snapshot kinds that `pg_restore --clean` drops and recreates as a whole; an object of these
 # kinds that the backup lacks would survive a restore over an existing database.
 TOP_LEVEL_KINDS = frozenset(
@@ -82,6 +94,18 @@ class Manifest:
     files: tuple[FileEntry, ...]
     compression: int | None = None
     format_version: int = FORMAT_VERSION
+    # Older manifests lack these: None means unknown.
+    system_identifier: str | None = None
+    database_oid: int | None = None
+    state: str | None = None
+    sequence: int | None = None
+
+    @property
+    def identity(self) -> Identity:
+        return Identity(self.system_identifier, self.database, self.database_oid)
+
+    def with_state(self, state: str) -> Manifest:
+        return replace(self, state=state)
 
     @property
     def dump(self) -> str:
@@ -109,6 +133,10 @@ class Manifest:
             "objects": list(self.objects),
             "row_counts": dict(sorted(self.row_counts.items())),
             "files": [vars(entry) for entry in self.files],
+            "system_identifier": self.system_identifier,
+            "database_oid": self.database_oid,
+            "state": self.state,
+            "sequence": self.sequence,
         }
         return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
@@ -139,6 +167,10 @@ class Manifest:
             files=tuple(_file_entry(item) for item in _field(data, "files", list)),
             compression=_compression(data),
             format_version=version,
+            system_identifier=_optional(data, "system_identifier", str),
+            database_oid=_optional(data, "database_oid", int),
+            state=_optional(data, "state", str),
+            sequence=_optional(data, "sequence", int),
         )
 
 
@@ -150,9 +182,16 @@ def _field(data: dict[str, Any], key: str, kind: type[T]) -> T:
 
 
 def _compression(data: dict[str, Any]) -> int | None:
-    value = data.get("compression")
-    if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-        raise ValueError("'compression' is not a number")
+    return _optional(data, "compression", int)
+
+
+def _optional(data: dict[str, Any], key: str, kind: type[T]) -> T | None:
+    """A field older manifests may lack (None: unknown); present, it must have its type."""
+    value = data.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise ValueError(f"{key!r} is not a {'number' if kind is int else kind.__name__}")
     return value
 
 
@@ -180,6 +219,30 @@ def _file_entry(item: Any) -> FileEntry:
 
 
 @dataclass(frozen=True)
+class Identity:
+    """Which database a backup is of: the server (system identifier), the name and the oid."""
+
+    system_identifier: str | None
+    database: str
+    database_oid: int | None
+
+    @property
+    def known(self) -> bool:
+        return self.system_identifier is not None and self.database_oid is not None
+
+    def same_as(self, other: Identity) -> bool:
+        """Both known and equal: an unknown identity is never taken for any other."""
+        return self.known and other.known and self == other
+
+
+def describe_state(state: str | None) -> str:
+    """Whether a backup was verified, in words."""
+    if state is None:
+        return "not known to be verified (its manifest is from an older uaip-db)"
+    return STATE_PHRASES.get(state, f"in state {state!r}, unknown to this uaip-db")
+
+
+@dataclass(frozen=True)
 class Backup:
     path: Path
     manifest: Manifest
@@ -193,24 +256,7 @@ def top_level_objects(snapshot: Snapshot) -> tuple[str, ...]:
     return tuple(sorted(str(key) for key in snapshot.object_keys() if key.kind in TOP_LEVEL_KINDS))
 
 
-# --- the backup folder ----------------------------------------------------------------------
-
-
-def reserve_folder(out_dir: Path, database: str, revisions: tuple[str, ...]) -> Path:
-    """Create `<dbname>-<UTC yyyymmddTHHMMSSZ>-<revision>` (with -2, -3... if taken), 0700."""
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    label = "+".join(revisions) or "base"
-    base = f"{SAFE_NAME.sub('_', database)}-{stamp}-{SAFE_NAME.sub('_', label)}"
-    attempt = 1
-    while True:
-        folder = out_dir / (base if attempt == 1 else f"{base}-{attempt}")
-        try:
-            folder.mkdir(mode=0o700)
-        except FileExistsError:
-            attempt += 1
-            continue
-        os.chmod(folder, 0o700)
-        return folder
+# --- the backup folder ---------------------------------------------------------------------
 
 
 def describe_files(folder: Path) -> list[FileEntry]:
@@ -241,6 +287,11 @@ def backup_folder(path: Path | str) -> Path:
     """The backup folder for a folder or its manifest.json path."""
     given = Path(path)
     folder = given.parent if given.name == MANIFEST and given.is_file() else given
+    if folder.name.startswith(PARTIAL_PREFIX):
+        raise SettingsError(
+            f"{given} is an unfinished backup (still being written, or its run was stopped); "
+            "use a complete one."
+        )
     if not folder.is_dir():
         raise SettingsError(f"No backup at {given}; check the path.")
     if not (folder / MANIFEST).is_file():
@@ -306,47 +357,3 @@ def check_size(folder: Path, entry: FileEntry) -> None:
 
 def damaged(folder: Path, what: str) -> CheckFailed:
     return CheckFailed(f"Backup {folder} is damaged: {what}. Use another backup.")
-
-
-# --- keeping backups ------------------------------------------------------------------------
-
-
-def list_backups(out_dir: Path, database_name: str) -> list[Path]:
-    """Backups of `database_name` in `out_dir` (folders whose manifest names it), newest first."""
-    out_dir = Path(out_dir)
-    if not out_dir.is_dir():
-        return []
-    found: list[tuple[str, str, Path]] = []
-    for child in out_dir.iterdir():
-        summary = manifest_summary(child)
-        if summary is not None and summary[0] == database_name:
-            found.append((summary[1], child.name, child))
-    return [path for *_, path in sorted(found, reverse=True)]
-
-
-def manifest_summary(folder: Path) -> tuple[str, str] | None:
-    """(database, created_at) from a folder's manifest, or None when it is not a backup."""
-    if folder.is_symlink() or not folder.is_dir():
-        return None
-    try:
-        data = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    if not isinstance(data, dict):
-        return None
-    database, created_at = data.get("database"), data.get("created_at")
-    if isinstance(database, str) and isinstance(created_at, str):
-        return database, created_at
-    return None
-
-
-def prune(out_dir: Path, database_name: str, keep: int) -> list[Path]:
-    """Remove backups of `database_name` beyond the newest `keep`; the removed folders."""
-    if not isinstance(keep, int) or isinstance(keep, bool) or keep < 1:
-        raise SettingsError(
-            f"keep={keep!r}: prune keeps at least the newest backup; use 1 or more."
-        )
-    removed = list_backups(out_dir, database_name)[keep:]
-    for folder in removed:
-        shutil.rmtree(folder)
-    return removed

@@ -1,7 +1,8 @@
 """A rehearsed upgrade: restore a backup into a throwaway database, upgrade it, verify, check.
 
-The database the backup came from is never touched. The rehearsal reports each revision's time
-and, statement by statement, the relation locks it took (migrations.lock_report).
+The database the backup came from is never touched. Only complete backups are rehearsed on, and
+the rehearsal says whether the one it used was verified. It reports each revision's time and,
+statement by statement, the relation locks it took (migrations.lock_report).
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from uaip_db.backups import folder as folders
 from uaip_db.backups import manifest as manifests
 from uaip_db.backups import restore as restoring
+from uaip_db.backups.throwaway import REHEARSAL_PREFIX, throwaway_database
 from uaip_db.checks.status import inspect
 from uaip_db.checks.verify import verify
 from uaip_db.migrations import runner
@@ -29,13 +32,21 @@ class Rehearsal:
     locks: dict[str, list[StatementLocks]] = field(default_factory=dict)
     upgrade_seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
+    backup_state: str | None = None
 
     @property
     def passed(self) -> bool:
         return not self.problems
 
+    @property
+    def verified(self) -> bool:
+        return self.backup_state == manifests.VERIFIED
+
     def summary(self) -> list[str]:
-        lines = [f"restored {self.backup.name} in {self.restored_seconds:.2f} s"]
+        lines = [
+            f"backup {self.backup.name}: {manifests.describe_state(self.backup_state)}",
+            f"restored {self.backup.name} in {self.restored_seconds:.2f} s",
+        ]
         lines += self.steps or ["  nothing to apply: the backup is at head"]
         for revision, statements in self.locks.items():
             lines += lock_lines(revision, statements)
@@ -57,9 +68,14 @@ def lock_lines(revision: str, statements: list[StatementLocks]) -> list[str]:
 
 
 def newest_backup(directory: Path, database: str) -> Path:
+    """The newest complete backup of `database` in `directory` whose restore check did not fail."""
     from uaip_db.errors import SettingsError
 
-    found = manifests.list_backups(directory, database)
+    found = [
+        path
+        for path, manifest in folders.complete_backups(directory)
+        if manifest.database == database and manifest.state != manifests.VERIFY_FAILED
+    ]
     if not found:
         raise SettingsError(
             f"No backup of {database} in {directory}; run `inv db.backup` first or name one."
@@ -70,16 +86,20 @@ def newest_backup(directory: Path, database: str) -> Path:
 def rehearse(
     source: Path, server: ScratchServer, report: Callable[[str], None] | None = None
 ) -> Rehearsal:
-    target = server.config_for(f"uaip_rehearsal_{int(time.time() * 1000) % 10**9}")
-    started = time.perf_counter()
-    restoring.restore_backup(source, target, server_admin=server.admin)
-    result = Rehearsal(manifests.backup_folder(source), time.perf_counter() - started)
+    folder = manifests.backup_folder(source)
+    state = manifests.read_manifest(folder).state
     if report:
-        report(
-            f"Restored {result.backup.name} into a throwaway database in "
-            f"{result.restored_seconds:.2f} s; upgrading it:"
-        )
-    try:
+        report(f"Rehearsing on {folder.name}; the backup is {manifests.describe_state(state)}.")
+    with throwaway_database(server, REHEARSAL_PREFIX, report) as target:
+        started = time.perf_counter()
+        restored = restoring.restore_backup(folder, target, server_admin=server.admin)
+        seconds = time.perf_counter() - started
+        result = Rehearsal(folder, seconds, backup_state=restored.backup_state)
+        if report:
+            report(
+                f"Restored {result.backup.name} into a throwaway database in "
+                f"{result.restored_seconds:.2f} s; upgrading it:"
+            )
         started = time.perf_counter()
         _upgrade(target, result, report)
         result.upgrade_seconds = time.perf_counter() - started
@@ -88,8 +108,6 @@ def rehearse(
         status = inspect(target)
         result.problems += status.problems
         result.problems += [f"still pending: {p}" for p in status.pending]
-    finally:
-        server.drop_database(target.name)
     return result
 
 

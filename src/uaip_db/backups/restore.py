@@ -1,22 +1,28 @@
 """Restoring a backup, and proving one restorable on a throwaway database.
 
-A restore checks the files before it touches anything, restores in one transaction where
-pg_restore allows it, and compares the result with the manifest (revision, schema, row counts).
-The password reaches pg_restore only through the environment, and never appears in a message.
+A restore holds the backup (backups.folder: it is not pruned meanwhile), checks the files before
+it touches anything, restores in one transaction where pg_restore allows it, and compares the
+result with the manifest (revision, schema, row counts). It never restores into a system or
+template database. Proving a backup restorable uses a throwaway database (backups.throwaway)
+and records the outcome (verified, verify failed) in its manifest. The password reaches
+pg_restore only through the environment, and never appears in a message.
 """
 
 from __future__ import annotations
 
 import contextlib
-import secrets
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from uaip_db import process
+from uaip_db import pg, process
+from uaip_db.backups import folder as folders
 from uaip_db.backups.dump import check_jobs, row_counts
 from uaip_db.backups.manifest import (
+    VERIFIED,
+    VERIFY_FAILED,
     Backup,
     Manifest,
     backup_folder,
@@ -24,8 +30,9 @@ from uaip_db.backups.manifest import (
     saved_schema,
     top_level_objects,
 )
+from uaip_db.backups.throwaway import VERIFY_PREFIX, throwaway_database
 from uaip_db.catalog.snapshot import Snapshot, diff, take_from
-from uaip_db.errors import BackupError, CheckFailed, SettingsError
+from uaip_db.errors import BackupError, CheckFailed, SettingsError, UsageError
 from uaip_db.migrations import runner
 from uaip_db.pg import connection, scrub
 from uaip_db.servers.local import find_bindir
@@ -34,7 +41,7 @@ from uaip_db.settings import DatabaseConfig
 if TYPE_CHECKING:
     from uaip_db.servers.scratch import ScratchServer
 
-MAINTENANCE_DATABASE = "postgres"
+SYSTEM_DATABASES = ("postgres", "template0", "template1")
 USER_RELATIONS_QUERY = """
 SELECT count(*) FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
@@ -54,6 +61,7 @@ class RestoreReport:
     verified: bool
     revisions: tuple[str, ...] = ()
     created: bool = False
+    backup_state: str | None = None
 
 
 # --- restoring ------------------------------------------------------------------------------
@@ -75,27 +83,28 @@ def restore_backup(
     """
     started = time.monotonic()
     check_jobs(jobs)
-    manifest = check_files(path)
     folder = backup_folder(path)
-    if into_existing and jobs > 1:
-        raise SettingsError(
-            "A restore into an existing database runs in one transaction so a failure rolls "
-            "back, and pg_restore cannot combine that with parallel jobs; use jobs=1."
-        )
-    admin = (server_admin or target).with_database(MAINTENANCE_DATABASE)
-    relations = existing_relations(admin, target)
-    replace = plan_restore(folder, manifest, target, relations, into_existing, jobs)
-    created = relations is None
-    if created:
-        create_database(admin, target)
-    try:
-        run_restore(folder, manifest, target, replace=replace, jobs=jobs, created=created)
-        return verified_report(folder, manifest, target, started, created)
-    except BaseException:
+    with folders.holding(folder):
+        manifest = check_files(folder)
+        if into_existing and jobs > 1:
+            raise SettingsError(
+                "A restore into an existing database runs in one transaction so a failure rolls "
+                "back, and pg_restore cannot combine that with parallel jobs; use jobs=1."
+            )
+        admin = (server_admin or target).with_database(pg.MAINTENANCE_DATABASE)
+        relations = existing_relations(admin, target)
+        clean = plan_restore(folder, manifest, target, relations, into_existing, jobs)
+        created = relations is None
         if created:
-            with contextlib.suppress(Exception):
-                drop_database(admin, target.name)
-        raise
+            create_database(admin, target)
+        try:
+            run_restore(folder, manifest, target, replace=clean, jobs=jobs, created=created)
+            return verified_report(folder, manifest, target, started, created)
+        except BaseException:
+            if created:
+                with contextlib.suppress(Exception), connection(admin) as conn:
+                    pg.drop_database(conn, target.name)
+            raise
 
 
 def plan_restore(
@@ -119,23 +128,37 @@ def plan_restore(
     if not into_existing:
         raise CheckFailed(
             f"The {target.where()} already exists and holds {relations} tables, views or "
-            "sequences; restore under a new name, or replace its contents with --into-existing."
+            "sequences; restore under a new name, or replace its contents (inv db.restore "
+            "--yes; into_existing=True)."
         )
     refuse_leftovers(manifest, target)
     return True
 
 
 def existing_relations(admin: DatabaseConfig, target: DatabaseConfig) -> int | None:
-    """None when `target` does not exist, else how many user relations it holds."""
+    """None when `target` does not exist, else how many user relations it holds; a system or
+    template database is refused before anything connects to it."""
+    refuse_system_database(target)
     with connection(admin) as conn:
-        found = conn.execute(
-            "SELECT 1 FROM pg_database WHERE datname = %s", (target.name,)
-        ).fetchone()
-    if not found:
+        flags = pg.database_flags(conn, target.name)
+    if flags is None:
         return None
+    if flags[0]:
+        raise UsageError(
+            f"Refusing to restore into the {target.where()}: it is a template database (new "
+            "databases are copied from it). Restore into a new database (--target NEW_NAME)."
+        )
     with connection(target) as conn:
         row = conn.execute(USER_RELATIONS_QUERY).fetchone()
     return int(row[0]) if row else 0
+
+
+def refuse_system_database(target: DatabaseConfig) -> None:
+    if target.name in SYSTEM_DATABASES:
+        raise UsageError(
+            f"Refusing to restore into the {target.where()}: it is a system database. "
+            "Restore into a new database (--target NEW_NAME)."
+        )
 
 
 def refuse_leftovers(manifest: Manifest, target: DatabaseConfig) -> None:
@@ -164,14 +187,11 @@ def first_few(items: list[str], separator: str = ", ", limit: int = 5) -> str:
 
 
 def create_database(admin: DatabaseConfig, target: DatabaseConfig) -> None:
-    from psycopg import errors, sql
+    from psycopg import errors
 
-    statement = sql.SQL("CREATE DATABASE {} OWNER {} TEMPLATE template0").format(
-        sql.Identifier(target.name), sql.Identifier(target.user)
-    )
     with connection(admin) as conn:
         try:
-            conn.execute(statement)
+            pg.create_database(conn, target.name, owner=target.user, template="template0")
         except errors.DuplicateDatabase:
             raise CheckFailed(
                 f"The {target.where()} was created by someone else meanwhile; "
@@ -182,15 +202,6 @@ def create_database(admin: DatabaseConfig, target: DatabaseConfig) -> None:
                 f"{admin.user} may not create {target.name!r} ({scrub(str(error), admin)}); "
                 "create it empty first, or give a server admin that may."
             ) from None
-
-
-def drop_database(admin: DatabaseConfig, name: str) -> None:
-    from psycopg import sql
-
-    with connection(admin) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
 
 
 def run_restore(
@@ -252,6 +263,7 @@ def verified_report(
         verified=True,
         revisions=revisions,
         created=created,
+        backup_state=manifest.state,
     )
 
 
@@ -279,12 +291,22 @@ def compare_schemas(saved: Snapshot, restored: Snapshot) -> list[str]:
 
 
 def verify_restorable(
-    backup: Backup | Path | str, server: ScratchServer, *, jobs: int = 1
+    backup: Backup | Path | str,
+    server: ScratchServer,
+    *,
+    jobs: int = 1,
+    report: Callable[[str], None] | None = None,
 ) -> RestoreReport:
-    """Restore into a throwaway database on `server`, verify it against the manifest, drop it."""
+    """Restore into a throwaway database on `server`, verify it against the manifest, drop it;
+    the backup's manifest records the outcome (verified, or verify failed)."""
     path = backup.path if isinstance(backup, Backup) else Path(backup)
-    name = f"uaip_verify_{secrets.token_hex(4)}"
-    try:
-        return restore_backup(path, server.config_for(name), server_admin=server.admin, jobs=jobs)
-    finally:
-        server.drop_database(name)
+    folder = backup_folder(path)
+    with throwaway_database(server, VERIFY_PREFIX, report) as target:
+        try:
+            result = restore_backup(folder, target, server_admin=server.admin, jobs=jobs)
+        except (CheckFailed, BackupError):
+            with contextlib.suppress(CheckFailed, BackupError):
+                folders.record_state(folder, VERIFY_FAILED)
+            raise
+    folders.record_state(folder, VERIFIED)
+    return replace(result, backup_state=VERIFIED)

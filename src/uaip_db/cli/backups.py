@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 from pathlib import Path
@@ -10,64 +11,100 @@ from uaip_db import paths
 from uaip_db.cli.confirm import confirm_destructive
 from uaip_db.cli.reporter import Say, say, timed
 from uaip_db.errors import CheckFailed, UaipDbError, UsageError
-from uaip_db.pg import table_count
+from uaip_db.pg import MAINTENANCE_DATABASE
 from uaip_db.settings import DatabaseConfig
 
 
 def backup_folder_argument(out: str | None) -> Path:
-    """The folder to write into: --out as given (it must exist), else the default, created."""
+    """The folder to write into: --out, else UAIP_BACKUP_DIR or backups/; created (0700) when
+    missing, like the default."""
     directory = Path(out).expanduser().resolve() if out else paths.backup_dir()
-    if out and not directory.is_dir():
+    where = "--out" if out else "UAIP_BACKUP_DIR"
+    if directory.exists() and not directory.is_dir():
         raise UsageError(
-            f"Backup folder {directory} does not exist; create it or pick another --out."
+            f"Backup folder {directory} does not exist: that path is a file. Pick another {where}."
         )
-    if not out:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not directory.is_dir():
+        try:
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(directory, 0o700)
+        except OSError as error:
+            reason = error.strerror or str(error)
+            raise UsageError(
+                f"Backup folder {directory} does not exist and cannot be created ({reason}). "
+                f"Pick another {where}."
+            ) from None
     if not os.access(directory, os.W_OK | os.X_OK):
-        raise UsageError(f"Backup folder {directory} is not writable; pick another --out.")
+        raise UsageError(f"Backup folder {directory} is not writable; pick another {where}.")
     return directory
+
+
+def whole_number(value: str | int, flag: str, meaning: str) -> int:
+    """A flag that counts something, 1 or more (`--jobs 2`), or a usage error naming the flag."""
+    text = str(value).strip()
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise UsageError(f"{flag} {value!r} is not {meaning}; use a whole number, 1 or more.")
+    return int(text)
 
 
 def backup(
     *,
     out_dir: str | None = None,
-    jobs: int = 1,
-    keep: int | None = None,
+    jobs: str | int = 1,
+    keep: str | int | None = None,
     verify_restore: bool = True,
     out: Say = say,
 ) -> Path:
-    """pg_dump with a manifest; proven restorable on a throwaway database unless told not to."""
+    """pg_dump with a manifest; proven restorable on a throwaway database unless told not to;
+    with --keep, older backups of the same database (same server, name and oid) are pruned."""
     from uaip_db.backups import dump
+    from uaip_db.backups import folder as folders
     from uaip_db.backups import manifest as manifests
     from uaip_db.backups import restore as restoring
 
+    workers = whole_number(jobs, "--jobs", "a number of parallel jobs")
+    kept = None if keep in (None, "") else whole_number(keep, "--keep", "a number of backups")
     config = DatabaseConfig.from_env()
     directory = backup_folder_argument(out_dir)
-    if jobs < 1:
-        raise UsageError("--jobs must be 1 or more.")
-    if keep is not None and keep < 1:
-        raise UsageError("--keep must be 1 or more (how many backups of this database to keep).")
-    with timed(f"Backed up {config.display_url()}", out):
-        made = dump.create_backup(config, directory, jobs=jobs, compression=1 if jobs > 1 else None)
-    manifest = made.manifest
-    rows = sum(manifest.row_counts.values())
-    out(
-        f"  {made.path} ({manifest.format}, {len(manifest.row_counts)} tables, {rows} rows, "
-        f"revision {manifest.revision_label}, fingerprint {manifest.fingerprint[:12]})"
-    )
-    if verify_restore:
-        from uaip_db.servers.scratch import scratch_server
-
-        with scratch_server() as server:
-            report = restoring.verify_restorable(made, server, jobs=jobs)
+    state = manifests.WRITTEN if verify_restore else manifests.NOT_VERIFIED
+    with contextlib.ExitStack() as held:
+        with timed(f"Backed up {config.display_url()}", out):
+            made = held.enter_context(
+                dump.new_backup(
+                    config,
+                    directory,
+                    jobs=workers,
+                    compression=1 if workers > 1 else None,
+                    state=state,
+                    report=out,
+                )
+            )
+        manifest = made.manifest
+        rows = sum(manifest.row_counts.values())
         out(
-            f"  proven restorable: restored and verified on a throwaway database in "
-            f"{report.seconds:.2f} s"
+            f"  {made.path} ({manifest.format}, {len(manifest.row_counts)} tables, {rows} rows, "
+            f"revision {manifest.revision_label}, fingerprint {manifest.fingerprint[:12]})"
         )
-    if keep is not None:
-        for removed in manifests.prune(directory, config.name, keep):
-            out(f"  pruned {removed.name}")
-    out(f"Restore it with: {made.restore_command()}")
+        if verify_restore:
+            from uaip_db.servers.scratch import scratch_server
+
+            with scratch_server() as server:
+                report = restoring.verify_restorable(made, server, jobs=workers, report=out)
+            out(
+                f"  proven restorable: restored and verified on a throwaway database in "
+                f"{report.seconds:.2f} s"
+            )
+        else:
+            out(f"  {manifests.describe_state(manifests.NOT_VERIFIED)}")
+        if kept is not None and not manifest.identity.known:
+            out(
+                f"  nothing pruned: {config.user} may not read the server's system identifier, "
+                "so older backups cannot be told apart from another server's"
+            )
+        elif kept is not None:
+            for removed in folders.prune(directory, made, kept):
+                out(f"  pruned {removed.name}")
+        out(f"Restore it with: {made.restore_command()}")
     return made.path
 
 
@@ -77,13 +114,15 @@ def restore(
     target: str | None = None,
     yes: bool = False,
     confirm_db: str | None = None,
-    jobs: int = 1,
+    jobs: str | int = 1,
     out: Say = say,
 ) -> None:
-    """Restore a checked backup into a new database (default) or, with --yes, over one."""
+    """Restore a checked backup into a new database (default) or, with --yes, into an existing
+    one (in production --yes --confirm-db NAME); never into a system or template database."""
     from uaip_db.backups import manifest as manifests
     from uaip_db.backups import restore as restoring
 
+    workers = whole_number(jobs, "--jobs", "a number of parallel jobs")
     if not path:
         raise UsageError("Say which backup to restore: inv db.restore PATH.")
     manifest = manifests.check_files(path)
@@ -91,14 +130,20 @@ def restore(
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d%H%M%S")
     name = target or f"{manifest.database}_restored_{stamp}"
     destination = config.with_database(name)
-    into_existing = bool(table_count(destination))
-    if into_existing:
-        confirm_destructive(destination, "replace the contents of", yes=yes, confirm_db=confirm_db)
+    relations = restoring.existing_relations(
+        config.with_database(MAINTENANCE_DATABASE), destination
+    )
+    if relations is not None:
+        action = "replace the contents of" if relations else "restore a backup into"
+        confirm_destructive(destination, action, yes=yes, confirm_db=confirm_db)
     out(
-        f"Files of {manifests.backup_folder(path).name} match the manifest; restoring into "
+        f"Files of {manifests.backup_folder(path).name} match the manifest; the backup is "
+        f"{manifests.describe_state(manifest.state)}. Restoring into "
         f"{destination.display_url()}:"
     )
-    report = restoring.restore_backup(path, destination, into_existing=into_existing, jobs=jobs)
+    report = restoring.restore_backup(
+        path, destination, into_existing=relations is not None, jobs=workers
+    )
     out(
         f"Restored {report.tables} tables, {report.rows} rows in {report.seconds:.2f} s; revision, "
         "fingerprint and row counts match the manifest."
@@ -106,7 +151,9 @@ def restore(
 
 
 def rehearse(path: str | None = None, *, out: Say = say) -> None:
-    """Restore the newest (or named) backup into a throwaway database, upgrade, verify, check."""
+    """Restore the newest complete (or named) backup into a throwaway database, upgrade, verify,
+    check; say whether the backup was verified."""
+    from uaip_db.backups import manifest as manifests
     from uaip_db.backups import rehearse as rehearsal
     from uaip_db.servers.scratch import scratch_server
 
@@ -117,10 +164,15 @@ def rehearse(path: str | None = None, *, out: Say = say) -> None:
     for revision, statements in result.locks.items():
         for line in rehearsal.lock_lines(revision, statements):
             out(line)
+    state = manifests.describe_state(result.backup_state)
     if not result.passed:
-        raise CheckFailed("Rehearsal failed:\n" + "\n".join(f"  {p}" for p in result.problems))
+        raise CheckFailed(
+            f"Rehearsal on {result.backup.name} failed (the backup is {state}):\n"
+            + "\n".join(f"  {p}" for p in result.problems)
+        )
     out(
         f"Rehearsal passed: upgrade took {result.upgrade_seconds:.2f} s; verify and check passed. "
+        f"The backup used, {result.backup.name}, is {state}. "
         f"{config.display_url()} was not touched."
     )
 

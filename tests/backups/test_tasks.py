@@ -1,0 +1,393 @@
+"""db.backup, db.restore and db.rehearse as a person runs them: exit statuses, one-line errors,
+nothing lost that was not named, nothing restored into that was not confirmed, and every restore
+and rehearsal says whether its backup was verified."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import signal
+import stat
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.backups.conftest import exists, hashes, rewrite_manifest
+from tests.conftest import BIN, ROOT, SETTING_NAMES, run_cli, sql
+from uaip_db.backups import folder as folders
+from uaip_db.backups import manifest as manifests
+from uaip_db.backups.dump import create_backup
+from uaip_db.servers.scratch import ScratchServer, child_env
+from uaip_db.settings import DatabaseConfig
+
+PUBLIC_RELATIONS = "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace"
+RESTORE_IT = re.compile(r"^Restore it with: inv db\.restore (\S+)$", re.MULTILINE)
+
+
+def one_line_error(result: subprocess.CompletedProcess[str], database: DatabaseConfig) -> str:
+    """The error a person sees: one line on stderr, no traceback, no password."""
+    assert "Traceback" not in result.stderr + result.stdout
+    assert database.password not in result.stderr + result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def made_path(result: subprocess.CompletedProcess[str]) -> Path:
+    found = RESTORE_IT.search(result.stdout)
+    assert found, result.stdout + result.stderr
+    return Path(found.group(1))
+
+
+def final_folders(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def unfinished(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.iterdir() if p.name.startswith(".partial-"))
+
+
+def start_cli(*args: str, database: DatabaseConfig, env: dict[str, str]) -> subprocess.Popen[str]:
+    full_env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
+    full_env.update(child_env(database))
+    full_env.update(env)
+    return subprocess.Popen(
+        [str(BIN / "inv"), *args],
+        cwd=ROOT,
+        env=full_env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def kill(child: subprocess.Popen[str]) -> None:
+    """SIGKILL the run and its children (pg_dump, pg_restore): no handler runs."""
+    os.killpg(child.pid, signal.SIGKILL)
+    child.communicate(timeout=60)
+
+
+# --- db.backup: arguments and folders -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["db.backup", "--keep", "0"], "--keep '0' is not a number of backups"),
+        (["db.backup", "--keep", "abc"], "--keep 'abc' is not a number of backups"),
+        (["db.backup", "--jobs", "abc"], "--jobs 'abc' is not a number of parallel jobs"),
+        (["db.backup", "--jobs", "0"], "--jobs '0' is not a number of parallel jobs"),
+        (["db.restore", "somewhere", "--jobs", "abc"], "--jobs 'abc' is not a number"),
+    ],
+)
+def test_counts_must_be_whole_numbers(
+    head_db: DatabaseConfig, tmp_path: Path, args: list[str], named: str
+) -> None:
+    env = {"UAIP_BACKUP_DIR": str(tmp_path / "backups")}
+    result = run_cli("inv", *args, database=head_db, env=env)
+    assert result.returncode == 2
+    assert named in one_line_error(result, head_db)
+    assert not (tmp_path / "backups").exists()
+
+
+@pytest.mark.parametrize("problem", ["under a file", "a file"])
+def test_a_backup_folder_that_cannot_be_used(
+    head_db: DatabaseConfig, tmp_path: Path, problem: str
+) -> None:
+    target = tmp_path / "nowhere"
+    if problem == "a file":
+        target.write_text("")
+    else:
+        (tmp_path / "a-file").write_text("")
+        target = tmp_path / "a-file" / "nowhere"
+    result = run_cli("inv", "db.backup", "--out", str(target), database=head_db)
+    assert result.returncode == 2
+    assert f"Backup folder {target} does not exist" in result.stderr
+    assert head_db.password not in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("problem", ["a file", "under a file"])
+def test_a_backup_dir_setting_that_cannot_be_used(
+    head_db: DatabaseConfig, tmp_path: Path, problem: str
+) -> None:
+    (tmp_path / "a-file").write_text("")
+    configured = tmp_path / "a-file" if problem == "a file" else tmp_path / "a-file" / "backups"
+    result = run_cli("inv", "db.backup", database=head_db, env={"UAIP_BACKUP_DIR": str(configured)})
+    assert result.returncode == 2
+    line = one_line_error(result, head_db)
+    assert f"Backup folder {configured} does not exist" in line and "UAIP_BACKUP_DIR" in line
+
+
+def test_out_creates_its_folder_owner_only(head_db: DatabaseConfig, tmp_path: Path) -> None:
+    target = tmp_path / "new" / "backups"
+    result = run_cli("inv", "db.backup", "--out", str(target), "--no-verify", database=head_db)
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(target.stat().st_mode) == 0o700
+    made = made_path(result)
+    assert made.parent == target and manifests.read_manifest(made).state == "not verified"
+    assert "not verified (made with --no-verify)" in result.stdout
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, size: int) -> Iterator[Path]:
+    """A tmpfs of `size` bytes at `path`: a disk that fills up for real (ENOSPC)."""
+    path.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        pytest.skip("a full disk is simulated with a small tmpfs, which needs root")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def pages(size: int) -> int:
+    return -(-size // 4096) * 4096
+
+
+@pytest.mark.parametrize("fails_at", ["dump.pgdump", "schema.json", "manifest.json"])
+def test_a_full_disk_leaves_no_backup_behind(
+    head_db: DatabaseConfig, tmp_path: Path, fails_at: str
+) -> None:
+    sizes = {entry.path: entry.size for entry in create_backup(head_db, tmp_path).manifest.files}
+    room = {
+        "dump.pgdump": 4096,
+        "schema.json": pages(sizes["dump.pgdump"]),
+        "manifest.json": pages(sizes["dump.pgdump"]) + pages(sizes["schema.json"]),
+    }[fails_at]
+    with small_disk(tmp_path / "disk", room) as disk:
+        result = run_cli("inv", "db.backup", "--out", str(disk), "--no-verify", database=head_db)
+        assert result.returncode == 1
+        line = one_line_error(result, head_db)
+        assert "No space left on device" in line
+        if fails_at != "dump.pgdump":
+            assert f"Could not write the backup into {disk}: No space left on device" in line
+            assert f"({fails_at})" in line and "nothing was kept" in line
+        assert final_folders(disk) == [] and unfinished(disk) == []
+        assert "Restore it with" not in result.stdout
+
+
+# --- db.backup --keep -----------------------------------------------------------------------
+
+
+def test_keep_never_prunes_the_backup_it_made_nor_an_unreadable_one(
+    head_db: DatabaseConfig, tmp_path: Path
+) -> None:
+    later_clock = create_backup(head_db, tmp_path)
+    rewrite_manifest(later_clock.path, created_at="2999-12-31T23:59:59.000000Z")
+    unreadable = create_backup(head_db, tmp_path)
+    (unreadable.path / "manifest.json").write_text("{")
+    env = {"UAIP_BACKUP_DIR": str(tmp_path)}
+    result = run_cli("inv", "db.backup", "--keep", "1", "--no-verify", database=head_db, env=env)
+    assert result.returncode == 0, result.stderr
+    made = made_path(result)
+    assert made.is_dir() and manifests.check_files(made).state == "not verified"
+    assert f"pruned {later_clock.path.name}" in result.stdout
+    assert not later_clock.path.exists() and unreadable.path.is_dir()
+    assert final_folders(tmp_path) == sorted([made, unreadable.path])
+
+
+def test_concurrent_keep_one_runs_lose_nothing_unnamed(
+    head_db: DatabaseConfig, tmp_path: Path
+) -> None:
+    env = {"UAIP_BACKUP_DIR": str(tmp_path)}
+    runs = [
+        start_cli("db.backup", "--keep", "1", "--no-verify", database=head_db, env=env)
+        for _ in range(3)
+    ]
+    results = [(run, *run.communicate(timeout=240)) for run in runs]
+    made, pruned = [], set()
+    for run, stdout, stderr in results:
+        assert run.returncode == 0, stderr
+        assert "Traceback" not in stdout + stderr
+        path = made_path(subprocess.CompletedProcess([], 0, stdout, stderr))
+        own = {line.split()[-1] for line in stdout.splitlines() if "  pruned " in line}
+        assert path.name not in own
+        made.append(path)
+        pruned |= own
+    assert len(set(made)) == 3 and unfinished(tmp_path) == []
+    remaining = final_folders(tmp_path)
+    # Every backup made is still there, or a run said it pruned it; at least the newest stays.
+    assert {p.name for p in made} == {p.name for p in remaining} | pruned
+    # The newest backup (the third number the folder gave) is never pruned.
+    assert 3 in {manifests.read_manifest(p).sequence for p in remaining}
+
+
+def test_a_killed_backup_leaves_only_an_unfinished_folder_swept_by_the_next_run(
+    head_db: DatabaseConfig, tmp_path: Path
+) -> None:
+    env = {"UAIP_BACKUP_DIR": str(tmp_path)}
+    lock = os.open(tmp_path / folders.LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # the run writes its dump, then waits to be named
+    try:
+        run = start_cli("db.backup", "--no-verify", database=head_db, env=env)
+        until(lambda: any((p / "schema.json").is_file() for p in unfinished(tmp_path)))
+        kill(run)
+    finally:
+        os.close(lock)
+    assert final_folders(tmp_path) == [] and len(unfinished(tmp_path)) == 1
+    leftover = unfinished(tmp_path)[0]
+    refused = run_cli("inv", "db.restore", str(leftover), database=head_db)
+    assert refused.returncode == 2
+    assert "is an unfinished backup" in one_line_error(refused, head_db)
+    rehearsal = run_cli("inv", "db.rehearse", database=head_db, env=env)
+    assert rehearsal.returncode == 2 and "run `inv db.backup` first" in rehearsal.stderr
+
+    result = run_cli("inv", "db.backup", "--no-verify", database=head_db, env=env)
+    assert result.returncode == 0, result.stderr
+    assert f"removed {leftover.name}, an unfinished backup whose run was stopped" in result.stdout
+    assert unfinished(tmp_path) == [] and final_folders(tmp_path) == [made_path(result)]
+
+
+# --- db.restore -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def made(head_db: DatabaseConfig, tmp_path: Path) -> Path:
+    return create_backup(head_db, tmp_path / "backups", state=manifests.NOT_VERIFIED).path
+
+
+@pytest.mark.parametrize(
+    ("target", "env"),
+    [
+        ("template1", {}),
+        ("template0", {}),
+        ("postgres", {}),
+        ("postgres", {"DB_ENV": "production"}),
+        ("head template", {}),
+    ],
+    ids=["template1", "template0", "postgres", "postgres-in-production", "a-template"],
+)
+def test_system_and_template_databases_are_never_restored_into(
+    server: ScratchServer,
+    head_db: DatabaseConfig,
+    head_template: str,
+    made: Path,
+    target: str,
+    env: dict[str, str],
+) -> None:
+    name = head_template if target == "head template" else target
+    args = ["db.restore", str(made), "--target", name, "--yes", "--confirm-db", name]
+    result = run_cli("inv", *args, database=head_db, env=env)
+    assert result.returncode == 2
+    line = one_line_error(result, head_db)
+    assert line.startswith(f"Refusing to restore into the database {name!r}")
+    assert "--into-existing" not in line
+    if name == "template1":
+        assert sql(server.config_for(name), PUBLIC_RELATIONS) == [(0,)]
+
+
+def test_restoring_into_any_existing_database_needs_yes(
+    server: ScratchServer, full_db: DatabaseConfig, empty_db: DatabaseConfig, tmp_path: Path
+) -> None:
+    made = create_backup(full_db, tmp_path / "backups").path
+    args = ["db.restore", str(made), "--target", empty_db.name]
+    refused = run_cli("inv", *args, database=full_db)
+    assert refused.returncode == 2
+    line = one_line_error(refused, full_db)
+    assert "run it again with --yes" in line and "--into-existing" not in line
+    assert sql(empty_db, PUBLIC_RELATIONS) == [(0,)]
+
+    production = run_cli("inv", *args, "--yes", database=full_db, env={"DB_ENV": "production"})
+    assert production.returncode == 2
+    assert f"--yes --confirm-db {empty_db.name}" in one_line_error(production, full_db)
+
+    done = run_cli("inv", *args, "--yes", database=full_db)
+    assert done.returncode == 0, done.stderr
+    assert "the backup is not verified (its restore check did not finish)" in done.stdout
+    assert hashes(empty_db) == hashes(full_db)
+
+
+def test_restore_says_whether_the_backup_was_verified(
+    server: ScratchServer, head_db: DatabaseConfig, tmp_path: Path
+) -> None:
+    env = {"UAIP_BACKUP_DIR": str(tmp_path)}
+    assert run_cli("inv", "db.backup", database=head_db, env=env).returncode == 0
+    verified = final_folders(tmp_path)[0]
+    assert manifests.read_manifest(verified).state == "verified"
+    name = f"{head_db.name}_copy"
+    try:
+        result = run_cli(
+            "inv", "db.restore", str(verified), "--target", name, database=head_db, env=env
+        )
+        assert result.returncode == 0, result.stderr
+        assert "the backup is verified (restored and checked on a throwaway database)" in (
+            result.stdout
+        )
+    finally:
+        server.drop_database(name)
+
+
+# --- a run killed while it proves its backup restorable ------------------------------------
+
+
+def test_a_backup_killed_in_its_restore_check_is_labelled_and_its_database_swept(
+    server: ScratchServer, full_db: DatabaseConfig, tmp_path: Path
+) -> None:
+    # The restore check and the rehearsal run on the server the settings name, the way a shared
+    # CI server is used, so what a killed run leaves there is seen by the next one.
+    env = {"UAIP_BACKUP_DIR": str(tmp_path), "UAIP_TEST_SERVER": "env"}
+    admin = server.connection()
+
+    def throwaways() -> set[str]:
+        rows = admin.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'uaip\\_verify\\_%'"
+        ).fetchall()
+        return {str(row[0]) for row in rows}
+
+    before = throwaways()
+    run = start_cli("db.backup", database=full_db, env=env)
+    until(lambda: bool(throwaways() - before))
+    kill(run)
+    left = throwaways() - before
+    assert len(left) == 1 and exists(server, next(iter(left)))
+    (backup,) = final_folders(tmp_path)
+    assert manifests.check_files(backup).state == "written"
+
+    result = run_cli("inv", "db.rehearse", database=full_db, env=env)
+    assert result.returncode == 0, result.stderr
+    assert (
+        f"Rehearsing on {backup.name}; the backup is not verified (its restore check did not "
+        "finish)."
+    ) in result.stdout
+    assert f"dropped {next(iter(left))}, a throwaway database a stopped run left behind" in (
+        result.stdout
+    )
+    assert "is not verified (its restore check did not finish)" in result.stdout
+    assert throwaways() == before
+    assert not any(
+        str(row[0]).startswith("uaip_rehearsal_")
+        for row in admin.execute("SELECT datname FROM pg_database").fetchall()
+    )
+
+
+def test_rehearse_skips_a_backup_whose_restore_check_failed(
+    head_db: DatabaseConfig, tmp_path: Path
+) -> None:
+    good = create_backup(head_db, tmp_path)
+    folders.record_state(good.path, manifests.VERIFIED)
+    bad = create_backup(head_db, tmp_path)
+    folders.record_state(bad.path, manifests.VERIFY_FAILED)
+    result = run_cli("inv", "db.rehearse", database=head_db, env={"UAIP_BACKUP_DIR": str(tmp_path)})
+    assert result.returncode == 0, result.stderr
+    assert f"Rehearsing on {good.path.name}; the backup is verified (restored" in result.stdout
+    assert f"The backup used, {good.path.name}, is verified" in result.stdout
+    assert manifests.check_files(bad.path).state == "verify failed"
