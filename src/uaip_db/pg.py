@@ -181,19 +181,6 @@ def set_template(conn: psycopg.Connection[Any], name: str, is_template: bool) ->
     )
 
 
-def table_count(config: DatabaseConfig) -> int | None:
-    """How many tables the database's public schema holds; None when the database does not exist."""
-    try:
-        with connection(config) as conn:
-            row = conn.execute(
-                "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace "
-                "AND relkind IN ('r', 'p')"
-            ).fetchone()
-    except DatabaseMissing:
-        return None
-    return int(row[0]) if row else 0
-
-
 def system_identifier(conn: psycopg.Connection[Any]) -> str | None:
     """The server's system identifier (`pg_control_system()`), the same for the life of its data
     directory; None when this role may not read it."""
