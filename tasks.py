@@ -209,6 +209,13 @@ def backup(c: Context, out: str = "", jobs: str = "1", keep: str = "", verify: b
         cli_backups.backup(out_dir=out or None, jobs=jobs, keep=keep, verify_restore=verify)
 
 
+@task(help={"out": "The folder to list (default: backups/ or UAIP_BACKUP_DIR).", "json": JSON})
+def backups(c: Context, out: str = "", json: bool = False) -> None:
+    """List the complete backups in the folder, newest first, and whether each was verified."""
+    with reported():
+        cli_backups.list_backups(out_dir=out or None, as_json=json)
+
+
 @task(
     positional=["path"],
     help={
@@ -277,6 +284,7 @@ db = Collection(
     roundtrip,
     lint,
     backup,
+    backups,
     restore,
     rehearse,
     docs,

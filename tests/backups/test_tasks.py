@@ -391,3 +391,18 @@ def test_rehearse_skips_a_backup_whose_restore_check_failed(
     assert f"Rehearsing on {good.path.name}; the backup is verified (restored" in result.stdout
     assert f"The backup used, {good.path.name}, is verified" in result.stdout
     assert manifests.check_files(bad.path).state == "verify failed"
+
+
+def test_backups_lists_the_folder_newest_first(head_db: DatabaseConfig, tmp_path: Path) -> None:
+    import json
+
+    env = {"UAIP_BACKUP_DIR": str(tmp_path)}
+    assert run_cli("inv", "db.backup", database=head_db, env=env).returncode == 0
+    assert run_cli("inv", "db.backup", "--no-verify", database=head_db, env=env).returncode == 0
+    (tmp_path / ".partial-unfinished").mkdir()
+    listed = json.loads(run_cli("inv", "db.backups", "--json", env=env).stdout)
+    assert [row["state"] for row in listed] == ["not verified", "verified"]
+    assert {row["database"] for row in listed} == {head_db.name}
+    assert all(row["bytes"] > 0 for row in listed)
+    text = run_cli("inv", "db.backups", env=env)
+    assert text.returncode == 0 and "not verified" in text.stdout and ".partial" not in text.stdout

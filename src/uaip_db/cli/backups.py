@@ -189,3 +189,37 @@ def take_backup_first(config: DatabaseConfig, asked: bool, out: Say) -> None:
         raise CheckFailed(
             f"The backup before the change failed, so nothing was changed: {error}"
         ) from None
+
+
+def list_backups(*, out_dir: str | None = None, as_json: bool = False, out: Say = say) -> None:
+    """The complete backups in the folder, newest first: database, revision, size, state."""
+    import json
+
+    from uaip_db.backups import folder as folders
+
+    directory = Path(out_dir).expanduser().resolve() if out_dir else paths.backup_dir()
+    rows: list[dict[str, str | int | None]] = []
+    for path, manifest in folders.complete_backups(directory):
+        size = sum(entry.size for entry in manifest.files)
+        rows.append(
+            {
+                "path": str(path),
+                "database": manifest.database,
+                "created_at": manifest.created_at,
+                "revision": manifest.revision_label,
+                "bytes": size,
+                "state": manifest.state,
+            }
+        )
+    if as_json:
+        out(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        out(f"No complete backups in {directory}.")
+        return
+    for path, manifest in folders.complete_backups(directory):
+        megabytes = sum(entry.size for entry in manifest.files) / 1e6
+        out(
+            f"{path}  {manifest.database} at {manifest.revision_label}, {manifest.created_at}, "
+            f"{megabytes:.1f} MB, {manifest.state or 'state unknown (older uaip-db)'}"
+        )
