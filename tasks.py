@@ -216,6 +216,13 @@ def backups(c: Context, out: str = "", json: bool = False) -> None:
         cli_backups.list_backups(out_dir=out or None, as_json=json)
 
 
+@task(help={"yes": "Drop them without asking.", "confirm_db": CONFIRM_DB})
+def clean(c: Context, yes: bool = False, confirm_db: str = "") -> None:
+    """Drop leftover throwaway and restored databases; remove dead scratch clusters."""
+    with reported():
+        cli_backups.clean(yes=yes, confirm_db=confirm_db or None)
+
+
 @task(
     positional=["path"],
     help={
@@ -285,6 +292,7 @@ db = Collection(
     lint,
     backup,
     backups,
+    clean,
     restore,
     rehearse,
     docs,

@@ -205,3 +205,15 @@ def database_flags(conn: psycopg.Connection[Any], name: str) -> tuple[bool, bool
         "SELECT datistemplate, datallowconn FROM pg_database WHERE datname = %s", (name,)
     ).fetchone()
     return (bool(row[0]), bool(row[1])) if row else None
+
+
+def leftover_databases(conn: psycopg.Connection[Any], keep: str) -> list[str]:
+    """Throwaway and restored databases our commands made (`uaip_verify_*`, `uaip_rehearsal_*`,
+    `*_restored_*`), except `keep`."""
+    rows = conn.execute(
+        "SELECT datname FROM pg_database WHERE NOT datistemplate AND datname <> %s AND ("
+        "datname LIKE 'uaip\\_verify\\_%%' OR datname LIKE 'uaip\\_rehearsal\\_%%' "
+        "OR datname LIKE '%%\\_restored\\_%%') ORDER BY 1",
+        (keep,),
+    ).fetchall()
+    return [row[0] for row in rows]

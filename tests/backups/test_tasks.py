@@ -406,3 +406,25 @@ def test_backups_lists_the_folder_newest_first(head_db: DatabaseConfig, tmp_path
     assert all(row["bytes"] > 0 for row in listed)
     text = run_cli("inv", "db.backups", env=env)
     assert text.returncode == 0 and "not verified" in text.stdout and ".partial" not in text.stdout
+
+
+def test_clean_drops_only_leftovers_and_asks_first(
+    server: ScratchServer, head_db: DatabaseConfig
+) -> None:
+    admin = server.connection()
+    names = ["uaip_verify_1_dead", "scoping_restored_20260101000000", "keep_me_clean_test"]
+    for name in names:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        asked = run_cli("inv", "db.clean", database=head_db)
+        assert asked.returncode == 2, asked.stdout + asked.stderr
+        assert "uaip_verify_1_dead" in asked.stdout and "keep_me_clean_test" not in asked.stdout
+        assert "--yes" in asked.stderr
+        done = run_cli("inv", "db.clean", "--yes", database=head_db)
+        assert done.returncode == 0, done.stderr
+        left = {row[0] for row in admin.execute("SELECT datname FROM pg_database").fetchall()}
+        assert "keep_me_clean_test" in left and head_db.name in left
+        assert not {"uaip_verify_1_dead", "scoping_restored_20260101000000"} & left
+    finally:
+        for name in names:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}"')

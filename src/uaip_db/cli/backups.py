@@ -223,3 +223,30 @@ def list_backups(*, out_dir: str | None = None, as_json: bool = False, out: Say 
             f"{path}  {manifest.database} at {manifest.revision_label}, {manifest.created_at}, "
             f"{megabytes:.1f} MB, {manifest.state or 'state unknown (older uaip-db)'}"
         )
+
+
+def clean(*, yes: bool = False, confirm_db: str | None = None, out: Say = say) -> None:
+    """Drop leftover throwaway and restored databases, and remove dead scratch clusters."""
+    from uaip_db import pg
+    from uaip_db.servers.scratch import stale_clusters, sweep_stale_clusters
+
+    config = DatabaseConfig.from_env()
+    with pg.admin_connection(config) as conn:
+        names = pg.leftover_databases(conn, keep=config.name)
+    clusters = stale_clusters()
+    if not names and not clusters:
+        out(f"Nothing to clean on {config.host}:{config.port} or in the scratch folders.")
+        return
+    for name in names:
+        out(f"  database {name}")
+    for root in clusters:
+        out(f"  scratch cluster {root}")
+    if names:
+        confirm_destructive(
+            config, f"drop {len(names)} database(s) next to", yes=yes, confirm_db=confirm_db
+        )
+        with pg.admin_connection(config) as conn:
+            for name in names:
+                pg.drop_database(conn, name)
+    swept = sweep_stale_clusters()
+    out(f"Dropped {len(names)} database(s), removed {len(swept)} scratch cluster folder(s).")

@@ -188,8 +188,9 @@ def scratch_parent() -> Path:
     return Path(tempfile.gettempdir())
 
 
-def sweep_stale_clusters() -> None:
-    """Remove the folders of scratch clusters left by killed runs (owner and server both gone)."""
+def stale_clusters() -> list[Path]:
+    """Folders of scratch clusters left by killed runs (owner and server both gone)."""
+    found = []
     for parent in {TMPFS, Path(tempfile.gettempdir())}:
         if not parent.is_dir():
             continue
@@ -198,7 +199,16 @@ def sweep_stale_clusters() -> None:
             if pid_file is not None and pid_file.process_is_postgres():
                 continue
             if not _owner_alive(root):
-                shutil.rmtree(root, ignore_errors=True)
+                found.append(root)
+    return found
+
+
+def sweep_stale_clusters() -> list[Path]:
+    """Remove the folders of scratch clusters left by killed runs; the ones removed."""
+    removed = stale_clusters()
+    for root in removed:
+        shutil.rmtree(root, ignore_errors=True)
+    return removed
 
 
 def _owner_alive(root: Path) -> bool:
