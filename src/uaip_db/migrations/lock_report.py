@@ -57,7 +57,11 @@ class LockRecorder:
     def attach(self, conn: Connection) -> None:
         from sqlalchemy import event
 
-        self._watcher = connect(self.database)
+        if self._watcher is None:
+            self._watcher = connect(self.database)
+        # A retried attempt starts again: what the failed one ran was rolled back.
+        self._pending.clear()
+        self._held.clear()
         event.listen(conn, "before_cursor_execute", self._before)
         event.listen(conn, "after_cursor_execute", self._after)
 

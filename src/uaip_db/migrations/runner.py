@@ -9,6 +9,7 @@ transaction per migration.
 from __future__ import annotations
 
 import os
+import random
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -38,10 +39,15 @@ if TYPE_CHECKING:
     from alembic.script import Script
     from sqlalchemy.engine import Connection, Engine
 
-DEFAULT_LOCK_TIMEOUT = "5s"
+# A statement waits at most this long for a table lock: writers queued behind it wait no longer.
+DEFAULT_LOCK_TIMEOUT = "500ms"
 DEFAULT_STATEMENT_TIMEOUT = "15min"
 VERSION_TABLE = "alembic_version"
-DEFAULT_LOCK_RETRIES = 3
+# A revision that hit lock_timeout is rolled back and tried again, after a jittered pause, until
+# this many seconds have passed (UAIP_LOCK_BUDGET); UAIP_LOCK_RETRIES can cap the attempts.
+DEFAULT_LOCK_BUDGET_SECONDS = 60.0
+FIRST_PAUSE_SECONDS = 0.25
+LONGEST_PAUSE_SECONDS = 4.0
 # What pg_stat_activity shows for the connection holding the migration lock.
 LOCK_APPLICATION = "uaip-db migration"
 
@@ -75,14 +81,29 @@ def lock_wait_setting() -> float:
     return seconds
 
 
-def lock_retries_setting() -> int:
-    """UAIP_LOCK_RETRIES: how often a migration that hit lock_timeout is tried again."""
+def lock_retries_setting() -> int | None:
+    """UAIP_LOCK_RETRIES: at most this many retries of a migration that hit lock_timeout (none
+    set: as many as UAIP_LOCK_BUDGET allows)."""
     value = os.environ.get("UAIP_LOCK_RETRIES", "").strip()
     if not value:
-        return DEFAULT_LOCK_RETRIES
+        return None
     if not value.isdigit():
         raise SettingsError(f"UAIP_LOCK_RETRIES={value!r} is not a whole number (0 or more).")
     return int(value)
+
+
+def lock_budget_setting() -> float:
+    """UAIP_LOCK_BUDGET: seconds a migration may spend retrying after lock timeouts."""
+    value = os.environ.get("UAIP_LOCK_BUDGET", "").strip()
+    if not value:
+        return DEFAULT_LOCK_BUDGET_SECONDS
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise SettingsError(f"UAIP_LOCK_BUDGET={value!r} is not a number of seconds (0 or more).")
+    return seconds
 
 
 def alembic_config(
@@ -121,7 +142,11 @@ def run_env(context: EnvironmentContext) -> None:
     options: RunOptions | None = context.config.attributes.get("uaip_db")
     try:
         options = options or RunOptions()
-        _run_env(context, options)
+        if context.is_offline_mode():
+            _run_env(context, options)
+        else:
+            chosen = options
+            _retrying_lock_timeouts(lambda: _run_env(context, chosen), chosen.report)
     except UaipDbError as error:
         if options is not None and options.from_task:
             raise
@@ -427,7 +452,7 @@ def upgrade(
         locks=locks,
         lock_held=lock_held,
     )
-    _retrying_lock_timeouts(lambda: _run_command("upgrade", config, revision, sql=sql), report)
+    _run_command("upgrade", config, revision, sql=sql)
 
 
 def downgrade(
@@ -442,26 +467,37 @@ def downgrade(
     config = alembic_config(
         database, lock_wait=lock_wait, report=report, direction="downgrade", lock_held=lock_held
     )
-    _retrying_lock_timeouts(lambda: _run_command("downgrade", config, revision, sql=sql), report)
+    _run_command("downgrade", config, revision, sql=sql)
 
 
 def _retrying_lock_timeouts(run: Callable[[], None], report: Callable[[str], None] | None) -> None:
-    """A lock timeout rolls the migration back cleanly; try again a few times with backoff."""
+    """A lock timeout rolls the revision back cleanly (the ones before it stay applied); pause a
+    jittered, growing while, and go on from where the database is, within the budget.
+
+    Short waits repeated beat one long wait: a statement queued for a table lock makes every
+    writer queue behind it, so no writer waits longer than lock_timeout at a time.
+    """
     retries = lock_retries_setting()
-    for attempt in range(retries + 1):
+    budget = lock_budget_setting()
+    started = time.monotonic()
+    attempt = 0
+    while True:
         try:
             run()
             return
         except LockNotAvailable as error:
-            if attempt == retries:
+            attempt += 1
+            spent = time.monotonic() - started
+            pause = min(LONGEST_PAUSE_SECONDS, FIRST_PAUSE_SECONDS * 2 ** (attempt - 1))
+            pause *= random.uniform(0.5, 1.5)
+            if (retries is not None and attempt > retries) or spent + pause > budget:
                 raise LockNotAvailable(
-                    f"{error} Gave up after {retries + 1} attempt(s); find the long transaction "
-                    "in pg_stat_activity, or raise UAIP_LOCK_TIMEOUT."
+                    f"{error} Gave up after {attempt} attempt(s) in {spent:.1f} s; find the long "
+                    "transaction in pg_stat_activity, or raise UAIP_LOCK_BUDGET."
                 ) from None
-            delay = 2**attempt
             if report:
-                report(f"  {error} Trying again in {delay} s.")
-            time.sleep(delay)
+                report(f"  {error} Trying again in {pause:.1f} s.")
+            time.sleep(pause)
 
 
 def stamp(
