@@ -216,7 +216,10 @@ def parse_database_url(url: str) -> DatabaseConfig:
         scheme = parts.scheme.split("+", 1)[0]
         port_text = parts.port
     except ValueError:
-        raise SettingsError(f"{problem}: its port is not a number; {hint}") from None
+        raise SettingsError(
+            f"{problem}: its port is not a number from 1 to 65535, or a part holds an unencoded "
+            f"@ : / # ; {hint}"
+        ) from None
     if scheme not in URL_SCHEMES or not parts.netloc:
         raise SettingsError(f"{problem}; {hint}")
     name = unquote(parts.path.lstrip("/"))

@@ -17,10 +17,10 @@ from uaip_db.settings import DatabaseConfig
 
 NOTES = "7ab1e0000001"
 CREATE_NOTES = [
-    "CREATE TABLE notes (note_id serial PRIMARY KEY, body text NOT NULL)",
-    "ALTER TABLE checkpoints ADD COLUMN label text",
+    "CREATE TABLE zz_test_notes (note_id serial PRIMARY KEY, body text NOT NULL)",
+    "ALTER TABLE checkpoints ADD COLUMN zz_test_label text",
 ]
-DROP_NOTES = ["ALTER TABLE checkpoints DROP COLUMN label", "DROP TABLE notes"]
+DROP_NOTES = ["ALTER TABLE checkpoints DROP COLUMN zz_test_label", "DROP TABLE zz_test_notes"]
 
 
 def add_unmarked_revision(checkout: Path) -> None:
@@ -32,24 +32,24 @@ def add_unmarked_revision(checkout: Path) -> None:
 def test_lost_objects_are_read_from_two_schemas() -> None:
     before = Snapshot(
         {
-            "table notes": {},
-            "column notes.body": {},
+            "table zz_test_notes": {},
+            "column zz_test_notes.body": {},
             "table checkpoints": {},
-            "column checkpoints.label": {},
+            "column checkpoints.zz_test_label": {},
             "column checkpoints.checkpoint_id": {},
         }
     )
     after = Snapshot({"table checkpoints": {}, "column checkpoints.checkpoint_id": {}})
     lost = lost_objects(before, after)
-    assert lost.tables == ["notes"] and lost.columns == ["checkpoints.label"]
+    assert lost.tables == ["zz_test_notes"] and lost.columns == ["checkpoints.zz_test_label"]
     assert not lost_objects(after, before)
 
 
 def test_a_marker_covers_what_it_names_and_nothing_else() -> None:
-    losses = [DataLoss("notes", 10), DataLoss("checkpoints.label", 3)]
+    losses = [DataLoss("zz_test_notes", 10), DataLoss("checkpoints.zz_test_label", 3)]
     assert undeclared(losses, None) == losses
-    assert undeclared(losses, "notes") == [DataLoss("checkpoints.label", 3)]
-    assert undeclared(losses, "notes, checkpoints") == []
+    assert undeclared(losses, "zz_test_notes") == [DataLoss("checkpoints.zz_test_label", 3)]
+    assert undeclared(losses, "zz_test_notes, checkpoints") == []
     assert undeclared(losses, "every table this revision made") == []  # prose covers it all
 
 
@@ -58,13 +58,16 @@ def test_an_unmarked_downgrade_of_a_table_with_rows_is_refused(
 ) -> None:
     add_unmarked_revision(checkout)
     runner.upgrade(empty_db, "head")
-    sql(empty_db, "INSERT INTO notes (body) SELECT 'n' || g FROM generate_series(1, 10) AS g")
+    sql(
+        empty_db,
+        "INSERT INTO zz_test_notes (body) SELECT 'n' || g FROM generate_series(1, 10) AS g",
+    )
     env = {"UAIP_DB_ROOT": str(checkout)}
     refused = run_cli("inv", "db.downgrade", database=empty_db, env=env)
     assert refused.returncode == 2, refused.stdout + refused.stderr
-    assert "would drop notes: 10 row(s)" in refused.stdout
+    assert "would drop zz_test_notes: 10 row(s)" in refused.stdout
     assert "--yes" in refused.stderr
-    assert sql(empty_db, "SELECT count(*) FROM notes") == [(10,)]
+    assert sql(empty_db, "SELECT count(*) FROM zz_test_notes") == [(10,)]
     assert runner.current_revisions(empty_db) == (NOTES,)
     done = run_cli("inv", "db.downgrade", "--yes", database=empty_db, env=env)
     assert done.returncode == 0, done.stderr
@@ -90,7 +93,7 @@ def test_the_round_trip_catches_rows_an_unmarked_downgrade_drops(
     message = str(raised.value)
     assert f"revision {NOTES} (Notes)" in message
     assert "drops data the revision does not declare" in message
-    assert "notes: 3 row(s)" in message and "checkpoints.label" in message
+    assert "zz_test_notes: 3 row(s)" in message and "checkpoints.zz_test_label" in message
 
 
 def test_the_round_trip_accepts_a_declared_loss(server: ScratchServer, checkout: Path) -> None:
@@ -101,6 +104,6 @@ def test_the_round_trip_accepts_a_declared_loss(server: ScratchServer, checkout:
         CREATE_NOTES,
         DROP_NOTES,
         doc="Notes",
-        markers='destroys_data_on_downgrade = "notes, checkpoints.label"',
+        markers='destroys_data_on_downgrade = "zz_test_notes, checkpoints.zz_test_label"',
     )
     assert roundtrip.run(server)[-1].revision == NOTES

@@ -142,3 +142,42 @@ def test_check_migrations_raises_an_exported_error_when_the_database_is_down() -
     with pytest.raises(uaip_db.ConnectionProblem, match="No PostgreSQL server answers"):
         uaip_db.check_migrations(nowhere)
     assert issubclass(uaip_db.ConnectionProblem, uaip_db.UaipDbError)
+
+
+def test_a_database_built_from_init_sql_is_told_to_stamp(empty_db: DatabaseConfig) -> None:
+    from uaip_db.migrations.baseline import seed
+
+    seed(empty_db)
+    result = run_cli("inv", "db.check", database=empty_db)
+    assert result.returncode == 1
+    assert "inv db.stamp --rev auto" in result.stderr
+
+
+def test_upgrade_of_a_database_at_an_unknown_revision(head_db: DatabaseConfig) -> None:
+    sql(head_db, "UPDATE alembic_version SET version_num = 'f0546d4a3b98'")
+    result = run_cli("inv", "db.upgrade", database=head_db)
+    assert result.returncode == 1
+    assert "which these migration scripts do not know" in result.stderr
+
+
+def test_stamp_auto_refuses_stale_snapshots(empty_db: DatabaseConfig, checkout: Path) -> None:
+    runner.upgrade(empty_db, "head")
+    sql(empty_db, "DELETE FROM alembic_version")
+    path = next((checkout / "migrations" / "versions").glob(f"*{WIDEN}*.py"))
+    path.write_text(path.read_text() + "\n# reviewed\n")
+    result = run_cli(
+        "inv", "db.stamp", "--rev", "auto", database=empty_db, env={"UAIP_DB_ROOT": str(checkout)}
+    )
+    assert result.returncode == 1
+    assert "run `inv db.snapshots`" in result.stderr
+    assert runner.current_revisions(empty_db) == ()
+
+
+def test_a_new_revision_with_two_heads_is_one_line(checkout: Path) -> None:
+    write_revision(
+        checkout / "migrations" / "versions", "aaaa00000009", WIDEN, ["SELECT 1"], ["SELECT 1"]
+    )
+    result = run_cli("inv", "db.revision", "-m", "c", env={"UAIP_DB_ROOT": str(checkout)})
+    assert result.returncode == 1
+    assert "heads" in result.stderr and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -157,3 +157,27 @@ def test_ctrl_c_during_a_concurrent_index_build(empty_db: DatabaseConfig) -> Non
     assert "Interrupted" in err and "Traceback" not in err
     assert "reconnect" not in err
     assert runner.current_revisions(empty_db) == (BASELINE_REVISION,)
+
+
+def test_a_lock_timeout_inside_a_concurrent_build_is_named_and_retried(
+    empty_db: DatabaseConfig,
+) -> None:
+    runner.upgrade(empty_db, BASELINE_REVISION)
+    reader = psycopg.connect(**empty_db.connect_kwargs())
+    reader.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    reader.execute("SELECT count(*) FROM checkpoints")  # the index build waits for it
+    try:
+        result = run_cli(
+            "inv",
+            "db.upgrade",
+            "--rev",
+            EMAIL,
+            database=empty_db,
+            env={"UAIP_LOCK_TIMEOUT": "200ms", "UAIP_LOCK_RETRIES": "1"},
+        )
+    finally:
+        reader.close()
+    assert result.returncode == 1
+    assert "could not take a lock within lock_timeout" in result.stderr
+    assert "CREATE INDEX CONCURRENTLY" in result.stderr and "inactive" not in result.stderr
+    assert "Trying again" in result.stdout

@@ -26,9 +26,9 @@ def test_a_column_without_refreshed_docs_fails_the_check(
         checkout / "migrations" / "versions",
         "d0c000000001",
         HEAD,
-        upgrade=["ALTER TABLE checkpoints ADD COLUMN label text"],
-        downgrade=["ALTER TABLE checkpoints DROP COLUMN label"],
-        markers='destroys_data_on_downgrade = "checkpoints.label"',
+        upgrade=["ALTER TABLE checkpoints ADD COLUMN zz_test_label text"],
+        downgrade=["ALTER TABLE checkpoints DROP COLUMN zz_test_label"],
+        markers='destroys_data_on_downgrade = "checkpoints.zz_test_label"',
     )
     snapshots.write(snapshots.build(server))
     env = {"UAIP_DB_ROOT": str(checkout)}
@@ -40,18 +40,21 @@ def test_a_column_without_refreshed_docs_fails_the_check(
     )
     written = run_cli("inv", "db.docs", env=env)
     assert written.returncode == 1, written.stdout
-    assert "none on: column checkpoints.label" in written.stderr
+    assert "none on: column checkpoints.zz_test_label" in written.stderr
     readme = (checkout / "docs" / "schema" / "README.md").read_text()
-    assert "| `label` | `text` | yes |" in readme
+    assert "| `zz_test_label` | `text` | yes |" in readme
     again = run_cli("inv", "db.docs", "--check", env=env)
     assert again.returncode == 1  # db.docs and db.docs --check agree
-    assert "no comment: column checkpoints.label" in again.stderr
+    assert "no comment: column checkpoints.zz_test_label" in again.stderr
     lint = run_cli("inv", "db.lint", env=env)
     assert lint.returncode == 1
-    assert "[missing-comment] column checkpoints.label has no comment" in lint.stderr
+    assert "[missing-comment] column checkpoints.zz_test_label has no comment" in lint.stderr
     assert run_cli("inv", "db.docs", env=env).returncode == 1  # written, still uncommented
     refreshed = run_cli("inv", "db.docs", "--check", env=env)
-    assert refreshed.returncode == 1 and "no comment: column checkpoints.label" in refreshed.stderr
+    assert (
+        refreshed.returncode == 1
+        and "no comment: column checkpoints.zz_test_label" in refreshed.stderr
+    )
     assert "differs" not in refreshed.stderr
 
 

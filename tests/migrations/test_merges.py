@@ -38,12 +38,12 @@ def merged(checkout: Path, server: ScratchServer) -> Path:
         RIGHT,
         HEAD,
         [
-            "ALTER TABLE checkpoints ADD COLUMN label text",
-            "COMMENT ON COLUMN checkpoints.label IS 'l'",
+            "ALTER TABLE checkpoints ADD COLUMN zz_test_label text",
+            "COMMENT ON COLUMN checkpoints.zz_test_label IS 'l'",
         ],
-        ["ALTER TABLE checkpoints DROP COLUMN label"],
+        ["ALTER TABLE checkpoints DROP COLUMN zz_test_label"],
         doc="Right branch",
-        markers='destroys_data_on_downgrade = "checkpoints.label"',
+        markers='destroys_data_on_downgrade = "checkpoints.zz_test_label"',
     )
     path = write_revision(versions, MERGE, LEFT, [], [], doc="Merge")
     path.write_text(
@@ -72,8 +72,10 @@ def test_a_branch_snapshot_holds_only_its_own_ancestors(merged: Path) -> None:
     from uaip_db.catalog import expected
 
     assert "table left_notes" not in expected.snapshot(RIGHT).objects
-    assert "column checkpoints.label" not in expected.snapshot(LEFT).objects
-    assert {"table left_notes", "column checkpoints.label"} <= set(expected.snapshot(MERGE).objects)
+    assert "column checkpoints.zz_test_label" not in expected.snapshot(LEFT).objects
+    assert {"table left_notes", "column checkpoints.zz_test_label"} <= set(
+        expected.snapshot(MERGE).objects
+    )
 
 
 def test_downgrade_plans_across_the_merge(merged: Path, empty_db: DatabaseConfig) -> None:

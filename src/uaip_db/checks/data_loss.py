@@ -112,6 +112,8 @@ def downgrade_losses(database: DatabaseConfig, target: str) -> list[DataLoss] | 
     except CheckFailed:
         return None
     with connection(database) as conn:
+        # Counting waits for no long lock: a writer-blocking DDL elsewhere makes it fail clearly.
+        conn.execute("SET lock_timeout = '5s'")
         return count_losses(conn, lost_objects(take_from(conn), wanted))
 
 

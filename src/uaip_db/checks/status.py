@@ -61,6 +61,7 @@ def inspect(database: DatabaseConfig) -> MigrationStatus:
         recorded = ledger.entries(conn)
         invalid = invalid_indexes(conn)
         actual = take_from(conn) if len(current) == 1 else None
+        unrecorded = not current and has_tables(conn)
     status = MigrationStatus(database=database.display_url(), current=current, heads=index.heads)
     status.problems.extend(index.problems)
     unknown = [revision for revision in current if index.get(revision) is None]
@@ -68,6 +69,11 @@ def inspect(database: DatabaseConfig) -> MigrationStatus:
     if not unknown:
         status.pending = [f"{r.revision} {r.doc}" for r in index.pending(current)]
     status.problems.extend(edited_revisions(recorded, index))
+    if unrecorded:
+        status.problems.append(
+            "The database has tables but no recorded revision (built from init.sql?); record "
+            "the revision it matches with `inv db.stamp --rev auto`, then run `inv db.upgrade`."
+        )
     status.problems.extend(
         f"Index {name} is INVALID (a CONCURRENTLY build or drop that failed half-way); "
         f"drop it (DROP INDEX CONCURRENTLY {name}) and run `inv db.upgrade` again."
@@ -91,6 +97,15 @@ def schema_problems(revision: str, actual: Snapshot) -> list[str]:
         f"The schema is not revision {revision}'s ({len(found)} difference(s), first: "
         f"{found[0]}); `inv db.verify` lists them."
     ]
+
+
+def has_tables(conn: psycopg.Connection[Any]) -> bool:
+    """Whether the public schema holds tables besides the bookkeeping ones."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_tables WHERE schemaname = 'public' "
+        "AND tablename NOT LIKE 'alembic\\_version%%' AND tablename NOT LIKE 'uaip\\_db\\_%%')"
+    ).fetchone()
+    return bool(row and row[0])
 
 
 def invalid_indexes(conn: psycopg.Connection[Any]) -> list[str]:

@@ -111,6 +111,9 @@ class StampDecision:
 def decide_stamp(actual: Snapshot, revision: str, *, force: bool) -> StampDecision:
     """Check `actual` against `revision` (or find the revision it is, for `auto`) before a stamp."""
     if revision == "auto":
+        stale = snapshots.staleness()
+        if stale:
+            raise CheckFailed(stale)
         match = identify(actual)
         if match.revision is None:
             raise CheckFailed(

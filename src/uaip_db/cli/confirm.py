@@ -14,6 +14,11 @@ def confirm_destructive(
     """Go on only when the person said so: `--yes` (or a y at a terminal) outside production;
     `--yes --confirm-db NAME` matching the database when DB_ENV=production."""
     if config.is_production:
+        if yes and confirm_db and confirm_db != config.name:
+            raise Declined(
+                f"--confirm-db {confirm_db} does not match {config.where()}; nothing was changed. "
+                f"If you mean that database, run again with --yes --confirm-db {config.name}."
+            )
         if not yes or confirm_db != config.name:
             raise Declined(
                 f"Refusing to {action} {config.where()} in production. If you mean it, run "

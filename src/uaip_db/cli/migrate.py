@@ -54,6 +54,9 @@ def upgrade(
     with connection(config) as conn:
         current = runner.current_revisions_on(conn)
         invalid = invalid_indexes(conn)
+    for recorded in current:
+        if index.get(recorded) is None:
+            raise history.unknown_revision(recorded)
     if revision in ("head", "heads") and index.is_at_head(current):
         refuse_invalid_indexes(invalid)
         out(f"{config.display_url()} is at head {index.describe_current(current)}; nothing to do.")
@@ -121,11 +124,12 @@ def downgrade(
     index = history.load()
     plan = index.downgrade_plan(runner.current_revisions(config), revision)
     target = plan.target
-    losses = downgrade_losses(config, target)
     out(f"Downgrading {config.display_url()} by {len(plan.reverted)} revision(s):")
     for item in plan.reverted:
         loss = item.destroys_data_on_downgrade
         out(f"  {item.revision} {item.doc}" + (f"  [drops {loss}]" if loss else ""))
+    out("  counting the rows it would drop...")
+    losses = downgrade_losses(config, target)
     if losses is None:
         out(f"  No committed snapshot of {target} tells what this drops; treating it as data loss.")
     for lost in losses or []:
@@ -181,6 +185,7 @@ def show_history(verbose: bool = False, *, as_json: bool = False, out: Say = say
 
 
 def new_revision(message: str, out: Say = say) -> None:
+    history.load().single_head()  # the new file goes on top of the one head
     script = runner.new_revision(message)
     out(f"Wrote {script.path} (revision {script.revision}, after {script.down_revision}).")
     out("Next (docs/MIGRATIONS.md, section 4):")

@@ -363,6 +363,7 @@ def _translate(error: BaseException, database: DatabaseConfig, direction: str) -
 
     if isinstance(error, CommandError):
         return _command_error(error)
+    error = _database_cause(error)
     cause = getattr(error, "orig", None) or error
     # Failures to connect come from libpq before the server runs anything: they have no SQLSTATE.
     if isinstance(cause, psycopg.OperationalError) and cause.sqlstate is None:
@@ -390,6 +391,20 @@ def _translate(error: BaseException, database: DatabaseConfig, direction: str) -
         f"{where} failed{detail}: {problem}. The database stays at revision {here}; "
         "fix the migration, then run `inv db.upgrade` again."
     )
+
+
+def _database_cause(error: BaseException) -> BaseException:
+    """The database error behind `error`: a failed step in an autocommit block (CONCURRENTLY)
+    surfaces as SQLAlchemy's "This transaction is inactive", with the real error as context."""
+    import psycopg
+    from sqlalchemy.exc import DBAPIError
+
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, DBAPIError | psycopg.Error):
+            return seen
+        seen = seen.__context__ or seen.__cause__
+    return error
 
 
 def _failing_revision(database: DatabaseConfig, direction: str) -> str | None:

@@ -117,7 +117,6 @@ def write(built: dict[str, Snapshot]) -> list[Path]:
 def stale(built: dict[str, Snapshot]) -> list[str]:
     """Snapshots that differ from what the migrations build, or a stale sources file."""
     problems = expected.stale(built)
-    line = staleness()
-    if line and not problems:
-        problems.append(f"{SOURCES_NAME}: {line}")
+    if not problems and staleness() is not None:
+        problems.append(f"{SOURCES_NAME}: older than the revision files")
     return problems

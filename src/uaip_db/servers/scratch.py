@@ -2,8 +2,8 @@
 
 By default a private cluster is started for the run (tmpfs when there is room, fsync off) and
 stopped when the run ends, even when the run is killed (the server gets a parent-death signal).
-When the real environment names a server (`DATABASE_URL`, `DB_HOST` or `DB_PORT`), or
-`UAIP_TEST_SERVER=env`, uniquely named databases are made there instead and dropped afterwards.
+Only with `UAIP_TEST_SERVER=env` are uniquely named databases made on the server the settings
+name instead (and dropped afterwards); settings alone never send tests to a developer's server.
 Each database can be cloned from a template in milliseconds (`STRATEGY FILE_COPY`).
 """
 
@@ -141,7 +141,7 @@ class ScratchCluster:
         if bindir is None:
             raise ServerError(
                 "Tests need PostgreSQL server binaries (apt-get install postgresql "
-                "postgresql-contrib) or a server named by DATABASE_URL/DB_HOST."
+                "postgresql-contrib), or UAIP_TEST_SERVER=env to use the server the settings name."
             )
         sweep_stale_clusters()
         root = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=scratch_parent()))
