@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import subprocess
+from pathlib import Path
+from types import SimpleNamespace
 
 from tests.conftest import EMAIL, WIDEN, sql
 from uaip_db import process
-from uaip_db.migrations import runner
+from uaip_db.migrations import history, runner
+from uaip_db.release.rollback import downgrade_cost, rollback_item
 from uaip_db.servers.local import find_bindir
 from uaip_db.settings import DatabaseConfig
 
@@ -62,3 +65,37 @@ def test_the_rollback_sql_refuses_to_truncate_then_runs_once_values_fit(
     assert user_id_type(head_db) == "character varying(255)"
     assert runner.current_revisions(head_db) == (EMAIL,)
     assert sql(head_db, "SELECT user_id FROM sessions") == [("short",)]
+
+
+def revision(name: str, **markers: str) -> history.Revision:
+    return history.Revision(name, ["a"], f"Revision {name}", f"/x/{name}.py", **markers)
+
+
+BACKUP = SimpleNamespace(path=Path("/backups/b1"), manifest=SimpleNamespace(created_at="T1"))
+
+
+def test_an_irreversible_revision_leaves_only_the_backup() -> None:
+    pending = [revision("b", irreversible="the old format cannot be rebuilt")]
+    cost = downgrade_cost("a", "b", pending, "")
+    item = rollback_item("a", pending, BACKUP, "uaip", "", cost)
+    assert item.status == "PASS"
+    assert "**Only A is possible.**" in item.body
+    assert "- Not possible: `b` is irreversible: the old format cannot be rebuilt." in item.body
+    assert item.brief == "A: restore (loses every write since the backup)"
+
+
+def test_no_backup_and_no_downgrade_is_no_way_back() -> None:
+    pending = [revision("b", irreversible="no")]
+    item = rollback_item("a", pending, None, "uaip", "", downgrade_cost("a", "b", pending, ""))
+    assert item.status == "FAIL" and item.body[-1] == "There is no way back."
+
+
+def test_a_declared_loss_prefers_the_backup_and_says_both_costs() -> None:
+    pending = [revision("b", destroys_data_on_downgrade="sessions.email")]
+    cost = downgrade_cost("a", "b", pending, "")
+    item = rollback_item("a", pending, BACKUP, "uaip", "-- nothing", cost)
+    text = "\n".join(item.body)
+    assert "**Preferred: A**" in text
+    assert "discards every write made after it was taken (T1), in every table" in text
+    assert "Declared by the revisions: `b` drops sessions.email" in text
+    assert "`inv db.restore /backups/b1 --target uaip --yes --confirm-db uaip`" in text
