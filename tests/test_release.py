@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import COMMENTS, EMAIL, HEAD, ROOT, WIDEN, run_cli, sql, write_revision
+from tests.release.conftest import git
 from uaip_db.migrations import runner, snapshots
 from uaip_db.migrations.baseline import BASELINE_REVISION
 from uaip_db.servers.scratch import ScratchServer, child_env
@@ -27,17 +28,6 @@ def behind_db(head_db: DatabaseConfig) -> DatabaseConfig:
         "INSERT INTO sessions (user_id, project_name) VALUES ('u1', 'Churn'), ('u2', 'bad')",
     )
     return head_db
-
-
-def git(root: Path, *args: str) -> str:
-    """Run git in `root` (a scratch checkout), as a developer would; its output."""
-    return subprocess.run(
-        ["git", "-c", "user.name=Release Tester", "-c", "user.email=rt@example.org", *args],
-        cwd=root,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
 
 
 def commit_all(root: Path, message: str = "Release candidate") -> str:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tests.conftest import sql
+from tests.release.conftest import psql_file
 from uaip_db.release.context import RunContext
 from uaip_db.release.report import APPENDIX, FAIL, PASS, Item, ReleaseReport, ReportNames, write_set
 from uaip_db.release.source import SourceState
+from uaip_db.settings import DatabaseConfig
 
 NAMES = ReportNames("release-20261127T120000Z")
 
@@ -85,3 +88,15 @@ def test_a_report_never_overwrites_any_of_its_twins(tmp_path: Path) -> None:
     assert (tmp_path / f"{stem}.sql").read_text().startswith("an older appendix")
     assert not (tmp_path / f"{stem}.md").exists()  # the half-claimed stem was given back
     assert second[".json"].read_text() == f"{stem}-3"
+
+
+def test_psql_runs_nothing_of_the_appendix_given_whole(empty_db: DatabaseConfig) -> None:
+    report = sample_report()
+    report.upgrade_sql = "CREATE TABLE upgraded (id integer);\n"
+    report.rollback_sql = "CREATE TABLE rolled_back (id integer);\n"
+    ran = psql_file(empty_db, report.appendix("2026-11-27 12:00:00 UTC", NAMES))
+    assert ran.returncode == 0, ran.stderr
+    assert "holds the upgrade and the rollback" in ran.stdout
+    assert sql(empty_db, "SELECT to_regclass('upgraded'), to_regclass('rolled_back')") == [
+        (None, None)
+    ]

@@ -2,30 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
 from tests.conftest import EMAIL, WIDEN, sql
-from uaip_db import process
+from tests.release.conftest import psql_file
 from uaip_db.migrations import history, runner
 from uaip_db.release.rollback import downgrade_cost, rollback_item
-from uaip_db.servers.local import find_bindir
 from uaip_db.settings import DatabaseConfig
-
-
-def psql_file(database: DatabaseConfig, text: str) -> subprocess.CompletedProcess[str]:
-    """Run SQL as a person would run the printed rollback: psql, stopping at the first error."""
-    psql = process.tool("psql", find_bindir())
-    return subprocess.run(
-        [psql, "--no-psqlrc", "-v", "ON_ERROR_STOP=1", "-f", "-"],
-        input=text,
-        env={**os.environ, **database.libpq_env()},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def user_id_type(database: DatabaseConfig) -> str:

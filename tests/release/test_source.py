@@ -3,25 +3,15 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import HEAD, ROOT, write_revision
+from tests.release.conftest import git
 from uaip_db.migrations import history
 from uaip_db.release.items import code_item
 from uaip_db.release.source import source_state
-
-
-def git(root: Path, *args: str) -> str:
-    return subprocess.run(
-        ["git", "-c", "user.name=Release Tester", "-c", "user.email=rt@example.org", *args],
-        cwd=root,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
 
 
 @pytest.fixture
