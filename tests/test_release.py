@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import re
+import shutil
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.conftest import COMMENTS, EMAIL, HEAD, WIDEN, run_cli, sql, write_revision
+from tests.conftest import COMMENTS, EMAIL, HEAD, ROOT, WIDEN, run_cli, sql, write_revision
+from tests.release.conftest import git
 from uaip_db.migrations import runner, snapshots
 from uaip_db.migrations.baseline import BASELINE_REVISION
-from uaip_db.servers.scratch import ScratchServer
+from uaip_db.servers.scratch import ScratchServer, child_env
 from uaip_db.settings import DatabaseConfig
 
 
@@ -22,6 +28,23 @@ def behind_db(head_db: DatabaseConfig) -> DatabaseConfig:
         "INSERT INTO sessions (user_id, project_name) VALUES ('u1', 'Churn'), ('u2', 'bad')",
     )
     return head_db
+
+
+def commit_all(root: Path, message: str = "Release candidate") -> str:
+    """Make `root` a git checkout with everything in it committed; the commit's id."""
+    if not (root / ".git").exists():
+        shutil.copy(ROOT / ".gitignore", root / ".gitignore")
+        git(root, "init", "-q", "-b", "main")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", message)
+    return git(root, "rev-parse", "HEAD").strip()
+
+
+@pytest.fixture
+def committed(checkout: Path) -> Path:
+    """The scratch checkout as a git repository with everything committed: a clean release."""
+    commit_all(checkout)
+    return checkout
 
 
 def test_upgrade_with_backup_takes_a_verified_backup_first(
@@ -67,8 +90,9 @@ def test_rehearse_without_a_backup(behind_db: DatabaseConfig, tmp_path: Path) ->
 
 
 def test_release_check_writes_a_report_to_sign(
-    behind_db: DatabaseConfig, tmp_path: Path, checkout: Path
+    behind_db: DatabaseConfig, tmp_path: Path, committed: Path
 ) -> None:
+    checkout = committed
     env = {"UAIP_BACKUP_DIR": str(tmp_path), "UAIP_DB_ROOT": str(checkout)}
     result = run_cli("inv", "release.check", database=behind_db, env=env)
     assert result.returncode == 0, result.stderr
@@ -108,6 +132,31 @@ def test_release_check_fails_when_the_rehearsal_fails(
     assert "Revision ba0000000001 (Forbid bad project names) failed" in report
     assert "violated by some row" in report
     assert runner.current_revisions(behind_db) == (WIDEN,)
+    # The application would not start on what the failed upgrade left.
+    assert "8. Application: FAIL" in result.stdout
+    assert (
+        "refused the rehearsed copy" in report and "ba0000000001 Forbid bad project names" in report
+    )
+    # The scratch checkout is no git checkout: the report cannot name the code it releases.
+    assert "9. Code under release: FAIL (commit unknown)" in result.stdout
+    assert f"{checkout} is not a git checkout, so the code released is not a known commit" in report
+
+
+def test_without_a_backup_there_is_no_rehearsal_and_only_the_downgrade_back(
+    behind_db: DatabaseConfig, tmp_path: Path, committed: Path
+) -> None:
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    result, report, _sql, data = release_check(behind_db, committed, blocked)
+    assert result.returncode == 1
+    statuses = {item["key"]: item["status"] for item in data["items"]}
+    assert statuses["backup"] == statuses["rehearsal"] == statuses["application"] == "FAIL"
+    assert statuses["rollback"] == "PASS" and statuses["code"] == "PASS"
+    assert "was not run: there was no backup to rehearse on" in section(report, 8)
+    rollback = section(report, 7)
+    assert "**Only B is possible.**" in rollback
+    assert "**A. Restore the backup**: not possible, no backup was taken." in rollback
+    assert runner.current_revisions(behind_db) == (WIDEN,)
 
 
 def test_rehearse_sees_the_locks_of_every_transaction_of_a_revision(
@@ -133,3 +182,247 @@ def test_reports_written_in_the_same_second_never_overwrite(tmp_path: Path) -> N
     second = write_new(tmp_path, "release-20261127T120000Z", "two")
     assert first != second
     assert (first.read_text(), second.read_text()) == ("one", "two")
+
+
+# --- the report a manager signs ---------------------------------------------------------------
+
+NOTES_UPGRADE = [
+    "CREATE TABLE IF NOT EXISTS release_notes (id integer)",
+    "COMMENT ON TABLE release_notes IS 'What each release changed, for people.'",
+    "COMMENT ON COLUMN release_notes.id IS 'Identifies the note.'",
+]
+
+
+def release_check(
+    database: DatabaseConfig, checkout: Path, backups: Path
+) -> tuple[subprocess.CompletedProcess[str], str, str, dict[str, Any]]:
+    """`inv release.check` as a user runs it: the run, and its report, SQL appendix and JSON."""
+    env = {"UAIP_BACKUP_DIR": str(backups), "UAIP_DB_ROOT": str(checkout)}
+    result = run_cli("inv", "release.check", database=database, env=env)
+    (report,) = (checkout / "reports").glob("release-*.md")
+    return (
+        result,
+        report.read_text(),
+        report.with_suffix(".sql").read_text(),
+        json.loads(report.with_suffix(".json").read_text()),
+    )
+
+
+def section(report: str, number: int) -> str:
+    """Item `number`'s section of the report."""
+    start = report.index(f"\n## {number}. ")
+    return report[start : report.index("\n## ", start + 1)]
+
+
+def test_the_report_names_the_commit_and_a_clean_tree(
+    behind_db: DatabaseConfig, tmp_path: Path, checkout: Path
+) -> None:
+    commit = commit_all(checkout)
+    result, report, _sql, data = release_check(behind_db, checkout, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"- **Code**: commit `{commit}` on `main`, clean" in report
+    assert f"9. Code under release: PASS (commit {commit[:12]}, clean)" in result.stdout
+    assert f"- Commit: `{commit}` (branch `main`)" in section(report, 9)
+    assert data["source"]["commit"] == commit and data["source"]["clean"] is True
+
+
+def test_an_untracked_revision_file_fails_the_release(
+    server: ScratchServer, behind_db: DatabaseConfig, tmp_path: Path, checkout: Path
+) -> None:
+    """The issue's case: a revision file nobody committed would have shipped unmentioned."""
+    commit = commit_all(checkout)
+    revision = write_revision(
+        checkout / "migrations" / "versions",
+        "ba0000000002",
+        HEAD,
+        upgrade=NOTES_UPGRADE,
+        downgrade=["DROP TABLE IF EXISTS release_notes"],
+        doc="A revision nobody committed",
+        markers='destroys_data_on_downgrade = "release_notes"',
+    )
+    snapshots.write(snapshots.build(server))
+    git(checkout, "add", "migrations/snapshots")
+    git(checkout, "commit", "-q", "-m", "Snapshots only")
+    with (checkout / "migrations" / "lint-exceptions.toml").open("a") as exceptions:
+        exceptions.write("\n# edited after the commit\n")
+    result, report, _sql, data = release_check(behind_db, checkout, tmp_path)
+    assert result.returncode == 1
+    assert "9. Code under release: FAIL (2 uncommitted file(s))" in result.stdout
+    assert "6. Rehearsal: PASS" in result.stdout  # the revision itself is fine
+    code = section(report, 9)
+    assert f"- Commit: `{git(checkout, 'rev-parse', 'HEAD').strip()}`" in code
+    assert commit not in code  # the snapshots commit came after
+    assert f"    - `?? migrations/versions/{revision.name}`" in code
+    assert "    - ` M migrations/lint-exceptions.toml`" in code
+    assert "Revision files git does not track" in code
+    assert f"    - `migrations/versions/{revision.name}`" in code
+    assert "Overall: **FAIL** (1 of 9 items failed: 9 Code under release)." in report
+    assert data["source"]["untracked_revisions"] == [f"migrations/versions/{revision.name}"]
+    assert data["verdict"] == "FAIL" and data["failed"] == ["9 Code under release"]
+
+
+def test_the_report_records_who_ran_it_where_and_with_which_versions(
+    behind_db: DatabaseConfig, tmp_path: Path, committed: Path
+) -> None:
+    from importlib import metadata
+
+    import uaip_db
+    from uaip_db.migrations.ledger import who
+    from uaip_db.servers.local import find_bindir
+
+    result, report, _sql, data = release_check(behind_db, committed, tmp_path)
+    assert result.returncode == 0, result.stderr
+    ((server_version,),) = sql(behind_db, "SHOW server_version")
+    pg_dump = str(find_bindir() / "pg_dump") if find_bindir() else "pg_dump"
+    said = subprocess.run([pg_dump, "--version"], capture_output=True, text=True, check=True)
+    pg_dump_version = said.stdout.split()[2]  # pg_dump (PostgreSQL) 16.4 (Debian 16.4-1)
+    context = report[report.index("## Run context") : report.index("## 1. ")]
+    env = child_env(behind_db)["DB_ENV"]
+    assert f"- Database: `{behind_db.display_url()}` (DB_ENV={env})" in context
+    assert f"- Run by: {who()}, started " in context
+    for line in (
+        f"- uaip-db: {uaip_db.__version__}",
+        f"- Alembic: {metadata.version('alembic')}",
+        f"- SQLAlchemy: {metadata.version('sqlalchemy')}",
+        f"- psycopg: {metadata.version('psycopg')}",
+        f"- PostgreSQL server: {server_version}",
+        f"- pg_dump: {pg_dump_version} (",
+        "- pg_restore: ",
+        "- psql: ",
+    ):
+        assert line in context, line
+    assert f"DB_ENV={env}, PostgreSQL {server_version}" in report
+    versions = data["context"]["versions"]
+    assert versions["Alembic"] == metadata.version("alembic")
+    assert versions["PostgreSQL server"] == server_version
+    assert data["context"]["run_by"] == who() and data["env"] == env
+    assert behind_db.password not in report + json.dumps(data)
+
+
+@pytest.fixture
+def two_behind(head_db: DatabaseConfig) -> DatabaseConfig:
+    """A database at EMAIL: the release widens sessions.user_id, whose downgrade is guarded."""
+    runner.downgrade(head_db, EMAIL)
+    sql(head_db, "INSERT INTO sessions (user_id, project_name) VALUES ('u1', 'Churn')")
+    return head_db
+
+
+def test_the_rollback_plan_states_each_cost_and_keeps_the_guard(
+    two_behind: DatabaseConfig, tmp_path: Path, committed: Path
+) -> None:
+    result, report, appendix, data = release_check(two_behind, committed, tmp_path)
+    assert result.returncode == 0, result.stderr
+    rollback = section(report, 7)
+    assert "## 7. Rollback plan: PASS" in rollback
+    assert "restoring the backup discards every write made after it was taken " in rollback.replace(
+        "**", ""
+    )
+    assert "in every table (not only the tables this release changes)" in rollback
+    assert f"`inv db.downgrade --rev {EMAIL} --yes --confirm-db {two_behind.name}`" in rollback
+    assert "Declared by the revisions: no data loss declared" in rollback
+    assert (
+        "Guard: the downgrade stops here, changing nothing, when sessions.user_id has any value "
+        "longer than 255 characters"
+    ) in rollback
+    assert "guard (a DO block that stops here and changes nothing): sessions.user_id" in rollback
+    assert "**Preferred: B**" in rollback
+    # The summary says it too, before anyone reads item 7.
+    summary = report[: report.index("## Run context")]
+    assert "restoring the backup discards every write made after it was taken" in summary
+    # The appendix: the real downgrade path, the guard before the narrowing ALTER.
+    part2 = appendix[appendix.index("-- Part 2: the rollback by downgrade") :]
+    guard = part2.index("DO $uaip_guard$")
+    assert "RAISE EXCEPTION 'sessions.user_id has % value(s) longer than 255 characters" in part2
+    assert guard < part2.index("ALTER TABLE sessions ALTER COLUMN user_id TYPE VARCHAR(255)")
+    assert part2.index(f"-- Running downgrade {WIDEN} -> {EMAIL}") < guard
+    assert (
+        "ALTER TABLE sessions ALTER COLUMN user_id TYPE VARCHAR(500)"
+        in appendix[: appendix.index("-- Part 2")]
+    )
+    assert data["items"][6]["key"] == "rollback" and data["items"][6]["status"] == "PASS"
+
+
+def test_a_declared_downgrade_loss_makes_the_backup_the_preferred_way_back(
+    server: ScratchServer, head_db: DatabaseConfig, tmp_path: Path, checkout: Path
+) -> None:
+    write_revision(
+        checkout / "migrations" / "versions",
+        "ba0000000003",
+        HEAD,
+        upgrade=NOTES_UPGRADE,
+        downgrade=["DROP TABLE IF EXISTS release_notes"],
+        doc="Add release notes",
+        markers='destroys_data_on_downgrade = "release_notes"',
+    )
+    snapshots.write(snapshots.build(server))
+    commit_all(checkout)
+    result, report, _sql, _data = release_check(head_db, checkout, tmp_path)
+    assert result.returncode == 0, result.stderr
+    rollback = section(report, 7)
+    assert "**Preferred: A**" in rollback
+    assert "Declared by the revisions: `ba0000000003` drops release_notes" in rollback
+    assert "hold): `release_notes`" in rollback  # computed from the schemas too
+
+
+def test_the_json_twin_carries_the_same_items_and_verdicts(
+    behind_db: DatabaseConfig, tmp_path: Path, committed: Path
+) -> None:
+    result, report, _sql, data = release_check(behind_db, committed, tmp_path)
+    assert result.returncode == 0, result.stderr
+    headings = re.findall(r"^## (\d+)\. (.+): (PASS|FAIL)$", report, re.MULTILINE)
+    rows = re.findall(r"^\| (\d+) \| ([^|]+) \| (PASS|FAIL) \|", report, re.MULTILINE)
+    from_json = [(str(i["number"]), i["title"], i["status"]) for i in data["items"]]
+    assert from_json == headings == [(n, t.strip(), s) for n, t, s in rows]
+    assert [i["key"] for i in data["items"]] == [
+        "revisions",
+        "sql",
+        "schema_change",
+        "lint",
+        "backup",
+        "rehearsal",
+        "rollback",
+        "application",
+        "code",
+    ]
+    assert data["verdict"] == "PASS" and data["passed"] is True and data["failed"] == []
+    assert (data["current"], data["head"]) == (WIDEN, HEAD)
+    stem = Path(data["files"]["report"]).stem
+    assert data["files"] == {"report": f"{stem}.md", "sql": f"{stem}.sql", "json": f"{stem}.json"}
+    assert f"SQL appendix: {committed / 'reports' / stem}.sql" in result.stdout
+
+
+def test_the_summary_fits_on_one_screen_and_the_sql_goes_to_the_appendix(
+    behind_db: DatabaseConfig, tmp_path: Path, committed: Path
+) -> None:
+    result, report, appendix, data = release_check(behind_db, committed, tmp_path)
+    assert result.returncode == 0, result.stderr
+    screen = "\n".join(report.splitlines()[:40])
+    assert "Overall: **PASS** (all 9 items passed)." in screen
+    assert f"- **What**: 1 revision(s), `{WIDEN}` -> `{HEAD}` (head)" in screen
+    assert f"- **Where**: `{behind_db.display_url()}`, DB_ENV=" in screen
+    assert "- **Code**: commit `" in screen
+    for item in data["items"]:
+        assert f"| {item['number']} | {item['title']} | {item['status']} |" in screen
+    assert "**Still for a person to decide:**" in screen
+    assert "Which way back" in screen and "Whether the application works" in screen
+    assert f"Full SQL: `{data['files']['sql']}`" in screen
+    # The issue's report was 475 lines, mostly COMMENT ON; they live in the appendix now.
+    # (The rehearsal's lock lines name a few statements; the appendix holds every one, twice.)
+    assert report.count("COMMENT ON") < 15 and appendix.count("COMMENT ON") >= 2 * 59
+    assert "59 `COMMENT ON` statements (documentation only)" in section(report, 2)
+    assert len(report.splitlines()) < 250
+
+
+def test_the_application_item_runs_the_start_up_check_on_the_rehearsed_copy(
+    behind_db: DatabaseConfig, tmp_path: Path, committed: Path
+) -> None:
+    result, report, _sql, _data = release_check(behind_db, committed, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "8. Application: PASS (start-up check accepts the new schema)" in result.stdout
+    application = section(report, 8)
+    assert "`uaip_db.check_migrations()`, the check the application runs at start-up" in application
+    copy = re.search(r"accepted the rehearsed copy \(database `(uaip_rehearsal_\w+)`", application)
+    assert copy is not None
+    assert f"/{copy.group(1)} is at head {HEAD}; the migration scripts check out." in application
+    assert "(item 8, PASS)" in report[report.index("## Sign-off") :]
+    assert runner.current_revisions(behind_db) == (WIDEN,)  # the source was never upgraded

@@ -73,8 +73,14 @@ def index_is_invalid(op: Any, name: str) -> bool:
 
 
 def refuse_if_longer_than(op: Any, table: str, column: str, length: int) -> None:
-    """Stop a narrowing downgrade that would have to truncate values."""
+    """Stop a narrowing downgrade that would have to truncate values.
+
+    Online it counts them and raises MigrationError. Offline (`--sql`: the SQL a person reads
+    or runs by hand, the rollback SQL of a release report) it cannot look, so it emits the same
+    check as a DO block that raises before the statements that follow it.
+    """
     if op.get_context().as_sql:
+        op.execute(longer_than_guard(op, table, column, length))
         return
     from sqlalchemy import text
 
@@ -89,10 +95,44 @@ def refuse_if_longer_than(op: Any, table: str, column: str, length: int) -> None
         .scalar_one()
     )
     if too_long:
-        raise MigrationError(
-            f"{table}.{column} has {too_long} value(s) longer than {length} characters; narrowing "
-            "it would lose data. Shorten or remove them first, or restore a backup instead."
-        )
+        raise MigrationError(_too_long_message(table, column, length, str(too_long)))
+
+
+def _too_long_message(table: str, column: str, length: int, count: str) -> str:
+    return (
+        f"{table}.{column} has {count} value(s) longer than {length} characters; narrowing "
+        "it would lose data. Shorten or remove them first, or restore a backup instead."
+    )
+
+
+GUARD_TAG = "$uaip_guard$"
+
+
+def _percent(text: str) -> str:
+    return text.replace("%", "%%")
+
+
+def longer_than_guard(op: Any, table: str, column: str, length: int) -> str:
+    """A DO block that raises, naming the count, when `table.column` holds a value longer than
+    `length` characters: `refuse_if_longer_than` as plain SQL."""
+    count = int(length)
+    # RAISE's format reads % as a placeholder: the one for the count stays, others are doubled.
+    message = _too_long_message(_percent(table), _percent(column), count, "%")
+    return "\n".join(
+        [
+            f"DO {GUARD_TAG}",
+            "DECLARE",
+            "    too_long bigint;",
+            "BEGIN",
+            f"    SELECT count(*) INTO too_long FROM {_quote(op, table)}",
+            f"        WHERE length({_quote(op, column)}) > {count};",
+            "    IF too_long > 0 THEN",
+            f"        RAISE EXCEPTION {_literal(message)}, too_long;",
+            "    END IF;",
+            "END",
+            GUARD_TAG,
+        ]
+    )
 
 
 def _literal(text: str | None) -> str:

@@ -84,8 +84,14 @@ def newest_backup(directory: Path, database: str) -> Path:
 
 
 def rehearse(
-    source: Path, server: ScratchServer, report: Callable[[str], None] | None = None
+    source: Path,
+    server: ScratchServer,
+    report: Callable[[str], None] | None = None,
+    after_upgrade: Callable[[DatabaseConfig], None] | None = None,
 ) -> Rehearsal:
+    """Restore `source` into a throwaway database, upgrade it to head, verify and check it.
+    `after_upgrade` is called with the upgraded copy while it still exists (a release check runs
+    the application's start-up check on it)."""
     folder = manifests.backup_folder(source)
     state = manifests.read_manifest(folder).state
     if report:
@@ -108,6 +114,8 @@ def rehearse(
         status = inspect(target)
         result.problems += status.problems
         result.problems += [f"still pending: {p}" for p in status.pending]
+        if after_upgrade is not None:
+            after_upgrade(target)
     return result
 
 

@@ -12,13 +12,15 @@ SVG = "schema.svg"
 
 
 def release_check(*, out: Say = say) -> None:
-    """Write reports/release-<time>.md; exit 1 when any item failed."""
-    from uaip_db.release import release_check as check_release
+    """Write reports/release-<time>.md (with its .sql appendix and .json twin beside it);
+    exit 1 when any item failed."""
+    from uaip_db.release.check import release_check as check_release
 
     config = DatabaseConfig.from_env()
     report, path = check_release(config, paths.backup_dir(), out)
     for number, item in enumerate(report.items, 1):
-        out(f"  {number}. {item.title}: {item.status}")
+        out(f"  {number}. {item.title}: {item.status}" + (f" ({item.brief})" if item.brief else ""))
+    out(f"  SQL appendix: {path.with_suffix('.sql')}; JSON for CI: {path.with_suffix('.json')}")
     if not report.passed:
         raise CheckFailed(f"Release check failed; see {path}.")
     out(f"Release check passed; the report to sign is {path}.")

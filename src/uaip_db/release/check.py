@@ -1,0 +1,174 @@
+"""`inv release.check`: run every item against the configured database and write the report.
+
+The database itself is only read and dumped; nothing is applied to it. The rehearsal and the
+application's start-up check run on a throwaway copy restored from the backup.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from uaip_db import paths
+from uaip_db.catalog import expected
+from uaip_db.errors import UaipDbError
+from uaip_db.migrations import history, runner
+from uaip_db.pg import connection
+from uaip_db.release import items as checks
+from uaip_db.release.context import run_context, server_version
+from uaip_db.release.report import ReleaseReport, write_report
+from uaip_db.release.rollback import RESTORE_COST, DowngradeCost, downgrade_cost, rollback_item
+from uaip_db.release.source import source_state
+from uaip_db.settings import DatabaseConfig
+
+if TYPE_CHECKING:
+    from uaip_db.backups.manifest import Backup
+    from uaip_db.backups.rehearse import Rehearsal
+
+
+def release_check(
+    config: DatabaseConfig,
+    backup_dir: Path,
+    out: Callable[[str], None],
+) -> tuple[ReleaseReport, Path]:
+    """Run the checklist; the report and the path of its markdown file (twins beside it)."""
+    from uaip_db.servers.scratch import scratch_server
+
+    started = datetime.datetime.now(datetime.UTC)
+    index = history.load()
+    head = index.single_head()
+    with connection(config) as conn:
+        current_revisions = runner.current_revisions_on(conn)
+        version = server_version(conn)
+    current = current_revisions[0] if current_revisions else expected.BASE
+    pending = index.pending(current_revisions)
+    docs = {r.revision: r.doc for r in pending}
+    report = ReleaseReport(
+        config.display_url(), current, head, [f"{r.revision} {r.doc}" for r in pending]
+    )
+    report.env = config.env
+    report.context = run_context(config, version, f"{started:%Y-%m-%d %H:%M:%S} UTC")
+    report.source = source_state(paths.project_root(), index)
+    out(f"Release check of {config.display_url()}: {len(pending)} revision(s) to apply.")
+    out(f"  code: {report.source.label().replace('`', '')}")
+
+    upgrade_sql, sql_error = _render(current, head, bool(pending), downgrade=False)
+    rollback_sql, rollback_error = _render(head, current, bool(pending), downgrade=True)
+    report.upgrade_sql = _or_why(upgrade_sql, sql_error)
+    report.rollback_sql = _or_why(rollback_sql, rollback_error)
+    report.items.append(checks.revisions_item(pending))
+    report.items.append(checks.sql_item(upgrade_sql, sql_error, docs))
+    report.items.append(checks.schema_change_item(current, head))
+    report.items.append(checks.lint_item(current if pending else head))
+    out("  backing up and proving the backup restorable...")
+    with scratch_server() as server:
+        backup, made = checks.backup_item(config, backup_dir, server)
+        report.items.append(backup)
+        out("  rehearsing the upgrade on a restored copy, then the application's start-up check...")
+        rehearsal, application, rehearsed = checks.rehearsal_items(made, server)
+        report.items.append(rehearsal)
+    cost = downgrade_cost(current, head, pending, rollback_sql or "")
+    report.items.append(
+        rollback_item(current, pending, made, config.name, rollback_sql, cost, rollback_error)
+    )
+    report.items.append(application)
+    report.items.append(checks.code_item(report.source))
+    report.decisions = decisions(report, made, rehearsed, cost)
+    written_at = datetime.datetime.now(datetime.UTC)
+    target = write_report(
+        paths.reports_dir(),
+        f"release-{written_at:%Y%m%dT%H%M%SZ}",
+        report,
+        f"{written_at:%Y-%m-%d %H:%M:%S} UTC",
+    )
+    return report, target
+
+
+def _render(
+    start: str, end: str, anything: bool, *, downgrade: bool
+) -> tuple[str | None, str | None]:
+    """The offline SQL from `start` to `end`, or why it cannot be rendered."""
+    if not anything:
+        return "", None
+    try:
+        return runner.render_sql(start, end, downgrade=downgrade), None
+    except UaipDbError as error:
+        return None, str(error)
+
+
+def _or_why(text: str | None, error: str | None) -> str:
+    return text if text is not None else f"-- It cannot be rendered: {error}"
+
+
+# What a table lock held by a migration makes the application wait for.
+LOCK_EFFECTS = {
+    "AccessExclusiveLock": "reads and writes wait",
+    "ExclusiveLock": "writes wait",
+    "ShareRowExclusiveLock": "writes wait",
+    "ShareLock": "writes wait",
+    "ShareUpdateExclusiveLock": "reads and writes go on; only schema changes and VACUUM wait",
+    "RowExclusiveLock": "like an ordinary write",
+    "RowShareLock": "like a SELECT ... FOR UPDATE",
+    "AccessShareLock": "like an ordinary read",
+}
+
+
+def lock_effects(locks: list[str]) -> str:
+    """`AccessExclusiveLock on sessions, stage_data (reads and writes wait)`, one per mode."""
+    tables: dict[str, set[str]] = {}
+    for lock in locks:
+        mode, _, table = lock.partition(" on ")
+        tables.setdefault(mode, set()).add(table)
+    if not tables:
+        return "no table locks"
+    return "; ".join(
+        f"{mode} on {', '.join(sorted(names))} ({LOCK_EFFECTS.get(mode, 'see PostgreSQL docs')})"
+        for mode, names in sorted(tables.items())
+    )
+
+
+def decisions(
+    report: ReleaseReport, made: Backup | None, rehearsed: Rehearsal | None, cost: DowngradeCost
+) -> list[str]:
+    """What no check can settle: the questions a person answers before signing."""
+    from uaip_db.migrations.lock_report import held_by
+
+    found: list[str] = []
+    failed = report.failed()
+    if failed:
+        found.append(
+            f"Whether to release at all: {len(failed)} item(s) failed ({', '.join(failed)}). "
+            "Fix them and run `inv release.check` again; do not sign a failing report."
+        )
+    if not report.pending:
+        return [*found, "Nothing: there is nothing to release."]
+    if rehearsed is not None and rehearsed.passed:
+        rows = sum(made.manifest.row_counts.values()) if made else 0
+        found.append(
+            f"When to run it: on a copy of the backup ({rows} rows) the upgrade took "
+            f"{rehearsed.upgrade_seconds:.2f} s and held "
+            + lock_effects([lock for s in rehearsed.locks.values() for lock in held_by(s)])
+            + "."
+        )
+    restore = (
+        RESTORE_COST.format(when=f" ({made.manifest.created_at})")
+        if made
+        else "there is no backup to restore"
+    )
+    downgrade = (
+        f"the downgrade is not possible ({'; '.join(cost.impossible)})"
+        if cost.impossible
+        else f"the downgrade keeps the writes made since but {cost.short()}"
+    )
+    found.append(
+        f"Which way back, if the release must be undone (item {report.number_of('rollback')}): "
+        f"{restore}; {downgrade}."
+    )
+    found.append(
+        f"Whether the application works beyond start-up (item {report.number_of('application')}"
+        "): its start-up check ran on "
+        "the rehearsed copy; its own queries and screens are the application owner's to try."
+    )
+    return found

@@ -1,0 +1,251 @@
+"""The items of a release check, each a verdict with the facts behind it.
+
+Each function returns an `Item` (and what later items need); none raises for a failure it can
+describe: a failure is a FAIL item, so the report is always written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from uaip_db.catalog import expected
+from uaip_db.errors import UaipDbError
+from uaip_db.migrations import history
+from uaip_db.release import sql as sqltext
+from uaip_db.release.report import APPENDIX, FAIL, PASS, Item
+from uaip_db.release.source import SourceState
+from uaip_db.settings import DatabaseConfig
+
+if TYPE_CHECKING:
+    from uaip_db.backups.manifest import Backup
+    from uaip_db.backups.rehearse import Rehearsal
+    from uaip_db.servers.scratch import ScratchServer
+
+
+def fenced(text: str, language: str = "sql") -> list[str]:
+    return [f"```{language}", text.rstrip(), "```"]
+
+
+def revisions_item(pending: list[history.Revision]) -> Item:
+    if not pending:
+        return Item(
+            "Revisions to apply",
+            PASS,
+            ["None: the database is at head."],
+            "revisions",
+            "none: the database is at head",
+        )
+    return Item(
+        "Revisions to apply",
+        PASS,
+        [f"{n}. `{r.revision}` {r.doc}" for n, r in enumerate(pending, 1)],
+        "revisions",
+        f"{len(pending)} revision(s)",
+    )
+
+
+def sql_digest(text: str, docs: dict[str, str]) -> list[str]:
+    """Per revision, its statements on one line each (see release.sql)."""
+    lines: list[str] = []
+    for step in sqltext.steps(text):
+        lines.append(
+            f"- `{step.revision}` {docs.get(step.revision, '')} ({step.direction}, "
+            f"{len(step.statements)} statement(s)):"
+        )
+        lines += sqltext.digest(step)
+    return lines
+
+
+def sql_item(upgrade_sql: str | None, error: str | None, docs: dict[str, str]) -> Item:
+    if error is not None:
+        return Item("SQL to run", FAIL, [error], "sql", "cannot be rendered")
+    if not upgrade_sql:
+        return Item("SQL to run", PASS, ["Nothing to run."], "sql", "nothing to run")
+    count = sqltext.count(upgrade_sql)
+    body = [
+        f"The exact SQL (`alembic upgrade CURRENT:head --sql`, with the lock_timeout and "
+        f"statement_timeout every migration runs with) is Part 1 of `{APPENDIX}`. In short:",
+        "",
+        *sql_digest(upgrade_sql, docs),
+    ]
+    return Item("SQL to run", PASS, body, "sql", f"{count} statement(s); full text in the appendix")
+
+
+def schema_change_item(current: str, head: str) -> Item:
+    from uaip_db.docs import changes
+
+    try:
+        old, new = expected.snapshot(current), expected.snapshot(head)
+    except UaipDbError as error:
+        return Item("Schema change", FAIL, [str(error)], "schema_change", "unknown")
+    summary = changes.change_summary(old, new)
+    if not summary:
+        return Item("Schema change", PASS, ["No schema change."], "schema_change", "none")
+    return Item(
+        "Schema change",
+        PASS,
+        [f"- {line}" for line in summary]
+        + ["", *fenced(changes.change_diagram(old, new), "mermaid")],
+        "schema_change",
+        f"{len(summary)} table(s) change",
+    )
+
+
+def lint_item(since: str) -> Item:
+    from uaip_db.checks.lint import lint
+
+    try:
+        findings, notes, docs = lint(None if since == expected.BASE else since)
+    except UaipDbError as error:
+        return Item("Migration lint", FAIL, [str(error)], "lint", "could not run")
+    body = [f"- {f.line(docs)}" for f in findings] or ["No findings (squawk and our rules)."]
+    body += [f"- note: {n}" for n in notes]
+    brief = f"{len(findings)} finding(s)" if findings else "no findings"
+    return Item("Migration lint", FAIL if findings else PASS, body, "lint", brief)
+
+
+def backup_item(
+    config: DatabaseConfig, backup_dir: Path, server: ScratchServer
+) -> tuple[Item, Backup | None]:
+    from uaip_db.backups import dump
+    from uaip_db.backups import restore as restoring
+
+    try:
+        made = dump.create_backup(config, backup_dir)
+        restored = restoring.verify_restorable(made, server)
+    except UaipDbError as error:
+        return Item("Backup", FAIL, [str(error)], "backup", "no usable backup"), None
+    manifest = made.manifest
+    rows = sum(manifest.row_counts.values())
+    return (
+        Item(
+            "Backup",
+            PASS,
+            [
+                f"- Backup: `{made.path}`, taken {manifest.created_at}",
+                f"- Revision {manifest.revision_label}, {len(manifest.row_counts)} tables, "
+                f"{rows} rows, fingerprint `{manifest.fingerprint[:16]}`",
+                f"- Files checked against the manifest (sha256), then restored into a throwaway "
+                "database and verified (revision, fingerprint, row counts) in "
+                f"{restored.seconds:.2f} s",
+                f"- Restore command: `{made.restore_command()}`",
+            ],
+            "backup",
+            f"{rows} rows, proven restorable in {restored.seconds:.2f} s",
+        ),
+        made,
+    )
+
+
+def rehearsal_items(
+    made: Backup | None, server: ScratchServer
+) -> tuple[Item, Item, Rehearsal | None]:
+    """The rehearsal, and the application's start-up check run on its copy while it exists."""
+    from uaip_db.backups import rehearse
+
+    if made is None:
+        return (
+            Item("Rehearsal", FAIL, ["No backup to rehearse on."], "rehearsal", "no backup"),
+            _no_copy("there was no backup to rehearse on"),
+            None,
+        )
+    checked: list[Item] = []
+    try:
+        result = rehearse.rehearse(
+            made.path, server, after_upgrade=lambda copy: checked.append(application_item(copy))
+        )
+    except UaipDbError as error:
+        return (
+            Item("Rehearsal", FAIL, [str(error)], "rehearsal", "could not rehearse"),
+            checked[0] if checked else _no_copy("the rehearsal stopped before the upgrade"),
+            None,
+        )
+    brief = (
+        f"upgrade took {result.upgrade_seconds:.2f} s on the restored copy"
+        if result.passed
+        else f"{len(result.problems)} problem(s) on the restored copy"
+    )
+    item = Item(
+        "Rehearsal",
+        PASS if result.passed else FAIL,
+        [f"    {line}" for line in result.summary()],
+        "rehearsal",
+        brief,
+    )
+    return item, checked[0] if checked else _no_copy("the rehearsal made no copy"), result
+
+
+APPLICATION = "Application"
+START_UP = "`uaip_db.check_migrations()`, the check the application runs at start-up"
+
+
+def application_item(copy: DatabaseConfig) -> Item:
+    """What the application would say at start-up on the rehearsed (restored, upgraded) copy."""
+    import uaip_db
+
+    try:
+        status = uaip_db.check_migrations(copy)
+    except UaipDbError as error:
+        return Item(
+            APPLICATION,
+            FAIL,
+            [
+                f"{START_UP}, refused the rehearsed copy (database `{copy.name}`): the "
+                "application would not start on the released schema.",
+                "",
+                *(f"    {line}" for line in str(error).splitlines()),
+            ],
+            "application",
+            f"start-up check refused the new schema ({type(error).__name__})",
+        )
+    return Item(
+        APPLICATION,
+        PASS,
+        [
+            f"{START_UP}, accepted the rehearsed copy (database `{copy.name}`, the backup "
+            "restored and upgraded): the application will start on the released schema.",
+            f"    {status.summary()}",
+            "It checks the schema the application starts on, not the application's own queries.",
+        ],
+        "application",
+        "start-up check accepts the new schema",
+    )
+
+
+def _no_copy(why: str) -> Item:
+    return Item(
+        APPLICATION,
+        FAIL,
+        [f"{START_UP}, was not run: {why}."],
+        "application",
+        "not checked: no rehearsed copy",
+    )
+
+
+def code_item(state: SourceState) -> Item:
+    """The commit being released, and whether the checkout is exactly that commit."""
+    title = "Code under release"
+    if state.problem is not None:
+        return Item(title, FAIL, [f"Not known: {state.problem}."], "code", "commit unknown")
+    body = [
+        f"- Commit: `{state.commit}`" + (f" (branch `{state.branch}`)" if state.branch else ""),
+        f"- Checkout: `{state.root}`",
+    ]
+    if state.clean:
+        body.append(
+            "- migrations/, src/ and database/ are exactly that commit: nothing modified, "
+            "nothing untracked, every revision file tracked."
+        )
+        return Item(
+            title, PASS, body, "code", f"commit {state.commit[:12] if state.commit else ''}, clean"
+        )
+    if state.changed:
+        body += ["- Not committed (`git status --porcelain`, under migrations/, src/, database/):"]
+        body += [f"    - `{line}`" for line in state.changed]
+    if state.untracked_revisions:
+        body += ["- Revision files git does not track (they would be applied unreviewed):"]
+        body += [f"    - `{path}`" for path in state.untracked_revisions]
+    body.append("- Commit or remove them, then run `inv release.check` again.")
+    count = len(set(state.changed_paths()) | set(state.untracked_revisions))
+    return Item(title, FAIL, body, "code", f"{count} uncommitted file(s)")
