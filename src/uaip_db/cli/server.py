@@ -14,7 +14,7 @@ def server_up(backend: str | None = None, out: Say = say) -> None:
     from uaip_db.servers import choose_backend
 
     config = DatabaseConfig.from_env()
-    chosen = choose_backend(backend)
+    chosen = choose_backend(backend, report=out)
     out(chosen.up(config))
     if chosen.name == "docker":
         adopt_init_sql_database(config, out)

@@ -1,7 +1,8 @@
 """Where a database comes from: docker compose, a local cluster in `.pgdata/`, or a server you name.
 
-`choose_backend()` picks Docker when an engine answers, else PostgreSQL server binaries found on
-this machine; `inv db.up --backend docker|local` forces one.
+`choose_backend()` picks Docker when an engine answers, else PostgreSQL server binaries of the
+wanted major version (`servers.binaries`: the system's, else a pinned build fetched once);
+`inv db.up --backend docker|local` forces one.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import socket
 import tempfile
 import time
@@ -18,15 +18,11 @@ from pathlib import Path
 
 from uaip_db import paths, pg, process
 from uaip_db.errors import ServerError, SettingsError
+from uaip_db.servers.binaries import Binaries, Report, find_binaries
 from uaip_db.settings import DatabaseConfig
 
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 SOCKET_PATH_LIMIT = 100  # sun_path is 108 bytes; leave room for "/.s.PGSQL.NNNNN"
-NO_SERVER_HELP = (
-    "No way to start PostgreSQL here: no Docker engine answers and no PostgreSQL server "
-    "binaries were found. Install PostgreSQL (apt-get install postgresql postgresql-contrib), "
-    "start Docker, or point DB_HOST/DATABASE_URL at a running server."
-)
 
 
 def conf_value(value: str) -> str:
@@ -36,36 +32,13 @@ def conf_value(value: str) -> str:
 
 
 def find_bindir() -> Path | None:
-    """PostgreSQL server binaries: PG_BINDIR, `pg_config --bindir`, PATH, then Debian's folders."""
-    candidates: list[Path] = []
-    if os.environ.get("PG_BINDIR"):
-        candidates.append(Path(os.environ["PG_BINDIR"]))
-    pg_config = shutil.which("pg_config")
-    if pg_config:
-        try:
-            out = process.execute([pg_config, "--bindir"], timeout=10).stdout.strip()
-        except (OSError, process.TimeoutExpired):
-            out = ""
-        if out:
-            candidates.append(Path(out))
-    on_path = shutil.which("initdb")
-    if on_path:
-        candidates.append(Path(on_path).resolve().parent)
-    candidates.extend(debian_bindirs())
-    for candidate in candidates:
-        if all((candidate / tool).is_file() for tool in ("initdb", "pg_ctl", "postgres")):
-            return candidate
-    return None
-
-
-def debian_bindirs() -> list[Path]:
-    def major(path: Path) -> float:
-        try:
-            return float(path.parent.name)
-        except ValueError:
-            return 0.0
-
-    return sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=major, reverse=True)
+    """PostgreSQL server binaries of the wanted major (see `servers.binaries`): PG_BINDIR, the
+    system's when they are that major, else the pinned release (downloaded once, cached); None
+    when none can be had. A malformed UAIP_PG_VERSION raises SettingsError."""
+    try:
+        return find_binaries().bindir
+    except ServerError:
+        return None
 
 
 def port_answers(host: str, port: int) -> bool:
@@ -212,11 +185,14 @@ class LocalCluster:
 
     name = "local"
 
-    def __init__(self, root: Path | None = None, bindir: Path | None = None) -> None:
-        found = bindir or find_bindir()
-        if found is None:
-            raise ServerError(NO_SERVER_HELP)
-        self.cluster = Cluster(root or local_cluster_root(), found)
+    def __init__(
+        self, root: Path | None = None, bindir: Path | None = None, report: Report | None = None
+    ) -> None:
+        if bindir is None:
+            self.binaries = find_binaries(report=report)
+        else:
+            self.binaries = Binaries(bindir, server_version(bindir), "PG_BINDIR")
+        self.cluster = Cluster(root or local_cluster_root(), self.binaries.bindir)
 
     def up(self, config: DatabaseConfig) -> str:
         if config.host not in LOCAL_HOSTS:
@@ -285,7 +261,7 @@ class LocalCluster:
         if made_db and not created:
             state += f", database {config.name} created"
         return (
-            f"Local PostgreSQL {server_version(cluster.bindir)} {state}: {config.display_url()} "
+            f"Local PostgreSQL {self.binaries.version} {state}: {config.display_url()} "
             f"(data in {cluster.root}, pid {running.pid})."
         )
 
