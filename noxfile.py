@@ -55,11 +55,14 @@ _server: ScratchServer | None = None
 
 
 @contextmanager
-def throwaway_database(prefix: str) -> Iterator[dict[str, str]]:
-    """A new database on the run's throwaway server, as child-process settings; dropped after."""
+def throwaway_database(session: nox.Session, prefix: str) -> Iterator[dict[str, str]]:
+    """A new database on the run's throwaway server, as child-process settings; dropped after.
+    The server runs PostgreSQL 16 unless UAIP_PG_VERSION says otherwise."""
     global _server
     if _server is None:
         _server = start_scratch_server()
+        if _server.cluster is not None:
+            session.log(f"throwaway server: {_server.cluster.binaries.describe()}")
     database = _server.create_database(prefix)
     try:
         yield child_env(database)
@@ -72,7 +75,7 @@ def throwaway_database(prefix: str) -> Iterator[dict[str, str]]:
 def migrations(session: nox.Session, db: str) -> None:
     """Run the lifecycle with inv on a throwaway database: fresh or seeded from init.sql."""
     install(session, "-e", ".")
-    with throwaway_database(f"uaip_nox_{db}") as env:
+    with throwaway_database(session, f"uaip_nox_{db}") as env:
         for step in LEGS[db]:
             session.run("inv", *step, env=env)
         report = session.run("inv", "db.verify", "--json", env=env, silent=True)
