@@ -111,11 +111,12 @@ def wants_existing_server(environ: dict[str, str] | None = None) -> bool:
     return choice == "env"
 
 
-def start_scratch_server() -> ScratchServer:
-    """A server for throwaway databases: the one the environment names, else a private cluster."""
+def start_scratch_server(major: int | None = None) -> ScratchServer:
+    """A server for throwaway databases: the one the environment names, else a private cluster
+    of PostgreSQL `major` (default: UAIP_PG_VERSION, else 16)."""
     if wants_existing_server():
         return ScratchServer(DatabaseConfig.from_env(dotenv_path=Path("/nonexistent")))
-    cluster = ScratchCluster.start()
+    cluster = ScratchCluster.start(major)
     return ScratchServer(cluster.admin, cluster)
 
 
@@ -144,12 +145,12 @@ class ScratchCluster:
         self.binaries = binaries
 
     @classmethod
-    def start(cls) -> ScratchCluster:
-        """A private server run by the binaries of the wanted major version (UAIP_PG_VERSION,
-        default 16), fetched first when missing; ServerError saying what to do when none can be
+    def start(cls, major: int | None = None) -> ScratchCluster:
+        """A private server run by the binaries of `major` (default: UAIP_PG_VERSION, else
+        16), fetched first when missing; ServerError saying what to do when none can be
         had (or UAIP_TEST_SERVER=env uses a server you name)."""
         try:
-            binaries = find_binaries()
+            binaries = find_binaries(major)
         except ServerError as error:
             raise ServerError(
                 f"{error} Tests may use a server you name: UAIP_TEST_SERVER=env."
