@@ -237,9 +237,9 @@ def test_two_processes_fetch_a_release_once(offline: dict[str, str], shared_fold
         )
         for _ in range(2)
     ]
+    finished = [child.communicate(timeout=120) for child in children]  # both, even if one failed
     results = []
-    for child in children:
-        out, err = child.communicate(timeout=120)
+    for child, (out, err) in zip(children, finished, strict=True):
         assert child.returncode == 0, err
         results.append(json.loads(out))
     assert sorted(result["origin"] for result in results) == ["cache", "downloaded"]
