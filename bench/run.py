@@ -282,8 +282,12 @@ def bench_provisioning(server: ScratchServer, runs: int) -> list[Result]:
 
 def bench_sessions(runs: int, with_tests: bool) -> list[Result]:
     results = []
-    nox_time = median_of(1, command([str(BIN / "nox"), "-R", "-s", "migrations"], {}), warmup=True)
-    results.append(Result("nox -R -s migrations (both legs)", nox_time, None, "", "< 15 s"))
+    # The two legs on PostgreSQL 16, what the target was set for; all six (15, 16, 17) after.
+    legs = [f"migrations(pg='16', db='{db}')" for db in ("fresh", "seeded")]
+    nox_time = median_of(1, command([str(BIN / "nox"), "-R", "-s", *legs], {}), warmup=True)
+    results.append(Result("nox -R -s migrations (both legs, pg=16)", nox_time, None, "", "< 15 s"))
+    every = median_of(1, command([str(BIN / "nox"), "-R", "-s", "migrations"], {}), warmup=False)
+    results.append(Result("nox -R -s migrations (6 legs: 15, 16, 17)", every, None, "", "< 45 s"))
     if with_tests:
         suite = median_of(1, command([str(BIN / "pytest"), "-q", "-x"], {}), warmup=False)
         results.append(Result("pytest (whole suite)", suite, None, "", "a few minutes"))

@@ -37,6 +37,24 @@ SETTING_NAMES = (
 )
 
 
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Which PostgreSQL the tests run on, and where it came from (UAIP_PG_VERSION, default 16)."""
+    from uaip_db import pg
+    from uaip_db.errors import UaipDbError
+    from uaip_db.servers.binaries import find_binaries
+    from uaip_db.servers.scratch import wants_existing_server
+
+    try:
+        if wants_existing_server():
+            named = DatabaseConfig.from_env(dotenv_path=Path("/nonexistent"))
+            with pg.connection(named.with_database(pg.MAINTENANCE_DATABASE)) as conn:
+                version = conn.info.parameter_status("server_version")
+            return [f"postgresql: {version}, the server the settings name (UAIP_TEST_SERVER=env)"]
+        return [f"postgresql: {find_binaries().describe()}, a throwaway server per run"]
+    except UaipDbError as error:
+        return [f"postgresql: none ({error})"]
+
+
 @pytest.fixture(scope="session")
 def server() -> Iterator[ScratchServer]:
     scratch = start_scratch_server()

@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import ROOT, run_cli
 from uaip_db.errors import ServerError
+from uaip_db.servers.binaries import wanted_major
 from uaip_db.servers.docker import COMPOSE_SERVICE, DockerCompose
 from uaip_db.servers.local import LocalCluster, PidFile, find_bindir
 from uaip_db.servers.scratch import free_port
@@ -64,6 +65,7 @@ def test_db_up_down_up_keeps_the_data(cluster_home: Path) -> None:
     first = run_cli("inv", "db.up", "--backend", "local", "db.upgrade", env=env)
     assert first.returncode == 0, first.stderr
     assert "created" in first.stdout and password not in first.stdout + first.stderr
+    assert f"Local PostgreSQL {wanted_major()}." in first.stdout
     config = DatabaseConfig(
         host="localhost", port=port, name="scoping_local", user="scoper", password=password
     )
@@ -92,6 +94,8 @@ def test_db_up_down_up_keeps_the_data(cluster_home: Path) -> None:
     status = run_cli("inv", "db.status", env=env)
     assert "local cluster: running" in status.stdout
     assert "pending: 0 revision(s)" in status.stdout
+    assert f"local cluster: running PostgreSQL {wanted_major()}, pid" in status.stdout
+    assert f"database: reachable, PostgreSQL {wanted_major()}." in status.stdout
 
 
 def test_a_taken_port_is_reported(cluster_home: Path) -> None:

@@ -128,6 +128,7 @@ class DatabaseState:
     heads: list[str]
     pending: list[dict[str, str]]
     unknown: list[str]
+    server_version: str | None = None  # "16.15", as the server reports it
 
     @property
     def at_head(self) -> bool:
@@ -143,7 +144,9 @@ def database_state(database: DatabaseConfig) -> DatabaseState:
 
     index = history.load()
     try:
-        current = list(runner.current_revisions(database))
+        with connection(database) as conn:
+            current = list(runner.current_revisions_on(conn))
+            server_version = conn.info.parameter_status("server_version")
     except UaipDbError as error:
         return DatabaseState(
             database.display_url(), database.env, False, str(error), [], index.heads, [], []
@@ -159,6 +162,7 @@ def database_state(database: DatabaseConfig) -> DatabaseState:
         index.heads,
         [{"revision": item.revision, "doc": item.doc} for item in pending],
         unknown,
+        server_version,
     )
 
 

@@ -14,7 +14,7 @@ def server_up(backend: str | None = None, out: Say = say) -> None:
     from uaip_db.servers import choose_backend
 
     config = DatabaseConfig.from_env()
-    chosen = choose_backend(backend)
+    chosen = choose_backend(backend, report=out)
     out(chosen.up(config))
     if chosen.name == "docker":
         adopt_init_sql_database(config, out)
@@ -39,13 +39,13 @@ def server_down(backend: str | None = None, out: Say = say) -> None:
 
 def status(*, as_json: bool = False, out: Say = say) -> None:
     from uaip_db.checks.status import database_state
+    from uaip_db.servers.binaries import wanted_major
     from uaip_db.servers.docker import DockerCompose, docker_engine_answers
-    from uaip_db.servers.local import LocalCluster, find_bindir
+    from uaip_db.servers.local import cluster_status, local_cluster_root
 
     config = DatabaseConfig.from_env()
-    servers = []
-    if find_bindir() is not None:
-        servers.append(LocalCluster().status())
+    # Read from the cluster's files: showing the status never fetches binaries.
+    servers = [cluster_status(local_cluster_root(), wanted_major())]
     if docker_engine_answers():
         servers.append(DockerCompose().status())
     state = database_state(config)
@@ -58,7 +58,10 @@ def status(*, as_json: bool = False, out: Say = say) -> None:
     if not state.reachable:
         out(f"database: not reachable: {state.error}")
         return
-    out(f"database: reachable, at {history.load().describe_current(tuple(state.current))}")
+    out(
+        f"database: reachable, PostgreSQL {state.server_version}, "
+        f"at {history.load().describe_current(tuple(state.current))}"
+    )
     if state.unknown:
         out(f"pending: unknown: {', '.join(state.unknown)} is not in these migration scripts")
         return

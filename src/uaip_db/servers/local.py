@@ -1,7 +1,8 @@
 """Where a database comes from: docker compose, a local cluster in `.pgdata/`, or a server you name.
 
-`choose_backend()` picks Docker when an engine answers, else PostgreSQL server binaries found on
-this machine; `inv db.up --backend docker|local` forces one.
+`choose_backend()` picks Docker when an engine answers, else PostgreSQL server binaries of the
+wanted major version (`servers.binaries`: the system's, else a pinned build fetched once);
+`inv db.up --backend docker|local` forces one.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
 import socket
 import tempfile
 import time
@@ -18,15 +18,11 @@ from pathlib import Path
 
 from uaip_db import paths, pg, process
 from uaip_db.errors import ServerError, SettingsError
+from uaip_db.servers.binaries import VERSION_SETTING, Binaries, Report, find_binaries, major_of
 from uaip_db.settings import DatabaseConfig
 
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 SOCKET_PATH_LIMIT = 100  # sun_path is 108 bytes; leave room for "/.s.PGSQL.NNNNN"
-NO_SERVER_HELP = (
-    "No way to start PostgreSQL here: no Docker engine answers and no PostgreSQL server "
-    "binaries were found. Install PostgreSQL (apt-get install postgresql postgresql-contrib), "
-    "start Docker, or point DB_HOST/DATABASE_URL at a running server."
-)
 
 
 def conf_value(value: str) -> str:
@@ -36,36 +32,13 @@ def conf_value(value: str) -> str:
 
 
 def find_bindir() -> Path | None:
-    """PostgreSQL server binaries: PG_BINDIR, `pg_config --bindir`, PATH, then Debian's folders."""
-    candidates: list[Path] = []
-    if os.environ.get("PG_BINDIR"):
-        candidates.append(Path(os.environ["PG_BINDIR"]))
-    pg_config = shutil.which("pg_config")
-    if pg_config:
-        try:
-            out = process.execute([pg_config, "--bindir"], timeout=10).stdout.strip()
-        except (OSError, process.TimeoutExpired):
-            out = ""
-        if out:
-            candidates.append(Path(out))
-    on_path = shutil.which("initdb")
-    if on_path:
-        candidates.append(Path(on_path).resolve().parent)
-    candidates.extend(debian_bindirs())
-    for candidate in candidates:
-        if all((candidate / tool).is_file() for tool in ("initdb", "pg_ctl", "postgres")):
-            return candidate
-    return None
-
-
-def debian_bindirs() -> list[Path]:
-    def major(path: Path) -> float:
-        try:
-            return float(path.parent.name)
-        except ValueError:
-            return 0.0
-
-    return sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=major, reverse=True)
+    """PostgreSQL server binaries of the wanted major (see `servers.binaries`): PG_BINDIR, the
+    system's when they are that major, else the pinned release (downloaded once, cached); None
+    when none can be had. A malformed UAIP_PG_VERSION raises SettingsError."""
+    try:
+        return find_binaries().bindir
+    except ServerError:
+        return None
 
 
 def port_answers(host: str, port: int) -> bool:
@@ -131,6 +104,13 @@ class Cluster:
 
     def exists(self) -> bool:
         return (self.data / "PG_VERSION").is_file()
+
+    def data_major(self) -> int | None:
+        """The major version that made the data folder (its PG_VERSION file)."""
+        try:
+            return major_of((self.data / "PG_VERSION").read_text())
+        except OSError:
+            return None
 
     def initialize(self, user: str, password: str, settings: dict[str, str], sync: bool) -> None:
         """initdb with `user` as superuser, password authentication everywhere, UTF8, C locale."""
@@ -212,11 +192,29 @@ class LocalCluster:
 
     name = "local"
 
-    def __init__(self, root: Path | None = None, bindir: Path | None = None) -> None:
-        found = bindir or find_bindir()
-        if found is None:
-            raise ServerError(NO_SERVER_HELP)
-        self.cluster = Cluster(root or local_cluster_root(), found)
+    def __init__(
+        self, root: Path | None = None, bindir: Path | None = None, report: Report | None = None
+    ) -> None:
+        if bindir is None:
+            self.binaries = find_binaries(report=report)
+        else:
+            self.binaries = Binaries(bindir, server_version(bindir), "PG_BINDIR")
+        self.cluster = Cluster(root or local_cluster_root(), self.binaries.bindir)
+
+    def refuse_another_major(self, database: str) -> None:
+        """A data folder works with one major version: never start it with another."""
+        made_by = self.cluster.data_major()
+        runs = self.binaries.major
+        if made_by is None or runs is None or made_by == runs:
+            return
+        root = self.cluster.root
+        raise ServerError(
+            f"The local cluster in {root} was made by PostgreSQL {made_by} "
+            f"(its data/PG_VERSION), but db.up now runs PostgreSQL {runs}: keep it with "
+            f"{VERSION_SETTING}={made_by}, or move it to {runs}: "
+            f"`{VERSION_SETTING}={made_by} inv db.up db.backup db.down`, remove {root}, then "
+            f"`inv db.up db.restore BACKUP --target {database} --yes`."
+        )
 
     def up(self, config: DatabaseConfig) -> str:
         if config.host not in LOCAL_HOSTS:
@@ -225,6 +223,7 @@ class LocalCluster:
                 "start that server yourself, or set DB_HOST=localhost."
             )
         cluster = self.cluster
+        self.refuse_another_major(config.name)
         running = cluster.running()
         if running is None and port_answers("localhost", config.port):
             raise ServerError(
@@ -285,7 +284,7 @@ class LocalCluster:
         if made_db and not created:
             state += f", database {config.name} created"
         return (
-            f"Local PostgreSQL {server_version(cluster.bindir)} {state}: {config.display_url()} "
+            f"Local PostgreSQL {self.binaries.version} {state}: {config.display_url()} "
             f"(data in {cluster.root}, pid {running.pid})."
         )
 
@@ -313,16 +312,29 @@ class LocalCluster:
         )
 
     def status(self) -> str:
-        cluster = self.cluster
-        if not cluster.exists():
-            return "local cluster: none yet (`inv db.up` creates it)"
-        running = cluster.running()
-        if running is None:
-            return f"local cluster: stopped (data in {cluster.root})"
-        return (
-            f"local cluster: running, pid {running.pid}, port {running.port}, "
-            f"data in {cluster.root}"
-        )
+        return cluster_status(self.cluster.root, self.binaries.major)
+
+
+def cluster_status(root: Path, wanted: int | None) -> str:
+    """One line on the local cluster in `root`: none, stopped or running, and its major version
+    (read from its files, so no binaries are needed), with a warning when it is not `wanted`."""
+    cluster = Cluster(root, root)
+    if not cluster.exists():
+        return "local cluster: none yet (`inv db.up` creates it)"
+    made_by = cluster.data_major()
+    other = (
+        f"; made by PostgreSQL {made_by}, not the PostgreSQL {wanted} db.up runs "
+        f"({VERSION_SETTING}): `inv db.up` says what to do"
+        if made_by is not None and wanted is not None and made_by != wanted
+        else ""
+    )
+    running = cluster.running()
+    if running is None:
+        return f"local cluster: stopped, PostgreSQL {made_by} data in {cluster.root}{other}"
+    return (
+        f"local cluster: running PostgreSQL {made_by}, pid {running.pid}, port {running.port}, "
+        f"data in {cluster.root}{other}"
+    )
 
 
 def local_cluster_root() -> Path:

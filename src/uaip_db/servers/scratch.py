@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from uaip_db import pg, process
 from uaip_db.errors import ServerError, SettingsError
-from uaip_db.servers.local import Cluster, PidFile, find_bindir
+from uaip_db.servers.binaries import Binaries, find_binaries
+from uaip_db.servers.local import Cluster, PidFile
 from uaip_db.settings import DatabaseConfig
 
 if TYPE_CHECKING:
@@ -110,11 +111,12 @@ def wants_existing_server(environ: dict[str, str] | None = None) -> bool:
     return choice == "env"
 
 
-def start_scratch_server() -> ScratchServer:
-    """A server for throwaway databases: the one the environment names, else a private cluster."""
+def start_scratch_server(major: int | None = None) -> ScratchServer:
+    """A server for throwaway databases: the one the environment names, else a private cluster
+    of PostgreSQL `major` (default: UAIP_PG_VERSION, else 16)."""
     if wants_existing_server():
         return ScratchServer(DatabaseConfig.from_env(dotenv_path=Path("/nonexistent")))
-    cluster = ScratchCluster.start()
+    cluster = ScratchCluster.start(major)
     return ScratchServer(cluster.admin, cluster)
 
 
@@ -130,23 +132,33 @@ def scratch_server() -> Iterator[ScratchServer]:
 class ScratchCluster:
     """A private PostgreSQL for one run, a direct child of this process."""
 
-    def __init__(self, cluster: Cluster, child: process.Popen[bytes], admin: DatabaseConfig):
+    def __init__(
+        self,
+        cluster: Cluster,
+        child: process.Popen[bytes],
+        admin: DatabaseConfig,
+        binaries: Binaries,
+    ) -> None:
         self.cluster = cluster
         self.process = child
         self.admin = admin
+        self.binaries = binaries
 
     @classmethod
-    def start(cls) -> ScratchCluster:
-        bindir = find_bindir()
-        if bindir is None:
+    def start(cls, major: int | None = None) -> ScratchCluster:
+        """A private server run by the binaries of `major` (default: UAIP_PG_VERSION, else
+        16), fetched first when missing; ServerError saying what to do when none can be
+        had (or UAIP_TEST_SERVER=env uses a server you name)."""
+        try:
+            binaries = find_binaries(major)
+        except ServerError as error:
             raise ServerError(
-                "Tests need PostgreSQL server binaries (apt-get install postgresql "
-                "postgresql-contrib), or UAIP_TEST_SERVER=env to use the server the settings name."
-            )
+                f"{error} Tests may use a server you name: UAIP_TEST_SERVER=env."
+            ) from None
         sweep_stale_clusters()
         root = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=scratch_parent()))
         (root / OWNER_FILE).write_text(str(os.getpid()))
-        cluster = Cluster(root, bindir)
+        cluster = Cluster(root, binaries.bindir)
         password = scratch_password()
         cluster.initialize(
             SCRATCH_USER,
@@ -167,7 +179,7 @@ class ScratchCluster:
             admin = DatabaseConfig(
                 host="127.0.0.1", port=port, name="postgres", user=SCRATCH_USER, password=password
             )
-            scratch = cls(cluster, child, admin)
+            scratch = cls(cluster, child, admin, binaries)
             atexit.register(scratch.stop)
             return scratch
         shutil.rmtree(root, ignore_errors=True)
