@@ -42,6 +42,12 @@ class DatabaseMissing(ConnectionProblem):
     """The server answers, but the named database does not exist."""
 
 
+class UnusableDatabase(UaipDbError):
+    """The database cannot hold the schema (an encoding without a character set)."""
+
+    exit_code = CHECK_FAILED
+
+
 class ServerError(UaipDbError):
     """A local PostgreSQL server could not be found, started or stopped."""
 

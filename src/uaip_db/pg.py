@@ -7,9 +7,10 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from uaip_db.errors import ConnectionProblem, DatabaseMissing
+from uaip_db.errors import ConnectionProblem, DatabaseMissing, UnusableDatabase
 from uaip_db.settings import DatabaseConfig
 
 if TYPE_CHECKING:
@@ -103,9 +104,18 @@ def connect(
     parameters = {**config.connect_kwargs(), **extra}
     try:
         with without_libpq_environment():
-            return psycopg.connect(**parameters, autocommit=autocommit)
+            conn = psycopg.connect(**parameters, autocommit=autocommit)
     except psycopg.OperationalError as error:
         raise explain(error, config) from None
+    encoding = conn.info.parameter_status("server_encoding")
+    if encoding in UNUSABLE_ENCODINGS and config.name != MAINTENANCE_DATABASE:
+        conn.close()
+        # SQL_ASCII stores bytes, not text: migrations, checks and backups cannot trust it.
+        raise UnusableDatabase(
+            f"The {config.where()} uses the {encoding} encoding, which cannot hold the "
+            "schema's text; create the database with ENCODING 'UTF8' (and restore into it)."
+        )
+    return conn
 
 
 @contextmanager
@@ -135,6 +145,28 @@ def database_exists(conn: psycopg.Connection[Any], name: str) -> bool:
     )
 
 
+@dataclass(frozen=True)
+class DatabaseLocale:
+    """A database's encoding, collation and character classification (libc names)."""
+
+    encoding: str
+    collate: str
+    ctype: str
+
+
+# Encodings that cannot hold the schema's text: bytes without a character set.
+UNUSABLE_ENCODINGS = frozenset({"SQL_ASCII"})
+
+
+def database_locale(conn: psycopg.Connection[Any]) -> DatabaseLocale:
+    row = conn.execute(
+        "SELECT pg_encoding_to_char(encoding), datcollate, datctype FROM pg_database "
+        "WHERE datname = current_database()"
+    ).fetchone()
+    assert row is not None
+    return DatabaseLocale(str(row[0]), str(row[1]), str(row[2]))
+
+
 def create_database(
     conn: psycopg.Connection[Any],
     name: str,
@@ -142,8 +174,10 @@ def create_database(
     owner: str | None = None,
     template: str | None = None,
     file_copy: bool = False,
+    locale: DatabaseLocale | None = None,
 ) -> None:
-    """CREATE DATABASE with identifiers quoted; `file_copy` clones a template fastest."""
+    """CREATE DATABASE with identifiers quoted; `file_copy` clones a template fastest; `locale`
+    (with template0) gives it another database's encoding, collation and ctype."""
     from psycopg import sql
 
     statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
@@ -151,6 +185,10 @@ def create_database(
         statement += sql.SQL(" OWNER {}").format(sql.Identifier(owner))
     if template:
         statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+    if locale:
+        statement += sql.SQL(" ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
+            sql.Literal(locale.encoding), sql.Literal(locale.collate), sql.Literal(locale.ctype)
+        )
     if file_copy:
         statement += sql.SQL(" STRATEGY FILE_COPY")
     conn.execute(statement)

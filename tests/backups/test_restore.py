@@ -28,7 +28,7 @@ from uaip_db.backups.restore import restore_backup
 from uaip_db.catalog.snapshot import diff, take
 from uaip_db.checks import sample_data
 from uaip_db.errors import BackupError, CheckFailed, SettingsError, UsageError
-from uaip_db.migrations import history
+from uaip_db.migrations import history, runner
 from uaip_db.servers.scratch import ScratchServer
 from uaip_db.settings import DatabaseConfig
 
@@ -321,3 +321,41 @@ def test_system_and_template_databases_are_never_restored_into(
                 restore_backup(made.path, server.config_for(name), into_existing=into_existing)
             assert "--into-existing" not in str(no.value) and "\n" not in str(no.value)
     assert sql(server.config_for("template1"), "SELECT to_regclass('public.sessions')") == [(None,)]
+
+
+def test_a_restore_keeps_the_source_encoding_and_collation(
+    server: ScratchServer, new_target: DatabaseConfig, backups: Path
+) -> None:
+    source = server.config_for(f"uaip_latin1_{os.urandom(4).hex()}")
+    server.connection().execute(
+        f"CREATE DATABASE \"{source.name}\" TEMPLATE template0 ENCODING 'LATIN1' "
+        "LC_COLLATE 'C' LC_CTYPE 'C'"
+    )
+    try:
+        runner.upgrade(source, "head")
+        made = create_backup(source, backups)
+        assert (made.manifest.encoding, made.manifest.collate) == ("LATIN1", "C")
+        restore_backup(made.path, new_target)
+        assert sql(
+            new_target,
+            "SELECT pg_encoding_to_char(encoding), datcollate FROM pg_database "
+            "WHERE datname = current_database()",
+        ) == [("LATIN1", "C")]
+    finally:
+        server.drop_database(source.name)
+
+
+def test_a_sql_ascii_database_is_refused_in_one_line(server: ScratchServer, backups: Path) -> None:
+    source = server.config_for(f"uaip_ascii_{os.urandom(4).hex()}")
+    server.connection().execute(
+        f"CREATE DATABASE \"{source.name}\" TEMPLATE template0 ENCODING 'SQL_ASCII' "
+        "LC_COLLATE 'C' LC_CTYPE 'C'"
+    )
+    try:
+        for task in (["db.upgrade"], ["db.check"], ["db.backup", "--out", str(backups)]):
+            result = run_cli("inv", *task, database=source)
+            assert result.returncode == 1, (task, result.stdout, result.stderr)
+            assert "uses the SQL_ASCII encoding" in result.stderr
+            assert "Traceback" not in result.stderr
+    finally:
+        server.drop_database(source.name)

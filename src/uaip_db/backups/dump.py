@@ -31,7 +31,7 @@ from uaip_db.backups.manifest import (
 from uaip_db.catalog.snapshot import Snapshot, take_from
 from uaip_db.errors import BackupError, SettingsError
 from uaip_db.migrations import runner
-from uaip_db.pg import connection, database_oid, system_identifier
+from uaip_db.pg import DatabaseLocale, connection, database_locale, database_oid, system_identifier
 from uaip_db.servers.local import find_bindir
 from uaip_db.settings import DatabaseConfig
 
@@ -53,6 +53,7 @@ class DatabaseFacts:
     snapshot: Snapshot
     system_identifier: str | None = None
     database_oid: int | None = None
+    locale: DatabaseLocale | None = None
 
 
 @dataclass(frozen=True)
@@ -205,6 +206,7 @@ def read_facts(conn: psycopg.Connection[Any]) -> DatabaseFacts:
         snapshot=take_from(conn),
         system_identifier=system_identifier(conn),
         database_oid=database_oid(conn),
+        locale=database_locale(conn),
     )
 
 
@@ -247,5 +249,8 @@ def write_backup(
         system_identifier=facts.system_identifier,
         database_oid=facts.database_oid,
         state=state,
+        encoding=facts.locale.encoding if facts.locale else None,
+        collate=facts.locale.collate if facts.locale else None,
+        ctype=facts.locale.ctype if facts.locale else None,
     )
     return folders.complete(partial, lambda sequence: replace(manifest, sequence=sequence))

@@ -22,6 +22,7 @@ from uaip_db.catalog.queries import OTHER_KINDS
 from uaip_db.catalog.snapshot import Snapshot
 from uaip_db.errors import CheckFailed, SettingsError
 from uaip_db.files import sha256_of
+from uaip_db.pg import DatabaseLocale
 
 T = TypeVar("T")
 FORMAT_VERSION = 1
@@ -99,6 +100,16 @@ class Manifest:
     database_oid: int | None = None
     state: str | None = None
     sequence: int | None = None
+    # The source database's encoding, collation and ctype, which a restore gives its target.
+    encoding: str | None = None
+    collate: str | None = None
+    ctype: str | None = None
+
+    @property
+    def locale(self) -> DatabaseLocale | None:
+        if self.encoding is None or self.collate is None or self.ctype is None:
+            return None
+        return DatabaseLocale(self.encoding, self.collate, self.ctype)
 
     @property
     def identity(self) -> Identity:
@@ -137,6 +148,9 @@ class Manifest:
             "database_oid": self.database_oid,
             "state": self.state,
             "sequence": self.sequence,
+            "encoding": self.encoding,
+            "collate": self.collate,
+            "ctype": self.ctype,
         }
         return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
@@ -171,6 +185,9 @@ class Manifest:
             database_oid=_optional(data, "database_oid", int),
             state=_optional(data, "state", str),
             sequence=_optional(data, "sequence", int),
+            encoding=_optional(data, "encoding", str),
+            collate=_optional(data, "collate", str),
+            ctype=_optional(data, "ctype", str),
         )
 
 

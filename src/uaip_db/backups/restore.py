@@ -96,7 +96,7 @@ def restore_backup(
         clean = plan_restore(folder, manifest, target, relations, into_existing, jobs)
         created = relations is None
         if created:
-            create_database(admin, target)
+            create_database(admin, target, manifest.locale)
         try:
             run_restore(folder, manifest, target, replace=clean, jobs=jobs, created=created)
             return verified_report(folder, manifest, target, started, created)
@@ -186,12 +186,26 @@ def first_few(items: list[str], separator: str = ", ", limit: int = 5) -> str:
     return shown + (f"{separator}and {len(items) - limit} more" if len(items) > limit else "")
 
 
-def create_database(admin: DatabaseConfig, target: DatabaseConfig) -> None:
+def create_database(
+    admin: DatabaseConfig, target: DatabaseConfig, locale: pg.DatabaseLocale | None = None
+) -> None:
     from psycopg import errors
 
     with connection(admin) as conn:
         try:
-            pg.create_database(conn, target.name, owner=target.user, template="template0")
+            try:
+                pg.create_database(
+                    conn, target.name, owner=target.user, template="template0", locale=locale
+                )
+            except errors.InvalidParameterValue:
+                if locale is None:
+                    raise
+                # This server lacks the source's collation: keep its encoding, which decides
+                # what text the database can hold, with the C collation every server has.
+                portable = pg.DatabaseLocale(locale.encoding, "C", "C")
+                pg.create_database(
+                    conn, target.name, owner=target.user, template="template0", locale=portable
+                )
         except errors.DuplicateDatabase:
             raise CheckFailed(
                 f"The {target.where()} was created by someone else meanwhile; "
