@@ -38,6 +38,10 @@ class ConnectionProblem(UaipDbError):
     """The database cannot be reached or refuses the connection."""
 
 
+class PasswordRefused(ConnectionProblem):
+    """The server refused the password (or asked for one that was not given)."""
+
+
 class DatabaseMissing(ConnectionProblem):
     """The server answers, but the named database does not exist."""
 

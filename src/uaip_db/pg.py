@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from uaip_db.errors import ConnectionProblem, DatabaseMissing, UnusableDatabase
+from uaip_db.errors import ConnectionProblem, DatabaseMissing, PasswordRefused, UnusableDatabase
 from uaip_db.settings import DatabaseConfig
 
 if TYPE_CHECKING:
@@ -23,7 +23,7 @@ def explain(error: BaseException, config: DatabaseConfig) -> ConnectionProblem:
     lowered = message.lower()
     where = config.where()
     if "password authentication failed" in lowered or "no password supplied" in lowered:
-        return ConnectionProblem(
+        return PasswordRefused(
             f"Cannot connect to {where} as {config.user}: the password was refused. "
             "Check DB_PASSWORD (or DATABASE_URL) in your environment or .env."
         )

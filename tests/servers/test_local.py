@@ -182,3 +182,17 @@ def test_a_cluster_folder_with_a_quote_in_its_name(cluster_home: Path) -> None:
         pid_file = PidFile.read(quoted / "data")
         if pid_file and pid_file.process_is_postgres():
             LocalCluster(quoted, bindir).down()
+
+
+def test_db_up_with_another_password_says_the_cluster_keeps_its_own(cluster_home: Path) -> None:
+    env = {
+        "UAIP_PGDATA": str(cluster_home),
+        "DB_HOST": "localhost",
+        "DB_PORT": str(free_port()),
+        "DB_PASSWORD": "first-password",
+    }
+    assert run_cli("inv", "db.up", "--backend", "local", env=env).returncode == 0
+    again = run_cli("inv", "db.up", "--backend", "local", env={**env, "DB_PASSWORD": "other"})
+    assert again.returncode == 2
+    assert "keeps the password it was created with" in again.stderr
+    assert "already running" in again.stderr and "other" not in again.stderr.replace("another", "")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from uaip_db import paths, pg, process
-from uaip_db.errors import ServerError, SettingsError
+from uaip_db.errors import PasswordRefused, ServerError, SettingsError
 from uaip_db.servers.binaries import VERSION_SETTING, Binaries, Report, find_binaries, major_of
 from uaip_db.settings import DatabaseConfig
 
@@ -280,7 +280,14 @@ class LocalCluster:
         admin = DatabaseConfig(
             host="localhost", port=config.port, user=config.user, password=config.password
         )
-        made_db = ensure_database(admin, config.name, config.user)
+        try:
+            made_db = ensure_database(admin, config.name, config.user)
+        except PasswordRefused:
+            raise SettingsError(
+                f"The local cluster in {cluster.root} is {state} on port {config.port}, but it "
+                f"refused the password for {config.user}: a cluster keeps the password it was "
+                "created with. Set DB_PASSWORD back, or change it in the server (ALTER ROLE)."
+            ) from None
         if made_db and not created:
             state += f", database {config.name} created"
         return (
