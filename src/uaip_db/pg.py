@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -245,13 +245,17 @@ def database_flags(conn: psycopg.Connection[Any], name: str) -> tuple[bool, bool
     return (bool(row[0]), bool(row[1])) if row else None
 
 
-def leftover_databases(conn: psycopg.Connection[Any], keep: str) -> list[str]:
-    """Throwaway and restored databases our commands made (`uaip_verify_*`, `uaip_rehearsal_*`,
-    `*_restored_*`), except `keep`."""
+def like_pattern(prefix: str = "", infix: str = "") -> str:
+    """A LIKE pattern for names starting with `prefix` or holding `infix` (`_` taken literally)."""
+    literal = (prefix or infix).replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%")
+    return f"{literal}%" if prefix else f"%{literal}%"
+
+
+def databases_like(conn: psycopg.Connection[Any], patterns: Sequence[str]) -> list[str]:
+    """The names of databases (templates aside) matching any of the LIKE `patterns`, sorted."""
     rows = conn.execute(
-        "SELECT datname FROM pg_database WHERE NOT datistemplate AND datname <> %s AND ("
-        "datname LIKE 'uaip\\_verify\\_%%' OR datname LIKE 'uaip\\_rehearsal\\_%%' "
-        "OR datname LIKE '%%\\_restored\\_%%') ORDER BY 1",
-        (keep,),
+        "SELECT datname FROM pg_database WHERE NOT datistemplate AND datname LIKE ANY(%s) "
+        "ORDER BY 1",
+        (list(patterns),),
     ).fetchall()
-    return [row[0] for row in rows]
+    return [str(row[0]) for row in rows]

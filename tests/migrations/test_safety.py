@@ -46,9 +46,12 @@ def until(condition: Callable[[], bool], timeout: float = 60) -> None:
         time.sleep(0.02)
 
 
-def test_eight_runners_at_once_apply_each_revision_once(empty_db: DatabaseConfig) -> None:
+def upgrades_at_once(
+    count: int, database: DatabaseConfig, **extra: str
+) -> tuple[list[subprocess.Popen[str]], list[tuple[str, str]]]:
+    """`count` runs of `inv db.upgrade` started together; each one's (stdout, stderr)."""
     env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
-    env.update(child_env(empty_db))
+    env.update(child_env(database), **extra)
     procs = [
         subprocess.Popen(
             [str(BIN / "inv"), "db.upgrade"],
@@ -58,9 +61,13 @@ def test_eight_runners_at_once_apply_each_revision_once(empty_db: DatabaseConfig
             stderr=subprocess.PIPE,
             text=True,
         )
-        for _ in range(8)
+        for _ in range(count)
     ]
-    outputs = [proc.communicate(timeout=120) for proc in procs]
+    return procs, [proc.communicate(timeout=120) for proc in procs]
+
+
+def test_eight_runners_at_once_apply_each_revision_once(empty_db: DatabaseConfig) -> None:
+    procs, outputs = upgrades_at_once(8, empty_db)
     assert [proc.returncode for proc in procs] == [0] * 8, [err for _, err in outputs]
     applied = [
         line.split()[1]
@@ -495,20 +502,7 @@ def test_the_lock_survives_idle_session_timeout(empty_db: DatabaseConfig, checko
     )
     # The lock's connection idles while the migration runs: this would end it after 300 ms.
     sql(empty_db, f"ALTER DATABASE \"{empty_db.name}\" SET idle_session_timeout = '300ms'")
-    env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
-    env.update(child_env(empty_db), UAIP_DB_ROOT=str(checkout))
-    procs = [
-        subprocess.Popen(
-            [str(BIN / "inv"), "db.upgrade"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(2)
-    ]
-    outputs = [proc.communicate(timeout=120) for proc in procs]
+    procs, outputs = upgrades_at_once(2, empty_db, UAIP_DB_ROOT=str(checkout))
     assert [proc.returncode for proc in procs] == [0, 0], [err for _, err in outputs]
     assert sql(empty_db, "SELECT last_value FROM slow_runs") == [(1,)]
     assert runner.current_revisions(empty_db) == ("51ee9a000002",)

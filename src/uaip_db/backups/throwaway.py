@@ -56,14 +56,8 @@ def sweep(server: ScratchServer) -> list[str]:
     import psycopg
 
     conn = server.connection()
-    patterns = [prefix.replace("_", "\\_") + "%" for prefix in PREFIXES]
-    rows = conn.execute(
-        "SELECT datname FROM pg_database WHERE NOT datistemplate "
-        "AND (datname LIKE %s OR datname LIKE %s) ORDER BY 1",
-        patterns,
-    ).fetchall()
     dropped = []
-    for (name,) in rows:
+    for name in pg.databases_like(conn, [pg.like_pattern(prefix) for prefix in PREFIXES]):
         if not _try_lock(conn, name):
             continue  # its run is alive
         try:

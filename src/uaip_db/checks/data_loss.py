@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from uaip_db.catalog import expected
 from uaip_db.catalog.snapshot import Snapshot, take_from
+from uaip_db.docs.model import split_owner
 from uaip_db.errors import CheckFailed
 from uaip_db.pg import connection
 from uaip_db.settings import DatabaseConfig
@@ -56,7 +57,7 @@ def lost_objects(before: Snapshot, after: Snapshot) -> LostObjects:
     columns = sorted(
         name
         for name in old_columns.keys() - new_columns.keys()
-        if _table_of(name, old_tables) not in dropped_tables
+        if split_owner(name, old_tables)[0] not in dropped_tables
     )
     return LostObjects(tables, columns)
 
@@ -92,8 +93,7 @@ def count_losses(conn: psycopg.Connection[Any], lost: LostObjects) -> list[DataL
             found.append(DataLoss(table, int(row[0])))
     tables = set(lost.tables) | {name.rpartition(".")[0] for name in lost.columns}
     for name in lost.columns:
-        table = _table_of(name, tables)
-        column = name[len(table) + 1 :]
+        table, column = split_owner(name, tables)
         row = conn.execute(
             sql.SQL("SELECT count(*) FROM {} WHERE {} IS NOT NULL").format(
                 _qualified(table), sql.Identifier(column)
@@ -115,12 +115,6 @@ def downgrade_losses(database: DatabaseConfig, target: str) -> list[DataLoss] | 
         # Counting waits for no long lock: a writer-blocking DDL elsewhere makes it fail clearly.
         conn.execute("SET lock_timeout = '5s'")
         return count_losses(conn, lost_objects(take_from(conn), wanted))
-
-
-def _table_of(column: str, tables: set[str]) -> str:
-    """`sessions.email` -> `sessions`, preferring the longest known table (names may hold dots)."""
-    owners = [table for table in tables if column.startswith(table + ".")]
-    return max(owners, key=len) if owners else column.rpartition(".")[0]
 
 
 def _qualified(table: str) -> Any:

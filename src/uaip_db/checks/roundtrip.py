@@ -13,7 +13,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from uaip_db.catalog import expected
 from uaip_db.catalog.snapshot import Snapshot, describe, diff, take_from
 from uaip_db.checks import sample_data
 from uaip_db.checks.data_loss import count_losses, lost_objects, undeclared
@@ -162,12 +161,8 @@ def run(server: ScratchServer, report: Callable[[str], None] | None = None) -> l
                 if script.is_merge:
                     step = check_merge(conn, session, script)
                 else:
-                    parent = script.down_revisions[0] if script.down_revisions else expected.BASE
-                    if runner.current_revisions_on(conn) not in ((parent,), ()):
-                        # Another branch's head is applied: a downgrade to the parent would
-                        # revert it too, so start this revision from its parent alone.
-                        session.downgrade(parent)
-                    step = check_revision(conn, session, script, parent)
+                    session.start_from(script.parent)
+                    step = check_revision(conn, session, script, script.parent)
                 times.append(step)
                 if report:
                     report(step.line())

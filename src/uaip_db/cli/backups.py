@@ -14,6 +14,10 @@ from uaip_db.errors import CheckFailed, UaipDbError, UsageError
 from uaip_db.pg import MAINTENANCE_DATABASE
 from uaip_db.settings import DatabaseConfig
 
+# `db.restore` without --target names the new database <source>_restored_<time>; `db.clean`
+# finds those by this mark.
+RESTORED_MARK = "_restored_"
+
 
 def backup_folder_argument(out: str | None) -> Path:
     """The folder to write into: --out, else UAIP_BACKUP_DIR or backups/; created (0700) when
@@ -128,7 +132,7 @@ def restore(
     manifest = manifests.check_files(path)
     config = DatabaseConfig.from_env()
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d%H%M%S")
-    name = target or f"{manifest.database}_restored_{stamp}"
+    name = target or f"{manifest.database}{RESTORED_MARK}{stamp}"
     destination = config.with_database(name)
     relations = restoring.existing_relations(
         config.with_database(MAINTENANCE_DATABASE), destination
@@ -228,11 +232,14 @@ def list_backups(*, out_dir: str | None = None, as_json: bool = False, out: Say 
 def clean(*, yes: bool = False, confirm_db: str | None = None, out: Say = say) -> None:
     """Drop leftover throwaway and restored databases, and remove dead scratch clusters."""
     from uaip_db import pg
+    from uaip_db.backups.throwaway import PREFIXES
     from uaip_db.servers.scratch import stale_clusters, sweep_stale_clusters
 
     config = DatabaseConfig.from_env()
+    patterns = [pg.like_pattern(prefix) for prefix in PREFIXES]
+    patterns.append(pg.like_pattern(infix=RESTORED_MARK))
     with pg.admin_connection(config) as conn:
-        names = pg.leftover_databases(conn, keep=config.name)
+        names = [name for name in pg.databases_like(conn, patterns) if name != config.name]
     clusters = stale_clusters()
     if not names and not clusters:
         out(f"Nothing to clean on {config.host}:{config.port} or in the scratch folders.")

@@ -49,6 +49,13 @@ class Revision:
         return len(self.down_revisions) > 1
 
     @property
+    def parent(self) -> str:
+        """The one revision below (`base` for the first); a merge has no one parent."""
+        if self.is_merge:
+            raise UsageError(f"Revision {self.revision} is a merge: it has no single parent.")
+        return self.down_revisions[0] if self.down_revisions else BASE
+
+    @property
     def downgrade_missing(self) -> bool:
         """downgrade() does nothing, and neither says why (`irreversible`) nor is a merge (whose
         downgrade only splits the heads again)."""

@@ -67,18 +67,23 @@ class RunOptions:
     lock_held: bool = False
 
 
-def lock_wait_setting() -> float:
-    """UAIP_LOCK_WAIT: how long plain `alembic` waits for the migration lock (inv: --lock-wait)."""
-    value = os.environ.get("UAIP_LOCK_WAIT", "").strip()
+def seconds_setting(name: str, default: float) -> float:
+    """A setting in seconds, 0 or more (`default` when unset), or one line saying it is not."""
+    value = os.environ.get(name, "").strip()
     if not value:
-        return DEFAULT_WAIT_SECONDS
+        return default
     try:
         seconds = float(value)
     except ValueError:
         seconds = -1.0
     if not 0 <= seconds < float("inf"):
-        raise SettingsError(f"UAIP_LOCK_WAIT={value!r} is not a number of seconds (0 or more).")
+        raise SettingsError(f"{name}={value!r} is not a number of seconds (0 or more).")
     return seconds
+
+
+def lock_wait_setting() -> float:
+    """UAIP_LOCK_WAIT: how long plain `alembic` waits for the migration lock (inv: --lock-wait)."""
+    return seconds_setting("UAIP_LOCK_WAIT", DEFAULT_WAIT_SECONDS)
 
 
 def lock_retries_setting() -> int | None:
@@ -94,16 +99,7 @@ def lock_retries_setting() -> int | None:
 
 def lock_budget_setting() -> float:
     """UAIP_LOCK_BUDGET: seconds a migration may spend retrying after lock timeouts."""
-    value = os.environ.get("UAIP_LOCK_BUDGET", "").strip()
-    if not value:
-        return DEFAULT_LOCK_BUDGET_SECONDS
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if not 0 <= seconds < float("inf"):
-        raise SettingsError(f"UAIP_LOCK_BUDGET={value!r} is not a number of seconds (0 or more).")
-    return seconds
+    return seconds_setting("UAIP_LOCK_BUDGET", DEFAULT_LOCK_BUDGET_SECONDS)
 
 
 def alembic_config(
@@ -197,12 +193,15 @@ def _run_env(context: EnvironmentContext, options: RunOptions) -> None:
 def interrupted(error: BaseException) -> bool:
     """Whether `error` happened while cleaning up after Ctrl-C (SQLAlchemy then reports that it
     cannot reconnect, and the KeyboardInterrupt is only its context)."""
+    return any(isinstance(seen, KeyboardInterrupt) for seen in causes(error))
+
+
+def causes(error: BaseException) -> Iterator[BaseException]:
+    """`error`, then what it happened while handling (its context, else its cause), and so on."""
     seen: BaseException | None = error
     while seen is not None:
-        if isinstance(seen, KeyboardInterrupt):
-            return True
+        yield seen
         seen = seen.__context__ or seen.__cause__
-    return False
 
 
 # Plain `alembic` commands that change what the database records without applying revisions
@@ -399,12 +398,8 @@ def _database_cause(error: BaseException) -> BaseException:
     import psycopg
     from sqlalchemy.exc import DBAPIError
 
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, DBAPIError | psycopg.Error):
-            return seen
-        seen = seen.__context__ or seen.__cause__
-    return error
+    found = (seen for seen in causes(error) if isinstance(seen, DBAPIError | psycopg.Error))
+    return next(found, error)
 
 
 def _failing_revision(database: DatabaseConfig, direction: str) -> str | None:
@@ -601,6 +596,12 @@ class MigrationSession:
 
     def upgrade(self, revision: str) -> None:
         self._run(revision, upgrade=True)
+
+    def start_from(self, parent: str) -> None:
+        """Leave `parent` the only head before its child is applied: with another branch's head
+        applied too, a later downgrade to the parent would revert that branch as well."""
+        if current_revisions(self.database) not in ((parent,), ()):
+            self.downgrade(parent)
 
     def downgrade(self, revision: str) -> None:
         self._run(revision, upgrade=False)

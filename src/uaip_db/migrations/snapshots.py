@@ -23,10 +23,8 @@ def build(server: ScratchServer) -> dict[str, Snapshot]:
         built: dict[str, Snapshot] = {}
         with runner.MigrationSession(database) as session:
             for item in history.load().order:
-                parent = item.down_revisions[0] if len(item.down_revisions) == 1 else None
-                if parent and runner.current_revisions(database) != (parent,):
-                    # A branch: its schema is its own ancestors', not the other branch's too.
-                    session.downgrade(parent)
+                if not item.is_merge:  # a branch's schema is its own ancestors', no more
+                    session.start_from(item.parent)
                 session.upgrade(item.revision)
                 built[item.revision] = take(database)
         return built
