@@ -9,7 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import BIN, ROOT, SETTING_NAMES, sql
+from uaip_db.servers.binaries import RELEASES
 from uaip_db.servers.scratch import child_env
 from uaip_db.settings import DatabaseConfig
 
@@ -85,15 +88,11 @@ def step(copy: Path, database: DatabaseConfig | None, *args: str) -> str:
     return result.stdout
 
 
-def test_the_next_migration_keeps_every_check_green(
-    empty_db: DatabaseConfig, tmp_path: Path
-) -> None:
-    copy = copy_checkout(tmp_path / "checkout")
-    written = step(copy, empty_db, "inv", "db.revision", "-m", "add users")
+def write_next_revision(copy: Path) -> Path:
+    """`inv db.revision`, then what the developer writes into the new file."""
+    written = step(copy, None, "inv", "db.revision", "-m", "add users")
     path = next((copy / "migrations" / "versions").glob("*_add_users.py"))
     assert str(path) in written
-
-    # What the developer writes into the new file.
     text = path.read_text()
     text = text.replace(
         'def upgrade() -> None:\n    """Apply this change."""\n    pass\n', UPGRADE
@@ -108,13 +107,37 @@ def test_the_next_migration_keeps_every_check_green(
         '\ndestroys_data_on_downgrade = "users, stage_data.reviewer_note"\n\n\ndef upgrade()',
     )
     path.write_text(text)
+    return path
+
+
+@pytest.fixture(scope="module")
+def with_next_revision(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A copy of the checkout with the next revision written and its generated files refreshed
+    (docs/MIGRATIONS.md section 4); each test works on its own copy of it."""
+    copy = copy_checkout(tmp_path_factory.mktemp("next") / "checkout")
+    path = write_next_revision(copy)
+    step(copy, None, "inv", "db.snapshots")
+    step(copy, None, "inv", "db.docs")
+    return copy, path
+
+
+def own_copy(prepared: tuple[Path, Path], tmp_path: Path) -> tuple[Path, Path]:
+    copy, path = prepared
+    mine = tmp_path / "checkout"
+    shutil.copytree(copy, mine, symlinks=True, ignore=shutil.ignore_patterns("__pycache__"))
+    return mine, mine / path.relative_to(copy)
+
+
+def test_the_next_migration_keeps_every_check_green(
+    with_next_revision: tuple[Path, Path], empty_db: DatabaseConfig, tmp_path: Path
+) -> None:
+    copy, path = own_copy(with_next_revision, tmp_path)
+    assert "users" in (copy / "docs" / "schema" / "README.md").read_text()
 
     # The documented steps (docs/MIGRATIONS.md section 4).
     step(copy, empty_db, "inv", "db.upgrade")
     step(copy, empty_db, "inv", "db.downgrade", "--yes")
     step(copy, empty_db, "inv", "db.upgrade")
-    step(copy, None, "inv", "db.snapshots")
-    step(copy, None, "inv", "db.docs")
     step(copy, None, "inv", "db.lint")
     step(copy, None, "inv", "db.roundtrip")
     step(copy, empty_db, "inv", "db.check")
@@ -138,6 +161,23 @@ def test_the_next_migration_keeps_every_check_green(
     step(copy, None, "ruff", "check", "--no-cache", str(path))
     step(copy, None, "inv", "db.snapshots", "--check")
     step(copy, None, "inv", "db.docs", "--check")
-    assert "users" in (copy / "docs" / "schema" / "README.md").read_text()
-    step(copy, None, "nox", "--no-venv", "-s", "migrations")
+
+
+# `nox -s migrations` on the copy, one major per test so the legs spread over the workers.
+@pytest.mark.parametrize("major", [str(major) for major in RELEASES])
+def test_the_migrations_session_passes_with_the_next_revision(
+    with_next_revision: tuple[Path, Path], tmp_path: Path, major: str
+) -> None:
+    copy, _ = own_copy(with_next_revision, tmp_path)
+    legs = [f"migrations(pg='{major}', db='{db}')" for db in ("fresh", "seeded")]
+    result = in_copy(copy, None, "nox", "--no-venv", "-s", *legs)
+    assert result.returncode == 0, f"{result.stdout}\n{result.stderr}"
+    for leg in legs:
+        assert f"{leg}: success" in result.stderr
+
+
+def test_the_schema_tests_pass_with_the_next_revision(
+    with_next_revision: tuple[Path, Path], tmp_path: Path
+) -> None:
+    copy, _ = own_copy(with_next_revision, tmp_path)
     step(copy, None, sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *SCHEMA_TESTS)
