@@ -62,6 +62,8 @@ class RestoreReport:
     revisions: tuple[str, ...] = ()
     created: bool = False
     backup_state: str | None = None
+    # False for a backup that records no schema (scripts/backup): revision and rows were checked.
+    schema_checked: bool = True
 
 
 # --- restoring ------------------------------------------------------------------------------
@@ -163,6 +165,12 @@ def refuse_system_database(target: DatabaseConfig) -> None:
 
 def refuse_leftovers(manifest: Manifest, target: DatabaseConfig) -> None:
     """Objects only the target has would survive `--clean`: refuse before touching anything."""
+    if manifest.objects is None:
+        raise CheckFailed(
+            f"The {target.where()} is not empty, and the backup does not list its objects (made "
+            "by scripts/backup), so a restore over it could leave some behind. Restore under a "
+            "new name (--target NEW_NAME)."
+        )
     with connection(target) as conn:
         current = take_from(conn)
     backup_objects = set(manifest.objects)
@@ -260,7 +268,9 @@ def verified_report(
         revisions = runner.current_revisions_on(conn)
         counts = row_counts(conn)
         restored = take_from(conn)
-    schema_problems = compare_schemas(saved_schema(folder), restored)
+    schema_problems = (
+        compare_schemas(saved_schema(folder), restored) if manifest.records_schema else []
+    )
     problems = differences(manifest, revisions, counts) + schema_problems
     if problems:
         raise CheckFailed(
@@ -278,6 +288,7 @@ def verified_report(
         revisions=revisions,
         created=created,
         backup_state=manifest.state,
+        schema_checked=manifest.records_schema,
     )
 
 
