@@ -146,7 +146,7 @@ def restore(
         f"{destination.display_url()}:"
     )
     report = restoring.restore_backup(
-        path, destination, into_existing=relations is not None, jobs=workers
+        path, destination, into_existing=relations is not None, jobs=workers, report=out
     )
     matched = (
         "revision, fingerprint and row counts match the manifest."
