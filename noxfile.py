@@ -130,12 +130,21 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Check style (ruff), migrations (squawk and our rules) and that docs/schema/ is current."""
+    """Check style (ruff), migrations (squawk and our rules), that docs/schema/ is current, and
+    scripts/, the workflows and the compose file (shellcheck, check-jsonschema, zizmor; offline)."""
     session.install("-e", ".[dev]")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("inv", "db.lint")
     session.run("inv", "db.docs", "--check")
+    # scripts/, workflows, compose: POSIX sh; schemas bundled with check-jsonschema; no medium or
+    # high zizmor finding (unpinned actions, broad permissions, persisted credentials).
+    scripts = sorted(str(p) for p in (ROOT / "scripts").rglob("*") if p.is_file())
+    session.run("shellcheck", "--shell=sh", "--external-sources", *scripts)
+    workflows = sorted(str(p) for p in (ROOT / ".github" / "workflows").glob("*.yml"))
+    session.run("check-jsonschema", "--builtin-schema", "vendor.github-workflows", *workflows)
+    session.run("zizmor", "--offline", "--min-severity", "medium", ".github/workflows/")
+    session.run("check-jsonschema", "--builtin-schema", "vendor.compose-spec", "docker-compose.yml")
 
 
 @nox.session

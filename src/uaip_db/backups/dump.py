@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from uaip_db import process
 from uaip_db.backups import folder as folders
+from uaip_db.backups import progress
 from uaip_db.backups.manifest import (
     CUSTOM_DUMP,
     DIRECTORY_DUMP,
@@ -89,10 +90,17 @@ def create_backup(
     compression: int | None = None,
     state: str = WRITTEN,
     report: Callable[[str], None] | None = None,
+    progress_seconds: float = progress.PROGRESS_SECONDS,
 ) -> Backup:
     """Dump `database` into a new backup under `out_dir` (see `new_backup`)."""
     with new_backup(
-        database, out_dir, jobs=jobs, compression=compression, state=state, report=report
+        database,
+        out_dir,
+        jobs=jobs,
+        compression=compression,
+        state=state,
+        report=report,
+        progress_seconds=progress_seconds,
     ) as made:
         return made
 
@@ -106,13 +114,15 @@ def new_backup(
     compression: int | None = None,
     state: str = WRITTEN,
     report: Callable[[str], None] | None = None,
+    progress_seconds: float = progress.PROGRESS_SECONDS,
 ) -> Iterator[Backup]:
     """Dump `database` into a new folder under `out_dir`, with a manifest read in the same
     snapshot; the backup is held (never pruned by another run) until the block ends.
 
     jobs == 1 writes a custom-format archive; jobs > 1 a directory-format dump with N workers.
     `compression` is pg_dump's gzip level (0-9; None: pg_dump's default). `state` is recorded in
-    the manifest: written (a restore check follows) or not verified.
+    the manifest: written (a restore check follows) or not verified. While pg_dump runs, `report`
+    hears the bytes written so far every `progress_seconds`.
     """
     check_jobs(jobs)
     if compression is not None and compression not in range(10):
@@ -137,12 +147,14 @@ def new_backup(
                 dumping = process.start_tool(
                     plan.args(pg_dump, partial.path, snapshot_id), [database]
                 )
-                try:
-                    facts = read_facts(conn)
-                finally:
-                    process.finish_tool(
-                        dumping, [database], what=f"back up {database.where()} (pg_dump)"
-                    )
+                written = progress.dump_line(partial.path)
+                with progress.reporting(report, written, progress_seconds):
+                    try:
+                        facts = read_facts(conn)
+                    finally:
+                        process.finish_tool(
+                            dumping, [database], what=f"back up {database.where()} (pg_dump)"
+                        )
                 made = write_backup(partial, database, facts, plan, pg_dump_version, state)
             except BaseException as error:
                 if partial is not None:

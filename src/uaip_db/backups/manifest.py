@@ -7,6 +7,11 @@ fingerprint, row counts), which database it was (the server's system identifier,
 name and oid), its place in the folder's creation order, and its state (written, verified, not
 verified). Folders are 0700 and files 0600; no password is ever written. A folder whose name
 starts with `.partial-` is a backup still being written (backups.folder): it is never restored.
+
+`scripts/backup` (POSIX shell, libpq's client tools only) writes the same manifest without what
+only this library can take: no `schema.json`, its fingerprint (`null`) and the top-level objects
+(`null`). Such a backup is still checked for everything it carries (every file's size and sha256,
+the revision, the row counts); one that lists `schema.json` must carry its fingerprint.
 """
 
 from __future__ import annotations
@@ -32,15 +37,18 @@ SCHEMA_FILE = "schema.json"
 DIRECTORY_DUMP = "dump"
 PARTIAL_PREFIX = ".partial-"
 # A backup's state: written (complete; its restore check has not finished), verified (restored
-# and checked on a throwaway database), not verified (made with --no-verify), or verify failed.
+# and checked on a throwaway database), not verified (made with --no-verify), verify failed, or
+# unchecked (scripts/backup, which runs no restore check).
 WRITTEN = "written"
 VERIFIED = "verified"
 NOT_VERIFIED = "not verified"
 VERIFY_FAILED = "verify failed"
+UNCHECKED = "unchecked"
 STATE_PHRASES = {
     WRITTEN: "not verified (its restore check did not finish)",
     VERIFIED: "verified (restored and checked on a throwaway database)",
     NOT_VERIFIED: "not verified (made with --no-verify)",
+    UNCHECKED: "not verified (made by scripts/backup, which runs no restore check)",
     VERIFY_FAILED: "not restorable (its restore check failed)",
 }
 # Snapshot kinds that `pg_restore --clean` drops and recreates as a whole; an object of these
@@ -89,8 +97,10 @@ class Manifest:
     server_version: str
     pg_dump_version: str
     revisions: tuple[str, ...]
+    # "" (null in the file): no schema was recorded (scripts/backup); see `records_schema`.
     fingerprint: str
-    objects: tuple[str, ...]
+    # None: the top-level objects were not recorded (scripts/backup).
+    objects: tuple[str, ...] | None
     row_counts: dict[str, int]
     files: tuple[FileEntry, ...]
     compression: int | None = None
@@ -110,6 +120,11 @@ class Manifest:
         if self.encoding is None or self.collate is None or self.ctype is None:
             return None
         return DatabaseLocale(self.encoding, self.collate, self.ctype)
+
+    @property
+    def records_schema(self) -> bool:
+        """Whether the backup carries its schema (schema.json and its fingerprint)."""
+        return bool(self.fingerprint)
 
     @property
     def identity(self) -> Identity:
@@ -140,8 +155,8 @@ class Manifest:
             "server_version": self.server_version,
             "pg_dump_version": self.pg_dump_version,
             "revisions": list(self.revisions),
-            "fingerprint": self.fingerprint,
-            "objects": list(self.objects),
+            "fingerprint": self.fingerprint or None,
+            "objects": None if self.objects is None else list(self.objects),
             "row_counts": dict(sorted(self.row_counts.items())),
             "files": [vars(entry) for entry in self.files],
             "system_identifier": self.system_identifier,
@@ -175,8 +190,8 @@ class Manifest:
             server_version=_field(data, "server_version", str),
             pg_dump_version=_field(data, "pg_dump_version", str),
             revisions=tuple(_strings(data, "revisions")),
-            fingerprint=_field(data, "fingerprint", str),
-            objects=tuple(_strings(data, "objects")),
+            fingerprint=_optional(data, "fingerprint", str) or "",
+            objects=None if data.get("objects") is None else tuple(_strings(data, "objects")),
             row_counts=_row_counts(data),
             files=tuple(_file_entry(item) for item in _field(data, "files", list)),
             compression=_compression(data),
@@ -347,6 +362,8 @@ def check_files(path: Path | str) -> Manifest:
         relative = extra.relative_to(folder).as_posix()
         if relative not in listed and relative != f".{MANIFEST}.tmp":
             raise damaged(folder, f"{relative} is not in its manifest")
+    if not manifest.records_schema and SCHEMA_FILE not in listed:
+        return manifest  # scripts/backup: sizes, hashes, and later revision and rows are checked
     if SCHEMA_FILE not in listed or saved_schema(folder).digest() != manifest.fingerprint:
         raise damaged(folder, f"{SCHEMA_FILE} does not match the manifest's schema fingerprint")
     return manifest

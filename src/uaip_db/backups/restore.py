@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from uaip_db import pg, process
 from uaip_db.backups import folder as folders
+from uaip_db.backups import progress
 from uaip_db.backups.dump import check_jobs, row_counts
 from uaip_db.backups.manifest import (
     VERIFIED,
@@ -62,6 +63,8 @@ class RestoreReport:
     revisions: tuple[str, ...] = ()
     created: bool = False
     backup_state: str | None = None
+    # False for a backup that records no schema (scripts/backup): revision and rows were checked.
+    schema_checked: bool = True
 
 
 # --- restoring ------------------------------------------------------------------------------
@@ -74,12 +77,15 @@ def restore_backup(
     server_admin: DatabaseConfig | None = None,
     into_existing: bool = False,
     jobs: int = 1,
+    report: Callable[[str], None] | None = None,
+    progress_seconds: float = progress.PROGRESS_SECONDS,
 ) -> RestoreReport:
     """Restore a checked backup into `target` and prove the result matches its manifest.
 
     By default `target` must not exist (or be empty); it is created, and dropped again if
     anything fails. With `into_existing` its contents are replaced in one transaction, so a
-    failure leaves it as it was.
+    failure leaves it as it was. While pg_restore runs, `report` hears how many tables it has
+    loaded every `progress_seconds`.
     """
     started = time.monotonic()
     check_jobs(jobs)
@@ -98,7 +104,16 @@ def restore_backup(
         if created:
             create_database(admin, target, manifest.locale)
         try:
-            run_restore(folder, manifest, target, replace=clean, jobs=jobs, created=created)
+            run_restore(
+                folder,
+                manifest,
+                target,
+                replace=clean,
+                jobs=jobs,
+                created=created,
+                report=report,
+                progress_seconds=progress_seconds,
+            )
             return verified_report(folder, manifest, target, started, created)
         except BaseException:
             if created:
@@ -163,6 +178,12 @@ def refuse_system_database(target: DatabaseConfig) -> None:
 
 def refuse_leftovers(manifest: Manifest, target: DatabaseConfig) -> None:
     """Objects only the target has would survive `--clean`: refuse before touching anything."""
+    if manifest.objects is None:
+        raise CheckFailed(
+            f"The {target.where()} is not empty, and the backup does not list its objects (made "
+            "by scripts/backup), so a restore over it could leave some behind. Restore under a "
+            "new name (--target NEW_NAME)."
+        )
     with connection(target) as conn:
         current = take_from(conn)
     backup_objects = set(manifest.objects)
@@ -226,6 +247,8 @@ def run_restore(
     replace: bool,
     jobs: int,
     created: bool,
+    report: Callable[[str], None] | None = None,
+    progress_seconds: float = progress.PROGRESS_SECONDS,
 ) -> None:
     args = [
         process.tool("pg_restore", find_bindir()),
@@ -238,11 +261,42 @@ def run_restore(
         args += ["--clean", "--if-exists"]
     args += [f"--jobs={jobs}"] if jobs > 1 else ["--single-transaction"]
     args.append(str(folder / manifest.dump))
+    what = f"restore {folder.name} into {target.where()}"
     try:
-        process.run_tool(args, [target], what=f"restore {folder.name} into {target.where()}")
+        if report is None:
+            process.run_tool(args, [target], what=what)
+        else:
+            restore_reporting(
+                args, target, len(manifest.row_counts), what, report, progress_seconds
+            )
     except BackupError as error:
         outcome = "The new database is dropped again" if created else "The database is as it was"
         raise BackupError(f"{error}\n{outcome}; fix the cause and restore again.") from None
+
+
+def restore_reporting(
+    args: list[str],
+    target: DatabaseConfig,
+    tables: int,
+    what: str,
+    report: Callable[[str], None],
+    progress_seconds: float,
+) -> None:
+    """pg_restore --verbose, its lines counted as they come: `report` hears the tables loaded."""
+    restoring = process.start_tool([*args[:1], "--verbose", *args[1:]], [target])
+    loaded = progress.RestoredTables(tables)
+    try:
+        with progress.reporting(report, loaded.describe, progress_seconds):
+            assert restoring.stderr is not None
+            for line in restoring.stderr:
+                loaded.add(line.rstrip("\n"))
+            restoring.wait()
+    except BaseException:  # interrupted: pg_restore must not go on writing alone
+        restoring.kill()
+        restoring.wait()
+        raise
+    if restoring.returncode != 0:
+        raise process.tool_error("\n".join(loaded.lines), [target], what=what)
 
 
 def conninfo_dbname(name: str) -> str:
@@ -260,7 +314,9 @@ def verified_report(
         revisions = runner.current_revisions_on(conn)
         counts = row_counts(conn)
         restored = take_from(conn)
-    schema_problems = compare_schemas(saved_schema(folder), restored)
+    schema_problems = (
+        compare_schemas(saved_schema(folder), restored) if manifest.records_schema else []
+    )
     problems = differences(manifest, revisions, counts) + schema_problems
     if problems:
         raise CheckFailed(
@@ -278,6 +334,7 @@ def verified_report(
         revisions=revisions,
         created=created,
         backup_state=manifest.state,
+        schema_checked=manifest.records_schema,
     )
 
 
@@ -310,6 +367,7 @@ def verify_restorable(
     *,
     jobs: int = 1,
     report: Callable[[str], None] | None = None,
+    progress_seconds: float = progress.PROGRESS_SECONDS,
 ) -> RestoreReport:
     """Restore into a throwaway database on `server`, verify it against the manifest, drop it;
     the backup's manifest records the outcome (verified, or verify failed)."""
@@ -317,7 +375,14 @@ def verify_restorable(
     folder = backup_folder(path)
     with throwaway_database(server, VERIFY_PREFIX, report) as target:
         try:
-            result = restore_backup(folder, target, server_admin=server.admin, jobs=jobs)
+            result = restore_backup(
+                folder,
+                target,
+                server_admin=server.admin,
+                jobs=jobs,
+                report=report,
+                progress_seconds=progress_seconds,
+            )
         except (CheckFailed, BackupError):
             with contextlib.suppress(CheckFailed, BackupError):
                 folders.record_state(folder, VERIFY_FAILED)

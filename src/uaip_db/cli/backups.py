@@ -146,12 +146,14 @@ def restore(
         f"{destination.display_url()}:"
     )
     report = restoring.restore_backup(
-        path, destination, into_existing=relations is not None, jobs=workers
+        path, destination, into_existing=relations is not None, jobs=workers, report=out
     )
-    out(
-        f"Restored {report.tables} tables, {report.rows} rows in {report.seconds:.2f} s; revision, "
-        "fingerprint and row counts match the manifest."
+    matched = (
+        "revision, fingerprint and row counts match the manifest."
+        if report.schema_checked
+        else "revision and row counts match the manifest (it records no schema: scripts/backup)."
     )
+    out(f"Restored {report.tables} tables, {report.rows} rows in {report.seconds:.2f} s; {matched}")
 
 
 def rehearse(path: str | None = None, *, out: Say = say) -> None:
