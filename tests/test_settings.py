@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from sqlalchemy.engine import make_url
 
 from uaip_db.errors import SettingsError
+from uaip_db.servers.local import find_bindir
+from uaip_db.servers.scratch import ScratchServer
 from uaip_db.settings import DatabaseConfig, parse_database_url
 
 TRICKY = "p@ss:w/rd%#' x"
@@ -154,3 +159,24 @@ def test_a_url_query_may_set_tls_options(tmp_path: Path) -> None:
     url = "postgresql://u:p@db.example:5432/scoping?sslmode=require"
     config = DatabaseConfig.from_env({"DATABASE_URL": url}, tmp_path / "missing.env")
     assert config.name == "scoping" and dict(config.options) == {"sslmode": "require"}
+
+
+def test_client_tools_get_url_options_under_the_names_libpq_reads(server: ScratchServer) -> None:
+    """A read-only session asked for in the URL must stop psql on a primary, not be ignored."""
+    admin = server.admin
+    password = quote(admin.password, safe="")
+    url = (
+        f"postgresql://{admin.user}:{password}@{admin.host}:{admin.port}/postgres"
+        "?target_session_attrs=read-only"
+    )
+    config = DatabaseConfig.from_env({"DATABASE_URL": url}, Path("/nonexistent"))
+    bindir = find_bindir()
+    assert bindir is not None
+    result = subprocess.run(
+        [str(bindir / "psql"), "-X", "-c", "SELECT 1"],
+        env={"PATH": os.environ["PATH"], **config.libpq_env()},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode != 0
+    assert "read-write" in result.stderr or "read-only" in result.stderr

@@ -37,26 +37,26 @@ CONNECT_TIMEOUT_SECONDS = 5
 # comes first in PostgreSQL's default search_path), PGOPTIONS or a role's own search_path setting
 # must not decide where tables are created or looked up.
 PINNED_SEARCH_PATH = "public"
-# libpq parameters a DATABASE_URL's query may set: none of them changes which database is used.
-URL_OPTIONS = frozenset(
-    {
-        "sslmode",
-        "sslcert",
-        "sslkey",
-        "sslrootcert",
-        "sslcrl",
-        "sslcompression",
-        "gssencmode",
-        "channel_binding",
-        "requirepeer",
-        "target_session_attrs",
-        "keepalives",
-        "keepalives_idle",
-        "keepalives_interval",
-        "keepalives_count",
-        "tcp_user_timeout",
-    }
-)
+# libpq parameters a DATABASE_URL's query may set (none of them changes which database is used),
+# with the environment variable libpq's client tools read for each. The keepalive and TCP
+# timeout options have none: they reach Python's connections only, which hold the lock.
+URL_OPTIONS: dict[str, str | None] = {
+    "sslmode": "PGSSLMODE",
+    "sslcert": "PGSSLCERT",
+    "sslkey": "PGSSLKEY",
+    "sslrootcert": "PGSSLROOTCERT",
+    "sslcrl": "PGSSLCRL",
+    "sslcompression": "PGSSLCOMPRESSION",
+    "gssencmode": "PGGSSENCMODE",
+    "channel_binding": "PGCHANNELBINDING",
+    "requirepeer": "PGREQUIREPEER",
+    "target_session_attrs": "PGTARGETSESSIONATTRS",
+    "keepalives": None,
+    "keepalives_idle": None,
+    "keepalives_interval": None,
+    "keepalives_count": None,
+    "tcp_user_timeout": None,
+}
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,9 @@ class DatabaseConfig:
             "PGOPTIONS": f"-c search_path={PINNED_SEARCH_PATH}",
         }
         for key, value in self.options:
-            env[f"PG{key.upper()}"] = value
+            variable = URL_OPTIONS.get(key)
+            if variable:
+                env[variable] = value
         return env
 
     def connect_kwargs(self) -> dict[str, Any]:
