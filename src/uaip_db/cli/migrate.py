@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import sys
 from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
 
+from uaip_db import pg
 from uaip_db.checks.data_loss import downgrade_losses
 from uaip_db.checks.status import invalid_indexes
 from uaip_db.cli.backups import take_backup_first
@@ -15,8 +17,10 @@ from uaip_db.cli.reporter import Say, complain, say, timed
 from uaip_db.errors import CheckFailed, ConnectionProblem, UsageError
 from uaip_db.migrations import history, runner
 from uaip_db.migrations.lock import DEFAULT_WAIT_SECONDS
-from uaip_db.pg import connection
 from uaip_db.settings import DatabaseConfig
+
+if TYPE_CHECKING:
+    import psycopg
 
 # What docs/MIGRATIONS.md section 4 walks through after `inv db.revision`.
 NEXT_STEPS = (
@@ -51,23 +55,43 @@ def upgrade(
         return
     # The common case, a database already at head, costs one query and no Alembic import.
     index = history.load()
-    with connection(config) as conn:
+    conn = pg.connect(config)
+    try:
         current = runner.current_revisions_on(conn)
         invalid = invalid_indexes(conn)
-    for recorded in current:
-        if index.get(recorded) is None:
-            raise history.unknown_revision(recorded)
-    if revision in ("head", "heads") and index.is_at_head(current):
-        refuse_invalid_indexes(invalid)
-        out(f"{config.display_url()} is at head {index.describe_current(current)}; nothing to do.")
-        return
-    take_backup_first(config, backup_first, out)
-    out(f"Upgrading {config.display_url()} to {revision}:")
-    with timed("Upgrade finished", out):
-        runner.upgrade(config, revision, lock_wait=lock_wait, report=out)
-    with connection(config) as conn:
-        refuse_invalid_indexes(invalid_indexes(conn))
-    out(f"Now at {describe_current(runner.current_revisions(config))}.")
+        for recorded in current:
+            if index.get(recorded) is None:
+                raise history.unknown_revision(recorded)
+        if revision in ("head", "heads") and index.is_at_head(current):
+            refuse_invalid_indexes(invalid)
+            out(
+                f"{config.display_url()} is at head {index.describe_current(current)}; "
+                "nothing to do."
+            )
+            return
+        if backup_first or config.is_production:
+            conn.close()  # a backup takes minutes; the lock gets a fresh connection
+        take_backup_first(config, backup_first, out)
+        out(f"Upgrading {config.display_url()} to {revision}:")
+        outcome: dict[str, Any] = {}
+
+        def read_outcome(migrated: psycopg.Connection[Any]) -> None:
+            outcome["current"] = runner.current_revisions_on(migrated)
+            outcome["invalid"] = invalid_indexes(migrated)
+
+        with timed("Upgrade finished", out):
+            runner.upgrade(
+                config,
+                revision,
+                lock_wait=lock_wait,
+                report=out,
+                lock_connection=conn,
+                after=read_outcome,
+            )
+    finally:
+        conn.close()
+    refuse_invalid_indexes(outcome["invalid"])
+    out(f"Now at {describe_current(outcome['current'])}.")
 
 
 def refuse_invalid_indexes(invalid: list[str]) -> None:

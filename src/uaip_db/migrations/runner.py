@@ -65,6 +65,12 @@ class RunOptions:
     locks: LockRecorder | None = None
     # The caller already holds the migration lock (see hold_lock()).
     lock_held: bool = False
+    # A connection the caller opened to read the database's state, reused for the lock on the
+    # first attempt (it saves a connection; the lock closes it).
+    lock_connection: psycopg.Connection[Any] | None = None
+    # Runs on the migration connection after the last revision (saves a connection to read the
+    # outcome).
+    after: Callable[[psycopg.Connection[Any]], None] | None = None
 
 
 def seconds_setting(name: str, default: float) -> float:
@@ -111,6 +117,8 @@ def alembic_config(
     direction: str = "upgrade",
     locks: LockRecorder | None = None,
     lock_held: bool = False,
+    lock_connection: psycopg.Connection[Any] | None = None,
+    after: Callable[[psycopg.Connection[Any]], None] | None = None,
 ) -> Config:
     from alembic.config import Config
 
@@ -126,6 +134,8 @@ def alembic_config(
         direction=direction,
         locks=locks,
         lock_held=lock_held,
+        lock_connection=lock_connection,
+        after=after,
     )
     return config
 
@@ -176,7 +186,7 @@ def _run_env(context: EnvironmentContext, options: RunOptions) -> None:
     engine = make_engine(database)
     try:
         with (
-            _locked(lambda: connect(database, application_name=LOCK_APPLICATION), options),
+            _locked(lambda: _lock_connection(database, options), options),
             engine.connect() as conn,
         ):
             _run_online(context, conn, options)
@@ -188,6 +198,15 @@ def _run_env(context: EnvironmentContext, options: RunOptions) -> None:
         raise _translate(error, database, options.direction) from None
     finally:
         engine.dispose()
+
+
+def _lock_connection(database: DatabaseConfig, options: RunOptions) -> psycopg.Connection[Any]:
+    handed, options.lock_connection = options.lock_connection, None
+    if handed is not None and not handed.closed and not handed.broken:
+        handed.autocommit = True
+        handed.execute("SELECT set_config('application_name', %s, false)", (LOCK_APPLICATION,))
+        return handed
+    return connect(database, application_name=LOCK_APPLICATION)
 
 
 def interrupted(error: BaseException) -> bool:
@@ -254,6 +273,13 @@ def _run_online(context: EnvironmentContext, conn: Connection, options: RunOptio
     )
     with context.begin_transaction():
         context.run_migrations()
+    if options.after is not None:
+        driver = conn.connection.driver_connection
+        assert driver is not None
+        try:
+            options.after(cast("psycopg.Connection[Any]", driver))
+        finally:
+            driver.rollback()
 
 
 @contextmanager
@@ -453,7 +479,11 @@ def upgrade(
     report: Callable[[str], None] | None = None,
     locks: LockRecorder | None = None,
     lock_held: bool = False,
+    lock_connection: psycopg.Connection[Any] | None = None,
+    after: Callable[[psycopg.Connection[Any]], None] | None = None,
 ) -> None:
+    """Upgrade to `revision`. `lock_connection` (an open connection to `database`) becomes the
+    lock's and is closed; `after` reads the outcome on the migration connection."""
     config = alembic_config(
         database,
         lock_wait=lock_wait,
@@ -461,6 +491,8 @@ def upgrade(
         direction="upgrade",
         locks=locks,
         lock_held=lock_held,
+        lock_connection=lock_connection,
+        after=after,
     )
     _run_command("upgrade", config, revision, sql=sql)
 
