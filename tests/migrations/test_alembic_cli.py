@@ -41,8 +41,10 @@ def test_plain_alembic_reports_a_wrong_password_without_a_traceback(
 
     wrong = replace(empty_db, password="definitely-wrong")
     result = run_cli("alembic", "-c", INI, "upgrade", "head", database=wrong, cwd=tmp_path)
-    assert result.returncode != 0
+    assert result.returncode == 2, "a connection problem, as `inv` says it"
     assert "Cannot connect" in result.stderr and "password was refused" in result.stderr
+    said = result.stdout + result.stderr
+    assert said.count("password was refused") == 1, "said once, not logged and printed again"
     assert "Traceback" not in result.stderr
     assert "definitely-wrong" not in result.stderr
 

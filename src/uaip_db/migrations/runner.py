@@ -154,11 +154,13 @@ def run_env(context: EnvironmentContext) -> None:
             chosen = options
             _retrying_lock_timeouts(lambda: _run_env(context, chosen), chosen.report)
     except UaipDbError as error:
-        if options is not None and options.from_task:
+        # Tasks report it themselves, and so does env.py under the `alembic` command line (which
+        # would otherwise log a CommandError and print it again, with exit status 255).
+        if (options is not None and options.from_task) or context.config.cmd_opts is not None:
             raise
         from alembic.util import CommandError
 
-        # Plain `alembic` prints a CommandError as one "FAILED: ..." line, without a traceback.
+        # Alembic called from Python: its callers expect a CommandError.
         raise CommandError(str(error)) from None
 
 
