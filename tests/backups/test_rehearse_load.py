@@ -3,11 +3,12 @@ against the writer-wait budget (real PostgreSQL, real concurrent writers)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import COMMENTS, HEAD, WIDEN, sql, write_revision
+from tests.conftest import COMMENTS, HEAD, WIDEN, run_cli, sql, write_revision
 from uaip_db.backups import load, workload
 from uaip_db.backups.dump import create_backup
 from uaip_db.backups.rehearse import rehearse
@@ -26,7 +27,7 @@ QUICK = LoadSettings(clients=3, rate=60, before_seconds=1.0)
 def plant(server: ScratchServer, checkout: Path, upgrade: list[str], doc: str) -> None:
     """A revision after head in the scratch checkout, with its snapshot built for verify."""
     write_revision(
-        checkout / "migrations" / "versions", BLOCKING, HEAD, upgrade=upgrade, downgrade=[], doc=doc
+        checkout / "migrations" / "versions", BLOCKING, HEAD, upgrade, ["SELECT 1"], doc=doc
     )
     snapshots.write(snapshots.build(server))
 
@@ -45,8 +46,8 @@ def test_a_statement_holding_a_table_lock_breaks_the_budget_and_is_named(
     assert over[0].held_seconds is not None and over[0].held_seconds > 1.0
     assert over[0].longest_wait > QUICK.max_writer_wait and over[0].writers_waited > 0
     assert result.load.longest_wait == over[0].longest_wait
-    assert not result.passed
-    assert any(LOCK_SESSIONS in p and "budget 1 s" in p for p in result.problems)
+    assert len(result.problems) == 1 and LOCK_SESSIONS in result.problems[0]
+    assert "budget 1 s" in result.problems[0]
     assert result.load.error_count() == 0
     summary = "\n".join(result.summary())
     assert f"{LOCK_SESSIONS}: AccessExclusiveLock on sessions, held" in summary
@@ -88,8 +89,8 @@ def test_writer_errors_are_counted_and_fail_the_rehearsal(
     assert result.load is not None
     assert result.load.error_count() > 0
     assert any("no_rehearsal_messages" in error for error in result.load.errors)
-    assert not result.passed
-    assert any("writer error(s) during the upgrade" in p for p in result.problems)
+    assert [p for p in result.problems if "writer error(s) during the upgrade" in p]
+    assert len(result.problems) == 1
 
 
 def test_pgbench_gets_the_password_only_through_a_clean_environment(
@@ -117,6 +118,43 @@ def test_pgbench_gets_the_password_only_through_a_clean_environment(
     monkeypatch.delenv("PGSERVICE")
     written = sql(head_db, "SELECT count(*) FROM conversation_history")[0][0]
     assert written == sum(1 for t in ran.transactions if t.table == "conversation_history")
+
+
+def test_inv_rehearse_load_fails_naming_the_statement_and_takes_a_wider_budget(
+    server: ScratchServer, head_db: DatabaseConfig, tmp_path: Path, checkout: Path
+) -> None:
+    plant(server, checkout, [LOCK_SESSIONS, "SELECT pg_sleep(1.5)"], "Hold sessions")
+    env = {"UAIP_BACKUP_DIR": str(tmp_path), "UAIP_DB_ROOT": str(checkout)}
+    assert run_cli("inv", "db.backup", database=head_db, env=env).returncode == 0
+    failed = run_cli("inv", "db.rehearse", "--load", database=head_db, env=env)
+    assert failed.returncode == 1, failed.stderr
+    assert f"behind `{LOCK_SESSIONS}` in {BLOCKING}" in failed.stderr
+    assert "writers before the upgrade:" in failed.stdout and "p99" in failed.stdout
+    assert head_db.password not in failed.stdout + failed.stderr
+    # A budget the 1.5 s hold fits in (set in the environment, documented) lets it pass.
+    wide = run_cli(
+        "inv",
+        "db.rehearse",
+        "--load",
+        "--json",
+        database=head_db,
+        env={**env, "UAIP_MAX_WRITER_WAIT": "30"},
+    )
+    assert wide.returncode == 0, wide.stderr
+    data = json.loads(wide.stdout)
+    assert data["passed"] and data["load"]["max_writer_wait_seconds"] == 30
+    assert any(s["statement"] == LOCK_SESSIONS for s in data["load"]["statements"])
+
+
+def test_bad_budgets_are_usage_errors(head_db: DatabaseConfig) -> None:
+    without_load = run_cli("inv", "db.rehearse", "--max-writer-wait", "2", database=head_db)
+    assert without_load.returncode == 2 and "needs --load" in without_load.stderr
+    bad = run_cli("inv", "db.rehearse", "--load", "--max-writer-wait", "0", database=head_db)
+    assert bad.returncode == 2 and "--max-writer-wait" in bad.stderr
+    setting = run_cli(
+        "inv", "db.rehearse", "--load", database=head_db, env={"UAIP_MAX_WRITER_WAIT": "soon"}
+    )
+    assert setting.returncode == 2 and "UAIP_MAX_WRITER_WAIT='soon'" in setting.stderr
 
 
 def test_the_budget_setting_is_checked_where_it_is_read() -> None:

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from uaip_db.backups import folder as folders
 from uaip_db.backups import manifest as manifests
@@ -53,13 +54,33 @@ class Rehearsal:
             f"restored {self.backup.name} in {self.restored_seconds:.2f} s",
         ]
         lines += self.steps or ["  nothing to apply: the backup is at head"]
-        for revision, statements in self.locks.items():
-            lines += lock_lines(revision, statements)
+        if self.load is None:
+            for revision, statements in self.locks.items():
+                lines += lock_lines(revision, statements)
         lines.append(f"upgrade took {self.upgrade_seconds:.2f} s")
-        if self.load is not None:
+        if self.load is not None:  # each statement's locks, how long held, who waited
             lines += self.load.summary()
         lines += [f"problem: {p}" for p in self.problems] or ["verify and check: passed"]
         return lines
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "backup": str(self.backup),
+            "backup_state": self.backup_state,
+            "restored_seconds": round(self.restored_seconds, 3),
+            "upgrade_seconds": round(self.upgrade_seconds, 3),
+            "steps": self.steps,
+            "locks": {
+                revision: [
+                    {"statement": s.statement, "locks": s.locks, "held_seconds": s.held_seconds}
+                    for s in statements
+                ]
+                for revision, statements in self.locks.items()
+            },
+            "load": self.load.to_json() if self.load is not None else None,
+            "passed": self.passed,
+            "problems": self.problems,
+        }
 
 
 STATEMENTS_SHOWN = 8

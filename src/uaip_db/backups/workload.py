@@ -147,7 +147,8 @@ def pgbench(config: DatabaseConfig) -> str:
     except SettingsError:
         raise SettingsError(
             "pgbench is not installed, so writers cannot be simulated; install the PostgreSQL "
-            "client (it ships pgbench) or set PG_BINDIR to its bin folder."
+            "client (it ships pgbench) or set PG_BINDIR to its bin folder; or rehearse without "
+            "writers (db.rehearse without --load, release.check --no-load)."
         ) from None
 
 
