@@ -55,6 +55,22 @@ def test_a_statement_holding_a_table_lock_breaks_the_budget_and_is_named(
     assert runner.current_revisions(head_db) == (HEAD,)
 
 
+def test_a_short_stall_is_seen_and_charged_but_within_the_budget(
+    server: ScratchServer, head_db: DatabaseConfig, tmp_path: Path, checkout: Path
+) -> None:
+    hold = "LOCK TABLE conversation_history IN SHARE MODE"  # writes wait, reads go on
+    plant(server, checkout, [hold, "SELECT pg_sleep(0.4)"], "Hold conversation_history briefly")
+    made = create_backup(head_db, tmp_path)
+    result = rehearse(made.path, server, load=QUICK)
+    assert result.passed, result.problems
+    assert result.load is not None
+    held = [s for s in result.load.statements if s.statement == hold]
+    assert len(held) == 1 and held[0].locks == ("ShareLock on conversation_history",)
+    # Sampled every 20 ms, a stall a fraction of the budget long is seen and charged to it.
+    assert held[0].writers_waited > 0 and 0 < held[0].longest_wait < QUICK.max_writer_wait
+    assert result.load.longest_wait == held[0].longest_wait
+
+
 def test_the_projects_own_revisions_pass_the_gate_with_latencies(
     server: ScratchServer, head_db: DatabaseConfig, tmp_path: Path
 ) -> None:
