@@ -101,7 +101,12 @@ class Latencies:
         times = sorted(t.seconds * 1000 for t in transactions if t.seconds is not None)
         if not times:
             return cls(len(transactions), None, None, None)
-        return cls(len(transactions), _percentile(times, 50), _percentile(times, 99), times[-1])
+        return cls(
+            len(transactions),
+            round(_percentile(times, 50), 3),
+            round(_percentile(times, 99), 3),
+            round(times[-1], 3),
+        )
 
     def line(self) -> str:
         if self.p50_ms is None:
