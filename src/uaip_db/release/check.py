@@ -147,10 +147,15 @@ def writers_line(rehearsed: Rehearsal) -> str:
         if during.p50_ms is not None and during.p99_ms is not None
         else "no transaction completed"
     )
+    waited = (
+        f"the longest any waited behind it was {measured.longest_wait:.2f} s"
+        if measured.longest_wait > 0
+        else "none was seen waiting behind it"
+    )
     return (
         f"Under {measured.settings.clients} writers ({measured.settings.rate} transactions/s) "
-        f"none waited longer than {measured.longest_wait:.2f} s behind it "
-        f"(budget {measured.settings.max_writer_wait:g} s); their latency during it: {latency}."
+        f"{waited} (budget {measured.settings.max_writer_wait:g} s); their latency during it: "
+        f"{latency}."
     )
 
 
