@@ -13,7 +13,7 @@ from uaip_db.backups import load, workload
 from uaip_db.backups.dump import create_backup
 from uaip_db.backups.rehearse import rehearse
 from uaip_db.backups.workload import LoadSettings, Workload
-from uaip_db.errors import SettingsError
+from uaip_db.errors import BackupError, SettingsError
 from uaip_db.migrations import runner, snapshots
 from uaip_db.servers.scratch import ScratchServer
 from uaip_db.settings import DatabaseConfig
@@ -107,6 +107,17 @@ def test_writer_errors_are_counted_and_fail_the_rehearsal(
     assert any("no_rehearsal_messages" in error for error in result.load.errors)
     assert [p for p in result.problems if "writer error(s) during the upgrade" in p]
     assert len(result.problems) == 1
+
+
+def test_writers_that_fail_before_the_upgrade_stop_the_rehearsal_saying_so(
+    server: ScratchServer, head_db: DatabaseConfig, tmp_path: Path, checkout: Path
+) -> None:
+    refuse = "ALTER TABLE stage_data ADD CONSTRAINT no_load_fields CHECK (field_name <> 'load')"
+    plant(server, checkout, [refuse], "Refuse the load's fields")
+    runner.upgrade(head_db, "head")  # the backup already refuses what the writers write
+    made = create_backup(head_db, tmp_path)
+    with pytest.raises(BackupError, match=r"stopped before the upgrade began.*no_load_fields"):
+        rehearse(made.path, server, load=QUICK)
 
 
 def test_pgbench_gets_the_password_only_through_a_clean_environment(

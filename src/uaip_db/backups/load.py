@@ -29,7 +29,7 @@ from uaip_db.backups.workload import (
     Workload,
     WorkloadResult,
 )
-from uaip_db.errors import SettingsError
+from uaip_db.errors import BackupError, SettingsError
 from uaip_db.migrations.lock_report import LockRecorder, StatementLocks, shorten
 from uaip_db.pg import connect
 from uaip_db.settings import DatabaseConfig
@@ -305,6 +305,8 @@ def under_load(
             if report:
                 report(f"Writers started ({settings.line()}); measuring them first.")
             time.sleep(settings.before_seconds)
+            if not workload.running():
+                raise _stopped_early(workload.stop())
             yield measurement
             sampler.stop()
             ran = workload.stop()
@@ -313,6 +315,14 @@ def under_load(
             with contextlib.suppress(Exception):
                 sampler.stop()
             workload.kill()
+
+
+def _stopped_early(ran: WorkloadResult) -> BackupError:
+    why = next(iter(ran.aborted.values()), "pgbench ended")
+    return BackupError(
+        f"The writers stopped before the upgrade began ({why}); the rehearsal's workload does "
+        "not fit this database's schema, so the upgrade was not measured."
+    )
 
 
 def analyse(measurement: Measurement, ran: WorkloadResult) -> LoadReport:
