@@ -18,17 +18,21 @@ from uaip_db.migrations import runner, snapshots
 from uaip_db.servers.scratch import ScratchServer
 from uaip_db.settings import DatabaseConfig
 
-BLOCKING = "ba0000000010"
+BLOCKING, AFTER = "ba0000000010", "ba0000000012"
 LOCK_SESSIONS = "LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE"
 # Short before-window and a light rate: the machine is shared; the budget semantics need neither.
 QUICK = LoadSettings(clients=3, rate=60, before_seconds=1.0)
 
 
-def plant(server: ScratchServer, checkout: Path, upgrade: list[str], doc: str) -> None:
-    """A revision after head in the scratch checkout, with its snapshot built for verify."""
-    write_revision(
-        checkout / "migrations" / "versions", BLOCKING, HEAD, upgrade, ["SELECT 1"], doc=doc
-    )
+def plant(
+    server: ScratchServer, checkout: Path, upgrade: list[str], doc: str, then: tuple[str, ...] = ()
+) -> None:
+    """A revision after head in the scratch checkout (and, with `then`, one more after it),
+    with their snapshots built for verify."""
+    versions = checkout / "migrations" / "versions"
+    write_revision(versions, BLOCKING, HEAD, upgrade, ["SELECT 1"], doc=doc)
+    if then:
+        write_revision(versions, AFTER, BLOCKING, list(then), ["SELECT 1"], doc="Then wait")
     snapshots.write(snapshots.build(server))
 
 
@@ -99,7 +103,9 @@ def test_writer_errors_are_counted_and_fail_the_rehearsal(
         "ALTER TABLE conversation_history ADD CONSTRAINT no_rehearsal_messages "
         "CHECK (role <> 'user') NOT VALID"
     )
-    plant(server, checkout, [refuse, "SELECT pg_sleep(1)"], "Refuse user messages")
+    # Committed by its own revision; the next one gives the writers time to hit it, holding
+    # no lock they want.
+    plant(server, checkout, [refuse], "Refuse user messages", then=("SELECT pg_sleep(1)",))
     made = create_backup(head_db, tmp_path)
     result = rehearse(made.path, server, load=QUICK)
     assert result.load is not None

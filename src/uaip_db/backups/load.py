@@ -81,7 +81,10 @@ class Wait:
     writer: int  # backend pid
     seconds: float
     relation: str | None
-    at: float  # time.monotonic() of the sample
+    # The sample was read between these two moments (time.monotonic()): a busy machine can make
+    # that a long while, so a wait is matched to the statements whose locks overlap it.
+    seen_from: float
+    seen_to: float
     behind_migration: bool
     migration_query: str | None  # what the migration ran at that moment
 
@@ -126,8 +129,9 @@ class Sampler:
             self._error = error
 
     def _sample(self, conn: Any) -> None:
+        asked = time.monotonic()
         rows = conn.execute(WAITING_WRITERS, (APPLICATION_NAME,)).fetchall()
-        at = time.monotonic()
+        answered = time.monotonic()
         self.samples += 1
         if not rows:
             return
@@ -142,7 +146,7 @@ class Sampler:
             key = (pid, query_start)
             seen = self.waits.get(key)
             if seen is None or seconds > seen.seconds:
-                self.waits[key] = Wait(pid, seconds, relation, at, behind, query)
+                self.waits[key] = Wait(pid, seconds, relation, asked, answered, behind, query)
 
 
 @dataclass(frozen=True)
@@ -382,8 +386,8 @@ def culprit(wait: Wait, recorded: list[tuple[str, StatementLocks]]) -> tuple[str
         (revision, statement)
         for revision, statement in recorded
         if wait.relation in statement.tables()
-        and statement.started <= wait.at
-        and (statement.released() is None or wait.at <= (statement.released() or 0.0) + 0.05)
+        and statement.started <= wait.seen_to
+        and wait.seen_from <= (statement.released() or float("inf"))
     ]
     if holding:
         revision, statement = max(
