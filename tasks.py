@@ -22,6 +22,9 @@ BACKEND = "docker or local; default: Docker when an engine answers, else local b
 CONFIRM_DB = "In production (DB_ENV=production): the database name, spelled out."
 BACKUP_FIRST = "Take a verified backup first (always done when DB_ENV=production)."
 JSON = "Print the result as JSON (for CI)."
+MAX_WRITER_WAIT = (
+    "Seconds a writer may wait behind the upgrade (default UAIP_MAX_WRITER_WAIT, else 1)."
+)
 
 
 @task(help={"backend": BACKEND})
@@ -248,11 +251,22 @@ def restore(
         )
 
 
-@task(help={"backup": "The backup to rehearse on (default: the newest of this database)."})
-def rehearse(c: Context, backup: str = "") -> None:
+@task(
+    help={
+        "backup": "The backup to rehearse on (default: the newest of this database).",
+        "load": "Upgrade under pgbench writers and measure what each statement makes them wait.",
+        "max_writer_wait": MAX_WRITER_WAIT,
+        "json": JSON,
+    }
+)
+def rehearse(
+    c: Context, backup: str = "", load: bool = False, max_writer_wait: str = "", json: bool = False
+) -> None:
     """Restore a backup into a throwaway database, upgrade it to head, verify and check it."""
     with reported():
-        cli_backups.rehearse(backup or None)
+        cli_backups.rehearse(
+            backup or None, load=load, max_writer_wait=max_writer_wait or None, as_json=json
+        )
 
 
 @task(help={"check": "Only check that docs/schema/ is current and complete (exit 1 if not)."})
@@ -300,11 +314,17 @@ db = Collection(
 )
 
 
-@task(name="check")
-def release_check(c: Context) -> None:
+@task(
+    name="check",
+    help={
+        "load": "Rehearse under pgbench writers (default; --no-load skips the writers).",
+        "max_writer_wait": MAX_WRITER_WAIT,
+    },
+)
+def release_check(c: Context, load: bool = True, max_writer_wait: str = "") -> None:
     """Back up, lint, render the SQL, rehearse on a restored copy, and write the release report."""
     with reported():
-        cli_release.release_check()
+        cli_release.release_check(load=load, max_writer_wait=max_writer_wait or None)
 
 
 release = Collection("release", release_check)

@@ -109,6 +109,9 @@ def test_release_check_writes_a_report_to_sign(
     assert "- [ ] Release manager" in report
     assert behind_db.password not in report
     assert runner.current_revisions(behind_db) == (WIDEN,)
+    # The rehearsal ran under writers by default, and says what they went through.
+    assert "writers before the upgrade:" in report and "writers during the upgrade:" in report
+    assert "longest writer wait behind the upgrade:" in report and "(budget 1 s)" in report
 
 
 def test_release_check_fails_when_the_rehearsal_fails(
@@ -140,6 +143,33 @@ def test_release_check_fails_when_the_rehearsal_fails(
     # The scratch checkout is no git checkout: the report cannot name the code it releases.
     assert "9. Code under release: FAIL (commit unknown)" in result.stdout
     assert f"{checkout} is not a git checkout, so the code released is not a known commit" in report
+
+
+def test_release_check_fails_naming_the_statement_writers_wait_behind(
+    server: ScratchServer, head_db: DatabaseConfig, tmp_path: Path, checkout: Path
+) -> None:
+    hold = "LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE"
+    write_revision(
+        checkout / "migrations" / "versions",
+        "ba0000000011",
+        HEAD,
+        upgrade=[hold, "SELECT pg_sleep(1.5)"],
+        downgrade=["SELECT 1"],
+        doc="Hold sessions while writers write",
+    )
+    snapshots.write(snapshots.build(server))
+    env = {"UAIP_BACKUP_DIR": str(tmp_path), "UAIP_DB_ROOT": str(checkout)}
+    result = run_cli("inv", "release.check", database=head_db, env=env)
+    assert result.returncode == 1
+    assert "6. Rehearsal: FAIL (writers waited" in result.stdout
+    assert f"behind `{hold}` in ba0000000011)" in result.stdout
+    report = next((checkout / "reports").glob("release-*.md")).read_text()
+    assert f"{hold}: AccessExclusiveLock on sessions, held" in report
+    assert "(budget 1 s) behind" in report
+    # The writers are the default; --no-load rehearses without them, and the hold is no failure.
+    quiet = run_cli("inv", "release.check", "--no-load", database=head_db, env=env)
+    assert "6. Rehearsal: PASS" in quiet.stdout, quiet.stdout + quiet.stderr
+    assert runner.current_revisions(head_db) == (HEAD,)
 
 
 def test_without_a_backup_there_is_no_rehearsal_and_only_the_downgrade_back(
@@ -273,7 +303,8 @@ def test_the_report_records_who_ran_it_where_and_with_which_versions(
     result, report, _sql, data = release_check(behind_db, committed, tmp_path)
     assert result.returncode == 0, result.stderr
     ((server_version,),) = sql(behind_db, "SHOW server_version")
-    pg_dump = str(find_bindir() / "pg_dump") if find_bindir() else "pg_dump"
+    bindir = find_bindir()
+    pg_dump = str(bindir / "pg_dump") if bindir else "pg_dump"
     said = subprocess.run([pg_dump, "--version"], capture_output=True, text=True, check=True)
     pg_dump_version = said.stdout.split()[2]  # pg_dump (PostgreSQL) 16.4 (Debian 16.4-1)
     context = report[report.index("## Run context") : report.index("## 1. ")]

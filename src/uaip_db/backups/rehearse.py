@@ -2,7 +2,9 @@
 
 The database the backup came from is never touched. Only complete backups are rehearsed on, and
 the rehearsal says whether the one it used was verified. It reports each revision's time and,
-statement by statement, the relation locks it took (migrations.lock_report).
+statement by statement, the relation locks it took (migrations.lock_report). With `load`, the
+upgrade runs under application-like writers and is measured (backups.load): what each statement
+made the writers wait, their latencies before and during it, their errors, against a budget.
 """
 
 from __future__ import annotations
@@ -11,11 +13,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from uaip_db.backups import folder as folders
 from uaip_db.backups import manifest as manifests
 from uaip_db.backups import restore as restoring
+from uaip_db.backups.load import LoadReport, under_load
 from uaip_db.backups.throwaway import REHEARSAL_PREFIX, throwaway_database
+from uaip_db.backups.workload import LoadSettings
 from uaip_db.checks.status import inspect
 from uaip_db.checks.verify import verify
 from uaip_db.migrations import runner
@@ -33,6 +38,7 @@ class Rehearsal:
     upgrade_seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
     backup_state: str | None = None
+    load: LoadReport | None = None
 
     @property
     def passed(self) -> bool:
@@ -48,11 +54,33 @@ class Rehearsal:
             f"restored {self.backup.name} in {self.restored_seconds:.2f} s",
         ]
         lines += self.steps or ["  nothing to apply: the backup is at head"]
-        for revision, statements in self.locks.items():
-            lines += lock_lines(revision, statements)
+        if self.load is None:
+            for revision, statements in self.locks.items():
+                lines += lock_lines(revision, statements)
         lines.append(f"upgrade took {self.upgrade_seconds:.2f} s")
+        if self.load is not None:  # each statement's locks, how long held, who waited
+            lines += self.load.summary()
         lines += [f"problem: {p}" for p in self.problems] or ["verify and check: passed"]
         return lines
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "backup": str(self.backup),
+            "backup_state": self.backup_state,
+            "restored_seconds": round(self.restored_seconds, 3),
+            "upgrade_seconds": round(self.upgrade_seconds, 3),
+            "steps": self.steps,
+            "locks": {
+                revision: [
+                    {"statement": s.statement, "locks": s.locks, "held_seconds": s.held_seconds}
+                    for s in statements
+                ]
+                for revision, statements in self.locks.items()
+            },
+            "load": self.load.to_json() if self.load is not None else None,
+            "passed": self.passed,
+            "problems": self.problems,
+        }
 
 
 STATEMENTS_SHOWN = 8
@@ -88,10 +116,12 @@ def rehearse(
     server: ScratchServer,
     report: Callable[[str], None] | None = None,
     after_upgrade: Callable[[DatabaseConfig], None] | None = None,
+    load: LoadSettings | None = None,
 ) -> Rehearsal:
     """Restore `source` into a throwaway database, upgrade it to head, verify and check it.
     `after_upgrade` is called with the upgraded copy while it still exists (a release check runs
-    the application's start-up check on it)."""
+    the application's start-up check on it). With `load`, writers run during the upgrade and
+    the rehearsal fails when one waited longer than its budget, or failed."""
     folder = manifests.backup_folder(source)
     state = manifests.read_manifest(folder).state
     if report:
@@ -106,9 +136,7 @@ def rehearse(
                 f"Restored {result.backup.name} into a throwaway database in "
                 f"{result.restored_seconds:.2f} s; upgrading it:"
             )
-        started = time.perf_counter()
-        _upgrade(target, result, report)
-        result.upgrade_seconds = time.perf_counter() - started
+        _upgrade(target, result, report, load)
         checked = verify(target)
         result.problems += checked.differences + checked.edited
         status = inspect(target)
@@ -120,7 +148,33 @@ def rehearse(
 
 
 def _upgrade(
-    target: DatabaseConfig, result: Rehearsal, report: Callable[[str], None] | None
+    target: DatabaseConfig,
+    result: Rehearsal,
+    report: Callable[[str], None] | None,
+    load: LoadSettings | None,
+) -> None:
+    recorder = LockRecorder(target)
+    try:
+        if load is None:
+            _timed_upgrade(target, result, report, recorder)
+            return
+        with under_load(target, recorder, load, report) as measuring:
+            measuring.upgrade_started()
+            _timed_upgrade(target, result, report, recorder)
+            measuring.upgrade_ended()
+        result.load = measuring.result
+        if result.load is not None:
+            result.problems += result.load.problems()
+    finally:
+        recorder.close()
+        result.locks = recorder.by_revision
+
+
+def _timed_upgrade(
+    target: DatabaseConfig,
+    result: Rehearsal,
+    report: Callable[[str], None] | None,
+    recorder: LockRecorder,
 ) -> None:
     from uaip_db.errors import UaipDbError
 
@@ -129,11 +183,10 @@ def _upgrade(
         if report:
             report(line)
 
-    recorder = LockRecorder(target)
+    started = time.perf_counter()
     try:
         runner.upgrade(target, "head", report=step, locks=recorder)
     except UaipDbError as error:
         result.problems.append(str(error))
     finally:
-        recorder.close()
-        result.locks = recorder.by_revision
+        result.upgrade_seconds = time.perf_counter() - started

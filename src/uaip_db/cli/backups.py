@@ -6,13 +6,17 @@ import contextlib
 import datetime
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from uaip_db import paths
 from uaip_db.cli.confirm import confirm_destructive
-from uaip_db.cli.reporter import Say, say, timed
+from uaip_db.cli.reporter import Say, say, seconds, timed
 from uaip_db.errors import CheckFailed, UaipDbError, UsageError
 from uaip_db.pg import MAINTENANCE_DATABASE
 from uaip_db.settings import DatabaseConfig
+
+if TYPE_CHECKING:
+    from uaip_db.backups.workload import LoadSettings
 
 # `db.restore` without --target names the new database <source>_restored_<time>; `db.clean`
 # finds those by this mark.
@@ -156,31 +160,79 @@ def restore(
     out(f"Restored {report.tables} tables, {report.rows} rows in {report.seconds:.2f} s; {matched}")
 
 
-def rehearse(path: str | None = None, *, out: Say = say) -> None:
+def load_settings(
+    load: bool, max_writer_wait: str | None, *, before_seconds: float | None = None
+) -> LoadSettings | None:
+    """The writers of a rehearsal under load, with the budget from --max-writer-wait, else
+    UAIP_MAX_WRITER_WAIT (default 1 s); None without --load."""
+    from uaip_db.backups.load import max_writer_wait as budget_setting
+    from uaip_db.backups.workload import LoadSettings
+
+    if not load:
+        if max_writer_wait:
+            raise UsageError("--max-writer-wait needs --load: it is the budget of the writers.")
+        return None
+    if max_writer_wait:
+        budget = seconds(max_writer_wait, "--max-writer-wait")
+        if budget <= 0:
+            raise UsageError(f"--max-writer-wait {max_writer_wait!r} must be above 0 seconds.")
+    else:
+        budget = budget_setting()
+    defaults = LoadSettings()
+    return LoadSettings(
+        clients=defaults.clients,
+        rate=defaults.rate,
+        before_seconds=defaults.before_seconds if before_seconds is None else before_seconds,
+        max_writer_wait=budget,
+    )
+
+
+def rehearse(
+    path: str | None = None,
+    *,
+    load: bool = False,
+    max_writer_wait: str | None = None,
+    as_json: bool = False,
+    out: Say = say,
+) -> None:
     """Restore the newest complete (or named) backup into a throwaway database, upgrade, verify,
-    check; say whether the backup was verified."""
+    check; say whether the backup was verified. With --load, upgrade under writers and hold
+    their waits to the budget."""
+    import json
+
     from uaip_db.backups import manifest as manifests
     from uaip_db.backups import rehearse as rehearsal
     from uaip_db.servers.scratch import scratch_server
 
+    writers = load_settings(load, max_writer_wait)
     config = DatabaseConfig.from_env()
     source = Path(path) if path else rehearsal.newest_backup(paths.backup_dir(), config.name)
+    progress = (lambda _line: None) if as_json else out
     with scratch_server() as server:
-        result = rehearsal.rehearse(source, server, report=out)
-    for revision, statements in result.locks.items():
-        for line in rehearsal.lock_lines(revision, statements):
-            out(line)
+        result = rehearsal.rehearse(source, server, report=progress, load=writers)
+    if as_json:
+        out(json.dumps(result.to_json(), indent=2))
+    else:
+        if result.load is not None:
+            for line in result.load.summary():
+                out(line)
+        else:
+            for revision, statements in result.locks.items():
+                for line in rehearsal.lock_lines(revision, statements):
+                    out(line)
     state = manifests.describe_state(result.backup_state)
     if not result.passed:
         raise CheckFailed(
             f"Rehearsal on {result.backup.name} failed (the backup is {state}):\n"
             + "\n".join(f"  {p}" for p in result.problems)
         )
-    out(
-        f"Rehearsal passed: upgrade took {result.upgrade_seconds:.2f} s; verify and check passed. "
-        f"The backup used, {result.backup.name}, is {state}. "
-        f"{config.display_url()} was not touched."
-    )
+    if not as_json:
+        out(
+            f"Rehearsal passed: upgrade took {result.upgrade_seconds:.2f} s; verify and check "
+            + ("passed" if result.load is None else "passed; writers kept within the budget")
+            + f". The backup used, {result.backup.name}, is {state}. "
+            f"{config.display_url()} was not touched."
+        )
 
 
 def take_backup_first(config: DatabaseConfig, asked: bool, out: Say) -> None:

@@ -11,13 +11,20 @@ from uaip_db.settings import DatabaseConfig
 SVG = "schema.svg"
 
 
-def release_check(*, out: Say = say) -> None:
+# The release check's writers are measured for a shorter time than db.rehearse --load's: the
+# checklist runs often, and its verdict is about the upgrade, not the steady state.
+RELEASE_BEFORE_SECONDS = 2.0
+
+
+def release_check(*, load: bool = True, max_writer_wait: str | None = None, out: Say = say) -> None:
     """Write reports/release-<time>.md (with its .sql appendix and .json twin beside it);
     exit 1 when any item failed."""
+    from uaip_db.cli.backups import load_settings
     from uaip_db.release.check import release_check as check_release
 
+    writers = load_settings(load, max_writer_wait, before_seconds=RELEASE_BEFORE_SECONDS)
     config = DatabaseConfig.from_env()
-    report, path = check_release(config, paths.backup_dir(), out)
+    report, path = check_release(config, paths.backup_dir(), out, load=writers)
     for number, item in enumerate(report.items, 1):
         out(f"  {number}. {item.title}: {item.status}" + (f" ({item.brief})" if item.brief else ""))
     out(f"  SQL appendix: {path.with_suffix('.sql')}; JSON for CI: {path.with_suffix('.json')}")

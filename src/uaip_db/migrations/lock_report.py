@@ -5,10 +5,15 @@ connection reads what it holds now, and what is new since the previous statement
 statement's. A statement outside a transaction (`CREATE INDEX CONCURRENTLY` in an autocommit
 block) lets its locks go when it finishes, so while it runs a second connection samples
 pg_locks for the migration's backend every few milliseconds.
+
+Each statement's locks are held from when it began until its transaction ends (commit or
+rollback), or until it finishes when it runs outside one: `held_seconds`, on the
+`time.monotonic()` clock that `started` is on too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from dataclasses import dataclass, field
@@ -36,9 +41,18 @@ WHERE l.pid = %s AND l.locktype = 'relation' AND l.granted
 class StatementLocks:
     statement: str  # the statement, shortened to one line
     locks: list[str]  # "AccessExclusiveLock on sessions", ...
+    started: float = 0.0  # time.monotonic() when the statement began
+    held_seconds: float | None = None  # until its transaction ended; None while it goes on
 
     def line(self) -> str:
         return f"{self.statement}: {', '.join(self.locks)}"
+
+    def tables(self) -> set[str]:
+        return {lock.partition(" on ")[2] for lock in self.locks}
+
+    def released(self) -> float | None:
+        """When its locks went (monotonic clock), if they have."""
+        return None if self.held_seconds is None else self.started + self.held_seconds
 
 
 @dataclass
@@ -53,6 +67,10 @@ class LockRecorder:
     _sampling: threading.Event = field(default_factory=threading.Event)
     _sampler: threading.Thread | None = None
     _watcher: psycopg.Connection[Any] | None = None
+    # Statements whose transaction is still open: (the list holding it, its index there).
+    _open: list[tuple[list[StatementLocks], int]] = field(default_factory=list)
+    _started: float = 0.0
+    backend_pid: int | None = None  # the migration's connection, once attached
 
     def attach(self, conn: Connection) -> None:
         from sqlalchemy import event
@@ -60,15 +78,21 @@ class LockRecorder:
         if self._watcher is None:
             self._watcher = connect(self.database)
         # A retried attempt starts again: what the failed one ran was rolled back.
-        self._pending.clear()
+        self._pending = []
+        self._open.clear()
         self._held.clear()
+        driver = conn.connection.driver_connection
+        self.backend_pid = driver.info.backend_pid if driver is not None else None
         event.listen(conn, "before_cursor_execute", self._before)
         event.listen(conn, "after_cursor_execute", self._after)
+        event.listen(conn, "commit", self._transaction_ended)
+        event.listen(conn, "rollback", self._transaction_ended)
 
     def finish(self, revision: str) -> None:
         """The statements since the last call belong to `revision` (its transaction ends next)."""
-        self.by_revision[revision] = list(self._pending)
-        self._pending.clear()
+        # The list moves as it is: its statements' lock times are filled in when it commits.
+        self.by_revision[revision] = self._pending
+        self._pending = []
         self._held.clear()
 
     def close(self) -> None:
@@ -80,6 +104,7 @@ class LockRecorder:
     def _before(self, conn: Any, _cursor: Any, _statement: str, *_: Any) -> None:
         driver = conn.connection.driver_connection
         self._stop_sampling()  # a statement that failed never reached _after
+        self._started = time.monotonic()
         if driver.autocommit and self._watcher is not None:  # outside a transaction: sample
             self._sampled = set()
             self._sampling.set()
@@ -95,7 +120,18 @@ class LockRecorder:
         new = (now - self._held) | sampled
         self._held = now if not driver.autocommit else set()
         if new:
-            self._pending.append(StatementLocks(shorten(statement), sorted(new)))
+            started = self._started
+            held = time.monotonic() - started if driver.autocommit else None
+            self._pending.append(StatementLocks(shorten(statement), sorted(new), started, held))
+            if held is None:
+                self._open.append((self._pending, len(self._pending) - 1))
+
+    def _transaction_ended(self, _conn: Any) -> None:
+        now = time.monotonic()
+        for statements, index in self._open:
+            item = statements[index]
+            statements[index] = dataclasses.replace(item, held_seconds=now - item.started)
+        self._open.clear()
 
     def _stop_sampling(self) -> set[str]:
         if self._sampler is None:

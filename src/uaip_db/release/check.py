@@ -26,14 +26,17 @@ from uaip_db.settings import DatabaseConfig
 if TYPE_CHECKING:
     from uaip_db.backups.manifest import Backup
     from uaip_db.backups.rehearse import Rehearsal
+    from uaip_db.backups.workload import LoadSettings
 
 
 def release_check(
     config: DatabaseConfig,
     backup_dir: Path,
     out: Callable[[str], None],
+    load: LoadSettings | None = None,
 ) -> tuple[ReleaseReport, Path]:
-    """Run the checklist; the report and the path of its markdown file (twins beside it)."""
+    """Run the checklist; the report and the path of its markdown file (twins beside it). With
+    `load`, the rehearsal runs under writers and fails when one waits longer than its budget."""
     from uaip_db.servers.scratch import scratch_server
 
     started = datetime.datetime.now(datetime.UTC)
@@ -66,8 +69,12 @@ def release_check(
     with scratch_server() as server:
         backup, made = checks.backup_item(config, backup_dir, server)
         report.items.append(backup)
-        out("  rehearsing the upgrade on a restored copy, then the application's start-up check...")
-        rehearsal, application, rehearsed = checks.rehearsal_items(made, server)
+        out(
+            "  rehearsing the upgrade on a restored copy"
+            + (" under writers" if load else "")
+            + ", then the application's start-up check..."
+        )
+        rehearsal, application, rehearsed = checks.rehearsal_items(made, server, load)
         report.items.append(rehearsal)
     cost = downgrade_cost(current, head, pending, rollback_sql or "")
     report.items.append(
@@ -129,6 +136,29 @@ def lock_effects(locks: list[str]) -> str:
     )
 
 
+def writers_line(rehearsed: Rehearsal) -> str:
+    """What the rehearsal's writers went through, in one sentence."""
+    measured = rehearsed.load
+    if measured is None:
+        return ""
+    during = measured.during
+    latency = (
+        f"p50 {during.p50_ms:.1f} ms, p99 {during.p99_ms:.1f} ms"
+        if during.p50_ms is not None and during.p99_ms is not None
+        else "no transaction completed"
+    )
+    waited = (
+        f"the longest any waited behind it was {measured.longest_wait:.2f} s"
+        if measured.longest_wait > 0
+        else "none was seen waiting behind it"
+    )
+    return (
+        f"Under {measured.settings.clients} writers ({measured.settings.rate} transactions/s) "
+        f"{waited} (budget {measured.settings.max_writer_wait:g} s); their latency during it: "
+        f"{latency}."
+    )
+
+
 def decisions(
     report: ReleaseReport, made: Backup | None, rehearsed: Rehearsal | None, cost: DowngradeCost
 ) -> list[str]:
@@ -151,6 +181,7 @@ def decisions(
             f"{rehearsed.upgrade_seconds:.2f} s and held "
             + lock_effects([lock for s in rehearsed.locks.values() for lock in held_by(s)])
             + "."
+            + (f" {writers_line(rehearsed)}" if rehearsed.load is not None else "")
         )
     restore = (
         RESTORE_COST.format(when=f" ({made.manifest.created_at})")

@@ -20,6 +20,7 @@ from uaip_db.settings import DatabaseConfig
 if TYPE_CHECKING:
     from uaip_db.backups.manifest import Backup
     from uaip_db.backups.rehearse import Rehearsal
+    from uaip_db.backups.workload import LoadSettings
     from uaip_db.servers.scratch import ScratchServer
 
 
@@ -139,9 +140,10 @@ def backup_item(
 
 
 def rehearsal_items(
-    made: Backup | None, server: ScratchServer
+    made: Backup | None, server: ScratchServer, load: LoadSettings | None = None
 ) -> tuple[Item, Item, Rehearsal | None]:
-    """The rehearsal, and the application's start-up check run on its copy while it exists."""
+    """The rehearsal (under writers with `load`), and the application's start-up check run on
+    its copy while it exists."""
     from uaip_db.backups import rehearse
 
     if made is None:
@@ -153,7 +155,10 @@ def rehearsal_items(
     checked: list[Item] = []
     try:
         result = rehearse.rehearse(
-            made.path, server, after_upgrade=lambda copy: checked.append(application_item(copy))
+            made.path,
+            server,
+            after_upgrade=lambda copy: checked.append(application_item(copy)),
+            load=load,
         )
     except UaipDbError as error:
         return (
@@ -161,11 +166,7 @@ def rehearsal_items(
             checked[0] if checked else _no_copy("the rehearsal stopped before the upgrade"),
             None,
         )
-    brief = (
-        f"upgrade took {result.upgrade_seconds:.2f} s on the restored copy"
-        if result.passed
-        else f"{len(result.problems)} problem(s) on the restored copy"
-    )
+    brief = rehearsal_brief(result)
     item = Item(
         "Rehearsal",
         PASS if result.passed else FAIL,
@@ -174,6 +175,24 @@ def rehearsal_items(
         brief,
     )
     return item, checked[0] if checked else _no_copy("the rehearsal made no copy"), result
+
+
+def rehearsal_brief(result: Rehearsal) -> str:
+    """A few words: the time, or the statement that broke the writers' budget, or the count."""
+    measured = result.load
+    over = measured.over_budget() if measured is not None else []
+    if measured is not None and over:
+        return (
+            f"writers waited {over[0].longest_wait:.2f} s (budget "
+            f"{measured.settings.max_writer_wait:g} s) behind `{over[0].statement}` "
+            f"in {over[0].revision}"
+        )
+    if not result.passed:
+        return f"{len(result.problems)} problem(s) on the restored copy"
+    brief = f"upgrade took {result.upgrade_seconds:.2f} s on the restored copy"
+    if measured is not None:
+        brief += f"; longest writer wait {measured.longest_wait:.2f} s"
+    return brief
 
 
 APPLICATION = "Application"

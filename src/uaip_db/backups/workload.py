@@ -1,0 +1,286 @@
+"""An application-like write load on a rehearsal copy: pgbench with the application's writes.
+
+Writers update their session, upsert a stage_data field and append to conversation_history at a
+steady total rate (`pgbench -R`), each client on a session of its own, in the columns schema
+v1.0.0 (database/init.sql) has and every later revision keeps. pgbench runs through
+`process.start` with the copy's libpq settings in its environment (the password never in argv)
+and logs every transaction (`--log`): when it ended, how long it took, which script it ran. It
+runs until stopped: SIGALRM is the signal pgbench's own `-T` timer sends itself, so it finishes
+the transactions in flight, writes its logs and its summary, and exits.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from uaip_db import process
+from uaip_db.errors import BackupError, SettingsError
+from uaip_db.pg import connection, scrub
+from uaip_db.settings import DatabaseConfig
+
+APPLICATION_NAME = "uaip-db-load"
+LOAD_USER = "uaip-load-"  # sessions.user_id of the load's own sessions: uaip-load-<client>
+# (table written, pgbench script); :client_id is pgbench's own, 0 .. clients - 1.
+SCRIPTS: tuple[tuple[str, str], ...] = (
+    (
+        "sessions",
+        "\\set stage random(1, 5)\n"
+        "UPDATE sessions SET last_activity = now(), current_stage = :stage\n"
+        f"WHERE user_id = '{LOAD_USER}' || :client_id;\n",
+    ),
+    (
+        "stage_data",
+        "\\set stage random(1, 5)\n"
+        "INSERT INTO stage_data (session_id, stage_number, field_name, field_value)\n"
+        "SELECT session_id, :stage, 'load', jsonb_build_object('at', now()::text)\n"
+        f"FROM sessions WHERE user_id = '{LOAD_USER}' || :client_id\n"
+        "ON CONFLICT (session_id, stage_number, field_name)\n"
+        "DO UPDATE SET field_value = EXCLUDED.field_value, updated_at = now();\n",
+    ),
+    (
+        "conversation_history",
+        "\\set stage random(1, 5)\n"
+        "INSERT INTO conversation_history (session_id, stage_number, role, content)\n"
+        "SELECT session_id, :stage, 'user', 'A message written during the rehearsal.'\n"
+        f"FROM sessions WHERE user_id = '{LOAD_USER}' || :client_id;\n",
+    ),
+)
+ABORTED = re.compile(r"client (\d+) (?:script \d+ )?aborted in command \d+ (?:query \d+)?:?\s*(.*)")
+STOP_SECONDS = 60  # how long a stopped pgbench may take to finish its transactions
+START_SECONDS = 30
+WRITING = (
+    "SELECT count(*) > 0 FROM pg_stat_activity "
+    "WHERE datname = current_database() AND application_name = %s AND query <> ''"
+)
+
+
+@dataclass(frozen=True)
+class LoadSettings:
+    """How hard the writers write (`rate` transactions per second in all, over `clients`), how
+    long they are measured before the upgrade, and the longest a writer may wait behind it."""
+
+    clients: int = 4
+    rate: int = 100
+    before_seconds: float = 3.0
+    max_writer_wait: float = 1.0
+
+    def line(self) -> str:
+        return (
+            f"{self.clients} writers, {self.rate} transactions/s in all, measured "
+            f"{self.before_seconds:g} s before the upgrade; budget: no writer waits more than "
+            f"{self.max_writer_wait:g} s"
+        )
+
+
+@dataclass(frozen=True)
+class Transaction:
+    table: str
+    ended: float  # wall clock (time.time())
+    seconds: float | None  # None: it failed
+
+    @property
+    def started(self) -> float:
+        return self.ended - (self.seconds or 0.0)
+
+
+@dataclass(frozen=True)
+class Latencies:
+    transactions: int
+    p50_ms: float | None
+    p99_ms: float | None
+    max_ms: float | None
+
+    @classmethod
+    def of(cls, transactions: list[Transaction]) -> Latencies:
+        times = sorted(t.seconds * 1000 for t in transactions if t.seconds is not None)
+        if not times:
+            return cls(len(transactions), None, None, None)
+        return cls(
+            len(transactions),
+            round(_percentile(times, 50), 3),
+            round(_percentile(times, 99), 3),
+            round(times[-1], 3),
+        )
+
+    def line(self) -> str:
+        if self.p50_ms is None:
+            return f"{self.transactions} transaction(s), none completed"
+        return (
+            f"{self.transactions} transaction(s), p50 {self.p50_ms:.1f} ms, "
+            f"p99 {self.p99_ms:.1f} ms, max {self.max_ms:.1f} ms"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "transactions": self.transactions,
+            "p50_ms": self.p50_ms,
+            "p99_ms": self.p99_ms,
+            "max_ms": self.max_ms,
+        }
+
+
+def _percentile(ordered: list[float], percent: int) -> float:
+    if len(ordered) == 1:
+        return ordered[0]
+    return statistics.quantiles(ordered, n=100, method="inclusive")[percent - 1]
+
+
+@dataclass(frozen=True)
+class WorkloadResult:
+    transactions: list[Transaction]
+    aborted: dict[int, str]  # client -> the error that stopped it
+    failed: int  # transactions pgbench counted as failed (serialization, deadlock)
+    argv: list[str] = field(default_factory=list)  # what pgbench was started with
+
+    @property
+    def errors(self) -> int:
+        return len(self.aborted) + self.failed
+
+
+def pgbench(config: DatabaseConfig) -> str:
+    """pgbench beside the server binaries we use (servers.binaries), else on PATH."""
+    from uaip_db.servers.local import find_bindir
+
+    try:
+        return process.tool("pgbench", find_bindir())
+    except SettingsError:
+        raise SettingsError(
+            "pgbench is not installed, so writers cannot be simulated; install the PostgreSQL "
+            "client (it ships pgbench) or set PG_BINDIR to its bin folder; or rehearse without "
+            "writers (db.rehearse without --load, release.check --no-load)."
+        ) from None
+
+
+class Workload:
+    """pgbench writing to `target` until `stop()`; the scripts and logs live in `folder`."""
+
+    def __init__(self, target: DatabaseConfig, folder: Path, settings: LoadSettings) -> None:
+        self.target = target
+        self.folder = folder
+        self.settings = settings
+        self._process: process.Popen[str] | None = None
+        self.argv: list[str] = []
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def start(self) -> None:
+        self._create_sessions()
+        scripts = []
+        for table, text in SCRIPTS:
+            path = self.folder / f"{table}.sql"
+            path.write_text(text, encoding="utf-8")
+            scripts += ["-f", f"{path}@1"]
+        self.argv = [
+            pgbench(self.target),
+            "--no-vacuum",
+            f"--client={self.settings.clients}",
+            "--jobs=1",
+            f"--rate={self.settings.rate}",
+            "--time=86400",  # until stopped
+            "--log",
+            f"--log-prefix={self.folder / 'transactions'}",
+            *scripts,
+        ]
+        env = {**self.target.libpq_env(), "PGAPPNAME": APPLICATION_NAME}
+        try:
+            self._process = process.start(self.argv, env=env, cwd=str(self.folder))
+        except OSError as error:
+            raise BackupError(f"Could not run pgbench ({error.strerror}).") from None
+        self._wait_until_writing()
+
+    def _wait_until_writing(self) -> None:
+        """Until a writer has run a statement: pgbench then has its clients and its timer, so
+        SIGALRM ends it cleanly (before that, the signal would simply kill it)."""
+        deadline = time.monotonic() + START_SECONDS
+        with connection(self.target) as conn:
+            while time.monotonic() < deadline:
+                if self._process is None or self._process.poll() is not None:
+                    return  # it ended already; stop() reads why
+                row = conn.execute(WRITING, (APPLICATION_NAME,)).fetchone()
+                if row and row[0]:
+                    return
+                time.sleep(0.02)
+        self.kill()
+        raise BackupError(f"pgbench did not start writing within {START_SECONDS} s.")
+
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def stop(self) -> WorkloadResult:
+        """Ask pgbench to finish (as its own timer would) and read what it logged."""
+        child = self._process
+        if child is None:
+            return WorkloadResult([], {}, 0, self.argv)
+        if child.poll() is None:
+            child.send_signal(signal.SIGALRM)
+        try:
+            stdout, stderr = child.communicate(timeout=STOP_SECONDS)
+        except process.TimeoutExpired:
+            child.kill()
+            stdout, stderr = child.communicate()
+        self._process = None
+        stderr = scrub(stderr, self.target)
+        if child.returncode not in (0, 2) or "number of transactions" not in stdout:
+            raise BackupError(f"pgbench failed: {process.meaningful_line(stderr or stdout)}")
+        return WorkloadResult(
+            self._read_logs(),
+            aborted_clients(stderr),
+            failed_transactions(stdout),
+            self.argv,
+        )
+
+    def kill(self) -> None:
+        """Stop pgbench without reading anything (the rehearsal failed on its way)."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.communicate()
+        self._process = None
+
+    def _create_sessions(self) -> None:
+        with connection(self.target) as conn:
+            conn.execute(
+                "INSERT INTO sessions (user_id, project_name) "
+                "SELECT %s || n, 'rehearsal load' FROM generate_series(0, %s - 1) AS n",
+                (LOAD_USER, self.settings.clients),
+            )
+
+    def _read_logs(self) -> list[Transaction]:
+        found: list[Transaction] = []
+        for path in sorted(self.folder.glob("transactions.*")):
+            for line in path.read_text(encoding="utf-8").splitlines():
+                found += parse_log_line(line)
+        return sorted(found, key=lambda t: t.ended)
+
+
+def parse_log_line(line: str) -> list[Transaction]:
+    """`client_id transaction_no time script_no time_epoch time_us [schedule_lag]`; `time` is
+    microseconds, or `failed`/`serialization`/`deadlock`, or `skipped` (never started)."""
+    fields = line.split()
+    if len(fields) < 6 or fields[2] == "skipped":
+        return []
+    script, epoch, micros = int(fields[3]), int(fields[4]), int(fields[5])
+    seconds = int(fields[2]) / 1e6 if fields[2].isdigit() else None
+    table = SCRIPTS[script][0] if script < len(SCRIPTS) else f"script {script}"
+    return [Transaction(table, epoch + micros / 1e6, seconds)]
+
+
+def aborted_clients(stderr: str) -> dict[int, str]:
+    found: dict[int, str] = {}
+    for line in stderr.splitlines():
+        match = ABORTED.search(line)
+        if match:
+            found.setdefault(int(match.group(1)), " ".join(match.group(2).split()))
+    return found
+
+
+def failed_transactions(stdout: str) -> int:
+    match = re.search(r"number of failed transactions: (\d+)", stdout)
+    return int(match.group(1)) if match else 0
