@@ -228,6 +228,9 @@ def set_template(conn: psycopg.Connection[Any], name: str, is_template: bool) ->
     )
 
 
+STANDBY = "is a hot standby (read-only, in recovery)"
+
+
 def read_only_reason(conn: psycopg.Connection[Any]) -> str | None:
     """Why nothing can be written through `conn` (a hot standby, or read-only transactions by
     default), or None when it can be."""
@@ -235,7 +238,7 @@ def read_only_reason(conn: psycopg.Connection[Any]) -> str | None:
         "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only') = 'on'"
     ).fetchone()
     if row and row[0]:
-        return "is a hot standby (read-only, in recovery)"
+        return STANDBY
     if row and row[1]:
         return "is read-only (default_transaction_read_only is on)"
     return None

@@ -9,15 +9,19 @@ import select
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from tests.conftest import BIN, EMAIL, HEAD, ROOT, SETTING_NAMES, run_cli, sql
+from tests.conftest import BIN, CHAIN, EMAIL, HEAD, ROOT, SETTING_NAMES, run_cli, sql
+from tests.servers.roles import limited_role
+from tests.servers.standby import hot_standby
 from uaip_db.migrations import runner
-from uaip_db.migrations.baseline import BASELINE_REVISION
-from uaip_db.servers.scratch import child_env
+from uaip_db.migrations.baseline import BASELINE_REVISION, seed
+from uaip_db.servers.scratch import ScratchServer, child_env
 from uaip_db.settings import DatabaseConfig
 
 INI = str(ROOT / "alembic.ini")
@@ -181,3 +185,87 @@ def test_a_lock_timeout_inside_a_concurrent_build_is_named_and_retried(
     assert "could not take a lock within lock_timeout" in result.stderr
     assert "CREATE INDEX CONCURRENTLY" in result.stderr and "inactive" not in result.stderr
     assert "Trying again" in result.stdout
+
+
+# --- read-only servers and missing privileges: the cause is named, not the migration -----------
+
+
+@dataclass(frozen=True)
+class Standby:
+    seeded: DatabaseConfig  # init.sql loaded, no revision recorded
+    behind: DatabaseConfig  # one revision behind head
+
+
+@pytest.fixture(scope="module")
+def standby(server: ScratchServer) -> Iterator[Standby]:
+    """A hot standby of the test server (pg_basebackup -R), holding two databases."""
+    seeded = server.create_database("uaip_seeded")
+    seed(seeded)
+    behind = server.create_database("uaip_behind")
+    runner.upgrade(behind, CHAIN[-2])
+    try:
+        with hot_standby(server) as replica:
+            yield Standby(replica.with_database(seeded.name), replica.with_database(behind.name))
+    finally:
+        server.drop_database(seeded.name)
+        server.drop_database(behind.name)
+
+
+def names_the_standby(result: subprocess.CompletedProcess[str]) -> None:
+    one_clean_line(result, 2)
+    assert "hot standby" in result.stderr
+    assert "fix the migration" not in result.stderr and "run `inv db.upgrade`" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args", [["db.stamp", "--rev", "auto"], ["db.stamp", "--rev", BASELINE_REVISION]]
+)
+def test_a_stamp_on_a_hot_standby_says_it_is_a_standby(standby: Standby, args: list[str]) -> None:
+    names_the_standby(run_cli("inv", *args, database=standby.seeded))
+    assert runner.current_revisions(standby.seeded) == ()
+
+
+def test_an_upgrade_on_a_hot_standby_says_it_is_a_standby(standby: Standby) -> None:
+    names_the_standby(run_cli("inv", "db.upgrade", database=standby.behind))
+    assert runner.current_revisions(standby.behind) == (CHAIN[-2],)
+
+
+@pytest.mark.parametrize("place", ["UAIP_SCRATCH", "UAIP_TEST_SERVER"])
+def test_a_backup_check_on_a_hot_standby_names_the_setting_not_drop_database(
+    standby: Standby, tmp_path: Path, place: str
+) -> None:
+    env = {"UAIP_BACKUP_DIR": str(tmp_path), place: "env"}
+    result = run_cli("inv", "db.backup", database=standby.behind, env=env)
+    names_the_standby(result)
+    assert "UAIP_SCRATCH_URL" in result.stderr and "DROP DATABASE" not in result.stderr
+
+
+def test_a_database_read_only_by_default_is_named(empty_db: DatabaseConfig) -> None:
+    runner.upgrade(empty_db, CHAIN[-2])
+    sql(
+        empty_db,
+        f'ALTER DATABASE "{empty_db.name}" SET default_transaction_read_only = on',
+    )
+    result = run_cli("inv", "db.upgrade", database=empty_db)
+    one_clean_line(result, 2)
+    assert "default_transaction_read_only is on" in result.stderr
+    assert "fix the migration" not in result.stderr
+    assert runner.current_revisions(empty_db) == (CHAIN[-2],)
+
+
+def test_a_missing_privilege_is_named_not_the_migration(
+    server: ScratchServer, empty_db: DatabaseConfig
+) -> None:
+    runner.upgrade(empty_db, CHAIN[-2])
+    with limited_role(server) as role:
+        # It may connect and record revisions, but owns none of the tables a revision alters.
+        sql(empty_db, f'GRANT ALL ON SCHEMA public TO "{role.user}"')
+        sql(empty_db, f'GRANT ALL ON ALL TABLES IN SCHEMA public TO "{role.user}"')
+        result = run_cli("inv", "db.upgrade", database=role.with_database(empty_db.name))
+        sql(empty_db, f'REVOKE ALL ON ALL TABLES IN SCHEMA public FROM "{role.user}"')
+        sql(empty_db, f'REVOKE ALL ON SCHEMA public FROM "{role.user}"')
+    one_clean_line(result, 2)
+    assert f"The role {role.user} lacks a privilege" in result.stderr
+    assert "must be owner" in result.stderr or "permission denied" in result.stderr
+    assert "fix the migration" not in result.stderr
+    assert runner.current_revisions(empty_db) == (CHAIN[-2],)

@@ -31,7 +31,7 @@ from uaip_db.errors import (
 from uaip_db.migrations import history
 from uaip_db.migrations.lock import DEFAULT_WAIT_SECONDS, migration_lock
 from uaip_db.migrations.lock_report import LockRecorder
-from uaip_db.pg import connect, connection, explain
+from uaip_db.pg import STANDBY, connect, connection, explain, read_only_reason
 from uaip_db.settings import PINNED_SEARCH_PATH, DatabaseConfig
 
 if TYPE_CHECKING:
@@ -375,10 +375,16 @@ def _translate(error: BaseException, database: DatabaseConfig, direction: str) -
     statement = getattr(error, "statement", None)
     here = ", ".join(current_revisions(database)) or "base"
     if isinstance(cause, psycopg.errors.ReadOnlySqlTransaction):
+        reason = _read_only_reason(database)
+        way_out = (
+            "Run it against the primary (DB_HOST/DB_PORT or DATABASE_URL)."
+            if reason == STANDBY
+            else "Run it against a writable server, or turn default_transaction_read_only off "
+            "for this database and role."
+        )
         return ReadOnlyServer(
-            f"Cannot change {database.where()}: the server {_read_only_reason(database)}, so "
-            f"nothing was changed (it stays at revision {here}). Run this against the primary "
-            "(DB_HOST/DB_PORT or DATABASE_URL), or make the database writable."
+            f"Cannot change {database.where()}: the server {reason}, so nothing was changed "
+            f"(it stays at revision {here}). {way_out}"
         )
     failing = _failing_revision(database, direction)
     where = f"Revision {failing}" if failing else "The migration"
@@ -408,14 +414,12 @@ def _translate(error: BaseException, database: DatabaseConfig, direction: str) -
 
 def _read_only_reason(database: DatabaseConfig) -> str:
     """Why the server refused a write: a hot standby, or read-only transactions by default."""
-    from uaip_db.pg import read_only_reason
-
     try:
         with connection(database) as conn:
             reason = read_only_reason(conn)
     except Exception:  # the answer only words the message: a failure to ask changes nothing
         reason = None
-    return reason or "accepts no writes (read-only transactions)"
+    return reason or "accepts no writes here (read-only transactions)"
 
 
 def _database_cause(error: BaseException) -> BaseException:
