@@ -1,12 +1,13 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 from sqlalchemy.engine import make_url
 
 from uaip_db.errors import SettingsError
-from uaip_db.settings import DatabaseConfig, parse_database_url
+from uaip_db.settings import DatabaseConfig, parse_database_url, scratch_place
 
 TRICKY = "p@ss:w/rd%#' x"
 
@@ -154,3 +155,44 @@ def test_a_url_query_may_set_tls_options(tmp_path: Path) -> None:
     url = "postgresql://u:p@db.example:5432/scoping?sslmode=require"
     config = DatabaseConfig.from_env({"DATABASE_URL": url}, tmp_path / "missing.env")
     assert config.name == "scoping" and dict(config.options) == {"sslmode": "require"}
+
+
+# --- where throwaway databases are made -----------------------------------------------------
+
+
+def test_the_place_for_throwaway_databases() -> None:
+    assert scratch_place({}).is_local
+    assert scratch_place({"UAIP_SCRATCH": "local", "UAIP_TEST_SERVER": "env"}).is_local
+    url = "postgresql://admin:p%40ss@db.example:6432/postgres?sslmode=require"
+    chosen = scratch_place({"UAIP_SCRATCH_URL": url, "UAIP_TEST_SERVER": "env"})
+    assert chosen.admin is not None and chosen.chosen_by == "UAIP_SCRATCH_URL"
+    assert (chosen.admin.host, chosen.admin.port, chosen.admin.user, chosen.admin.password) == (
+        "db.example",
+        6432,
+        "admin",
+        "p@ss",
+    )
+    named = scratch_place({"UAIP_SCRATCH": "ENV", "DB_HOST": "db", "DB_PORT": "6000"})
+    assert named.admin is not None and (named.admin.host, named.admin.port) == ("db", 6000)
+    legacy = scratch_place({"UAIP_TEST_SERVER": "env", "DB_USER": "ci"})
+    assert legacy.admin is not None and legacy.chosen_by == "UAIP_TEST_SERVER=env"
+    # An empty value (what a child of the tests is given) counts as unset.
+    assert scratch_place({"UAIP_SCRATCH_URL": "", "UAIP_SCRATCH": ""}).is_local
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"UAIP_SCRATCH": "yes"}, "UAIP_SCRATCH='yes' is not known"),
+        ({"UAIP_SCRATCH_URL": "admin@db/postgres"}, "UAIP_SCRATCH_URL is not a PostgreSQL URL"),
+        ({"UAIP_SCRATCH_URL": "postgresql://a:b@h:99999/postgres"}, "UAIP_SCRATCH_URL is not"),
+        ({"UAIP_SCRATCH_URL": "postgresql://a:b@h/postgres?host=x"}, "UAIP_SCRATCH_URL's query"),
+        (
+            {"UAIP_SCRATCH_URL": "postgresql://a:b@h/postgres", "UAIP_SCRATCH": "local"},
+            "unset one",
+        ),
+    ],
+)
+def test_a_bad_place_for_throwaway_databases_is_named(environ: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError, match=re.escape(named)):
+        scratch_place(environ)
