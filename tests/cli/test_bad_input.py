@@ -284,3 +284,33 @@ def test_a_bad_place_for_throwaway_databases_changes_nothing(
     one_clean_line(result, 2)
     assert next(iter(env)) in result.stderr
     assert not [path for path in tmp_path.iterdir() if path.is_dir()]
+
+
+# A checkout mounted read-only (as in a container with a read-only volume): root ignores file
+# modes, so chmod proves nothing here; a read-only bind mount in a private mount namespace
+# (unshare -m) stops root as well, and ends with the command.
+READ_ONLY = 'mount --bind "$1" "$1" && mount -o remount,ro,bind "$1" && shift && exec "$@"'
+
+
+@pytest.mark.parametrize(
+    "task",
+    [["db.revision", "-m", "add a thing"], ["db.docs"], ["release.check"]],
+    ids=lambda task: task[0],
+)
+def test_a_read_only_checkout_is_one_line(
+    checkout: Path, head_db: DatabaseConfig, tmp_path: Path, task: list[str]
+) -> None:
+    before = sorted(str(path) for path in checkout.rglob("*"))
+    env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
+    env.update(child_env(head_db), UAIP_BACKUP_DIR=str(tmp_path / "backups"))
+    result = subprocess.run(
+        ["unshare", "-m", "sh", "-c", READ_ONLY, "sh", str(checkout), str(BIN / "inv"), *task],
+        cwd=checkout,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    one_clean_line(result, 2)
+    assert f"Cannot write {checkout}/" in result.stderr and "Read-only file system" in result.stderr
+    assert sorted(str(path) for path in checkout.rglob("*")) == before
