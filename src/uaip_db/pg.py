@@ -56,7 +56,9 @@ def explain(
             f"No PostgreSQL server answers at {config.host}:{config.port}. Start one with "
             "`inv db.up`, or point DB_HOST/DB_PORT at a running server."
         )
-    return ConnectionProblem(f"Cannot use {where}: {first_line(scrub(message, config))}")
+    hint = getattr(getattr(error, "diag", None), "message_hint", None)
+    said = first_line(scrub(message, config)) + (f" (HINT: {hint})" if hint else "")
+    return ConnectionProblem(f"Cannot use {where}: {said}")
 
 
 def scrub(text: str, config: DatabaseConfig) -> str:

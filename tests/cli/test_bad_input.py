@@ -19,9 +19,16 @@ import pytest
 from tests.conftest import BIN, CHAIN, EMAIL, HEAD, ROOT, SETTING_NAMES, run_cli, sql
 from tests.servers.roles import limited_role
 from tests.servers.standby import hot_standby
+from uaip_db import pg
 from uaip_db.migrations import runner
 from uaip_db.migrations.baseline import BASELINE_REVISION, seed
-from uaip_db.servers.scratch import ScratchServer, child_env
+from uaip_db.servers.scratch import (
+    ScratchCluster,
+    ScratchServer,
+    child_env,
+    launch_postgres,
+    stop_process,
+)
 from uaip_db.settings import DatabaseConfig
 
 INI = str(ROOT / "alembic.ini")
@@ -314,3 +321,44 @@ def test_a_read_only_checkout_is_one_line(
     one_clean_line(result, 2)
     assert f"Cannot write {checkout}/" in result.stderr and "Read-only file system" in result.stderr
     assert sorted(str(path) for path in checkout.rglob("*")) == before
+
+
+def test_pg_dump_out_of_shared_locks_keeps_the_servers_hint(tmp_path: Path) -> None:
+    # A private server whose lock table is small (max_locks_per_transaction x connections)
+    # and a database with more tables than it can lock at once, as pg_dump must.
+    scratch = ScratchCluster.start()
+    try:
+        with pg.connection(scratch.admin) as conn:
+            conn.execute("ALTER SYSTEM SET max_locks_per_transaction = 10")
+            conn.execute("ALTER SYSTEM SET max_connections = 5")
+        stop_process(scratch.process)
+        scratch.process = launch_postgres(scratch.cluster, scratch.admin.port)
+        scratch.cluster.wait_until_ready(scratch.process.pid, timeout=60, child=scratch.process)
+        many = scratch.admin.with_database("uaip_many")
+        with pg.connection(scratch.admin) as conn:
+            pg.create_database(conn, many.name)
+        with pg.connection(many) as conn:
+            for number in range(1500):
+                conn.execute(f"CREATE TABLE t{number} (id int)")
+        result = run_cli(
+            "inv",
+            "db.backup",
+            "--no-verify",
+            database=many,
+            env={"UAIP_BACKUP_DIR": str(tmp_path)},
+        )
+    finally:
+        scratch.stop()
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert 1 <= len(result.stderr.strip().splitlines()) <= 2, result.stderr
+    assert "out of shared memory" in result.stderr
+    assert "increase max_locks_per_transaction" in result.stderr
+    assert not [path for path in tmp_path.iterdir() if path.is_dir()]
+
+
+def test_a_server_error_explained_keeps_its_hint(empty_db: DatabaseConfig) -> None:
+    with pg.connection(empty_db) as conn, pytest.raises(psycopg.Error) as raised:
+        conn.execute("SELECT no_such_function(1)")
+    said = str(pg.explain(raised.value, empty_db))
+    assert "function no_such_function(integer) does not exist" in said
+    assert "(HINT: No function matches the given name and argument types." in said
