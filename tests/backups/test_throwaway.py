@@ -16,6 +16,7 @@ from tests.servers.roles import limited_role, url
 from uaip_db import pg
 from uaip_db.backups import manifest as manifests
 from uaip_db.backups import throwaway
+from uaip_db.errors import CheckFailed
 from uaip_db.migrations import runner
 from uaip_db.servers.scratch import ScratchServer
 from uaip_db.settings import DatabaseConfig
@@ -173,3 +174,23 @@ def test_a_backup_whose_restore_check_fails_after_it_was_written_is_kept_and_sai
     (backup,) = backups_in(tmp_path)
     assert manifests.read_manifest(backup).state == manifests.WRITTEN
     assert f"The backup {backup} stays on disk, not verified" in result.stderr
+
+
+def test_a_failure_inside_is_not_hidden_by_a_drop_that_cannot_run(server: ScratchServer) -> None:
+    # A server that turned read-only: the DROP DATABASE after the failure fails as well, and
+    # the person must still read why the check failed, not "cannot execute DROP DATABASE".
+    with limited_role(server, "CREATEDB") as admin:
+        server.connection().execute(
+            sql.SQL("ALTER ROLE {} SET default_transaction_read_only = on").format(
+                sql.Identifier(admin.user)
+            )
+        )
+        read_only = ScratchServer(admin)
+        try:
+            with (
+                pytest.raises(CheckFailed, match="the restore failed"),
+                throwaway.throwaway_database(read_only, throwaway.VERIFY_PREFIX),
+            ):
+                raise CheckFailed("the restore failed")
+        finally:
+            read_only.close()
