@@ -119,7 +119,13 @@ def test_a_production_upgrade_without_a_place_for_its_backup_check_names_the_set
 
 @pytest.mark.parametrize(
     "task",
-    [["db.roundtrip"], ["db.snapshots", "--check"], ["db.docs", "--check"], ["db.backup"]],
+    [
+        ["db.roundtrip"],
+        ["db.snapshots", "--check"],
+        ["db.docs", "--check"],
+        ["db.backup"],
+        ["release.check"],
+    ],
     ids=lambda task: task[0],
 )
 def test_every_task_that_needs_a_throwaway_database_names_the_setting_not_the_database(
@@ -130,6 +136,18 @@ def test_every_task_that_needs_a_throwaway_database_names_the_setting_not_the_da
     assert "UAIP_SCRATCH_URL" in said and "UAIP_SCRATCH=local" in said
     assert behind_head.name not in said and "permission denied" not in said
     assert backups_in(tmp_path) == []
+
+
+def test_a_rehearsal_without_a_place_names_the_setting(
+    behind_head: DatabaseConfig, tmp_path: Path
+) -> None:
+    env = {"UAIP_BACKUP_DIR": str(tmp_path)}
+    made = run_cli("inv", "db.backup", "--no-verify", database=behind_head, env=env)
+    assert made.returncode == 0, made.stderr
+    env["UAIP_SCRATCH"] = "env"
+    said = one_line(run_cli("inv", "db.rehearse", database=behind_head, env=env), 2)
+    assert "UAIP_SCRATCH_URL" in said and behind_head.name not in said
+    assert runner.current_revisions(behind_head) == (CHAIN[-2],)
 
 
 def test_an_admin_connection_in_uaip_scratch_url_lets_a_production_upgrade_back_up_first(
