@@ -46,7 +46,7 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
     try:
         if wants_existing_server():
-            named = DatabaseConfig.from_env(dotenv_path=Path("/nonexistent"))
+            named = DatabaseConfig.from_env()  # the environment, then .env, as for commands
             with pg.connection(named.with_database(pg.MAINTENANCE_DATABASE)) as conn:
                 version = conn.info.parameter_status("server_version")
             return [f"postgresql: {version}, the server the settings name (UAIP_TEST_SERVER=env)"]

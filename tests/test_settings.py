@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 from urllib.parse import quote
@@ -11,7 +12,7 @@ from sqlalchemy.engine import make_url
 from uaip_db.errors import SettingsError
 from uaip_db.servers.local import find_bindir
 from uaip_db.servers.scratch import ScratchServer
-from uaip_db.settings import DatabaseConfig, parse_database_url
+from uaip_db.settings import DatabaseConfig, parse_database_url, scratch_place
 
 TRICKY = "p@ss:w/rd%#' x"
 
@@ -180,3 +181,44 @@ def test_client_tools_get_url_options_under_the_names_libpq_reads(server: Scratc
     )
     assert result.returncode != 0
     assert "read-write" in result.stderr or "read-only" in result.stderr
+
+
+# --- where throwaway databases are made -----------------------------------------------------
+
+
+def test_the_place_for_throwaway_databases() -> None:
+    assert scratch_place({}).is_local
+    assert scratch_place({"UAIP_SCRATCH": "local", "UAIP_TEST_SERVER": "env"}).is_local
+    url = "postgresql://admin:p%40ss@db.example:6432/postgres?sslmode=require"
+    chosen = scratch_place({"UAIP_SCRATCH_URL": url, "UAIP_TEST_SERVER": "env"})
+    assert chosen.admin is not None and chosen.chosen_by == "UAIP_SCRATCH_URL"
+    assert (chosen.admin.host, chosen.admin.port, chosen.admin.user, chosen.admin.password) == (
+        "db.example",
+        6432,
+        "admin",
+        "p@ss",
+    )
+    named = scratch_place({"UAIP_SCRATCH": "ENV", "DB_HOST": "db", "DB_PORT": "6000"})
+    assert named.admin is not None and (named.admin.host, named.admin.port) == ("db", 6000)
+    legacy = scratch_place({"UAIP_TEST_SERVER": "env", "DB_USER": "ci"})
+    assert legacy.admin is not None and legacy.chosen_by == "UAIP_TEST_SERVER=env"
+    # An empty value (what a child of the tests is given) counts as unset.
+    assert scratch_place({"UAIP_SCRATCH_URL": "", "UAIP_SCRATCH": ""}).is_local
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        ({"UAIP_SCRATCH": "yes"}, "UAIP_SCRATCH='yes' is not known"),
+        ({"UAIP_SCRATCH_URL": "admin@db/postgres"}, "UAIP_SCRATCH_URL is not a PostgreSQL URL"),
+        ({"UAIP_SCRATCH_URL": "postgresql://a:b@h:99999/postgres"}, "UAIP_SCRATCH_URL is not"),
+        ({"UAIP_SCRATCH_URL": "postgresql://a:b@h/postgres?host=x"}, "UAIP_SCRATCH_URL's query"),
+        (
+            {"UAIP_SCRATCH_URL": "postgresql://a:b@h/postgres", "UAIP_SCRATCH": "local"},
+            "unset one",
+        ),
+    ],
+)
+def test_a_bad_place_for_throwaway_databases_is_named(environ: dict[str, str], named: str) -> None:
+    with pytest.raises(SettingsError, match=re.escape(named)):
+        scratch_place(environ)

@@ -52,6 +52,15 @@ class UnusableDatabase(UaipDbError):
     exit_code = CHECK_FAILED
 
 
+class ReadOnlyServer(UaipDbError):
+    """The server accepts no writes (a hot standby, or default_transaction_read_only): nothing
+    was changed; the change belongs on the primary."""
+
+
+class PrivilegeMissing(UaipDbError):
+    """The role lacks a privilege the step needs (permission denied); nothing was changed."""
+
+
 class ServerError(UaipDbError):
     """A local PostgreSQL server could not be found, started or stopped."""
 

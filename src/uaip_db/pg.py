@@ -17,11 +17,19 @@ if TYPE_CHECKING:
     import psycopg
 
 
-def explain(error: BaseException, config: DatabaseConfig) -> ConnectionProblem:
-    """Turn a driver error into one or two lines with a way out; the password never appears."""
+def explain(
+    error: BaseException, config: DatabaseConfig, setting: str | None = None
+) -> ConnectionProblem:
+    """Turn a driver error into one or two lines with a way out; the password never appears.
+    With `setting`, the connection is the one that setting names (not DB_*), and it is blamed."""
     message = str(getattr(error, "orig", None) or error)
     lowered = message.lower()
     where = config.where()
+    if setting is not None:
+        return ConnectionProblem(
+            f"Cannot connect to {config.host}:{config.port} as {config.user}, which {setting} "
+            f"names: {first_line(scrub(message, config))}. Fix {setting}."
+        )
     if "password authentication failed" in lowered or "no password supplied" in lowered:
         return PasswordRefused(
             f"Cannot connect to {where} as {config.user}: the password was refused. "
@@ -48,7 +56,9 @@ def explain(error: BaseException, config: DatabaseConfig) -> ConnectionProblem:
             f"No PostgreSQL server answers at {config.host}:{config.port}. Start one with "
             "`inv db.up`, or point DB_HOST/DB_PORT at a running server."
         )
-    return ConnectionProblem(f"Cannot use {where}: {first_line(scrub(message, config))}")
+    hint = getattr(getattr(error, "diag", None), "message_hint", None)
+    said = first_line(scrub(message, config)) + (f" (HINT: {hint})" if hint else "")
+    return ConnectionProblem(f"Cannot use {where}: {said}")
 
 
 def scrub(text: str, config: DatabaseConfig) -> str:
@@ -95,10 +105,11 @@ def without_libpq_environment() -> Iterator[None]:
 
 
 def connect(
-    config: DatabaseConfig, *, autocommit: bool = True, **extra: str
+    config: DatabaseConfig, *, autocommit: bool = True, setting: str | None = None, **extra: str
 ) -> psycopg.Connection[Any]:
     """A connection to exactly `config`'s database: explicit parameters, the caller's libpq
-    variables ignored, search_path pinned (`extra` may add libpq parameters, e.g. options)."""
+    variables ignored, search_path pinned (`extra` may add libpq parameters, e.g. options).
+    `setting` names where `config` came from when that is not DB_* (see `explain`)."""
     import psycopg
 
     parameters = {**config.connect_kwargs(), **extra}
@@ -106,7 +117,7 @@ def connect(
         with without_libpq_environment():
             conn = psycopg.connect(**parameters, autocommit=autocommit)
     except psycopg.OperationalError as error:
-        raise explain(error, config) from None
+        raise explain(error, config, setting) from None
     encoding = conn.info.parameter_status("server_encoding")
     if encoding in UNUSABLE_ENCODINGS and config.name != MAINTENANCE_DATABASE:
         conn.close()
@@ -217,6 +228,30 @@ def set_template(conn: psycopg.Connection[Any], name: str, is_template: bool) ->
             sql.Identifier(name), sql.Literal(is_template)
         )
     )
+
+
+STANDBY = "is a hot standby (read-only, in recovery)"
+
+
+def read_only_reason(conn: psycopg.Connection[Any]) -> str | None:
+    """Why nothing can be written through `conn` (a hot standby, or read-only transactions by
+    default), or None when it can be."""
+    row = conn.execute(
+        "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only') = 'on'"
+    ).fetchone()
+    if row and row[0]:
+        return STANDBY
+    if row and row[1]:
+        return "is read-only (default_transaction_read_only is on)"
+    return None
+
+
+def may_create_databases(conn: psycopg.Connection[Any]) -> bool:
+    """Whether the role of `conn` may run CREATE DATABASE (CREATEDB, or a superuser)."""
+    row = conn.execute(
+        "SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user"
+    ).fetchone()
+    return bool(row and row[0])
 
 
 def system_identifier(conn: psycopg.Connection[Any]) -> str | None:

@@ -330,6 +330,9 @@ def meaningful_line(output: str) -> str:
     lines = [" ".join(line.split()) for line in output.splitlines() if line.strip()]
     errors = [line for line in lines if "error:" in line.lower() or "fatal:" in line.lower()]
     if errors:
-        return errors[0]
+        # The server's HINT under it says what to change (max_locks_per_transaction, ...).
+        after = lines[lines.index(errors[0]) + 1 :][:1]
+        hints = [line for line in after if line.startswith("HINT:")]
+        return f"{errors[0]} ({hints[0]})" if hints else errors[0]
     rest = [line for line in lines if not line.startswith("Command was:")] or lines
     return rest[-1] if rest else "no output"

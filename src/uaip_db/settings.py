@@ -154,6 +154,54 @@ class DatabaseConfig:
         }
 
 
+# Where throwaway databases are made (backup proofs, rehearsals, round trips, snapshots, docs):
+# read from the environment only, like the other UAIP_* settings.
+SCRATCH_SETTING = "UAIP_SCRATCH"
+SCRATCH_URL_SETTING = "UAIP_SCRATCH_URL"
+TEST_SERVER_SETTING = "UAIP_TEST_SERVER"
+SCRATCH_CHOICES = ("local", "env")
+
+
+@dataclass(frozen=True)
+class ScratchPlace:
+    """Where throwaway databases are made: on the server of `admin` (a role that may create
+    databases), or, when it is None, on a private server started from this machine's PostgreSQL
+    binaries. `chosen_by` names the setting that chose it, for messages."""
+
+    admin: DatabaseConfig | None
+    chosen_by: str
+
+    @property
+    def is_local(self) -> bool:
+        return self.admin is None
+
+
+def scratch_place(environ: Mapping[str, str] | None = None) -> ScratchPlace:
+    """`UAIP_SCRATCH_URL` (an admin connection), else `UAIP_SCRATCH` (`local`: a private server;
+    `env`: the server and role the settings name), else `UAIP_TEST_SERVER=env` as `env`, else
+    local."""
+    environ = os.environ if environ is None else environ
+    url = environ.get(SCRATCH_URL_SETTING, "").strip()
+    choice = environ.get(SCRATCH_SETTING, "").strip().lower()
+    if choice and choice not in SCRATCH_CHOICES:
+        raise SettingsError(
+            f"{SCRATCH_SETTING}={environ[SCRATCH_SETTING]!r} is not known; use local or env, or "
+            f"name an admin connection in {SCRATCH_URL_SETTING}."
+        )
+    if url and choice:
+        raise SettingsError(
+            f"Both {SCRATCH_URL_SETTING} and {SCRATCH_SETTING} say where throwaway databases are "
+            "made; unset one."
+        )
+    if url:
+        return ScratchPlace(parse_database_url(url, SCRATCH_URL_SETTING), SCRATCH_URL_SETTING)
+    if not choice and environ.get(TEST_SERVER_SETTING, "").strip().lower() == "env":
+        return ScratchPlace(DatabaseConfig.from_env(environ), f"{TEST_SERVER_SETTING}=env")
+    if choice == "env":
+        return ScratchPlace(DatabaseConfig.from_env(environ), f"{SCRATCH_SETTING}=env")
+    return ScratchPlace(None, f"{SCRATCH_SETTING}={choice}" if choice else "the default")
+
+
 CONNECTION_NAMES = ("DATABASE_URL", "DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASSWORD")
 
 
@@ -209,9 +257,10 @@ def parse_port(value: str, source: str) -> int:
     return port
 
 
-def parse_database_url(url: str) -> DatabaseConfig:
-    """Parse `postgresql://user:password@host:port/name?option=value` (percent-encoded parts)."""
-    problem = "DATABASE_URL is not a PostgreSQL URL"
+def parse_database_url(url: str, setting: str = "DATABASE_URL") -> DatabaseConfig:
+    """Parse `postgresql://user:password@host:port/name?option=value` (percent-encoded parts);
+    `setting` is the variable that holds it, named in every message."""
+    problem = f"{setting} is not a PostgreSQL URL"
     hint = "expected postgresql://USER:PASSWORD@HOST:PORT/NAME (percent-encode @ : / % # in parts)."
     try:
         parts = urlsplit(url.strip())
@@ -231,7 +280,7 @@ def parse_database_url(url: str) -> DatabaseConfig:
     for key, _value in options:
         if key not in URL_OPTIONS:
             raise SettingsError(
-                f"DATABASE_URL's query sets {key!r}, which could connect somewhere other than the "
+                f"{setting}'s query sets {key!r}, which could connect somewhere other than the "
                 "URL names; put the host, port, user and database in the URL itself and drop it."
             )
     defaults = DatabaseConfig()

@@ -9,15 +9,26 @@ import select
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from tests.conftest import BIN, EMAIL, HEAD, ROOT, SETTING_NAMES, run_cli, sql
+from tests.conftest import BIN, CHAIN, EMAIL, HEAD, ROOT, SETTING_NAMES, run_cli, sql
+from tests.servers.roles import limited_role
+from tests.servers.standby import hot_standby
+from uaip_db import pg
 from uaip_db.migrations import runner
-from uaip_db.migrations.baseline import BASELINE_REVISION
-from uaip_db.servers.scratch import child_env
+from uaip_db.migrations.baseline import BASELINE_REVISION, seed
+from uaip_db.servers.scratch import (
+    ScratchCluster,
+    ScratchServer,
+    child_env,
+    launch_postgres,
+    stop_process,
+)
 from uaip_db.settings import DatabaseConfig
 
 INI = str(ROOT / "alembic.ini")
@@ -181,3 +192,173 @@ def test_a_lock_timeout_inside_a_concurrent_build_is_named_and_retried(
     assert "could not take a lock within lock_timeout" in result.stderr
     assert "CREATE INDEX CONCURRENTLY" in result.stderr and "inactive" not in result.stderr
     assert "Trying again" in result.stdout
+
+
+# --- read-only servers and missing privileges: the cause is named, not the migration -----------
+
+
+@dataclass(frozen=True)
+class Standby:
+    seeded: DatabaseConfig  # init.sql loaded, no revision recorded
+    behind: DatabaseConfig  # one revision behind head
+
+
+@pytest.fixture(scope="module")
+def standby(server: ScratchServer) -> Iterator[Standby]:
+    """A hot standby of the test server (pg_basebackup -R), holding two databases."""
+    seeded = server.create_database("uaip_seeded")
+    seed(seeded)
+    behind = server.create_database("uaip_behind")
+    runner.upgrade(behind, CHAIN[-2])
+    try:
+        with hot_standby(server) as replica:
+            yield Standby(replica.with_database(seeded.name), replica.with_database(behind.name))
+    finally:
+        server.drop_database(seeded.name)
+        server.drop_database(behind.name)
+
+
+def names_the_standby(result: subprocess.CompletedProcess[str]) -> None:
+    one_clean_line(result, 2)
+    assert "hot standby" in result.stderr
+    assert "fix the migration" not in result.stderr and "run `inv db.upgrade`" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args", [["db.stamp", "--rev", "auto"], ["db.stamp", "--rev", BASELINE_REVISION]]
+)
+def test_a_stamp_on_a_hot_standby_says_it_is_a_standby(standby: Standby, args: list[str]) -> None:
+    names_the_standby(run_cli("inv", *args, database=standby.seeded))
+    assert runner.current_revisions(standby.seeded) == ()
+
+
+def test_an_upgrade_on_a_hot_standby_says_it_is_a_standby(standby: Standby) -> None:
+    names_the_standby(run_cli("inv", "db.upgrade", database=standby.behind))
+    assert runner.current_revisions(standby.behind) == (CHAIN[-2],)
+
+
+@pytest.mark.parametrize("place", ["UAIP_SCRATCH", "UAIP_TEST_SERVER"])
+def test_a_backup_check_on_a_hot_standby_names_the_setting_not_drop_database(
+    standby: Standby, tmp_path: Path, place: str
+) -> None:
+    env = {"UAIP_BACKUP_DIR": str(tmp_path), place: "env"}
+    result = run_cli("inv", "db.backup", database=standby.behind, env=env)
+    names_the_standby(result)
+    assert "UAIP_SCRATCH_URL" in result.stderr and "DROP DATABASE" not in result.stderr
+
+
+def test_a_database_read_only_by_default_is_named(empty_db: DatabaseConfig) -> None:
+    runner.upgrade(empty_db, CHAIN[-2])
+    sql(
+        empty_db,
+        f'ALTER DATABASE "{empty_db.name}" SET default_transaction_read_only = on',
+    )
+    result = run_cli("inv", "db.upgrade", database=empty_db)
+    one_clean_line(result, 2)
+    assert "default_transaction_read_only is on" in result.stderr
+    assert "fix the migration" not in result.stderr
+    assert runner.current_revisions(empty_db) == (CHAIN[-2],)
+
+
+def test_a_missing_privilege_is_named_not_the_migration(
+    server: ScratchServer, empty_db: DatabaseConfig
+) -> None:
+    runner.upgrade(empty_db, CHAIN[-2])
+    with limited_role(server) as role:
+        # It may connect and record revisions, but owns none of the tables a revision alters.
+        sql(empty_db, f'GRANT ALL ON SCHEMA public TO "{role.user}"')
+        sql(empty_db, f'GRANT ALL ON ALL TABLES IN SCHEMA public TO "{role.user}"')
+        result = run_cli("inv", "db.upgrade", database=role.with_database(empty_db.name))
+        sql(empty_db, f'REVOKE ALL ON ALL TABLES IN SCHEMA public FROM "{role.user}"')
+        sql(empty_db, f'REVOKE ALL ON SCHEMA public FROM "{role.user}"')
+    one_clean_line(result, 2)
+    assert f"The role {role.user} lacks a privilege" in result.stderr
+    assert "must be owner" in result.stderr or "permission denied" in result.stderr
+    assert "fix the migration" not in result.stderr
+    assert runner.current_revisions(empty_db) == (CHAIN[-2],)
+
+
+@pytest.mark.parametrize(
+    "env",
+    [{"UAIP_SCRATCH": "yes"}, {"UAIP_SCRATCH_URL": "postgresql://admin@db:99999/postgres"}],
+)
+def test_a_bad_place_for_throwaway_databases_changes_nothing(
+    head_db: DatabaseConfig, tmp_path: Path, env: dict[str, str]
+) -> None:
+    result = run_cli(
+        "inv", "db.backup", database=head_db, env={**env, "UAIP_BACKUP_DIR": str(tmp_path)}
+    )
+    one_clean_line(result, 2)
+    assert next(iter(env)) in result.stderr
+    assert not [path for path in tmp_path.iterdir() if path.is_dir()]
+
+
+# A checkout mounted read-only (as in a container with a read-only volume): root ignores file
+# modes, so chmod proves nothing here; a read-only bind mount in a private mount namespace
+# (unshare -m) stops root as well, and ends with the command.
+READ_ONLY = 'mount --bind "$1" "$1" && mount -o remount,ro,bind "$1" && shift && exec "$@"'
+
+
+@pytest.mark.parametrize(
+    "task",
+    [["db.revision", "-m", "add a thing"], ["db.docs"], ["release.check"]],
+    ids=lambda task: task[0],
+)
+def test_a_read_only_checkout_is_one_line(
+    checkout: Path, head_db: DatabaseConfig, tmp_path: Path, task: list[str]
+) -> None:
+    before = sorted(str(path) for path in checkout.rglob("*"))
+    env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
+    env.update(child_env(head_db), UAIP_BACKUP_DIR=str(tmp_path / "backups"))
+    result = subprocess.run(
+        ["unshare", "-m", "sh", "-c", READ_ONLY, "sh", str(checkout), str(BIN / "inv"), *task],
+        cwd=checkout,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    one_clean_line(result, 2)
+    assert f"Cannot write {checkout}/" in result.stderr and "Read-only file system" in result.stderr
+    assert sorted(str(path) for path in checkout.rglob("*")) == before
+
+
+def test_pg_dump_out_of_shared_locks_keeps_the_servers_hint(tmp_path: Path) -> None:
+    # A private server whose lock table is small (max_locks_per_transaction x connections)
+    # and a database with more tables than it can lock at once, as pg_dump must.
+    scratch = ScratchCluster.start()
+    try:
+        with pg.connection(scratch.admin) as conn:
+            conn.execute("ALTER SYSTEM SET max_locks_per_transaction = 10")
+            conn.execute("ALTER SYSTEM SET max_connections = 5")
+        stop_process(scratch.process)
+        scratch.process = launch_postgres(scratch.cluster, scratch.admin.port)
+        scratch.cluster.wait_until_ready(scratch.process.pid, timeout=60, child=scratch.process)
+        many = scratch.admin.with_database("uaip_many")
+        with pg.connection(scratch.admin) as conn:
+            pg.create_database(conn, many.name)
+        with pg.connection(many) as conn:
+            for number in range(1500):
+                conn.execute(f"CREATE TABLE t{number} (id int)")
+        result = run_cli(
+            "inv",
+            "db.backup",
+            "--no-verify",
+            database=many,
+            env={"UAIP_BACKUP_DIR": str(tmp_path)},
+        )
+    finally:
+        scratch.stop()
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert 1 <= len(result.stderr.strip().splitlines()) <= 2, result.stderr
+    assert "out of shared memory" in result.stderr
+    assert "increase max_locks_per_transaction" in result.stderr
+    assert not [path for path in tmp_path.iterdir() if path.is_dir()]
+
+
+def test_a_server_error_explained_keeps_its_hint(empty_db: DatabaseConfig) -> None:
+    with pg.connection(empty_db) as conn, pytest.raises(psycopg.Error) as raised:
+        conn.execute("SELECT no_such_function(1)")
+    said = str(pg.explain(raised.value, empty_db))
+    assert "function no_such_function(integer) does not exist" in said
+    assert "(HINT: No function matches the given name and argument types." in said

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import sql
+from tests.conftest import ROOT, run_cli, sql
+from tests.servers.roles import url
 from uaip_db.errors import SettingsError
 from uaip_db.servers.scratch import (
     ScratchServer,
@@ -112,3 +113,34 @@ def test_settings_pointing_at_a_server_do_not_send_tests_there(
         assert private.admin.port != server.admin.port
     finally:
         private.close()
+
+
+HEADER_AND_DATABASE = """
+from tests.conftest import pytest_report_header
+from uaip_db.servers.scratch import start_scratch_server
+print(pytest_report_header(None)[0])
+server = start_scratch_server()
+print(server.create_database("uaip_dotenv").port)
+server.close()
+"""
+
+
+def test_uaip_test_server_env_uses_settings_that_are_only_in_dotenv(
+    server: ScratchServer, checkout: Path
+) -> None:
+    (checkout / ".env").write_text(f'DATABASE_URL="{url(server.admin)}"\n')
+    result = run_cli(
+        "python",
+        "-c",
+        HEADER_AND_DATABASE,
+        env={"UAIP_DB_ROOT": str(checkout), "UAIP_TEST_SERVER": "env", "PYTHONPATH": sys_path()},
+    )
+    assert result.returncode == 0, result.stderr
+    header, port = result.stdout.strip().splitlines()
+    assert "the server the settings name (UAIP_TEST_SERVER=env)" in header, header
+    assert int(port) == server.admin.port
+
+
+def sys_path() -> str:
+    """This process's import path, for a child that imports the tests' modules."""
+    return os.pathsep.join([str(ROOT), *(os.environ.get("PYTHONPATH", "").split(os.pathsep))])

@@ -47,8 +47,13 @@ def throwaway_database(
         holder.execute("SELECT pg_advisory_lock(%s::int, hashtext(%s))", (LOCK_CLASS, name))
         try:
             yield server.config_for(name)
-        finally:
-            server.drop_database(name)
+        except BaseException:
+            # The failure says what went wrong; a failed drop (the database was never made, or
+            # the server turned read-only) must not replace it. A later sweep drops a leftover.
+            with contextlib.suppress(Exception):
+                server.drop_database(name)
+            raise
+        server.drop_database(name)
 
 
 def sweep(server: ScratchServer) -> list[str]:

@@ -69,6 +69,7 @@ def backup(
     from uaip_db.backups import folder as folders
     from uaip_db.backups import manifest as manifests
     from uaip_db.backups import restore as restoring
+    from uaip_db.servers.scratch import scratch_server
 
     workers = whole_number(jobs, "--jobs", "a number of parallel jobs")
     kept = None if keep in (None, "") else whole_number(keep, "--keep", "a number of backups")
@@ -76,6 +77,9 @@ def backup(
     directory = backup_folder_argument(out_dir)
     state = manifests.WRITTEN if verify_restore else manifests.NOT_VERIFIED
     with contextlib.ExitStack() as held:
+        # Where the restore check will run is settled first: a server that cannot hold a
+        # throwaway database is named before a backup is written that could not be verified.
+        server = held.enter_context(scratch_server()) if verify_restore else None
         with timed(f"Backed up {config.display_url()}", out):
             made = held.enter_context(
                 dump.new_backup(
@@ -93,11 +97,17 @@ def backup(
             f"  {made.path} ({manifest.format}, {len(manifest.row_counts)} tables, {rows} rows, "
             f"revision {manifest.revision_label}, fingerprint {manifest.fingerprint[:12]})"
         )
-        if verify_restore:
-            from uaip_db.servers.scratch import scratch_server
-
-            with scratch_server() as server:
+        if server is not None:
+            try:
                 report = restoring.verify_restorable(made, server, jobs=workers, report=out)
+            except UaipDbError as error:
+                # Kept, not removed: it may be the newest copy there is, and its manifest says
+                # it was not proven restorable (`inv db.backups` shows that).
+                recorded = manifests.read_manifest(made.path).state
+                raise type(error)(
+                    f"{error}\nThe backup {made.path} stays on disk, "
+                    f"{manifests.describe_state(recorded)}."
+                ) from None
             out(
                 f"  proven restorable: restored and verified on a throwaway database in "
                 f"{report.seconds:.2f} s"
@@ -244,7 +254,8 @@ def take_backup_first(config: DatabaseConfig, asked: bool, out: Say) -> None:
     try:
         backup(out=out)
     except UaipDbError as error:
-        raise CheckFailed(
+        # Its own class keeps its exit status: a setting to fix (2) stays a setting to fix.
+        raise type(error)(
             f"The backup before the change failed, so nothing was changed: {error}"
         ) from None
 

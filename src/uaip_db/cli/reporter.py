@@ -3,6 +3,7 @@ and every failure turned into one plain line and the right exit status."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sys
@@ -14,6 +15,7 @@ from typing import NoReturn
 from uaip_db.errors import INTERRUPTED, USAGE, UaipDbError, UsageError
 
 Say = Callable[[str], None]
+UNWRITABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 
 
 def say(line: str) -> None:
@@ -63,6 +65,16 @@ def reported() -> Iterator[None]:
         raise Exit(code=0) from None
     except KeyboardInterrupt:
         raise Exit("Interrupted; run the same task again to finish.", code=INTERRUPTED) from None
+    except OSError as error:
+        # A file the task writes (a new revision, docs/schema/, reports/) in a checkout mounted
+        # read-only or owned by someone else: say which, not a traceback.
+        if debugging() or error.errno not in UNWRITABLE or error.filename is None:
+            raise
+        raise Exit(
+            f"Cannot write {error.filename}: {error.strerror}. Run the task from a checkout this "
+            "user may write to, or make that folder writable.",
+            code=USAGE,
+        ) from None
     except Exception as error:
         if debugging() or not _is_database_error(error):
             raise

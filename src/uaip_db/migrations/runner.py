@@ -22,6 +22,8 @@ from uaip_db.errors import (
     Declined,
     LockNotAvailable,
     MigrationError,
+    PrivilegeMissing,
+    ReadOnlyServer,
     SettingsError,
     UaipDbError,
     UsageError,
@@ -29,7 +31,7 @@ from uaip_db.errors import (
 from uaip_db.migrations import history
 from uaip_db.migrations.lock import DEFAULT_WAIT_SECONDS, migration_lock
 from uaip_db.migrations.lock_report import LockRecorder
-from uaip_db.pg import connect, connection, explain
+from uaip_db.pg import STANDBY, connect, connection, explain, read_only_reason
 from uaip_db.settings import PINNED_SEARCH_PATH, DatabaseConfig
 
 if TYPE_CHECKING:
@@ -400,6 +402,18 @@ def _translate(error: BaseException, database: DatabaseConfig, direction: str) -
     problem = str(cause).strip().splitlines()[0]
     statement = getattr(error, "statement", None)
     here = ", ".join(current_revisions(database)) or "base"
+    if isinstance(cause, psycopg.errors.ReadOnlySqlTransaction):
+        reason = _read_only_reason(database)
+        way_out = (
+            "Run it against the primary (DB_HOST/DB_PORT or DATABASE_URL)."
+            if reason == STANDBY
+            else "Run it against a writable server, or turn default_transaction_read_only off "
+            "for this database and role."
+        )
+        return ReadOnlyServer(
+            f"Cannot change {database.where()}: the server {reason}, so nothing was changed "
+            f"(it stays at revision {here}). {way_out}"
+        )
     failing = _failing_revision(database, direction)
     where = f"Revision {failing}" if failing else "The migration"
     detail = f" in `{_shorten(statement)}`" if statement else ""
@@ -408,6 +422,12 @@ def _translate(error: BaseException, database: DatabaseConfig, direction: str) -
             f"{where} failed: {problem}. The database has tables but no recorded revision "
             "(built from init.sql?); record the revision it matches with "
             "`inv db.stamp --rev auto`, then run `inv db.upgrade`."
+        )
+    if isinstance(cause, psycopg.errors.InsufficientPrivilege):
+        return PrivilegeMissing(
+            f"{where} could not run{detail}: {problem}. The role {database.user} lacks a "
+            f"privilege it needs; nothing was changed (revision {here}). Run migrations as the "
+            "role that owns the schema (DB_USER), or grant the privilege to this one."
         )
     if isinstance(cause, psycopg.errors.LockNotAvailable):
         return LockNotAvailable(
@@ -418,6 +438,16 @@ def _translate(error: BaseException, database: DatabaseConfig, direction: str) -
         f"{where} failed{detail}: {problem}. The database stays at revision {here}; "
         "fix the migration, then run `inv db.upgrade` again."
     )
+
+
+def _read_only_reason(database: DatabaseConfig) -> str:
+    """Why the server refused a write: a hot standby, or read-only transactions by default."""
+    try:
+        with connection(database) as conn:
+            reason = read_only_reason(conn)
+    except Exception:  # the answer only words the message: a failure to ask changes nothing
+        reason = None
+    return reason or "accepts no writes here (read-only transactions)"
 
 
 def _database_cause(error: BaseException) -> BaseException:

@@ -1,10 +1,14 @@
-"""Throwaway databases for tests and Nox sessions; the developer's database is never touched.
+"""Throwaway databases for tests, Nox sessions and the commands that need one (a backup's restore
+check, rehearsals, round trips, snapshots, docs); the developer's database is never touched.
 
 By default a private cluster is started for the run (tmpfs when there is room, fsync off) and
 stopped when the run ends, even when the run is killed (the server gets a parent-death signal).
-Only with `UAIP_TEST_SERVER=env` are uniquely named databases made on the server the settings
-name instead (and dropped afterwards); settings alone never send tests to a developer's server.
-Each database can be cloned from a template in milliseconds (`STRATEGY FILE_COPY`).
+Tests and nox make uniquely named databases on the server the settings name only with
+`UAIP_TEST_SERVER=env`; settings alone never send tests to a developer's server. Commands follow
+`UAIP_SCRATCH_URL` (an admin connection, on this or another server) or `UAIP_SCRATCH=local|env`
+(settings.scratch_place); a server named there is checked first (it must accept writes and the
+role must be allowed to create databases), so a command says which setting to change before it
+does anything. Each database can be cloned from a template in milliseconds (`STRATEGY FILE_COPY`).
 """
 
 from __future__ import annotations
@@ -26,7 +30,14 @@ from uaip_db import pg, process
 from uaip_db.errors import ServerError, SettingsError
 from uaip_db.servers.binaries import Binaries, find_binaries
 from uaip_db.servers.local import Cluster, PidFile
-from uaip_db.settings import DatabaseConfig
+from uaip_db.settings import (
+    SCRATCH_SETTING,
+    SCRATCH_URL_SETTING,
+    TEST_SERVER_SETTING,
+    DatabaseConfig,
+    ScratchPlace,
+    scratch_place,
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -63,11 +74,26 @@ class ScratchServer:
         self._conn: psycopg.Connection[Any] | None = None
         self._created: set[str] = set()
 
-    def connection(self) -> psycopg.Connection[Any]:
-
+    def connection(self, setting: str | None = None) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
-            self._conn = pg.connect(self.admin.with_database(pg.MAINTENANCE_DATABASE))
+            self._conn = pg.connect(
+                self.admin.with_database(pg.MAINTENANCE_DATABASE), setting=setting
+            )
         return self._conn
+
+    def check_usable(self, place: ScratchPlace, for_tests: bool = False) -> None:
+        """Refuse, naming the setting to change, a server that cannot hold throwaway databases:
+        a read-only one, or a role that may not create databases."""
+        setting = SCRATCH_URL_SETTING if place.chosen_by == SCRATCH_URL_SETTING else None
+        conn = self.connection(setting)
+        where = f"{self.admin.host}:{self.admin.port}"
+        reason = pg.read_only_reason(conn)
+        if reason is not None:
+            raise unusable_place(place, f"the server at {where} {reason}", for_tests)
+        if not pg.may_create_databases(conn):
+            raise unusable_place(
+                place, f"the role {self.admin.user} may not create databases on {where}", for_tests
+            )
 
     def config_for(self, name: str) -> DatabaseConfig:
         return self.admin.with_database(name)
@@ -111,22 +137,57 @@ def wants_existing_server(environ: dict[str, str] | None = None) -> bool:
     return choice == "env"
 
 
-def start_scratch_server(major: int | None = None) -> ScratchServer:
-    """A server for throwaway databases: the one the environment names, else a private cluster
-    of PostgreSQL `major` (default: UAIP_PG_VERSION, else 16)."""
-    if wants_existing_server():
-        return ScratchServer(DatabaseConfig.from_env(dotenv_path=Path("/nonexistent")))
-    cluster = ScratchCluster.start(major)
-    return ScratchServer(cluster.admin, cluster)
+def start_scratch_server(
+    major: int | None = None, place: ScratchPlace | None = None
+) -> ScratchServer:
+    """A server for throwaway databases at `place` (default, for tests and nox: the server the
+    settings name when UAIP_TEST_SERVER=env, else a private cluster of PostgreSQL `major`,
+    default UAIP_PG_VERSION, else 16). A server that exists is checked before it is used."""
+    for_tests = place is None
+    if place is None:
+        place = ScratchPlace(
+            DatabaseConfig.from_env() if wants_existing_server() else None,
+            f"{TEST_SERVER_SETTING}=env",
+        )
+        hint = f"Tests may use a server you name: {TEST_SERVER_SETTING}=env."
+    else:
+        hint = (
+            f"Or make throwaway databases on a server you name: {SCRATCH_URL_SETTING}="
+            "postgresql://ADMIN:PASSWORD@HOST:PORT/postgres."
+        )
+    if place.admin is None:
+        cluster = ScratchCluster.start(major, hint)
+        return ScratchServer(cluster.admin, cluster)
+    server = ScratchServer(place.admin)
+    server.check_usable(place, for_tests)
+    return server
 
 
 @contextlib.contextmanager
 def scratch_server() -> Iterator[ScratchServer]:
-    server = start_scratch_server()
+    """The server a command makes its throwaway databases on (settings.scratch_place)."""
+    server = start_scratch_server(place=scratch_place())
     try:
         yield server
     finally:
         server.close()
+
+
+def unusable_place(place: ScratchPlace, problem: str, for_tests: bool = False) -> SettingsError:
+    """Why throwaway databases cannot be made where `place` says, and which setting to change
+    (tests and nox follow UAIP_TEST_SERVER alone)."""
+    if for_tests:
+        way_out = f"unset {TEST_SERVER_SETTING} to start a private server instead"
+    else:
+        way_out = (
+            f"set {SCRATCH_URL_SETTING}=postgresql://ADMIN:PASSWORD@HOST:PORT/postgres (a role "
+            f"with CREATEDB on a writable server, this or another), or {SCRATCH_SETTING}=local "
+            "(a private server from this machine's PostgreSQL binaries)"
+        )
+    return SettingsError(
+        f"Throwaway databases (chosen by {place.chosen_by}) cannot be made: {problem}. To fix it, "
+        f"{way_out}."
+    )
 
 
 class ScratchCluster:
@@ -145,16 +206,14 @@ class ScratchCluster:
         self.binaries = binaries
 
     @classmethod
-    def start(cls, major: int | None = None) -> ScratchCluster:
+    def start(cls, major: int | None = None, hint: str = "") -> ScratchCluster:
         """A private server run by the binaries of `major` (default: UAIP_PG_VERSION, else
         16), fetched first when missing; ServerError saying what to do when none can be
-        had (or UAIP_TEST_SERVER=env uses a server you name)."""
+        had, with `hint` (the setting that names a server instead)."""
         try:
             binaries = find_binaries(major)
         except ServerError as error:
-            raise ServerError(
-                f"{error} Tests may use a server you name: UAIP_TEST_SERVER=env."
-            ) from None
+            raise ServerError(f"{error} {hint}".strip()) from None
         sweep_stale_clusters()
         root = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=scratch_parent()))
         (root / OWNER_FILE).write_text(str(os.getpid()))
@@ -267,8 +326,11 @@ def stop_process(child: process.Popen[bytes]) -> None:
 
 
 def child_env(database: DatabaseConfig) -> dict[str, str]:
-    """Variables that point a child process (inv, alembic, pytest) at `database` alone."""
+    """Variables that point a child process (inv, alembic, pytest) at `database` alone; its own
+    throwaway databases follow UAIP_TEST_SERVER like ours, not a caller's UAIP_SCRATCH*."""
     return {
+        SCRATCH_URL_SETTING: "",
+        SCRATCH_SETTING: "",
         "DATABASE_URL": "",
         "DB_HOST": database.host,
         "DB_PORT": str(database.port),
