@@ -353,3 +353,45 @@ def test_a_table_without_a_primary_key_is_refused(empty_db: DatabaseConfig) -> N
         pytest.raises(MigrationError, match="keyless: no such table, or it has no primary key"),
     ):
         backfill.primary_key(conn, "keyless")
+
+
+def test_a_row_the_application_fills_meanwhile_keeps_its_value(
+    head_db: DatabaseConfig, checkout: Path
+) -> None:
+    fill(head_db, 500)
+    prepare_counter(head_db)
+    write_example(
+        checkout,
+        **{"batch_rows=10_000": 'batch_rows=100, rows_per_second=100, lock_timeout="30s"'},
+    )
+    failures: list[BaseException] = []
+
+    def upgrade() -> None:
+        try:
+            runner.upgrade(head_db)
+        except BaseException as error:
+            failures.append(error)
+
+    thread = threading.Thread(target=upgrade)
+    thread.start()
+    writer = psycopg.connect(**head_db.connect_kwargs())
+    try:
+        until(lambda: rows_done(head_db) >= 100)
+        # The application writes the new column on a row the third batch will pick.
+        writer.execute(
+            "UPDATE conversation_history SET content_length = 999 WHERE message_id = "
+            "(SELECT message_id FROM conversation_history ORDER BY message_id OFFSET 250 LIMIT 1)"
+        )
+        until(lambda: sql(head_db, "SELECT count(*) FROM pg_locks WHERE NOT granted") != [(0,)])
+    finally:
+        writer.commit()
+        writer.close()
+        thread.join(timeout=120)
+    assert not failures, failures
+    assert sql(head_db, "SELECT count(*) FROM conversation_history WHERE content_length = 999") == [
+        (1,)
+    ]
+    # The backfill changed every other row once, and not the application's.
+    assert sql(head_db, "SELECT count(*), count(DISTINCT message_id) FROM backfill_seen") == [
+        (500, 500)
+    ]

@@ -7,8 +7,10 @@ The contract (docs/MIGRATIONS.md, "Backfilling a big table"):
   did before it (an ADD COLUMN) is committed first and its locks are gone while the rows change.
   The migration lock stays held on its own idle connection, so no other runner starts meanwhile.
 - It walks the table in primary-key order (keyset pagination, never OFFSET), one short
-  transaction per batch, each with its own lock_timeout and statement_timeout. A batch locks its
-  rows in key order, so a writer waits at most one batch behind it.
+  transaction per batch, each with its own lock_timeout and statement_timeout. A batch holds
+  its rows' locks only until it commits, so a writer waits at most one batch behind it. `where`
+  is checked again on the row's latest version when a writer changed it meanwhile (READ
+  COMMITTED re-checks an UPDATE's own conditions), so a row done by the application is left be.
 - Each batch's UPDATE and the last key it reached commit together, in one statement, into
   `uaip_db_backfill_progress`. After a kill the next run starts after that key: no row is
   skipped and none is updated twice. The runner deletes finished records in the revision's last
@@ -256,9 +258,9 @@ class Batches:
         return psql.SQL(
             "WITH batch AS ("
             "SELECT {picked} FROM {table} WHERE {after} AND ({where}) "
-            "ORDER BY {order} LIMIT {limit} FOR NO KEY UPDATE), "
+            "ORDER BY {order} LIMIT {limit}), "
             "updated AS (UPDATE {table} SET {assignments} FROM batch "
-            "WHERE ({target}) = ({aliases}) RETURNING 1), "
+            "WHERE ({target}) = ({aliases}) AND ({where}) RETURNING 1), "
             "last AS (SELECT ARRAY[{as_text}] AS key FROM batch ORDER BY {descending} LIMIT 1), "
             "progress AS (UPDATE {progress} SET last_key = last.key, "
             "rows_done = rows_done + (SELECT count(*) FROM updated), updated_at = now() "
@@ -388,12 +390,12 @@ BEGIN
         PERFORM set_config('statement_timeout', @STATEMENT_TIMEOUT@, true);
         EXECUTE format(
             'WITH batch AS (SELECT %s FROM %I WHERE %s AND (%s) ORDER BY %s LIMIT %s '
-            'FOR NO KEY UPDATE), updated AS (UPDATE %I SET %s FROM batch '
-            'WHERE (%s) = (%s) RETURNING 1) SELECT (SELECT count(*) FROM updated), '
+            '), updated AS (UPDATE %I SET %s FROM batch '
+            'WHERE (%s) = (%s) AND (%s) RETURNING 1) SELECT (SELECT count(*) FROM updated), '
             '(SELECT ARRAY[%s] FROM batch ORDER BY %s LIMIT 1)',
             picked, @TABLE@, CASE WHEN cursor_key IS NULL THEN 'true' ELSE after END,
             @WHERE@, ordered, @BATCH_ROWS@, @TABLE@, @ASSIGNMENTS@, target, aliases,
-            as_text, descending)
+            @WHERE@, as_text, descending)
           INTO done, cursor_key USING cursor_key;
         EXIT WHEN cursor_key IS NULL;
         UPDATE @PROGRESS@ SET last_key = cursor_key, rows_done = rows_done + done,
