@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT / "src"))
 import psycopg  # noqa: E402
 
 from uaip_db.migrations import history, runner  # noqa: E402
+from uaip_db.migrations.backfill import DEFAULT_BATCH_ROWS  # noqa: E402
 from uaip_db.servers.scratch import ScratchServer, start_scratch_server  # noqa: E402
 from uaip_db.settings import DatabaseConfig  # noqa: E402
 
@@ -179,7 +180,7 @@ def write_checkout(folder: Path, batch_rows: int) -> Path:
 
 
 def bench_backfill(
-    server: ScratchServer, rows: int, folder: Path, batch_rows: int = 10_000
+    server: ScratchServer, rows: int, folder: Path, batch_rows: int = DEFAULT_BATCH_ROWS
 ) -> list[tuple[str, Measured]]:
     """[("ops.backfill", ...), ("raw UPDATE", ...)] on clones of one filled database."""
     source = server.create_database("bench_backfill")
@@ -227,7 +228,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--batch-rows", type=int, default=10_000)
+    parser.add_argument("--batch-rows", type=int, default=DEFAULT_BATCH_ROWS)
     args = parser.parse_args()
     os.environ["UAIP_TEST_SERVER"] = "cluster"
     server = start_scratch_server()

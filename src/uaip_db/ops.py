@@ -159,14 +159,15 @@ def backfill(
     *,
     set: Mapping[str, str],
     where: str | None = None,
-    batch_rows: int = 10_000,
+    batch_rows: int | None = None,
     rows_per_second: float | None = None,
     name: str | None = None,
     lock_timeout: str | None = None,
-    statement_timeout: str = "60s",
+    statement_timeout: str | None = None,
 ) -> None:
     """UPDATE `table` SET column = (sql expression), ... in primary-key order, `batch_rows` rows
-    per short transaction, outside the revision's transaction, resumable after a kill.
+    per short transaction (default 5,000; each with the migration's lock_timeout and a 60 s
+    statement_timeout unless given), outside the revision's transaction, resumable after a kill.
 
     `where` (SQL) selects the rows still to do, e.g. "content_length IS NULL": a run after a
     finished one then changes nothing. `rows_per_second` caps the pace. Progress goes to the

@@ -122,7 +122,7 @@ def test_batches_are_separate_transactions_and_report_progress(
 ) -> None:
     fill(head_db, 1000)
     prepare_counter(head_db)
-    write_example(checkout, **{"batch_rows=10_000": "batch_rows=100"})
+    write_example(checkout, **{"batch_rows=5_000": "batch_rows=100"})
     lines: list[str] = []
     runner.upgrade(head_db, report=lines.append)
     every_row_once(head_db)
@@ -150,7 +150,7 @@ def test_a_writer_holding_a_row_makes_one_batch_wait_and_retry(
 ) -> None:
     fill(head_db, 1000)
     # Paced, so that the row ahead is still ahead when the writer takes it.
-    write_example(checkout, **{"batch_rows=10_000": "batch_rows=50, rows_per_second=250"})
+    write_example(checkout, **{"batch_rows=5_000": "batch_rows=50, rows_per_second=250"})
     lines: list[str] = []
     failures: list[BaseException] = []
 
@@ -201,7 +201,7 @@ def test_killed_half_way_the_next_run_finishes_every_row_exactly_once(
     fill(head_db, 3000)
     prepare_counter(head_db)
     # Paced so that the kill lands in the middle; the run after it goes at full speed.
-    write_example(checkout, **{"batch_rows=10_000": "batch_rows=100, rows_per_second=1_500"})
+    write_example(checkout, **{"batch_rows=5_000": "batch_rows=100, rows_per_second=1_500"})
     env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
     env.update(child_env(head_db), UAIP_DB_ROOT=str(checkout))
     upgrade = subprocess.Popen(
@@ -221,7 +221,7 @@ def test_killed_half_way_the_next_run_finishes_every_row_exactly_once(
     assert len(done) == 1 and 500 <= done[0][0] < 3000 and done[0][1] is None
     assert sql(head_db, "SELECT count(*) FROM backfill_seen") == [(done[0][0],)]
     assert runner.current_revisions(head_db) == (HEAD,)
-    write_example(checkout, **{"batch_rows=10_000": "batch_rows=100"})
+    write_example(checkout, **{"batch_rows=5_000": "batch_rows=100"})
     # Resumed, the same backfill (same table, set and where) picks up its progress row.
     result = run_cli("inv", "db.upgrade", database=head_db, env={"UAIP_DB_ROOT": str(checkout)})
     assert result.returncode == 0, result.stderr
@@ -274,7 +274,7 @@ def test_a_revision_failing_after_its_backfill_does_not_backfill_again(
 def test_the_offline_sql_does_the_same_in_batches(head_db: DatabaseConfig, checkout: Path) -> None:
     fill(head_db, 1000)
     prepare_counter(head_db)
-    write_example(checkout, **{"batch_rows=10_000": "batch_rows=300"})
+    write_example(checkout, **{"batch_rows=5_000": "batch_rows=300"})
     rendered = runner.render_sql(HEAD, EXAMPLE)
     assert "-- uaip_db.ops.backfill: UPDATE conversation_history" in rendered
     assert "COMMIT;" in rendered.split("DO $uaip_backfill$")[1]
@@ -362,7 +362,7 @@ def test_a_row_the_application_fills_meanwhile_keeps_its_value(
     prepare_counter(head_db)
     write_example(
         checkout,
-        **{"batch_rows=10_000": 'batch_rows=100, rows_per_second=100, lock_timeout="30s"'},
+        **{"batch_rows=5_000": 'batch_rows=100, rows_per_second=100, lock_timeout="30s"'},
     )
     failures: list[BaseException] = []
 

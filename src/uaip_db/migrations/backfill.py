@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     import psycopg
     from psycopg import sql as psql
 
-DEFAULT_BATCH_ROWS = 10_000
+DEFAULT_BATCH_ROWS = 5_000
 DEFAULT_BATCH_STATEMENT_TIMEOUT = "60s"
 # A progress line at most this often (the first batch and the end are always reported).
 REPORT_EVERY_SECONDS = 2.0
@@ -109,12 +109,14 @@ def run(
     assignments: Mapping[str, str],
     *,
     where: str | None,
-    batch_rows: int,
+    batch_rows: int | None,
     rows_per_second: float | None,
     name: str | None,
     lock_timeout: str | None,
-    statement_timeout: str,
+    statement_timeout: str | None,
 ) -> None:
+    batch_rows = DEFAULT_BATCH_ROWS if batch_rows is None else batch_rows
+    statement_timeout = statement_timeout or DEFAULT_BATCH_STATEMENT_TIMEOUT
     if not assignments:
         raise MigrationError(f"backfill of {table} has nothing to set; pass set={{column: sql}}.")
     if batch_rows < 1:
