@@ -395,3 +395,13 @@ def test_a_row_the_application_fills_meanwhile_keeps_its_value(
     assert sql(head_db, "SELECT count(*), count(DISTINCT message_id) FROM backfill_seen") == [
         (500, 500)
     ]
+
+
+def test_plain_alembic_shows_the_progress_too(head_db: DatabaseConfig, checkout: Path) -> None:
+    fill(head_db, 300)
+    write_example(checkout, **{"batch_rows=5_000": "batch_rows=100"})
+    result = run_cli("alembic", "upgrade", "head", database=head_db, cwd=checkout)
+    assert result.returncode == 0, result.stderr
+    output = result.stdout + result.stderr
+    assert "backfill conversation_history: 300 of 300 rows (100%)" in output, output
+    assert runner.current_revisions(head_db) == (EXAMPLE,)
