@@ -453,7 +453,9 @@ def offline_sql(
         f"--   WHERE {where or 'true'}: in primary-key order, {batch_rows} rows per transaction",
         f"--   (lock_timeout {lock_timeout}, statement_timeout {statement_timeout}), resumable:",
         f"--   the last key done is kept in {PROGRESS_TABLE} under {_literal(name)}.",
-        "--   Run it outside a transaction block (not with psql -1).",
+        "--   Run it outside a transaction block (not with psql -1). The progress row is deleted",
+        "--   after it: a re-run of this script after a later failure backfills again (rows the",
+        "--   WHERE excludes stay as they are).",
     ]
     if rows_per_second:
         header.append(f"--   At most {rows_per_second:g} rows/s: a pause after each batch.")
