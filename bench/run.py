@@ -2,6 +2,7 @@
 
     python bench/run.py                 # everything (about 10 minutes on 2 cores)
     python bench/run.py --quick         # fewer runs, 200k rows, no test-suite timing
+    python bench/backfills.py           # the backfill benchmark alone (--rows N)
     python bench/run.py --markdown docs/PERFORMANCE.md   # also write the table there
     python bench/run.py --check         # exit 1 when a row misses its aim
 
@@ -29,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
+from backfills import bench_backfill  # noqa: E402
 from workloads import GENERATE_ROWS, rows_for, write_revisions  # noqa: E402
 
 from uaip_db.migrations import history, runner  # noqa: E402
@@ -341,6 +343,30 @@ for _ in range(count):
         server.drop_database(database.name)
 
 
+def bench_backfills(server: ScratchServer, rows: int, folder: Path) -> list[Result]:
+    """ops.backfill against one raw UPDATE, each with a writer running (bench/backfills.py)."""
+    measured = dict(bench_backfill(server, rows, folder))
+    ours, raw = measured["ops.backfill"], measured["one raw UPDATE"]
+    return [
+        Result(
+            f"ops.backfill of {rows} conversation_history rows ({ours.rate:,.0f} rows/s; "
+            f"raw UPDATE {raw.rate:,.0f} rows/s)",
+            ours.seconds,
+            raw.seconds,
+            "one raw UPDATE",
+            1.0,
+            noisy=True,
+        ),
+        Result(
+            f"a writer's worst stall during that backfill (raw UPDATE: {raw.worst_stall:.1f} s)",
+            ours.worst_stall,
+            None,
+            "",
+            0.2,
+        ),
+    ]
+
+
 def bench_provisioning(server: ScratchServer, runs: int) -> list[Result]:
     template = server.create_database("bench_template")
     runner.upgrade(template, "head")
@@ -428,6 +454,7 @@ def main() -> None:
                 ("round trip scaling", lambda: bench_roundtrip(server, [3, 25, 100], folder)),
                 ("backup and restore", lambda: bench_backup(server, 3, rows, folder / "b")),
                 ("release check", lambda: bench_release(server, rows, folder / "release")),
+                ("backfill", lambda: bench_backfills(server, rows, folder)),
                 ("nox and pytest", lambda: bench_sessions(runs, not args.quick)),
             ]
             (folder / "b").mkdir()

@@ -156,3 +156,40 @@ def test_an_exception_silences_one_rule_for_one_revision(
             'reason = "comment only"\n'
         )
     assert "empty-downgrade" not in rules_for("1d0000000006")
+
+
+def test_blocking_forms_point_at_the_online_helpers(server: ScratchServer, checkout: Path) -> None:
+    add_and_snapshot(
+        server,
+        checkout,
+        revision="1d0000000007",
+        down_revision=HEAD,
+        upgrade=[
+            "ALTER TABLE sessions ADD COLUMN tenant text",
+            "UPDATE sessions SET tenant = user_id",
+            "ALTER TABLE sessions ALTER COLUMN tenant SET NOT NULL",
+            "ALTER TABLE checkpoints ADD CONSTRAINT checkpoints_session_again "
+            "FOREIGN KEY (session_id) REFERENCES sessions (session_id)",
+        ],
+        downgrade=[
+            "ALTER TABLE checkpoints DROP CONSTRAINT checkpoints_session_again",
+            "ALTER TABLE sessions DROP COLUMN tenant",
+        ],
+        markers='destroys_data_on_downgrade = "sessions.tenant"',
+    )
+    findings, _, _ = lint.lint()
+    messages = {f.rule: f.message for f in findings if f.revision == "1d0000000007"}
+    assert "uaip_db.ops.backfill" in messages["whole-table-update"]
+    assert "existing table sessions" in messages["whole-table-update"]
+    assert "uaip_db.ops.set_not_null" in messages["adding-not-nullable-field"]
+    assert "uaip_db.ops.add_foreign_key" in messages["adding-foreign-key-constraint"]
+
+
+def test_the_guides_online_example_passes(server: ScratchServer, checkout: Path) -> None:
+    from tests.migrations.test_backfill import EXAMPLE, write_example
+
+    write_example(checkout)
+    snapshots.write(snapshots.build(server))
+    assert rules_for(EXAMPLE) == set()
+    sql = lint.render_sql(history.load().get(EXAMPLE))
+    assert lint.whole_table_updates(sql, {"conversation_history"}) == []

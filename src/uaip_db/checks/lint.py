@@ -8,6 +8,9 @@ Our rules read the revision file and the committed snapshots before and after it
 - blocking-index: CREATE INDEX without CONCURRENTLY on a table that already existed.
 - not-null-without-default: an existing table gains a NOT NULL column (or constraint) with no
   default and no backfill in the revision.
+- whole-table-update: an UPDATE without WHERE of a table that already existed (one transaction
+  locking every row: uaip_db.ops.backfill does it in batches).
+Findings about a blocking form (ours and squawk's) name the uaip_db.ops helper that avoids it.
 Exceptions live in migrations/lint-exceptions.toml, each with a reason.
 """
 
@@ -83,6 +86,33 @@ def render_sql(script: history.Revision, downgrade: bool = False) -> str:
     return runner.render_sql(previous or "base", script.revision)
 
 
+# What to use instead, after the finding's own text (see docs/MIGRATIONS.md, section 4).
+HELPERS = {
+    "adding-not-nullable-field": (
+        "on an existing table use uaip_db.ops.set_not_null (CHECK ... NOT VALID, VALIDATE, "
+        "then SET NOT NULL), after uaip_db.ops.backfill fills the column in batches"
+    ),
+    "adding-foreign-key-constraint": (
+        "use uaip_db.ops.add_foreign_key (NOT VALID, then VALIDATE in its own transaction)"
+    ),
+    "constraint-missing-not-valid": (
+        "use uaip_db.ops.add_foreign_key or uaip_db.ops.set_not_null (NOT VALID, then VALIDATE)"
+    ),
+    "require-concurrent-index-creation": "use uaip_db.ops.create_index_concurrently",
+    "not-null-without-default": (
+        "fill it with uaip_db.ops.backfill, then uaip_db.ops.set_not_null"
+    ),
+    "whole-table-update": (
+        "use uaip_db.ops.backfill (primary-key batches, one short transaction each, resumable)"
+    ),
+}
+
+
+def with_helper(rule: str, message: str) -> str:
+    helper = HELPERS.get(rule)
+    return f"{message}; {helper}" if helper else message
+
+
 def squawk_findings(rendered: dict[str, str], excluded_everywhere: list[str]) -> list[Finding]:
     beside_python = Path(sys.executable).parent / "squawk"
     squawk = str(beside_python) if beside_python.is_file() else shutil.which("squawk")
@@ -107,11 +137,15 @@ def squawk_findings(rendered: dict[str, str], excluded_everywhere: list[str]) ->
         ) from None
     for report in reports:
         revision = Path(str(report.get("file", ""))).stem
+        rule = str(report.get("rule_name") or report.get("rule") or "squawk")
         findings.append(
             Finding(
                 revision,
-                str(report.get("rule_name") or report.get("rule") or "squawk"),
-                f"line {report.get('line', '?')}: {str(report.get('message', '')).strip()}",
+                rule,
+                with_helper(
+                    rule,
+                    f"line {report.get('line', '?')}: {str(report.get('message', '')).strip()}",
+                ),
             )
         )
     return findings
@@ -207,6 +241,18 @@ def snapshot_findings(
                     "built without CONCURRENTLY (use uaip_db.ops.create_index_concurrently)",
                 )
             )
+    findings.extend(
+        Finding(
+            revision,
+            "whole-table-update",
+            with_helper(
+                "whole-table-update",
+                f"UPDATE of every row of existing table {table} in one transaction: every writer "
+                "to those rows waits until it commits",
+            ),
+        )
+        for table in whole_table_updates(sql, old_tables)
+    )
     for name, column in sorted(new_columns.items()):
         table = name.split(".")[0]
         if table not in old_tables or not column.get("not_null") or column.get("default"):
@@ -221,11 +267,28 @@ def snapshot_findings(
                 Finding(
                     revision,
                     "not-null-without-default",
-                    f"{name} becomes NOT NULL with no default and no backfill; "
-                    "existing rows would make it fail",
+                    with_helper(
+                        "not-null-without-default",
+                        f"{name} becomes NOT NULL with no default and no backfill; "
+                        "existing rows would make it fail",
+                    ),
                 )
             )
     return findings
+
+
+def whole_table_updates(sql: str, existing: set[str]) -> list[str]:
+    """Tables of `existing` that a statement of `sql` updates without a WHERE (a statement
+    starts a line, as offline rendering writes them; ops.backfill's batches do not)."""
+    found = []
+    for match in re.finditer(
+        r"^UPDATE\s+(?:ONLY\s+)?(?:public\.)?\"?(\w+)\"?\s+(?:AS\s+\w+\s+)?SET\b([^;]*)",
+        sql,
+        re.IGNORECASE | re.MULTILINE,
+    ):
+        if match.group(1) in existing and not re.search(r"\bWHERE\b", match.group(2), re.I):
+            found.append(match.group(1))
+    return sorted(set(found))
 
 
 def coverage_findings(head: str) -> list[Finding]:

@@ -28,7 +28,7 @@ from uaip_db.errors import (
     UaipDbError,
     UsageError,
 )
-from uaip_db.migrations import history
+from uaip_db.migrations import backfill_progress, history
 from uaip_db.migrations.lock import DEFAULT_WAIT_SECONDS, migration_lock
 from uaip_db.migrations.lock_report import LockRecorder
 from uaip_db.pg import STANDBY, connect, connection, explain, read_only_reason
@@ -358,6 +358,8 @@ def _on_version_apply(
         conn = ctx.connection.connection.driver_connection
         if locks is not None and step.is_upgrade and not step.is_stamp:
             locks.finish(step.up_revision_id)
+        if not step.is_stamp:
+            backfill_progress.forget_finished(conn)
         if step.is_upgrade:
             for revision in step.destination_revision_ids:
                 script = ctx.script.get_revision(revision)
