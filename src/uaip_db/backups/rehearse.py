@@ -9,6 +9,7 @@ made the writers wait, their latencies before and during it, their errors, again
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from uaip_db.backups.throwaway import REHEARSAL_PREFIX, throwaway_database
 from uaip_db.backups.workload import LoadSettings
 from uaip_db.checks.status import inspect
 from uaip_db.checks.verify import verify
+from uaip_db.errors import BackupError, CheckFailed
 from uaip_db.migrations import runner
 from uaip_db.migrations.lock_report import LockRecorder, StatementLocks, held_by
 from uaip_db.servers.scratch import ScratchServer
@@ -117,20 +119,32 @@ def rehearse(
     report: Callable[[str], None] | None = None,
     after_upgrade: Callable[[DatabaseConfig], None] | None = None,
     load: LoadSettings | None = None,
+    prove_backup: bool = False,
 ) -> Rehearsal:
     """Restore `source` into a throwaway database, upgrade it to head, verify and check it.
     `after_upgrade` is called with the upgraded copy while it still exists (a release check runs
     the application's start-up check on it). With `load`, writers run during the upgrade and
-    the rehearsal fails when one waited longer than its budget, or failed."""
+    the rehearsal fails when one waited longer than its budget, or failed. With
+    `prove_backup`, the restore (checked against the manifest) is also the backup's restore
+    check: its manifest records verified or verify failed, as `db.backup` would."""
     folder = manifests.backup_folder(source)
     state = manifests.read_manifest(folder).state
     if report:
         report(f"Rehearsing on {folder.name}; the backup is {manifests.describe_state(state)}.")
     with throwaway_database(server, REHEARSAL_PREFIX, report) as target:
         started = time.perf_counter()
-        restored = restoring.restore_backup(folder, target, server_admin=server.admin)
+        try:
+            restored = restoring.restore_backup(folder, target, server_admin=server.admin)
+        except (CheckFailed, BackupError):
+            if prove_backup:
+                with contextlib.suppress(CheckFailed, BackupError):
+                    folders.record_state(folder, manifests.VERIFY_FAILED)
+            raise
         seconds = time.perf_counter() - started
-        result = Rehearsal(folder, seconds, backup_state=restored.backup_state)
+        backup_state = restored.backup_state
+        if prove_backup:
+            backup_state = folders.record_state(folder, manifests.VERIFIED).state
+        result = Rehearsal(folder, seconds, backup_state=backup_state)
         if report:
             report(
                 f"Restored {result.backup.name} into a throwaway database in "

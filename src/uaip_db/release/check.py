@@ -18,7 +18,7 @@ from uaip_db.migrations import history, runner
 from uaip_db.pg import connection
 from uaip_db.release import items as checks
 from uaip_db.release.context import run_context, server_version
-from uaip_db.release.report import ReleaseReport, write_report
+from uaip_db.release.report import PASS, ReleaseReport, write_report
 from uaip_db.release.rollback import RESTORE_COST, DowngradeCost, downgrade_cost, rollback_item
 from uaip_db.release.source import source_state
 from uaip_db.settings import DatabaseConfig
@@ -65,17 +65,23 @@ def release_check(
     report.items.append(checks.sql_item(upgrade_sql, sql_error, docs))
     report.items.append(checks.schema_change_item(current, head))
     report.items.append(checks.lint_item(current if pending else head))
-    out("  backing up and proving the backup restorable...")
+    # The place for throwaway databases is checked before anything is dumped. One restored
+    # copy serves both: it proves the backup restorable, then the upgrade is rehearsed on it
+    # (restoring twice cost a full restore of the data).
     with scratch_server() as server:
-        backup, made = checks.backup_item(config, backup_dir, server)
-        report.items.append(backup)
+        out("  backing up...")
+        made, backup_failure = checks.take_backup(config, backup_dir)
         out(
-            "  rehearsing the upgrade on a restored copy"
+            "  restoring it into a throwaway database (the backup's restore check), rehearsing "
+            "the upgrade on that copy"
             + (" under writers" if load else "")
             + ", then the application's start-up check..."
         )
         rehearsal, application, rehearsed = checks.rehearsal_items(made, server, load)
-        report.items.append(rehearsal)
+    backup = checks.backup_item(made, backup_failure, rehearsed)
+    report.items += [backup, rehearsal]
+    if backup.status != PASS:
+        made = None  # a backup not proven restorable is no way back
     cost = downgrade_cost(current, head, pending, rollback_sql or "")
     report.items.append(
         rollback_item(current, pending, made, config.name, rollback_sql, cost, rollback_error)
