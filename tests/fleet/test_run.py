@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from tests.conftest import CHAIN, HEAD, run_cli, sql
 from tests.fleet.conftest import FleetFixture
@@ -227,3 +228,25 @@ def test_no_password_in_output_reports_or_process_arguments(
     for text in (report.to_json(), report.summary(), result.stdout, result.stderr):
         assert fleet.password not in text
     assert fleet.password not in fleet.path.read_text()
+
+
+def test_production_backs_up_each_target_and_a_failed_backup_fails_that_target_only(
+    make_fleet: MakeFleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fleet = make_fleet(3)
+    monkeypatch.setenv("DB_ENV", "production")
+    names = list(fleet.databases)
+    folder = tmp_path / "backups"
+    folder.mkdir()
+    (folder / names[1]).write_text("a file where the target's backup folder should be")
+    report = run.upgrade(run.load_fleet(fleet.path), parallel=2, backup_dir=folder)
+    assert [r.status for r in report.targets] == [UPGRADED, FAILED, UPGRADED]
+    assert "backup before the upgrade failed, so nothing was changed" in (
+        report.targets[1].error or ""
+    )
+    assert revision_of(fleet.databases[names[1]]) is None
+    for name in (names[0], names[2]):
+        (backup,) = (folder / name).glob("uaip_fleet_*")
+        manifest = json.loads((backup / "manifest.json").read_text())
+        assert manifest["database"] == fleet.databases[name].name
+        assert manifest["state"] == "verified" and not manifest["revisions"]
