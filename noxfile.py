@@ -136,6 +136,7 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "format", "--check", ".")
     session.run("inv", "db.lint")
     session.run("inv", "db.docs", "--check")
+    session.run("kubernetes-validate", "--strict", "deploy/kubernetes/fleet-upgrade-job.yaml")
 
 
 @nox.session
