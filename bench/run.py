@@ -3,6 +3,7 @@
     python bench/run.py                 # everything (about 10 minutes on 2 cores)
     python bench/run.py --quick         # fewer runs, 200k rows, no test-suite timing
     python bench/run.py --markdown docs/PERFORMANCE.md   # also write the table there
+    python bench/run.py --fleet         # also a fleet of 24 and 200 databases (bench/fleet.py)
 
 Everything runs on a private throwaway PostgreSQL (the developer's database is never touched),
 same machine, same run, so the ratios compare like with like.
@@ -330,6 +331,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer runs and rows")
     parser.add_argument("--rows", type=int, default=None, help="rows for the backup benchmark")
     parser.add_argument("--markdown", type=Path, help="write the table into this Markdown file")
+    parser.add_argument("--fleet", action="store_true", help="also the fleet benchmark (slow)")
     args = parser.parse_args()
     runs = 3 if args.quick else 5
     rows = args.rows or (200_000 if args.quick else 1_000_000)
@@ -347,6 +349,10 @@ def main() -> None:
                 ("backup and restore", lambda: bench_backup(server, 3, rows, folder / "b")),
                 ("nox and pytest", lambda: bench_sessions(runs, not args.quick)),
             ]
+            if args.fleet:
+                from fleet import bench_fleet
+
+                steps.append(("fleet of 24 and 200 databases", lambda: bench_fleet(server)))
             (folder / "b").mkdir()
             for title, step in steps:
                 print(f"bench: {title}...", flush=True)

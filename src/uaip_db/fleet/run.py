@@ -23,7 +23,7 @@ import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -125,12 +125,33 @@ def upgrade(
     needs_backup = backup or production
     folder = backup_dir or paths.backup_dir()
     with contextlib.ExitStack() as stack:
-        scratch_admin = None
-        if needs_backup:
-            from uaip_db.servers.scratch import scratch_server
+        scratch_admin: DatabaseConfig | None = None
 
-            # One throwaway server proves every target's backup restorable.
-            scratch_admin = stack.enter_context(scratch_server()).admin
+        def wave(jobs: list[UpgradeJob]) -> list[TargetResult]:
+            """Read every target of the wave (threads, one query each), then upgrade the ones
+            behind (forked workers): a fleet at head never imports Alembic."""
+            nonlocal scratch_admin
+            read = run_jobs(read_target, jobs, workers, processes=False, on_result=None)
+            done = [found for found in read if found.status != BEHIND]
+            for found in done:
+                if on_result:
+                    on_result(found)
+            behind = {found.name for found in read if found.status == BEHIND}
+            todo = [job for job in jobs if job.name in behind]
+            if not todo:
+                return done
+            if needs_backup and scratch_admin is None:
+                from uaip_db.servers.scratch import scratch_server
+
+                # One throwaway server proves every target's backup restorable.
+                scratch_admin = stack.enter_context(scratch_server()).admin
+            todo = [replace(job, scratch_admin=scratch_admin) for job in todo]
+            if workers > 1 and len(todo) > 1:
+                import_migration_machinery()
+            return done + run_jobs(
+                upgrade_target, todo, workers, processes=True, on_result=on_result
+            )
+
         jobs = [
             UpgradeJob(
                 target.name,
@@ -139,14 +160,12 @@ def upgrade(
                 wanted,
                 lock_wait,
                 folder / target.name if needs_backup else None,
-                scratch_admin,
+                None,
             )
             for target, config in zip(fleet.targets, fleet.configs, strict=True)
         ]
         canaries, rest = jobs[:canary], jobs[canary:]
-        if workers > 1 and len(jobs) > 1:
-            import_migration_machinery()
-        results = run_jobs(upgrade_target, canaries, workers, processes=True, on_result=on_result)
+        results = wave(canaries)
         if any(result.status in FAILING for result in results):
             for job in rest:
                 skipped = TargetResult(job.name, SKIPPED, error="a canary failed; not touched")
@@ -154,7 +173,7 @@ def upgrade(
                 if on_result:
                     on_result(skipped)
         else:
-            results += run_jobs(upgrade_target, rest, workers, processes=True, on_result=on_result)
+            results += wave(rest)
     return FleetReport(
         "upgrade",
         revision,
@@ -192,35 +211,59 @@ def wanted_revisions(index: history.ScriptIndex, revision: str) -> tuple[str, ..
     return (index.resolve(revision),)
 
 
-def upgrade_target(job: UpgradeJob) -> TargetResult:
-    """One target: read where it is (one query, no lock: at the wanted revision it is left
-    alone), take a verified backup when asked, upgrade under its own migration lock."""
+def read_target(job: UpgradeJob) -> TargetResult:
+    """Where a target is, with one query and no lock: at the wanted revision (left alone), in a
+    state no upgrade may start from (failed), or behind (`pending`: to upgrade)."""
+    started = time.perf_counter()
+    before: tuple[str, ...] = ()
+    try:
+        before = current_state(job)
+        if sorted(before) == sorted(job.wanted):
+            return result(job, AT_HEAD, before, before, started)
+        return result(job, BEHIND, before, before, started)
+    except UaipDbError as error:
+        return result(job, FAILED, before, before, started, str(error))
+    except Exception as error:  # one target's surprise must not end the others' run
+        problem = f"{type(error).__name__}: {first_line(str(error))}"
+        return result(job, FAILED, before, before, started, problem)
+
+
+def current_state(job: UpgradeJob) -> tuple[str, ...]:
+    """The target's revisions, or a failure when no upgrade may start from there (a revision
+    these scripts do not know, an INVALID index, a revision past the wanted one)."""
     from uaip_db.checks.status import invalid_indexes
     from uaip_db.migrations import runner
     from uaip_db.pg import connection
+
+    index = history.load()
+    with connection(job.database) as conn:
+        current = runner.current_revisions_on(conn)
+        invalid = invalid_indexes(conn)
+    for recorded in current:
+        if index.get(recorded) is None:
+            raise history.unknown_revision(recorded)
+    if invalid:
+        raise CheckFailed(
+            f"Index {', '.join(invalid)} is INVALID (a CONCURRENTLY step failed half-way); "
+            "drop it with DROP INDEX CONCURRENTLY, then run the fleet again."
+        )
+    if sorted(current) != sorted(job.wanted) and set(job.wanted) <= index.ancestors(current):
+        raise UsageError(f"It is past {', '.join(job.wanted)}; fleet.upgrade does not downgrade.")
+    return current
+
+
+def upgrade_target(job: UpgradeJob) -> TargetResult:
+    """One target behind: read it again (another runner may have moved it), take a verified
+    backup when asked, upgrade under its own migration lock."""
+    from uaip_db.migrations import runner
 
     started = time.perf_counter()
     database = job.database
     before: tuple[str, ...] = ()
     try:
-        index = history.load()
-        with connection(database) as conn:
-            before = runner.current_revisions_on(conn)
-            invalid = invalid_indexes(conn)
-        for recorded in before:
-            if index.get(recorded) is None:
-                raise history.unknown_revision(recorded)
-        if invalid:
-            raise CheckFailed(
-                f"Index {', '.join(invalid)} is INVALID (a CONCURRENTLY step failed half-way); "
-                "drop it with DROP INDEX CONCURRENTLY, then run the fleet again."
-            )
+        before = current_state(job)
         if sorted(before) == sorted(job.wanted):
             return result(job, AT_HEAD, before, before, started)
-        if set(job.wanted) <= index.ancestors(before):
-            raise UsageError(
-                f"It is past {', '.join(job.wanted)}; fleet.upgrade does not downgrade."
-            )
         if job.backup_dir is not None:
             verified_backup(database, job.backup_dir, job.scratch_admin)
         runner.upgrade(database, job.revision, lock_wait=job.lock_wait)
