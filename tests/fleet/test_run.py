@@ -4,6 +4,7 @@ drift, and no password anywhere."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,7 @@ import pytest
 from tests.conftest import CHAIN, HEAD, run_cli, sql
 from tests.fleet.conftest import FleetFixture
 from uaip_db.fleet import run
-from uaip_db.fleet.report import AT_HEAD, FAILED, SKIPPED, UPGRADED
+from uaip_db.fleet.report import AT_HEAD, FAILED, SKIPPED, UPGRADED, TargetResult
 from uaip_db.migrations.lock import LOCK_KEY
 from uaip_db.settings import DatabaseConfig
 
@@ -250,3 +251,18 @@ def test_production_backs_up_each_target_and_a_failed_backup_fails_that_target_o
         manifest = json.loads((backup / "manifest.json").read_text())
         assert manifest["database"] == fleet.databases[name].name
         assert manifest["state"] == "verified" and not manifest["revisions"]
+
+
+def exits_abruptly(job: run.ReadJob) -> TargetResult:
+    """A worker that dies the way an out-of-memory kill ends it: no exception, no result."""
+    os._exit(9)
+
+
+def test_a_worker_that_dies_fails_its_target_in_one_line_not_the_run(
+    make_fleet: MakeFleet,
+) -> None:
+    fleet = run.load_fleet(make_fleet(2).path)
+    jobs = [run.ReadJob(t.name, c) for t, c in zip(fleet.targets, fleet.configs, strict=True)]
+    found = run.run_jobs(exits_abruptly, jobs, 2, processes=True, on_result=None)
+    assert sorted(r.name for r in found) == sorted(t.name for t in fleet.targets)
+    assert all(r.status == FAILED and "worker process died" in (r.error or "") for r in found)

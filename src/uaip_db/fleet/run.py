@@ -22,10 +22,17 @@ import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import (
+    BrokenExecutor,
+    Executor,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    as_completed,
+)
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from uaip_db import paths
 from uaip_db.errors import CheckFailed, UaipDbError, UsageError
@@ -50,7 +57,14 @@ from uaip_db.settings import DatabaseConfig
 OnResult = Callable[[TargetResult], None]
 # How many of a drifted target's differences the report names.
 FIRST_DIFFERENCES = 5
-Job = TypeVar("Job")
+
+
+class Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+Job = TypeVar("Job", bound=Named)
 
 
 @dataclass(frozen=True)
@@ -490,13 +504,21 @@ def run_jobs(
                 on_result(results[-1])
         return results
     with pool(min(workers, len(jobs)), processes=processes) as executor:
-        futures: list[Future[TargetResult]] = [executor.submit(work, job) for job in jobs]
-        from concurrent.futures import as_completed
-
+        futures: dict[Future[TargetResult], str] = {
+            executor.submit(work, job): job.name for job in jobs
+        }
         for future in as_completed(futures):
-            results.append(future.result())
+            try:
+                found = future.result()
+            except BrokenExecutor:
+                found = TargetResult(
+                    futures[future],
+                    FAILED,
+                    error="its worker process died (killed, or out of memory); run again",
+                )
+            results.append(found)
             if on_result:
-                on_result(results[-1])
+                on_result(found)
     return results
 
 

@@ -63,9 +63,6 @@ class Target:
     options: tuple[tuple[str, str], ...] = ()
     service: str | None = None
 
-    def where(self) -> str:
-        return f"{self.name} ({self.user}@{self.host}:{self.port}/{self.dbname})"
-
     def config(self, environ: Mapping[str, str], env: str) -> DatabaseConfig:
         """The connection: explicit host, port, user and database; the password from
         `password_env` (empty without one, so that libpq's passfile may supply it)."""
