@@ -198,3 +198,34 @@ def test_a_bad_file_is_refused_before_any_connection(
     result = run_cli("inv", "fleet.status", "--targets", str(path))
     assert result.returncode == 1 and "first" in result.stderr
     assert accepted
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (["--parallel", "0"], "--parallel '0'"),
+        (["--canary", "some"], "--canary 'some'"),
+        (["--shard", "2/2"], "--shard '2/2'"),
+        (["--rev", "base"], "does not downgrade"),
+    ],
+)
+def test_bad_arguments_are_usage_errors(
+    tmp_path: Path, listener: tuple[int, list[object]], flags: list[str], words: str
+) -> None:
+    port, accepted = listener
+    path = write(
+        tmp_path,
+        f'[[targets]]\nname = "a"\nhost = "127.0.0.1"\nport = {port}\nuser = "u"\ndbname = "d"\n',
+    )
+    result = run_cli("inv", "fleet.upgrade", "--targets", str(path), *flags)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert words in result.stderr and "Traceback" not in result.stderr
+    assert accepted == []
+
+
+def test_reports_that_are_not_fleet_reports(tmp_path: Path) -> None:
+    (tmp_path / "r.json").write_text('{"something": "else"}')
+    result = run_cli("inv", "fleet.report", str(tmp_path / "r.json"))
+    assert result.returncode == 2 and "is not a fleet report" in result.stderr
+    missing = run_cli("inv", "fleet.report")
+    assert missing.returncode == 2 and "reports" in missing.stderr
