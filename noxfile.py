@@ -145,6 +145,7 @@ def lint(session: nox.Session) -> None:
     session.run("check-jsonschema", "--builtin-schema", "vendor.github-workflows", *workflows)
     session.run("zizmor", "--offline", "--min-severity", "medium", ".github/workflows/")
     session.run("check-jsonschema", "--builtin-schema", "vendor.compose-spec", "docker-compose.yml")
+    session.run("kubernetes-validate", "--strict", "deploy/kubernetes/fleet-upgrade-job.yaml")
 
 
 @nox.session

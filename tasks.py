@@ -10,6 +10,7 @@ from invoke.tasks import task
 
 from uaip_db.cli import backups as cli_backups
 from uaip_db.cli import checks as cli_checks
+from uaip_db.cli import fleet as cli_fleet
 from uaip_db.cli import migrate as cli_migrate
 from uaip_db.cli import release as cli_release
 from uaip_db.cli import server as cli_server
@@ -328,4 +329,90 @@ def release_check(c: Context, load: bool = True, max_writer_wait: str = "") -> N
 
 
 release = Collection("release", release_check)
-ns = Collection(db, release)
+
+TARGETS = "The targets file (TOML: [defaults] and one [[targets]] per database; docs/FLEET.md)."
+SHARD = "Take shard I of N (I from 0 to N-1): a stable share of the targets, e.g. 0/4."
+PARALLEL = "Targets worked on at once (default: the number of cores)."
+
+
+@task(
+    name="upgrade",
+    help={
+        "targets": TARGETS,
+        "rev": "Target revision (default head).",
+        "parallel": PARALLEL,
+        "canary": "Upgrade the first N targets (file order) first; if one fails, stop there.",
+        "shard": SHARD,
+        "backup": "Take a verified backup of each target first (always when DB_ENV=production).",
+        "lock_wait": LOCK_WAIT,
+        "json": JSON,
+    },
+)
+def fleet_upgrade(
+    c: Context,
+    targets: str = "",
+    rev: str = "head",
+    parallel: str = "",
+    canary: str = "0",
+    shard: str = "",
+    backup: bool = False,
+    lock_wait: str = "60",
+    json: bool = False,
+) -> None:
+    """Upgrade every target of a targets file; exit 1 naming the ones that failed."""
+    with reported():
+        cli_fleet.upgrade(
+            targets,
+            revision=rev,
+            parallel=parallel,
+            canary=canary,
+            shard=shard,
+            backup=backup,
+            lock_wait=seconds(lock_wait, "--lock-wait"),
+            as_json=json,
+        )
+
+
+@task(name="check", help={"targets": TARGETS, "shard": SHARD, "parallel": PARALLEL, "json": JSON})
+def fleet_check(
+    c: Context, targets: str = "", shard: str = "", parallel: str = "", json: bool = False
+) -> None:
+    """db.check on every target: exit 3 when any has pending revisions, 1 when any is wrong."""
+    with reported():
+        cli_fleet.check(targets, shard=shard, parallel=parallel, as_json=json)
+
+
+@task(name="verify", help={"targets": TARGETS, "shard": SHARD, "parallel": PARALLEL, "json": JSON})
+def fleet_verify(
+    c: Context, targets: str = "", shard: str = "", parallel: str = "", json: bool = False
+) -> None:
+    """Compare every target with its revision's committed snapshot; exit 1 naming drifted ones."""
+    with reported():
+        cli_fleet.verify(targets, shard=shard, parallel=parallel, as_json=json)
+
+
+@task(name="status", help={"targets": TARGETS, "shard": SHARD, "parallel": PARALLEL, "json": JSON})
+def fleet_status(
+    c: Context, targets: str = "", shard: str = "", parallel: str = "", json: bool = False
+) -> None:
+    """Show each target's revision and what is pending."""
+    with reported():
+        cli_fleet.status(targets, shard=shard, parallel=parallel, as_json=json)
+
+
+@task(
+    name="report",
+    positional=["reports"],
+    help={
+        "reports": "Shard reports (fleet.upgrade --json): a folder of them, a glob, or a,b,c.",
+        "json": JSON,
+    },
+)
+def fleet_report(c: Context, reports: str | None = None, json: bool = False) -> None:
+    """Merge the JSON reports of a run's shards into one table (exit 1 if any target failed)."""
+    with reported():
+        cli_fleet.report(reports or "", as_json=json)
+
+
+fleet = Collection("fleet", fleet_upgrade, fleet_check, fleet_verify, fleet_status, fleet_report)
+ns = Collection(db, release, fleet)

@@ -5,6 +5,7 @@
     python bench/backfills.py           # the backfill benchmark alone (--rows N)
     python bench/run.py --markdown docs/PERFORMANCE.md   # also write the table there
     python bench/run.py --check         # exit 1 when a row misses its aim
+    python bench/run.py --fleet         # also a fleet of 24 and 200 databases (bench/fleet.py)
 
 Everything runs on a private throwaway PostgreSQL (the developer's database is never touched),
 same machine, same run, so the ratios compare like with like.
@@ -438,6 +439,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=None, help="rows for the backup benchmark")
     parser.add_argument("--markdown", type=Path, help="write the table into this Markdown file")
     parser.add_argument("--check", action="store_true", help="exit 1 when a row misses its aim")
+    parser.add_argument("--fleet", action="store_true", help="also the fleet benchmark (slow)")
     args = parser.parse_args()
     runs = 3 if args.quick else 5
     rows = args.rows or (200_000 if args.quick else 1_000_000)
@@ -457,6 +459,10 @@ def main() -> None:
                 ("backfill", lambda: bench_backfills(server, rows, folder)),
                 ("nox and pytest", lambda: bench_sessions(runs, not args.quick)),
             ]
+            if args.fleet:
+                from fleet import bench_fleet
+
+                steps.append(("fleet of 24 and 200 databases", lambda: bench_fleet(server)))
             (folder / "b").mkdir()
             for title, step in steps:
                 print(f"bench: {title}...", flush=True)

@@ -1,0 +1,1 @@
+"""Many databases of one schema (a tenant or region each), migrated as one release."""

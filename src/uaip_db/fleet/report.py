@@ -1,0 +1,226 @@
+"""What a fleet run found, per target and in sum; its JSON; merging the reports of shards.
+
+{"targets": [{"name", "status", "from", "to", "seconds", "error", "details"}, ...],
+ "summary": {"command", "revision", "shards", "total", "<status>": count, ..., "seconds",
+             "failed": [names], "exit_code"}}
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from uaip_db.errors import CHECK_FAILED, PENDING, SettingsError, UsageError
+
+UPGRADED = "upgraded"
+AT_HEAD = "at-head"
+FAILED = "failed"
+SKIPPED = "skipped"
+BEHIND = "pending"
+VERIFIED = "verified"
+DRIFTED = "drifted"
+STATUSES = (UPGRADED, AT_HEAD, BEHIND, VERIFIED, DRIFTED, SKIPPED, FAILED)
+# A target in one of these makes the run exit 1 and is named.
+FAILING = frozenset({FAILED, DRIFTED})
+COMMANDS = ("upgrade", "check", "verify", "status")
+
+
+@dataclass(frozen=True)
+class TargetResult:
+    name: str
+    status: str
+    from_revision: str | None = None
+    to_revision: str | None = None
+    seconds: float = 0.0
+    error: str | None = None
+    # Pending revisions (check, status) or the first differences (verify).
+    details: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "status": self.status,
+            "from": self.from_revision,
+            "to": self.to_revision,
+            "seconds": round(self.seconds, 3),
+            "error": self.error,
+            "details": list(self.details),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, source: str) -> TargetResult:
+        if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+            raise SettingsError(f"{source} holds a target without a name; is it a fleet report?")
+        status = data.get("status")
+        if status not in STATUSES:
+            raise SettingsError(f"{source}: target {data['name']!r} has unknown status {status!r}.")
+        details = data.get("details") or []
+        return cls(
+            name=data["name"],
+            status=status,
+            from_revision=_text(data.get("from")),
+            to_revision=_text(data.get("to")),
+            seconds=float(data.get("seconds") or 0.0),
+            error=_text(data.get("error")),
+            details=tuple(str(line) for line in details),
+        )
+
+    def line(self) -> str:
+        """One line for the live progress and the final table."""
+        moved = ""
+        if self.status == UPGRADED:
+            moved = f"{self.from_revision or 'base'} -> {self.to_revision}"
+        elif self.to_revision or self.from_revision:
+            moved = f"at {self.to_revision or self.from_revision}"
+        elif self.status not in (SKIPPED, FAILED):
+            moved = "at base"
+        text = f"{self.name:<24} {self.status:<9} {moved:<30} {self.seconds:7.2f} s"
+        if self.error:
+            text += f"  {self.error}"
+        return text.rstrip()
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+@dataclass(frozen=True)
+class FleetReport:
+    command: str
+    revision: str | None
+    targets: tuple[TargetResult, ...]
+    seconds: float
+    shards: tuple[str, ...] = field(default=())
+
+    def count(self, status: str) -> int:
+        return sum(1 for result in self.targets if result.status == status)
+
+    def failed(self) -> list[str]:
+        return [result.name for result in self.targets if result.status in FAILING]
+
+    @property
+    def exit_code(self) -> int:
+        if self.failed():
+            return CHECK_FAILED
+        if self.command == "check" and self.count(BEHIND):
+            return PENDING
+        return 0
+
+    def summary_dict(self) -> dict[str, Any]:
+        return {
+            "command": self.command,
+            "revision": self.revision,
+            "shards": list(self.shards),
+            "total": len(self.targets),
+            **{status: self.count(status) for status in STATUSES},
+            "seconds": round(self.seconds, 3),
+            "failed": self.failed(),
+            "exit_code": self.exit_code,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"targets": [r.to_dict() for r in self.targets], "summary": self.summary_dict()},
+            indent=2,
+        )
+
+    def summary(self) -> str:
+        """The table at the end of a run, then one line of counts."""
+        lines = [f"{'target':<24} {'status':<9} {'revision':<30} {'time':>9}"]
+        lines += [result.line() for result in self.targets]
+        for result in self.targets:
+            lines += [f"  {result.name}: {detail}" for detail in result.details]
+        counts = ", ".join(
+            f"{self.count(status)} {status}" for status in STATUSES if self.count(status)
+        )
+        lines.append(
+            f"{len(self.targets)} target(s): {counts or 'none'}; {self.seconds:.2f} s"
+            + (f" (shard {', '.join(self.shards)})" if self.shards else "")
+        )
+        return "\n".join(lines)
+
+    def problem(self) -> str:
+        """The closing line when the run fails: which targets, and what to do."""
+        failed = self.failed()
+        skipped = [r.name for r in self.targets if r.status == SKIPPED]
+        if self.command == "verify":
+            text = f"{len(failed)} target(s) differ from their revision's schema or failed: "
+        else:
+            text = f"{len(failed)} target(s) failed: "
+        text += ", ".join(failed) + "."
+        if skipped:
+            text += f" {len(skipped)} were skipped because a canary failed."
+        if self.command == "upgrade":
+            text += " Each stays at the revision it had; fix it and run the same command again."
+        return text
+
+    @classmethod
+    def from_json(cls, text: str, source: str) -> FleetReport:
+        try:
+            data = json.loads(text)
+            summary = data["summary"]
+            targets = data["targets"]
+        except (ValueError, KeyError, TypeError):
+            raise SettingsError(f"{source} is not a fleet report (fleet.upgrade --json).") from None
+        if not isinstance(summary, dict) or not isinstance(targets, list):
+            raise SettingsError(f"{source} is not a fleet report (fleet.upgrade --json).")
+        shards = summary.get("shards") or []
+        return cls(
+            command=str(summary.get("command") or "upgrade"),
+            revision=_text(summary.get("revision")),
+            targets=tuple(TargetResult.from_dict(item, source) for item in targets),
+            seconds=float(summary.get("seconds") or 0.0),
+            shards=tuple(str(shard) for shard in shards),
+        )
+
+
+def read_reports(paths: Sequence[Path | str]) -> list[tuple[str, FleetReport]]:
+    if not paths:
+        raise UsageError("Name the reports to merge: inv fleet.report SHARD-0.json SHARD-1.json.")
+    found = []
+    for path in paths:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            raise UsageError(f"Report {path} cannot be read; check the path.") from None
+        found.append((str(path), FleetReport.from_json(text, str(path))))
+    return found
+
+
+def merge(reports: Iterable[tuple[str, FleetReport]]) -> FleetReport:
+    """One report from the shards' reports: every target once (a target in two is refused), the
+    longest shard's time (shards run side by side)."""
+    merged: list[TargetResult] = []
+    owner: dict[str, str] = {}
+    commands: set[str] = set()
+    revisions: set[str | None] = set()
+    shards: list[str] = []
+    seconds = 0.0
+    for source, report in reports:
+        commands.add(report.command)
+        revisions.add(report.revision)
+        shards += report.shards
+        seconds = max(seconds, report.seconds)
+        for result in report.targets:
+            if result.name in owner:
+                raise SettingsError(
+                    f"Target {result.name!r} is in both {owner[result.name]} and {source}: the "
+                    "shards overlap (different targets files or shard counts?)."
+                )
+            owner[result.name] = source
+            merged.append(result)
+    if len(commands) > 1 or len(revisions) > 1:
+        raise SettingsError(
+            "The reports are of different runs (commands or revisions differ); merge the "
+            "reports of one run."
+        )
+    return FleetReport(
+        command=commands.pop() if commands else "upgrade",
+        revision=revisions.pop() if revisions else None,
+        targets=tuple(merged),
+        seconds=seconds,
+        shards=tuple(shards),
+    )

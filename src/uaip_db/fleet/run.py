@@ -1,0 +1,539 @@
+"""Upgrade, check, verify and show many databases in one run, with the single-database steps.
+
+Every target is handled by the same library functions `inv db.*` uses: `runner.upgrade` (its
+own migration lock, lock and statement timeouts, one transaction and one ledger row per
+revision), `checks.status.inspect`, `checks.verify.verify`, and `backups` for the verified backup
+taken first in production (`--backup` elsewhere).
+
+Parallelism: read-only commands use a thread pool. Upgrades run in a pool of forked worker
+processes: Alembic's `op` and `context` are process-wide proxies, so two migrations may not run
+in threads of one process. The workers are forked from this process after the library is
+imported, so no target pays Python's start-up or Alembic's import.
+
+Waves: the first `canary` targets (in file order) are upgraded first; when any of them fails,
+nothing else is touched and the rest are reported skipped. After that, a failing target does
+not stop the others.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import (
+    BrokenExecutor,
+    Executor,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    as_completed,
+)
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+from uaip_db import paths
+from uaip_db.errors import CheckFailed, UaipDbError, UsageError
+from uaip_db.fleet import targets as targets_file
+from uaip_db.fleet.report import (
+    AT_HEAD,
+    BEHIND,
+    DRIFTED,
+    FAILED,
+    FAILING,
+    SKIPPED,
+    UPGRADED,
+    VERIFIED,
+    FleetReport,
+    TargetResult,
+)
+from uaip_db.fleet.targets import Shard, Target
+from uaip_db.migrations import history
+from uaip_db.migrations.lock import DEFAULT_WAIT_SECONDS
+from uaip_db.settings import DatabaseConfig
+
+OnResult = Callable[[TargetResult], None]
+# How many of a drifted target's differences the report names.
+FIRST_DIFFERENCES = 5
+
+
+class Named(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+Job = TypeVar("Job", bound=Named)
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """The targets of one run (after --shard), each with its connection, all checked."""
+
+    targets: tuple[Target, ...]
+    configs: tuple[DatabaseConfig, ...]
+    shard: Shard | None
+
+    @property
+    def shards(self) -> tuple[str, ...]:
+        return (str(self.shard),) if self.shard else ()
+
+
+def load_fleet(
+    path: Path | str, shard: str | None = None, environ: Mapping[str, str] | None = None
+) -> Fleet:
+    """Read the targets file, take the shard's share, and build every target's connection
+    (passwords from their variables): every mistake is found here, before any connection."""
+    environ = os.environ if environ is None else environ
+    chosen = targets_file.parse_shard(shard) if shard else None
+    loaded = targets_file.load(path)
+    env = targets_file.environment_name(environ)
+    selected = targets_file.select(loaded.targets, chosen)
+    configs = tuple(target.config(environ, env) for target in selected)
+    return Fleet(tuple(selected), configs, chosen)
+
+
+def parallel_setting(value: int | None) -> int:
+    workers = value if value is not None else (os.cpu_count() or 1)
+    if workers < 1:
+        raise UsageError(f"--parallel {value} is not a number of workers; use 1 or more.")
+    return workers
+
+
+# --- upgrade -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UpgradeJob:
+    """One target's upgrade, as handed to a worker process (pickled: no password in argv)."""
+
+    name: str
+    database: DatabaseConfig
+    revision: str
+    wanted: tuple[str, ...]
+    lock_wait: float
+    backup_dir: Path | None
+    scratch_admin: DatabaseConfig | None
+
+
+def upgrade(
+    fleet: Fleet,
+    *,
+    revision: str = "head",
+    parallel: int | None = None,
+    canary: int = 0,
+    backup: bool = False,
+    backup_dir: Path | None = None,
+    lock_wait: float = DEFAULT_WAIT_SECONDS,
+    on_result: OnResult | None = None,
+) -> FleetReport:
+    """Bring every target to `revision` (default head); see the module's docstring."""
+    started = time.perf_counter()
+    workers = parallel_setting(parallel)
+    if canary < 0:
+        raise UsageError(f"--canary {canary} is not a number of targets; use 0 or more.")
+    index = history.load()
+    wanted = wanted_revisions(index, revision)
+    production = any(config.is_production for config in fleet.configs)
+    needs_backup = backup or production
+    folder = backup_dir or paths.backup_dir()
+    with contextlib.ExitStack() as stack:
+        scratch_admin: DatabaseConfig | None = None
+
+        def wave(jobs: list[UpgradeJob]) -> list[TargetResult]:
+            """Read every target of the wave (threads, one query each), then upgrade the ones
+            behind (forked workers): a fleet at head never imports Alembic."""
+            nonlocal scratch_admin
+            read = run_jobs(read_target, jobs, workers, processes=False, on_result=None)
+            done = [found for found in read if found.status != BEHIND]
+            for found in done:
+                if on_result:
+                    on_result(found)
+            behind = {found.name for found in read if found.status == BEHIND}
+            todo = [job for job in jobs if job.name in behind]
+            if not todo:
+                return done
+            if needs_backup and scratch_admin is None:
+                from uaip_db.servers.scratch import scratch_server
+
+                # One throwaway server proves every target's backup restorable.
+                scratch_admin = stack.enter_context(scratch_server()).admin
+            todo = [replace(job, scratch_admin=scratch_admin) for job in todo]
+            if workers > 1 and len(todo) > 1:
+                import_migration_machinery()
+            return done + run_jobs(
+                upgrade_target, todo, workers, processes=True, on_result=on_result
+            )
+
+        jobs = [
+            UpgradeJob(
+                target.name,
+                config,
+                revision,
+                wanted,
+                lock_wait,
+                folder / target.name if needs_backup else None,
+                None,
+            )
+            for target, config in zip(fleet.targets, fleet.configs, strict=True)
+        ]
+        canaries, rest = jobs[:canary], jobs[canary:]
+        results = wave(canaries)
+        if any(result.status in FAILING for result in results):
+            for job in rest:
+                skipped = TargetResult(job.name, SKIPPED, error="a canary failed; not touched")
+                results.append(skipped)
+                if on_result:
+                    on_result(skipped)
+        else:
+            results += wave(rest)
+    return FleetReport(
+        "upgrade",
+        revision,
+        in_file_order(fleet, results),
+        time.perf_counter() - started,
+        fleet.shards,
+    )
+
+
+def import_migration_machinery() -> None:
+    """Import Alembic and SQLAlchemy's PostgreSQL dialect once, here, so that the forked workers
+    start with them instead of each importing them again."""
+    import alembic.command
+    import alembic.ddl.postgresql
+    import alembic.operations
+    import alembic.runtime.migration
+    import sqlalchemy.dialects.postgresql.psycopg
+    import sqlalchemy.pool
+    from alembic.script import ScriptDirectory
+
+    from uaip_db.migrations import runner
+
+    # Loading the revision files imports what they import (uaip_db.ops, ...).
+    ScriptDirectory.from_config(runner.alembic_config()).get_revisions("heads")
+    del alembic, sqlalchemy
+
+
+def wanted_revisions(index: history.ScriptIndex, revision: str) -> tuple[str, ...]:
+    if not revision.strip():
+        raise UsageError("--rev needs a revision: head (the default), an id or a prefix of one.")
+    if revision == "heads":
+        return tuple(index.heads)
+    if revision == history.BASE or revision.startswith("-"):
+        raise UsageError("fleet.upgrade goes up only; it does not downgrade targets.")
+    return (index.resolve(revision),)
+
+
+def read_target(job: UpgradeJob) -> TargetResult:
+    """Where a target is, with one query and no lock: at the wanted revision (left alone), in a
+    state no upgrade may start from (failed), or behind (`pending`: to upgrade)."""
+    started = time.perf_counter()
+    before: tuple[str, ...] = ()
+    try:
+        before = current_state(job)
+        if sorted(before) == sorted(job.wanted):
+            return result(job, AT_HEAD, before, before, started)
+        return result(job, BEHIND, before, before, started)
+    except UaipDbError as error:
+        return result(job, FAILED, before, before, started, str(error))
+    except Exception as error:  # one target's surprise must not end the others' run
+        problem = f"{type(error).__name__}: {first_line(str(error))}"
+        return result(job, FAILED, before, before, started, problem)
+
+
+def current_state(job: UpgradeJob) -> tuple[str, ...]:
+    """The target's revisions, or a failure when no upgrade may start from there (a revision
+    these scripts do not know, an INVALID index, a revision past the wanted one)."""
+    from uaip_db.checks.status import invalid_indexes
+    from uaip_db.migrations import runner
+    from uaip_db.pg import connection
+
+    index = history.load()
+    with connection(job.database) as conn:
+        current = runner.current_revisions_on(conn)
+        invalid = invalid_indexes(conn)
+    for recorded in current:
+        if index.get(recorded) is None:
+            raise history.unknown_revision(recorded)
+    if invalid:
+        raise CheckFailed(
+            f"Index {', '.join(invalid)} is INVALID (a CONCURRENTLY step failed half-way); "
+            "drop it with DROP INDEX CONCURRENTLY, then run the fleet again."
+        )
+    if sorted(current) != sorted(job.wanted) and set(job.wanted) <= index.ancestors(current):
+        raise UsageError(f"It is past {', '.join(job.wanted)}; fleet.upgrade does not downgrade.")
+    return current
+
+
+def upgrade_target(job: UpgradeJob) -> TargetResult:
+    """One target behind: read it again (another runner may have moved it), take a verified
+    backup when asked, upgrade under its own migration lock."""
+    from uaip_db.migrations import runner
+
+    started = time.perf_counter()
+    database = job.database
+    before: tuple[str, ...] = ()
+    try:
+        before = current_state(job)
+        if sorted(before) == sorted(job.wanted):
+            return result(job, AT_HEAD, before, before, started)
+        if job.backup_dir is not None:
+            verified_backup(database, job.backup_dir, job.scratch_admin)
+        runner.upgrade(database, job.revision, lock_wait=job.lock_wait)
+        after = runner.current_revisions(database)
+        return result(job, UPGRADED, before, after, started)
+    except UaipDbError as error:
+        return result(job, FAILED, before, now_at(database, before), started, str(error))
+    except Exception as error:  # one target's surprise must not end the others' run
+        problem = f"{type(error).__name__}: {first_line(str(error))}"
+        return result(job, FAILED, before, now_at(database, before), started, problem)
+
+
+def verified_backup(
+    database: DatabaseConfig, folder: Path, scratch_admin: DatabaseConfig | None
+) -> Path:
+    """A backup of `database` in `folder`, proven restorable on the run's throwaway server;
+    CheckFailed (the target fails, nothing was changed) when either step fails."""
+    from uaip_db.backups import dump, restore
+    from uaip_db.servers.scratch import ScratchServer
+
+    assert scratch_admin is not None
+    server = ScratchServer(scratch_admin)
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with dump.new_backup(database, folder) as made:
+            restore.verify_restorable(made, server)
+        return made.path
+    except (UaipDbError, OSError) as error:
+        raise CheckFailed(
+            f"The backup before the upgrade failed, so nothing was changed: {error}"
+        ) from None
+    finally:
+        server.close()
+
+
+def now_at(database: DatabaseConfig, fallback: tuple[str, ...]) -> tuple[str, ...]:
+    """Where a target is after a failure (each revision is its own transaction, so the ones
+    before the failing revision stay applied); what it was when it cannot be read."""
+    from uaip_db.migrations import runner
+
+    try:
+        return runner.current_revisions(database)
+    except UaipDbError:
+        return fallback
+
+
+def result(
+    job: UpgradeJob,
+    status: str,
+    before: tuple[str, ...],
+    after: tuple[str, ...],
+    started: float,
+    error: str | None = None,
+) -> TargetResult:
+    return TargetResult(
+        job.name,
+        status,
+        label(before),
+        label(after),
+        time.perf_counter() - started,
+        scrub(error, job.database),
+    )
+
+
+def label(revisions: Sequence[str]) -> str | None:
+    return ",".join(revisions) or None
+
+
+def scrub(text: str | None, database: DatabaseConfig) -> str | None:
+    """A message as the report may hold it: never the target's password."""
+    if text is None:
+        return None
+    text = " ".join(text.split())
+    return text.replace(database.password, "***") if database.password else text
+
+
+def first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), "unknown error")
+
+
+# --- read-only commands ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReadJob:
+    name: str
+    database: DatabaseConfig
+
+
+def status(
+    fleet: Fleet, *, parallel: int | None = None, on_result: OnResult | None = None
+) -> FleetReport:
+    """Where each target is and what is pending (`db.status` per target)."""
+    return read_all("status", fleet, status_target, parallel, on_result)
+
+
+def check(
+    fleet: Fleet, *, parallel: int | None = None, on_result: OnResult | None = None
+) -> FleetReport:
+    """`db.check` per target: pending revisions (exit 3), or something wrong (exit 1)."""
+    return read_all("check", fleet, check_target, parallel, on_result)
+
+
+def verify(
+    fleet: Fleet, *, parallel: int | None = None, on_result: OnResult | None = None
+) -> FleetReport:
+    """`db.verify` per target: its schema against its revision's committed snapshot."""
+    return read_all("verify", fleet, verify_target, parallel, on_result)
+
+
+def read_all(
+    command: str,
+    fleet: Fleet,
+    work: Callable[[ReadJob], TargetResult],
+    parallel: int | None,
+    on_result: OnResult | None,
+) -> FleetReport:
+    started = time.perf_counter()
+    workers = parallel_setting(parallel)
+    history.load()  # build the revision index once, before the threads read it
+    jobs = [
+        ReadJob(target.name, config)
+        for target, config in zip(fleet.targets, fleet.configs, strict=True)
+    ]
+    results = run_jobs(guarded(work), jobs, workers, processes=False, on_result=on_result)
+    return FleetReport(
+        command, "head", in_file_order(fleet, results), time.perf_counter() - started, fleet.shards
+    )
+
+
+def guarded(work: Callable[[ReadJob], TargetResult]) -> Callable[[ReadJob], TargetResult]:
+    def run(job: ReadJob) -> TargetResult:
+        started = time.perf_counter()
+        try:
+            found = work(job)
+        except UaipDbError as error:
+            found = TargetResult(job.name, FAILED, error=str(error))
+        except Exception as error:  # one target's surprise must not end the others' run
+            found = TargetResult(
+                job.name, FAILED, error=f"{type(error).__name__}: {first_line(str(error))}"
+            )
+        return TargetResult(
+            found.name,
+            found.status,
+            found.from_revision,
+            found.to_revision,
+            time.perf_counter() - started,
+            scrub(found.error, job.database),
+            tuple(scrub(line, job.database) or "" for line in found.details),
+        )
+
+    return run
+
+
+def status_target(job: ReadJob) -> TargetResult:
+    from uaip_db.checks.status import database_state
+
+    state = database_state(job.database)
+    if not state.reachable:
+        return TargetResult(job.name, FAILED, error=state.error)
+    at = label(state.current)
+    if state.unknown:
+        return TargetResult(job.name, FAILED, at, at, error=str(history.unknown_revision(at or "")))
+    pending = tuple(f"pending {item['revision']} {item['doc']}" for item in state.pending)
+    return TargetResult(job.name, BEHIND if pending else AT_HEAD, at, at, details=pending)
+
+
+def check_target(job: ReadJob) -> TargetResult:
+    from uaip_db.checks.status import inspect
+
+    found = inspect(job.database)
+    at = label(found.current)
+    if found.problems:
+        return TargetResult(
+            job.name,
+            FAILED,
+            at,
+            at,
+            error=first_line(found.problems[0]),
+            details=tuple(found.problems[1:]),
+        )
+    pending = tuple(f"pending {line}" for line in found.pending)
+    return TargetResult(job.name, BEHIND if pending else AT_HEAD, at, at, details=pending)
+
+
+def verify_target(job: ReadJob) -> TargetResult:
+    from uaip_db.checks.verify import verify as verify_one
+
+    found = verify_one(job.database)
+    at = None if found.revision == history.BASE else found.revision
+    if found.stale:
+        return TargetResult(job.name, FAILED, at, at, error=found.stale)
+    problems = found.differences + found.edited
+    if problems:
+        summary = (
+            f"{len(found.differences)} difference(s) from revision {found.revision}'s committed "
+            "snapshot" + (f", {len(found.edited)} edited revision file(s)" if found.edited else "")
+        )
+        return TargetResult(
+            job.name, DRIFTED, at, at, error=summary, details=tuple(problems[:FIRST_DIFFERENCES])
+        )
+    return TargetResult(job.name, VERIFIED, at, at)
+
+
+# --- running the jobs ----------------------------------------------------------------------------
+
+
+def run_jobs(
+    work: Callable[[Job], TargetResult],
+    jobs: Sequence[Job],
+    workers: int,
+    *,
+    processes: bool,
+    on_result: OnResult | None,
+) -> list[TargetResult]:
+    """Run `work` over `jobs`, at most `workers` at a time; results as they finish."""
+    results: list[TargetResult] = []
+    if not jobs:
+        return results
+    if workers == 1 or len(jobs) == 1:
+        for job in jobs:
+            results.append(work(job))
+            if on_result:
+                on_result(results[-1])
+        return results
+    with pool(min(workers, len(jobs)), processes=processes) as executor:
+        futures: dict[Future[TargetResult], str] = {
+            executor.submit(work, job): job.name for job in jobs
+        }
+        for future in as_completed(futures):
+            try:
+                found = future.result()
+            except BrokenExecutor:
+                found = TargetResult(
+                    futures[future],
+                    FAILED,
+                    error="its worker process died (killed, or out of memory); run again",
+                )
+            results.append(found)
+            if on_result:
+                on_result(found)
+    return results
+
+
+@contextlib.contextmanager
+def pool(workers: int, *, processes: bool) -> Iterator[Executor]:
+    if processes:
+        # Forked, not spawned: the workers start with the library already imported.
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as executor:
+            yield executor
+    else:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fleet") as executor:
+            yield executor
+
+
+def in_file_order(fleet: Fleet, results: list[TargetResult]) -> tuple[TargetResult, ...]:
+    position = {target.name: number for number, target in enumerate(fleet.targets)}
+    return tuple(sorted(results, key=lambda found: position[found.name]))

@@ -1,0 +1,268 @@
+"""Fleet runs on real PostgreSQL: failures stay local, re-runs touch nothing, canaries, shards,
+drift, and no password anywhere."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.conftest import CHAIN, HEAD, run_cli, sql
+from tests.fleet.conftest import FleetFixture
+from uaip_db.fleet import run
+from uaip_db.fleet.report import AT_HEAD, FAILED, SKIPPED, UPGRADED, TargetResult
+from uaip_db.migrations.lock import LOCK_KEY
+from uaip_db.settings import DatabaseConfig
+
+MakeFleet = Callable[..., FleetFixture]
+
+
+def revision_of(database: DatabaseConfig) -> str | None:
+    exists = sql(database, "SELECT to_regclass('alembic_version') IS NOT NULL")[0][0]
+    if not exists:
+        return None
+    rows = sql(database, "SELECT version_num FROM alembic_version")
+    return rows[0][0] if rows else None
+
+
+def block_first_revision(database: DatabaseConfig) -> None:
+    """The first revision creates `sessions`: a table already there makes it fail."""
+    sql(database, "CREATE TABLE sessions (id int)")
+
+
+def test_one_target_that_cannot_be_upgraded(make_fleet: MakeFleet) -> None:
+    fleet = make_fleet(4)
+    names = list(fleet.databases)
+    broken = names[2]
+    block_first_revision(fleet.databases[broken])
+    result = run_cli(
+        "inv", "fleet.upgrade", "--targets", str(fleet.path), "--parallel", "2", env=fleet.env
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"1 target(s) failed: {broken}." in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    for name, database in fleet.databases.items():
+        assert revision_of(database) == (None if name == broken else HEAD), name
+        assert f"] {name}" in result.stdout  # its live progress line
+    # The table names the failure and why, in one line.
+    failed_line = next(line for line in result.stdout.splitlines() if line.startswith(broken))
+    assert "failed" in failed_line and "already exists" in failed_line
+
+
+def test_a_rerun_touches_nothing_at_head(make_fleet: MakeFleet) -> None:
+    fleet = make_fleet(3)
+    first = run.upgrade(run.load_fleet(fleet.path), parallel=2)
+    assert [r.status for r in first.targets] == [UPGRADED] * 3
+    assert all(r.from_revision is None and r.to_revision == HEAD for r in first.targets)
+    ledger = {
+        name: sql(db, "SELECT revision, applied_at FROM uaip_db_migration_ledger ORDER BY 1")
+        for name, db in fleet.databases.items()
+    }
+    assert all(len(rows) == len(CHAIN) for rows in ledger.values())
+    # Hold every target's migration lock: a re-run that wanted it would time out.
+    holders = []
+    for database in fleet.databases.values():
+        holder = psycopg.connect(**database.connect_kwargs(), autocommit=True)
+        holder.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
+        holders.append(holder)
+    try:
+        again = run.upgrade(run.load_fleet(fleet.path), parallel=2, lock_wait=0)
+    finally:
+        for holder in holders:
+            holder.close()
+    assert [r.status for r in again.targets] == [AT_HEAD] * 3, again.summary()
+    assert all(r.from_revision == HEAD == r.to_revision for r in again.targets)
+    assert again.exit_code == 0
+    for name, database in fleet.databases.items():
+        assert (
+            sql(database, "SELECT revision, applied_at FROM uaip_db_migration_ledger ORDER BY 1")
+            == ledger[name]
+        )
+
+
+def test_a_failing_canary_stops_the_wave(make_fleet: MakeFleet) -> None:
+    fleet = make_fleet(4)
+    first = next(iter(fleet.databases))
+    block_first_revision(fleet.databases[first])
+    result = run_cli(
+        "inv",
+        "fleet.upgrade",
+        "--targets",
+        str(fleet.path),
+        "--canary",
+        "1",
+        "--json",
+        env=fleet.env,
+    )
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    statuses = {item["name"]: item["status"] for item in report["targets"]}
+    assert statuses == {name: FAILED if name == first else SKIPPED for name in fleet.databases}
+    assert report["summary"]["failed"] == [first] and report["summary"]["skipped"] == 3
+    for database in fleet.databases.values():
+        assert revision_of(database) is None
+    # Once the canary is fixed, the wave goes through.
+    sql(fleet.databases[first], "DROP TABLE sessions")
+    fixed = run_cli(
+        "inv", "fleet.upgrade", "--targets", str(fleet.path), "--canary", "1", env=fleet.env
+    )
+    assert fixed.returncode == 0, fixed.stderr
+    assert all(revision_of(database) == HEAD for database in fleet.databases.values())
+
+
+def test_after_the_canaries_a_failure_does_not_stop_the_others(make_fleet: MakeFleet) -> None:
+    fleet = make_fleet(4)
+    last = list(fleet.databases)[-1]
+    block_first_revision(fleet.databases[last])
+    report = run.upgrade(run.load_fleet(fleet.path), canary=2, parallel=2)
+    assert [r.status for r in report.targets] == [UPGRADED] * 3 + [FAILED]
+    assert report.failed() == [last] and report.exit_code == 1
+
+
+def test_two_shards_cover_the_fleet_and_merge(make_fleet: MakeFleet, tmp_path: Path) -> None:
+    fleet = make_fleet(6)
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    seen: list[str] = []
+    for shard in ("0/2", "1/2"):
+        result = run_cli(
+            "inv",
+            "fleet.upgrade",
+            "--targets",
+            str(fleet.path),
+            "--shard",
+            shard,
+            "--json",
+            env=fleet.env,
+        )
+        assert result.returncode == 0, result.stderr
+        report = json.loads(result.stdout)
+        assert report["summary"]["shards"] == [shard]
+        seen += [item["name"] for item in report["targets"]]
+        (reports / f"shard-{shard[0]}.json").write_text(result.stdout)
+    assert sorted(seen) == sorted(fleet.databases) and len(seen) == len(set(seen))
+    for database in fleet.databases.values():
+        assert revision_of(database) == HEAD
+        # Each target was upgraded once: one ledger row per revision.
+        assert sql(database, "SELECT count(*) FROM uaip_db_migration_ledger") == [(len(CHAIN),)]
+    merged = run_cli("inv", "fleet.report", str(reports), "--json")
+    assert merged.returncode == 0, merged.stderr
+    summary = json.loads(merged.stdout)["summary"]
+    assert (
+        summary["total"] == 6 and summary["upgraded"] == 6 and summary["shards"] == ["0/2", "1/2"]
+    )
+    # The same shard twice overlaps: refused.
+    twice = run_cli("inv", "fleet.report", f"{reports}/shard-0.json,{reports}/shard-0.json")
+    assert twice.returncode == 2 and "shards overlap" in twice.stderr
+
+
+def test_verify_names_exactly_the_drifted_target(make_fleet: MakeFleet, head_template: str) -> None:
+    fleet = make_fleet(3, template=head_template)
+    drifted = list(fleet.databases)[1]
+    sql(fleet.databases[drifted], "ALTER TABLE sessions ADD COLUMN surprise integer")
+    result = run_cli("inv", "fleet.verify", "--targets", str(fleet.path), env=fleet.env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"1 target(s) differ from their revision's schema or failed: {drifted}." in result.stderr
+    assert "surprise" in result.stdout
+    for name in fleet.databases:
+        line = next(line for line in result.stdout.splitlines() if line.startswith(name + " "))
+        assert ("drifted" if name == drifted else "verified") in line
+
+
+def test_check_exits_3_with_pending_and_status_says_where(
+    make_fleet: MakeFleet, head_template: str
+) -> None:
+    fleet = make_fleet(2, template=head_template)
+    behind = next(iter(fleet.databases))
+    sql(fleet.databases[behind], "DROP TABLE alembic_version, uaip_db_migration_ledger CASCADE")
+    sql(fleet.databases[behind], "DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+    check = run_cli("inv", "fleet.check", "--targets", str(fleet.path), env=fleet.env)
+    assert check.returncode == 3, check.stdout + check.stderr
+    assert f"have pending revisions: {behind}." in check.stderr
+    status = run_cli("inv", "fleet.status", "--targets", str(fleet.path), "--json", env=fleet.env)
+    assert status.returncode == 0, status.stderr
+    found = {item["name"]: item for item in json.loads(status.stdout)["targets"]}
+    assert found[behind]["status"] == "pending" and found[behind]["from"] is None
+    assert len(found[behind]["details"]) == len(CHAIN)
+    assert [item["status"] for name, item in found.items() if name != behind] == [AT_HEAD]
+
+
+def test_no_password_in_output_reports_or_process_arguments(
+    make_fleet: MakeFleet, tmp_path: Path
+) -> None:
+    fleet = make_fleet(3)
+    block_first_revision(fleet.databases[next(iter(fleet.databases))])
+    seen_arguments: list[str] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+                try:
+                    seen_arguments.append(cmdline.read_bytes().decode(errors="replace"))
+                except OSError:
+                    continue
+            stop.wait(0.02)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        # --backup: pg_dump and pg_restore run too, and a throwaway server proves each backup.
+        report = run.upgrade(
+            run.load_fleet(fleet.path), parallel=2, backup=True, backup_dir=tmp_path / "b"
+        )
+        result = run_cli(
+            "inv", "fleet.status", "--targets", str(fleet.path), "--json", env=fleet.env
+        )
+    finally:
+        stop.set()
+        watcher.join()
+    assert [r.status for r in report.targets] == [FAILED, UPGRADED, UPGRADED]
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == sorted(fleet.databases)
+    assert seen_arguments
+    assert not [text for text in seen_arguments if fleet.password in text]
+    for text in (report.to_json(), report.summary(), result.stdout, result.stderr):
+        assert fleet.password not in text
+    assert fleet.password not in fleet.path.read_text()
+
+
+def test_production_backs_up_each_target_and_a_failed_backup_fails_that_target_only(
+    make_fleet: MakeFleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fleet = make_fleet(3)
+    monkeypatch.setenv("DB_ENV", "production")
+    names = list(fleet.databases)
+    folder = tmp_path / "backups"
+    folder.mkdir()
+    (folder / names[1]).write_text("a file where the target's backup folder should be")
+    report = run.upgrade(run.load_fleet(fleet.path), parallel=2, backup_dir=folder)
+    assert [r.status for r in report.targets] == [UPGRADED, FAILED, UPGRADED]
+    assert "backup before the upgrade failed, so nothing was changed" in (
+        report.targets[1].error or ""
+    )
+    assert revision_of(fleet.databases[names[1]]) is None
+    for name in (names[0], names[2]):
+        (backup,) = (folder / name).glob("uaip_fleet_*")
+        manifest = json.loads((backup / "manifest.json").read_text())
+        assert manifest["database"] == fleet.databases[name].name
+        assert manifest["state"] == "verified" and not manifest["revisions"]
+
+
+def exits_abruptly(job: run.ReadJob) -> TargetResult:
+    """A worker that dies the way an out-of-memory kill ends it: no exception, no result."""
+    os._exit(9)
+
+
+def test_a_worker_that_dies_fails_its_target_in_one_line_not_the_run(
+    make_fleet: MakeFleet,
+) -> None:
+    fleet = run.load_fleet(make_fleet(2).path)
+    jobs = [run.ReadJob(t.name, c) for t, c in zip(fleet.targets, fleet.configs, strict=True)]
+    found = run.run_jobs(exits_abruptly, jobs, 2, processes=True, on_result=None)
+    assert sorted(r.name for r in found) == sorted(t.name for t in fleet.targets)
+    assert all(r.status == FAILED and "worker process died" in (r.error or "") for r in found)
