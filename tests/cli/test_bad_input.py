@@ -321,6 +321,8 @@ def test_a_read_only_checkout_is_one_line(
     one_clean_line(result, 2)
     assert f"Cannot write {checkout}/" in result.stderr and "Read-only file system" in result.stderr
     assert sorted(str(path) for path in checkout.rglob("*")) == before
+    # Said before any work: no backup dumped (and rehearsed) only to find nowhere to report it.
+    assert not (tmp_path / "backups").exists() or not any((tmp_path / "backups").iterdir())
 
 
 def test_pg_dump_out_of_shared_locks_keeps_the_servers_hint(tmp_path: Path) -> None:

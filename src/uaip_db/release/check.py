@@ -18,7 +18,7 @@ from uaip_db.migrations import history, runner
 from uaip_db.pg import connection
 from uaip_db.release import items as checks
 from uaip_db.release.context import run_context, server_version
-from uaip_db.release.report import PASS, ReleaseReport, write_report
+from uaip_db.release.report import PASS, ReleaseReport, ensure_writable, write_report
 from uaip_db.release.rollback import RESTORE_COST, DowngradeCost, downgrade_cost, rollback_item
 from uaip_db.release.source import source_state
 from uaip_db.settings import DatabaseConfig
@@ -40,6 +40,7 @@ def release_check(
     from uaip_db.servers.scratch import scratch_server
 
     started = datetime.datetime.now(datetime.UTC)
+    ensure_writable(paths.reports_dir())
     index = history.load()
     head = index.single_head()
     with connection(config) as conn:

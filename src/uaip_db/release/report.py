@@ -237,6 +237,16 @@ class ReleaseReport:
         )
 
 
+def ensure_writable(directory: Path) -> None:
+    """Fail now (OSError naming the file) when reports cannot be written into `directory`,
+    rather than after a backup and a rehearsal."""
+    import tempfile
+
+    directory.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=directory, prefix=".writable-"):
+        pass
+
+
 def write_report(directory: Path, stem: str, report: ReleaseReport, written_at: str) -> Path:
     """Write the report, its SQL appendix and its JSON twin; the report's path."""
 
