@@ -25,6 +25,7 @@ def explain(
     message = str(getattr(error, "orig", None) or error)
     lowered = message.lower()
     where = config.where()
+    setting = setting or config.origin
     if setting is not None:
         return ConnectionProblem(
             f"Cannot connect to {config.host}:{config.port} as {config.user}, which {setting} "

@@ -68,6 +68,9 @@ class DatabaseConfig:
     password: str = field(default=DEFAULTS["DB_PASSWORD"], repr=False)
     env: str = DEFAULTS["DB_ENV"]
     options: tuple[tuple[str, str], ...] = ()
+    # Where these settings came from when not DB_* / DATABASE_URL (a fleet's target, say):
+    # connection errors name it instead of telling the user to fix DB_PASSWORD.
+    origin: str | None = field(default=None, compare=False)
 
     @classmethod
     def from_env(

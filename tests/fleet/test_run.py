@@ -54,6 +54,18 @@ def test_one_target_that_cannot_be_upgraded(make_fleet: MakeFleet) -> None:
     assert "failed" in failed_line and "already exists" in failed_line
 
 
+def test_a_refused_password_names_the_target_not_the_single_database_settings(
+    make_fleet: MakeFleet,
+) -> None:
+    fleet = make_fleet(2)
+    env = {**fleet.env, "FLEET_TEST_PASSWORD": "not-the-password"}
+    result = run_cli("inv", "fleet.upgrade", "--targets", str(fleet.path), env=env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    said = result.stdout + result.stderr
+    assert "target 'tenant-00' (line" in said and "password authentication failed" in said
+    assert "DB_PASSWORD" not in said and "not-the-password" not in said
+
+
 def test_a_rerun_touches_nothing_at_head(make_fleet: MakeFleet) -> None:
     fleet = make_fleet(3)
     first = run.upgrade(run.load_fleet(fleet.path), parallel=2)

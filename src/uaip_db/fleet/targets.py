@@ -82,6 +82,7 @@ class Target:
             password=password,
             env=env,
             options=self.options,
+            origin=f"target {self.name!r} (line {self.line})",
         )
 
 
