@@ -35,6 +35,8 @@ from uaip_db.pg import connect
 from uaip_db.settings import DatabaseConfig
 
 SAMPLE_SECONDS = 0.02  # a 200 ms stall is seen ten times over
+# The shortest window writers are measured in once the upgrade starts (see Measurement).
+SHORTEST_DURING_SECONDS = 1.0
 MAX_WRITER_WAIT = "UAIP_MAX_WRITER_WAIT"
 WAITING_WRITERS = """
 SELECT a.pid, a.query_start, extract(epoch FROM clock_timestamp() - a.query_start)::float8,
@@ -289,6 +291,11 @@ class Measurement:
     def upgrade_ended(self) -> None:
         self.ended = time.time()
 
+    def during_until(self) -> float:
+        """The end of the "during" window: the upgrade's end, and at least
+        SHORTEST_DURING_SECONDS after its start."""
+        return max(self.ended, self.started + SHORTEST_DURING_SECONDS)
+
 
 @contextlib.contextmanager
 def under_load(
@@ -312,6 +319,9 @@ def under_load(
             if not workload.running():
                 raise _stopped_early(workload.stop())
             yield measurement
+            # A short upgrade is measured with the writers just after it, so "during" always
+            # holds enough transactions to say something.
+            time.sleep(max(0.0, measurement.during_until() - time.time()))
             sampler.stop()
             ran = workload.stop()
             measurement.result = analyse(measurement, ran)
@@ -351,7 +361,7 @@ def analyse(measurement: Measurement, ran: WorkloadResult) -> LoadReport:
     # Statements seen blocking that never completed (an attempt that timed out and was retried).
     for (revision, text), seconds in charged.items():
         loads.append(StatementLoad(revision, text, (), None, max(seconds), len(seconds)))
-    start, end = measurement.started, measurement.ended
+    start, end = measurement.started, measurement.during_until()
     before = [t for t in ran.transactions if t.ended <= start]
     during = [t for t in ran.transactions if t.ended > start and t.started < end]
     return LoadReport(
