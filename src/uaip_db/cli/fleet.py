@@ -8,7 +8,6 @@ from pathlib import Path
 
 from uaip_db.cli.reporter import Say, complain, finish, say
 from uaip_db.errors import UsageError
-from uaip_db.fleet import run
 from uaip_db.fleet.report import BEHIND, FleetReport, TargetResult, merge, read_reports
 
 
@@ -55,6 +54,8 @@ def upgrade(
     as_json: bool = False,
     out: Say = say,
 ) -> None:
+    from uaip_db.fleet import run  # only fleet tasks pay for it
+
     fleet = run.load_fleet(targets_argument(targets), shard or None)
     workers = parallel_argument(parallel)
     canaries = whole_number(canary, "--canary", 0)
@@ -77,6 +78,8 @@ def upgrade(
 def read_only(
     command: str, targets: str, shard: str, parallel: str, as_json: bool, out: Say
 ) -> None:
+    from uaip_db.fleet import run  # only fleet tasks pay for it
+
     fleet = run.load_fleet(targets_argument(targets), shard or None)
     workers = parallel_argument(parallel)
     on_result = progress(len(fleet.targets), as_json, out)
