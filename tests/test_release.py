@@ -82,6 +82,20 @@ def test_rehearse_restores_upgrades_and_leaves_the_source_alone(
     assert runner.current_revisions(behind_db) == (WIDEN,)
 
 
+def test_rehearse_of_a_damaged_backup_never_calls_it_verified(
+    behind_db: DatabaseConfig, tmp_path: Path
+) -> None:
+    env = {"UAIP_BACKUP_DIR": str(tmp_path)}
+    assert run_cli("inv", "db.backup", database=behind_db, env=env).returncode == 0
+    (dump,) = tmp_path.glob("*/dump.pgdump")
+    data = dump.read_bytes()
+    dump.write_bytes(data[: len(data) // 2])
+    result = run_cli("inv", "db.rehearse", database=behind_db, env=env)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "is damaged" in result.stderr
+    assert "verified" not in result.stdout
+
+
 def test_rehearse_without_a_backup(behind_db: DatabaseConfig, tmp_path: Path) -> None:
     result = run_cli(
         "inv", "db.rehearse", database=behind_db, env={"UAIP_BACKUP_DIR": str(tmp_path)}

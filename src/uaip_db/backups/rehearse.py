@@ -128,7 +128,9 @@ def rehearse(
     `prove_backup`, the restore (checked against the manifest) is also the backup's restore
     check: its manifest records verified or verify failed, as `db.backup` would."""
     folder = manifests.backup_folder(source)
-    state = manifests.read_manifest(folder).state
+    # Files checked before anything is said about the backup: a damaged one is never
+    # announced as verified.
+    state = manifests.check_files(folder).state
     if report:
         report(f"Rehearsing on {folder.name}; the backup is {manifests.describe_state(state)}.")
     with throwaway_database(server, REHEARSAL_PREFIX, report) as target:
