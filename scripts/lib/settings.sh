@@ -183,9 +183,18 @@ uaip_display_url() {
     printf 'postgresql://%s:***@%s:%s/%s' "$DB_USER" "$DB_HOST" "$DB_PORT" "$DB_NAME"
 }
 
+# PG_BINDIR, when set, must be a folder: a typo must not fall back to another program silently.
+uaip_check_bindir() {
+    if [ -n "$uaip_bindir" ] && [ ! -d "$uaip_bindir" ]; then
+        uaip_die 2 "PG_BINDIR=$uaip_bindir is not a folder; point it at a PostgreSQL bin folder" \
+            "or unset it."
+    fi
+}
+
 # A libpq client program: $PG_BINDIR/NAME when PG_BINDIR has it (as on the Python side), else
 # the one on PATH.
 uaip_tool() {
+    uaip_check_bindir
     if [ -n "$uaip_bindir" ] && [ -x "$uaip_bindir/$1" ]; then
         printf '%s\n' "$uaip_bindir/$1"
     elif command -v "$1" >/dev/null 2>&1; then
@@ -194,4 +203,50 @@ uaip_tool() {
         uaip_die 2 "$1 is not installed; install the PostgreSQL client (apt-get install" \
             "postgresql-client) or set PG_BINDIR to its bin folder."
     fi
+}
+
+# The major version of a client program ("pg_dump (PostgreSQL) 16.15" gives 16).
+uaip_tool_major() {
+    "$1" --version 2>/dev/null | sed -n 's/^[^)]*) *\([0-9][0-9]*\).*/\1/p'
+}
+
+# The folder `inv db.up` and the tests fetch PostgreSQL releases into (servers/binaries.py).
+uaip_release_cache() {
+    if [ -n "${UAIP_PG_CACHE:-}" ]; then
+        printf '%s\n' "$UAIP_PG_CACHE"
+    elif [ "$(id -u)" = 0 ]; then
+        printf '%s\n' /var/cache/uaip-db/postgresql
+    else
+        printf '%s\n' "${XDG_CACHE_HOME:-$HOME/.cache}/uaip-db/postgresql"
+    fi
+}
+
+# A client program NAME that works with a server of major $2: its own major is $2 or newer
+# (pg_dump refuses a newer server). PG_BINDIR when set (and then only it); else the closest
+# of Debian's /usr/lib/postgresql/*/bin, the release cache, then PATH.
+uaip_tool_for() {
+    uaip_check_bindir
+    uaip_cache=$(uaip_release_cache)
+    if [ -n "$uaip_bindir" ]; then
+        set -- "$1" "$2" "$uaip_bindir/$1"
+    else
+        set -- "$1" "$2" /usr/lib/postgresql/*/bin/"$1" "$uaip_cache"/*/bin/"$1" \
+            "$(command -v "$1" 2>/dev/null || true)"
+    fi
+    uaip_name=$1 uaip_wanted=$2
+    shift 2
+    uaip_seen=
+    for uaip_candidate in "$@"; do
+        [ -n "$uaip_candidate" ] && [ -x "$uaip_candidate" ] || continue
+        uaip_major=$(uaip_tool_major "$uaip_candidate")
+        [ -n "$uaip_major" ] || continue
+        if [ "$uaip_major" -ge "$uaip_wanted" ]; then
+            printf '%s\n' "$uaip_candidate"
+            return 0
+        fi
+        uaip_seen="$uaip_seen $uaip_candidate ($uaip_major)"
+    done
+    uaip_die 2 "No $uaip_name for this PostgreSQL $uaip_wanted server (it needs version" \
+        "$uaip_wanted or newer; found:${uaip_seen:- none}). Set PG_BINDIR to such a bin folder" \
+        "(inv db.up fetches PostgreSQL 16 into $uaip_cache)."
 }

@@ -224,7 +224,7 @@ def test_the_password_is_in_no_argument_and_no_output(
     assert refused.returncode == 2 and refused.stderr.count("\n") == 1
     assert "password authentication failed" in refused.stderr
     assert other_owner.password not in refused.stderr
-    assert not any((tmp_path / "c").iterdir())
+    assert not (tmp_path / "c").exists() or not any((tmp_path / "c").iterdir())
 
 
 def test_ci_migrate_waits_backs_up_migrates_and_checks(
@@ -265,3 +265,47 @@ def test_ci_migrate_stops_at_the_first_failure_with_its_status(
     assert "back up failed (exit 2)" in no_backup.stderr
     assert "alembic upgrade head" not in no_backup.stdout
     assert runner.current_revisions(empty_db) == ()
+
+
+def older_client_bindir(server: ScratchServer) -> Path:
+    """The bin folder of a PostgreSQL major below the test server's (pg_dump of it refuses it)."""
+    from uaip_db.servers.binaries import RELEASES, find_binaries
+
+    with connection(server.admin) as conn:
+        major = conn.info.server_version // 10000
+    older = [m for m in RELEASES if m < major]
+    assert older, f"no pinned PostgreSQL release below {major} to play the old client"
+    return find_binaries(max(older)).bindir
+
+
+def test_backup_takes_a_pg_dump_the_server_accepts_over_an_older_one_on_path(
+    server: ScratchServer, empty_db: DatabaseConfig, tmp_path: Path
+) -> None:
+    import os
+
+    runner.upgrade(empty_db, "head")
+    older = older_client_bindir(server)
+    env = {"PG_BINDIR": "", "PATH": f"{older}{os.pathsep}{os.environ['PATH']}"}
+    result = run_script("backup", "--out", str(tmp_path), database=empty_db, env=env)
+    assert result.returncode == 0, result.stderr
+    manifest = manifests.check_files(only_backup(tmp_path))
+    with connection(empty_db) as conn:
+        server_major = conn.info.server_version // 10000
+    assert int(str(manifest.pg_dump_version).split(".")[0]) >= server_major
+
+
+def test_backup_with_a_pg_bindir_too_old_for_the_server_names_the_setting(
+    server: ScratchServer, empty_db: DatabaseConfig, tmp_path: Path
+) -> None:
+    older = older_client_bindir(server)
+    result = run_script(
+        "backup", "--out", str(tmp_path), database=empty_db, env={"PG_BINDIR": str(older)}
+    )
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "PG_BINDIR" in result.stderr and "or newer" in result.stderr
+    missing = run_script(
+        "backup", "--out", str(tmp_path), database=empty_db, env={"PG_BINDIR": "/no/such/bin"}
+    )
+    assert missing.returncode == 2 and "PG_BINDIR=/no/such/bin is not a folder" in missing.stderr
+    assert not [path for path in tmp_path.iterdir() if not path.name.startswith(".")]
