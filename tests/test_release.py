@@ -167,7 +167,7 @@ def test_release_check_fails_naming_the_statement_writers_wait_behind(
         checkout / "migrations" / "versions",
         "ba0000000011",
         HEAD,
-        upgrade=[hold, "SELECT pg_sleep(1.5)"],
+        upgrade=[hold, "SELECT pg_sleep(2.5)"],
         downgrade=["SELECT 1"],
         doc="Hold sessions while writers write",
     )

@@ -39,7 +39,7 @@ def plant(
 def test_a_statement_holding_a_table_lock_breaks_the_budget_and_is_named(
     server: ScratchServer, head_db: DatabaseConfig, tmp_path: Path, checkout: Path
 ) -> None:
-    plant(server, checkout, [LOCK_SESSIONS, "SELECT pg_sleep(1.5)"], "Hold sessions")
+    plant(server, checkout, [LOCK_SESSIONS, "SELECT pg_sleep(2.5)"], "Hold sessions")
     made = create_backup(head_db, tmp_path)
     result = rehearse(made.path, server, load=QUICK)
     assert result.load is not None
@@ -156,7 +156,7 @@ def test_pgbench_gets_the_password_only_through_a_clean_environment(
 def test_inv_rehearse_load_fails_naming_the_statement_and_takes_a_wider_budget(
     server: ScratchServer, head_db: DatabaseConfig, tmp_path: Path, checkout: Path
 ) -> None:
-    plant(server, checkout, [LOCK_SESSIONS, "SELECT pg_sleep(1.5)"], "Hold sessions")
+    plant(server, checkout, [LOCK_SESSIONS, "SELECT pg_sleep(2.5)"], "Hold sessions")
     env = {"UAIP_BACKUP_DIR": str(tmp_path), "UAIP_DB_ROOT": str(checkout)}
     assert run_cli("inv", "db.backup", database=head_db, env=env).returncode == 0
     failed = run_cli("inv", "db.rehearse", "--load", database=head_db, env=env)
@@ -164,7 +164,7 @@ def test_inv_rehearse_load_fails_naming_the_statement_and_takes_a_wider_budget(
     assert f"behind `{LOCK_SESSIONS}` in {BLOCKING}" in failed.stderr
     assert "writers before the upgrade:" in failed.stdout and "p99" in failed.stdout
     assert head_db.password not in failed.stdout + failed.stderr
-    # A budget the 1.5 s hold fits in (set in the environment, documented) lets it pass.
+    # A budget the 2.5 s hold fits in (set in the environment, documented) lets it pass.
     wide = run_cli(
         "inv",
         "db.rehearse",

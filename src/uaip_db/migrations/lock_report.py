@@ -4,7 +4,9 @@ Inside a transaction, locks are held until it ends, so after each statement the 
 connection reads what it holds now, and what is new since the previous statement is that
 statement's. A statement outside a transaction (`CREATE INDEX CONCURRENTLY` in an autocommit
 block) lets its locks go when it finishes, so while it runs a second connection samples
-pg_locks for the migration's backend every few milliseconds.
+pg_locks for the migration's backend every few milliseconds, holding a snapshot older than the
+statement until it has seen its locks: a concurrent index build waits for older snapshots, so
+even one over in a millisecond is seen (the wait is at most HOLD_SNAPSHOT_SECONDS).
 
 Each statement's locks are held from when it began until its transaction ends (commit or
 rollback), or until it finishes when it runs outside one: `held_seconds`, on the
@@ -27,6 +29,8 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
 SAMPLE_SECONDS = 0.002
+# The longest a statement outside a transaction is kept waiting for the sampler's snapshot.
+HOLD_SNAPSHOT_SECONDS = 1.0
 STATEMENT_CHARS = 100
 LOCKS_OF = """
 SELECT DISTINCT l.mode || ' on ' || c.relname
@@ -71,6 +75,7 @@ class LockRecorder:
     _open: list[tuple[list[StatementLocks], int]] = field(default_factory=list)
     _started: float = 0.0
     backend_pid: int | None = None  # the migration's connection, once attached
+    _holding_snapshot: bool = False
 
     def attach(self, conn: Connection) -> None:
         from sqlalchemy import event
@@ -108,6 +113,12 @@ class LockRecorder:
         if driver.autocommit and self._watcher is not None:  # outside a transaction: sample
             self._sampled = set()
             self._sampling.set()
+            # A snapshot older than the statement: a CREATE INDEX (or REINDEX) CONCURRENTLY
+            # waits for it before it finishes, so its locks are seen even on a table so small
+            # that it would be over between two samples. The sampler lets it go once seen.
+            self._watcher.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            self._watcher.execute("SELECT 1")
+            self._holding_snapshot = True
             self._sampler = threading.Thread(
                 target=self._sample, args=(driver.info.backend_pid,), daemon=True
             )
@@ -139,15 +150,27 @@ class LockRecorder:
         self._sampling.clear()
         self._sampler.join()
         self._sampler = None
+        self._release_snapshot()
         return self._sampled
+
+    def _release_snapshot(self) -> None:
+        if self._holding_snapshot and self._watcher is not None:
+            self._holding_snapshot = False
+            self._watcher.execute("COMMIT")
 
     def _sample(self, pid: int) -> None:
         watcher = self._watcher
         assert watcher is not None
-        while self._sampling.is_set():
-            for row in watcher.execute(LOCKS_OF, (pid,)):
-                self._sampled.add(row[0])
-            time.sleep(SAMPLE_SECONDS)
+        give_up = time.monotonic() + HOLD_SNAPSHOT_SECONDS
+        try:
+            while self._sampling.is_set():
+                for row in watcher.execute(LOCKS_OF, (pid,)):
+                    self._sampled.add(row[0])
+                if self._sampled or time.monotonic() > give_up:
+                    self._release_snapshot()
+                time.sleep(SAMPLE_SECONDS)
+        finally:
+            self._release_snapshot()
 
 
 def shorten(statement: str) -> str:
