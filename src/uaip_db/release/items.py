@@ -83,13 +83,14 @@ def schema_change_item(current: str, head: str) -> Item:
     summary = changes.change_summary(old, new)
     if not summary:
         return Item("Schema change", PASS, ["No schema change."], "schema_change", "none")
+    tables = {change.table for change in changes.changes(old, new) if change.table}
     return Item(
         "Schema change",
         PASS,
         [f"- {line}" for line in summary]
         + ["", *fenced(changes.change_diagram(old, new), "mermaid")],
         "schema_change",
-        f"{len(summary)} table(s) change",
+        f"{len(summary)} change(s) in {len(tables)} table(s)",
     )
 
 
