@@ -8,7 +8,14 @@ from pathlib import Path
 
 from uaip_db.cli.reporter import Say, complain, finish, say
 from uaip_db.errors import UsageError
-from uaip_db.fleet.report import BEHIND, FleetReport, TargetResult, merge, read_reports
+from uaip_db.fleet.report import (
+    BEHIND,
+    FleetReport,
+    TargetResult,
+    fleet_reports_in,
+    merge,
+    read_reports,
+)
 
 
 def whole_number(value: str, flag: str, least: int) -> int:
@@ -107,14 +114,18 @@ def report(reports: str, *, as_json: bool = False, out: Say = say) -> None:
 
 
 def report_paths(reports: str) -> list[Path]:
-    """`a.json,b.json`, a glob (`reports/*.json`) or a folder (its *.json), in name order."""
+    """`a.json,b.json`, a glob (`reports/*.json`) or a folder (the fleet reports among its
+    *.json), in name order."""
     found: list[Path] = []
     for item in (part.strip() for part in reports.split(",")):
         if not item:
             continue
         path = Path(item).expanduser()
         if path.is_dir():
-            found += sorted(path.glob("*.json"))
+            in_folder = fleet_reports_in(path)
+            if not in_folder:
+                raise UsageError(f"No fleet report (fleet.upgrade --json) in {path}.")
+            found += in_folder
         elif any(char in item for char in "*?["):
             matches = (
                 sorted(Path().glob(item))

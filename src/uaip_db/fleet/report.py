@@ -177,6 +177,19 @@ class FleetReport:
         )
 
 
+def fleet_reports_in(folder: Path) -> list[Path]:
+    """The fleet reports among a folder's *.json (reports/ also holds release reports' JSON
+    twins), in name order."""
+    found = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            FleetReport.from_json(path.read_text(encoding="utf-8"), str(path))
+        except (OSError, UnicodeDecodeError, SettingsError):
+            continue
+        found.append(path)
+    return found
+
+
 def read_reports(paths: Sequence[Path | str]) -> list[tuple[str, FleetReport]]:
     if not paths:
         raise UsageError("Name the reports to merge: inv fleet.report SHARD-0.json SHARD-1.json.")
