@@ -130,8 +130,10 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Check style (ruff), migrations (squawk and our rules), that docs/schema/ is current, and
-    scripts/, the workflows and the compose file (shellcheck, check-jsonschema, zizmor; offline)."""
+    """Check style, migrations, docs/schema/, scripts/, workflows, compose and Kubernetes files.
+
+    ruff; squawk and our rules; docs/schema/ is current; shellcheck, check-jsonschema, zizmor and
+    kubernetes-validate, all offline."""
     session.install("-e", ".[dev]")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")

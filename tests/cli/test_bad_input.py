@@ -101,6 +101,12 @@ def test_invoke_usage_errors_exit_2(args: list[str]) -> None:
     assert "inv --help TASK" in result.stderr
 
 
+def test_an_unknown_task_points_at_the_list_of_tasks() -> None:
+    result = run_cli("inv", "db.upgrad")
+    one_clean_line(result, 2)
+    assert "'db.upgrad'" in result.stderr and "inv --list" in result.stderr
+
+
 def test_ctrl_d_at_the_prompt_stops(head_db: DatabaseConfig) -> None:
     env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
     env.update(child_env(head_db))

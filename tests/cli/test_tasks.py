@@ -265,10 +265,23 @@ def test_status_json_of_an_unreachable_database() -> None:
 
     nowhere = DatabaseConfig(host="127.0.0.1", port=free_port(), password="secret-xyz")
     result = run_cli("inv", "db.status", "--json", database=nowhere)
-    assert result.returncode == 0
+    assert result.returncode == 2, "a connection problem, as the README promises"
     status = json.loads(result.stdout)
     assert not status["reachable"] and "No PostgreSQL server answers" in status["error"]
     assert "secret-xyz" not in result.stdout
+    shown = run_cli("inv", "db.status", database=nowhere)
+    assert shown.returncode == 2 and "database: not reachable" in shown.stdout
+    assert "Traceback" not in shown.stderr
+
+
+def test_psql_with_a_refused_password_is_one_line_of_ours(head_db: DatabaseConfig) -> None:
+    from dataclasses import replace
+
+    wrong = replace(head_db, password="not-the-password")
+    result = run_cli("inv", "db.psql", "--command", "SELECT 1", database=wrong)
+    assert result.returncode == 2
+    assert "the password was refused" in result.stderr and "FATAL" not in result.stderr
+    assert "not-the-password" not in result.stderr
 
 
 def test_psql_on_the_configured_database(head_db: DatabaseConfig) -> None:

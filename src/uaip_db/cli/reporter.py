@@ -100,7 +100,12 @@ def usage_errors_exit_2() -> None:
             original(self)
         except ParseError as error:
             said = str(error).rstrip("!. ")
-            raise Exit(f"{said}. `inv --help TASK` lists its options.", code=USAGE) from None
+            hint = (
+                "`inv --list` shows the tasks"
+                if said.startswith("No idea what '") and not said.startswith("No idea what '-")
+                else "`inv --help TASK` lists its options"
+            )
+            raise Exit(f"{said}. {hint}.", code=USAGE) from None
 
     parse_tasks.exits_2 = True  # type: ignore[attr-defined]
     Program.parse_tasks = parse_tasks  # type: ignore[method-assign]

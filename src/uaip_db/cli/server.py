@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
-from uaip_db.cli.reporter import Say, say
+from uaip_db import pg
+from uaip_db.cli.reporter import Say, finish, say
+from uaip_db.errors import USAGE
 from uaip_db.migrations import history
 from uaip_db.migrations.baseline import BASELINE_REVISION, adopt
 from uaip_db.settings import DatabaseConfig
@@ -51,13 +53,15 @@ def status(*, as_json: bool = False, out: Say = say) -> None:
     state = database_state(config)
     if as_json:
         out(json.dumps({**json.loads(state.to_json()), "servers": servers}, indent=2))
+        if not state.reachable:
+            finish(USAGE)
         return
     out(f"settings: {config.display_url()} (DB_ENV={config.env})")
     for line in servers:
         out(line)
     if not state.reachable:
         out(f"database: not reachable: {state.error}")
-        return
+        finish(USAGE)  # the status is shown; the exit says the connection failed
     out(
         f"database: reachable, PostgreSQL {state.server_version}, "
         f"at {history.load().describe_current(tuple(state.current))}"
@@ -78,4 +82,8 @@ def psql(command: str | None = None) -> None:
 
     config = DatabaseConfig.from_env()
     program = process.tool("psql", find_bindir())
+    # Connect once first: a refused password or a missing database is our one line, not
+    # psql's FATAL.
+    with pg.connection(config):
+        pass
     process.replace_with_tool([program, *(["-c", command] if command else [])], config)

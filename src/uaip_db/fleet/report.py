@@ -152,7 +152,7 @@ class FleetReport:
             text = f"{len(failed)} target(s) failed: "
         text += ", ".join(failed) + "."
         if skipped:
-            text += f" {len(skipped)} were skipped because a canary failed."
+            text += f" {len(skipped)} target(s) skipped because a canary failed."
         if self.command == "upgrade":
             text += " Each stays at the revision it had; fix it and run the same command again."
         return text

@@ -46,7 +46,7 @@ class DockerCompose:
         if not docker_engine_answers():
             raise ServerError(
                 "No Docker engine answers here; start Docker, or use `inv db.up --backend local` "
-                "with PostgreSQL installed."
+                "(a local PostgreSQL 16, fetched once when the system has none)."
             )
 
     def up(self, config: DatabaseConfig) -> str:
