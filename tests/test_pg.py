@@ -89,3 +89,19 @@ def test_a_schema_named_after_the_role_does_not_capture_the_migrations(
     downgraded = run_cli("inv", "db.downgrade", "--rev", "base", "--yes", database=empty_db)
     assert downgraded.returncode == 0, downgraded.stderr
     assert sql(empty_db, "SELECT to_regclass('public.sessions')") == [(None,)]
+
+
+def test_a_connection_made_through_a_setting_blames_that_setting() -> None:
+    from uaip_db import pg
+    from uaip_db.errors import ConnectionProblem
+    from uaip_db.servers.scratch import free_port
+    from uaip_db.settings import scratch_place
+
+    port = free_port()
+    place = scratch_place({"UAIP_SCRATCH_URL": f"postgresql://admin:pw@127.0.0.1:{port}/postgres"})
+    assert place.admin is not None
+    # A throwaway database on that server, whose connection fails after the setting was checked.
+    with pytest.raises(ConnectionProblem) as failed:
+        pg.connect(place.admin.with_database("uaip_rehearsal_1"))
+    said = str(failed.value)
+    assert "UAIP_SCRATCH_URL" in said and "DB_HOST" not in said and "pw" not in said

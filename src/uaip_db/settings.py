@@ -197,7 +197,9 @@ def scratch_place(environ: Mapping[str, str] | None = None) -> ScratchPlace:
             "made; unset one."
         )
     if url:
-        return ScratchPlace(parse_database_url(url, SCRATCH_URL_SETTING), SCRATCH_URL_SETTING)
+        # Its connection errors name the setting (the admin connection may fail mid-run too).
+        admin = replace(parse_database_url(url, SCRATCH_URL_SETTING), origin=SCRATCH_URL_SETTING)
+        return ScratchPlace(admin, SCRATCH_URL_SETTING)
     if not choice and environ.get(TEST_SERVER_SETTING, "").strip().lower() == "env":
         return ScratchPlace(DatabaseConfig.from_env(environ), f"{TEST_SERVER_SETTING}=env")
     if choice == "env":
