@@ -144,6 +144,15 @@ def connection(
 MAINTENANCE_DATABASE = "postgres"
 
 
+def invalid_indexes(conn: psycopg.Connection[Any]) -> list[str]:
+    """Indexes left INVALID (a CONCURRENTLY build or drop that failed half-way)."""
+    rows = conn.execute(
+        "SELECT c.relname FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid "
+        "WHERE NOT i.indisvalid AND c.relnamespace = 'public'::regnamespace ORDER BY 1"
+    ).fetchall()
+    return [row[0] for row in rows]
+
+
 @contextmanager
 def admin_connection(config: DatabaseConfig) -> Iterator[psycopg.Connection[Any]]:
     """An autocommit connection to the server's maintenance database, as `config`'s role."""

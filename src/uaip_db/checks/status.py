@@ -16,7 +16,7 @@ from uaip_db.catalog.snapshot import Snapshot, diff, take_from
 from uaip_db.checks.verify import edited_revisions
 from uaip_db.errors import CHECK_FAILED, PENDING, CheckFailed, PendingMigrations
 from uaip_db.migrations import history, ledger, runner, snapshots
-from uaip_db.pg import connection
+from uaip_db.pg import connection, invalid_indexes
 from uaip_db.settings import DatabaseConfig
 
 if TYPE_CHECKING:
@@ -106,14 +106,6 @@ def has_tables(conn: psycopg.Connection[Any]) -> bool:
         "AND tablename NOT LIKE 'alembic\\_version%%' AND tablename NOT LIKE 'uaip\\_db\\_%%')"
     ).fetchone()
     return bool(row and row[0])
-
-
-def invalid_indexes(conn: psycopg.Connection[Any]) -> list[str]:
-    rows = conn.execute(
-        "SELECT c.relname FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid "
-        "WHERE NOT i.indisvalid AND c.relnamespace = 'public'::regnamespace ORDER BY 1"
-    ).fetchall()
-    return [row[0] for row in rows]
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,12 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from uaip_db import pg
-from uaip_db.checks.data_loss import downgrade_losses
-from uaip_db.checks.status import invalid_indexes
-from uaip_db.cli.backups import take_backup_first
 from uaip_db.cli.confirm import confirm_destructive
 from uaip_db.cli.reporter import Say, complain, say, timed
 from uaip_db.errors import CheckFailed, ConnectionProblem, UsageError
 from uaip_db.migrations import history, runner
 from uaip_db.migrations.lock import DEFAULT_WAIT_SECONDS
+from uaip_db.pg import invalid_indexes
 from uaip_db.settings import DatabaseConfig
 
 if TYPE_CHECKING:
@@ -71,6 +69,8 @@ def upgrade(
             return
         if backup_first or config.is_production:
             conn.close()  # a backup takes minutes; the lock gets a fresh connection
+        from uaip_db.cli.backups import take_backup_first
+
         take_backup_first(config, backup_first, out)
         out(f"Upgrading {config.display_url()} to {revision}:")
         outcome: dict[str, Any] = {}
@@ -153,6 +153,8 @@ def downgrade(
         loss = item.destroys_data_on_downgrade
         out(f"  {item.revision} {item.doc}" + (f"  [drops {loss}]" if loss else ""))
     out("  counting the rows it would drop...")
+    from uaip_db.checks.data_loss import downgrade_losses
+
     losses = downgrade_losses(config, target)
     if losses is None:
         out(f"  No committed snapshot of {target} tells what this drops; treating it as data loss.")
@@ -164,6 +166,8 @@ def downgrade(
         confirm_destructive(
             config, "drop data in" if drops else "downgrade", yes=yes, confirm_db=confirm_db
         )
+    from uaip_db.cli.backups import take_backup_first
+
     take_backup_first(config, backup_first, out)
     with runner.hold_lock(config, lock_wait, out):
         # Another runner may have moved the database while we asked; the plan must still hold.

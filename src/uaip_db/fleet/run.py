@@ -245,9 +245,8 @@ def read_target(job: UpgradeJob) -> TargetResult:
 def current_state(job: UpgradeJob) -> tuple[str, ...]:
     """The target's revisions, or a failure when no upgrade may start from there (a revision
     these scripts do not know, an INVALID index, a revision past the wanted one)."""
-    from uaip_db.checks.status import invalid_indexes
     from uaip_db.migrations import runner
-    from uaip_db.pg import connection
+    from uaip_db.pg import connection, invalid_indexes
 
     index = history.load()
     with connection(job.database) as conn:
