@@ -177,16 +177,23 @@ def take_from(conn: psycopg.Connection[Any], schemas: Sequence[str] = DEFAULT_SC
     if not schemas:
         raise ValueError("a snapshot needs at least one schema")
     objects: dict[str, dict[str, Any]] = {}
-    with conn.transaction(), conn.cursor(row_factory=dict_row) as cursor:
-        # The pg_get_* functions qualify names that are not on the search_path; pinning it
-        # (for this transaction only) makes their text independent of the role's settings.
-        cursor.execute(
-            sql.SQL("SET LOCAL search_path TO {}").format(
-                sql.SQL(", ").join(sql.Identifier(schema) for schema in schemas)
+    with conn.transaction():
+        # Every query is sent before any result is read (pipeline mode): one round trip, not
+        # one per query. The pg_get_* functions qualify names that are not on the search_path;
+        # pinning it (for this transaction only) makes their text independent of the role's.
+        with conn.pipeline() as pipeline:
+            conn.execute(
+                sql.SQL("SET LOCAL search_path TO {}").format(
+                    sql.SQL(", ").join(sql.Identifier(schema) for schema in schemas)
+                )
             )
-        )
-        for query in QUERIES:
-            for row in cursor.execute(query, {"schemas": list(schemas)}):
+            cursors = [conn.cursor(row_factory=dict_row) for _ in QUERIES]
+            for cursor, query in zip(cursors, QUERIES, strict=True):
+                cursor.execute(query, {"schemas": list(schemas)})
+            pipeline.sync()
+            results = [cursor.fetchall() for cursor in cursors]
+        for rows in results:
+            for row in rows:
                 key = row.pop("key")
                 attributes = {name: value for name, value in row.items() if value is not None}
                 if "body" in attributes:
