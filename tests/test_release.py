@@ -13,7 +13,7 @@ import pytest
 
 from tests.conftest import COMMENTS, EMAIL, HEAD, ROOT, WIDEN, run_cli, sql, write_revision
 from tests.release.conftest import git
-from uaip_db.migrations import runner, snapshots
+from uaip_db.migrations import applied, runner, snapshots
 from uaip_db.migrations.baseline import BASELINE_REVISION
 from uaip_db.servers.scratch import ScratchServer, child_env
 from uaip_db.settings import DatabaseConfig
@@ -66,7 +66,7 @@ def test_a_failing_backup_stops_the_change(behind_db: DatabaseConfig, tmp_path: 
         "inv", "db.upgrade", "--backup", database=behind_db, env={"UAIP_BACKUP_DIR": str(blocked)}
     )
     assert result.returncode != 0
-    assert runner.current_revisions(behind_db) == (WIDEN,)
+    assert applied.current_revisions(behind_db) == (WIDEN,)
 
 
 def test_rehearse_restores_upgrades_and_leaves_the_source_alone(
@@ -79,7 +79,7 @@ def test_rehearse_restores_upgrades_and_leaves_the_source_alone(
     assert f"applied {HEAD}" in result.stdout
     assert f"locks held by {COMMENTS}: ShareUpdateExclusiveLock on checkpoints" in result.stdout
     assert "Rehearsal passed" in result.stdout
-    assert runner.current_revisions(behind_db) == (WIDEN,)
+    assert applied.current_revisions(behind_db) == (WIDEN,)
 
 
 def test_rehearse_of_a_damaged_backup_never_calls_it_verified(
@@ -122,7 +122,7 @@ def test_release_check_writes_a_report_to_sign(
     assert "## 7. Rollback plan: PASS" in report and "COMMENT ON TABLE sessions IS NULL" in report
     assert "- [ ] Release manager" in report
     assert behind_db.password not in report
-    assert runner.current_revisions(behind_db) == (WIDEN,)
+    assert applied.current_revisions(behind_db) == (WIDEN,)
     # The rehearsal ran under writers by default, and says what they went through.
     assert "writers before the upgrade:" in report and "writers during the upgrade:" in report
     assert "longest writer wait behind the upgrade:" in report and "(budget 1 s)" in report
@@ -148,7 +148,7 @@ def test_release_check_fails_when_the_rehearsal_fails(
     assert "Overall: **FAIL**" in report
     assert "Revision ba0000000001 (Forbid bad project names) failed" in report
     assert "violated by some row" in report
-    assert runner.current_revisions(behind_db) == (WIDEN,)
+    assert applied.current_revisions(behind_db) == (WIDEN,)
     # The application would not start on what the failed upgrade left.
     assert "8. Application: FAIL" in result.stdout
     assert (
@@ -183,7 +183,7 @@ def test_release_check_fails_naming_the_statement_writers_wait_behind(
     # The writers are the default; --no-load rehearses without them, and the hold is no failure.
     quiet = run_cli("inv", "release.check", "--no-load", database=head_db, env=env)
     assert "6. Rehearsal: PASS" in quiet.stdout, quiet.stdout + quiet.stderr
-    assert runner.current_revisions(head_db) == (HEAD,)
+    assert applied.current_revisions(head_db) == (HEAD,)
 
 
 def test_without_a_backup_there_is_no_rehearsal_and_only_the_downgrade_back(
@@ -200,7 +200,7 @@ def test_without_a_backup_there_is_no_rehearsal_and_only_the_downgrade_back(
     rollback = section(report, 7)
     assert "**Only B is possible.**" in rollback
     assert "**A. Restore the backup**: not possible, no backup was taken." in rollback
-    assert runner.current_revisions(behind_db) == (WIDEN,)
+    assert applied.current_revisions(behind_db) == (WIDEN,)
 
 
 def test_rehearse_sees_the_locks_of_every_transaction_of_a_revision(
@@ -473,4 +473,4 @@ def test_the_application_item_runs_the_start_up_check_on_the_rehearsed_copy(
     assert copy is not None
     assert f"/{copy.group(1)} is at head {HEAD}; the migration scripts check out." in application
     assert "(item 8, PASS)" in report[report.index("## Sign-off") :]
-    assert runner.current_revisions(behind_db) == (WIDEN,)  # the source was never upgraded
+    assert applied.current_revisions(behind_db) == (WIDEN,)  # the source was never upgraded

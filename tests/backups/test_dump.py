@@ -19,7 +19,7 @@ from uaip_db.backups.dump import create_backup
 from uaip_db.backups.restore import restore_backup
 from uaip_db.catalog.snapshot import take
 from uaip_db.errors import SettingsError, UaipDbError
-from uaip_db.migrations import history, runner
+from uaip_db.migrations import applied, history
 from uaip_db.migrations.baseline import BASELINE_TABLES
 from uaip_db.servers.scratch import ScratchServer
 from uaip_db.settings import DatabaseConfig
@@ -46,7 +46,7 @@ def test_backup_drop_restore_keeps_every_row(
     assert made.manifest.fingerprint == fingerprint
     assert take(full_db) == take_snapshot(made.path)
     assert (
-        runner.current_revisions(full_db) == made.manifest.revisions == tuple(history.load().heads)
+        applied.current_revisions(full_db) == made.manifest.revisions == tuple(history.load().heads)
     )
     assert report.tables == len(made.manifest.row_counts)
     assert report.rows == sum(made.manifest.row_counts.values()) > 20 * SESSIONS // 2

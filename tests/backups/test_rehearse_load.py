@@ -14,7 +14,7 @@ from uaip_db.backups.dump import create_backup
 from uaip_db.backups.rehearse import rehearse
 from uaip_db.backups.workload import LoadSettings, Workload
 from uaip_db.errors import BackupError, SettingsError
-from uaip_db.migrations import runner, snapshots
+from uaip_db.migrations import applied, runner, snapshots
 from uaip_db.servers.scratch import ScratchServer
 from uaip_db.settings import DatabaseConfig
 
@@ -56,7 +56,7 @@ def test_a_statement_holding_a_table_lock_breaks_the_budget_and_is_named(
     summary = "\n".join(result.summary())
     assert f"{LOCK_SESSIONS}: AccessExclusiveLock on sessions, held" in summary
     assert result.load.to_json()["passed"] is False
-    assert runner.current_revisions(head_db) == (HEAD,)
+    assert applied.current_revisions(head_db) == (HEAD,)
 
 
 def test_a_short_stall_is_seen_and_charged_but_within_the_budget(
@@ -92,7 +92,7 @@ def test_the_projects_own_revisions_pass_the_gate_with_latencies(
     assert all(s.held_seconds is not None for s in measured.statements)
     assert measured.samples > 0
     assert "writers during the upgrade:" in "\n".join(result.summary())
-    assert runner.current_revisions(head_db) == (WIDEN,)
+    assert applied.current_revisions(head_db) == (WIDEN,)
 
 
 def test_writer_errors_are_counted_and_fail_the_rehearsal(

@@ -17,7 +17,7 @@ from uaip_db import pg
 from uaip_db.backups import manifest as manifests
 from uaip_db.backups import throwaway
 from uaip_db.errors import CheckFailed
-from uaip_db.migrations import runner
+from uaip_db.migrations import applied, runner
 from uaip_db.servers.scratch import ScratchServer
 from uaip_db.settings import DatabaseConfig
 
@@ -113,7 +113,7 @@ def test_a_production_upgrade_without_a_place_for_its_backup_check_names_the_set
     said = one_line(result, 2)
     assert "UAIP_SCRATCH_URL" in said and f"{behind_head.user} may not create databases" in said
     assert behind_head.name not in said and behind_head.password not in result.stdout + said
-    assert runner.current_revisions(behind_head) == (CHAIN[-2],)
+    assert applied.current_revisions(behind_head) == (CHAIN[-2],)
     assert backups_in(tmp_path) == []  # no backup written that could not be checked
 
 
@@ -147,7 +147,7 @@ def test_a_rehearsal_without_a_place_names_the_setting(
     env["UAIP_SCRATCH"] = "env"
     said = one_line(run_cli("inv", "db.rehearse", database=behind_head, env=env), 2)
     assert "UAIP_SCRATCH_URL" in said and behind_head.name not in said
-    assert runner.current_revisions(behind_head) == (CHAIN[-2],)
+    assert applied.current_revisions(behind_head) == (CHAIN[-2],)
 
 
 def test_an_admin_connection_in_uaip_scratch_url_lets_a_production_upgrade_back_up_first(
@@ -165,7 +165,7 @@ def test_an_admin_connection_in_uaip_scratch_url_lets_a_production_upgrade_back_
     assert result.returncode == 0, result.stderr
     assert "proven restorable" in result.stdout
     assert admin.password not in result.stdout + result.stderr
-    assert runner.current_revisions(behind_head) == (CHAIN[-1],)
+    assert applied.current_revisions(behind_head) == (CHAIN[-1],)
     (backup,) = backups_in(tmp_path)
     assert manifests.check_files(backup).state == manifests.VERIFIED
     assert not [name for name in names(server) if name.startswith(throwaway.VERIFY_PREFIX)]

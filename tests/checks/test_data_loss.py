@@ -11,7 +11,7 @@ from uaip_db.catalog.snapshot import Snapshot
 from uaip_db.checks import roundtrip
 from uaip_db.checks.data_loss import DataLoss, lost_objects, undeclared
 from uaip_db.errors import RoundtripFailed
-from uaip_db.migrations import runner
+from uaip_db.migrations import applied, runner
 from uaip_db.servers.scratch import ScratchServer
 from uaip_db.settings import DatabaseConfig
 
@@ -68,10 +68,10 @@ def test_an_unmarked_downgrade_of_a_table_with_rows_is_refused(
     assert "would drop zz_test_notes: 10 row(s)" in refused.stdout
     assert "--yes" in refused.stderr
     assert sql(empty_db, "SELECT count(*) FROM zz_test_notes") == [(10,)]
-    assert runner.current_revisions(empty_db) == (NOTES,)
+    assert applied.current_revisions(empty_db) == (NOTES,)
     done = run_cli("inv", "db.downgrade", "--yes", database=empty_db, env=env)
     assert done.returncode == 0, done.stderr
-    assert runner.current_revisions(empty_db) == (HEAD,)
+    assert applied.current_revisions(empty_db) == (HEAD,)
 
 
 def test_an_empty_new_table_downgrades_without_asking(
@@ -81,7 +81,7 @@ def test_an_empty_new_table_downgrades_without_asking(
     runner.upgrade(empty_db, "head")
     result = run_cli("inv", "db.downgrade", database=empty_db, env={"UAIP_DB_ROOT": str(checkout)})
     assert result.returncode == 0, result.stderr
-    assert runner.current_revisions(empty_db) == (HEAD,)
+    assert applied.current_revisions(empty_db) == (HEAD,)
 
 
 def test_the_round_trip_catches_rows_an_unmarked_downgrade_drops(

@@ -10,7 +10,7 @@ import pytest
 
 import uaip_db
 from tests.conftest import CHAIN, HEAD, WIDEN, run_cli, sql, write_revision
-from uaip_db.migrations import runner
+from uaip_db.migrations import applied, runner
 from uaip_db.settings import DatabaseConfig
 
 
@@ -170,7 +170,7 @@ def test_stamp_auto_refuses_stale_snapshots(empty_db: DatabaseConfig, checkout: 
     )
     assert result.returncode == 1
     assert "run `inv db.snapshots`" in result.stderr
-    assert runner.current_revisions(empty_db) == ()
+    assert applied.current_revisions(empty_db) == ()
 
 
 def test_a_new_revision_with_two_heads_is_one_line(checkout: Path) -> None:

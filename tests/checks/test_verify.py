@@ -9,7 +9,7 @@ import pytest
 from tests.conftest import HEAD, WIDEN, run_cli, sql
 from uaip_db.catalog import expected
 from uaip_db.catalog.snapshot import take
-from uaip_db.migrations import runner, snapshots
+from uaip_db.migrations import applied, snapshots
 from uaip_db.migrations.baseline import seed
 from uaip_db.servers.local import find_bindir
 from uaip_db.servers.scratch import ScratchServer
@@ -93,7 +93,7 @@ def test_stamp_refuses_a_revision_the_schema_does_not_match(empty_db: DatabaseCo
     assert sql(empty_db, "SELECT to_regclass('alembic_version')") == [(None,)]
     forced = run_cli("inv", "db.stamp", "--rev", WIDEN, "--force", database=empty_db)
     assert forced.returncode == 0 and "despite" in forced.stdout
-    assert runner.current_revisions(empty_db) == (WIDEN,)
+    assert applied.current_revisions(empty_db) == (WIDEN,)
 
 
 def test_stamp_auto_refuses_a_schema_that_matches_nothing(empty_db: DatabaseConfig) -> None:
@@ -119,7 +119,7 @@ def test_offline_sql_builds_the_same_schema(
     assert bindir is not None
     rendered = run_cli("inv", "db.upgrade", "--sql", database=empty_db)
     assert rendered.returncode == 0, rendered.stderr
-    applied = subprocess.run(
+    ran = subprocess.run(
         [str(bindir / "psql"), "-v", "ON_ERROR_STOP=1", "-q", "-X"],
         input=rendered.stdout,
         env={"PATH": "/usr/bin:/bin", **empty_db.libpq_env()},
@@ -127,9 +127,9 @@ def test_offline_sql_builds_the_same_schema(
         text=True,
         check=False,
     )
-    assert applied.returncode == 0, applied.stderr
+    assert ran.returncode == 0, ran.stderr
     assert take(empty_db) == take(head_db)
-    assert runner.current_revisions(empty_db) == (HEAD,)
+    assert applied.current_revisions(empty_db) == (HEAD,)
 
 
 def test_a_container_database_built_from_init_sql_is_adopted(empty_db: DatabaseConfig) -> None:
@@ -138,7 +138,7 @@ def test_a_container_database_built_from_init_sql_is_adopted(empty_db: DatabaseC
     seed(empty_db)
     lines: list[str] = []
     assert adopt_init_sql_database(empty_db, lines.append)
-    assert runner.current_revisions(empty_db) == ("03033cebb647",)
+    assert applied.current_revisions(empty_db) == ("03033cebb647",)
     assert "recorded revision 03033cebb647" in lines[0]
     assert not adopt_init_sql_database(empty_db, lines.append)
 
@@ -149,5 +149,5 @@ def test_a_drifted_container_database_is_left_alone(empty_db: DatabaseConfig) ->
     seed(empty_db)
     sql(empty_db, "ALTER TABLE sessions ADD COLUMN nickname text")
     assert not adopt_init_sql_database(empty_db, print)
-    assert runner.current_revisions(empty_db) == ()
+    assert applied.current_revisions(empty_db) == ()
     assert not adopt_init_sql_database(empty_db.with_database(empty_db.name), print)

@@ -20,7 +20,7 @@ from tests.conftest import BIN, CHAIN, EMAIL, HEAD, ROOT, SETTING_NAMES, run_cli
 from tests.servers.roles import limited_role
 from tests.servers.standby import hot_standby
 from uaip_db import pg
-from uaip_db.migrations import runner
+from uaip_db.migrations import applied, runner
 from uaip_db.migrations.baseline import BASELINE_REVISION, seed
 from uaip_db.servers.scratch import (
     ScratchCluster,
@@ -54,7 +54,7 @@ def test_bad_migration_settings_change_nothing(
     result = run_cli("inv", "db.upgrade", database=empty_db, env=env)
     one_clean_line(result, 2)
     assert named in result.stderr
-    assert runner.current_revisions(empty_db) == ()
+    assert applied.current_revisions(empty_db) == ()
 
 
 def test_a_bad_lock_wait_under_plain_alembic(empty_db: DatabaseConfig, tmp_path: Path) -> None:
@@ -70,7 +70,7 @@ def test_a_bad_lock_wait_under_plain_alembic(empty_db: DatabaseConfig, tmp_path:
     )
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "UAIP_LOCK_WAIT='abc'" in result.stderr
-    assert runner.current_revisions(empty_db) == ()
+    assert applied.current_revisions(empty_db) == ()
 
 
 def test_a_dotenv_that_is_not_utf8(tmp_path: Path) -> None:
@@ -89,7 +89,7 @@ def test_an_empty_revision(head_db: DatabaseConfig, task: str) -> None:
     result = run_cli("inv", task, "--rev", "", database=head_db)
     one_clean_line(result, 2)
     assert "--rev needs" in result.stderr
-    assert runner.current_revisions(head_db) == (HEAD,)
+    assert applied.current_revisions(head_db) == (HEAD,)
 
 
 @pytest.mark.parametrize(
@@ -138,7 +138,7 @@ def test_ctrl_d_at_the_prompt_stops(head_db: DatabaseConfig) -> None:
         seen += chunk
     os.close(controller)
     assert b"Stopped; nothing was changed." in seen and b"Traceback" not in seen
-    assert runner.current_revisions(head_db) == (HEAD,)
+    assert applied.current_revisions(head_db) == (HEAD,)
 
 
 def test_ctrl_c_during_a_concurrent_index_build(empty_db: DatabaseConfig) -> None:
@@ -173,7 +173,7 @@ def test_ctrl_c_during_a_concurrent_index_build(empty_db: DatabaseConfig) -> Non
     assert process.returncode == 130, err
     assert "Interrupted" in err and "Traceback" not in err
     assert "reconnect" not in err
-    assert runner.current_revisions(empty_db) == (BASELINE_REVISION,)
+    assert applied.current_revisions(empty_db) == (BASELINE_REVISION,)
 
 
 def test_a_lock_timeout_inside_a_concurrent_build_is_named_and_retried(
@@ -235,12 +235,12 @@ def names_the_standby(result: subprocess.CompletedProcess[str]) -> None:
 )
 def test_a_stamp_on_a_hot_standby_says_it_is_a_standby(standby: Standby, args: list[str]) -> None:
     names_the_standby(run_cli("inv", *args, database=standby.seeded))
-    assert runner.current_revisions(standby.seeded) == ()
+    assert applied.current_revisions(standby.seeded) == ()
 
 
 def test_an_upgrade_on_a_hot_standby_says_it_is_a_standby(standby: Standby) -> None:
     names_the_standby(run_cli("inv", "db.upgrade", database=standby.behind))
-    assert runner.current_revisions(standby.behind) == (CHAIN[-2],)
+    assert applied.current_revisions(standby.behind) == (CHAIN[-2],)
 
 
 @pytest.mark.parametrize("place", ["UAIP_SCRATCH", "UAIP_TEST_SERVER"])
@@ -263,7 +263,7 @@ def test_a_database_read_only_by_default_is_named(empty_db: DatabaseConfig) -> N
     one_clean_line(result, 2)
     assert "default_transaction_read_only is on" in result.stderr
     assert "fix the migration" not in result.stderr
-    assert runner.current_revisions(empty_db) == (CHAIN[-2],)
+    assert applied.current_revisions(empty_db) == (CHAIN[-2],)
 
 
 def test_a_missing_privilege_is_named_not_the_migration(
@@ -281,7 +281,7 @@ def test_a_missing_privilege_is_named_not_the_migration(
     assert f"The role {role.user} lacks a privilege" in result.stderr
     assert "must be owner" in result.stderr or "permission denied" in result.stderr
     assert "fix the migration" not in result.stderr
-    assert runner.current_revisions(empty_db) == (CHAIN[-2],)
+    assert applied.current_revisions(empty_db) == (CHAIN[-2],)
 
 
 @pytest.mark.parametrize(

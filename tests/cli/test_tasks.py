@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import CHAIN, COMMENTS, HEAD, ROOT, WIDEN, run_cli, sql
-from uaip_db.migrations import runner
+from uaip_db.migrations import applied, runner
 from uaip_db.servers.scratch import ScratchServer, free_port
 from uaip_db.settings import DatabaseConfig
 
@@ -223,7 +223,7 @@ def test_upgrade_sql_renders_what_this_database_is_missing(empty_db: DatabaseCon
     assert "CREATE TABLE sessions" not in result.stdout
     ranged = run_cli("inv", "db.upgrade", "--sql", "--rev", "current:head", database=empty_db)
     assert ranged.returncode == 0 and ranged.stdout == result.stdout
-    assert runner.current_revisions(empty_db) == (WIDEN,)  # nothing was applied
+    assert applied.current_revisions(empty_db) == (WIDEN,)  # nothing was applied
 
 
 def test_upgrade_sql_without_a_database_renders_from_base() -> None:
@@ -242,7 +242,7 @@ def test_a_url_that_would_reach_another_database_is_refused(empty_db: DatabaseCo
     result = run_cli("inv", "db.upgrade", env={"DATABASE_URL": url, "DB_PASSWORD": ""})
     assert result.returncode == 2
     assert "could connect somewhere other than the URL names" in result.stderr
-    assert runner.current_revisions(empty_db) == ()
+    assert applied.current_revisions(empty_db) == ()
 
 
 def test_status_current_and_history_as_json(empty_db: DatabaseConfig) -> None:

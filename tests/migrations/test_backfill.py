@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import BIN, HEAD, ROOT, SETTING_NAMES, run_cli, sql
 from tests.migrations.test_safety import until
 from uaip_db.errors import MigrationError
-from uaip_db.migrations import backfill, runner
+from uaip_db.migrations import applied, backfill, runner
 from uaip_db.servers.scratch import child_env
 from uaip_db.settings import DatabaseConfig
 
@@ -220,7 +220,7 @@ def test_killed_half_way_the_next_run_finishes_every_row_exactly_once(
     done = sql(head_db, f"SELECT rows_done, finished_at FROM {PROGRESS}")
     assert len(done) == 1 and 500 <= done[0][0] < 3000 and done[0][1] is None
     assert sql(head_db, "SELECT count(*) FROM backfill_seen") == [(done[0][0],)]
-    assert runner.current_revisions(head_db) == (HEAD,)
+    assert applied.current_revisions(head_db) == (HEAD,)
     write_example(checkout, **{"batch_rows=5_000": "batch_rows=100"})
     # Resumed, the same backfill (same table, set and where) picks up its progress row.
     result = run_cli("inv", "db.upgrade", database=head_db, env={"UAIP_DB_ROOT": str(checkout)})
@@ -228,13 +228,13 @@ def test_killed_half_way_the_next_run_finishes_every_row_exactly_once(
     assert f"applied {EXAMPLE}" in result.stdout
     assert "backfill conversation_history: 3000 of 3000 rows (100%)" in result.stdout
     every_row_once(head_db)
-    assert runner.current_revisions(head_db) == (EXAMPLE,)
+    assert applied.current_revisions(head_db) == (EXAMPLE,)
 
     down = run_cli(
         "inv", "db.downgrade", "--yes", database=head_db, env={"UAIP_DB_ROOT": str(checkout)}
     )
     assert down.returncode == 0, down.stderr
-    assert runner.current_revisions(head_db) == (HEAD,)
+    assert applied.current_revisions(head_db) == (HEAD,)
     assert sql(
         head_db,
         "SELECT count(*) FROM information_schema.columns WHERE column_name = 'content_length'",
@@ -301,7 +301,7 @@ def test_the_offline_sql_does_the_same_in_batches(head_db: DatabaseConfig, check
         300,
         300,
     ]
-    assert runner.current_revisions(head_db) == (EXAMPLE,)
+    assert applied.current_revisions(head_db) == (EXAMPLE,)
 
 
 def test_a_foreign_key_is_added_not_valid_then_validated(
@@ -404,4 +404,4 @@ def test_plain_alembic_shows_the_progress_too(head_db: DatabaseConfig, checkout:
     assert result.returncode == 0, result.stderr
     output = result.stdout + result.stderr
     assert "backfill conversation_history: 300 of 300 rows (100%)" in output, output
-    assert runner.current_revisions(head_db) == (EXAMPLE,)
+    assert applied.current_revisions(head_db) == (EXAMPLE,)

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import HEAD_TABLES, sql
 from uaip_db import paths
-from uaip_db.migrations import runner
+from uaip_db.migrations import applied, runner
 from uaip_db.migrations.baseline import (
     BASELINE_FUNCTIONS,
     BASELINE_REVISION,
@@ -210,7 +210,7 @@ def test_downgrade_to_base_leaves_nothing_behind(empty_db: DatabaseConfig) -> No
     assert names(empty_db, USER_OBJECTS) > before
     runner.downgrade(empty_db, "base")
     assert names(empty_db, USER_OBJECTS) == before
-    assert runner.current_revisions(empty_db) == ()
+    assert applied.current_revisions(empty_db) == ()
 
 
 def test_the_seeded_path_reaches_the_same_head(
@@ -219,7 +219,7 @@ def test_the_seeded_path_reaches_the_same_head(
     seed(empty_db)
     runner.stamp(empty_db, BASELINE_REVISION)
     runner.upgrade(empty_db, "head")
-    assert runner.current_revisions(empty_db) == runner.current_revisions(head_db)
+    assert applied.current_revisions(empty_db) == applied.current_revisions(head_db)
     columns = """
         SELECT c.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
                || coalesce(' default ' || pg_get_expr(d.adbin, d.adrelid), '')

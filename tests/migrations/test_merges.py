@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import HEAD, run_cli, write_revision
 from uaip_db.checks import roundtrip
-from uaip_db.migrations import history, runner, snapshots
+from uaip_db.migrations import applied, history, runner, snapshots
 from uaip_db.servers.scratch import ScratchServer
 from uaip_db.settings import DatabaseConfig
 
@@ -87,12 +87,12 @@ def test_downgrade_plans_across_the_merge(merged: Path, empty_db: DatabaseConfig
     to_head = run_cli("inv", "db.downgrade", "--rev", HEAD, "--yes", database=empty_db, env=env)
     assert to_head.returncode == 0, to_head.stderr
     assert "by 3 revision(s)" in to_head.stdout
-    assert runner.current_revisions(empty_db) == (HEAD,)
+    assert applied.current_revisions(empty_db) == (HEAD,)
     runner.upgrade(empty_db, "head")
     to_base = run_cli("inv", "db.downgrade", "--rev", "base", "--yes", database=empty_db, env=env)
     assert to_base.returncode == 0, to_base.stderr
     assert f"by {len(history.load().order)} revision(s)" in to_base.stdout
-    assert runner.current_revisions(empty_db) == ()
+    assert applied.current_revisions(empty_db) == ()
 
 
 def test_the_round_trip_walks_both_branches_and_the_merge(

@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import CHAIN, EMAIL, HEAD, WIDEN, sql
 from uaip_db.errors import MigrationError, SettingsError
-from uaip_db.migrations import history, runner
+from uaip_db.migrations import applied, history, runner
 from uaip_db.migrations.baseline import BASELINE_REVISION
 from uaip_db.settings import DatabaseConfig
 
@@ -18,10 +18,12 @@ def test_one_linear_head() -> None:
 
 
 def test_pending_revisions_walk_from_the_current_one(empty_db: DatabaseConfig) -> None:
-    assert [s.revision for s in history.load().pending(runner.current_revisions(empty_db))] == CHAIN
+    assert [
+        s.revision for s in history.load().pending(applied.current_revisions(empty_db))
+    ] == CHAIN
     runner.upgrade(empty_db, EMAIL)
-    assert runner.current_revisions(empty_db) == (EMAIL,)
-    pending = history.load().pending(runner.current_revisions(empty_db))
+    assert applied.current_revisions(empty_db) == (EMAIL,)
+    pending = history.load().pending(applied.current_revisions(empty_db))
     assert [s.revision for s in pending] == CHAIN[CHAIN.index(WIDEN) :]
 
 
@@ -40,14 +42,14 @@ def test_unknown_revision_is_a_usage_error(empty_db: DatabaseConfig) -> None:
 def test_downgrade_past_base_is_a_usage_error(head_db: DatabaseConfig) -> None:
     with pytest.raises(SettingsError, match="not that many revisions"):
         runner.downgrade(head_db, f"-{len(CHAIN) + 1}")
-    assert runner.current_revisions(head_db) == (HEAD,)
+    assert applied.current_revisions(head_db) == (HEAD,)
 
 
 def test_narrowing_user_id_refuses_to_truncate(head_db: DatabaseConfig) -> None:
     sql(head_db, "INSERT INTO sessions (user_id) VALUES (repeat('x', 300))")
     with pytest.raises(MigrationError, match=r"sessions.user_id has 1 value\(s\) longer than 255"):
         runner.downgrade(head_db, EMAIL)
-    assert runner.current_revisions(head_db) == (WIDEN,)
+    assert applied.current_revisions(head_db) == (WIDEN,)
     assert sql(head_db, "SELECT length(user_id) FROM sessions") == [(300,)]
 
 
@@ -68,7 +70,7 @@ def test_the_email_revision_finishes_an_interrupted_run(empty_db: DatabaseConfig
         "UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'idx_sessions_email'::regclass",
     )
     runner.upgrade(empty_db, "head")
-    assert runner.current_revisions(empty_db) == (HEAD,)
+    assert applied.current_revisions(empty_db) == (HEAD,)
     assert sql(
         empty_db,
         "SELECT indisvalid FROM pg_index WHERE indexrelid = 'idx_sessions_email'::regclass",
@@ -82,7 +84,7 @@ def test_a_failing_migration_names_the_revision_it_stopped_at(head_db: DatabaseC
         runner.upgrade(head_db, "head")
     assert 'relation "sessions" does not exist' in str(raised.value)
     assert "stays at revision 03033cebb647" in str(raised.value)
-    assert runner.current_revisions(head_db) == (BASELINE_REVISION,)
+    assert applied.current_revisions(head_db) == (BASELINE_REVISION,)
 
 
 def test_offline_sql_renders_the_whole_chain(capsys: pytest.CaptureFixture[str]) -> None:

@@ -29,7 +29,7 @@ from tests.conftest import (
 )
 from uaip_db.catalog import expected
 from uaip_db.catalog.snapshot import diff, take
-from uaip_db.migrations import history, runner
+from uaip_db.migrations import applied, history, runner
 from uaip_db.servers.scratch import child_env
 from uaip_db.settings import DatabaseConfig
 
@@ -101,7 +101,7 @@ def test_a_revision_failing_halfway_leaves_the_previous_schema(
     assert "division by zero" in result.stderr
     assert f"stays at revision {HEAD}" in result.stderr
     assert "Traceback" not in result.stderr
-    assert runner.current_revisions(empty_db) == (HEAD,)
+    assert applied.current_revisions(empty_db) == (HEAD,)
     assert diff(expected.snapshot(HEAD), take(empty_db)) == []
 
 
@@ -141,7 +141,7 @@ def test_sigkill_at_any_moment_then_upgrade_finishes(
             "inv", "db.upgrade", database=empty_db, env={"UAIP_DB_ROOT": str(checkout)}
         )
         assert finish.returncode == 0, finish.stderr
-        assert runner.current_revisions(empty_db) == ("51ee9a000001",)
+        assert applied.current_revisions(empty_db) == ("51ee9a000001",)
         tables = sql(empty_db, "SELECT count(*) FROM pg_tables WHERE tablename = 'slow_one'")
         assert tables == [(1,)]
         valid = sql(empty_db, "SELECT bool_and(indisvalid) FROM pg_index")
@@ -171,7 +171,7 @@ def test_a_lock_timeout_is_retried_then_reported(head_db: DatabaseConfig) -> Non
     assert "could not take a lock within lock_timeout" in result.stderr
     assert "Gave up after 2 attempt(s)" in result.stderr
     assert re.search(r"Trying again in \d+\.\d s", result.stdout)
-    assert runner.current_revisions(head_db) == (EMAIL,)
+    assert applied.current_revisions(head_db) == (EMAIL,)
 
 
 def test_a_lock_released_during_the_retries_lets_the_upgrade_through(
@@ -196,7 +196,7 @@ def test_a_lock_released_during_the_retries_lets_the_upgrade_through(
     )
     assert result.returncode == 0, result.stderr
     assert "Trying again" in result.stdout
-    assert runner.current_revisions(head_db) == (HEAD,)
+    assert applied.current_revisions(head_db) == (HEAD,)
 
 
 @pytest.mark.parametrize(
@@ -214,7 +214,7 @@ def test_production_refuses_without_yes_and_the_name(
     result = run_cli("inv", *args, database=head_db, env={"DB_ENV": "production"})
     assert result.returncode == 2
     assert f"--yes --confirm-db {head_db.name}" in result.stderr
-    assert runner.current_revisions(head_db) == (HEAD,)
+    assert applied.current_revisions(head_db) == (HEAD,)
 
 
 def test_production_goes_on_with_yes_and_the_name_after_a_backup(
@@ -232,7 +232,7 @@ def test_production_goes_on_with_yes_and_the_name_after_a_backup(
     assert result.returncode == 0, result.stderr
     assert "Taking a verified backup first (DB_ENV=production)" in result.stdout
     assert len(list(tmp_path.glob("*/manifest.json"))) == 1
-    assert runner.current_revisions(head_db) == (CHAIN[-2],)
+    assert applied.current_revisions(head_db) == (CHAIN[-2],)
 
 
 def test_outside_production_a_data_dropping_downgrade_asks_for_yes(head_db: DatabaseConfig) -> None:
@@ -240,7 +240,7 @@ def test_outside_production_a_data_dropping_downgrade_asks_for_yes(head_db: Data
     assert result.returncode == 2
     assert "drops sessions.email" in result.stdout
     assert "--yes" in result.stderr
-    assert runner.current_revisions(head_db) == (HEAD,)
+    assert applied.current_revisions(head_db) == (HEAD,)
 
 
 @pytest.mark.parametrize(
@@ -389,7 +389,7 @@ def test_a_downgrade_whose_plan_changed_while_it_waited_reverts_nothing(
     out, err = waiting.communicate(timeout=60)
     assert waiting.returncode == 2, out + err
     assert "The database changed while this downgrade waited" in err
-    assert runner.current_revisions(head_db) == (WIDEN,)
+    assert applied.current_revisions(head_db) == (WIDEN,)
 
 
 def test_lint_since_an_unknown_revision() -> None:
@@ -454,7 +454,7 @@ def test_a_stamp_checks_the_schema_again_under_the_lock(empty_db: DatabaseConfig
     out, err = waiting.communicate(timeout=60)
     assert waiting.returncode == 2, out + err
     assert "The schema changed while this stamp waited" in err
-    assert runner.current_revisions(empty_db) == (HEAD,)
+    assert applied.current_revisions(empty_db) == (HEAD,)
 
 
 def test_a_failed_concurrent_drop_leaves_no_invalid_index_unnoticed(
@@ -474,7 +474,7 @@ def test_a_failed_concurrent_drop_leaves_no_invalid_index_unnoticed(
             env={"UAIP_LOCK_TIMEOUT": "300ms", "UAIP_LOCK_RETRIES": "0"},
         )
         assert failed.returncode == 1, failed.stdout + failed.stderr
-        assert runner.current_revisions(empty_db) == (EMAIL,)
+        assert applied.current_revisions(empty_db) == (EMAIL,)
         assert sql(empty_db, invalid) == [(1,)]
         checked = run_cli("inv", "db.check", database=empty_db)
         assert checked.returncode == 1
@@ -484,7 +484,7 @@ def test_a_failed_concurrent_drop_leaves_no_invalid_index_unnoticed(
     upgraded = run_cli("inv", "db.upgrade", database=empty_db)
     assert upgraded.returncode == 1, upgraded.stdout  # at head, but never "nothing to do"
     assert "Index idx_sessions_email is INVALID" in upgraded.stderr
-    assert runner.current_revisions(empty_db) == (HEAD,)
+    assert applied.current_revisions(empty_db) == (HEAD,)
 
 
 def test_the_lock_survives_idle_session_timeout(empty_db: DatabaseConfig, checkout: Path) -> None:
@@ -505,7 +505,7 @@ def test_the_lock_survives_idle_session_timeout(empty_db: DatabaseConfig, checko
     procs, outputs = upgrades_at_once(2, empty_db, UAIP_DB_ROOT=str(checkout))
     assert [proc.returncode for proc in procs] == [0, 0], [err for _, err in outputs]
     assert sql(empty_db, "SELECT last_value FROM slow_runs") == [(1,)]
-    assert runner.current_revisions(empty_db) == ("51ee9a000002",)
+    assert applied.current_revisions(empty_db) == ("51ee9a000002",)
 
 
 WRITER_STALL_LIMIT = 1.0
@@ -557,4 +557,4 @@ def test_writers_never_wait_a_second_behind_a_migration(empty_db: DatabaseConfig
     assert errors == []
     assert max(stalls) < WRITER_STALL_LIMIT, f"a writer waited {max(stalls):.2f} s"
     wanted = EMAIL if how == "downgrade" else HEAD
-    assert runner.current_revisions(empty_db) == (wanted,)
+    assert applied.current_revisions(empty_db) == (wanted,)

@@ -12,7 +12,7 @@ from tests.conftest import ROOT, WIDEN, sql
 from tests.release.conftest import git
 from uaip_db.backups import manifest as manifests
 from uaip_db.backups import restore as restoring
-from uaip_db.migrations import runner
+from uaip_db.migrations import applied, runner
 from uaip_db.release.check import release_check
 from uaip_db.settings import DatabaseConfig
 
@@ -84,7 +84,7 @@ def test_a_backup_that_does_not_restore_fails_and_is_offered_as_no_way_back(
     assert manifests.read_manifest(folder).state == manifests.VERIFY_FAILED
     rollback = next(item for item in report.items if item.key == "rollback")
     assert "not possible" in "\n".join(rollback.body)
-    assert runner.current_revisions(behind) == (WIDEN,)
+    assert applied.current_revisions(behind) == (WIDEN,)
 
 
 def manifests_in(directory: Path) -> list[tuple[Path, manifests.Manifest]]:

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 from tests.conftest import EMAIL, WIDEN, sql
 from tests.release.conftest import psql_file
-from uaip_db.migrations import history, runner
+from uaip_db.migrations import applied, history, runner
 from uaip_db.release.rollback import downgrade_cost, rollback_item
 from uaip_db.settings import DatabaseConfig
 
@@ -40,14 +40,14 @@ def test_the_rollback_sql_refuses_to_truncate_then_runs_once_values_fit(
     assert refused.returncode != 0
     assert "sessions.user_id has 1 value(s) longer than 255 characters" in refused.stderr
     assert user_id_type(head_db) == "character varying(500)"
-    assert runner.current_revisions(head_db) == (WIDEN,)
+    assert applied.current_revisions(head_db) == (WIDEN,)
     assert sql(head_db, "SELECT count(*) FROM sessions") == [(2,)]
 
     sql(head_db, "DELETE FROM sessions WHERE length(user_id) > 255")
     done = psql_file(head_db, rollback)
     assert done.returncode == 0, done.stderr
     assert user_id_type(head_db) == "character varying(255)"
-    assert runner.current_revisions(head_db) == (EMAIL,)
+    assert applied.current_revisions(head_db) == (EMAIL,)
     assert sql(head_db, "SELECT user_id FROM sessions") == [("short",)]
 
 

@@ -16,7 +16,7 @@ from tests.scripts.conftest import PROGRAMS, SCRIPTS, closed_port, run_script
 from uaip_db.backups import manifest as manifests
 from uaip_db.backups.dump import create_backup, row_counts
 from uaip_db.errors import CheckFailed
-from uaip_db.migrations import runner
+from uaip_db.migrations import applied, runner
 from uaip_db.pg import connection
 from uaip_db.servers.scratch import ScratchServer
 from uaip_db.settings import DatabaseConfig
@@ -86,7 +86,7 @@ def test_a_script_backup_restores_with_inv_db_restore(
     manifest = manifests.check_files(made)
     with connection(full_db) as conn:
         assert manifest.row_counts == row_counts(conn)
-    assert manifest.revisions == runner.current_revisions(full_db)
+    assert manifest.revisions == applied.current_revisions(full_db)
     assert (manifest.state, manifest.records_schema, manifest.objects) == (
         manifests.UNCHECKED,
         False,
@@ -239,7 +239,7 @@ def test_ci_migrate_waits_backs_up_migrates_and_checks(
         "== alembic upgrade head",
         "== check (inv db.check)",
     ]
-    assert runner.current_revisions(empty_db) == (HEAD,)
+    assert applied.current_revisions(empty_db) == (HEAD,)
     assert manifests.check_files(only_backup(tmp_path)).revisions == ()
 
 
@@ -264,7 +264,7 @@ def test_ci_migrate_stops_at_the_first_failure_with_its_status(
     assert no_backup.returncode == 2
     assert "back up failed (exit 2)" in no_backup.stderr
     assert "alembic upgrade head" not in no_backup.stdout
-    assert runner.current_revisions(empty_db) == ()
+    assert applied.current_revisions(empty_db) == ()
 
 
 def older_client_bindir(server: ScratchServer) -> Path:

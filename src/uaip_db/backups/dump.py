@@ -31,7 +31,7 @@ from uaip_db.backups.manifest import (
 )
 from uaip_db.catalog.snapshot import Snapshot, take_from
 from uaip_db.errors import BackupError, SettingsError
-from uaip_db.migrations import runner
+from uaip_db.migrations import applied
 from uaip_db.pg import DatabaseLocale, connection, database_locale, database_oid, system_identifier
 from uaip_db.servers.local import find_bindir
 from uaip_db.settings import DatabaseConfig
@@ -140,7 +140,7 @@ def new_backup(
     partial: folders.Partial | None = None
     try:
         with connection(database) as conn, exported_snapshot(conn) as snapshot_id:
-            revisions = runner.current_revisions_on(conn)
+            revisions = applied.current_revisions_on(conn)
             try:
                 partial = folders.start_partial(out_dir, database.name, revisions)
                 # pg_dump reads the same snapshot; counting rows meanwhile uses the other core.
@@ -213,7 +213,7 @@ def read_facts(conn: psycopg.Connection[Any]) -> DatabaseFacts:
     row = conn.execute("SHOW server_version").fetchone()
     return DatabaseFacts(
         server_version=str(row[0]) if row else "unknown",
-        revisions=runner.current_revisions_on(conn),
+        revisions=applied.current_revisions_on(conn),
         row_counts=row_counts(conn),
         snapshot=take_from(conn),
         system_identifier=system_identifier(conn),

@@ -34,7 +34,7 @@ from uaip_db.backups.manifest import (
 from uaip_db.backups.throwaway import VERIFY_PREFIX, throwaway_database
 from uaip_db.catalog.snapshot import Snapshot, diff, take_from
 from uaip_db.errors import BackupError, CheckFailed, SettingsError, UsageError
-from uaip_db.migrations import runner
+from uaip_db.migrations import applied
 from uaip_db.pg import connection, scrub
 from uaip_db.servers.local import find_bindir
 from uaip_db.settings import DatabaseConfig
@@ -311,7 +311,7 @@ def verified_report(
     folder: Path, manifest: Manifest, target: DatabaseConfig, started: float, created: bool
 ) -> RestoreReport:
     with connection(target) as conn:
-        revisions = runner.current_revisions_on(conn)
+        revisions = applied.current_revisions_on(conn)
         counts = row_counts(conn)
         restored = take_from(conn)
     schema_problems = (

@@ -9,7 +9,7 @@ from uaip_db import files
 from uaip_db.catalog import expected
 from uaip_db.catalog.snapshot import Snapshot, describe, diff, take_from
 from uaip_db.errors import CHECK_FAILED, CheckFailed
-from uaip_db.migrations import history, ledger, runner, snapshots
+from uaip_db.migrations import applied, history, ledger, snapshots
 from uaip_db.pg import connection
 from uaip_db.settings import DatabaseConfig
 
@@ -52,7 +52,7 @@ def edited_revisions(
 
 def verify(database: DatabaseConfig) -> Verification:
     with connection(database) as conn:
-        current = runner.current_revisions_on(conn)
+        current = applied.current_revisions_on(conn)
         actual = take_from(conn)
         recorded = ledger.entries(conn)
     if len(current) > 1:

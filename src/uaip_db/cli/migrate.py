@@ -12,7 +12,7 @@ from uaip_db import pg
 from uaip_db.cli.confirm import confirm_destructive
 from uaip_db.cli.reporter import Say, complain, say, timed
 from uaip_db.errors import CheckFailed, ConnectionProblem, UsageError
-from uaip_db.migrations import history, runner
+from uaip_db.migrations import applied, history, runner
 from uaip_db.migrations.lock import DEFAULT_WAIT_SECONDS
 from uaip_db.pg import invalid_indexes
 from uaip_db.settings import DatabaseConfig
@@ -55,7 +55,7 @@ def upgrade(
     index = history.load()
     conn = pg.connect(config)
     try:
-        current = runner.current_revisions_on(conn)
+        current = applied.current_revisions_on(conn)
         invalid = invalid_indexes(conn)
         for recorded in current:
             if index.get(recorded) is None:
@@ -76,7 +76,7 @@ def upgrade(
         outcome: dict[str, Any] = {}
 
         def read_outcome(migrated: psycopg.Connection[Any]) -> None:
-            outcome["current"] = runner.current_revisions_on(migrated)
+            outcome["current"] = applied.current_revisions_on(migrated)
             outcome["invalid"] = invalid_indexes(migrated)
 
         with timed("Upgrade finished", out):
@@ -112,7 +112,7 @@ def sql_range(config: DatabaseConfig, revision: str) -> str:
         return revision
     end = end or "head"
     try:
-        current = runner.current_revisions(config)
+        current = applied.current_revisions(config)
     except ConnectionProblem as problem:
         complain(f"-- {problem} Rendering the SQL from base instead.")
         return end
@@ -146,7 +146,7 @@ def downgrade(
         runner.downgrade(config, revision, sql=True)
         return
     index = history.load()
-    plan = index.downgrade_plan(runner.current_revisions(config), revision)
+    plan = index.downgrade_plan(applied.current_revisions(config), revision)
     target = plan.target
     out(f"Downgrading {config.display_url()} by {len(plan.reverted)} revision(s):")
     for item in plan.reverted:
@@ -171,7 +171,7 @@ def downgrade(
     take_backup_first(config, backup_first, out)
     with runner.hold_lock(config, lock_wait, out):
         # Another runner may have moved the database while we asked; the plan must still hold.
-        replanned = index.downgrade_plan(runner.current_revisions(config), revision)
+        replanned = index.downgrade_plan(applied.current_revisions(config), revision)
         if replanned != plan:
             raise UsageError(
                 "The database changed while this downgrade waited (another runner migrated "
@@ -180,7 +180,7 @@ def downgrade(
         with timed("Downgrade finished", out):
             # The resolved target: Alembic cannot walk "-N" through a merge by itself.
             runner.downgrade(config, target, lock_wait=lock_wait, report=out, lock_held=True)
-    out(f"Now at {describe_current(runner.current_revisions(config))}.")
+    out(f"Now at {describe_current(applied.current_revisions(config))}.")
 
 
 def current(*, as_json: bool = False, out: Say = say) -> None:
@@ -193,7 +193,7 @@ def current(*, as_json: bool = False, out: Say = say) -> None:
             raise ConnectionProblem(state.error or "The database cannot be reached.")
         out(state.to_json())
         return
-    out(describe_current(runner.current_revisions(config)))
+    out(describe_current(applied.current_revisions(config)))
 
 
 def show_history(verbose: bool = False, *, as_json: bool = False, out: Say = say) -> None:
@@ -255,7 +255,7 @@ def stamp(
             )
         runner.stamp(config, decision.revision, lock_wait=lock_wait, lock_held=True)
     out(
-        f"Recorded {describe_current(runner.current_revisions(config))} "
+        f"Recorded {describe_current(applied.current_revisions(config))} "
         f"in {config.display_url()}; no schema objects were changed."
     )
 

@@ -50,7 +50,7 @@ from uaip_db.fleet.report import (
     TargetResult,
 )
 from uaip_db.fleet.targets import Shard, Target
-from uaip_db.migrations import history
+from uaip_db.migrations import applied, history
 from uaip_db.migrations.lock import DEFAULT_WAIT_SECONDS
 from uaip_db.settings import DatabaseConfig
 
@@ -245,12 +245,11 @@ def read_target(job: UpgradeJob) -> TargetResult:
 def current_state(job: UpgradeJob) -> tuple[str, ...]:
     """The target's revisions, or a failure when no upgrade may start from there (a revision
     these scripts do not know, an INVALID index, a revision past the wanted one)."""
-    from uaip_db.migrations import runner
     from uaip_db.pg import connection, invalid_indexes
 
     index = history.load()
     with connection(job.database) as conn:
-        current = runner.current_revisions_on(conn)
+        current = applied.current_revisions_on(conn)
         invalid = invalid_indexes(conn)
     for recorded in current:
         if index.get(recorded) is None:
@@ -280,7 +279,7 @@ def upgrade_target(job: UpgradeJob) -> TargetResult:
         if job.backup_dir is not None:
             verified_backup(database, job.backup_dir, job.scratch_admin)
         runner.upgrade(database, job.revision, lock_wait=job.lock_wait)
-        after = runner.current_revisions(database)
+        after = applied.current_revisions(database)
         return result(job, UPGRADED, before, after, started)
     except UaipDbError as error:
         return result(job, FAILED, before, now_at(database, before), started, str(error))
@@ -315,10 +314,9 @@ def verified_backup(
 def now_at(database: DatabaseConfig, fallback: tuple[str, ...]) -> tuple[str, ...]:
     """Where a target is after a failure (each revision is its own transaction, so the ones
     before the failing revision stay applied); what it was when it cannot be read."""
-    from uaip_db.migrations import runner
 
     try:
-        return runner.current_revisions(database)
+        return applied.current_revisions(database)
     except UaipDbError:
         return fallback
 

@@ -79,10 +79,10 @@ def adopt(config: DatabaseConfig) -> bool:
     """
     from uaip_db.catalog import expected
     from uaip_db.catalog.snapshot import diff, take_from
-    from uaip_db.migrations import runner
+    from uaip_db.migrations import applied, runner
 
     with connection(config) as conn:
-        if runner.current_revisions_on(conn):
+        if applied.current_revisions_on(conn):
             return False
         actual = take_from(conn)
     if not actual.objects or diff(expected.snapshot(BASELINE_REVISION), actual):

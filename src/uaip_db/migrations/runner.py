@@ -21,17 +21,16 @@ from uaip_db import paths
 from uaip_db.errors import (
     Declined,
     LockNotAvailable,
-    MigrationError,
-    PrivilegeMissing,
-    ReadOnlyServer,
     SettingsError,
     UaipDbError,
     UsageError,
 )
-from uaip_db.migrations import backfill_progress, history
+from uaip_db.migrations import backfill_progress
+from uaip_db.migrations.applied import current_revisions
+from uaip_db.migrations.failures import command_error, interrupted, translate
 from uaip_db.migrations.lock import DEFAULT_WAIT_SECONDS, migration_lock
 from uaip_db.migrations.lock_report import LockRecorder
-from uaip_db.pg import STANDBY, connect, connection, explain, read_only_reason
+from uaip_db.pg import connect
 from uaip_db.settings import PINNED_SEARCH_PATH, DatabaseConfig
 
 if TYPE_CHECKING:
@@ -44,7 +43,6 @@ if TYPE_CHECKING:
 # A statement waits at most this long for a table lock: writers queued behind it wait no longer.
 DEFAULT_LOCK_TIMEOUT = "500ms"
 DEFAULT_STATEMENT_TIMEOUT = "15min"
-VERSION_TABLE = "alembic_version"
 # A revision that hit lock_timeout is rolled back and tried again, after a jittered pause, until
 # this many seconds have passed (UAIP_LOCK_BUDGET); UAIP_LOCK_RETRIES can cap the attempts.
 DEFAULT_LOCK_BUDGET_SECONDS = 60.0
@@ -199,7 +197,7 @@ def _run_env(context: EnvironmentContext, options: RunOptions) -> None:
     except Exception as error:
         if interrupted(error):
             raise KeyboardInterrupt from None
-        raise _translate(error, database, options.direction) from None
+        raise translate(error, database, options.direction) from None
     finally:
         engine.dispose()
 
@@ -211,20 +209,6 @@ def _lock_connection(database: DatabaseConfig, options: RunOptions) -> psycopg.C
         handed.execute("SELECT set_config('application_name', %s, false)", (LOCK_APPLICATION,))
         return handed
     return connect(database, application_name=LOCK_APPLICATION)
-
-
-def interrupted(error: BaseException) -> bool:
-    """Whether `error` happened while cleaning up after Ctrl-C (SQLAlchemy then reports that it
-    cannot reconnect, and the KeyboardInterrupt is only its context)."""
-    return any(isinstance(seen, KeyboardInterrupt) for seen in causes(error))
-
-
-def causes(error: BaseException) -> Iterator[BaseException]:
-    """`error`, then what it happened while handling (its context, else its cause), and so on."""
-    seen: BaseException | None = error
-    while seen is not None:
-        yield seen
-        seen = seen.__context__ or seen.__cause__
 
 
 # Plain `alembic` commands that change what the database records without applying revisions
@@ -387,110 +371,6 @@ def _on_version_apply(
     return on_version_apply
 
 
-def _translate(error: BaseException, database: DatabaseConfig, direction: str) -> UaipDbError:
-    import psycopg
-    from alembic.util import CommandError
-    from sqlalchemy.exc import DBAPIError
-
-    if isinstance(error, CommandError):
-        return _command_error(error)
-    error = _database_cause(error)
-    cause = getattr(error, "orig", None) or error
-    # Failures to connect come from libpq before the server runs anything: they have no SQLSTATE.
-    if isinstance(cause, psycopg.OperationalError) and cause.sqlstate is None:
-        return explain(cause, database)
-    if not isinstance(error, DBAPIError | psycopg.Error):
-        return MigrationError(f"The migration failed: {error}")
-    problem = str(cause).strip().splitlines()[0]
-    statement = getattr(error, "statement", None)
-    here = ", ".join(current_revisions(database)) or "base"
-    if isinstance(cause, psycopg.errors.ReadOnlySqlTransaction):
-        reason = _read_only_reason(database)
-        way_out = (
-            "Run it against the primary (DB_HOST/DB_PORT or DATABASE_URL)."
-            if reason == STANDBY
-            else "Run it against a writable server, or turn default_transaction_read_only off "
-            "for this database and role."
-        )
-        return ReadOnlyServer(
-            f"Cannot change {database.where()}: the server {reason}, so nothing was changed "
-            f"(it stays at revision {here}). {way_out}"
-        )
-    failing = _failing_revision(database, direction)
-    where = f"Revision {failing}" if failing else "The migration"
-    detail = f" in `{_shorten(statement)}`" if statement else ""
-    if isinstance(cause, psycopg.errors.DuplicateTable) and here == "base":
-        return MigrationError(
-            f"{where} failed: {problem}. The database has tables but no recorded revision "
-            "(built from init.sql?); record the revision it matches with "
-            "`inv db.stamp --rev auto`, then run `inv db.upgrade`."
-        )
-    if isinstance(cause, psycopg.errors.InsufficientPrivilege):
-        return PrivilegeMissing(
-            f"{where} could not run{detail}: {problem}. The role {database.user} lacks a "
-            f"privilege it needs; nothing was changed (revision {here}). Run migrations as the "
-            "role that owns the schema (DB_USER), or grant the privilege to this one."
-        )
-    if isinstance(cause, psycopg.errors.LockNotAvailable):
-        return LockNotAvailable(
-            f"{where} could not take a lock within lock_timeout{detail}: another transaction "
-            f"holds it. The database stays at revision {here}."
-        )
-    return MigrationError(
-        f"{where} failed{detail}: {problem}. The database stays at revision {here}; "
-        "fix the migration, then run `inv db.upgrade` again."
-    )
-
-
-def _read_only_reason(database: DatabaseConfig) -> str:
-    """Why the server refused a write: a hot standby, or read-only transactions by default."""
-    try:
-        with connection(database) as conn:
-            reason = read_only_reason(conn)
-    except Exception:  # the answer only words the message: a failure to ask changes nothing
-        reason = None
-    return reason or "accepts no writes here (read-only transactions)"
-
-
-def _database_cause(error: BaseException) -> BaseException:
-    """The database error behind `error`: a failed step in an autocommit block (CONCURRENTLY)
-    surfaces as SQLAlchemy's "This transaction is inactive", with the real error as context."""
-    import psycopg
-    from sqlalchemy.exc import DBAPIError
-
-    found = (seen for seen in causes(error) if isinstance(seen, DBAPIError | psycopg.Error))
-    return next(found, error)
-
-
-def _failing_revision(database: DatabaseConfig, direction: str) -> str | None:
-    try:
-        index = history.load()
-        current = current_revisions(database)
-        if direction == "upgrade":
-            pending = index.pending(current)
-            return index.describe(pending[0].revision) if pending else None
-        return index.describe(current[0]) if current else None
-    except UaipDbError:
-        return None
-
-
-def _shorten(statement: str, limit: int = 160) -> str:
-    flat = " ".join(statement.split())
-    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
-
-
-def _command_error(error: Exception) -> UaipDbError:
-    message = str(error)
-    if "Can't locate revision" in message or "No such revision" in message:
-        return SettingsError(f"{message}. `inv db.history` lists the known revisions.")
-    if "Relative revision" in message or "didn't produce" in message:
-        return SettingsError(
-            f"{message}: there are not that many revisions that way. "
-            "`inv db.current` shows where you are."
-        )
-    return MigrationError(message)
-
-
 # --- operations ------------------------------------------------------------------------------
 
 
@@ -501,7 +381,7 @@ def _run_command(name: str, *args: Any, **kwargs: Any) -> None:
     try:
         getattr(command, name)(*args, **kwargs)
     except CommandError as error:
-        raise _command_error(error) from None
+        raise command_error(error) from None
 
 
 def upgrade(
@@ -626,20 +506,6 @@ def new_revision(message: str) -> Script:
     return script
 
 
-def current_revisions(database: DatabaseConfig) -> tuple[str, ...]:
-    """The revisions recorded in the database (empty at base), read with one query."""
-    with connection(database) as conn:
-        return current_revisions_on(conn)
-
-
-def current_revisions_on(conn: psycopg.Connection[Any]) -> tuple[str, ...]:
-    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (VERSION_TABLE,)).fetchone()
-    if not row or not row[0]:
-        return ()
-    rows = conn.execute(f"SELECT version_num FROM {VERSION_TABLE} ORDER BY 1").fetchall()
-    return tuple(r[0] for r in rows)
-
-
 class MigrationSession:
     """Many upgrades and downgrades on one database with one connection and one script load.
 
@@ -689,11 +555,11 @@ class MigrationSession:
             with EnvironmentContext(self.config, self.scripts, fn=steps, destination_rev=revision):
                 self.scripts.run_env()
         except CommandError as error:
-            raise _command_error(error) from None
+            raise command_error(error) from None
         except UaipDbError:
             raise
         except Exception as error:
-            raise _translate(error, self.database, options.direction) from None
+            raise translate(error, self.database, options.direction) from None
         finally:
             if self.connection.in_transaction():
                 self.connection.rollback()

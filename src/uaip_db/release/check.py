@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from uaip_db import paths
 from uaip_db.catalog import expected
 from uaip_db.errors import UaipDbError
-from uaip_db.migrations import history, runner
+from uaip_db.migrations import applied, history, runner
 from uaip_db.pg import connection
 from uaip_db.release import items as checks
 from uaip_db.release.context import run_context, server_version
@@ -44,7 +44,7 @@ def release_check(
     index = history.load()
     head = index.single_head()
     with connection(config) as conn:
-        current_revisions = runner.current_revisions_on(conn)
+        current_revisions = applied.current_revisions_on(conn)
         version = server_version(conn)
     current = current_revisions[0] if current_revisions else expected.BASE
     pending = index.pending(current_revisions)

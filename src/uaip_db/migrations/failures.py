@@ -1,0 +1,138 @@
+"""What went wrong in a migration, in one line: the revision, the statement, the cause
+(read-only server, missing privilege, lock timeout, unknown revision) and where the database
+stays."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from uaip_db.errors import (
+    LockNotAvailable,
+    MigrationError,
+    PrivilegeMissing,
+    ReadOnlyServer,
+    SettingsError,
+    UaipDbError,
+)
+from uaip_db.migrations import history
+from uaip_db.migrations.applied import current_revisions
+from uaip_db.pg import STANDBY, connection, explain, read_only_reason
+from uaip_db.settings import DatabaseConfig
+
+
+def interrupted(error: BaseException) -> bool:
+    """Whether `error` happened while cleaning up after Ctrl-C (SQLAlchemy then reports that it
+    cannot reconnect, and the KeyboardInterrupt is only its context)."""
+    return any(isinstance(seen, KeyboardInterrupt) for seen in causes(error))
+
+
+def causes(error: BaseException) -> Iterator[BaseException]:
+    """`error`, then what it happened while handling (its context, else its cause), and so on."""
+    seen: BaseException | None = error
+    while seen is not None:
+        yield seen
+        seen = seen.__context__ or seen.__cause__
+
+
+def translate(error: BaseException, database: DatabaseConfig, direction: str) -> UaipDbError:
+    import psycopg
+    from alembic.util import CommandError
+    from sqlalchemy.exc import DBAPIError
+
+    if isinstance(error, CommandError):
+        return command_error(error)
+    error = _database_cause(error)
+    cause = getattr(error, "orig", None) or error
+    # Failures to connect come from libpq before the server runs anything: they have no SQLSTATE.
+    if isinstance(cause, psycopg.OperationalError) and cause.sqlstate is None:
+        return explain(cause, database)
+    if not isinstance(error, DBAPIError | psycopg.Error):
+        return MigrationError(f"The migration failed: {error}")
+    problem = str(cause).strip().splitlines()[0]
+    statement = getattr(error, "statement", None)
+    here = ", ".join(current_revisions(database)) or "base"
+    if isinstance(cause, psycopg.errors.ReadOnlySqlTransaction):
+        reason = _read_only_reason(database)
+        way_out = (
+            "Run it against the primary (DB_HOST/DB_PORT or DATABASE_URL)."
+            if reason == STANDBY
+            else "Run it against a writable server, or turn default_transaction_read_only off "
+            "for this database and role."
+        )
+        return ReadOnlyServer(
+            f"Cannot change {database.where()}: the server {reason}, so nothing was changed "
+            f"(it stays at revision {here}). {way_out}"
+        )
+    failing = _failing_revision(database, direction)
+    where = f"Revision {failing}" if failing else "The migration"
+    detail = f" in `{_shorten(statement)}`" if statement else ""
+    if isinstance(cause, psycopg.errors.DuplicateTable) and here == "base":
+        return MigrationError(
+            f"{where} failed: {problem}. The database has tables but no recorded revision "
+            "(built from init.sql?); record the revision it matches with "
+            "`inv db.stamp --rev auto`, then run `inv db.upgrade`."
+        )
+    if isinstance(cause, psycopg.errors.InsufficientPrivilege):
+        return PrivilegeMissing(
+            f"{where} could not run{detail}: {problem}. The role {database.user} lacks a "
+            f"privilege it needs; nothing was changed (revision {here}). Run migrations as the "
+            "role that owns the schema (DB_USER), or grant the privilege to this one."
+        )
+    if isinstance(cause, psycopg.errors.LockNotAvailable):
+        return LockNotAvailable(
+            f"{where} could not take a lock within lock_timeout{detail}: another transaction "
+            f"holds it. The database stays at revision {here}."
+        )
+    return MigrationError(
+        f"{where} failed{detail}: {problem}. The database stays at revision {here}; "
+        "fix the migration, then run `inv db.upgrade` again."
+    )
+
+
+def _read_only_reason(database: DatabaseConfig) -> str:
+    """Why the server refused a write: a hot standby, or read-only transactions by default."""
+    try:
+        with connection(database) as conn:
+            reason = read_only_reason(conn)
+    except Exception:  # the answer only words the message: a failure to ask changes nothing
+        reason = None
+    return reason or "accepts no writes here (read-only transactions)"
+
+
+def _database_cause(error: BaseException) -> BaseException:
+    """The database error behind `error`: a failed step in an autocommit block (CONCURRENTLY)
+    surfaces as SQLAlchemy's "This transaction is inactive", with the real error as context."""
+    import psycopg
+    from sqlalchemy.exc import DBAPIError
+
+    found = (seen for seen in causes(error) if isinstance(seen, DBAPIError | psycopg.Error))
+    return next(found, error)
+
+
+def _failing_revision(database: DatabaseConfig, direction: str) -> str | None:
+    try:
+        index = history.load()
+        current = current_revisions(database)
+        if direction == "upgrade":
+            pending = index.pending(current)
+            return index.describe(pending[0].revision) if pending else None
+        return index.describe(current[0]) if current else None
+    except UaipDbError:
+        return None
+
+
+def _shorten(statement: str, limit: int = 160) -> str:
+    flat = " ".join(statement.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def command_error(error: Exception) -> UaipDbError:
+    message = str(error)
+    if "Can't locate revision" in message or "No such revision" in message:
+        return SettingsError(f"{message}. `inv db.history` lists the known revisions.")
+    if "Relative revision" in message or "didn't produce" in message:
+        return SettingsError(
+            f"{message}: there are not that many revisions that way. "
+            "`inv db.current` shows where you are."
+        )
+    return MigrationError(message)
