@@ -177,9 +177,18 @@ def test_release_check_fails_naming_the_statement_writers_wait_behind(
     assert result.returncode == 1
     assert "6. Rehearsal: FAIL (writers waited" in result.stdout
     assert f"behind `{hold}` in ba0000000011)" in result.stdout
-    report = next((checkout / "reports").glob("release-*.md")).read_text()
+    report_path = next((checkout / "reports").glob("release-*.md"))
+    report = report_path.read_text()
     assert f"{hold}: AccessExclusiveLock on sessions, held" in report
     assert "(budget 1 s) behind" in report
+    # The JSON twin carries the writers' figures as data, for CI to read.
+    twin = json.loads(report_path.with_suffix(".json").read_text())
+    rehearsal = next(item for item in twin["items"] if item["key"] == "rehearsal")
+    load = rehearsal["data"]["load"]
+    assert load["passed"] is False and load["max_writer_wait_seconds"] == 1
+    (worst,) = [s for s in load["statements"] if s["longest_writer_wait_seconds"] > 1]
+    assert worst["statement"] == hold and worst["locks"] == ["AccessExclusiveLock on sessions"]
+    assert load["before"]["transactions"] > 0
     # The writers are the default; --no-load rehearses without them, and the hold is no failure.
     quiet = run_cli("inv", "release.check", "--no-load", database=head_db, env=env)
     assert "6. Rehearsal: PASS" in quiet.stdout, quiet.stdout + quiet.stderr

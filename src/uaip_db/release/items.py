@@ -188,6 +188,7 @@ def rehearsal_items(
         [f"    {line}" for line in result.summary()],
         "rehearsal",
         brief,
+        data=result.to_json(),
     )
     return item, checked[0] if checked else _no_copy("the rehearsal made no copy"), result
 

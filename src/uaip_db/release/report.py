@@ -33,6 +33,8 @@ class Item:
     body: list[str] = field(default_factory=list)
     key: str = ""  # its name in the JSON twin
     brief: str = ""  # why, in a few words, for the summary table
+    # Measurements for CI, in the JSON twin only (the rehearsal's timings, locks and writers).
+    data: dict[str, Any] | None = None
 
     def lines(self, names: ReportNames) -> list[str]:
         return [line.replace(APPENDIX, names.sql) for line in self.body]
@@ -45,6 +47,7 @@ class Item:
             "status": self.status,
             "brief": self.brief,
             "details": self.lines(names),
+            "data": self.data,
         }
 
 
