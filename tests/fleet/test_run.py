@@ -52,6 +52,7 @@ def test_one_target_that_cannot_be_upgraded(make_fleet: MakeFleet) -> None:
     # The table names the failure and why, in one line.
     failed_line = next(line for line in result.stdout.splitlines() if line.startswith(broken))
     assert "failed" in failed_line and "already exists" in failed_line
+    assert "at base" in failed_line  # where it stays, read after the failure
 
 
 def test_a_refused_password_names_the_target_not_the_single_database_settings(
@@ -64,6 +65,9 @@ def test_a_refused_password_names_the_target_not_the_single_database_settings(
     said = result.stdout + result.stderr
     assert "target 'tenant-00' (line" in said and "password authentication failed" in said
     assert "DB_PASSWORD" not in said and "not-the-password" not in said
+    # Its revision could not be read: the table does not claim it is at base.
+    failed_line = next(line for line in result.stdout.splitlines() if line.startswith("tenant-00"))
+    assert "at base" not in failed_line
 
 
 def test_a_rerun_touches_nothing_at_head(make_fleet: MakeFleet) -> None:

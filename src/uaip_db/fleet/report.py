@@ -38,6 +38,8 @@ class TargetResult:
     error: str | None = None
     # Pending revisions (check, status) or the first differences (verify).
     details: tuple[str, ...] = ()
+    # False when the target's revisions could not be read (no "at base" for it).
+    revision_known: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -48,6 +50,7 @@ class TargetResult:
             "seconds": round(self.seconds, 3),
             "error": self.error,
             "details": list(self.details),
+            "revision_known": self.revision_known,
         }
 
     @classmethod
@@ -66,6 +69,7 @@ class TargetResult:
             seconds=float(data.get("seconds") or 0.0),
             error=_text(data.get("error")),
             details=tuple(str(line) for line in details),
+            revision_known=data.get("revision_known", True) is not False,
         )
 
     def line(self) -> str:
@@ -75,7 +79,7 @@ class TargetResult:
             moved = f"{self.from_revision or 'base'} -> {self.to_revision}"
         elif self.to_revision or self.from_revision:
             moved = f"at {self.to_revision or self.from_revision}"
-        elif self.status not in (SKIPPED, FAILED):
+        elif self.status != SKIPPED and self.revision_known:
             moved = "at base"
         text = f"{self.name:<24} {self.status:<9} {moved:<30} {self.seconds:7.2f} s"
         if self.error:

@@ -229,28 +229,29 @@ def read_target(job: UpgradeJob) -> TargetResult:
     """Where a target is, with one query and no lock: at the wanted revision (left alone), in a
     state no upgrade may start from (failed), or behind (`pending`: to upgrade)."""
     started = time.perf_counter()
-    before: tuple[str, ...] = ()
+    seen: list[tuple[str, ...]] = []
     try:
-        before = current_state(job)
+        before = current_state(job, seen)
         if sorted(before) == sorted(job.wanted):
             return result(job, AT_HEAD, before, before, started)
         return result(job, BEHIND, before, before, started)
-    except UaipDbError as error:
-        return result(job, FAILED, before, before, started, str(error))
     except Exception as error:  # one target's surprise must not end the others' run
-        problem = f"{type(error).__name__}: {first_line(str(error))}"
-        return result(job, FAILED, before, before, started, problem)
+        before = seen[0] if seen else ()
+        return result(job, FAILED, before, before, started, problem(error), known=bool(seen))
 
 
-def current_state(job: UpgradeJob) -> tuple[str, ...]:
-    """The target's revisions, or a failure when no upgrade may start from there (a revision
-    these scripts do not know, an INVALID index, a revision past the wanted one)."""
+def current_state(job: UpgradeJob, seen: list[tuple[str, ...]] | None = None) -> tuple[str, ...]:
+    """The target's revisions (also appended to `seen` once read), or a failure when no upgrade
+    may start from there (a revision these scripts do not know, an INVALID index, a revision
+    past the wanted one)."""
     from uaip_db.pg import connection, invalid_indexes
 
     index = history.load()
     with connection(job.database) as conn:
         current = applied.current_revisions_on(conn)
         invalid = invalid_indexes(conn)
+    if seen is not None:
+        seen.append(current)
     for recorded in current:
         if index.get(recorded) is None:
             raise history.unknown_revision(recorded)
@@ -271,9 +272,9 @@ def upgrade_target(job: UpgradeJob) -> TargetResult:
 
     started = time.perf_counter()
     database = job.database
-    before: tuple[str, ...] = ()
+    seen: list[tuple[str, ...]] = []
     try:
-        before = current_state(job)
+        before = current_state(job, seen)
         if sorted(before) == sorted(job.wanted):
             return result(job, AT_HEAD, before, before, started)
         if job.backup_dir is not None:
@@ -281,11 +282,13 @@ def upgrade_target(job: UpgradeJob) -> TargetResult:
         runner.upgrade(database, job.revision, lock_wait=job.lock_wait)
         after = applied.current_revisions(database)
         return result(job, UPGRADED, before, after, started)
-    except UaipDbError as error:
-        return result(job, FAILED, before, now_at(database, before), started, str(error))
     except Exception as error:  # one target's surprise must not end the others' run
-        problem = f"{type(error).__name__}: {first_line(str(error))}"
-        return result(job, FAILED, before, now_at(database, before), started, problem)
+        before = seen[0] if seen else ()
+        now = now_at(database)
+        known = now is not None
+        return result(
+            job, FAILED, before, now if now is not None else before, started, problem(error), known
+        )
 
 
 def verified_backup(
@@ -311,14 +314,20 @@ def verified_backup(
         server.close()
 
 
-def now_at(database: DatabaseConfig, fallback: tuple[str, ...]) -> tuple[str, ...]:
+def now_at(database: DatabaseConfig) -> tuple[str, ...] | None:
     """Where a target is after a failure (each revision is its own transaction, so the ones
-    before the failing revision stay applied); what it was when it cannot be read."""
-
+    before the failing revision stay applied); None when it cannot be read."""
     try:
         return applied.current_revisions(database)
     except UaipDbError:
-        return fallback
+        return None
+
+
+def problem(error: Exception) -> str:
+    """A failure in one line: ours as it is, anything else with its type."""
+    if isinstance(error, UaipDbError):
+        return str(error)
+    return f"{type(error).__name__}: {first_line(str(error))}"
 
 
 def result(
@@ -328,6 +337,7 @@ def result(
     after: tuple[str, ...],
     started: float,
     error: str | None = None,
+    known: bool = True,
 ) -> TargetResult:
     return TargetResult(
         job.name,
@@ -336,6 +346,7 @@ def result(
         label(after),
         time.perf_counter() - started,
         scrub(error, job.database),
+        revision_known=known,
     )
 
 
