@@ -359,3 +359,30 @@ def test_a_sql_ascii_database_is_refused_in_one_line(server: ScratchServer, back
             assert "Traceback" not in result.stderr
     finally:
         server.drop_database(source.name)
+
+
+def test_db_restore_and_db_rehearse_hash_each_file_once(
+    server: ScratchServer,
+    full_db: DatabaseConfig,
+    new_target: DatabaseConfig,
+    backups: Path,
+    use_db: Callable[[DatabaseConfig], None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from uaip_db.backups.rehearse import rehearse
+    from uaip_db.cli import backups as cli_backups
+
+    made = create_backup(full_db, backups)
+    hashed: list[str] = []
+
+    def counting(path: str | Path) -> str:
+        hashed.append(Path(path).name)
+        return files.sha256_of(path)
+
+    monkeypatch.setattr(manifests, "sha256_of", counting)
+    use_db(full_db)
+    cli_backups.restore(str(made.path), target=new_target.name, out=lambda line: None)
+    assert sorted(hashed) == sorted(entry.path for entry in made.manifest.files)
+    hashed.clear()
+    rehearse(made.path, server)
+    assert sorted(hashed) == sorted(entry.path for entry in made.manifest.files)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,39 +128,54 @@ def rehearse(
     `prove_backup`, the restore (checked against the manifest) is also the backup's restore
     check: its manifest records verified or verify failed, as `db.backup` would."""
     folder = manifests.backup_folder(source)
-    # Files checked before anything is said about the backup: a damaged one is never
-    # announced as verified.
-    state = manifests.check_files(folder).state
-    if report:
-        report(f"Rehearsing on {folder.name}; the backup is {manifests.describe_state(state)}.")
-    with throwaway_database(server, REHEARSAL_PREFIX, report) as target:
-        started = time.perf_counter()
-        try:
-            restored = restoring.restore_backup(folder, target, server_admin=server.admin)
-        except (CheckFailed, BackupError):
-            if prove_backup:
-                with contextlib.suppress(CheckFailed, BackupError):
-                    folders.record_state(folder, manifests.VERIFY_FAILED)
-            raise
-        seconds = time.perf_counter() - started
-        backup_state = restored.backup_state
-        if prove_backup:
-            backup_state = folders.record_state(folder, manifests.VERIFIED).state
-        result = Rehearsal(folder, seconds, backup_state=backup_state)
+    with folders.holding(folder):
+        # The files are checked before anything is said about the backup (a damaged one is
+        # never announced as verified), and only once: the restore is handed the result.
+        with _proving(folder, prove_backup):
+            manifest = manifests.check_files(folder)
         if report:
             report(
-                f"Restored {result.backup.name} into a throwaway database in "
-                f"{result.restored_seconds:.2f} s; upgrading it:"
+                f"Rehearsing on {folder.name}; the backup is "
+                f"{manifests.describe_state(manifest.state)}."
             )
-        _upgrade(target, result, report, load)
-        checked = verify(target)
-        result.problems += checked.differences + checked.edited
-        status = inspect(target)
-        result.problems += status.problems
-        result.problems += [f"still pending: {p}" for p in status.pending]
-        if after_upgrade is not None:
-            after_upgrade(target)
+        with throwaway_database(server, REHEARSAL_PREFIX, report) as target:
+            started = time.perf_counter()
+            with _proving(folder, prove_backup):
+                restored = restoring.restore_backup(
+                    folder, target, server_admin=server.admin, checked=manifest
+                )
+            seconds = time.perf_counter() - started
+            backup_state = restored.backup_state
+            if prove_backup:
+                backup_state = folders.record_state(folder, manifests.VERIFIED).state
+            result = Rehearsal(folder, seconds, backup_state=backup_state)
+            if report:
+                report(
+                    f"Restored {result.backup.name} into a throwaway database in "
+                    f"{result.restored_seconds:.2f} s; upgrading it:"
+                )
+            _upgrade(target, result, report, load)
+            checked = verify(target)
+            result.problems += checked.differences + checked.edited
+            status = inspect(target)
+            result.problems += status.problems
+            result.problems += [f"still pending: {p}" for p in status.pending]
+            if after_upgrade is not None:
+                after_upgrade(target)
     return result
+
+
+@contextlib.contextmanager
+def _proving(folder: Path, prove_backup: bool) -> Iterator[None]:
+    """With `prove_backup`, a check or restore that fails records "verify failed" in the
+    backup's manifest, as `db.backup`'s own restore check would."""
+    try:
+        yield
+    except (CheckFailed, BackupError):
+        if prove_backup:
+            with contextlib.suppress(CheckFailed, BackupError):
+                folders.record_state(folder, manifests.VERIFY_FAILED)
+        raise
 
 
 def _upgrade(

@@ -79,19 +79,21 @@ def restore_backup(
     jobs: int = 1,
     report: Callable[[str], None] | None = None,
     progress_seconds: float = progress.PROGRESS_SECONDS,
+    checked: Manifest | None = None,
 ) -> RestoreReport:
     """Restore a checked backup into `target` and prove the result matches its manifest.
 
     By default `target` must not exist (or be empty); it is created, and dropped again if
     anything fails. With `into_existing` its contents are replaced in one transaction, so a
     failure leaves it as it was. While pg_restore runs, `report` hears how many tables it has
-    loaded every `progress_seconds`.
+    loaded every `progress_seconds`. `checked` is what `check_files` returned for this backup
+    while the caller holds it (`folders.holding`): its files are not hashed a second time.
     """
     started = time.monotonic()
     check_jobs(jobs)
     folder = backup_folder(path)
     with folders.holding(folder):
-        manifest = check_files(folder)
+        manifest = checked if checked is not None else check_files(folder)
         if into_existing and jobs > 1:
             raise SettingsError(
                 "A restore into an existing database runs in one transaction so a failure rolls "

@@ -137,31 +137,41 @@ def restore(
 ) -> None:
     """Restore a checked backup into a new database (default) or, with --yes, into an existing
     one (in production --yes --confirm-db NAME); never into a system or template database."""
+    from uaip_db.backups import folder as folders
     from uaip_db.backups import manifest as manifests
     from uaip_db.backups import restore as restoring
 
     workers = whole_number(jobs, "--jobs", "a number of parallel jobs")
     if not path:
         raise UsageError("Say which backup to restore: inv db.restore PATH.")
-    manifest = manifests.check_files(path)
-    config = DatabaseConfig.from_env()
-    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d%H%M%S")
-    name = target or f"{manifest.database}{RESTORED_MARK}{stamp}"
-    destination = config.with_database(name)
-    relations = restoring.existing_relations(
-        config.with_database(MAINTENANCE_DATABASE), destination
-    )
-    if relations is not None:
-        action = "replace the contents of" if relations else "restore a backup into"
-        confirm_destructive(destination, action, yes=yes, confirm_db=confirm_db)
-    out(
-        f"Files of {manifests.backup_folder(path).name} match the manifest; the backup is "
-        f"{manifests.describe_state(manifest.state)}. Restoring into "
-        f"{destination.display_url()}:"
-    )
-    report = restoring.restore_backup(
-        path, destination, into_existing=relations is not None, jobs=workers, report=out
-    )
+    folder = manifests.backup_folder(path)
+    # Held from the check to the end of the restore, which is handed the checked manifest
+    # rather than hashing every file again.
+    with folders.holding(folder):
+        manifest = manifests.check_files(folder)
+        config = DatabaseConfig.from_env()
+        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d%H%M%S")
+        name = target or f"{manifest.database}{RESTORED_MARK}{stamp}"
+        destination = config.with_database(name)
+        relations = restoring.existing_relations(
+            config.with_database(MAINTENANCE_DATABASE), destination
+        )
+        if relations is not None:
+            action = "replace the contents of" if relations else "restore a backup into"
+            confirm_destructive(destination, action, yes=yes, confirm_db=confirm_db)
+        out(
+            f"Files of {folder.name} match the manifest; the backup is "
+            f"{manifests.describe_state(manifest.state)}. Restoring into "
+            f"{destination.display_url()}:"
+        )
+        report = restoring.restore_backup(
+            folder,
+            destination,
+            into_existing=relations is not None,
+            jobs=workers,
+            report=out,
+            checked=manifest,
+        )
     matched = (
         "revision, fingerprint and row counts match the manifest."
         if report.schema_checked
