@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import COMMENTS, EMAIL, HEAD, ROOT, WIDEN, run_cli, sql, write_revision
-from tests.release.conftest import git
+from tests.conftest import COMMENTS, EMAIL, HEAD, WIDEN, run_cli, sql, write_revision
+from tests.release.conftest import commit_all, git
 from uaip_db.migrations import applied, runner, snapshots
 from uaip_db.migrations.baseline import BASELINE_REVISION
 from uaip_db.servers.scratch import ScratchServer, child_env
@@ -28,16 +27,6 @@ def behind_db(head_db: DatabaseConfig) -> DatabaseConfig:
         "INSERT INTO sessions (user_id, project_name) VALUES ('u1', 'Churn'), ('u2', 'bad')",
     )
     return head_db
-
-
-def commit_all(root: Path, message: str = "Release candidate") -> str:
-    """Make `root` a git checkout with everything in it committed; the commit's id."""
-    if not (root / ".git").exists():
-        shutil.copy(ROOT / ".gitignore", root / ".gitignore")
-        git(root, "init", "-q", "-b", "main")
-    git(root, "add", "-A")
-    git(root, "commit", "-q", "-m", message)
-    return git(root, "rev-parse", "HEAD").strip()
 
 
 @pytest.fixture

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
+from tests.conftest import ROOT
 from uaip_db import process
 from uaip_db.servers.local import find_bindir
 from uaip_db.settings import DatabaseConfig
@@ -20,6 +24,24 @@ def git(root: Path, *args: str) -> str:
         capture_output=True,
         text=True,
     ).stdout
+
+
+def commit_all(root: Path, message: str = "Release candidate") -> str:
+    """Make `root` a git checkout (the repository's .gitignore) with everything in it
+    committed; the commit's id."""
+    if not (root / ".git").exists():
+        shutil.copy(ROOT / ".gitignore", root / ".gitignore")
+        git(root, "init", "-q", "-b", "main")
+    git(root, "add", "-A")
+    git(root, "commit", "-q", "-m", message)
+    return git(root, "rev-parse", "HEAD").strip()
+
+
+@pytest.fixture
+def repo(checkout: Path) -> Path:
+    """The scratch checkout as a git repository with everything committed: a clean release."""
+    commit_all(checkout)
+    return checkout
 
 
 def psql_file(database: DatabaseConfig, text: str) -> subprocess.CompletedProcess[str]:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, WIDEN, sql
-from tests.release.conftest import git
+from tests.conftest import WIDEN, sql
 from uaip_db.backups import manifest as manifests
 from uaip_db.backups import restore as restoring
 from uaip_db.migrations import applied, runner
@@ -22,15 +20,6 @@ def behind(head_db: DatabaseConfig) -> DatabaseConfig:
     runner.downgrade(head_db, WIDEN)
     sql(head_db, "INSERT INTO sessions (user_id, project_name) VALUES ('u1', 'Churn')")
     return head_db
-
-
-@pytest.fixture
-def clean_checkout(checkout: Path) -> Path:
-    shutil.copy(ROOT / ".gitignore", checkout / ".gitignore")
-    git(checkout, "init", "-q", "-b", "main")
-    git(checkout, "add", "-A")
-    git(checkout, "commit", "-q", "-m", "Release candidate")
-    return checkout
 
 
 def counting_restores(monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -48,7 +37,7 @@ def counting_restores(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 def test_one_restored_copy_proves_the_backup_and_carries_the_rehearsal(
     behind: DatabaseConfig,
-    clean_checkout: Path,
+    repo: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -66,7 +55,7 @@ def test_one_restored_copy_proves_the_backup_and_carries_the_rehearsal(
 
 def test_a_backup_that_does_not_restore_fails_and_is_offered_as_no_way_back(
     behind: DatabaseConfig,
-    clean_checkout: Path,
+    repo: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import HEAD, ROOT, write_revision
+from tests.conftest import HEAD, write_revision
 from tests.release.conftest import git
 from uaip_db.migrations import history
 from uaip_db.release.items import code_item
 from uaip_db.release.source import source_state
-
-
-@pytest.fixture
-def repo(checkout: Path) -> Path:
-    """The scratch checkout as a git repository, everything committed (the repo's .gitignore)."""
-    shutil.copy(ROOT / ".gitignore", checkout / ".gitignore")
-    git(checkout, "init", "-q", "-b", "main")
-    git(checkout, "add", "-A")
-    git(checkout, "commit", "-q", "-m", "Release candidate")
-    return checkout
 
 
 def test_a_clean_checkout_names_its_commit_and_branch(repo: Path) -> None:
