@@ -213,3 +213,14 @@ def checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (root / "tasks.py").symlink_to(ROOT / "tasks.py")
     monkeypatch.setenv("UAIP_DB_ROOT", str(root))
     return root
+
+
+def only_history_up_to(checkout: Path, revision: str) -> None:
+    """Remove from a scratch `checkout` every revision after `revision` (files and snapshots):
+    a test about that part of the history keeps its world when revisions are added later."""
+    index = history.load()
+    later = [item for item in index.order if item.revision not in index.ancestors([revision])]
+    for item in later:
+        path = checkout / "migrations" / "versions" / Path(item.path).name
+        path.unlink()
+        (checkout / "migrations" / "snapshots" / f"{item.revision}.json").unlink(missing_ok=True)

@@ -10,7 +10,17 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import COMMENTS, EMAIL, HEAD, WIDEN, run_cli, sql, write_revision
+from tests.conftest import (
+    CHAIN,
+    COMMENTS,
+    EMAIL,
+    HEAD,
+    WIDEN,
+    only_history_up_to,
+    run_cli,
+    sql,
+    write_revision,
+)
 from tests.release.conftest import commit_all, git
 from uaip_db.migrations import applied, runner, snapshots
 from uaip_db.migrations.baseline import BASELINE_REVISION
@@ -354,9 +364,12 @@ def two_behind(head_db: DatabaseConfig) -> DatabaseConfig:
 
 
 def test_the_rollback_plan_states_each_cost_and_keeps_the_guard(
-    two_behind: DatabaseConfig, tmp_path: Path, committed: Path
+    two_behind: DatabaseConfig, tmp_path: Path, checkout: Path
 ) -> None:
-    result, report, appendix, data = release_check(two_behind, committed, tmp_path)
+    # A release of WIDEN and COMMENTS alone, whatever revisions come after them.
+    only_history_up_to(checkout, COMMENTS)
+    commit_all(checkout)
+    result, report, appendix, data = release_check(two_behind, checkout, tmp_path)
     assert result.returncode == 0, result.stderr
     rollback = section(report, 7)
     assert "## 7. Rollback plan: PASS" in rollback
@@ -444,7 +457,8 @@ def test_the_summary_fits_on_one_screen_and_the_sql_goes_to_the_appendix(
     assert result.returncode == 0, result.stderr
     screen = "\n".join(report.splitlines()[:40])
     assert "Overall: **PASS** (all 9 items passed)." in screen
-    assert f"- **What**: 1 revision(s), `{WIDEN}` -> `{HEAD}` (head)" in screen
+    pending = len(CHAIN) - CHAIN.index(WIDEN) - 1
+    assert f"- **What**: {pending} revision(s), `{WIDEN}` -> `{HEAD}` (head)" in screen
     assert f"- **Where**: `{behind_db.display_url()}`, DB_ENV=" in screen
     assert "- **Code**: commit `" in screen
     for item in data["items"]:

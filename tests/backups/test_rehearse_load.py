@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import COMMENTS, HEAD, WIDEN, run_cli, sql, write_revision
+from tests.conftest import CHAIN, COMMENTS, HEAD, WIDEN, run_cli, sql, write_revision
 from uaip_db.backups import load, workload
 from uaip_db.backups.dump import create_backup
 from uaip_db.backups.rehearse import rehearse
@@ -88,7 +88,10 @@ def test_the_projects_own_revisions_pass_the_gate_with_latencies(
     assert measured.before.transactions > 0 and measured.before.p50_ms is not None
     assert measured.before.p99_ms is not None and measured.before.p99_ms >= measured.before.p50_ms
     assert measured.during.transactions > 0 and measured.during.p99_ms is not None
-    assert {s.revision for s in measured.statements} == {COMMENTS}
+    # Every revision after WIDEN ran on the copy; COMMENTS is one that takes table locks.
+    after_widen = set(CHAIN[CHAIN.index(WIDEN) + 1 :])
+    recorded = {s.revision for s in measured.statements}
+    assert COMMENTS in recorded and recorded <= after_widen
     assert all(s.held_seconds is not None for s in measured.statements)
     assert measured.samples > 0
     assert "writers during the upgrade:" in "\n".join(result.summary())
