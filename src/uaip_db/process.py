@@ -62,16 +62,31 @@ def server_account() -> tuple[int, int] | None:
     return entry.pw_uid, entry.pw_gid
 
 
-def give_to_server_account(path: Path) -> None:
-    """Hand a folder we created to the account the server runs as."""
+def give_to_server_account(path: Path, *, recursive: bool = True) -> None:
+    """Hand a folder we created (and, unless not `recursive`, what is in it) to the account the
+    server runs as."""
     account = server_account()
     if account is None:
         return
     uid, gid = account
+    if not recursive:
+        os.chown(path, uid, gid)
+        return
     for folder, _dirs, files in os.walk(path):
         os.chown(folder, uid, gid)
         for name in files:
             os.chown(os.path.join(folder, name), uid, gid)
+
+
+def is_running(pid: int) -> bool:
+    """Whether a process `pid` exists (one of another account's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def server_account_can_use(path: Path) -> bool:

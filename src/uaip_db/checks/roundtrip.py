@@ -50,9 +50,14 @@ class State:
     rows: dict[str, tuple[int, str]]
 
 
-def observe(conn: Any, columns: dict[str, list[str]] | None = None) -> State:
+def observe(
+    conn: Any, columns: dict[str, list[str]] | None = None, schema: Snapshot | None = None
+) -> State:
+    """The schema (`schema` when the caller knows it has not changed), columns and row hashes."""
     return State(
-        take_from(conn), sample_data.columns_of(conn), sample_data.table_hashes(conn, columns)
+        schema or take_from(conn),
+        sample_data.columns_of(conn),
+        sample_data.table_hashes(conn, columns),
     )
 
 
@@ -64,11 +69,17 @@ def _fail(script: history.Revision, what: str, lines: list[str]) -> RoundtripFai
 
 
 def check_revision(
-    conn: Any, session: runner.MigrationSession, script: history.Revision, previous: str
-) -> StepTimes:
+    conn: Any,
+    session: runner.MigrationSession,
+    script: history.Revision,
+    previous: str,
+    schema: Snapshot | None = None,
+) -> tuple[StepTimes, Snapshot]:
     """Up, down, up for one revision; raise RoundtripFailed naming it when anything is off.
 
-    `conn` is an idle autocommit connection used for the checks; `session` migrates.
+    `conn` is an idle autocommit connection used for the checks; `session` migrates; `schema`
+    is the database's schema when the caller has it (filling rows leaves it as it is). Returns
+    the times and the schema at the revision.
     """
     checks = 0.0
 
@@ -84,11 +95,11 @@ def check_revision(
         action()
         return time.perf_counter() - started
 
-    def filled() -> State:
+    def filled(schema: Snapshot | None) -> State:
         sample_data.fill(conn)
-        return observe(conn)
+        return observe(conn, schema=schema)
 
-    before: State = checked(filled)
+    before: State = checked(lambda: filled(schema))
     up = timed(lambda: session.upgrade(script.revision))
     after: State = checked(lambda: observe(conn, before.columns))
     changed = sample_data.changed_tables(before.rows, after.rows)
@@ -96,7 +107,7 @@ def check_revision(
         raise _fail(script, "the upgrade changed existing rows", changed)
 
     # Rows in what the revision created too, so that a downgrade dropping them is seen.
-    refilled: State = checked(filled)
+    refilled: State = checked(lambda: filled(after.schema))
     lost = lost_objects(refilled.schema, before.schema)
     surviving = {
         table: [c for c in columns if c in before.columns.get(table, [])]
@@ -128,7 +139,7 @@ def check_revision(
     differences = diff(after.schema, again)
     if differences:
         raise _fail(script, "upgrading again built a different schema", differences)
-    return StepTimes(script.revision, up, down, up_again, checks)
+    return StepTimes(script.revision, up, down, up_again, checks), again
 
 
 def check_merge(conn: Any, session: runner.MigrationSession, script: history.Revision) -> StepTimes:
@@ -157,12 +168,16 @@ def run(server: ScratchServer, report: Callable[[str], None] | None = None) -> l
     try:
         times = []
         with runner.MigrationSession(database) as session, connection(database) as conn:
+            at: tuple[str | None, Snapshot | None] = (None, None)
             for script in history.load().order:
                 if script.is_merge:
                     step = check_merge(conn, session, script)
+                    at = (None, None)
                 else:
-                    session.start_from(script.parent)
-                    step = check_revision(conn, session, script, script.parent)
+                    moved = session.start_from(script.parent)
+                    known = at[1] if at[0] == script.parent and not moved else None
+                    step, schema = check_revision(conn, session, script, script.parent, known)
+                    at = (script.revision, schema)
                 times.append(step)
                 if report:
                     report(step.line())

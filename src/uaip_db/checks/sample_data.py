@@ -179,12 +179,8 @@ def fill(conn: psycopg.Connection[Any]) -> list[str]:
                 if not _insert(conn, table, row):
                     unfilled.append(f"table {table.name}")
                     break
-        for column in table.columns:
-            if (
-                not column.not_null
-                and not _has_values(conn, table.name, column.name)
-                and not _backfill(conn, table.name, column)
-            ):
+        for column in _columns_without_values(conn, table):
+            if not _backfill(conn, table.name, column):
                 unfilled.append(f"column {table.name}.{column.name}")
     return unfilled
 
@@ -213,15 +209,22 @@ def _insert(conn: psycopg.Connection[Any], table: Table, row: int) -> bool:
     return True
 
 
-def _has_values(conn: psycopg.Connection[Any], table: str, column: str) -> bool:
+def _columns_without_values(conn: psycopg.Connection[Any], table: Table) -> list[Column]:
+    """The nullable columns of `table` that hold no value in any row (one query per table)."""
     from psycopg import sql
 
-    found = conn.execute(
-        sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE {} IS NOT NULL)").format(
-            sql.Identifier(table), sql.Identifier(column)
+    nullable = [c for c in table.columns if not c.not_null]
+    if not nullable:
+        return []
+    counts = conn.execute(
+        sql.SQL("SELECT {} FROM {}").format(
+            sql.SQL(", ").join(
+                sql.SQL("count({})").format(sql.Identifier(c.name)) for c in nullable
+            ),
+            sql.Identifier(table.name),
         )
     ).fetchone()
-    return bool(found and found[0])
+    return [c for c, count in zip(nullable, counts or (), strict=True) if not count]
 
 
 def _backfill(conn: psycopg.Connection[Any], table: str, column: Column) -> bool:
@@ -252,25 +255,31 @@ def table_hashes(
     from psycopg import sql
 
     tables = read_tables(conn)
+    asked = {}
+    with conn.pipeline():  # one round trip for every table
+        for table in tables:
+            names = (
+                columns.get(table.name) if columns is not None else [c.name for c in table.columns]
+            )
+            if names is None:
+                continue
+            present = {c.name for c in table.columns}
+            chosen = [n for n in names if n in present]
+            row_text = (
+                sql.SQL("ROW({})::text").format(sql.SQL(", ").join(map(sql.Identifier, chosen)))
+                if chosen
+                else sql.SQL("''")
+            )
+            asked[table.name] = conn.execute(
+                sql.SQL(
+                    "SELECT count(*), md5(coalesce(string_agg(r, E'\\n' ORDER BY r), '')) "
+                    "FROM (SELECT {} AS r FROM {}) AS rows"
+                ).format(row_text, sql.Identifier(table.name))
+            )
     result: dict[str, tuple[int, str]] = {}
-    for table in tables:
-        names = columns.get(table.name) if columns is not None else [c.name for c in table.columns]
-        if names is None:
-            continue
-        present = {c.name for c in table.columns}
-        chosen = [n for n in names if n in present]
-        row_text = (
-            sql.SQL("ROW({})::text").format(sql.SQL(", ").join(map(sql.Identifier, chosen)))
-            if chosen
-            else sql.SQL("''")
-        )
-        count, digest = conn.execute(
-            sql.SQL(
-                "SELECT count(*), md5(coalesce(string_agg(r, E'\\n' ORDER BY r), '')) "
-                "FROM (SELECT {} AS r FROM {}) AS rows"
-            ).format(row_text, sql.Identifier(table.name))
-        ).fetchone() or (0, "")
-        result[table.name] = (int(count), str(digest))
+    for name, cursor in asked.items():
+        count, digest = cursor.fetchone() or (0, "")
+        result[name] = (int(count), str(digest))
     return result
 
 

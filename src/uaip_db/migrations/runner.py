@@ -529,11 +529,14 @@ class MigrationSession:
     def upgrade(self, revision: str) -> None:
         self._run(revision, upgrade=True)
 
-    def start_from(self, parent: str) -> None:
+    def start_from(self, parent: str) -> bool:
         """Leave `parent` the only head before its child is applied: with another branch's head
-        applied too, a later downgrade to the parent would revert that branch as well."""
-        if current_revisions(self.database) not in ((parent,), ()):
-            self.downgrade(parent)
+        applied too, a later downgrade to the parent would revert that branch as well. True when
+        the database had to be moved."""
+        if current_revisions(self.database) in ((parent,), ()):
+            return False
+        self.downgrade(parent)
+        return True
 
     def downgrade(self, revision: str) -> None:
         self._run(revision, upgrade=False)

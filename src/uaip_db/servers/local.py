@@ -143,6 +143,12 @@ class Cluster:
             )
         finally:
             password_file.unlink(missing_ok=True)
+        self.configure(settings)
+
+    def configure(self, settings: dict[str, str]) -> None:
+        """Append `settings` to postgresql.conf (later lines win)."""
+        if not settings:
+            return
         lines = [f"{key} = {conf_value(value)}" for key, value in settings.items()]
         with (self.data / "postgresql.conf").open("a") as conf:
             conf.write("\n# uaip-db settings\n" + "\n".join(lines) + "\n")

@@ -23,6 +23,7 @@ import socket
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,6 +31,7 @@ from uaip_db import pg, process
 from uaip_db.errors import ServerError, SettingsError
 from uaip_db.servers.binaries import Binaries, find_binaries
 from uaip_db.servers.local import Cluster, PidFile
+from uaip_db.servers.pristine import pristine_data
 from uaip_db.settings import (
     SCRATCH_SETTING,
     SCRATCH_URL_SETTING,
@@ -219,12 +221,13 @@ class ScratchCluster:
         (root / OWNER_FILE).write_text(str(os.getpid()))
         cluster = Cluster(root, binaries.bindir)
         password = scratch_password()
-        cluster.initialize(
-            SCRATCH_USER,
-            password,
-            {**FAST_SETTINGS, "unix_socket_directories": str(cluster.socket_dir)},
-            sync=False,
-        )
+        settings = {**FAST_SETTINGS, "unix_socket_directories": str(cluster.socket_dir)}
+        pristine = pristine_data(binaries.bindir, SCRATCH_USER, root.parent)
+        if pristine is not None:
+            pristine.copy_to(cluster)
+            cluster.configure(settings)
+        else:
+            cluster.initialize(SCRATCH_USER, password, settings, sync=False)
         last_error: ServerError | None = None
         for _attempt in range(3):
             port = free_port()
@@ -238,6 +241,8 @@ class ScratchCluster:
             admin = DatabaseConfig(
                 host="127.0.0.1", port=port, name="postgres", user=SCRATCH_USER, password=password
             )
+            if pristine is not None:
+                set_password(replace(admin, password=pristine.password), password)
             scratch = cls(cluster, child, admin, binaries)
             atexit.register(scratch.stop)
             return scratch
@@ -248,6 +253,18 @@ class ScratchCluster:
     def stop(self) -> None:
         stop_process(self.process)
         shutil.rmtree(self.cluster.root, ignore_errors=True)
+
+
+def set_password(admin: DatabaseConfig, password: str) -> None:
+    """Replace the superuser's password (a copied data folder arrives with the cached one)."""
+    from psycopg import sql
+
+    with pg.connection(admin) as conn:
+        conn.execute(
+            sql.SQL("ALTER ROLE {} PASSWORD {}").format(
+                sql.Identifier(admin.user), sql.Literal(password)
+            )
+        )
 
 
 def scratch_parent() -> Path:
@@ -288,13 +305,7 @@ def _owner_alive(root: Path) -> bool:
     except (OSError, ValueError):
         # No owner recorded yet: a run may be creating it right now; leave young folders alone.
         return time.time() - root.stat().st_mtime < STALE_AFTER_SECONDS
-    try:
-        os.kill(owner, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return process.is_running(owner)
 
 
 def free_port() -> int:

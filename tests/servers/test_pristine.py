@@ -1,0 +1,139 @@
+"""Throwaway clusters copied from one cached initdb folder: their own password, their own data."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from uaip_db.errors import PasswordRefused
+from uaip_db.pg import connection
+from uaip_db.servers.binaries import find_binaries
+from uaip_db.servers.pristine import (
+    BUILDING,
+    CACHE_PREFIX,
+    cache_key,
+    crc32c,
+    crc_offset,
+    pristine_data,
+    sweep_abandoned_builds,
+)
+from uaip_db.servers.scratch import SCRATCH_USER, ScratchCluster
+
+
+def test_each_copy_answers_to_its_own_password_and_keeps_its_own_data() -> None:
+    first, second = ScratchCluster.start(), ScratchCluster.start()
+    try:
+        cached = pristine_data(first.binaries.bindir, SCRATCH_USER, first.cluster.root.parent)
+        assert cached is not None
+        assert first.admin.password != second.admin.password
+        for scratch in (first, second):
+            assert cached.password not in (first.admin.password, second.admin.password)
+            with (
+                pytest.raises(PasswordRefused),
+                connection(replace(scratch.admin, password=cached.password)),
+            ):
+                pass
+        # Backups tell servers apart by the system identifier: copies must not share it.
+        identifiers = set()
+        for scratch in (first, second):
+            with connection(scratch.admin) as conn:
+                row = conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()
+                identifiers.add(row[0] if row else None)
+        assert len(identifiers) == 2
+        with connection(first.admin) as conn:
+            conn.execute("CREATE TABLE only_in_the_first (id int)")
+        with connection(second.admin) as conn:
+            assert conn.execute("SELECT to_regclass('only_in_the_first')").fetchone() == (None,)
+    finally:
+        first.stop()
+        second.stop()
+    # The cached folder itself was never started or written.
+    assert not (cached.data / "postmaster.pid").exists()
+    assert "uaip-db settings" not in (cached.data / "postgresql.conf").read_text()
+
+
+@pytest.fixture
+def parent() -> Iterator[Path]:
+    """A folder the server account can enter (pytest's tmp_path is root's alone)."""
+    folder = Path(tempfile.mkdtemp(prefix="uaip-test-pristine-", dir="/tmp"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_runs_building_the_cache_at_once_agree_on_one_folder(parent: Path) -> None:
+    bindir = find_binaries().bindir
+    with ThreadPoolExecutor(3) as pool:
+        built = list(pool.map(lambda _: pristine_data(bindir, SCRATCH_USER, parent), range(3)))
+    assert all(item is not None and item.usable() for item in built)
+    assert len({item.root for item in built if item is not None}) == 1
+    assert [p.name for p in parent.iterdir()] == [
+        f"{CACHE_PREFIX}{cache_key(bindir, SCRATCH_USER)}"
+    ]
+
+
+def test_other_binaries_or_another_time_zone_get_their_own_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "postgres").write_text("one build")
+    first = cache_key(bindir, SCRATCH_USER)
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    assert cache_key(bindir, SCRATCH_USER) != first
+    monkeypatch.delenv("TZ")
+    assert cache_key(bindir, SCRATCH_USER) == first
+    (bindir / "postgres").write_text("another build")
+    assert cache_key(bindir, SCRATCH_USER) != first
+    assert cache_key(bindir, "someone_else") != cache_key(bindir, SCRATCH_USER)
+
+
+def test_half_built_folders_of_runs_that_are_gone_are_swept(tmp_path: Path) -> None:
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    abandoned = tmp_path / f"{CACHE_PREFIX}{BUILDING}{gone.stdout.strip()}-0a0a"
+    ours = tmp_path / f"{CACHE_PREFIX}{BUILDING}{os.getpid()}-0b0b"
+    for folder in (abandoned, ours):
+        folder.mkdir()
+    sweep_abandoned_builds(tmp_path)
+    assert not abandoned.exists() and ours.exists()
+
+
+def test_a_damaged_cache_falls_back_to_initdb(parent: Path) -> None:
+    bindir = find_binaries().bindir
+    damaged = parent / f"{CACHE_PREFIX}{cache_key(bindir, SCRATCH_USER)}"
+    (damaged / "data").mkdir(parents=True)  # no PG_VERSION, no password: never usable
+    assert pristine_data(bindir, SCRATCH_USER, parent) is None
+    assert not any(p.name.startswith(CACHE_PREFIX + BUILDING) for p in parent.iterdir())
+
+
+def test_without_a_cache_a_cluster_is_made_by_initdb(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("uaip_db.servers.scratch.pristine_data", lambda *args: None)
+    scratch = ScratchCluster.start()
+    try:
+        with connection(scratch.admin) as conn:
+            assert conn.execute("SELECT current_user").fetchone() == (SCRATCH_USER,)
+    finally:
+        scratch.stop()
+
+
+def test_the_control_files_checksum_is_found_and_recomputed() -> None:
+    assert crc32c(b"123456789") == 0xE3069283  # the CRC-32C check value
+    fields = bytes(range(40))
+    control = fields + crc32c(fields).to_bytes(4, sys.byteorder) + bytes(100)
+    assert crc_offset(control) == 40
+    with pytest.raises(ValueError):
+        crc_offset(bytes(200))
