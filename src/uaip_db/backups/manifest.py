@@ -30,6 +30,8 @@ from uaip_db.files import sha256_of
 from uaip_db.pg import DatabaseLocale
 
 T = TypeVar("T")
+# pg_dump --compress: a gzip level (0-9), or a method with an optional level (16 and later).
+Compression = int | str | None
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 CUSTOM_DUMP = "dump.pgdump"
@@ -103,7 +105,7 @@ class Manifest:
     objects: tuple[str, ...] | None
     row_counts: dict[str, int]
     files: tuple[FileEntry, ...]
-    compression: int | None = None
+    compression: Compression = None
     format_version: int = FORMAT_VERSION
     # Older manifests lack these: None means unknown.
     system_identifier: str | None = None
@@ -213,8 +215,11 @@ def _field(data: dict[str, Any], key: str, kind: type[T]) -> T:
     return value
 
 
-def _compression(data: dict[str, Any]) -> int | None:
-    return _optional(data, "compression", int)
+def _compression(data: dict[str, Any]) -> Compression:
+    value = data.get("compression")
+    if value is None or (isinstance(value, int | str) and not isinstance(value, bool)):
+        return value
+    raise ValueError("'compression' is neither a gzip level nor a method")
 
 
 def _optional(data: dict[str, Any], key: str, kind: type[T]) -> T | None:

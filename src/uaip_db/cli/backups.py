@@ -86,7 +86,6 @@ def backup(
                     config,
                     directory,
                     jobs=workers,
-                    compression=1 if workers > 1 else None,
                     state=state,
                     report=out,
                 )
