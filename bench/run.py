@@ -34,7 +34,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 from backfills import bench_backfill  # noqa: E402
 from workloads import GENERATE_ROWS, rows_for, write_revisions  # noqa: E402
 
+from uaip_db.backups.dump import fastest_compression  # noqa: E402
 from uaip_db.migrations import history, runner  # noqa: E402
+from uaip_db.process import tool_version  # noqa: E402
 from uaip_db.servers.local import find_bindir  # noqa: E402
 from uaip_db.servers.scratch import ScratchServer, child_env, start_scratch_server  # noqa: E402
 from uaip_db.settings import DatabaseConfig  # noqa: E402
@@ -163,6 +165,23 @@ def bench_backup(server: ScratchServer, runs: int, rows: int, folder: Path) -> l
             [str(bindir / "pg_dump"), "-Fc", "-f", str(dump_file)], env=libpq, check=True
         )
 
+    same_compression = fastest_compression(
+        str(bindir / "pg_dump"), tool_version(str(bindir / "pg_dump"))
+    )
+
+    def raw_dump_same_compression() -> None:
+        subprocess.run(
+            [
+                str(bindir / "pg_dump"),
+                "-Fc",
+                f"--compress={same_compression}",
+                "-f",
+                str(dump_file) + ".same",
+            ],
+            env=libpq,
+            check=True,
+        )
+
     def ours_backup(jobs: int) -> Callable[[], None]:
         return command(
             [
@@ -184,6 +203,17 @@ def bench_backup(server: ScratchServer, runs: int, rows: int, folder: Path) -> l
         Result("inv db.backup (1 job, with manifest)", one, raw, "pg_dump -Fc", 1.05, noisy=True),
         Result("inv db.backup --jobs 2", two, raw, "pg_dump -Fc", 0.7),
     ]
+    if same_compression:
+        raw_same = median_of(runs, raw_dump_same_compression, warmup=False)
+        results.append(
+            Result(
+                f"inv db.backup (1 job) against pg_dump with its compression ({same_compression})",
+                one,
+                raw_same,
+                f"pg_dump -Fc -Z {same_compression}",
+                None,
+            )
+        )
     backups = sorted(p for p in folder.iterdir() if (p / "manifest.json").is_file())
     custom = next(p for p in backups if (p / "dump.pgdump").is_file())
     directory = next(p for p in backups if (p / "dump").is_dir())

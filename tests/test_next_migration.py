@@ -180,4 +180,18 @@ def test_the_schema_tests_pass_with_the_next_revision(
     with_next_revision: tuple[Path, Path], tmp_path: Path
 ) -> None:
     copy, _ = own_copy(with_next_revision, tmp_path)
-    step(copy, None, sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *SCHEMA_TESTS)
+    # One process: the outer run already keeps every core busy, and each nested worker would
+    # start its own server and build its own templates.
+    step(
+        copy,
+        None,
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-n",
+        "0",
+        *SCHEMA_TESTS,
+    )
