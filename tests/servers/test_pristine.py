@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from uaip_db import process
 from uaip_db.errors import PasswordRefused
 from uaip_db.pg import connection
 from uaip_db.servers.binaries import find_binaries
@@ -137,3 +138,34 @@ def test_the_control_files_checksum_is_found_and_recomputed() -> None:
     assert crc_offset(control) == 40
     with pytest.raises(ValueError):
         crc_offset(bytes(200))
+
+
+def plant(parent: Path, bindir: Path) -> Path:
+    """A complete-looking cache folder at the name the cache would use."""
+    planted = parent / f"{CACHE_PREFIX}{cache_key(bindir, SCRATCH_USER)}"
+    (planted / "data").mkdir(parents=True)
+    (planted / "data" / "PG_VERSION").write_text("16\n")
+    (planted / "data" / "postgresql.conf").write_text("shared_preload_libraries = 'evil'\n")
+    (planted / "password").write_text("known to whoever planted it")
+    for path in (planted, planted / "data"):
+        path.chmod(0o700)
+    (planted / "password").chmod(0o600)
+    return planted
+
+
+def test_a_cache_folder_planted_by_another_account_is_never_used(parent: Path) -> None:
+    bindir = find_binaries().bindir
+    planted = plant(parent, bindir)
+    for path in (planted, planted / "data", planted / "data" / "PG_VERSION", planted / "password"):
+        os.chown(path, 65534, 65534)  # nobody
+    assert pristine_data(bindir, SCRATCH_USER, parent) is None
+    assert (planted / "password").read_text() == "known to whoever planted it"
+
+
+def test_a_cache_folder_others_may_write_is_never_used(parent: Path) -> None:
+    bindir = find_binaries().bindir
+    planted = plant(parent, bindir)
+    process.give_to_server_account(planted)
+    os.chown(planted / "password", os.geteuid(), os.getegid())
+    planted.chmod(0o777)
+    assert pristine_data(bindir, SCRATCH_USER, parent) is None

@@ -14,8 +14,10 @@ import hashlib
 import os
 import secrets
 import shutil
+import stat
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +45,17 @@ class PristineData:
         return (self.root / "password").read_text()
 
     def usable(self) -> bool:
-        return (self.data / "PG_VERSION").is_file() and (self.root / "password").is_file()
+        """Complete, and made by this account: the cache sits in a folder everyone may write
+        (/dev/shm), under a name anyone can work out, so a folder planted there by another
+        account (its own settings, its own password) must never be copied and started."""
+        account = process.server_account()
+        folder_owner = account[0] if account else os.geteuid()
+        return (
+            _private(self.root, folder_owner, forbidden=0o022, kind=stat.S_ISDIR)
+            and _private(self.data, folder_owner, forbidden=0o077, kind=stat.S_ISDIR)
+            and _private(self.root / "password", os.geteuid(), forbidden=0o077, kind=stat.S_ISREG)
+            and (self.data / "PG_VERSION").is_file()
+        )
 
     def copy_to(self, cluster: Cluster) -> None:
         """Make `cluster`'s data folder a copy of this one (ownership and modes kept) with a
@@ -61,6 +73,16 @@ class PristineData:
 
     def forget(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _private(path: Path, owner: int, *, forbidden: int, kind: Callable[[int], bool]) -> bool:
+    """`path` itself (not a link) is of `kind`, belongs to `owner`, and has none of the
+    `forbidden` permission bits."""
+    try:
+        found = path.lstat()
+    except OSError:
+        return False
+    return kind(found.st_mode) and found.st_uid == owner and not found.st_mode & forbidden
 
 
 def give_new_identity(cluster: Cluster) -> None:
