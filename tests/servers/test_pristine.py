@@ -27,7 +27,7 @@ from uaip_db.servers.pristine import (
     pristine_data,
     sweep_abandoned_builds,
 )
-from uaip_db.servers.scratch import SCRATCH_USER, ScratchCluster
+from uaip_db.servers.scratch import SCRATCH_USER, ScratchCluster, scratch_parent
 
 
 def test_each_copy_answers_to_its_own_password_and_keeps_its_own_data() -> None:
@@ -169,3 +169,30 @@ def test_a_cache_folder_others_may_write_is_never_used(parent: Path) -> None:
     os.chown(planted / "password", os.geteuid(), os.getegid())
     planted.chmod(0o777)
     assert pristine_data(bindir, SCRATCH_USER, parent) is None
+
+
+def test_without_pg_resetwal_a_cluster_is_made_by_initdb(
+    monkeypatch: pytest.MonkeyPatch, parent: Path
+) -> None:
+    """Binaries packaged without pg_resetwal (or a machine without cp): the copy is given up."""
+    real = find_binaries()
+    bindir = parent / "bin"
+    bindir.mkdir()
+    for program in real.bindir.iterdir():
+        if program.name != "pg_resetwal":
+            (bindir / program.name).symlink_to(program)
+    (parent / "lib").symlink_to(real.bindir.parent / "lib")
+    (parent / "share").symlink_to(real.bindir.parent / "share")
+    monkeypatch.setattr(
+        "uaip_db.servers.scratch.find_binaries", lambda major=None: replace(real, bindir=bindir)
+    )
+    cached = scratch_parent() / f"{CACHE_PREFIX}{cache_key(bindir, SCRATCH_USER)}"
+    try:
+        scratch = ScratchCluster.start()
+        try:
+            with connection(scratch.admin) as conn:
+                assert conn.execute("SELECT current_user").fetchone() == (SCRATCH_USER,)
+        finally:
+            scratch.stop()
+    finally:
+        shutil.rmtree(cached, ignore_errors=True)  # the cache of these borrowed binaries

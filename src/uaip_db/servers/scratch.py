@@ -224,7 +224,12 @@ class ScratchCluster:
         settings = {**FAST_SETTINGS, "unix_socket_directories": str(cluster.socket_dir)}
         pristine = pristine_data(binaries.bindir, SCRATCH_USER, root.parent)
         if pristine is not None:
-            pristine.copy_to(cluster)
+            try:
+                pristine.copy_to(cluster)
+            except ServerError:  # no cp or pg_resetwal here: make it the slow way
+                shutil.rmtree(cluster.data, ignore_errors=True)
+                pristine = None
+        if pristine is not None:
             cluster.configure(settings)
         else:
             cluster.initialize(SCRATCH_USER, password, settings, sync=False)
