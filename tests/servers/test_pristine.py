@@ -15,15 +15,19 @@ from pathlib import Path
 import pytest
 
 from uaip_db import process
-from uaip_db.errors import PasswordRefused
+from uaip_db.errors import PasswordRefused, ServerError
 from uaip_db.pg import connection
 from uaip_db.servers.binaries import find_binaries
+from uaip_db.servers.local import Cluster
 from uaip_db.servers.pristine import (
     BUILDING,
     CACHE_PREFIX,
+    PristineData,
     cache_key,
     crc32c,
     crc_offset,
+    give_new_identity,
+    load,
     pristine_data,
     sweep_abandoned_builds,
 )
@@ -75,7 +79,7 @@ def test_runs_building_the_cache_at_once_agree_on_one_folder(parent: Path) -> No
     bindir = find_binaries().bindir
     with ThreadPoolExecutor(3) as pool:
         built = list(pool.map(lambda _: pristine_data(bindir, SCRATCH_USER, parent), range(3)))
-    assert all(item is not None and item.usable() for item in built)
+    assert all(item is not None and load(item.root) == item for item in built)
     assert len({item.root for item in built if item is not None}) == 1
     assert [p.name for p in parent.iterdir()] == [
         f"{CACHE_PREFIX}{cache_key(bindir, SCRATCH_USER)}"
@@ -162,13 +166,17 @@ def test_a_cache_folder_planted_by_another_account_is_never_used(parent: Path) -
     assert (planted / "password").read_text() == "known to whoever planted it"
 
 
-def test_a_cache_folder_others_may_write_is_never_used(parent: Path) -> None:
+def test_a_cache_folder_of_ours_others_may_write_is_made_again(parent: Path) -> None:
     bindir = find_binaries().bindir
     planted = plant(parent, bindir)
     process.give_to_server_account(planted)
     os.chown(planted / "password", os.geteuid(), os.getegid())
     planted.chmod(0o777)
-    assert pristine_data(bindir, SCRATCH_USER, parent) is None
+    made = pristine_data(bindir, SCRATCH_USER, parent)
+    # Ours, but anyone could have changed it: never used, made again in its place.
+    assert made is not None and made.password != "known to whoever planted it"
+    assert "evil" not in (made.data / "postgresql.conf").read_text()
+    assert not made.root.stat().st_mode & 0o022
 
 
 def test_without_pg_resetwal_a_cluster_is_made_by_initdb(
@@ -196,3 +204,87 @@ def test_without_pg_resetwal_a_cluster_is_made_by_initdb(
             scratch.stop()
     finally:
         shutil.rmtree(cached, ignore_errors=True)  # the cache of these borrowed binaries
+
+
+@pytest.fixture
+def own_cache(parent: Path) -> PristineData:
+    """A private copy of the real cache, which a test may damage without touching the shared one."""
+    real = find_binaries()
+    shared = pristine_data(real.bindir, SCRATCH_USER, scratch_parent())
+    assert shared is not None
+    copy = parent / shared.root.name
+    subprocess.run(["cp", "-a", str(shared.root), str(copy)], check=True)
+    found = load(copy)
+    assert found is not None
+    return found
+
+
+def start_from(monkeypatch: pytest.MonkeyPatch, cache: PristineData) -> ScratchCluster:
+    monkeypatch.setattr("uaip_db.servers.scratch.pristine_data", lambda *args: cache)
+    return ScratchCluster.start()
+
+
+def answers(scratch: ScratchCluster) -> bool:
+    try:
+        with connection(scratch.admin) as conn:
+            return conn.execute("SELECT current_user").fetchone() == (SCRATCH_USER,)
+    finally:
+        scratch.stop()
+
+
+def test_a_cache_deleted_while_a_server_starts_from_it_breaks_nothing(
+    monkeypatch: pytest.MonkeyPatch, own_cache: PristineData
+) -> None:
+    (own_cache.root / "password").unlink()  # after it was found, before the server is up
+    assert answers(start_from(monkeypatch, own_cache))
+    shutil.rmtree(own_cache.root)  # before the copy
+    assert answers(start_from(monkeypatch, own_cache))
+
+
+@pytest.mark.parametrize("lost", ["global/pg_control", "global/pg_filenode.map"])
+def test_a_damaged_cache_is_forgotten_and_the_server_made_by_initdb(
+    monkeypatch: pytest.MonkeyPatch, own_cache: PristineData, lost: str
+) -> None:
+    (own_cache.data / lost).unlink()
+    assert answers(start_from(monkeypatch, own_cache))
+    assert not own_cache.root.exists()  # the next start makes it again
+
+
+def test_each_account_has_its_own_cache(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "postgres").write_text("one build")
+    mine = cache_key(tmp_path, SCRATCH_USER)
+    monkeypatch.setattr("uaip_db.servers.pristine.os.geteuid", lambda: 4321)
+    assert cache_key(tmp_path, SCRATCH_USER) != mine
+
+
+def test_links_in_a_copy_are_never_followed(parent: Path) -> None:
+    """As root, the copied data folder belongs to the server account: a link it planted there
+    must not make root write elsewhere."""
+    victim = parent / "victim"
+    victim.write_bytes(b"root's own file\n" * 64)
+    data = parent / "cluster" / "data"
+    (data / "global").mkdir(parents=True)
+    (data / "global" / "pg_control").symlink_to(victim)
+    (data / "postgresql.conf").symlink_to(victim)
+    cluster = Cluster(parent / "cluster", find_binaries().bindir)
+    with pytest.raises(ServerError):
+        give_new_identity(cluster)
+    with pytest.raises(ServerError):
+        cluster.configure({"fsync": "off"})
+    assert victim.read_bytes() == b"root's own file\n" * 64
+
+
+def test_a_cache_whose_binaries_are_gone_is_swept(parent: Path) -> None:
+    real = find_binaries().bindir
+    borrowed = parent / "bin"
+    borrowed.mkdir()
+    for program in real.iterdir():
+        (borrowed / program.name).symlink_to(program)
+    made = pristine_data(borrowed, SCRATCH_USER, parent)
+    kept = pristine_data(real, SCRATCH_USER, parent)
+    assert made is not None and kept is not None
+    sweep_abandoned_builds(parent)
+    assert made.root.exists()  # its binaries are still there
+    shutil.rmtree(borrowed)
+    sweep_abandoned_builds(parent)
+    assert not made.root.exists() and kept.root.exists()

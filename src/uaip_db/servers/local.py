@@ -150,8 +150,17 @@ class Cluster:
         if not settings:
             return
         lines = [f"{key} = {conf_value(value)}" for key, value in settings.items()]
-        with (self.data / "postgresql.conf").open("a") as conf:
-            conf.write("\n# uaip-db settings\n" + "\n".join(lines) + "\n")
+        # Not through a link: as root we write into a folder the server account owns.
+        try:
+            descriptor = os.open(
+                self.data / "postgresql.conf", os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW
+            )
+            with os.fdopen(descriptor, "a") as conf:
+                conf.write("\n# uaip-db settings\n" + "\n".join(lines) + "\n")
+        except OSError as error:
+            raise ServerError(
+                f"Could not write {self.data / 'postgresql.conf'}: {error.strerror}."
+            ) from None
 
     def running(self) -> PidFile | None:
         pid_file = PidFile.read(self.data)

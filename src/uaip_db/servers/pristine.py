@@ -2,7 +2,8 @@
 
 initdb is most of a throwaway server's start (about 0.4 s of 0.65 s here); copying the folder it
 made takes about 0.05 s. The cache sits beside the throwaway clusters (tmpfs when there is room)
-and is keyed by the binaries and everything initdb reads, so other binaries never share it. A
+and is keyed by the binaries, the account, the time zone and initdb's options, so other binaries
+or accounts never share it; a cache whose binaries are gone is swept. A
 copy starts with the cached superuser password; `ScratchCluster.start` replaces it with a fresh
 one before the server is handed out, and each copy gets its own system identifier, which
 backups use to tell servers apart.
@@ -22,40 +23,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from uaip_db import process
+from uaip_db.errors import ServerError
 from uaip_db.servers.local import Cluster
 
 CACHE_PREFIX = "uaip-initdb-"
 BUILDING = "building-"
+BINDIR_FILE = "bindir"  # which binaries made the cache: it goes when they do
+OLD_CACHE_SECONDS = 3600
 # Bump when Cluster.initialize's options change, so older copies are not used.
 LAYOUT = "1"
 
 
 @dataclass(frozen=True)
 class PristineData:
-    """An initdb-made data folder (`root/data`) and its superuser's password."""
+    """An initdb-made data folder (`root/data`) and its superuser's password (read when the
+    folder was found, so a cache deleted meanwhile cannot break a start half-way)."""
 
     root: Path
+    password: str
 
     @property
     def data(self) -> Path:
         return self.root / "data"
-
-    @property
-    def password(self) -> str:
-        return (self.root / "password").read_text()
-
-    def usable(self) -> bool:
-        """Complete, and made by this account: the cache sits in a folder everyone may write
-        (/dev/shm), under a name anyone can work out, so a folder planted there by another
-        account (its own settings, its own password) must never be copied and started."""
-        account = process.server_account()
-        folder_owner = account[0] if account else os.geteuid()
-        return (
-            _private(self.root, folder_owner, forbidden=0o022, kind=stat.S_ISDIR)
-            and _private(self.data, folder_owner, forbidden=0o077, kind=stat.S_ISDIR)
-            and _private(self.root / "password", os.geteuid(), forbidden=0o077, kind=stat.S_ISREG)
-            and (self.data / "PG_VERSION").is_file()
-        )
 
     def copy_to(self, cluster: Cluster) -> None:
         """Make `cluster`'s data folder a copy of this one (ownership and modes kept) with a
@@ -75,6 +64,30 @@ class PristineData:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def folder_owner() -> int:
+    """Who owns the cache's folders: the server account when we run as root, else us."""
+    account = process.server_account()
+    return account[0] if account else os.geteuid()
+
+
+def load(root: Path) -> PristineData | None:
+    """The cached folder at `root` when it is complete and made by this account: the cache sits
+    in a folder everyone may write (/dev/shm), under a name anyone can work out, so a folder
+    planted there by another account (its own settings, its own password) is never used."""
+    owner = folder_owner()
+    if not (
+        _private(root, owner, forbidden=0o022, kind=stat.S_ISDIR)
+        and _private(root / "data", owner, forbidden=0o077, kind=stat.S_ISDIR)
+        and _private(root / "password", os.geteuid(), forbidden=0o077, kind=stat.S_ISREG)
+        and (root / "data" / "PG_VERSION").is_file()
+    ):
+        return None
+    try:
+        return PristineData(root, (root / "password").read_text())
+    except OSError:
+        return None
+
+
 def _private(path: Path, owner: int, *, forbidden: int, kind: Callable[[int], bool]) -> bool:
     """`path` itself (not a link) is of `kind`, belongs to `owner`, and has none of the
     `forbidden` permission bits."""
@@ -89,19 +102,43 @@ def give_new_identity(cluster: Cluster) -> None:
     """Write a new system identifier into a stopped cluster's pg_control (its first field; the
     CRC-32C that follows the fields is recomputed), then let pg_resetwal start a WAL that
     carries it, as initdb would have."""
-    control = cluster.data / "global" / "pg_control"
-    content = bytearray(control.read_bytes())
-    end = crc_offset(bytes(content))
-    identifier = (int(time.time()) << 32) | secrets.randbits(32)
-    content[0:8] = identifier.to_bytes(8, sys.byteorder)
-    content[end : end + 4] = crc32c(bytes(content[:end])).to_bytes(4, sys.byteorder)
-    with control.open("r+b") as file:  # in place: the owner and mode stay the server's
-        file.write(content)
+    try:
+        _write_identity(cluster.data, (int(time.time()) << 32) | secrets.randbits(32))
+    except OSError as error:
+        raise ServerError(
+            f"Could not give the copied cluster its own identity: {error.strerror}."
+        ) from None
     process.run(
         [cluster.tool("pg_resetwal"), "-D", str(cluster.data)],
         what="give the copied cluster its own identity (pg_resetwal)",
         as_server=True,
     )
+
+
+def _write_identity(data_folder: Path, identifier: int) -> None:
+    # Opened one folder at a time without following links: when we run as root, the data
+    # folder belongs to the server account, which must not be able to point us elsewhere.
+    data = os.open(data_folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        folder = os.open("global", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=data)
+        try:
+            control = os.open("pg_control", os.O_RDWR | os.O_NOFOLLOW, dir_fd=folder)
+        finally:
+            os.close(folder)
+    finally:
+        os.close(data)
+    with os.fdopen(control, "r+b") as file:
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):
+            raise ServerError("The copied cluster's pg_control is not a file.")
+        content = bytearray(file.read())
+        try:
+            end = crc_offset(bytes(content))
+        except ValueError:
+            raise ServerError("The copied cluster's pg_control is damaged.") from None
+        content[0:8] = identifier.to_bytes(8, sys.byteorder)
+        content[end : end + 4] = crc32c(bytes(content[:end])).to_bytes(4, sys.byteorder)
+        file.seek(0)
+        file.write(content)  # in place: the owner and mode stay the server's
 
 
 def crc_offset(control: bytes) -> int:
@@ -138,10 +175,11 @@ _CRC32C_TABLE = _crc32c_table()
 
 
 def cache_key(bindir: Path, user: str) -> str:
-    """What initdb's output depends on: the binaries (path, size, time), the superuser's name,
-    the time zone it records, and the options Cluster.initialize passes (LAYOUT)."""
+    """The binaries (path, size, time), the superuser's name, the time zone initdb records, the
+    options Cluster.initialize passes (LAYOUT), and the account: each account has its own."""
     postgres = (bindir / "postgres").stat()
     parts = [
+        str(os.geteuid()),
         str(bindir.resolve()),
         str(postgres.st_size),
         str(postgres.st_mtime_ns),
@@ -154,10 +192,18 @@ def cache_key(bindir: Path, user: str) -> str:
 
 def pristine_data(bindir: Path, user: str, parent: Path) -> PristineData | None:
     """The cached initdb folder for `bindir` in `parent`, made now when missing (None when it
-    cannot be cached). Concurrent runs each build their own; the first renamed into place wins."""
-    cached = PristineData(parent / f"{CACHE_PREFIX}{cache_key(bindir, user)}")
-    if cached.usable():
-        return cached
+    cannot be: then the caller runs initdb itself). Concurrent runs each build their own; the
+    first renamed into place wins."""
+    if shutil.which("cp") is None or not (bindir / "pg_resetwal").is_file():
+        return None  # a copy could not be made its own server
+    root = parent / f"{CACHE_PREFIX}{cache_key(bindir, user)}"
+    found = load(root)
+    if found is not None:
+        return found
+    if os.path.lexists(root):
+        if not _private(root, folder_owner(), forbidden=0, kind=stat.S_ISDIR):
+            return None  # another account's: never used, never built over
+        shutil.rmtree(root, ignore_errors=True)  # ours, but incomplete: made again
     sweep_abandoned_builds(parent)
     building = parent / f"{CACHE_PREFIX}{BUILDING}{os.getpid()}-{secrets.token_hex(4)}"
     try:
@@ -166,17 +212,30 @@ def pristine_data(bindir: Path, user: str, parent: Path) -> PristineData | None:
         descriptor = os.open(building / "password", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "w") as file:
             file.write(password)
-        os.rename(building, cached.root)
+        (building / BINDIR_FILE).write_text(str(bindir.resolve()))
+        os.rename(building, root)
     except OSError:
         pass  # another run renamed its copy into place first
     finally:
         shutil.rmtree(building, ignore_errors=True)
-    return cached if cached.usable() else None
+    return load(root)
 
 
 def sweep_abandoned_builds(parent: Path) -> None:
-    """Remove the half-built cache folders of runs that are gone."""
-    for folder in parent.glob(f"{CACHE_PREFIX}{BUILDING}*"):
-        pid = folder.name.removeprefix(CACHE_PREFIX + BUILDING).split("-", 1)[0]
-        if pid.isdigit() and not process.is_running(int(pid)):
+    """Remove the half-built cache folders of runs that are gone, and this account's caches
+    whose binaries are gone."""
+    owner = folder_owner()
+    for folder in parent.glob(f"{CACHE_PREFIX}*"):
+        if folder.name.startswith(CACHE_PREFIX + BUILDING):
+            pid = folder.name.removeprefix(CACHE_PREFIX + BUILDING).split("-", 1)[0]
+            if pid.isdigit() and not process.is_running(int(pid)):
+                shutil.rmtree(folder, ignore_errors=True)
+            continue
+        if not _private(folder, owner, forbidden=0o022, kind=stat.S_ISDIR):
+            continue
+        try:
+            gone = not (Path((folder / BINDIR_FILE).read_text()) / "postgres").is_file()
+        except OSError:  # made before caches said which binaries made them
+            gone = time.time() - folder.stat().st_mtime > OLD_CACHE_SECONDS
+        if gone:
             shutil.rmtree(folder, ignore_errors=True)

@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from uaip_db import pg, process
-from uaip_db.errors import ServerError, SettingsError
+from uaip_db.errors import ServerError, SettingsError, UaipDbError
 from uaip_db.servers.binaries import Binaries, find_binaries
 from uaip_db.servers.local import Cluster, PidFile
-from uaip_db.servers.pristine import pristine_data
+from uaip_db.servers.pristine import pristine_data, sweep_abandoned_builds
 from uaip_db.settings import (
     SCRATCH_SETTING,
     SCRATCH_URL_SETTING,
@@ -218,42 +218,46 @@ class ScratchCluster:
             raise ServerError(f"{error} {hint}".strip()) from None
         sweep_stale_clusters()
         root = Path(tempfile.mkdtemp(prefix=SCRATCH_PREFIX, dir=scratch_parent()))
-        (root / OWNER_FILE).write_text(str(os.getpid()))
-        cluster = Cluster(root, binaries.bindir)
+        try:
+            (root / OWNER_FILE).write_text(str(os.getpid()))
+            scratch = cls._start_in(Cluster(root, binaries.bindir), binaries)
+        except BaseException:
+            shutil.rmtree(root, ignore_errors=True)
+            raise
+        atexit.register(scratch.stop)
+        return scratch
+
+    @classmethod
+    def _start_in(cls, cluster: Cluster, binaries: Binaries) -> ScratchCluster:
+        """Copy the cached initdb folder (servers.pristine), else run initdb; start the server."""
         password = scratch_password()
         settings = {**FAST_SETTINGS, "unix_socket_directories": str(cluster.socket_dir)}
-        pristine = pristine_data(binaries.bindir, SCRATCH_USER, root.parent)
+        pristine = pristine_data(binaries.bindir, SCRATCH_USER, cluster.root.parent)
         if pristine is not None:
             try:
                 pristine.copy_to(cluster)
-            except ServerError:  # no cp or pg_resetwal here: make it the slow way
-                shutil.rmtree(cluster.data, ignore_errors=True)
+                cluster.configure(settings)
+            except ServerError:  # a damaged cache: forget it (the next start makes it again)
+                pristine.forget()
                 pristine = None
         if pristine is not None:
-            cluster.configure(settings)
-        else:
-            cluster.initialize(SCRATCH_USER, password, settings, sync=False)
-        last_error: ServerError | None = None
-        for _attempt in range(3):
-            port = free_port()
-            child = launch_postgres(cluster, port)
+            child: process.Popen[bytes] | None = None
             try:
-                cluster.wait_until_ready(child.pid, timeout=60, child=child)
-            except ServerError as error:
-                last_error = error
-                stop_process(child)
-                continue
-            admin = DatabaseConfig(
-                host="127.0.0.1", port=port, name="postgres", user=SCRATCH_USER, password=password
-            )
-            if pristine is not None:
-                set_password(replace(admin, password=pristine.password), password)
-            scratch = cls(cluster, child, admin, binaries)
-            atexit.register(scratch.stop)
-            return scratch
-        shutil.rmtree(root, ignore_errors=True)
-        assert last_error is not None
-        raise last_error
+                child, admin = launch_ready(cluster, pristine.password)
+                set_password(admin, password)
+                return cls(cluster, child, replace(admin, password=password), binaries)
+            except UaipDbError:  # a damaged cache: forget it (the next start makes it again)
+                if child is not None:
+                    stop_process(child)
+                pristine.forget()
+            except BaseException:
+                if child is not None:
+                    stop_process(child)
+                raise
+        shutil.rmtree(cluster.data, ignore_errors=True)
+        cluster.initialize(SCRATCH_USER, password, settings, sync=False)
+        child, admin = launch_ready(cluster, password)
+        return cls(cluster, child, admin, binaries)
 
     def stop(self) -> None:
         stop_process(self.process)
@@ -297,10 +301,14 @@ def stale_clusters() -> list[Path]:
 
 
 def sweep_stale_clusters() -> list[Path]:
-    """Remove the folders of scratch clusters left by killed runs; the ones removed."""
+    """Remove the folders of scratch clusters, and the half-built initdb caches, left by killed
+    runs; the cluster folders removed."""
     removed = stale_clusters()
     for root in removed:
         shutil.rmtree(root, ignore_errors=True)
+    for parent in {TMPFS, Path(tempfile.gettempdir())}:
+        if parent.is_dir():
+            sweep_abandoned_builds(parent)
     return removed
 
 
@@ -328,6 +336,27 @@ def launch_postgres(cluster: Cluster, port: int) -> process.Popen[bytes]:
             parent_death_signal=signal.SIGQUIT,
             log=log,
         )
+
+
+def launch_ready(cluster: Cluster, password: str) -> tuple[process.Popen[bytes], DatabaseConfig]:
+    """Start the server on a free port (three tries: another program may take the port
+    first) and wait until it accepts connections; the server and its admin settings."""
+    last_error: ServerError | None = None
+    for _attempt in range(3):
+        port = free_port()
+        child = launch_postgres(cluster, port)
+        try:
+            cluster.wait_until_ready(child.pid, timeout=60, child=child)
+        except ServerError as error:
+            last_error = error
+            stop_process(child)
+            continue
+        admin = DatabaseConfig(
+            host="127.0.0.1", port=port, name="postgres", user=SCRATCH_USER, password=password
+        )
+        return child, admin
+    assert last_error is not None
+    raise last_error
 
 
 def stop_process(child: process.Popen[bytes]) -> None:
