@@ -14,9 +14,15 @@ from uaip_db.cli import fleet as cli_fleet
 from uaip_db.cli import migrate as cli_migrate
 from uaip_db.cli import release as cli_release
 from uaip_db.cli import server as cli_server
-from uaip_db.cli.reporter import reported, seconds, usage_errors_exit_2
+from uaip_db.cli.reporter import (
+    quiet_when_the_reader_leaves,
+    reported,
+    seconds,
+    usage_errors_exit_2,
+)
 
 usage_errors_exit_2()
+quiet_when_the_reader_leaves()
 
 LOCK_WAIT = "Seconds to wait for another runner's migration lock (default 60)."
 BACKEND = "docker or local; default: Docker when an engine answers, else local binaries."

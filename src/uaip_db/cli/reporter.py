@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from uaip_db.errors import INTERRUPTED, USAGE, UaipDbError, UsageError
 
@@ -109,6 +109,21 @@ def usage_errors_exit_2() -> None:
 
     parse_tasks.exits_2 = True  # type: ignore[attr-defined]
     Program.parse_tasks = parse_tasks  # type: ignore[method-assign]
+
+
+def quiet_when_the_reader_leaves() -> None:
+    """`inv --list | head` (the reader closes the pipe early) ends quietly, as other
+    command-line tools do, instead of with Python's traceback. tasks.py calls this once."""
+    previous = sys.excepthook
+
+    def hook(kind: type[BaseException], value: BaseException, trace: Any) -> None:
+        if issubclass(kind, BrokenPipeError):
+            # Python flushes stdout once more on its way out; let that go nowhere.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return
+        previous(kind, value, trace)
+
+    sys.excepthook = hook
 
 
 def _is_database_error(error: Exception) -> bool:
