@@ -97,12 +97,17 @@ def lock_lines(revision: str, statements: list[StatementLocks]) -> list[str]:
     return [f"  locks held by {revision}: {held}", *shown]
 
 
-def newest_backup(directory: Path, database: str) -> Path:
-    """The newest complete backup of `database` in `directory` whose restore check did not fail."""
+def newest_backup(
+    directory: Path, database: str, identity: manifests.Identity | None = None
+) -> Path:
+    """The newest complete backup of `database` in `directory` whose restore check did not fail;
+    with a known `identity` (the database as it is now), only a backup of that very database on
+    that server: a namesake's on another server, or of a dropped predecessor, is another database.
+    """
     from uaip_db.errors import SettingsError
 
     found = [
-        path
+        (path, manifest)
         for path, manifest in folders.complete_backups(directory)
         if manifest.database == database and manifest.state != manifests.VERIFY_FAILED
     ]
@@ -110,7 +115,16 @@ def newest_backup(directory: Path, database: str) -> Path:
         raise SettingsError(
             f"No backup of {database} in {directory}; run `inv db.backup` first or name one."
         )
-    return found[0]
+    if identity is None or not identity.known:
+        return found[0][0]
+    mine = [path for path, manifest in found if manifest.identity.same_as(identity)]
+    if not mine:
+        raise SettingsError(
+            f"None of the {len(found)} backup(s) of {database} in {directory} is of this "
+            "database on this server (another server's, or of a database since dropped); run "
+            "`inv db.backup` first, or name the backup to rehearse on."
+        )
+    return mine[0]
 
 
 def rehearse(

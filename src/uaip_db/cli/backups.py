@@ -16,6 +16,7 @@ from uaip_db.pg import MAINTENANCE_DATABASE
 from uaip_db.settings import DatabaseConfig
 
 if TYPE_CHECKING:
+    from uaip_db.backups import manifest as manifests
     from uaip_db.backups.workload import LoadSettings
 
 # `db.restore` without --target names the new database <source>_restored_<time>; `db.clean`
@@ -225,8 +226,17 @@ def rehearse(
 
     writers = load_settings(load, max_writer_wait)
     config = DatabaseConfig.from_env()
-    source = Path(path) if path else rehearsal.newest_backup(paths.backup_dir(), config.name)
     progress = (lambda _line: None) if as_json else out
+    if path:
+        source = Path(path)
+    else:
+        identity = current_identity(config)
+        if identity is None:
+            progress(
+                f"note: {config.where()} cannot be reached, so the newest backup named "
+                f"{config.name} is taken, whichever server it came from."
+            )
+        source = rehearsal.newest_backup(paths.backup_dir(), config.name, identity)
     with scratch_server() as server:
         result = rehearsal.rehearse(source, server, report=progress, load=writers)
     if as_json:
@@ -331,3 +341,18 @@ def clean(*, yes: bool = False, confirm_db: str | None = None, out: Say = say) -
                 pg.drop_database(conn, name)
     swept = sweep_stale_clusters()
     out(f"Dropped {len(names)} database(s), removed {len(swept)} scratch cluster folder(s).")
+
+
+def current_identity(config: DatabaseConfig) -> manifests.Identity | None:
+    """Which database `config` names now (server and oid), or None when it cannot be reached."""
+    from uaip_db import pg
+    from uaip_db.backups import manifest as manifests
+    from uaip_db.errors import ConnectionProblem
+
+    try:
+        with pg.connection(config) as conn:
+            return manifests.Identity(
+                pg.system_identifier(conn), config.name, pg.database_oid(conn)
+            )
+    except ConnectionProblem:
+        return None
