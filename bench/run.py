@@ -525,12 +525,17 @@ def main() -> None:
     parser.add_argument(
         "--only",
         type=lambda value: value.split(","),
-        default=[],
+        default=None,
         help=f"run only these steps (comma-separated: {', '.join(STEPS)}); the table then has "
         "only their rows",
     )
     args = parser.parse_args()
-    args.only = [name.strip() for name in args.only if name.strip()]
+    if args.only is not None:
+        args.only = [name.strip() for name in args.only if name.strip()]
+        if not args.only:
+            parser.error("--only: name at least one step")
+    else:
+        args.only = []
     unknown = set(args.only) - set(STEPS)
     if unknown:
         parser.error(

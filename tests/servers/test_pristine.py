@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -29,7 +30,9 @@ from uaip_db.servers.pristine import (
     give_new_identity,
     load,
     pristine_data,
+    read_private,
     sweep_abandoned_builds,
+    write_private,
 )
 from uaip_db.servers.scratch import SCRATCH_USER, ScratchCluster, scratch_parent
 
@@ -117,11 +120,12 @@ def test_half_built_folders_of_runs_that_are_gone_are_swept(tmp_path: Path) -> N
     assert not abandoned.exists() and ours.exists()
 
 
-def test_a_damaged_cache_falls_back_to_initdb(parent: Path) -> None:
+def test_an_incomplete_cache_of_ours_is_made_again(parent: Path) -> None:
     bindir = find_binaries().bindir
     damaged = parent / f"{CACHE_PREFIX}{cache_key(bindir, SCRATCH_USER)}"
-    (damaged / "data").mkdir(parents=True)  # no PG_VERSION, no password: never usable
-    assert pristine_data(bindir, SCRATCH_USER, parent) is None
+    (damaged / "cluster" / "data").mkdir(parents=True)  # no PG_VERSION, no password
+    made = pristine_data(bindir, SCRATCH_USER, parent)
+    assert made is not None and made.root == damaged and (made.data / "PG_VERSION").is_file()
     assert not any(p.name.startswith(CACHE_PREFIX + BUILDING) for p in parent.iterdir())
 
 
@@ -147,11 +151,12 @@ def test_the_control_files_checksum_is_found_and_recomputed() -> None:
 def plant(parent: Path, bindir: Path) -> Path:
     """A complete-looking cache folder at the name the cache would use."""
     planted = parent / f"{CACHE_PREFIX}{cache_key(bindir, SCRATCH_USER)}"
-    (planted / "data").mkdir(parents=True)
-    (planted / "data" / "PG_VERSION").write_text("16\n")
-    (planted / "data" / "postgresql.conf").write_text("shared_preload_libraries = 'evil'\n")
+    data = planted / "cluster" / "data"
+    data.mkdir(parents=True)
+    (data / "PG_VERSION").write_text("16\n")
+    (data / "postgresql.conf").write_text("shared_preload_libraries = 'evil'\n")
     (planted / "password").write_text("known to whoever planted it")
-    for path in (planted, planted / "data"):
+    for path in (planted, planted / "cluster", data):
         path.chmod(0o700)
     (planted / "password").chmod(0o600)
     return planted
@@ -160,7 +165,7 @@ def plant(parent: Path, bindir: Path) -> Path:
 def test_a_cache_folder_planted_by_another_account_is_never_used(parent: Path) -> None:
     bindir = find_binaries().bindir
     planted = plant(parent, bindir)
-    for path in (planted, planted / "data", planted / "data" / "PG_VERSION", planted / "password"):
+    for path in [planted, *planted.rglob("*")]:
         os.chown(path, 65534, 65534)  # nobody
     assert pristine_data(bindir, SCRATCH_USER, parent) is None
     assert (planted / "password").read_text() == "known to whoever planted it"
@@ -169,8 +174,7 @@ def test_a_cache_folder_planted_by_another_account_is_never_used(parent: Path) -
 def test_a_cache_folder_of_ours_others_may_write_is_made_again(parent: Path) -> None:
     bindir = find_binaries().bindir
     planted = plant(parent, bindir)
-    process.give_to_server_account(planted)
-    os.chown(planted / "password", os.geteuid(), os.getegid())
+    process.give_to_server_account(planted / "cluster")
     planted.chmod(0o777)
     made = pristine_data(bindir, SCRATCH_USER, parent)
     # Ours, but anyone could have changed it: never used, made again in its place.
@@ -288,3 +292,51 @@ def test_a_cache_whose_binaries_are_gone_is_swept(parent: Path) -> None:
     shutil.rmtree(borrowed)
     sweep_abandoned_builds(parent)
     assert not made.root.exists() and kept.root.exists()
+
+
+def test_the_server_account_cannot_write_where_root_reads_and_writes(parent: Path) -> None:
+    """The password and the binaries' path sit in a folder of ours that only we may write: the
+    server account (which owns the cached cluster) cannot swap them for links or pipes."""
+    made = pristine_data(find_binaries().bindir, SCRATCH_USER, parent)
+    assert made is not None
+    found = made.root.stat()
+    assert found.st_uid == os.geteuid() and not found.st_mode & 0o022
+    if process.server_account() is not None:  # as root: try it as the server account
+        planted = process.execute(["ln", "-s", "/etc/shadow", str(made.root / "x")], as_server=True)
+        assert planted.returncode != 0 and not (made.root / "x").exists()
+
+
+def test_private_files_are_never_read_through_a_link_or_from_a_pipe(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    write_private(secret, "ours")
+    assert read_private(secret) == "ours"
+    (tmp_path / "link").symlink_to(secret)
+    os.mkfifo(tmp_path / "pipe", 0o600)
+    (tmp_path / "shared").write_text("anyone may read it")
+    (tmp_path / "shared").chmod(0o644)
+    for path in ("link", "pipe", "shared", "missing"):
+        assert read_private(tmp_path / path) is None  # and the pipe did not block
+    with pytest.raises(FileExistsError):
+        write_private(tmp_path / "link", "never through the link")
+    assert secret.read_text() == "ours"
+
+
+def test_a_pipe_in_the_cache_makes_no_start_hang(
+    monkeypatch: pytest.MonkeyPatch, own_cache: PristineData
+) -> None:
+    conf = own_cache.data / "postgresql.conf"
+    conf.unlink()
+    os.mkfifo(conf, 0o600)
+    process.give_to_server_account(conf)
+
+    def too_long(*_: object) -> None:
+        raise TimeoutError("the start hung on the pipe")
+
+    previous = signal.signal(signal.SIGALRM, too_long)
+    signal.alarm(60)
+    try:
+        assert answers(start_from(monkeypatch, own_cache))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert not own_cache.root.exists()  # forgotten

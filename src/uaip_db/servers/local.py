@@ -11,6 +11,7 @@ import hashlib
 import os
 import re
 import socket
+import stat
 import tempfile
 import time
 from dataclasses import dataclass
@@ -153,9 +154,12 @@ class Cluster:
         # Not through a link: as root we write into a folder the server account owns.
         try:
             descriptor = os.open(
-                self.data / "postgresql.conf", os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW
+                self.data / "postgresql.conf",
+                os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW | os.O_NONBLOCK,
             )
             with os.fdopen(descriptor, "a") as conf:
+                if not stat.S_ISREG(os.fstat(conf.fileno()).st_mode):
+                    raise ServerError(f"{self.data / 'postgresql.conf'} is not a file.")
                 conf.write("\n# uaip-db settings\n" + "\n".join(lines) + "\n")
         except OSError as error:
             raise ServerError(

@@ -29,22 +29,26 @@ from uaip_db.servers.local import Cluster
 CACHE_PREFIX = "uaip-initdb-"
 BUILDING = "building-"
 BINDIR_FILE = "bindir"  # which binaries made the cache: it goes when they do
-OLD_CACHE_SECONDS = 3600
+PASSWORD_FILE = "password"
 # Bump when Cluster.initialize's options change, so older copies are not used.
-LAYOUT = "1"
+LAYOUT = "2"
 
 
 @dataclass(frozen=True)
 class PristineData:
-    """An initdb-made data folder (`root/data`) and its superuser's password (read when the
-    folder was found, so a cache deleted meanwhile cannot break a start half-way)."""
+    """An initdb-made data folder (`root/cluster/data`) and its superuser's password (read when
+    the folder was found, so a cache deleted meanwhile cannot break a start half-way).
+
+    `root` belongs to this account and no one else may write in it: when we run as root, the
+    cluster below it belongs to the server account, which must not be able to plant links or
+    pipes where root reads or writes (the password, the binaries' path)."""
 
     root: Path
     password: str
 
     @property
     def data(self) -> Path:
-        return self.root / "data"
+        return cluster_in(self.root).data
 
     def copy_to(self, cluster: Cluster) -> None:
         """Make `cluster`'s data folder a copy of this one (ownership and modes kept) with a
@@ -65,27 +69,52 @@ class PristineData:
 
 
 def folder_owner() -> int:
-    """Who owns the cache's folders: the server account when we run as root, else us."""
+    """Who owns the cached cluster: the server account when we run as root, else us."""
     account = process.server_account()
     return account[0] if account else os.geteuid()
+
+
+def cluster_in(root: Path) -> Cluster:
+    return Cluster(root / "cluster", Path())
 
 
 def load(root: Path) -> PristineData | None:
     """The cached folder at `root` when it is complete and made by this account: the cache sits
     in a folder everyone may write (/dev/shm), under a name anyone can work out, so a folder
     planted there by another account (its own settings, its own password) is never used."""
-    owner = folder_owner()
+    data = cluster_in(root).data
     if not (
-        _private(root, owner, forbidden=0o022, kind=stat.S_ISDIR)
-        and _private(root / "data", owner, forbidden=0o077, kind=stat.S_ISDIR)
-        and _private(root / "password", os.geteuid(), forbidden=0o077, kind=stat.S_ISREG)
-        and (root / "data" / "PG_VERSION").is_file()
+        _private(root, os.geteuid(), forbidden=0o022, kind=stat.S_ISDIR)
+        and _private(data, folder_owner(), forbidden=0o077, kind=stat.S_ISDIR)
+        and (data / "PG_VERSION").is_file()
     ):
         return None
+    password = read_private(root / PASSWORD_FILE)
+    return PristineData(root, password) if password else None
+
+
+def read_private(path: Path) -> str | None:
+    """The text of a file of ours that no one else may read or write, never through a link or
+    from a pipe; None otherwise."""
     try:
-        return PristineData(root, (root / "password").read_text())
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError:
         return None
+    with os.fdopen(descriptor) as file:
+        found = os.fstat(file.fileno())
+        if not (
+            stat.S_ISREG(found.st_mode)
+            and found.st_uid == os.geteuid()
+            and not found.st_mode & 0o077
+        ):
+            return None
+        return file.read()
+
+
+def write_private(path: Path, text: str) -> None:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(descriptor, "w") as file:
+        file.write(text)
 
 
 def _private(path: Path, owner: int, *, forbidden: int, kind: Callable[[int], bool]) -> bool:
@@ -122,7 +151,9 @@ def _write_identity(data_folder: Path, identifier: int) -> None:
     try:
         folder = os.open("global", os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=data)
         try:
-            control = os.open("pg_control", os.O_RDWR | os.O_NOFOLLOW, dir_fd=folder)
+            control = os.open(
+                "pg_control", os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=folder
+            )
         finally:
             os.close(folder)
     finally:
@@ -201,18 +232,19 @@ def pristine_data(bindir: Path, user: str, parent: Path) -> PristineData | None:
     if found is not None:
         return found
     if os.path.lexists(root):
-        if not _private(root, folder_owner(), forbidden=0, kind=stat.S_ISDIR):
+        if not _private(root, os.geteuid(), forbidden=0, kind=stat.S_ISDIR):
             return None  # another account's: never used, never built over
         shutil.rmtree(root, ignore_errors=True)  # ours, but incomplete: made again
     sweep_abandoned_builds(parent)
     building = parent / f"{CACHE_PREFIX}{BUILDING}{os.getpid()}-{secrets.token_hex(4)}"
     try:
+        # Ours, and only entered (not read or written) by the server account running initdb.
+        building.mkdir(mode=0o711)
+        os.chmod(building, 0o711)
         password = secrets.token_hex(16)
-        Cluster(building, bindir).initialize(user, password, {}, sync=False)
-        descriptor = os.open(building / "password", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(descriptor, "w") as file:
-            file.write(password)
-        (building / BINDIR_FILE).write_text(str(bindir.resolve()))
+        Cluster(building / "cluster", bindir).initialize(user, password, {}, sync=False)
+        write_private(building / PASSWORD_FILE, password)
+        write_private(building / BINDIR_FILE, str(bindir.resolve()))
         os.rename(building, root)
     except OSError:
         pass  # another run renamed its copy into place first
@@ -224,18 +256,14 @@ def pristine_data(bindir: Path, user: str, parent: Path) -> PristineData | None:
 def sweep_abandoned_builds(parent: Path) -> None:
     """Remove the half-built cache folders of runs that are gone, and this account's caches
     whose binaries are gone."""
-    owner = folder_owner()
     for folder in parent.glob(f"{CACHE_PREFIX}*"):
         if folder.name.startswith(CACHE_PREFIX + BUILDING):
             pid = folder.name.removeprefix(CACHE_PREFIX + BUILDING).split("-", 1)[0]
             if pid.isdigit() and not process.is_running(int(pid)):
                 shutil.rmtree(folder, ignore_errors=True)
             continue
-        if not _private(folder, owner, forbidden=0o022, kind=stat.S_ISDIR):
+        if not _private(folder, os.geteuid(), forbidden=0o022, kind=stat.S_ISDIR):
             continue
-        try:
-            gone = not (Path((folder / BINDIR_FILE).read_text()) / "postgres").is_file()
-        except OSError:  # made before caches said which binaries made them
-            gone = time.time() - folder.stat().st_mtime > OLD_CACHE_SECONDS
-        if gone:
+        made_by = read_private(folder / BINDIR_FILE)
+        if made_by is not None and not (Path(made_by) / "postgres").is_file():
             shutil.rmtree(folder, ignore_errors=True)
