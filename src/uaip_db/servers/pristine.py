@@ -3,10 +3,10 @@
 initdb is most of a throwaway server's start (about 0.4 s of 0.65 s here); copying the folder it
 made takes about 0.05 s. The cache sits beside the throwaway clusters (tmpfs when there is room)
 and is keyed by the binaries, the account, the time zone and initdb's options, so other binaries
-or accounts never share it; a cache whose binaries are gone is swept. A
-copy starts with the cached superuser password; `ScratchCluster.start` replaces it with a fresh
-one before the server is handed out, and each copy gets its own system identifier, which
-backups use to tell servers apart.
+or accounts never share it; a cache whose binaries are gone is swept. A copy starts with the
+cached superuser password; `ScratchCluster.start` replaces it with a fresh one before the server
+is handed out, and each copy gets its own system identifier, which backups use to tell servers
+apart. A cache that is missing, damaged or not safely ours makes the caller run initdb instead.
 """
 
 from __future__ import annotations
