@@ -150,6 +150,16 @@ def sql(database: DatabaseConfig, query: str, params: Any = None) -> list[tuple[
         return cursor.fetchall() if cursor.description else []
 
 
+def cli_env(database: DatabaseConfig | None = None, **extra: str) -> dict[str, str]:
+    """The environment a child `inv`/`alembic` gets: this one without the developer's
+    connection settings, then settings for `database` alone, then `extra`."""
+    env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
+    if database is not None:
+        env.update(child_env(database))
+    env.update(extra)
+    return env
+
+
 def run_cli(
     program: str,
     *args: str,
@@ -159,14 +169,10 @@ def run_cli(
     stdin: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run `inv`/`alembic` from this venv as a user would, with settings for `database` only."""
-    full_env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
-    if database is not None:
-        full_env.update(child_env(database))
-    full_env.update(env or {})
     return subprocess.run(
         [str(BIN / program), *args],
         cwd=cwd,
-        env=full_env,
+        env=cli_env(database, **(env or {})),
         input=stdin if stdin is not None else "",
         capture_output=True,
         text=True,

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, ROOT, SETTING_NAMES, sql
+from tests.conftest import BIN, ROOT, cli_env, sql
 from uaip_db.servers.binaries import RELEASES
-from uaip_db.servers.scratch import child_env
 from uaip_db.settings import DatabaseConfig
 
 UPGRADE = '''def upgrade() -> None:
@@ -68,12 +67,11 @@ def copy_checkout(target: Path) -> Path:
 def in_copy(
     copy: Path, database: DatabaseConfig | None, *args: str
 ) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
-    env.update(child_env(database) if database else {})
-    env.update(
+    env = cli_env(
+        database,
         UAIP_DB_ROOT=str(copy),
         PYTHONPATH=str(copy / "src"),
-        PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+        PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
         UAIP_TEST_SERVER="cluster",
     )
     program = args[0] if args[0] == sys.executable else str(BIN / args[0])

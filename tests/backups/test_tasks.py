@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 
 from tests.backups.conftest import exists, hashes, rewrite_manifest
-from tests.conftest import BIN, ROOT, SETTING_NAMES, run_cli, sql
+from tests.conftest import BIN, ROOT, cli_env, run_cli, sql
 from uaip_db import pg
 from uaip_db.backups import folder as folders
 from uaip_db.backups import manifest as manifests
 from uaip_db.backups.dump import create_backup
 from uaip_db.migrations import runner
-from uaip_db.servers.scratch import ScratchServer, child_env, start_scratch_server
+from uaip_db.servers.scratch import ScratchServer, start_scratch_server
 from uaip_db.settings import DatabaseConfig
 
 PUBLIC_RELATIONS = "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace"
@@ -55,13 +55,10 @@ def unfinished(directory: Path) -> list[Path]:
 
 
 def start_cli(*args: str, database: DatabaseConfig, env: dict[str, str]) -> subprocess.Popen[str]:
-    full_env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
-    full_env.update(child_env(database))
-    full_env.update(env)
     return subprocess.Popen(
         [str(BIN / "inv"), *args],
         cwd=ROOT,
-        env=full_env,
+        env=cli_env(database, **env),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

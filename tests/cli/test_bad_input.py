@@ -16,7 +16,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import BIN, CHAIN, EMAIL, HEAD, ROOT, SETTING_NAMES, run_cli, sql
+from tests.conftest import BIN, CHAIN, EMAIL, HEAD, ROOT, cli_env, run_cli, sql
 from tests.servers.roles import limited_role
 from tests.servers.standby import hot_standby
 from uaip_db import pg
@@ -25,7 +25,6 @@ from uaip_db.migrations.baseline import BASELINE_REVISION, seed
 from uaip_db.servers.scratch import (
     ScratchCluster,
     ScratchServer,
-    child_env,
     launch_postgres,
     stop_process,
 )
@@ -108,8 +107,7 @@ def test_an_unknown_task_points_at_the_list_of_tasks() -> None:
 
 
 def test_ctrl_d_at_the_prompt_stops(head_db: DatabaseConfig) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
-    env.update(child_env(head_db))
+    env = cli_env(head_db)
     controller, terminal = pty.openpty()
     process = subprocess.Popen(
         [str(BIN / "inv"), "db.downgrade", "--rev", "base"],
@@ -147,8 +145,7 @@ def test_ctrl_c_during_a_concurrent_index_build(empty_db: DatabaseConfig) -> Non
     reader = psycopg.connect(**empty_db.connect_kwargs())
     reader.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     reader.execute("SELECT count(*) FROM checkpoints")
-    env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
-    env.update(child_env(empty_db), UAIP_LOCK_TIMEOUT="60s")
+    env = cli_env(empty_db, UAIP_LOCK_TIMEOUT="60s")
     process = subprocess.Popen(
         [str(BIN / "inv"), "db.upgrade", "--rev", EMAIL],
         cwd=ROOT,
@@ -314,8 +311,7 @@ def test_a_read_only_checkout_is_one_line(
     checkout: Path, head_db: DatabaseConfig, tmp_path: Path, task: list[str]
 ) -> None:
     before = sorted(str(path) for path in checkout.rglob("*"))
-    env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
-    env.update(child_env(head_db), UAIP_BACKUP_DIR=str(tmp_path / "backups"))
+    env = cli_env(head_db, UAIP_BACKUP_DIR=str(tmp_path / "backups"))
     result = subprocess.run(
         ["unshare", "-m", "sh", "-c", READ_ONLY, "sh", str(checkout), str(BIN / "inv"), *task],
         cwd=checkout,

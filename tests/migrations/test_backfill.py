@@ -12,11 +12,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import BIN, HEAD, ROOT, SETTING_NAMES, run_cli, sql
+from tests.conftest import BIN, HEAD, ROOT, cli_env, run_cli, sql
 from tests.migrations.test_safety import until
 from uaip_db.errors import MigrationError
 from uaip_db.migrations import applied, backfill, runner
-from uaip_db.servers.scratch import child_env
 from uaip_db.settings import DatabaseConfig
 
 GUIDE = ROOT / "docs" / "MIGRATIONS.md"
@@ -202,8 +201,7 @@ def test_killed_half_way_the_next_run_finishes_every_row_exactly_once(
     prepare_counter(head_db)
     # Paced so that the kill lands in the middle; the run after it goes at full speed.
     write_example(checkout, **{"batch_rows=5_000": "batch_rows=100, rows_per_second=1_500"})
-    env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
-    env.update(child_env(head_db), UAIP_DB_ROOT=str(checkout))
+    env = cli_env(head_db, UAIP_DB_ROOT=str(checkout))
     upgrade = subprocess.Popen(
         [str(BIN / "inv"), "db.upgrade"],
         cwd=ROOT,

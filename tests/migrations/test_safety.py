@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
@@ -21,8 +20,8 @@ from tests.conftest import (
     EMAIL,
     HEAD,
     ROOT,
-    SETTING_NAMES,
     WIDEN,
+    cli_env,
     run_cli,
     sql,
     write_revision,
@@ -30,7 +29,6 @@ from tests.conftest import (
 from uaip_db.catalog import expected
 from uaip_db.catalog.snapshot import diff, take
 from uaip_db.migrations import applied, history, runner
-from uaip_db.servers.scratch import child_env
 from uaip_db.settings import DatabaseConfig
 
 WAITING_FOR_SESSIONS = (
@@ -50,8 +48,7 @@ def upgrades_at_once(
     count: int, database: DatabaseConfig, **extra: str
 ) -> tuple[list[subprocess.Popen[str]], list[tuple[str, str]]]:
     """`count` runs of `inv db.upgrade` started together; each one's (stdout, stderr)."""
-    env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
-    env.update(child_env(database), **extra)
+    env = cli_env(database, **extra)
     procs = [
         subprocess.Popen(
             [str(BIN / "inv"), "db.upgrade"],
@@ -121,9 +118,7 @@ def test_sigkill_at_any_moment_then_upgrade_finishes(
         downgrade=["DROP TABLE slow_one"],
         doc="Slow",
     )
-    env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
-    env.update(child_env(empty_db))
-    env["UAIP_DB_ROOT"] = str(checkout)
+    env = cli_env(empty_db, UAIP_DB_ROOT=str(checkout))
     with psycopg.connect(**empty_db.connect_kwargs(), autocommit=True):
         pass
     for delay in (0.35, 0.5, 0.7, 0.9, 1.2):
@@ -371,8 +366,7 @@ def test_a_downgrade_whose_plan_changed_while_it_waited_reverts_nothing(
     def opener() -> psycopg.Connection:  # type: ignore[type-arg]
         return psycopg.connect(**head_db.connect_kwargs())
 
-    env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
-    env.update(child_env(head_db))
+    env = cli_env(head_db)
     with migration_lock(opener):
         waiting = subprocess.Popen(
             [str(BIN / "inv"), "db.downgrade", "--yes"],
@@ -435,8 +429,7 @@ def test_a_stamp_checks_the_schema_again_under_the_lock(empty_db: DatabaseConfig
     def opener() -> psycopg.Connection:  # type: ignore[type-arg]
         return psycopg.connect(**empty_db.connect_kwargs())
 
-    env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
-    env.update(child_env(empty_db))
+    env = cli_env(empty_db)
     with migration_lock(opener):
         waiting = subprocess.Popen(
             [str(BIN / "inv"), "db.stamp", "--rev", "auto"],
