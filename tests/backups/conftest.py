@@ -11,9 +11,10 @@ import psycopg
 import pytest
 
 from tests.conftest import sql
+from uaip_db import pg
 from uaip_db.catalog.snapshot import Snapshot
 from uaip_db.checks import sample_data
-from uaip_db.servers.scratch import ScratchServer
+from uaip_db.servers.scratch import ScratchServer, start_scratch_server
 from uaip_db.settings import DatabaseConfig
 
 SESSIONS = 2000
@@ -147,3 +148,16 @@ def other_owner(server: ScratchServer) -> Iterator[DatabaseConfig]:
         admin.execute(
             psycopg.sql.SQL("DROP ROLE IF EXISTS {}").format(psycopg.sql.Identifier(role))
         )
+
+
+@pytest.fixture
+def namesake(head_db: DatabaseConfig) -> Iterator[DatabaseConfig]:
+    """An empty database of `head_db`'s name on a second private server: another database."""
+    other = start_scratch_server()
+    try:
+        if other.cluster is None:
+            pytest.skip("needs a second private server (UAIP_TEST_SERVER=env gives one server)")
+        pg.create_database(other.connection(), head_db.name)
+        yield other.config_for(head_db.name)
+    finally:
+        other.close()

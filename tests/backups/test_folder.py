@@ -15,7 +15,7 @@ from uaip_db.backups import folder as folders
 from uaip_db.backups import manifest as manifests
 from uaip_db.backups.dump import create_backup
 from uaip_db.errors import SettingsError
-from uaip_db.servers.scratch import ScratchServer, start_scratch_server
+from uaip_db.servers.scratch import ScratchServer
 from uaip_db.settings import DatabaseConfig
 
 
@@ -74,31 +74,23 @@ def test_older_manifests_are_read_and_never_pruned(head_db: DatabaseConfig, back
 
 
 def test_prune_spares_other_servers_and_a_recreated_namesake(
-    server: ScratchServer, head_db: DatabaseConfig, backups: Path
+    server: ScratchServer, head_db: DatabaseConfig, namesake: DatabaseConfig, backups: Path
 ) -> None:
-    other = start_scratch_server()
-    try:
-        if other.cluster is None:
-            pytest.skip("needs a second private server (UAIP_TEST_SERVER=env gives one server)")
-        pg.create_database(other.connection(), head_db.name)
-        namesake = other.config_for(head_db.name)
-        theirs = create_backup(namesake, backups)
-        ours = create_backup(head_db, backups)
-        assert theirs.manifest.database == ours.manifest.database
-        assert theirs.manifest.system_identifier != ours.manifest.system_identifier
-        # Dropped and created again under the same name: another database (another oid).
-        server.drop_database(head_db.name)
-        pg.create_database(server.connection(), head_db.name)
-        recreated = create_backup(head_db, backups)
-        assert recreated.manifest.database_oid != ours.manifest.database_oid
+    theirs = create_backup(namesake, backups)
+    ours = create_backup(head_db, backups)
+    assert theirs.manifest.database == ours.manifest.database
+    assert theirs.manifest.system_identifier != ours.manifest.system_identifier
+    # Dropped and created again under the same name: another database (another oid).
+    server.drop_database(head_db.name)
+    pg.create_database(server.connection(), head_db.name)
+    recreated = create_backup(head_db, backups)
+    assert recreated.manifest.database_oid != ours.manifest.database_oid
 
-        assert folders.prune(backups, recreated, keep=1) == []
-        assert theirs.path.is_dir() and ours.path.is_dir() and recreated.path.is_dir()
-        again = create_backup(head_db, backups)
-        assert folders.prune(backups, again, keep=1) == [recreated.path]
-        assert theirs.path.is_dir() and ours.path.is_dir()
-    finally:
-        other.close()
+    assert folders.prune(backups, recreated, keep=1) == []
+    assert theirs.path.is_dir() and ours.path.is_dir() and recreated.path.is_dir()
+    again = create_backup(head_db, backups)
+    assert folders.prune(backups, again, keep=1) == [recreated.path]
+    assert theirs.path.is_dir() and ours.path.is_dir()
 
 
 def test_prune_goes_by_creation_order_not_by_the_clock(

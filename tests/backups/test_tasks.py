@@ -19,12 +19,11 @@ import pytest
 
 from tests.backups.conftest import exists, hashes, rewrite_manifest
 from tests.conftest import BIN, ROOT, cli_env, run_cli, sql
-from uaip_db import pg
 from uaip_db.backups import folder as folders
 from uaip_db.backups import manifest as manifests
 from uaip_db.backups.dump import create_backup
 from uaip_db.migrations import runner
-from uaip_db.servers.scratch import ScratchServer, start_scratch_server
+from uaip_db.servers.scratch import ScratchServer
 from uaip_db.settings import DatabaseConfig
 
 PUBLIC_RELATIONS = "SELECT count(*) FROM pg_class WHERE relnamespace = 'public'::regnamespace"
@@ -430,33 +429,25 @@ def test_clean_drops_only_leftovers_and_asks_first(
 
 
 def test_rehearse_takes_a_backup_of_this_database_on_this_server_only(
-    head_db: DatabaseConfig, tmp_path: Path
+    head_db: DatabaseConfig, namesake: DatabaseConfig, tmp_path: Path
 ) -> None:
-    other = start_scratch_server()
-    try:
-        if other.cluster is None:
-            pytest.skip("needs a second private server (UAIP_TEST_SERVER=env gives one server)")
-        pg.create_database(other.connection(), head_db.name)
-        namesake = other.config_for(head_db.name)
-        runner.upgrade(namesake, "head")
-        env = {"UAIP_BACKUP_DIR": str(tmp_path)}
-        create_backup(namesake, tmp_path)  # the only backup of that name, from another server
+    runner.upgrade(namesake, "head")
+    env = {"UAIP_BACKUP_DIR": str(tmp_path)}
+    create_backup(namesake, tmp_path)  # the only backup of that name, from another server
 
-        refused = run_cli("inv", "db.rehearse", database=head_db, env=env)
-        assert refused.returncode == 2, refused.stdout + refused.stderr
-        assert "None of the 1 backup(s) of" in refused.stderr
-        assert "is of this database on this server" in refused.stderr
+    refused = run_cli("inv", "db.rehearse", database=head_db, env=env)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "None of the 1 backup(s) of" in refused.stderr
+    assert "is of this database on this server" in refused.stderr
 
-        ours = create_backup(head_db, tmp_path)
-        newer_theirs = create_backup(namesake, tmp_path)  # the newest of that name
-        result = run_cli("inv", "db.rehearse", database=head_db, env=env)
-        assert result.returncode == 0, result.stderr
-        assert f"Rehearsing on {ours.path.name};" in result.stdout
+    ours = create_backup(head_db, tmp_path)
+    newer_theirs = create_backup(namesake, tmp_path)  # the newest of that name
+    result = run_cli("inv", "db.rehearse", database=head_db, env=env)
+    assert result.returncode == 0, result.stderr
+    assert f"Rehearsing on {ours.path.name};" in result.stdout
 
-        # Named explicitly, any backup is rehearsed on.
-        named = run_cli(
-            "inv", "db.rehearse", "--backup", str(newer_theirs.path), database=head_db, env=env
-        )
-        assert named.returncode == 0 and f"Rehearsing on {newer_theirs.path.name};" in named.stdout
-    finally:
-        other.close()
+    # Named explicitly, any backup is rehearsed on.
+    named = run_cli(
+        "inv", "db.rehearse", "--backup", str(newer_theirs.path), database=head_db, env=env
+    )
+    assert named.returncode == 0 and f"Rehearsing on {newer_theirs.path.name};" in named.stdout
