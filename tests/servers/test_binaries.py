@@ -55,15 +55,6 @@ def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
     return env
 
 
-@pytest.fixture
-def shared_folder() -> Iterator[Path]:
-    """A folder the `postgres` account can reach (pytest's tmp_path is private to root)."""
-    folder = Path(tempfile.mkdtemp(prefix="uaip-test-binaries-", dir="/tmp"))
-    folder.chmod(0o755)
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
-
-
 def craft_wheel(
     folder: Path, version: str, postgres: str = "", link: tuple[str, str] | None = None
 ) -> Path:

@@ -7,8 +7,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -69,22 +67,15 @@ def test_each_copy_answers_to_its_own_password_and_keeps_its_own_data() -> None:
     assert "uaip-db settings" not in (cached.data / "postgresql.conf").read_text()
 
 
-@pytest.fixture
-def parent() -> Iterator[Path]:
-    """A folder the server account can enter (pytest's tmp_path is root's alone)."""
-    folder = Path(tempfile.mkdtemp(prefix="uaip-test-pristine-", dir="/tmp"))
-    folder.chmod(0o755)
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-def test_runs_building_the_cache_at_once_agree_on_one_folder(parent: Path) -> None:
+def test_runs_building_the_cache_at_once_agree_on_one_folder(shared_folder: Path) -> None:
     bindir = find_binaries().bindir
     with ThreadPoolExecutor(3) as pool:
-        built = list(pool.map(lambda _: pristine_data(bindir, SCRATCH_USER, parent), range(3)))
+        built = list(
+            pool.map(lambda _: pristine_data(bindir, SCRATCH_USER, shared_folder), range(3))
+        )
     assert all(item is not None and load(item.root) == item for item in built)
     assert len({item.root for item in built if item is not None}) == 1
-    assert [p.name for p in parent.iterdir()] == [
+    assert [p.name for p in shared_folder.iterdir()] == [
         f"{CACHE_PREFIX}{cache_key(bindir, SCRATCH_USER)}"
     ]
 
@@ -120,23 +111,18 @@ def test_half_built_folders_of_runs_that_are_gone_are_swept(tmp_path: Path) -> N
     assert not abandoned.exists() and ours.exists()
 
 
-def test_an_incomplete_cache_of_ours_is_made_again(parent: Path) -> None:
+def test_an_incomplete_cache_of_ours_is_made_again(shared_folder: Path) -> None:
     bindir = find_binaries().bindir
-    damaged = parent / f"{CACHE_PREFIX}{cache_key(bindir, SCRATCH_USER)}"
+    damaged = shared_folder / f"{CACHE_PREFIX}{cache_key(bindir, SCRATCH_USER)}"
     (damaged / "cluster" / "data").mkdir(parents=True)  # no PG_VERSION, no password
-    made = pristine_data(bindir, SCRATCH_USER, parent)
+    made = pristine_data(bindir, SCRATCH_USER, shared_folder)
     assert made is not None and made.root == damaged and (made.data / "PG_VERSION").is_file()
-    assert not any(p.name.startswith(CACHE_PREFIX + BUILDING) for p in parent.iterdir())
+    assert not any(p.name.startswith(CACHE_PREFIX + BUILDING) for p in shared_folder.iterdir())
 
 
 def test_without_a_cache_a_cluster_is_made_by_initdb(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("uaip_db.servers.scratch.pristine_data", lambda *args: None)
-    scratch = ScratchCluster.start()
-    try:
-        with connection(scratch.admin) as conn:
-            assert conn.execute("SELECT current_user").fetchone() == (SCRATCH_USER,)
-    finally:
-        scratch.stop()
+    assert answers(ScratchCluster.start())
 
 
 def test_the_control_files_checksum_is_found_and_recomputed() -> None:
@@ -148,9 +134,9 @@ def test_the_control_files_checksum_is_found_and_recomputed() -> None:
         crc_offset(bytes(200))
 
 
-def plant(parent: Path, bindir: Path) -> Path:
+def plant(shared_folder: Path, bindir: Path) -> Path:
     """A complete-looking cache folder at the name the cache would use."""
-    planted = parent / f"{CACHE_PREFIX}{cache_key(bindir, SCRATCH_USER)}"
+    planted = shared_folder / f"{CACHE_PREFIX}{cache_key(bindir, SCRATCH_USER)}"
     data = planted / "cluster" / "data"
     data.mkdir(parents=True)
     (data / "PG_VERSION").write_text("16\n")
@@ -162,21 +148,21 @@ def plant(parent: Path, bindir: Path) -> Path:
     return planted
 
 
-def test_a_cache_folder_planted_by_another_account_is_never_used(parent: Path) -> None:
+def test_a_cache_folder_planted_by_another_account_is_never_used(shared_folder: Path) -> None:
     bindir = find_binaries().bindir
-    planted = plant(parent, bindir)
+    planted = plant(shared_folder, bindir)
     for path in [planted, *planted.rglob("*")]:
         os.chown(path, 65534, 65534)  # nobody
-    assert pristine_data(bindir, SCRATCH_USER, parent) is None
+    assert pristine_data(bindir, SCRATCH_USER, shared_folder) is None
     assert (planted / "password").read_text() == "known to whoever planted it"
 
 
-def test_a_cache_folder_of_ours_others_may_write_is_made_again(parent: Path) -> None:
+def test_a_cache_folder_of_ours_others_may_write_is_made_again(shared_folder: Path) -> None:
     bindir = find_binaries().bindir
-    planted = plant(parent, bindir)
+    planted = plant(shared_folder, bindir)
     process.give_to_server_account(planted / "cluster")
     planted.chmod(0o777)
-    made = pristine_data(bindir, SCRATCH_USER, parent)
+    made = pristine_data(bindir, SCRATCH_USER, shared_folder)
     # Ours, but anyone could have changed it: never used, made again in its place.
     assert made is not None and made.password != "known to whoever planted it"
     assert "evil" not in (made.data / "postgresql.conf").read_text()
@@ -184,39 +170,34 @@ def test_a_cache_folder_of_ours_others_may_write_is_made_again(parent: Path) -> 
 
 
 def test_without_pg_resetwal_a_cluster_is_made_by_initdb(
-    monkeypatch: pytest.MonkeyPatch, parent: Path
+    monkeypatch: pytest.MonkeyPatch, shared_folder: Path
 ) -> None:
     """Binaries packaged without pg_resetwal (or a machine without cp): the copy is given up."""
     real = find_binaries()
-    bindir = parent / "bin"
+    bindir = shared_folder / "bin"
     bindir.mkdir()
     for program in real.bindir.iterdir():
         if program.name != "pg_resetwal":
             (bindir / program.name).symlink_to(program)
-    (parent / "lib").symlink_to(real.bindir.parent / "lib")
-    (parent / "share").symlink_to(real.bindir.parent / "share")
+    (shared_folder / "lib").symlink_to(real.bindir.parent / "lib")
+    (shared_folder / "share").symlink_to(real.bindir.parent / "share")
     monkeypatch.setattr(
         "uaip_db.servers.scratch.find_binaries", lambda major=None: replace(real, bindir=bindir)
     )
     cached = scratch_parent() / f"{CACHE_PREFIX}{cache_key(bindir, SCRATCH_USER)}"
     try:
-        scratch = ScratchCluster.start()
-        try:
-            with connection(scratch.admin) as conn:
-                assert conn.execute("SELECT current_user").fetchone() == (SCRATCH_USER,)
-        finally:
-            scratch.stop()
+        assert answers(ScratchCluster.start())
     finally:
         shutil.rmtree(cached, ignore_errors=True)  # the cache of these borrowed binaries
 
 
 @pytest.fixture
-def own_cache(parent: Path) -> PristineData:
+def own_cache(shared_folder: Path) -> PristineData:
     """A private copy of the real cache, which a test may damage without touching the shared one."""
     real = find_binaries()
     shared = pristine_data(real.bindir, SCRATCH_USER, scratch_parent())
     assert shared is not None
-    copy = parent / shared.root.name
+    copy = shared_folder / shared.root.name
     subprocess.run(["cp", "-a", str(shared.root), str(copy)], check=True)
     found = load(copy)
     assert found is not None
@@ -229,6 +210,7 @@ def start_from(monkeypatch: pytest.MonkeyPatch, cache: PristineData) -> ScratchC
 
 
 def answers(scratch: ScratchCluster) -> bool:
+    """Whether `scratch` lets its superuser in; it is stopped after."""
     try:
         with connection(scratch.admin) as conn:
             return conn.execute("SELECT current_user").fetchone() == (SCRATCH_USER,)
@@ -261,16 +243,16 @@ def test_each_account_has_its_own_cache(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert cache_key(tmp_path, SCRATCH_USER) != mine
 
 
-def test_links_in_a_copy_are_never_followed(parent: Path) -> None:
+def test_links_in_a_copy_are_never_followed(shared_folder: Path) -> None:
     """As root, the copied data folder belongs to the server account: a link it planted there
     must not make root write elsewhere."""
-    victim = parent / "victim"
+    victim = shared_folder / "victim"
     victim.write_bytes(b"root's own file\n" * 64)
-    data = parent / "cluster" / "data"
+    data = shared_folder / "cluster" / "data"
     (data / "global").mkdir(parents=True)
     (data / "global" / "pg_control").symlink_to(victim)
     (data / "postgresql.conf").symlink_to(victim)
-    cluster = Cluster(parent / "cluster", find_binaries().bindir)
+    cluster = Cluster(shared_folder / "cluster", find_binaries().bindir)
     with pytest.raises(ServerError):
         give_new_identity(cluster)
     with pytest.raises(ServerError):
@@ -278,26 +260,26 @@ def test_links_in_a_copy_are_never_followed(parent: Path) -> None:
     assert victim.read_bytes() == b"root's own file\n" * 64
 
 
-def test_a_cache_whose_binaries_are_gone_is_swept(parent: Path) -> None:
+def test_a_cache_whose_binaries_are_gone_is_swept(shared_folder: Path) -> None:
     real = find_binaries().bindir
-    borrowed = parent / "bin"
+    borrowed = shared_folder / "bin"
     borrowed.mkdir()
     for program in real.iterdir():
         (borrowed / program.name).symlink_to(program)
-    made = pristine_data(borrowed, SCRATCH_USER, parent)
-    kept = pristine_data(real, SCRATCH_USER, parent)
+    made = pristine_data(borrowed, SCRATCH_USER, shared_folder)
+    kept = pristine_data(real, SCRATCH_USER, shared_folder)
     assert made is not None and kept is not None
-    sweep_abandoned_builds(parent)
+    sweep_abandoned_builds(shared_folder)
     assert made.root.exists()  # its binaries are still there
     shutil.rmtree(borrowed)
-    sweep_abandoned_builds(parent)
+    sweep_abandoned_builds(shared_folder)
     assert not made.root.exists() and kept.root.exists()
 
 
-def test_the_server_account_cannot_write_where_root_reads_and_writes(parent: Path) -> None:
+def test_the_server_account_cannot_write_where_root_reads_and_writes(shared_folder: Path) -> None:
     """The password and the binaries' path sit in a folder of ours that only we may write: the
     server account (which owns the cached cluster) cannot swap them for links or pipes."""
-    made = pristine_data(find_binaries().bindir, SCRATCH_USER, parent)
+    made = pristine_data(find_binaries().bindir, SCRATCH_USER, shared_folder)
     assert made is not None
     found = made.root.stat()
     assert found.st_uid == os.geteuid() and not found.st_mode & 0o022
