@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,17 +21,13 @@ from uaip_db.settings import DatabaseConfig
 
 
 @pytest.fixture
-def cluster_home() -> Iterator[Path]:
-    # Not under pytest's tmp_path: as root the server runs as `postgres`, which cannot enter it.
-    home = Path(tempfile.mkdtemp(prefix="uaip-test-cluster-", dir="/tmp"))
-    home.chmod(0o755)
-    yield home / "pgdata"
-    pid_file = PidFile.read(home / "pgdata" / "data")
+def cluster_home(shared_folder: Path) -> Iterator[Path]:
+    yield shared_folder / "pgdata"
+    pid_file = PidFile.read(shared_folder / "pgdata" / "data")
     if pid_file and pid_file.process_is_postgres():
         bindir = find_bindir()
         assert bindir is not None
-        LocalCluster(home / "pgdata", bindir).down()
-    shutil.rmtree(home, ignore_errors=True)
+        LocalCluster(shared_folder / "pgdata", bindir).down()
 
 
 def test_finds_server_binaries() -> None:
