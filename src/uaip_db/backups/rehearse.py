@@ -97,6 +97,20 @@ def lock_lines(revision: str, statements: list[StatementLocks]) -> list[str]:
     return [f"  locks held by {revision}: {held}", *shown]
 
 
+def identity_of(config: DatabaseConfig) -> manifests.Identity | None:
+    """Which database `config` names now (server and oid), or None when it cannot be reached."""
+    from uaip_db import pg
+    from uaip_db.errors import ConnectionProblem
+
+    try:
+        with pg.connection(config) as conn:
+            return manifests.Identity(
+                pg.system_identifier(conn), config.name, pg.database_oid(conn)
+            )
+    except ConnectionProblem:
+        return None
+
+
 def newest_backup(
     directory: Path, database: str, identity: manifests.Identity | None = None
 ) -> Path:

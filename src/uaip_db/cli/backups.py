@@ -16,7 +16,6 @@ from uaip_db.pg import MAINTENANCE_DATABASE
 from uaip_db.settings import DatabaseConfig
 
 if TYPE_CHECKING:
-    from uaip_db.backups import manifest as manifests
     from uaip_db.backups.workload import LoadSettings
 
 # `db.restore` without --target names the new database <source>_restored_<time>; `db.clean`
@@ -230,7 +229,7 @@ def rehearse(
     if path:
         source = Path(path)
     else:
-        identity = current_identity(config)
+        identity = rehearsal.identity_of(config)
         if identity is None:
             progress(
                 f"note: {config.where()} cannot be reached, so the newest backup named "
@@ -341,18 +340,3 @@ def clean(*, yes: bool = False, confirm_db: str | None = None, out: Say = say) -
                 pg.drop_database(conn, name)
     swept = sweep_stale_clusters()
     out(f"Dropped {len(names)} database(s), removed {len(swept)} scratch cluster folder(s).")
-
-
-def current_identity(config: DatabaseConfig) -> manifests.Identity | None:
-    """Which database `config` names now (server and oid), or None when it cannot be reached."""
-    from uaip_db import pg
-    from uaip_db.backups import manifest as manifests
-    from uaip_db.errors import ConnectionProblem
-
-    try:
-        with pg.connection(config) as conn:
-            return manifests.Identity(
-                pg.system_identifier(conn), config.name, pg.database_oid(conn)
-            )
-    except ConnectionProblem:
-        return None

@@ -235,7 +235,6 @@ def pristine_data(bindir: Path, user: str, parent: Path) -> PristineData | None:
         if not _private(root, os.geteuid(), forbidden=0, kind=stat.S_ISDIR):
             return None  # another account's: never used, never built over
         shutil.rmtree(root, ignore_errors=True)  # ours, but incomplete: made again
-    sweep_abandoned_builds(parent)
     building = parent / f"{CACHE_PREFIX}{BUILDING}{os.getpid()}-{secrets.token_hex(4)}"
     try:
         # Ours, and only entered (not read or written) by the server account running initdb.
