@@ -246,14 +246,12 @@ class ScratchCluster:
                 child, admin = launch_ready(cluster, pristine.password)
                 set_password(admin, password)
                 return cls(cluster, child, replace(admin, password=password), binaries)
-            except UaipDbError:  # a damaged cache: forget it (the next start makes it again)
+            except BaseException as error:
                 if child is not None:
                     stop_process(child)
-                pristine.forget()
-            except BaseException:
-                if child is not None:
-                    stop_process(child)
-                raise
+                if not isinstance(error, UaipDbError):
+                    raise
+                pristine.forget()  # a damaged cache: the next start makes it again
         shutil.rmtree(cluster.data, ignore_errors=True)
         cluster.initialize(SCRATCH_USER, password, settings, sync=False)
         child, admin = launch_ready(cluster, password)
