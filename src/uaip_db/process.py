@@ -301,6 +301,13 @@ def finish_tool(process: Popen[str], configs: Sequence[DatabaseConfig], *, what:
         raise tool_error(stderr or stdout, configs, what=what)
 
 
+def stop_tool(process: Popen[str]) -> None:
+    """Stop a client program whose work is no longer wanted, and wait for it."""
+    if process.poll() is None:
+        process.terminate()
+    process.communicate()
+
+
 def replace_with_tool(args: Sequence[str], config: DatabaseConfig) -> NoReturn:
     """Become a client program (psql) on `config`'s database, terminal and all; the password
     travels in its environment, never in its arguments."""

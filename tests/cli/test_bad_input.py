@@ -22,6 +22,7 @@ from tests.servers.standby import hot_standby
 from uaip_db import pg
 from uaip_db.migrations import applied, runner
 from uaip_db.migrations.baseline import BASELINE_REVISION, seed
+from uaip_db.servers.local import find_bindir
 from uaip_db.servers.scratch import (
     ScratchCluster,
     ScratchServer,
@@ -329,7 +330,21 @@ def test_a_read_only_checkout_is_one_line(
 
 def test_pg_dump_out_of_shared_locks_keeps_the_servers_hint(tmp_path: Path) -> None:
     # A private server whose lock table is small (max_locks_per_transaction x connections)
-    # and a database with more tables than it can lock at once, as pg_dump must.
+    # and a database with more tables than it can lock at once, as pg_dump must. The manifest's
+    # row counts lock them too, in the transaction whose snapshot pg_dump imports: whichever
+    # runs out first, the server's message and hint are what the user reads. The second run
+    # starts pg_dump late, so the row counts always fail first.
+    late_bindir = tmp_path / "late-bin"
+    late_bindir.mkdir()
+    real_bindir = find_bindir()
+    assert real_bindir is not None
+    for tool in real_bindir.iterdir():
+        (late_bindir / tool.name).symlink_to(tool)
+    (late_bindir / "pg_dump").unlink()
+    (late_bindir / "pg_dump").write_text(
+        f'#!/bin/sh\n[ "$1" = --version ] || sleep 1\nexec {real_bindir / "pg_dump"} "$@"\n'
+    )
+    (late_bindir / "pg_dump").chmod(0o755)
     scratch = ScratchCluster.start()
     try:
         with pg.connection(scratch.admin) as conn:
@@ -344,20 +359,24 @@ def test_pg_dump_out_of_shared_locks_keeps_the_servers_hint(tmp_path: Path) -> N
         with pg.connection(many) as conn:
             for number in range(1500):
                 conn.execute(f"CREATE TABLE t{number} (id int)")
-        result = run_cli(
-            "inv",
-            "db.backup",
-            "--no-verify",
-            database=many,
-            env={"UAIP_BACKUP_DIR": str(tmp_path)},
-        )
+        results = [
+            run_cli(
+                "inv",
+                "db.backup",
+                "--no-verify",
+                database=many,
+                env={"UAIP_BACKUP_DIR": str(tmp_path / "backups"), **extra},
+            )
+            for extra in ({}, {"PG_BINDIR": str(late_bindir)})
+        ]
     finally:
         scratch.stop()
-    assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert 1 <= len(result.stderr.strip().splitlines()) <= 2, result.stderr
-    assert "out of shared memory" in result.stderr
-    assert "increase max_locks_per_transaction" in result.stderr
-    assert not [path for path in tmp_path.iterdir() if path.is_dir()]
+    for result in results:
+        assert result.returncode != 0 and "Traceback" not in result.stderr
+        assert 1 <= len(result.stderr.strip().splitlines()) <= 2, result.stderr
+        assert "out of shared memory" in result.stderr
+        assert "increase max_locks_per_transaction" in result.stderr
+    assert not [path for path in (tmp_path / "backups").iterdir() if path.is_dir()]
 
 
 def test_a_server_error_explained_keeps_its_hint(empty_db: DatabaseConfig) -> None:

@@ -160,10 +160,14 @@ def new_backup(
                 with progress.reporting(report, written, progress_seconds):
                     try:
                         facts = read_facts(conn)
-                    finally:
-                        process.finish_tool(
-                            dumping, [database], what=f"back up {database.where()} (pg_dump)"
-                        )
+                    except BaseException:
+                        # pg_dump's own failure would only be the echo of this one: the
+                        # snapshot it imports ends with this aborted transaction.
+                        process.stop_tool(dumping)
+                        raise
+                    process.finish_tool(
+                        dumping, [database], what=f"back up {database.where()} (pg_dump)"
+                    )
                 made = write_backup(partial, database, facts, plan, pg_dump_version, state)
             except BaseException as error:
                 if partial is not None:
