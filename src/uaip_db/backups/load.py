@@ -90,6 +90,11 @@ class Wait:
     behind_migration: bool
     migration_query: str | None  # what the migration ran at that moment
 
+    @property
+    def began(self) -> float:
+        """When the writer started waiting, on the clock seen_from is on."""
+        return self.seen_from - self.seconds
+
 
 @dataclass
 class Sampler:
@@ -391,13 +396,16 @@ def _statement_load(revision: str, statement: StatementLocks, waits: list[float]
 
 def culprit(wait: Wait, recorded: list[tuple[str, StatementLocks]]) -> tuple[str, str]:
     """(revision, statement) a wait is charged to: the statement holding the strongest lock on
-    the wanted table at that moment, else the one the migration was running."""
+    the wanted table while the writer waited, else the one the migration was running.
+
+    The whole wait counts, not only the moment it was seen: writers freed by a commit are still
+    seen waiting, at their longest, in a sample taken just after it."""
     holding = [
         (revision, statement)
         for revision, statement in recorded
         if wait.relation in statement.tables()
         and statement.started <= wait.seen_to
-        and wait.seen_from <= (statement.released() or float("inf"))
+        and wait.began <= (statement.released() or float("inf"))
     ]
     if holding:
         revision, statement = max(

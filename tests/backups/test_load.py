@@ -1,0 +1,43 @@
+"""Charging a writer's wait to the migration statement it waited behind (backups.load)."""
+
+from __future__ import annotations
+
+from uaip_db.backups.load import NOT_APPLIED, Wait, culprit
+from uaip_db.migrations.lock_report import StatementLocks
+
+LOCK = StatementLocks(
+    "LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE",
+    ["AccessExclusiveLock on sessions"],
+    started=100.0,
+    held_seconds=2.5,
+)
+SHARE = StatementLocks(
+    "CREATE INDEX ix ON sessions (user_id)", ["ShareLock on sessions"], started=103.0
+)
+
+
+def waiting(seconds: float, seen_at: float, relation: str = "sessions") -> Wait:
+    return Wait(1, seconds, relation, seen_at, seen_at + 0.001, True, None)
+
+
+def test_a_wait_seen_just_after_the_commit_that_ended_it_is_charged_to_the_lock() -> None:
+    # Released at 102.5; the sample that saw the writers at their longest was read at 102.5004,
+    # before they woke up. Seen from 102.5004 alone, no statement held the table then.
+    recorded = [("r1", LOCK), ("r2", SHARE)]
+    assert culprit(waiting(2.45, seen_at=LOCK.started + 2.5004), recorded) == ("r1", LOCK.statement)
+
+
+def test_a_wait_goes_to_the_strongest_holder_and_only_one_that_overlaps_it() -> None:
+    stronger = StatementLocks(
+        "ALTER TABLE sessions ADD COLUMN x int", ["AccessExclusiveLock on sessions"], started=103.5
+    )
+    recorded = [("r1", LOCK), ("r2", SHARE), ("r2", stronger)]
+    # Waiting from 103.2 to 104: SHARE and `stronger` held sessions, LOCK had let it go.
+    assert culprit(waiting(0.8, seen_at=104.0), recorded) == ("r2", stronger.statement)
+    # Waiting from 103.1 to 103.3, before `stronger` began: only SHARE held it.
+    assert culprit(waiting(0.2, seen_at=103.3), recorded) == ("r2", SHARE.statement)
+
+
+def test_a_wait_on_a_table_no_statement_locked_is_charged_to_what_ran() -> None:
+    wait = Wait(1, 0.5, "stage_data", 101.0, 101.001, True, "SELECT pg_sleep(2.5)")
+    assert culprit(wait, [("r1", LOCK)]) == (NOT_APPLIED, "SELECT pg_sleep(2.5)")
