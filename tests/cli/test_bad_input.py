@@ -154,11 +154,14 @@ def test_ctrl_c_during_a_concurrent_index_build(empty_db: DatabaseConfig) -> Non
         text=True,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        # As at a terminal: a suite started in the background (`pytest &`, nohup) passes SIGINT
+        # on ignored, and Python then never turns it into KeyboardInterrupt.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         building = (
-            "SELECT 1 FROM pg_stat_activity WHERE query LIKE 'CREATE INDEX CONCURRENTLY%' "
-            "AND wait_event_type = 'Lock'"
+            "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() "
+            "AND query LIKE 'CREATE INDEX CONCURRENTLY%' AND wait_event_type = 'Lock'"
         )
         deadline = time.monotonic() + 60
         while not sql(empty_db, building):

@@ -34,7 +34,10 @@ from uaip_db.settings import DatabaseConfig
 WAITING_FOR_SESSIONS = (
     "SELECT 1 FROM pg_locks WHERE NOT granted AND relation = 'sessions'::regclass"
 )
-MIGRATION_CONNECTION = "SELECT 1 FROM pg_stat_activity WHERE application_name = 'uaip-db migration'"
+MIGRATION_CONNECTION = (
+    "SELECT 1 FROM pg_stat_activity "
+    "WHERE datname = current_database() AND application_name = 'uaip-db migration'"
+)
 
 
 def until(condition: Callable[[], bool], timeout: float = 60) -> None:
