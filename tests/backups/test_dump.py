@@ -157,7 +157,7 @@ def test_an_old_pg_dump_gets_a_way_out(
         "exit 1\n"
     )
     fake.chmod(0o755)
-    monkeypatch.setattr(dump, "find_bindir", lambda: bindir)
+    monkeypatch.setenv("PG_BINDIR", str(bindir))  # client programs only: its pg_dump is used
     with pytest.raises(SettingsError) as refused:
         create_backup(head_db, backups)
     message = str(refused.value)

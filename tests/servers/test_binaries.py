@@ -31,6 +31,8 @@ from uaip_db.servers.binaries import (
     RELEASES,
     Release,
     cache_root,
+    client_program,
+    configured_bindir,
     ensure_release,
     find_binaries,
     system_binaries,
@@ -38,6 +40,7 @@ from uaip_db.servers.binaries import (
 )
 from uaip_db.servers.local import LocalCluster, PidFile
 from uaip_db.servers.scratch import free_port
+from uaip_db.settings import DatabaseConfig
 
 
 @pytest.fixture
@@ -154,6 +157,48 @@ def test_pg_bindir_wins_over_the_version(monkeypatch: pytest.MonkeyPatch) -> Non
             "PG_BINDIR",
             other.version,
         )
+
+
+def test_a_pg_bindir_that_names_no_folder_is_refused(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert configured_bindir({"PG_BINDIR": ""}) is None
+    monkeypatch.setenv("PG_BINDIR", str(tmp_path / "typo"))
+    for find in (find_binaries, lambda: client_program("pg_dump")):
+        with pytest.raises(SettingsError) as refused:
+            find()
+        assert str(refused.value) == (
+            f"PG_BINDIR={tmp_path / 'typo'} is not a folder; point it at a PostgreSQL bin "
+            "folder or unset it."
+        )
+
+
+def test_client_programs_come_from_pg_bindir_even_without_a_server(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A folder of client programs only (postgresql-client): its pg_dump is the one used, and
+    # what it lacks comes from beside the server binaries, as before.
+    clients = tmp_path / "client-bin"
+    clients.mkdir()
+    (clients / "pg_dump").write_text("#!/bin/sh\n")
+    monkeypatch.setenv("PG_BINDIR", str(clients))
+    assert client_program("pg_dump") == str(clients / "pg_dump")
+    server = find_binaries()
+    assert server.origin != "PG_BINDIR"
+    assert client_program("pg_restore") == str(server.bindir / "pg_restore")
+
+
+def test_inv_with_a_pg_bindir_that_names_no_folder_says_so(
+    tmp_path: Path, head_db: DatabaseConfig
+) -> None:
+    for args in (["db.snapshots", "--check"], ["db.backup", "--out", str(tmp_path / "b")]):
+        result = run_cli("inv", *args, database=head_db, env={"PG_BINDIR": str(tmp_path / "typo")})
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert result.stderr.strip().splitlines() == [
+            f"PG_BINDIR={tmp_path / 'typo'} is not a folder; point it at a PostgreSQL bin "
+            "folder or unset it."
+        ]
+    assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())
 
 
 def test_the_cache_folder(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -35,8 +35,7 @@ from uaip_db.catalog.snapshot import Snapshot, take_from
 from uaip_db.errors import BackupError, SettingsError
 from uaip_db.migrations import applied
 from uaip_db.pg import DatabaseLocale, connection, database_locale, database_oid, system_identifier
-from uaip_db.servers.binaries import major_of
-from uaip_db.servers.local import find_bindir
+from uaip_db.servers.binaries import client_program, major_of
 from uaip_db.settings import DatabaseConfig
 
 if TYPE_CHECKING:
@@ -134,7 +133,7 @@ def new_backup(
     """
     check_jobs(jobs)
     check_compression(compression)
-    pg_dump = process.tool("pg_dump", find_bindir())
+    pg_dump = client_program("pg_dump")
     pg_dump_version = process.tool_version(pg_dump)
     if compression is None:
         compression = fastest_compression(pg_dump, pg_dump_version) or (1 if jobs > 1 else None)

@@ -36,7 +36,7 @@ from uaip_db.catalog.snapshot import Snapshot, diff, take_from
 from uaip_db.errors import BackupError, CheckFailed, SettingsError, UsageError
 from uaip_db.migrations import applied
 from uaip_db.pg import connection, scrub
-from uaip_db.servers.local import find_bindir
+from uaip_db.servers.binaries import client_program
 from uaip_db.settings import DatabaseConfig
 
 if TYPE_CHECKING:
@@ -253,7 +253,7 @@ def run_restore(
     progress_seconds: float = progress.PROGRESS_SECONDS,
 ) -> None:
     args = [
-        process.tool("pg_restore", find_bindir()),
+        client_program("pg_restore"),
         "--no-owner",
         "--exit-on-error",
         "--no-password",

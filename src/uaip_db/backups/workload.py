@@ -145,10 +145,10 @@ class WorkloadResult:
 
 def pgbench(config: DatabaseConfig) -> str:
     """pgbench beside the server binaries we use (servers.binaries), else on PATH."""
-    from uaip_db.servers.local import find_bindir
+    from uaip_db.servers.binaries import client_program
 
     try:
-        return process.tool("pgbench", find_bindir())
+        return client_program("pgbench")
     except SettingsError:
         raise SettingsError(
             "pgbench is not installed, so writers cannot be simulated; install the PostgreSQL "

