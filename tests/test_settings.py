@@ -122,6 +122,24 @@ def test_bad_port_in_dotenv_is_reported(tmp_path: Path) -> None:
         DatabaseConfig.from_env({}, dotenv)
 
 
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ('DB_NAME=mine\nDB_PASSWORD="hunter2-unterminated\n', 2),
+        ("DB_NAME=mine\n\n# the host\n\nthis is not a line\nDB_HOST=db\n", 5),
+    ],
+)
+def test_a_dotenv_line_that_is_not_a_setting_is_refused(
+    tmp_path: Path, text: str, line: int
+) -> None:
+    # Passed over, DB_PASSWORD or DB_HOST would silently take its default.
+    dotenv = write_env(tmp_path, text)
+    with pytest.raises(SettingsError) as refused:
+        DatabaseConfig.from_env({}, dotenv)
+    assert str(refused.value).startswith(f"{dotenv} line {line} is not a setting")
+    assert "hunter2" not in str(refused.value)
+
+
 def test_production_flag(tmp_path: Path) -> None:
     assert DatabaseConfig.from_env({"DB_ENV": "Production"}, tmp_path / "x").is_production
 

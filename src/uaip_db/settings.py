@@ -8,6 +8,7 @@ command line).
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -237,16 +238,36 @@ def resolve_settings(
 
 
 def read_dotenv(path: Path) -> dict[str, str]:
+    """The settings in `.env`. A line that cannot be parsed is refused: passed over, as
+    python-dotenv does with a warning, the setting it meant would silently fall back to its
+    default, which may name another database."""
     if not path.is_file():
         return {}
     from dotenv import dotenv_values
+    from dotenv.parser import parse_stream
 
     try:
-        values = dotenv_values(path, encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
+        unreadable = [
+            # a binding's text starts with the blank lines before it
+            binding.original.line + _leading_newlines(binding.original.string)
+            for binding in parse_stream(io.StringIO(text))
+            if binding.error
+        ]
+        values = dotenv_values(stream=io.StringIO(text))
     except (UnicodeDecodeError, OSError) as error:
         reason = "is not UTF-8 text" if isinstance(error, UnicodeDecodeError) else "cannot be read"
         raise SettingsError(f"{path} {reason}; fix or remove it.") from None
+    if unreadable:
+        raise SettingsError(
+            f"{path} line {unreadable[0]} is not a setting (NAME=value, with any quote it opens "
+            "closed); fix or remove it."
+        )
     return {key: value for key, value in values.items() if value is not None}
+
+
+def _leading_newlines(text: str) -> int:
+    return text[: len(text) - len(text.lstrip())].count("\n")
 
 
 def parse_port(value: str, source: str) -> int:

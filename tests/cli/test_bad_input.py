@@ -73,15 +73,22 @@ def test_a_bad_lock_wait_under_plain_alembic(empty_db: DatabaseConfig, tmp_path:
     assert applied.current_revisions(empty_db) == ()
 
 
-def test_a_dotenv_that_is_not_utf8(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (b"DB_PASSWORD=caf\xe9\n", "is not UTF-8 text"),
+        (b'DB_NAME=mine\nDB_PASSWORD="unterminated\n', ".env line 2 is not a setting"),
+    ],
+)
+def test_a_dotenv_that_cannot_be_read(tmp_path: Path, content: bytes, said: str) -> None:
     root = tmp_path / "checkout"
     root.mkdir()
     for name in ("alembic.ini", "migrations", "database", "tasks.py"):
         (root / name).symlink_to(ROOT / name)
-    (root / ".env").write_bytes(b"DB_PASSWORD=caf\xe9\n")
+    (root / ".env").write_bytes(content)
     result = run_cli("inv", "db.current", cwd=root, env={"UAIP_DB_ROOT": str(root)})
     one_clean_line(result, 2)
-    assert "is not UTF-8 text" in result.stderr
+    assert said in result.stderr and "unterminated" not in result.stderr
 
 
 @pytest.mark.parametrize("task", ["db.upgrade", "db.downgrade"])
