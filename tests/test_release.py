@@ -380,7 +380,8 @@ def test_the_rollback_plan_states_each_cost_and_keeps_the_guard(
     assert f"`inv db.downgrade --rev {EMAIL} --yes --confirm-db {two_behind.name}`" in rollback
     assert "Declared by the revisions: no data loss declared" in rollback
     assert (
-        "Guard: the downgrade stops here, changing nothing, when sessions.user_id has any value "
+        "Guard: the downgrade stops at this revision, leaving it applied, when sessions.user_id "
+        "has any value "
         "longer than 255 characters"
     ) in rollback
     assert "guard (a DO block that stops here and changes nothing): sessions.user_id" in rollback

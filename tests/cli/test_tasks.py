@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CHAIN, COMMENTS, HEAD, ROOT, WIDEN, run_cli, sql
+from tests.conftest import CHAIN, COMMENTS, EMAIL, HEAD, ROOT, WIDEN, run_cli, sql
 from uaip_db.migrations import applied, runner
 from uaip_db.servers.scratch import ScratchServer, free_port
 from uaip_db.settings import DatabaseConfig
@@ -296,3 +296,21 @@ def test_psql_on_the_configured_database(head_db: DatabaseConfig) -> None:
     assert result.returncode == 0, result.stderr
     assert head_db.name in result.stdout and " 0" in result.stdout
     assert head_db.password not in result.stdout + result.stderr
+
+
+def test_a_downgrade_a_guard_stops_says_where_the_database_is_now(
+    head_db: DatabaseConfig,
+) -> None:
+    sql(head_db, "INSERT INTO sessions (user_id) VALUES (repeat('x', 300))")
+    # From head, the revisions after WIDEN are reverted before WIDEN's guard stops it.
+    result = run_cli("inv", "db.downgrade", "--rev", EMAIL, "--yes", database=head_db)
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2 and "Traceback" not in result.stderr, lines
+    assert "sessions.user_id has 1 value(s) longer than 255 characters" in lines[0]
+    assert lines[1].startswith(f"Now at {WIDEN}")
+    assert applied.current_revisions(head_db) == (WIDEN,)
+    # Stopped before anything was reverted: the one line says it all.
+    again = run_cli("inv", "db.downgrade", "--rev", EMAIL, "--yes", database=head_db)
+    assert again.returncode == 1 and len(again.stderr.strip().splitlines()) == 1, again.stderr
+    assert applied.current_revisions(head_db) == (WIDEN,)

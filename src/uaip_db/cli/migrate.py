@@ -3,15 +3,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 from uaip_db import pg
 from uaip_db.cli.confirm import confirm_destructive
 from uaip_db.cli.reporter import Say, complain, say, timed
-from uaip_db.errors import CheckFailed, ConnectionProblem, UsageError
+from uaip_db.errors import CheckFailed, ConnectionProblem, MigrationError, UaipDbError, UsageError
 from uaip_db.migrations import applied, history, runner
 from uaip_db.migrations.lock import DEFAULT_WAIT_SECONDS
 from uaip_db.pg import invalid_indexes
@@ -31,6 +33,20 @@ NEXT_STEPS = (
 
 def describe_current(current: tuple[str, ...]) -> str:
     return history.load().describe_current(current)
+
+
+@contextlib.contextmanager
+def saying_where_it_stopped(config: DatabaseConfig, before: tuple[str, ...]) -> Iterator[None]:
+    """A migration that fails after other revisions went through names where the database is
+    now: each revision commits on its own, so those stay done."""
+    try:
+        yield
+    except MigrationError as error:
+        with contextlib.suppress(UaipDbError):
+            now = applied.current_revisions(config)
+            if now != before:
+                error.args = (f"{error}\nNow at {describe_current(now)}.",)
+        raise
 
 
 def upgrade(
@@ -79,7 +95,7 @@ def upgrade(
             outcome["current"] = applied.current_revisions_on(migrated)
             outcome["invalid"] = invalid_indexes(migrated)
 
-        with timed("Upgrade finished", out):
+        with timed("Upgrade finished", out), saying_where_it_stopped(config, current):
             runner.upgrade(
                 config,
                 revision,
@@ -171,13 +187,14 @@ def downgrade(
     take_backup_first(config, backup_first, out)
     with runner.hold_lock(config, lock_wait, out):
         # Another runner may have moved the database while we asked; the plan must still hold.
-        replanned = index.downgrade_plan(applied.current_revisions(config), revision)
+        before = applied.current_revisions(config)
+        replanned = index.downgrade_plan(before, revision)
         if replanned != plan:
             raise UsageError(
                 "The database changed while this downgrade waited (another runner migrated "
                 "it); nothing was reverted. Check `inv db.current` and run it again."
             )
-        with timed("Downgrade finished", out):
+        with timed("Downgrade finished", out), saying_where_it_stopped(config, before):
             # The resolved target: Alembic cannot walk "-N" through a merge by itself.
             runner.downgrade(config, target, lock_wait=lock_wait, report=out, lock_held=True)
     out(f"Now at {describe_current(applied.current_revisions(config))}.")

@@ -231,7 +231,8 @@ class ReleaseReport:
                 rule,
                 f"-- Part 2: the rollback by downgrade `{self.head}` -> `{self.current}` "
                 f"(`inv db.downgrade --rev {self.current}`),",
-                "-- with the guards that stop it, changing nothing, instead of losing data",
+                "-- with the guards that stop it at their revision, left applied, instead of "
+                "losing data",
                 rule,
                 "",
                 self.rollback_sql.rstrip() or "-- No downgrade: see the rollback plan.",

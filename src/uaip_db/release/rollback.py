@@ -3,8 +3,9 @@
 Restoring the backup discards every write made after the backup was taken, in every table. A
 downgrade keeps those writes but loses what the revisions declare (`destroys_data_on_downgrade`,
 `irreversible`) and what the schemas show it drops (checks.data_loss); its guards (DO blocks the
-revisions' downgrades emit, e.g. `ops.refuse_if_longer_than`) stop it, changing nothing, where it
-would have to lose values. The SQL is the revisions' real downgrade path, guards included.
+revisions' downgrades emit, e.g. `ops.refuse_if_longer_than`) stop it at their revision, which
+stays applied, where it would have to lose values. The SQL is the revisions' real downgrade
+path, guards included.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ class DowngradeCost:
                 "hold): " + (", ".join(f"`{name}`" for name in self.computed) or "none")
             )
         lines += [
-            f"- Guard: the downgrade stops here, changing nothing, when {text}"
+            f"- Guard: the downgrade stops at this revision, leaving it applied, when {text}"
             for text in self.guards
         ]
         return lines
