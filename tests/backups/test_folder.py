@@ -14,7 +14,7 @@ from uaip_db import pg
 from uaip_db.backups import folder as folders
 from uaip_db.backups import manifest as manifests
 from uaip_db.backups.dump import create_backup
-from uaip_db.errors import SettingsError
+from uaip_db.errors import CheckFailed, SettingsError
 from uaip_db.servers.scratch import ScratchServer
 from uaip_db.settings import DatabaseConfig
 
@@ -153,3 +153,25 @@ def test_an_unfinished_backup_is_never_listed_restored_or_swept_while_its_run_li
     (dead / "dump.pgdump").write_bytes(b"x" * 100)
     assert folders.sweep_partials(backups) == [dead, live.path]
     assert made.path.is_dir()
+
+
+def test_the_survey_names_backups_whose_manifest_cannot_be_read(
+    head_db: DatabaseConfig, backups: Path
+) -> None:
+    good = create_backup(head_db, backups)
+    bad = create_backup(head_db, backups)
+    (bad.path / "manifest.json").write_text('{"format_version": 1, "datab')
+    (backups / "not-a-backup").mkdir()  # no manifest.json: not a backup, not a damaged one
+    unfinished = backups / ".partial-killed-run"
+    unfinished.mkdir()
+    (unfinished / "manifest.json").write_text("{")
+    found = folders.survey(backups)
+    assert [path for path, _ in found.backups] == [good.path]
+    assert [item.path for item in found.damaged] == [bad.path]
+    problem = found.damaged[0].problem
+    assert problem.startswith("its manifest.json cannot be read (")
+    # db.restore refuses it in the same words.
+    with pytest.raises(CheckFailed) as refused:
+        manifests.check_files(bad.path)
+    assert f"Backup {bad.path} is damaged: {problem}." in str(refused.value)
+    assert folders.complete_backups(backups) == found.backups

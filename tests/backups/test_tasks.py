@@ -398,12 +398,61 @@ def test_backups_lists_the_folder_newest_first(head_db: DatabaseConfig, tmp_path
     assert run_cli("inv", "db.backup", database=head_db, env=env).returncode == 0
     assert run_cli("inv", "db.backup", "--no-verify", database=head_db, env=env).returncode == 0
     (tmp_path / ".partial-unfinished").mkdir()
-    listed = json.loads(run_cli("inv", "db.backups", "--json", env=env).stdout)
+    listed = json.loads(run_cli("inv", "db.backups", "--json", env=env).stdout)["backups"]
     assert [row["state"] for row in listed] == ["not verified", "verified"]
     assert {row["database"] for row in listed} == {head_db.name}
     assert all(row["bytes"] > 0 for row in listed)
     text = run_cli("inv", "db.backups", env=env)
     assert text.returncode == 0 and "not verified" in text.stdout and ".partial" not in text.stdout
+
+
+def test_backups_names_the_damaged_backups_it_skips(
+    head_db: DatabaseConfig, tmp_path: Path
+) -> None:
+    import json
+
+    good = create_backup(head_db, tmp_path)
+    bad = create_backup(head_db, tmp_path)
+    (bad.path / "manifest.json").write_text('{"format_version": 1, "datab')
+    unreadable = "its manifest.json cannot be read ("
+    text = run_cli("inv", "db.backups", "--out", str(tmp_path))
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert lines[0].startswith(f"{good.path}  {head_db.name} at ")
+    assert lines[1] == "Skipped 1 damaged backup, which db.restore refuses:"
+    assert lines[2].startswith(f"  {bad.path}: {unreadable}")
+    listed = json.loads(run_cli("inv", "db.backups", "--out", str(tmp_path), "--json").stdout)
+    assert [row["path"] for row in listed["backups"]] == [str(good.path)]
+    assert [row["path"] for row in listed["damaged"]] == [str(bad.path)]
+    assert listed["damaged"][0]["problem"].startswith(unreadable)
+    # None left that can be read: the listing says so, and still names them.
+    (good.path / "manifest.json").write_text("not json")
+    text = run_cli("inv", "db.backups", "--out", str(tmp_path))
+    assert text.returncode == 0, text.stderr
+    assert text.stdout.startswith(f"No readable backups in {tmp_path}.\n")
+    assert "Skipped 2 damaged backups, which db.restore refuses:" in text.stdout
+    assert f"  {good.path}: {unreadable}" in text.stdout
+
+
+@pytest.mark.parametrize(
+    ("given", "problem"),
+    [
+        ("--out", "does not exist"),
+        ("UAIP_BACKUP_DIR", "does not exist"),
+        ("--out", "is a file, not a folder"),
+    ],
+)
+def test_backups_of_a_folder_that_does_not_exist(given: str, problem: str, tmp_path: Path) -> None:
+    named = tmp_path / ("nowhere" if problem == "does not exist" else "a-file")
+    (tmp_path / "a-file").write_text("")
+    args, env = (["--out", str(named)], {}) if given == "--out" else ([], {given: str(named)})
+    for as_json in ([], ["--json"]):
+        result = run_cli("inv", "db.backups", *args, *as_json, env=env)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert result.stdout == "" and "Traceback" not in result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, result.stderr
+        assert lines[0].startswith(f"Backup folder {named} {problem}; check {given}")
 
 
 def test_clean_drops_only_leftovers_and_asks_first(

@@ -112,7 +112,7 @@ def test_script_and_python_backups_share_one_creation_order(
     assert result.returncode == 0, result.stderr
     third = create_backup(head_db, folder)
     listed = run_cli("inv", "db.backups", "--out", str(folder), "--json", database=head_db)
-    rows = json.loads(listed.stdout)
+    rows = json.loads(listed.stdout)["backups"]
     assert [row["path"] for row in rows][0::2] == [str(third.path), str(first.path)]
     assert rows[1]["state"] == manifests.UNCHECKED
     sequences = [manifests.read_manifest(row["path"]).sequence for row in rows]

@@ -31,6 +31,8 @@ from uaip_db.backups.manifest import (
     PARTIAL_PREFIX,
     Backup,
     Manifest,
+    UnreadableManifest,
+    parse_manifest,
 )
 from uaip_db.errors import BackupError, CheckFailed, SettingsError
 from uaip_db.files import fsync_folder, write_private
@@ -256,14 +258,43 @@ def describe_os_error(error: OSError) -> str:
 # --- finding backups ------------------------------------------------------------------------
 
 
-def read_complete(folder: Path) -> Manifest | None:
-    """The manifest of a complete backup folder, or None: not a backup, unfinished, unreadable."""
+@dataclass(frozen=True)
+class Damaged:
+    """A backup folder whose manifest.json is there but cannot be read: never listed as a
+    backup, restored or pruned, but named by `survey` so a listing does not hide it."""
+
+    path: Path
+    problem: str  # `its manifest.json cannot be read (...)`, as db.restore says it
+
+
+@dataclass(frozen=True)
+class Survey:
+    """What a backup folder holds: its complete backups, newest first, and the damaged ones."""
+
+    backups: list[tuple[Path, Manifest]]
+    damaged: list[Damaged]
+
+
+def examine(folder: Path) -> Manifest | Damaged | None:
+    """A folder's manifest; Damaged when it has one that cannot be read; None when it is no
+    backup (not a folder, a symlink, unfinished, or without manifest.json: one that is being
+    renamed into place has none yet, scripts/backup)."""
     if folder.name.startswith(PARTIAL_PREFIX) or folder.is_symlink() or not folder.is_dir():
         return None
-    try:
-        return Manifest.from_json((folder / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
+    if not os.path.lexists(folder / MANIFEST):
         return None
+    try:
+        return parse_manifest(folder)
+    except UnreadableManifest as error:
+        return Damaged(folder, str(error))
+    except OSError as error:
+        return Damaged(folder, str(UnreadableManifest(error.strerror or str(error))))
+
+
+def read_complete(folder: Path) -> Manifest | None:
+    """The manifest of a complete backup folder, or None: not a backup, unfinished, unreadable."""
+    found = examine(folder)
+    return found if isinstance(found, Manifest) else None
 
 
 def creation_order(item: tuple[Path, Manifest]) -> tuple[bool, int, str, str]:
@@ -273,17 +304,31 @@ def creation_order(item: tuple[Path, Manifest]) -> tuple[bool, int, str, str]:
     return numbered, manifest.sequence or 0, manifest.created_at, path.name
 
 
+def survey(out_dir: Path) -> Survey:
+    """Every complete backup in `out_dir` with a readable manifest, newest first, and every
+    backup whose manifest cannot be read, by name (their files are not checked: db.restore
+    does that). OSError when `out_dir` cannot be read (FileNotFoundError: it does not exist)."""
+    found: list[tuple[Path, Manifest]] = []
+    damaged: list[Damaged] = []
+    for child in Path(out_dir).iterdir():
+        examined = examine(child)
+        if isinstance(examined, Manifest):
+            found.append((child, examined))
+        elif examined is not None:
+            damaged.append(examined)
+    return Survey(
+        sorted(found, key=creation_order, reverse=True),
+        sorted(damaged, key=lambda item: item.path.name),
+    )
+
+
 def complete_backups(out_dir: Path) -> list[tuple[Path, Manifest]]:
-    """Every complete backup in `out_dir` with a readable manifest, newest first."""
+    """Every complete backup in `out_dir` with a readable manifest, newest first; none when
+    there is no such folder."""
     out_dir = Path(out_dir)
     if not out_dir.is_dir():
         return []
-    found = []
-    for child in out_dir.iterdir():
-        manifest = read_complete(child)
-        if manifest is not None:
-            found.append((child, manifest))
-    return sorted(found, key=creation_order, reverse=True)
+    return survey(out_dir).backups
 
 
 def list_backups(out_dir: Path, database_name: str) -> list[Path]:

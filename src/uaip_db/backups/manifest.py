@@ -339,13 +339,30 @@ def backup_folder(path: Path | str) -> Path:
     return folder
 
 
+class UnreadableManifest(ValueError):
+    """A backup's manifest.json cannot be read: what is wrong, as `db.restore` (through
+    `damaged`) and `db.backups` both say it: `its manifest.json cannot be read (...)`."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"its {MANIFEST} cannot be read ({reason})")
+
+
+def parse_manifest(folder: Path) -> Manifest:
+    """The manifest in a backup folder, as written (its files unchecked); UnreadableManifest
+    when it is not valid UTF-8 JSON of a manifest this uaip-db knows."""
+    try:
+        return Manifest.from_json((folder / MANIFEST).read_text(encoding="utf-8"))
+    except ValueError as error:  # UnicodeDecodeError and json's errors are ValueErrors
+        raise UnreadableManifest(str(error)) from None
+
+
 def read_manifest(path: Path | str) -> Manifest:
     """The manifest of a backup (folder or manifest.json path), without checking the files."""
     folder = backup_folder(path)
     try:
-        return Manifest.from_json((folder / MANIFEST).read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as error:
-        raise damaged(folder, f"its {MANIFEST} cannot be read ({error})") from None
+        return parse_manifest(folder)
+    except UnreadableManifest as error:
+        raise damaged(folder, str(error)) from None
 
 
 def check_files(path: Path | str) -> Manifest:

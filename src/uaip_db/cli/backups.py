@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import os
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -278,38 +279,66 @@ def take_backup_first(config: DatabaseConfig, asked: bool, out: Say) -> None:
         ) from None
 
 
+def backup_folder_to_list(out: str | None) -> Path:
+    """The folder to list: --out, else UAIP_BACKUP_DIR or backups/; a usage error (exit 2)
+    when it is no folder, rather than an empty listing that looks like a folder without
+    backups."""
+    directory = Path(out).expanduser().resolve() if out else paths.backup_dir()
+    where = "--out" if out else "UAIP_BACKUP_DIR"
+    if directory.is_dir():
+        return directory
+    if directory.exists():
+        raise UsageError(
+            f"Backup folder {directory} is a file, not a folder; check {where}: it names the "
+            "folder db.backup writes into."
+        )
+    first = "inv db.backup" + (f" --out {shlex.quote(str(directory))}" if out else "")
+    raise UsageError(
+        f"Backup folder {directory} does not exist; check {where}, or make the first backup "
+        f"there with `{first}`."
+    )
+
+
 def list_backups(*, out_dir: str | None = None, as_json: bool = False, out: Say = say) -> None:
-    """The complete backups in the folder, newest first: database, revision, size, state."""
+    """The complete backups in the folder, newest first: database, revision, size, state; then
+    the damaged ones it skipped (a manifest that cannot be read), by name and why. Exit 0 either
+    way: a listing informs, and db.restore refuses a damaged backup when it is named."""
     import json
 
     from uaip_db.backups import folder as folders
 
-    directory = Path(out_dir).expanduser().resolve() if out_dir else paths.backup_dir()
-    rows: list[dict[str, str | int | None]] = []
-    for path, manifest in folders.complete_backups(directory):
-        size = sum(entry.size for entry in manifest.files)
-        rows.append(
+    directory = backup_folder_to_list(out_dir)
+    found = folders.survey(directory)
+    if as_json:
+        rows = [
             {
                 "path": str(path),
                 "database": manifest.database,
                 "created_at": manifest.created_at,
                 "revision": manifest.revision_label,
-                "bytes": size,
+                "bytes": sum(entry.size for entry in manifest.files),
                 "state": manifest.state,
             }
-        )
-    if as_json:
-        out(json.dumps(rows, indent=2))
+            for path, manifest in found.backups
+        ]
+        damaged = [{"path": str(item.path), "problem": item.problem} for item in found.damaged]
+        out(json.dumps({"backups": rows, "damaged": damaged}, indent=2))
         return
-    if not rows:
-        out(f"No complete backups in {directory}.")
-        return
-    for path, manifest in folders.complete_backups(directory):
+    if not found.backups:
+        readable = " readable" if found.damaged else " complete"
+        out(f"No{readable} backups in {directory}.")
+    for path, manifest in found.backups:
         megabytes = sum(entry.size for entry in manifest.files) / 1e6
         out(
             f"{path}  {manifest.database} at {manifest.revision_label}, {manifest.created_at}, "
             f"{megabytes:.1f} MB, {manifest.state or 'state unknown (older uaip-db)'}"
         )
+    if found.damaged:
+        count = len(found.damaged)
+        backups = "backup" if count == 1 else "backups"
+        out(f"Skipped {count} damaged {backups}, which db.restore refuses:")
+        for item in found.damaged:
+            out(f"  {item.path}: {item.problem}.")
 
 
 def clean(*, yes: bool = False, confirm_db: str | None = None, out: Say = say) -> None:
