@@ -455,6 +455,31 @@ def test_backups_of_a_folder_that_does_not_exist(given: str, problem: str, tmp_p
         assert lines[0].startswith(f"Backup folder {named} {problem}; check {given}")
 
 
+def test_backups_in_a_checkout_that_has_taken_none_yet(tmp_path: Path) -> None:
+    # backups/ appears with the first backup: before that, an empty listing, not an error.
+    root = tmp_path / "checkout"
+    root.mkdir()
+    for name in ("alembic.ini", "migrations", "database", "tasks.py"):
+        (root / name).symlink_to(ROOT / name)
+    env = {k: v for k, v in cli_env().items() if k != "UAIP_BACKUP_DIR"}
+    env["UAIP_DB_ROOT"] = str(root)
+    for as_json, said in (
+        ([], "No backups yet: `inv db.backup` writes them into"),
+        (["--json"], '"backups": []'),
+    ):
+        result = subprocess.run(
+            [str(BIN / "inv"), "db.backups", *as_json],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0 and result.stderr == "", result.stderr
+        assert said in result.stdout
+    assert not (root / "backups").exists()
+
+
 def test_clean_drops_only_leftovers_and_asks_first(
     server: ScratchServer, head_db: DatabaseConfig
 ) -> None:

@@ -279,14 +279,16 @@ def take_backup_first(config: DatabaseConfig, asked: bool, out: Say) -> None:
         ) from None
 
 
-def backup_folder_to_list(out: str | None) -> Path:
-    """The folder to list: --out, else UAIP_BACKUP_DIR or backups/; a usage error (exit 2)
-    when it is no folder, rather than an empty listing that looks like a folder without
-    backups."""
+def backup_folder_to_list(out: str | None) -> Path | None:
+    """The folder to list: --out, else UAIP_BACKUP_DIR or backups/. A folder that was named and
+    is none is a usage error (exit 2), rather than an empty listing that looks like a folder
+    without backups; None when backups/ is not made yet (no backup was taken here)."""
     directory = Path(out).expanduser().resolve() if out else paths.backup_dir()
     where = "--out" if out else "UAIP_BACKUP_DIR"
     if directory.is_dir():
         return directory
+    if not out and not os.environ.get("UAIP_BACKUP_DIR") and not directory.exists():
+        return None
     if directory.exists():
         raise UsageError(
             f"Backup folder {directory} is a file, not a folder; check {where}: it names the "
@@ -308,6 +310,12 @@ def list_backups(*, out_dir: str | None = None, as_json: bool = False, out: Say 
     from uaip_db.backups import folder as folders
 
     directory = backup_folder_to_list(out_dir)
+    if directory is None:
+        if as_json:
+            out(json.dumps({"backups": [], "damaged": []}, indent=2))
+        else:
+            out(f"No backups yet: `inv db.backup` writes them into {paths.backup_dir()}.")
+        return
     found = folders.survey(directory)
     if as_json:
         rows = [
