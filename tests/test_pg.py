@@ -32,6 +32,25 @@ def test_each_failure_says_what_to_do(driver_message: str, expected: str) -> Non
     assert "s3cret!" not in message
 
 
+@pytest.mark.parametrize(
+    ("driver_message", "expected"),
+    [
+        ('FATAL:  password authentication failed for user "uaip_user"', "the password was refused"),
+        ('FATAL:  database "scoping" does not exist', "database 'scoping' does not exist"),
+        ("connection refused", "no PostgreSQL server answers there"),
+        ("something odd with s3cret! inside", "something odd with *** inside"),
+    ],
+)
+def test_a_connection_a_setting_names_blames_that_setting_in_plain_words(
+    driver_message: str, expected: str
+) -> None:
+    message = str(explain(Exception(driver_message), CONFIG, "target 'a' (line 3)"))
+    assert message == (
+        "Cannot connect to db.example:5433 as uaip_user, which target 'a' (line 3) names: "
+        f"{expected}. Fix target 'a' (line 3)."
+    )
+
+
 def test_scrub_hides_passwords_in_urls_and_text() -> None:
     assert scrub("postgresql://u:pw@h/db and s3cret!", CONFIG) == "postgresql://u:***@h/db and ***"
 

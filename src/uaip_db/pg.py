@@ -8,6 +8,7 @@ import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from uaip_db.errors import ConnectionProblem, DatabaseMissing, PasswordRefused, UnusableDatabase
@@ -17,49 +18,94 @@ if TYPE_CHECKING:
     import psycopg
 
 
-def explain(
-    error: BaseException, config: DatabaseConfig, setting: str | None = None
-) -> ConnectionProblem:
-    """Turn a driver error into one or two lines with a way out; the password never appears.
-    With `setting`, the connection is the one that setting names (not DB_*), and it is blamed."""
-    message = str(getattr(error, "orig", None) or error)
+class Failure(Enum):
+    """The connection failures explained in plain words."""
+
+    PASSWORD_REFUSED = "password refused"
+    DATABASE_MISSING = "database missing"
+    ROLE_MISSING = "role missing"
+    UNKNOWN_HOST = "unknown host"
+    NO_SERVER = "no server"
+
+
+def failure_of(message: str) -> Failure | None:
     lowered = message.lower()
-    where = config.where()
-    setting = setting or config.origin
-    if setting is not None:
-        return ConnectionProblem(
-            f"Cannot connect to {config.host}:{config.port} as {config.user}, which {setting} "
-            f"names: {first_line(scrub(message, config))}. Fix {setting}."
-        )
     if "password authentication failed" in lowered or "no password supplied" in lowered:
-        return PasswordRefused(
-            f"Cannot connect to {where} as {config.user}: the password was refused. "
-            "Check DB_PASSWORD (or DATABASE_URL) in your environment or .env."
-        )
+        return Failure.PASSWORD_REFUSED
     if "does not exist" in lowered and "database" in lowered:
-        return DatabaseMissing(
-            f"The {where} does not exist. Create it (`inv db.up` makes it on a local server) "
-            "or fix DB_NAME."
-        )
+        return Failure.DATABASE_MISSING
     if "role" in lowered and "does not exist" in lowered:
-        return ConnectionProblem(
-            f"The role {config.user!r} does not exist on {config.host}:{config.port}; fix DB_USER."
-        )
+        return Failure.ROLE_MISSING
     if (
         "could not translate host name" in lowered
         or "name or service not known" in lowered
         or "temporary failure in name resolution" in lowered
         or "nodename nor servname" in lowered
     ):
-        return ConnectionProblem(f"Unknown host {config.host!r}; fix DB_HOST (or DATABASE_URL).")
+        return Failure.UNKNOWN_HOST
     if "connection refused" in lowered or "timeout expired" in lowered or "no route" in lowered:
-        return ConnectionProblem(
+        return Failure.NO_SERVER
+    return None
+
+
+def in_few_words(failure: Failure, config: DatabaseConfig) -> str:
+    return {
+        Failure.PASSWORD_REFUSED: "the password was refused",
+        Failure.DATABASE_MISSING: f"database {config.name!r} does not exist",
+        Failure.ROLE_MISSING: f"role {config.user!r} does not exist",
+        Failure.UNKNOWN_HOST: f"unknown host {config.host!r}",
+        Failure.NO_SERVER: "no PostgreSQL server answers there",
+    }[failure]
+
+
+def problem_class(failure: Failure | None) -> type[ConnectionProblem]:
+    if failure is Failure.PASSWORD_REFUSED:
+        return PasswordRefused
+    if failure is Failure.DATABASE_MISSING:
+        return DatabaseMissing
+    return ConnectionProblem
+
+
+def explain(
+    error: BaseException, config: DatabaseConfig, setting: str | None = None
+) -> ConnectionProblem:
+    """Turn a driver error into one or two lines with a way out; the password never appears.
+    With `setting`, the connection is the one that setting names (not DB_*), and it is blamed."""
+    message = str(getattr(error, "orig", None) or error)
+    failure = failure_of(message)
+    problem = problem_class(failure)
+    where = config.where()
+    setting = setting or config.origin
+    if setting is not None:
+        said = in_few_words(failure, config) if failure else first_line(scrub(message, config))
+        return problem(
+            f"Cannot connect to {config.host}:{config.port} as {config.user}, which {setting} "
+            f"names: {said}. Fix {setting}."
+        )
+    if failure is Failure.PASSWORD_REFUSED:
+        return problem(
+            f"Cannot connect to {where} as {config.user}: the password was refused. "
+            "Check DB_PASSWORD (or DATABASE_URL) in your environment or .env."
+        )
+    if failure is Failure.DATABASE_MISSING:
+        return problem(
+            f"The {where} does not exist. Create it (`inv db.up` makes it on a local server) "
+            "or fix DB_NAME."
+        )
+    if failure is Failure.ROLE_MISSING:
+        return problem(
+            f"The role {config.user!r} does not exist on {config.host}:{config.port}; fix DB_USER."
+        )
+    if failure is Failure.UNKNOWN_HOST:
+        return problem(f"Unknown host {config.host!r}; fix DB_HOST (or DATABASE_URL).")
+    if failure is Failure.NO_SERVER:
+        return problem(
             f"No PostgreSQL server answers at {config.host}:{config.port}. Start one with "
             "`inv db.up`, or point DB_HOST/DB_PORT at a running server."
         )
     hint = getattr(getattr(error, "diag", None), "message_hint", None)
     said = first_line(scrub(message, config)) + (f" (HINT: {hint})" if hint else "")
-    return ConnectionProblem(f"Cannot use {where}: {said}")
+    return problem(f"Cannot use {where}: {said}")
 
 
 def scrub(text: str, config: DatabaseConfig) -> str:

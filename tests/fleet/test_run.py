@@ -15,8 +15,9 @@ import pytest
 from tests.conftest import CHAIN, HEAD, run_cli, sql
 from tests.fleet.conftest import FleetFixture
 from uaip_db.fleet import run
-from uaip_db.fleet.report import AT_HEAD, FAILED, SKIPPED, UPGRADED, TargetResult
+from uaip_db.fleet.report import AT_HEAD, FAILED, SKIPPED, UPGRADED, VERIFIED, TargetResult
 from uaip_db.migrations.lock import LOCK_KEY
+from uaip_db.servers.scratch import free_port
 from uaip_db.settings import DatabaseConfig
 
 MakeFleet = Callable[..., FleetFixture]
@@ -63,7 +64,8 @@ def test_a_refused_password_names_the_target_not_the_single_database_settings(
     result = run_cli("inv", "fleet.upgrade", "--targets", str(fleet.path), env=env)
     assert result.returncode == 1, result.stdout + result.stderr
     said = result.stdout + result.stderr
-    assert "target 'tenant-00' (line" in said and "password authentication failed" in said
+    assert "target 'tenant-00' (line" in said and "the password was refused" in said
+    assert "FATAL" not in said
     assert "DB_PASSWORD" not in said and "not-the-password" not in said
     # Its revision could not be read: the table does not claim it is at base.
     failed_line = next(line for line in result.stdout.splitlines() if line.startswith("tenant-00"))
@@ -210,6 +212,64 @@ def test_check_exits_3_with_pending_and_status_says_where(
     assert [item["status"] for name, item in found.items() if name != behind] == [AT_HEAD]
 
 
+WRONG_PASSWORD_VARIABLE = "FLEET_TEST_WRONG_PASSWORD"
+WRONG_PASSWORD = "not-the-password"
+
+
+def add_unreachable_targets(fleet: FleetFixture, dbname: str) -> dict[str, str]:
+    """Two targets that cannot be read: one whose password is refused, one on a port where
+    nothing listens. Returns each one's name and the reason its line gives."""
+    with fleet.path.open("a", encoding="utf-8") as file:
+        file.write(
+            "\n".join(
+                [
+                    "[[targets]]",
+                    'name = "refused"',
+                    f'dbname = "{dbname}"',
+                    f'password_env = "{WRONG_PASSWORD_VARIABLE}"',
+                    "",
+                    "[[targets]]",
+                    'name = "nowhere"',
+                    f'dbname = "{dbname}"',
+                    f"port = {free_port()}",
+                    "",
+                ]
+            )
+        )
+    return {"refused": "the password was refused", "nowhere": "no PostgreSQL server answers"}
+
+
+@pytest.mark.parametrize(
+    ("command", "reachable_status"), [("status", AT_HEAD), ("check", AT_HEAD), ("verify", VERIFIED)]
+)
+def test_a_target_that_cannot_be_read_is_not_reported_at_base(
+    make_fleet: MakeFleet, head_template: str, command: str, reachable_status: str
+) -> None:
+    fleet = make_fleet(1, template=head_template)
+    ((reachable, database),) = fleet.databases.items()
+    unreachable = add_unreachable_targets(fleet, database.name)
+    env = {**fleet.env, WRONG_PASSWORD_VARIABLE: WRONG_PASSWORD}
+    arguments = ("inv", f"fleet.{command}", "--targets", str(fleet.path))
+    text = run_cli(*arguments, env=env)
+    as_json = run_cli(*arguments, "--json", env=env)
+    assert text.returncode == 1, text.stdout + text.stderr
+    assert as_json.returncode == 1, as_json.stdout + as_json.stderr
+    found = {item["name"]: item for item in json.loads(as_json.stdout)["targets"]}
+    assert found[reachable]["status"] == reachable_status and found[reachable]["from"] == HEAD
+    assert found[reachable]["revision_known"] is True
+    table = text.stdout.splitlines()
+    for name, reason in unreachable.items():
+        item = found[name]
+        assert (item["status"], item["from"], item["to"]) == (FAILED, None, None), item
+        assert item["revision_known"] is False, item
+        line = next(line for line in table if line.startswith(name + " "))
+        assert "at base" not in line, line
+        for said in (line, item["error"]):
+            assert f"target '{name}' (line" in said and reason in said, said
+            assert "FATAL" not in said and "connection failed" not in said, said
+    assert WRONG_PASSWORD not in text.stdout + text.stderr + as_json.stdout + as_json.stderr
+
+
 def test_no_password_in_output_reports_or_process_arguments(
     make_fleet: MakeFleet, tmp_path: Path
 ) -> None:
@@ -284,3 +344,4 @@ def test_a_worker_that_dies_fails_its_target_in_one_line_not_the_run(
     found = run.run_jobs(exits_abruptly, jobs, 2, processes=True, on_result=None)
     assert sorted(r.name for r in found) == sorted(t.name for t in fleet.targets)
     assert all(r.status == FAILED and "worker process died" in (r.error or "") for r in found)
+    assert not any(r.revision_known for r in found)

@@ -421,20 +421,13 @@ def guarded(work: Callable[[ReadJob], TargetResult]) -> Callable[[ReadJob], Targ
         started = time.perf_counter()
         try:
             found = work(job)
-        except UaipDbError as error:
-            found = TargetResult(job.name, FAILED, error=str(error))
         except Exception as error:  # one target's surprise must not end the others' run
-            found = TargetResult(
-                job.name, FAILED, error=f"{type(error).__name__}: {first_line(str(error))}"
-            )
-        return TargetResult(
-            found.name,
-            found.status,
-            found.from_revision,
-            found.to_revision,
-            time.perf_counter() - started,
-            scrub(found.error, job.database),
-            tuple(scrub(line, job.database) or "" for line in found.details),
+            found = TargetResult(job.name, FAILED, error=problem(error), revision_known=False)
+        return replace(
+            found,
+            seconds=time.perf_counter() - started,
+            error=scrub(found.error, job.database),
+            details=tuple(scrub(line, job.database) or "" for line in found.details),
         )
 
     return run
@@ -445,7 +438,7 @@ def status_target(job: ReadJob) -> TargetResult:
 
     state = database_state(job.database)
     if not state.reachable:
-        return TargetResult(job.name, FAILED, error=state.error)
+        return TargetResult(job.name, FAILED, error=state.error, revision_known=False)
     at = label(state.current)
     if state.unknown:
         return TargetResult(job.name, FAILED, at, at, error=str(history.unknown_revision(at or "")))
@@ -523,6 +516,7 @@ def run_jobs(
                     futures[future],
                     FAILED,
                     error="its worker process died (killed, or out of memory); run again",
+                    revision_known=False,
                 )
             results.append(found)
             if on_result:
