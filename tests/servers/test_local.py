@@ -15,7 +15,7 @@ from tests.conftest import ROOT, run_cli
 from uaip_db.errors import ServerError
 from uaip_db.servers.binaries import wanted_major
 from uaip_db.servers.docker import COMPOSE_SERVICE, DockerCompose
-from uaip_db.servers.local import LocalCluster, PidFile, find_bindir
+from uaip_db.servers.local import LocalCluster, PidFile, another_major, find_bindir
 from uaip_db.servers.scratch import free_port
 from uaip_db.settings import DatabaseConfig
 
@@ -43,6 +43,21 @@ def test_pg_bindir_setting_wins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
         (fake / tool).write_text("")
     monkeypatch.setenv("PG_BINDIR", str(fake))
     assert find_bindir() == fake
+
+
+def test_a_cluster_of_another_major_gets_a_way_that_works(tmp_path: Path) -> None:
+    up = another_major(tmp_path, 15, 16, "scoping")
+    assert "keep it with UAIP_PG_VERSION=15, or move it to 16:" in up
+    # Every command of the way names the major it needs, whatever the environment says.
+    assert "`UAIP_PG_VERSION=15 inv db.up db.backup db.down`" in up
+    assert "`UAIP_PG_VERSION=16 inv db.up db.restore BACKUP --target scoping --yes`" in up
+    # Down, a backup cannot travel: pg_restore refuses what a newer pg_dump wrote.
+    down = another_major(tmp_path, 16, 15, "scoping")
+    assert down.endswith(
+        "keep it with UAIP_PG_VERSION=16 (a backup PostgreSQL 16 writes cannot be restored "
+        "into 15)."
+    )
+    assert "db.restore" not in down
 
 
 def test_db_up_down_up_keeps_the_data(cluster_home: Path) -> None:

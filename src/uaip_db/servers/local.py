@@ -206,6 +206,22 @@ def ensure_database(admin: DatabaseConfig, name: str, owner: str) -> bool:
         return True
 
 
+def another_major(root: Path, made_by: int, runs: int, database: str) -> str:
+    """What to do with a cluster another major made: keep it with its major, or move it up
+    through a backup. Never down: pg_restore refuses an archive a newer pg_dump wrote."""
+    found = (
+        f"The local cluster in {root} was made by PostgreSQL {made_by} (its data/PG_VERSION), "
+        f"but db.up now runs PostgreSQL {runs}: keep it with {VERSION_SETTING}={made_by}"
+    )
+    if runs < made_by:
+        return f"{found} (a backup PostgreSQL {made_by} writes cannot be restored into {runs})."
+    return (
+        f"{found}, or move it to {runs}: `{VERSION_SETTING}={made_by} inv db.up db.backup "
+        f"db.down`, remove {root}, then `{VERSION_SETTING}={runs} inv db.up db.restore BACKUP "
+        f"--target {database} --yes`."
+    )
+
+
 class LocalCluster:
     """The developer's cluster in `.pgdata/`, on DB_PORT, kept across `db.down` / `db.up`."""
 
@@ -226,14 +242,7 @@ class LocalCluster:
         runs = self.binaries.major
         if made_by is None or runs is None or made_by == runs:
             return
-        root = self.cluster.root
-        raise ServerError(
-            f"The local cluster in {root} was made by PostgreSQL {made_by} "
-            f"(its data/PG_VERSION), but db.up now runs PostgreSQL {runs}: keep it with "
-            f"{VERSION_SETTING}={made_by}, or move it to {runs}: "
-            f"`{VERSION_SETTING}={made_by} inv db.up db.backup db.down`, remove {root}, then "
-            f"`inv db.up db.restore BACKUP --target {database} --yes`."
-        )
+        raise ServerError(another_major(self.cluster.root, made_by, runs, database))
 
     def up(self, config: DatabaseConfig) -> str:
         if config.host not in LOCAL_HOSTS:
