@@ -104,6 +104,11 @@ def exists(server: ScratchServer, name: str) -> bool:
     return row is not None and row[0] == 1
 
 
+def cut_manifest(backup: Path) -> None:
+    """Damage a backup the way a full disk or a killed copy does: its manifest.json cut short."""
+    (backup / "manifest.json").write_text('{"format_version": 1, "datab')
+
+
 def tamper(path: Path, how: Callable[[bytes], bytes]) -> None:
     path.write_bytes(how(path.read_bytes()))
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.backups.conftest import rewrite_manifest
+from tests.backups.conftest import cut_manifest, rewrite_manifest
 from uaip_db import pg
 from uaip_db.backups import folder as folders
 from uaip_db.backups import manifest as manifests
@@ -123,7 +123,7 @@ def test_prune_spares_unreadable_manifests_and_backups_in_use(
 ) -> None:
     unreadable = create_backup(head_db, backups)
     in_use = create_backup(head_db, backups)
-    (unreadable.path / "manifest.json").write_text('{"format_version": 1, "datab')
+    cut_manifest(unreadable.path)
     made = create_backup(head_db, backups)
     with folders.holding(in_use.path):
         assert folders.prune(backups, made, keep=1) == []
@@ -160,7 +160,7 @@ def test_the_survey_names_backups_whose_manifest_cannot_be_read(
 ) -> None:
     good = create_backup(head_db, backups)
     bad = create_backup(head_db, backups)
-    (bad.path / "manifest.json").write_text('{"format_version": 1, "datab')
+    cut_manifest(bad.path)
     (backups / "not-a-backup").mkdir()  # no manifest.json: not a backup, not a damaged one
     unfinished = backups / ".partial-killed-run"
     unfinished.mkdir()

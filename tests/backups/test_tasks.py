@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.backups.conftest import exists, hashes, rewrite_manifest
+from tests.backups.conftest import cut_manifest, exists, hashes, rewrite_manifest
 from tests.conftest import BIN, ROOT, cli_env, run_cli, sql
 from uaip_db.backups import folder as folders
 from uaip_db.backups import manifest as manifests
@@ -413,7 +413,7 @@ def test_backups_names_the_damaged_backups_it_skips(
 
     good = create_backup(head_db, tmp_path)
     bad = create_backup(head_db, tmp_path)
-    (bad.path / "manifest.json").write_text('{"format_version": 1, "datab')
+    cut_manifest(bad.path)
     unreadable = "its manifest.json cannot be read ("
     text = run_cli("inv", "db.backups", "--out", str(tmp_path))
     assert text.returncode == 0, text.stderr
