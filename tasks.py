@@ -285,7 +285,10 @@ def docs(c: Context, check: bool = False) -> None:
 
 @task(
     name="diff",
-    help={"from_": "Revision to start from (id, base or head).", "to": "Revision to end at."},
+    help={
+        "from_": "Revision to start from (id, base or head; default base).",
+        "to": "Revision to end at (default head).",
+    },
 )
 def schema_diff(c: Context, from_: str = "base", to: str = "head") -> None:
     """Show the schema change between two revisions, in words and as a Mermaid diagram."""

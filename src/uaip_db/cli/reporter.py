@@ -137,5 +137,5 @@ def seconds(value: str, flag: str) -> float:
     except ValueError:
         number = -1.0
     if number < 0:
-        raise UsageError(f"{flag} {value!r} is not a number of seconds.")
+        raise UsageError(f"{flag} {value!r} is not a number of seconds (0 or more).")
     return number
