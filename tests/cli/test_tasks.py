@@ -314,3 +314,20 @@ def test_a_downgrade_a_guard_stops_says_where_the_database_is_now(
     again = run_cli("inv", "db.downgrade", "--rev", EMAIL, "--yes", database=head_db)
     assert again.returncode == 1 and len(again.stderr.strip().splitlines()) == 1, again.stderr
     assert applied.current_revisions(head_db) == (WIDEN,)
+
+
+def test_an_unknown_revision_to_upgrade_to_is_named_before_anything_else(
+    head_db: DatabaseConfig,
+) -> None:
+    runner.downgrade(head_db, WIDEN)
+    result = run_cli("inv", "db.upgrade", "--rev", "deadbeef", database=head_db)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        "Unknown revision 'deadbeef'; `inv db.history` lists them."
+    ]
+    assert applied.current_revisions(head_db) == (WIDEN,)
+    # A unique prefix still names a revision.
+    prefix = run_cli("inv", "db.upgrade", "--rev", HEAD[:6], database=head_db)
+    assert prefix.returncode == 0, prefix.stderr
+    assert applied.current_revisions(head_db) == (HEAD,)

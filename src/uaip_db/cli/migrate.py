@@ -69,6 +69,8 @@ def upgrade(
         return
     # The common case, a database already at head, costs one query and no Alembic import.
     index = history.load()
+    if not any(mark in revision for mark in "+@:") and revision != "heads":
+        index.resolve(revision)  # an unknown one is named before anything is said or done
     conn = pg.connect(config)
     try:
         current = applied.current_revisions_on(conn)
