@@ -61,7 +61,7 @@ def reported() -> Iterator[None]:
         raise Exit(str(error) or None, code=error.exit_code) from None
     except BrokenPipeError:
         # The reader went away (`inv db.diff | head`): stop quietly, like other CLI tools.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        send_stdout_nowhere()
         raise Exit(code=0) from None
     except KeyboardInterrupt:
         raise Exit("Interrupted; run the same task again to finish.", code=INTERRUPTED) from None
@@ -111,6 +111,12 @@ def usage_errors_exit_2() -> None:
     Program.parse_tasks = parse_tasks  # type: ignore[method-assign]
 
 
+def send_stdout_nowhere() -> None:
+    """After the reader of stdout went away: what is still written (Python flushes stdout on its
+    way out) goes to /dev/null instead of raising BrokenPipeError again."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def quiet_when_the_reader_leaves() -> None:
     """`inv --list | head` (the reader closes the pipe early) ends quietly, as other
     command-line tools do, instead of with Python's traceback. tasks.py calls this once."""
@@ -118,8 +124,7 @@ def quiet_when_the_reader_leaves() -> None:
 
     def hook(kind: type[BaseException], value: BaseException, trace: Any) -> None:
         if issubclass(kind, BrokenPipeError):
-            # Python flushes stdout once more on its way out; let that go nowhere.
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            send_stdout_nowhere()  # Python flushes stdout once more on its way out
             return
         previous(kind, value, trace)
 
