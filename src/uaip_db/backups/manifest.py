@@ -132,6 +132,11 @@ class Manifest:
     def identity(self) -> Identity:
         return Identity(self.system_identifier, self.database, self.database_oid)
 
+    @property
+    def total_bytes(self) -> int:
+        """The size of the backup's files, as written."""
+        return sum(entry.size for entry in self.files)
+
     def with_state(self, state: str) -> Manifest:
         return replace(self, state=state)
 

@@ -324,7 +324,7 @@ def list_backups(*, out_dir: str | None = None, as_json: bool = False, out: Say 
                 "database": manifest.database,
                 "created_at": manifest.created_at,
                 "revision": manifest.revision_label,
-                "bytes": sum(entry.size for entry in manifest.files),
+                "bytes": manifest.total_bytes,
                 "state": manifest.state,
             }
             for path, manifest in found.backups
@@ -336,7 +336,7 @@ def list_backups(*, out_dir: str | None = None, as_json: bool = False, out: Say 
         readable = " readable" if found.damaged else " complete"
         out(f"No{readable} backups in {directory}.")
     for path, manifest in found.backups:
-        megabytes = sum(entry.size for entry in manifest.files) / 1e6
+        megabytes = manifest.total_bytes / 1e6
         out(
             f"{path}  {manifest.database} at {manifest.revision_label}, {manifest.created_at}, "
             f"{megabytes:.1f} MB, {manifest.state or 'state unknown (older uaip-db)'}"
