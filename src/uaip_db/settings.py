@@ -254,15 +254,15 @@ def read_dotenv(path: Path) -> dict[str, str]:
             for binding in parse_stream(io.StringIO(text))
             if binding.error
         ]
-        values = dotenv_values(stream=io.StringIO(text))
     except (UnicodeDecodeError, OSError) as error:
         reason = "is not UTF-8 text" if isinstance(error, UnicodeDecodeError) else "cannot be read"
         raise SettingsError(f"{path} {reason}; fix or remove it.") from None
-    if unreadable:
+    if unreadable:  # before python-dotenv reads it: it would log its own warning first
         raise SettingsError(
             f"{path} line {unreadable[0]} is not a setting (NAME=value, with any quote it opens "
             "closed); fix or remove it."
         )
+    values = dotenv_values(stream=io.StringIO(text))
     return {key: value for key, value in values.items() if value is not None}
 
 

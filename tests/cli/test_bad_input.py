@@ -89,6 +89,7 @@ def test_a_dotenv_that_cannot_be_read(tmp_path: Path, content: bytes, said: str)
     result = run_cli("inv", "db.current", cwd=root, env={"UAIP_DB_ROOT": str(root)})
     one_clean_line(result, 2)
     assert said in result.stderr and "unterminated" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr  # ours alone
 
 
 @pytest.mark.parametrize("task", ["db.upgrade", "db.downgrade"])
