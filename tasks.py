@@ -1,6 +1,6 @@
 """Invoke tasks for the UAIP Scoping database: `inv --list` shows them, `inv --help TASK` explains.
 
-Each task is a thin wrapper over a step in uaip_db.cli.steps; failures print one line and exit 2
+Each task is a thin wrapper over a function of uaip_db.cli; failures print one line and exit 2
 (usage, settings, connection), 1 (a check found something) or 3 (pending migrations).
 """
 

@@ -236,6 +236,13 @@ def run(
         result = execute(args, env=env, as_server=as_server, timeout=timeout)
     except FileNotFoundError:
         raise error(f"Could not {what}: {args[0]} is not installed.") from None
+    except PermissionError:
+        # A folder on PATH this account may not enter makes a missing program EACCES.
+        if os.sep not in args[0] and shutil.which(args[0]) is None:
+            raise error(f"Could not {what}: {args[0]} is not installed.") from None
+        raise error(
+            f"Could not {what}: this account may not run {args[0]} (permission denied)."
+        ) from None
     except TimeoutExpired:
         raise error(
             f"Could not {what}: {Path(args[0]).name} did not finish in {timeout} s."

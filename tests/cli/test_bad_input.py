@@ -3,6 +3,7 @@ nothing changed."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pty
 import select
@@ -308,10 +309,30 @@ def test_a_bad_place_for_throwaway_databases_changes_nothing(
     assert not [path for path in tmp_path.iterdir() if path.is_dir()]
 
 
-# A checkout mounted read-only (as in a container with a read-only volume): root ignores file
-# modes, so chmod proves nothing here; a read-only bind mount in a private mount namespace
-# (unshare -m) stops root as well, and ends with the command.
+# A checkout mounted read-only (as in a container with a read-only volume), or one this account
+# may not write to. Root ignores file modes, so as root a read-only bind mount in a private mount
+# namespace (unshare -m) stands in, and ends with the command; another account gets folders it
+# may not write.
 READ_ONLY = 'mount --bind "$1" "$1" && mount -o remount,ro,bind "$1" && shift && exec "$@"'
+
+
+@contextlib.contextmanager
+def unwritable(checkout: Path) -> Iterator[list[str]]:
+    """The command prefix that runs a program in `checkout` made unwritable."""
+    if os.geteuid() == 0:
+        yield ["unshare", "-m", "sh", "-c", READ_ONLY, "sh", str(checkout)]
+        return
+    folders = [
+        checkout,
+        *(path for path in checkout.rglob("*") if path.is_dir() and not path.is_symlink()),
+    ]
+    for folder in folders:
+        folder.chmod(0o555)
+    try:
+        yield []
+    finally:
+        for folder in folders:
+            folder.chmod(0o755)
 
 
 @pytest.mark.parametrize(
@@ -324,16 +345,18 @@ def test_a_read_only_checkout_is_one_line(
 ) -> None:
     before = sorted(str(path) for path in checkout.rglob("*"))
     env = cli_env(head_db, UAIP_BACKUP_DIR=str(tmp_path / "backups"))
-    result = subprocess.run(
-        ["unshare", "-m", "sh", "-c", READ_ONLY, "sh", str(checkout), str(BIN / "inv"), *task],
-        cwd=checkout,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    with unwritable(checkout) as prefix:
+        result = subprocess.run(
+            [*prefix, str(BIN / "inv"), *task],
+            cwd=checkout,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
     one_clean_line(result, 2)
-    assert f"Cannot write {checkout}/" in result.stderr and "Read-only file system" in result.stderr
+    assert f"Cannot write {checkout}/" in result.stderr
+    assert "Read-only file system" in result.stderr or "Permission denied" in result.stderr
     assert sorted(str(path) for path in checkout.rglob("*")) == before
     # Said before any work: no backup dumped (and rehearsed) only to find nowhere to report it.
     assert not (tmp_path / "backups").exists() or not any((tmp_path / "backups").iterdir())

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -345,3 +347,32 @@ def test_a_worker_that_dies_fails_its_target_in_one_line_not_the_run(
     assert sorted(r.name for r in found) == sorted(t.name for t in fleet.targets)
     assert all(r.status == FAILED and "worker process died" in (r.error or "") for r in found)
     assert not any(r.revision_known for r in found)
+
+
+def dies_on_the_first_target(job: run.ReadJob) -> TargetResult:
+    """The first target's worker is killed mid-run; the others finish normally."""
+    if job.name == "tenant-00":
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(0.2)
+    return TargetResult(job.name, AT_HEAD)
+
+
+def test_a_worker_killed_mid_run_fails_only_its_target_and_the_rest_finish(
+    make_fleet: MakeFleet,
+) -> None:
+    fleet = run.load_fleet(make_fleet(5).path)
+    jobs = [run.ReadJob(t.name, c) for t, c in zip(fleet.targets, fleet.configs, strict=True)]
+    seen: list[str] = []
+    found = run.run_jobs(
+        dies_on_the_first_target,
+        jobs,
+        2,
+        processes=True,
+        on_result=lambda result: seen.append(result.name),
+    )
+    by_name = {result.name: result for result in found}
+    assert sorted(by_name) == sorted(seen) == sorted(t.name for t in fleet.targets)
+    died = [result for result in found if result.status == FAILED]
+    assert [result.name for result in died] == [jobs[0].name]
+    assert "worker process died" in (died[0].error or "")
+    assert all(by_name[job.name].status == AT_HEAD for job in jobs[1:])

@@ -6,6 +6,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, text
 
 from tests.conftest import CHAIN, HEAD, ROOT, run_cli, sql
 from uaip_db.settings import DatabaseConfig
@@ -126,3 +129,43 @@ def test_plain_alembic_upgrade_in_production_needs_no_name(
         env={"DB_ENV": "production"},
     )
     assert result.returncode == 0, result.stderr
+
+
+def alembic_api_config() -> Config:
+    """Alembic's own Config, as an application or a pytest plugin builds it."""
+    return Config(INI)
+
+
+def test_an_engine_handed_to_alembic_is_left_as_the_caller_gave_it(
+    empty_db: DatabaseConfig,
+) -> None:
+    # Alembic's cookbook: share an Engine through config.attributes["connection"]. A small pool
+    # makes the engine hand its pooled connection back on every checkout.
+    engine = create_engine(empty_db.sqlalchemy_url(), pool_size=1, max_overflow=0)
+    try:
+        config = alembic_api_config()
+        config.attributes["connection"] = engine
+        command.upgrade(config, CHAIN[0])
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM sessions")).scalar() == 0
+        command.upgrade(config, "head")
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).all() == [(HEAD,)]
+    finally:
+        engine.dispose()
+
+
+def test_a_connection_handed_to_alembic_stays_open_and_usable(empty_db: DatabaseConfig) -> None:
+    engine = create_engine(empty_db.sqlalchemy_url(), pool_size=1, max_overflow=1)
+    try:
+        with engine.connect() as conn:
+            config = alembic_api_config()
+            config.attributes["connection"] = conn
+            command.upgrade(config, CHAIN[0])
+            command.upgrade(config, "head")
+            conn.commit()
+            assert not conn.closed
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).all() == [(HEAD,)]
+        assert sql(empty_db, "SELECT version_num FROM alembic_version") == [(HEAD,)]
+    finally:
+        engine.dispose()

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import io
+import subprocess
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import CHAIN, EMAIL, HEAD, WIDEN, sql
+from tests.conftest import BIN, CHAIN, EMAIL, HEAD, ROOT, WIDEN, run_cli, sql
 from uaip_db.errors import MigrationError, SettingsError
 from uaip_db.migrations import applied, history, runner
 from uaip_db.migrations.baseline import BASELINE_REVISION
@@ -99,3 +101,63 @@ def test_offline_sql_renders_the_whole_chain(capsys: pytest.CaptureFixture[str])
     assert "CREATE INDEX CONCURRENTLY IF NOT EXISTS idx_sessions_email" in rendered
     assert "ALTER TABLE sessions ALTER COLUMN user_id TYPE VARCHAR(500)" in rendered
     assert rendered.count("COMMIT;") >= 3
+
+
+def fill_new_revision(message: str, upgrade: str, downgrade: str) -> Path:
+    """`inv db.revision`'s script from the template, with these bodies written in."""
+    script = runner.new_revision(message)
+    path = Path(script.path)
+    text = path.read_text()
+    text = text.replace(
+        '    """Apply this change."""\n    pass', f'    """Apply."""\n    {upgrade}'
+    )
+    text = text.replace(
+        '    """Undo exactly what upgrade() did."""\n    pass', f'    """Undo."""\n    {downgrade}'
+    )
+    path.write_text(text)
+    return path
+
+
+def test_a_revision_written_as_alembic_tutorials_write_it_runs(
+    checkout: Path, empty_db: DatabaseConfig
+) -> None:
+    path = fill_new_revision(
+        "add charter tags",
+        'op.add_column("project_charters", sa.Column("tags", sa.Text(), nullable=True))',
+        'op.drop_column("project_charters", "tags")',
+    )
+    runner.upgrade(empty_db, "head")
+    assert sql(
+        empty_db,
+        "SELECT data_type FROM information_schema.columns "
+        "WHERE table_name = 'project_charters' AND column_name = 'tags'",
+    ) == [("text",)]
+    runner.downgrade(empty_db, "-1")
+    # The written file is clean under the project's ruff rules for revisions.
+    lint = subprocess.run(
+        [str(BIN / "ruff"), "check", "--stdin-filename", f"migrations/versions/{path.name}", "-"],
+        input=path.read_text(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert lint.returncode == 0, lint.stdout
+
+
+def test_a_python_error_in_a_revision_names_its_file_and_line(
+    checkout: Path, empty_db: DatabaseConfig
+) -> None:
+    path = fill_new_revision("divide", "op.execute('SELECT 1'); 1 / 0", "pass")
+    line = next(n for n, text in enumerate(path.read_text().splitlines(), 1) if "1 / 0" in text)
+    with pytest.raises(MigrationError) as raised:
+        runner.upgrade(empty_db, "head")
+    message = str(raised.value)
+    assert f"migrations/versions/{path.name}, line {line}" in message
+    assert "ZeroDivisionError: division by zero" in message
+    assert f"stays at revision {HEAD}" in message
+
+    debug = run_cli(
+        "inv", "--debug", "db.upgrade", database=empty_db, env={"UAIP_DB_ROOT": str(checkout)}
+    )
+    assert debug.returncode != 0
+    assert f'File "{path}", line {line}, in upgrade' in debug.stderr

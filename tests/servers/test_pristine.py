@@ -148,6 +148,7 @@ def plant(shared_folder: Path, bindir: Path) -> Path:
     return planted
 
 
+@pytest.mark.root  # planting a folder as another account takes root
 def test_a_cache_folder_planted_by_another_account_is_never_used(shared_folder: Path) -> None:
     bindir = find_binaries().bindir
     planted = plant(shared_folder, bindir)

@@ -3,6 +3,7 @@ and every failure turned into one plain line and the right exit status."""
 
 from __future__ import annotations
 
+import atexit
 import errno
 import logging
 import os
@@ -128,7 +129,19 @@ def quiet_when_the_reader_leaves() -> None:
             return
         previous(kind, value, trace)
 
+    def flush_or_let_go() -> None:
+        # Output still in stdout's buffer (`inv --list` writes it all at once) meets the closed
+        # pipe only at exit, where Python would print "Exception ignored ... Broken pipe".
+        # It ends as the unbuffered case does (an uncaught BrokenPipeError): quietly, status 1.
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            send_stdout_nowhere()
+            sys.stderr.flush()
+            os._exit(1)
+
     sys.excepthook = hook
+    atexit.register(flush_or_let_go)
 
 
 def _is_database_error(error: Exception) -> bool:

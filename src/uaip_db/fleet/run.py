@@ -5,10 +5,11 @@ own migration lock, lock and statement timeouts, one transaction and one ledger 
 revision), `checks.status.inspect`, `checks.verify.verify`, and `backups` for the verified backup
 taken first in production (`--backup` elsewhere).
 
-Parallelism: read-only commands use a thread pool. Upgrades run in a pool of forked worker
-processes: Alembic's `op` and `context` are process-wide proxies, so two migrations may not run
-in threads of one process. The workers are forked from this process after the library is
-imported, so no target pays Python's start-up or Alembic's import.
+Parallelism: read-only commands use a thread pool. Upgrades run in forked child processes, one
+per target and at most `--parallel` at once: Alembic's `op` and `context` are process-wide
+proxies, so two migrations may not run in threads of one process. The children are forked from
+this process after the library is imported, so no target pays Python's start-up or Alembic's
+import, and a child that dies fails its own target only.
 
 Waves: the first `canary` targets (in file order) are upgraded first; when any of them fails,
 nothing else is touched and the rest are reported skipped. After that, a failing target does
@@ -21,16 +22,12 @@ import contextlib
 import multiprocessing
 import os
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import (
-    BrokenExecutor,
-    Executor,
-    Future,
-    ProcessPoolExecutor,
-    ThreadPoolExecutor,
-    as_completed,
-)
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
+from multiprocessing.connection import Connection
+from multiprocessing.connection import wait as wait_for_any
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -498,42 +495,75 @@ def run_jobs(
     results: list[TargetResult] = []
     if not jobs:
         return results
+
+    def finished(found: TargetResult) -> None:
+        results.append(found)
+        if on_result:
+            on_result(found)
+
     if workers == 1 or len(jobs) == 1:
         for job in jobs:
-            results.append(work(job))
-            if on_result:
-                on_result(results[-1])
-        return results
-    with pool(min(workers, len(jobs)), processes=processes) as executor:
-        futures: dict[Future[TargetResult], str] = {
-            executor.submit(work, job): job.name for job in jobs
-        }
-        for future in as_completed(futures):
-            try:
-                found = future.result()
-            except BrokenExecutor:
-                found = TargetResult(
-                    futures[future],
-                    FAILED,
-                    error="its worker process died (killed, or out of memory); run again",
-                    revision_known=False,
-                )
-            results.append(found)
-            if on_result:
-                on_result(found)
+            finished(work(job))
+    elif processes:
+        run_forked(work, jobs, workers, finished)
+    else:
+        with ThreadPoolExecutor(
+            max_workers=min(workers, len(jobs)), thread_name_prefix="fleet"
+        ) as executor:
+            for future in as_completed([executor.submit(work, job) for job in jobs]):
+                finished(future.result())
     return results
 
 
-@contextlib.contextmanager
-def pool(workers: int, *, processes: bool) -> Iterator[Executor]:
-    if processes:
-        # Forked, not spawned: the workers start with the library already imported.
-        context = multiprocessing.get_context("fork")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as executor:
-            yield executor
-    else:
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fleet") as executor:
-            yield executor
+def run_forked(
+    work: Callable[[Job], TargetResult],
+    jobs: Sequence[Job],
+    workers: int,
+    finished: OnResult,
+) -> None:
+    """One forked child per job, at most `workers` alive at once, each sending its result back
+    through a pipe of its own. A child that dies (killed, out of memory) fails its own target
+    only: the next job gets a new child. Forked, not spawned: the children start with the
+    library already imported."""
+    context = multiprocessing.get_context("fork")
+    waiting = list(jobs)
+    running: dict[Connection, tuple[Job, BaseProcess]] = {}
+    try:
+        while waiting or running:
+            while waiting and len(running) < workers:
+                job = waiting.pop(0)
+                receiver, sender = context.Pipe(duplex=False)
+                started = context.Process(target=_send_result, args=(work, job, sender))
+                started.start()
+                sender.close()
+                running[receiver] = (job, started)
+            for ready in wait_for_any(list(running)):
+                assert isinstance(ready, Connection)
+                job, done = running.pop(ready)
+                try:
+                    found: TargetResult = ready.recv()
+                except EOFError:
+                    found = TargetResult(
+                        job.name,
+                        FAILED,
+                        error="its worker process died (killed, or out of memory); run again",
+                        revision_known=False,
+                    )
+                ready.close()
+                done.join()
+                finished(found)
+    finally:
+        for receiver, (_job, left) in running.items():
+            left.join(timeout=30)
+            if left.is_alive():
+                left.kill()
+                left.join()
+            receiver.close()
+
+
+def _send_result(work: Callable[[Job], TargetResult], job: Job, sender: Connection) -> None:
+    sender.send(work(job))
+    sender.close()
 
 
 def in_file_order(fleet: Fleet, results: list[TargetResult]) -> tuple[TargetResult, ...]:

@@ -4,8 +4,11 @@ stays."""
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Iterator
+from pathlib import Path
 
+from uaip_db import paths
 from uaip_db.errors import (
     LockNotAvailable,
     MigrationError,
@@ -47,7 +50,7 @@ def translate(error: BaseException, database: DatabaseConfig, direction: str) ->
     if isinstance(cause, psycopg.OperationalError) and cause.sqlstate is None:
         return explain(cause, database)
     if not isinstance(error, DBAPIError | psycopg.Error):
-        return MigrationError(f"The migration failed: {error}")
+        return _python_error(error, database, direction)
     problem = str(cause).strip().splitlines()[0]
     statement = getattr(error, "statement", None)
     here = ", ".join(current_revisions(database)) or "base"
@@ -87,6 +90,35 @@ def translate(error: BaseException, database: DatabaseConfig, direction: str) ->
         f"{where} failed{detail}: {problem}. The database stays at revision {here}; "
         "fix the migration, then run `inv db.upgrade` again."
     )
+
+
+def _python_error(error: BaseException, database: DatabaseConfig, direction: str) -> UaipDbError:
+    """A Python error raised by a revision's code: the file and line it came from, what it was,
+    and where the database stays (`--debug` shows the traceback, that frame included)."""
+    line = revision_line(error)
+    failing = _failing_revision(database, direction)
+    where = f"Revision {failing}" if failing else "The migration"
+    at = f" at {line}" if line else ""
+    try:
+        here = ", ".join(current_revisions(database)) or "base"
+    except UaipDbError:
+        here = "unknown"
+    return MigrationError(
+        f"{where} failed{at}: {type(error).__name__}: {error}. The database stays at revision "
+        f"{here}; fix the revision, then run it again (--debug shows the traceback)."
+    )
+
+
+def revision_line(error: BaseException) -> str | None:
+    """`versions/FILE.py, line N`: the innermost frame of `error` in a revision file."""
+    versions = paths.versions_dir().resolve()
+    found = None
+    for frame in traceback.extract_tb(error.__traceback__):
+        if Path(frame.filename).resolve().parent == versions:
+            found = frame
+    if found is None:
+        return None
+    return f"migrations/versions/{Path(found.filename).name}, line {found.lineno}"
 
 
 def _read_only_reason(database: DatabaseConfig) -> str:

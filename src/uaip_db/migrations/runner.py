@@ -197,7 +197,7 @@ def _run_env(context: EnvironmentContext, options: RunOptions) -> None:
     except Exception as error:
         if interrupted(error):
             raise KeyboardInterrupt from None
-        raise translate(error, database, options.direction) from None
+        raise translate(error, database, options.direction) from error
     finally:
         engine.dispose()
 
@@ -234,20 +234,39 @@ def guard_plain_alembic(context: EnvironmentContext, database: DatabaseConfig) -
 def _run_on_handed(
     context: EnvironmentContext, handed: Engine | Connection, options: RunOptions
 ) -> None:
+    """Alembic's cookbook: the caller hands in an Engine or a Connection. Whichever it is, it is
+    left as it was given; the lock lives on a connection of its own (`_own_connection`)."""
     from sqlalchemy.engine import Engine
 
-    if isinstance(handed, Engine):
+    engine = handed if isinstance(handed, Engine) else handed.engine
+    with _locked(lambda: _own_connection(engine), options):
+        if isinstance(handed, Engine):
+            with handed.connect() as conn:
+                _run_online(context, conn, options)
+        else:
+            _run_online(context, handed, options)
 
-        def open_lock_connection() -> psycopg.Connection[Any]:
-            conn = handed.raw_connection().driver_connection
-            assert conn is not None
-            conn.autocommit = True
-            return cast("psycopg.Connection[Any]", conn)
 
-        with _locked(open_lock_connection, options), handed.connect() as conn:
-            _run_online(context, conn, options)
-    else:
-        _run_online(context, handed, options)
+def _own_connection(engine: Engine) -> psycopg.Connection[Any]:
+    """A new connection made the way `engine` makes them, but not one of its pool's: a copy of
+    the pool (same creator and events) makes it and lets go of it, so the caller's pool, its
+    limits and its connections stay as they were (the lock closes this one)."""
+    import psycopg
+
+    pool = engine.pool.recreate()
+    try:
+        pooled = pool.connect()
+        driver = pooled.driver_connection
+        pooled.detach()
+    finally:
+        pool.dispose()
+    if not isinstance(driver, psycopg.Connection):
+        pooled.close()
+        raise UsageError(
+            f"The engine handed to Alembic uses the {engine.dialect.driver} driver; these "
+            "migrations run on psycopg 3: create it with a postgresql+psycopg:// URL."
+        )
+    return driver
 
 
 def _run_online(context: EnvironmentContext, conn: Connection, options: RunOptions) -> None:
@@ -520,7 +539,7 @@ class MigrationSession:
         from alembic.script import ScriptDirectory
 
         self.database = database
-        self.config = alembic_config(database)
+        self.config = alembic_config(database, lock_held=True)
         self.scripts = ScriptDirectory.from_config(self.config)
         self.engine = make_engine(database)
         self.connection = self.engine.connect()
@@ -562,7 +581,7 @@ class MigrationSession:
         except UaipDbError:
             raise
         except Exception as error:
-            raise translate(error, self.database, options.direction) from None
+            raise translate(error, self.database, options.direction) from error
         finally:
             if self.connection.in_transaction():
                 self.connection.rollback()

@@ -378,8 +378,11 @@ def local_cluster_root() -> Path:
     if configured:
         return Path(configured).resolve()
     root = paths.local_cluster_dir()
+    if process.server_account() is None:
+        # An ordinary account runs the server itself; `Cluster.initialize` creates the folder.
+        return root
     created = not root.exists()
-    if created and process.server_account() is not None:
+    if created:
         root.mkdir(mode=0o700)
         process.give_to_server_account(root)
     if process.server_account_can_use(root):
