@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -15,7 +16,14 @@ from tests.conftest import ROOT, run_cli
 from uaip_db.errors import ServerError
 from uaip_db.servers.binaries import wanted_major
 from uaip_db.servers.docker import COMPOSE_SERVICE, DockerCompose
-from uaip_db.servers.local import LocalCluster, PidFile, another_major, find_bindir
+from uaip_db.servers.local import (
+    LocalCluster,
+    PidFile,
+    another_major,
+    cluster_status,
+    find_bindir,
+    local_cluster_root,
+)
 from uaip_db.servers.scratch import free_port
 from uaip_db.settings import DatabaseConfig
 
@@ -206,3 +214,17 @@ def test_db_up_with_another_password_says_the_cluster_keeps_its_own(cluster_home
     assert again.returncode == 2
     assert "keeps the password it was created with" in again.stderr
     assert "already running" in again.stderr and "other" not in again.stderr.replace("another", "")
+
+
+def test_a_checkout_without_a_cluster_says_so_and_creates_nothing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The first `inv db.status` / `db.up` of a fresh clone, as an ordinary account (the case
+    # that was a traceback: a .pgdata the code had not created was removed).
+    monkeypatch.setenv("UAIP_DB_ROOT", str(tmp_path))
+    monkeypatch.delenv("UAIP_PGDATA", raising=False)
+    root = local_cluster_root()
+    assert cluster_status(root, wanted_major()).startswith("local cluster: none yet")
+    if os.geteuid() != 0:
+        assert root == tmp_path / ".pgdata"
+        assert not root.exists()
