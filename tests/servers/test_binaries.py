@@ -407,3 +407,22 @@ def test_a_cluster_of_another_major_is_not_reused(cluster_home: Path) -> None:
     ) as conn:
         row = conn.execute("SHOW server_version_num").fetchone()
         assert row is not None and int(row[0]) // 10000 == old.major
+
+
+def test_an_account_without_a_home_caches_in_a_folder_of_its_own(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # A container's uid 10001 or a service account: HOME names a folder that does not exist
+    # and cannot be made. The cache goes to the temporary folder, in a folder only it writes.
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setenv("HOME", "/nonexistent/home")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.delenv("UAIP_PG_CACHE", raising=False)
+    own = tmp_path / f"uaip-db-{os.geteuid()}"
+    assert binaries.homeless_cache() == own / "postgresql"
+    if os.geteuid() != 0:  # root has a cache of its own (/var/cache/uaip-db)
+        assert binaries.cache_root() == own / "postgresql"
+    # Made by another account, or writable by others: what is cached there would run.
+    own.chmod(0o777)
+    with pytest.raises(ServerError, match="UAIP_PG_CACHE"):
+        binaries.homeless_cache()

@@ -6,7 +6,8 @@ that major (`postgres --version`); else a pinned release of the `postgresql-bina
 checked against its pinned sha256 and unpacked into a cache every checkout shares:
 `UAIP_PG_CACHE`, else (as root, whose home the `postgres` account cannot enter)
 `/var/cache/uaip-db/postgresql`, else `$XDG_CACHE_HOME/uaip-db/postgresql`, else
-`~/.cache/uaip-db/postgresql`; one folder per release (`16.15.0/`, with `bin/`, `lib/`, `share/`).
+`~/.cache/uaip-db/postgresql`, else (an account without a home it may write)
+`$TMPDIR/uaip-db-UID/postgresql`; one folder per release (`16.15.0/`, with `bin/`, `lib/`, `share/`).
 
 A release folder appears complete or not at all: it is unpacked into a temporary folder beside it
 and renamed into place, under a file lock, so two processes fetching at once download it once.
@@ -140,7 +141,31 @@ def cache_root(environ: Mapping[str, str] | None = None) -> Path:
         return ROOT_CACHE
     xdg = environ.get("XDG_CACHE_HOME", "")
     base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"
-    return base / "uaip-db" / "postgresql"
+    if writable_or_creatable(base):
+        return base / "uaip-db" / "postgresql"
+    return homeless_cache()
+
+
+def writable_or_creatable(folder: Path) -> bool:
+    """Whether we may write `folder`, or create it in its nearest existing parent."""
+    existing = next(path for path in (folder, *folder.parents) if path.exists())
+    return existing.is_dir() and os.access(existing, os.W_OK | os.X_OK)
+
+
+def homeless_cache() -> Path:
+    """An account whose home does not exist or is not its own (a container's uid 10001, a
+    service account): a folder of its own in the temporary folder, refused when another account
+    made it first or may write it (whatever is cached there is run)."""
+    own = Path(tempfile.gettempdir()) / f"uaip-db-{os.geteuid()}"
+    with contextlib.suppress(FileExistsError):
+        own.mkdir(mode=0o755)
+    found = own.lstat()
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.geteuid() or found.st_mode & 0o022:
+        raise ServerError(
+            f"this account has no home to cache PostgreSQL in, and {own} belongs to another "
+            f"account or others may write it; set {CACHE_SETTING} to a folder of your own"
+        )
+    return own / "postgresql"
 
 
 # --- finding them ---------------------------------------------------------------------------
