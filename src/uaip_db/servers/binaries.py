@@ -7,7 +7,8 @@ checked against its pinned sha256 and unpacked into a cache every checkout share
 `UAIP_PG_CACHE`, else (as root, whose home the `postgres` account cannot enter)
 `/var/cache/uaip-db/postgresql`, else `$XDG_CACHE_HOME/uaip-db/postgresql`, else
 `~/.cache/uaip-db/postgresql`, else (an account without a home it may write)
-`$TMPDIR/uaip-db-UID/postgresql`; one folder per release (`16.15.0/`, with `bin/`, `lib/`, `share/`).
+`$TMPDIR/uaip-db-UID/postgresql`; one folder per release (`16.15.0/`, with `bin/`, `lib/`,
+`share/`).
 
 A release folder appears complete or not at all: it is unpacked into a temporary folder beside it
 and renamed into place, under a file lock, so two processes fetching at once download it once.
