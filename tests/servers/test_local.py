@@ -175,10 +175,15 @@ def test_compose_file_is_valid_and_wired_to_the_settings() -> None:
     assert result.returncode == 0, result.stderr
     config = result.stdout
     assert "image: postgres:16" in config
-    assert "published: 25432" in config and "target: 5432" in config
+    # compose v1 writes the short form, v2 the long one.
+    assert "127.0.0.1:25432:5432" in config or (
+        "published: 25432" in config and "target: 5432" in config and "host_ip: 127.0.0.1" in config
+    )
     assert "POSTGRES_PASSWORD: from-env" in config and "POSTGRES_USER: u" in config
     assert "/docker-entrypoint-initdb.d/" in config and "init.sql" in config
-    assert "pg_isready" in config
+    # Probed over TCP: the image's init server listens on the socket only, so a socket probe
+    # says healthy while init.sql still runs.
+    assert "pg_isready -h 127.0.0.1" in config
     assert "uaip-db-data:/var/lib/postgresql/data" in config
 
 
