@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, CHAIN, EMAIL, HEAD, ROOT, WIDEN, run_cli, sql
+from tests.conftest import BIN, CHAIN, EMAIL, HEAD, ROOT, WIDEN, run_cli, sql, write_revision
 from uaip_db.errors import MigrationError, SettingsError
 from uaip_db.migrations import applied, history, runner
 from uaip_db.migrations.baseline import BASELINE_REVISION
@@ -161,3 +161,35 @@ def test_a_python_error_in_a_revision_names_its_file_and_line(
     )
     assert debug.returncode != 0
     assert f'File "{path}", line {line}, in upgrade' in debug.stderr
+
+
+def test_offline_sql_stops_at_the_first_error_whatever_psql_is_told(
+    checkout: Path, head_db: DatabaseConfig, tmp_path: Path
+) -> None:
+    from uaip_db import process
+    from uaip_db.servers.binaries import client_program
+
+    write_revision(
+        checkout / "migrations" / "versions",
+        "b4d5q1000001",
+        HEAD,
+        ["CREATE TABLE made_before (id int)", "SELECT 1 / 0", "CREATE TABLE made_after (id int)"],
+        ["DROP TABLE made_after", "DROP TABLE made_before"],
+    )
+    rendered = run_cli(
+        "inv", "db.upgrade", "--sql", database=head_db, env={"UAIP_DB_ROOT": str(checkout)}
+    )
+    assert rendered.returncode == 0, rendered.stderr
+    script = tmp_path / "upgrade.sql"
+    script.write_text(rendered.stdout)
+    # As the docs run it, and with psql told to go on after errors.
+    ran = process.execute(
+        [client_program("psql"), "-X", "-v", "ON_ERROR_STOP=0", "-f", str(script)],
+        env=head_db.libpq_env(),
+    )
+    assert ran.returncode != 0
+    assert "division by zero" in ran.stderr
+    assert applied.current_revisions(head_db) == (HEAD,)
+    assert sql(head_db, "SELECT to_regclass('made_before'), to_regclass('made_after')") == [
+        (None, None)
+    ]

@@ -172,6 +172,9 @@ def _run_env(context: EnvironmentContext, options: RunOptions) -> None:
             transaction_per_migration=True,
             dialect_opts={"paramstyle": "named"},
         )
+        # psql stops at the first error, whatever -v ON_ERROR_STOP it was given: a revision
+        # whose statements failed is never recorded as applied, and nothing after it runs.
+        context.get_context().impl.static_output("\\set ON_ERROR_STOP on")
         lock_timeout, statement_timeout = timeouts()
         context.execute(f"SET lock_timeout = '{lock_timeout}'")
         context.execute(f"SET statement_timeout = '{statement_timeout}'")
