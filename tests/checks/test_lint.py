@@ -193,3 +193,22 @@ def test_the_guides_online_example_passes(server: ScratchServer, checkout: Path)
     assert rules_for(EXAMPLE) == set()
     sql = lint.render_sql(history.load().get(EXAMPLE))
     assert lint.whole_table_updates(sql, {"conversation_history"}) == []
+
+
+def test_a_session_level_set_points_at_set_local(server: ScratchServer, checkout: Path) -> None:
+    add_and_snapshot(
+        server,
+        checkout,
+        revision="5e5510000001",
+        down_revision=HEAD,
+        upgrade=[
+            "SET session_replication_role = replica",
+            "SET LOCAL lock_timeout = '2s'",
+            "UPDATE sessions\nSET status = 'active' WHERE false",
+        ],
+        downgrade=[],
+    )
+    findings, _notes, _docs = lint.lint()
+    found = [f for f in findings if f.revision == "5e5510000001" and f.rule == "session-set"]
+    assert len(found) == 1, found
+    assert "SET LOCAL session_replication_role" in found[0].message

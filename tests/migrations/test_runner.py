@@ -193,3 +193,51 @@ def test_offline_sql_stops_at_the_first_error_whatever_psql_is_told(
     assert sql(head_db, "SELECT to_regclass('made_before'), to_regclass('made_after')") == [
         (None, None)
     ]
+
+
+def test_what_a_revision_sets_for_its_session_does_not_reach_the_next(
+    checkout: Path, head_db: DatabaseConfig
+) -> None:
+    versions = checkout / "migrations" / "versions"
+    write_revision(
+        versions,
+        "5e7a11000001",
+        HEAD,
+        [
+            "CREATE SCHEMA elsewhere",
+            "SET session_replication_role = replica",
+            "SET lock_timeout = 0",
+            "SET statement_timeout = 0",
+            "SET search_path = elsewhere",
+        ],
+        ["DROP SCHEMA elsewhere"],
+    )
+    write_revision(
+        versions,
+        "5e7a11000002",
+        "5e7a11000001",
+        [
+            "CREATE TABLE seen AS SELECT"
+            " current_setting('session_replication_role') AS replication,"
+            " current_setting('lock_timeout') AS lock_timeout,"
+            " current_setting('statement_timeout') AS statement_timeout,"
+            " current_setting('search_path') AS search_path",
+        ],
+        ["DROP TABLE seen"],
+    )
+    runner.upgrade(head_db, "head")
+    lock_timeout, statement_timeout = runner.timeouts()
+    assert sql(head_db, "SELECT * FROM public.seen") == [
+        ("origin", lock_timeout, statement_timeout, "public")
+    ]
+    # The bookkeeping stayed where it belongs.
+    assert applied.current_revisions(head_db) == ("5e7a11000002",)
+    assert sql(
+        head_db,
+        "SELECT DISTINCT table_schema FROM information_schema.tables "
+        "WHERE table_name IN ('alembic_version', 'uaip_db_migration_ledger', 'seen')",
+    ) == [("public",)]
+    runner.downgrade(head_db, HEAD)
+    assert sql(head_db, "SELECT to_regclass('public.seen'), to_regnamespace('elsewhere')") == [
+        (None, None)
+    ]

@@ -291,6 +291,22 @@ def whole_table_updates(sql: str, existing: set[str]) -> list[str]:
     return sorted(set(found))
 
 
+def session_settings(sql: str) -> list[str]:
+    """Settings a revision's statements SET for the whole session (not `SET LOCAL`): the
+    runner resets them after the revision, so they were meant for its transaction anyway. The
+    SETs offline rendering writes before the first transaction are the runner's own."""
+    body = sql.split("BEGIN;", 1)[1] if "BEGIN;" in sql else ""
+    # Function bodies may hold `UPDATE ... SET`; a statement starts after the previous one's `;`.
+    body = re.sub(r"\$(\w*)\$.*?\$\1\$", "", body, flags=re.DOTALL)
+    body = re.sub(r"--[^\n]*", "", body)
+    found = re.findall(
+        r"(?:\A|;)\s*SET\s+(?:SESSION\s+)?(?!LOCAL\b|TRANSACTION\b|CONSTRAINTS\b)([\w.]+)",
+        body,
+        re.IGNORECASE,
+    )
+    return sorted({name.lower() for name in found})
+
+
 def coverage_findings(head: str) -> list[Finding]:
     """Every table and column at head must say what it holds (a COMMENT ON)."""
     from uaip_db.docs.model import missing_comments
@@ -345,6 +361,15 @@ def lint(since: str | None = None) -> tuple[list[Finding], list[str], dict[str, 
             )
             continue
         findings.extend(snapshot_findings(script, before, after, rendered[script.revision]))
+        findings.extend(
+            Finding(
+                script.revision,
+                "session-set",
+                f"SET {name} lasts for the session, not this revision's transaction; write "
+                f"SET LOCAL {name} (the runner resets session settings after each revision)",
+            )
+            for name in session_settings(rendered[script.revision])
+        )
     if chain and chain[-1].revision == ids[-1]:
         findings.extend(coverage_findings(chain[-1].revision))
     kept = [f for f in findings if not any(e.covers(f) for e in exceptions)]

@@ -279,6 +279,8 @@ def _run_online(context: EnvironmentContext, conn: Connection, options: RunOptio
         connection=conn,
         target_metadata=None,
         transaction_per_migration=True,
+        # Where the version table is does not follow a search_path a revision SET.
+        version_table_schema=PINNED_SEARCH_PATH,
         on_version_apply=_on_version_apply(options.report, options.locks),
     )
     with context.begin_transaction():
@@ -362,6 +364,10 @@ def _on_version_apply(
         elapsed, started = now - started, now
         # The psycopg connection under SQLAlchemy's, in the same transaction as the migration.
         conn = ctx.connection.connection.driver_connection
+        # What a revision SET for its session (session_replication_role, lock_timeout,
+        # search_path, a role) ends with it: the bookkeeping below and every later revision start
+        # from the session's own settings, the pinned search_path and timeouts included.
+        conn.execute("RESET ALL")
         if locks is not None and step.is_upgrade and not step.is_stamp:
             locks.finish(step.up_revision_id)
         if not step.is_stamp:
