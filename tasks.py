@@ -58,7 +58,7 @@ def down(c: Context, backend: str = "") -> None:
 @task(help={"json": JSON})
 def status(c: Context, json: bool = False) -> None:
     """Show the settings, the server, the current revision and pending migrations."""
-    with reported():
+    with reported(json_only=json):
         cli_server.status(as_json=json)
 
 
@@ -117,14 +117,14 @@ def downgrade(
 @task(help={"json": JSON})
 def current(c: Context, json: bool = False) -> None:
     """Show the revision the database is at."""
-    with reported():
+    with reported(json_only=json):
         cli_migrate.current(as_json=json)
 
 
 @task(help={"verbose": "Show each revision's full details.", "json": JSON})
 def history(c: Context, verbose: bool = False, json: bool = False) -> None:
     """List the migration scripts, newest first."""
-    with reported():
+    with reported(json_only=json):
         cli_migrate.show_history(verbose, as_json=json)
 
 
@@ -173,14 +173,14 @@ def seed(c: Context) -> None:
 @task(help={"json": JSON})
 def check(c: Context, json: bool = False) -> None:
     """Exit 0 at head, 3 with pending revisions, 1 when the scripts or the database are wrong."""
-    with reported():
+    with reported(json_only=json):
         cli_checks.check(as_json=json)
 
 
 @task(help={"json": JSON})
 def verify(c: Context, json: bool = False) -> None:
     """Compare the live schema with the one its recorded revision should have (exit 1 on drift)."""
-    with reported():
+    with reported(json_only=json):
         cli_checks.verify(as_json=json)
 
 
@@ -201,7 +201,7 @@ def roundtrip(c: Context) -> None:
 @task(help={"since": "Lint only the revisions after this one.", "json": JSON})
 def lint(c: Context, since: str = "", json: bool = False) -> None:
     """Check each revision's SQL with squawk and our rules (exceptions in migrations/)."""
-    with reported():
+    with reported(json_only=json):
         cli_checks.lint(since=since or None, as_json=json)
 
 
@@ -222,7 +222,7 @@ def backup(c: Context, out: str = "", jobs: str = "1", keep: str = "", verify: b
 @task(help={"out": "The folder to list (default: backups/ or UAIP_BACKUP_DIR).", "json": JSON})
 def backups(c: Context, out: str = "", json: bool = False) -> None:
     """List the complete backups in the folder, newest first, and whether each was verified."""
-    with reported():
+    with reported(json_only=json):
         cli_backups.list_backups(out_dir=out or None, as_json=json)
 
 
@@ -270,7 +270,7 @@ def rehearse(
     c: Context, backup: str = "", load: bool = False, max_writer_wait: str = "", json: bool = False
 ) -> None:
     """Restore a backup into a throwaway database, upgrade it to head, verify and check it."""
-    with reported():
+    with reported(json_only=json):
         cli_backups.rehearse(
             backup or None, load=load, max_writer_wait=max_writer_wait or None, as_json=json
         )
@@ -369,7 +369,7 @@ def fleet_upgrade(
     json: bool = False,
 ) -> None:
     """Upgrade every target of a targets file; exit 1 naming the ones that failed."""
-    with reported():
+    with reported(json_only=json):
         cli_fleet.upgrade(
             targets,
             revision=rev,
@@ -387,7 +387,7 @@ def fleet_check(
     c: Context, targets: str = "", shard: str = "", parallel: str = "", json: bool = False
 ) -> None:
     """db.check on every target: exit 3 when any has pending revisions, 1 when any is wrong."""
-    with reported():
+    with reported(json_only=json):
         cli_fleet.check(targets, shard=shard, parallel=parallel, as_json=json)
 
 
@@ -396,7 +396,7 @@ def fleet_verify(
     c: Context, targets: str = "", shard: str = "", parallel: str = "", json: bool = False
 ) -> None:
     """Compare every target with its revision's committed snapshot; exit 1 naming drifted ones."""
-    with reported():
+    with reported(json_only=json):
         cli_fleet.verify(targets, shard=shard, parallel=parallel, as_json=json)
 
 
@@ -405,7 +405,7 @@ def fleet_status(
     c: Context, targets: str = "", shard: str = "", parallel: str = "", json: bool = False
 ) -> None:
     """Show each target's revision and what is pending."""
-    with reported():
+    with reported(json_only=json):
         cli_fleet.status(targets, shard=shard, parallel=parallel, as_json=json)
 
 
@@ -419,7 +419,7 @@ def fleet_status(
 )
 def fleet_report(c: Context, reports: str | None = None, json: bool = False) -> None:
     """Merge the JSON reports of a run's shards into one table (exit 1 if any target failed)."""
-    with reported():
+    with reported(json_only=json):
         cli_fleet.report(reports or "", as_json=json)
 
 

@@ -331,3 +331,53 @@ def test_an_unknown_revision_to_upgrade_to_is_named_before_anything_else(
     prefix = run_cli("inv", "db.upgrade", "--rev", HEAD[:6], database=head_db)
     assert prefix.returncode == 0, prefix.stderr
     assert applied.current_revisions(head_db) == (HEAD,)
+
+
+CHATTY = '''"""A revision that prints."""
+from alembic import op
+
+revision = "c4a77e000001"
+down_revision = "{head}"
+branch_labels = None
+depends_on = None
+print("loaded a chatty revision")
+
+
+def upgrade() -> None:
+    print("upgrading chattily")
+    op.execute("CREATE TABLE chatty (id int)")
+
+
+def downgrade() -> None:
+    op.execute("DROP TABLE chatty")
+'''
+
+
+def test_json_output_is_json_only_whatever_a_revision_prints(
+    checkout: Path, head_db: DatabaseConfig, tmp_path: Path
+) -> None:
+    import json
+
+    from tests.fleet.conftest import PASSWORD_VARIABLE, targets_text
+
+    (checkout / "migrations" / "versions" / "c4a77e000001_chatty.py").write_text(
+        CHATTY.format(head=HEAD)
+    )
+    env = {"UAIP_DB_ROOT": str(checkout)}
+    check = run_cli("inv", "db.check", "--json", database=head_db, env=env)
+    assert check.returncode == 3, check.stderr
+    assert json.loads(check.stdout)["pending"]
+    targets = tmp_path / "targets.toml"
+    admin = replace(head_db, name="postgres")
+    targets.write_text(targets_text({"one": head_db}, admin))
+    upgraded = run_cli(
+        "inv",
+        "fleet.upgrade",
+        "--targets",
+        str(targets),
+        "--json",
+        env={**env, PASSWORD_VARIABLE: head_db.password},
+    )
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert json.loads(upgraded.stdout)["targets"][0]["status"] == "upgraded"
+    assert "upgrading chattily" in upgraded.stderr

@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 from uaip_db.errors import INTERRUPTED, USAGE, UaipDbError, UsageError
 
@@ -19,9 +19,13 @@ Say = Callable[[str], None]
 UNWRITABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 
 
+# Where `say` writes while `reported(json_only=True)` sends everything else to stderr.
+_result_stream: TextIO | None = None
+
+
 def say(line: str) -> None:
     """A line of progress or result, on stdout (the library's `report` callbacks end here)."""
-    print(line, flush=True)
+    print(line, file=_result_stream or sys.stdout, flush=True)
 
 
 def complain(text: str) -> None:
@@ -51,9 +55,16 @@ def debugging() -> bool:
 
 
 @contextmanager
-def reported() -> Iterator[None]:
+def reported(*, json_only: bool = False) -> Iterator[None]:
+    """Turn the library's errors into one line and an exit status. With `json_only` (`--json`),
+    stdout carries only what `say` writes: anything else printed meanwhile (a revision's
+    `print()`) goes to stderr."""
     from invoke.exceptions import Exit
 
+    global _result_stream
+    kept = sys.stdout
+    if json_only:
+        _result_stream, sys.stdout = kept, sys.stderr
     try:
         yield
     except UaipDbError as error:
@@ -83,6 +94,9 @@ def reported() -> Iterator[None]:
         from uaip_db.settings import DatabaseConfig
 
         raise Exit(str(explain(error, DatabaseConfig.from_env())), code=USAGE) from None
+    finally:
+        if json_only:
+            _result_stream, sys.stdout = None, kept
 
 
 def usage_errors_exit_2() -> None:
