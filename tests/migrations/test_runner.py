@@ -241,3 +241,22 @@ def test_what_a_revision_sets_for_its_session_does_not_reach_the_next(
     assert sql(head_db, "SELECT to_regclass('public.seen'), to_regnamespace('elsewhere')") == [
         (None, None)
     ]
+
+
+def test_a_revision_that_commits_half_way_says_what_stays(
+    checkout: Path, head_db: DatabaseConfig
+) -> None:
+    write_revision(
+        checkout / "migrations" / "versions",
+        "ha1f00000001",
+        HEAD,
+        ["CREATE TABLE half (id int)", "COMMIT", "SELECT 1 / 0"],
+        ["DROP TABLE half"],
+    )
+    with pytest.raises(MigrationError) as raised:
+        runner.upgrade(head_db, "head")
+    message = str(raised.value)
+    assert "Revision ha1f00000001" in message and "division by zero" in message
+    assert f"stays at revision {HEAD}, but its schema is not {HEAD}'s:" in message
+    assert "table half: unexpected" in message
+    assert "part of the revision committed before it failed" in message

@@ -86,10 +86,37 @@ def translate(error: BaseException, database: DatabaseConfig, direction: str) ->
             f"{where} could not take a lock within lock_timeout{detail}: another transaction "
             f"holds it. The database stays at revision {here}."
         )
+    left = committed_part(database, here)
+    if left:
+        return MigrationError(
+            f"{where} failed{detail}: {problem}. The database stays at revision {here}, but its "
+            f"schema is not {here}'s: {left} (part of the revision committed before it failed, "
+            "or a change by hand). Undo that, or make the revision safe to run again, then run "
+            "`inv db.upgrade` again."
+        )
     return MigrationError(
         f"{where} failed{detail}: {problem}. The database stays at revision {here}; "
         "fix the migration, then run `inv db.upgrade` again."
     )
+
+
+def committed_part(database: DatabaseConfig, here: str, shown: int = 3) -> str:
+    """How the schema differs from `here`'s committed snapshot after a failed revision: what a
+    revision that COMMITs half-way (or an autocommit block) left behind, or a change by hand
+    made before. Empty when they match, or when either cannot be read."""
+    from uaip_db.catalog import expected
+    from uaip_db.catalog.snapshot import diff, take_from
+
+    if "," in here:
+        return ""
+    try:
+        wanted = expected.snapshot(here)
+        with connection(database) as conn:
+            found = diff(wanted, take_from(conn))
+    except Exception:  # only words the message: a failure to look changes nothing
+        return ""
+    more = f" and {len(found) - shown} more" if len(found) > shown else ""
+    return "; ".join(found[:shown]) + more
 
 
 def _python_error(error: BaseException, database: DatabaseConfig, direction: str) -> UaipDbError:
