@@ -107,3 +107,14 @@ def test_the_round_trip_accepts_a_declared_loss(server: ScratchServer, checkout:
         markers='destroys_data_on_downgrade = "zz_test_notes, checkpoints.zz_test_label"',
     )
     assert roundtrip.run(server)[-1].revision == NOTES
+
+
+def test_a_table_made_by_hand_is_not_counted_as_what_a_downgrade_drops(
+    head_db: DatabaseConfig,
+) -> None:
+    sql(head_db, "CREATE TABLE hand_made (id int)")
+    sql(head_db, "INSERT INTO hand_made VALUES (1), (2)")
+    result = run_cli("inv", "db.downgrade", database=head_db)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "hand_made" not in result.stdout + result.stderr
+    assert sql(head_db, "SELECT count(*) FROM hand_made") == [(2,)]

@@ -114,7 +114,30 @@ def downgrade_losses(database: DatabaseConfig, target: str) -> list[DataLoss] | 
     with connection(database) as conn:
         # Counting waits for no long lock: a writer-blocking DDL elsewhere makes it fail clearly.
         conn.execute("SET lock_timeout = '5s'")
-        return count_losses(conn, lost_objects(take_from(conn), wanted))
+        lost = lost_objects(take_from(conn), wanted)
+        return count_losses(conn, only_what_the_revisions_drop(conn, lost, wanted))
+
+
+def only_what_the_revisions_drop(
+    conn: psycopg.Connection[Any], lost: LostObjects, wanted: Snapshot
+) -> LostObjects:
+    """Of what the live schema has and `wanted` has not, what the revisions between them drop:
+    a table made by hand, which no downgrade touches, is not theirs to count. The live schema
+    alone decides when the recorded revision's committed snapshot is not there to ask."""
+    from uaip_db.migrations import applied
+
+    current = applied.current_revisions_on(conn)
+    if len(current) != 1:
+        return lost
+    try:
+        recorded = expected.snapshot(current[0])
+    except CheckFailed:
+        return lost
+    theirs = lost_objects(recorded, wanted)
+    return LostObjects(
+        [table for table in lost.tables if table in theirs.tables],
+        [column for column in lost.columns if column in theirs.columns],
+    )
 
 
 def _qualified(table: str) -> Any:
