@@ -120,7 +120,9 @@ uaip_parse_url() {
     DB_PORT=${url_port:-5432}
     DB_NAME=$name
     DB_USER=$(uaip_unquote "${url_user:-uaip_user}")
-    DB_PASSWORD=$(uaip_unquote "$url_password")
+    # Command substitution strips trailing newlines: a password may end in one (%0A).
+    DB_PASSWORD=$(uaip_unquote "$url_password" && printf x)
+    DB_PASSWORD=${DB_PASSWORD%x}
     if [ -n "$query" ]; then
         rest=$query
         while [ -n "$rest" ]; do

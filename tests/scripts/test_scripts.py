@@ -309,3 +309,37 @@ def test_backup_with_a_pg_bindir_too_old_for_the_server_names_the_setting(
     )
     assert missing.returncode == 2 and "PG_BINDIR=/no/such/bin is not a folder" in missing.stderr
     assert not [path for path in tmp_path.iterdir() if not path.name.startswith(".")]
+
+
+def test_a_password_ending_in_a_newline_reaches_the_tools_exactly(
+    server: ScratchServer, full_db: DatabaseConfig, tmp_path: Path
+) -> None:
+    from psycopg import sql as psql_sql
+
+    role = "uaip_newline_" + full_db.name[-8:]
+    admin = server.connection()
+    admin.execute(
+        psql_sql.SQL("CREATE ROLE {} LOGIN SUPERUSER PASSWORD {}").format(
+            psql_sql.Identifier(role), psql_sql.Literal("ends in a newline\n")
+        )
+    )
+    try:
+        url = (
+            f"postgresql://{role}:ends%20in%20a%20newline%0A@{full_db.host}:{full_db.port}/"
+            f"{full_db.name}"
+        )
+        for env in ({"DATABASE_URL": url}, {"DB_USER": role, "DB_PASSWORD": "ends in a newline\n"}):
+            folder = tmp_path / str(len(env))
+            made = run_script("backup", "--out", str(folder), database=full_db, env=env)
+            assert made.returncode == 0, made.stderr
+            assert only_backup(folder).name.startswith(f"{full_db.name}-")
+    finally:
+        admin.execute(psql_sql.SQL("DROP ROLE {}").format(psql_sql.Identifier(role)))
+
+
+def test_wait_for_db_refuses_a_timeout_the_shell_cannot_count(empty_db: DatabaseConfig) -> None:
+    result = run_script(
+        "wait-for-db", "--timeout", "99999999999999999999", database=empty_db, timeout=20
+    )
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "at most 999999999 seconds" in result.stderr
