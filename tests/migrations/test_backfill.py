@@ -403,3 +403,98 @@ def test_plain_alembic_shows_the_progress_too(head_db: DatabaseConfig, checkout:
     output = result.stdout + result.stderr
     assert "backfill conversation_history: 300 of 300 rows (100%)" in output, output
     assert applied.current_revisions(head_db) == (EXAMPLE,)
+
+
+def run_batches(
+    database: DatabaseConfig,
+    table: str,
+    assignments: dict[str, str],
+    *,
+    where: str | None = None,
+    batch_rows: int = 100,
+    name: str | None = None,
+) -> None:
+    with psycopg.connect(**database.connect_kwargs(), autocommit=True) as conn:
+        batches = backfill.Batches(
+            conn,
+            table,
+            assignments,
+            where,
+            batch_rows,
+            name or backfill.default_name(table, assignments, where),
+        )
+        batches.run(None, "500ms", "60s", lambda _line: None)
+
+
+def test_float_keys_round_trip_whatever_the_database_says_of_float_digits(
+    empty_db: DatabaseConfig,
+) -> None:
+    sql(empty_db, f'ALTER DATABASE "{empty_db.name}" SET extra_float_digits = -12')
+    sql(empty_db, "CREATE TABLE measured (k double precision PRIMARY KEY, done boolean)")
+    sql(
+        empty_db,
+        "INSERT INTO measured SELECT 1000 + g / 1000.0, false FROM generate_series(1, 1000) g",
+    )
+    run_batches(empty_db, "measured", {"done": "true"}, batch_rows=7)
+    assert sql(empty_db, "SELECT count(*) FROM measured WHERE NOT done") == [(0,)]
+
+
+def test_a_backfill_changed_after_it_stopped_half_way_is_refused(empty_db: DatabaseConfig) -> None:
+    sql(empty_db, "CREATE TABLE notes (id int PRIMARY KEY, body text, speaker text)")
+    sql(empty_db, "INSERT INTO notes SELECT g, 'b', NULL FROM generate_series(1, 50) AS g")
+    # Killed half-way: its record says where it was and what it was doing.
+    first = {"speaker": "'assistent'"}
+    with psycopg.connect(**empty_db.connect_kwargs(), autocommit=True) as conn:
+        batches = backfill.Batches(
+            conn, "notes", first, "speaker IS NULL", 10, backfill.default_name("notes", first, None)
+        )
+        batches._start()
+        batches._batch(None, "500ms", "60s")
+    corrected = {"speaker": "'assistant'"}
+    with pytest.raises(MigrationError, match="was doing something else") as raised:
+        run_batches(empty_db, "notes", corrected, where="speaker IS NULL")
+    assert "'assistent'" in str(raised.value) and "DELETE FROM" in str(raised.value)
+    assert sql(empty_db, "SELECT count(*) FROM notes WHERE speaker = 'assistant'") == [(0,)]
+
+
+def test_a_backfill_that_sets_the_primary_key_is_refused(empty_db: DatabaseConfig) -> None:
+    sql(empty_db, "CREATE TABLE renumbered (id int PRIMARY KEY)")
+    with pytest.raises(MigrationError, match=r"sets its primary key \(id\)"):
+        run_batches(empty_db, "renumbered", {"id": "id + 1000"})
+
+
+def test_a_mixed_case_table_offline_is_that_table(head_db: DatabaseConfig) -> None:
+    sql(head_db, 'CREATE TABLE "Events" (id int PRIMARY KEY, seen boolean)')
+    sql(head_db, "CREATE TABLE events (other int PRIMARY KEY, seen boolean)")
+    sql(head_db, 'INSERT INTO "Events" SELECT g, false FROM generate_series(1, 20) AS g')
+    sql(head_db, "INSERT INTO events SELECT g, false FROM generate_series(1, 20) AS g")
+    text = backfill.offline_sql(
+        "Events", {"seen": "true"}, None, 7, None, "events-offline", "500ms", "60s"
+    )
+    from uaip_db.servers.binaries import client_program
+
+    ran = subprocess.run(
+        [client_program("psql"), "-X", "-v", "ON_ERROR_STOP=1", "-q"],
+        input=text,
+        env={**os.environ, **head_db.libpq_env()},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert sql(head_db, 'SELECT count(*) FROM "Events" WHERE seen') == [(20,)]
+    assert sql(head_db, "SELECT count(*) FROM events WHERE seen") == [(0,)]
+
+
+def test_a_where_that_tries_a_second_statement_runs_none(empty_db: DatabaseConfig) -> None:
+    sql(empty_db, "CREATE TABLE victim (id int PRIMARY KEY)")
+    sql(empty_db, "CREATE TABLE marked (id int PRIMARY KEY, done boolean)")
+    sql(empty_db, "INSERT INTO marked VALUES (1, false)")
+    with pytest.raises(psycopg.Error):
+        run_batches(empty_db, "marked", {"done": "true"}, where="true); DROP TABLE victim; --")
+    assert sql(empty_db, "SELECT to_regclass('victim') IS NOT NULL") == [(True,)]
+    # A `%` in an expression is the SQL's own, not a placeholder.
+    sql(empty_db, "CREATE TABLE percent (id int PRIMARY KEY, done boolean)")
+    sql(empty_db, "INSERT INTO percent VALUES (1, false)")
+    run_batches(empty_db, "percent", {"done": "'50%' LIKE '%\\%'"})
+    assert sql(empty_db, "SELECT done FROM percent") == [(True,)]

@@ -33,7 +33,11 @@ from typing import TYPE_CHECKING, Any
 
 from uaip_db.errors import MigrationError
 from uaip_db.migrations import runner
-from uaip_db.migrations.backfill_progress import CREATE_PROGRESS_TABLE, PROGRESS_TABLE
+from uaip_db.migrations.backfill_progress import (
+    ADD_DEFINITION,
+    CREATE_PROGRESS_TABLE,
+    PROGRESS_TABLE,
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -43,6 +47,15 @@ DEFAULT_BATCH_ROWS = 5_000
 DEFAULT_BATCH_STATEMENT_TIMEOUT = "60s"
 # A progress line at most this often (the first batch and the end are always reported).
 REPORT_EVERY_SECONDS = 2.0
+# The batches carry the last key as text from one transaction to the next: these settings make
+# every key type's text read back as the same value (a float key under a database's
+# extra_float_digits = -12 was rounded, and 300 of 1,000 rows were skipped).
+EXACT_KEY_TEXT = {
+    "extra_float_digits": "3",
+    "DateStyle": "ISO, YMD",
+    "IntervalStyle": "postgres",
+    "bytea_output": "hex",
+}
 # Plain `alembic` shows INFO from the `alembic` logger tree (alembic.ini); `inv` passes `report`.
 LOGGER = logging.getLogger("alembic.uaip_db.backfill")
 
@@ -95,6 +108,12 @@ def retry_pause(attempt: int) -> float:
     """A jittered, growing pause after a batch's `attempt`-th lock timeout (as the runner's)."""
     base = min(runner.LONGEST_PAUSE_SECONDS, runner.FIRST_PAUSE_SECONDS * 2.0 ** (attempt - 1))
     return base * random.uniform(0.5, 1.5)
+
+
+def definition(table: str, assignments: Mapping[str, str], where: str | None) -> str:
+    """What a backfill does, as its progress record keeps it."""
+    sets = ", ".join(f"{column} = ({expression})" for column, expression in assignments.items())
+    return f"UPDATE {table} SET {sets} WHERE {where or 'true'}"
 
 
 def default_name(table: str, assignments: Mapping[str, str], where: str | None) -> str:
@@ -176,6 +195,14 @@ class Batches:
         self.batch_rows = batch_rows
         self.name = name
         self.keys = primary_key(conn, table)
+        assigned_keys = sorted(set(assignments) & {column for column, _ in self.keys})
+        if assigned_keys:
+            raise MigrationError(
+                f"backfill of {table} sets its primary key ({', '.join(assigned_keys)}): the "
+                "batches walk the table in key order, so rows would be visited again and again; "
+                "change a key in a migration of its own."
+            )
+        self.definition = definition(table, assignments, where)
 
     def run(
         self,
@@ -217,10 +244,12 @@ class Batches:
 
     def _start(self) -> tuple[list[str] | None, int, bool]:
         self.conn.execute(CREATE_PROGRESS_TABLE)
+        self.conn.execute(ADD_DEFINITION)
+        self.refuse_another_unfinished()
         self.conn.execute(
-            f"INSERT INTO {PROGRESS_TABLE} (name, table_name) VALUES (%s, %s) "
+            f"INSERT INTO {PROGRESS_TABLE} (name, table_name, definition) VALUES (%s, %s, %s) "
             "ON CONFLICT (name) DO NOTHING",
-            (self.name, self.table),
+            (self.name, self.table, self.definition),
         )
         row = self.conn.execute(
             f"SELECT last_key, rows_done, finished_at IS NOT NULL FROM {PROGRESS_TABLE} "
@@ -230,13 +259,35 @@ class Batches:
         assert row is not None
         return row[0], int(row[1]), bool(row[2])
 
+    def refuse_another_unfinished(self) -> None:
+        """A backfill of this table that stopped half-way doing something else (its set= or
+        where= changed since, or this one's name did): going on would leave the rows before
+        its cursor with the old values and the rest with the new, without a word."""
+        row = self.conn.execute(
+            f"SELECT name, coalesce(definition, 'a backfill recorded without its definition'), "
+            f"rows_done FROM {PROGRESS_TABLE} WHERE table_name = %s AND finished_at IS NULL "
+            "AND (name <> %s OR definition IS DISTINCT FROM %s) LIMIT 1",
+            (self.table, self.name, self.definition),
+        ).fetchone()
+        if row is None:
+            return
+        name, was, done = row
+        raise MigrationError(
+            f"backfill of {self.table}: an unfinished backfill of this table ({name}, {done} rows "
+            f"done) was doing something else: `{was}`. Run the revision that started it to the "
+            f"end first, or, to start over on purpose, delete its record: DELETE FROM "
+            f"{PROGRESS_TABLE} WHERE name = '{name}'."
+        )
+
     def _remaining(self, last_key: list[str] | None) -> int:
         from psycopg import sql as psql
 
-        query = psql.SQL("SELECT count(*) FROM {} WHERE {} AND ({})").format(
-            psql.Identifier(self.table), self._after(last_key), psql.SQL(self.where or "true")
+        query = psql.SQL("SELECT count(*) FROM {} WHERE {} AND ({}) AND %s").format(
+            psql.Identifier(self.table), self._after(last_key), _expression(self.where or "true")
         )
-        row = self.conn.execute(query).fetchone()
+        with self.conn.transaction():
+            exact_key_text(self.conn)
+            row = self.conn.execute(query, (True,)).fetchone()
         return int(row[0]) if row else 0
 
     def _after(self, last_key: list[str] | None) -> psql.Composable:
@@ -266,7 +317,7 @@ class Batches:
             "last AS (SELECT ARRAY[{as_text}] AS key FROM batch ORDER BY {descending} LIMIT 1), "
             "progress AS (UPDATE {progress} SET last_key = last.key, "
             "rows_done = rows_done + (SELECT count(*) FROM updated), updated_at = now() "
-            "FROM last WHERE name = {name} RETURNING 1) "
+            "FROM last WHERE name = %s RETURNING 1) "
             "SELECT (SELECT count(*) FROM updated), (SELECT key FROM last), "
             "(SELECT count(*) FROM progress)"
         ).format(
@@ -275,11 +326,11 @@ class Batches:
             ),
             table=table,
             after=self._after(last_key),
-            where=psql.SQL(self.where or "true"),
+            where=_expression(self.where or "true"),
             order=psql.SQL(", ").join(columns),
             limit=psql.Literal(self.batch_rows),
             assignments=psql.SQL(", ").join(
-                psql.SQL("{} = ({})").format(psql.Identifier(column), psql.SQL(expression))
+                psql.SQL("{} = ({})").format(psql.Identifier(column), _expression(expression))
                 for column, expression in self.assignments.items()
             ),
             target=psql.SQL(", ").join(psql.SQL("{}.{}").format(table, c) for c in columns),
@@ -287,7 +338,6 @@ class Batches:
             as_text=psql.SQL(", ").join(psql.SQL("{}::text").format(a) for a in aliases),
             descending=psql.SQL(", ").join(psql.SQL("{} DESC").format(a) for a in aliases),
             progress=psql.Identifier(PROGRESS_TABLE),
-            name=psql.Literal(self.name),
         )
 
     def _batch(
@@ -298,7 +348,10 @@ class Batches:
             self.conn.execute(
                 "SELECT set_config('statement_timeout', %s, true)", (statement_timeout,)
             )
-            row = self.conn.execute(self.batch_query(last_key)).fetchone()
+            exact_key_text(self.conn)
+            # With a parameter the server takes one statement only: set= and where= are
+            # expressions, and a `;` in one cannot start another statement.
+            row = self.conn.execute(self.batch_query(last_key), (self.name,)).fetchone()
         assert row is not None
         return int(row[0]), row[1]
 
@@ -339,6 +392,19 @@ class Batches:
                 ) from None
 
 
+def exact_key_text(conn: psycopg.Connection[Any]) -> None:
+    """Inside a transaction: keys written as text read back as the same values."""
+    for setting, value in EXACT_KEY_TEXT.items():
+        conn.execute("SELECT set_config(%s, %s, true)", (setting, value))
+
+
+def _expression(text: str) -> psql.Composable:
+    """A revision's SQL expression inside a query that also takes parameters (`%` doubled)."""
+    from psycopg import sql as psql
+
+    return psql.SQL(text.replace("%", "%%"))
+
+
 def primary_key(conn: psycopg.Connection[Any], table: str) -> list[tuple[str, str]]:
     """The primary key's columns of `table`, in key order, with their types."""
     rows = conn.execute(
@@ -377,7 +443,7 @@ BEGIN
       FROM pg_index AS i
       CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n)
       JOIN pg_attribute AS a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-     WHERE i.indrelid = @TABLE@::regclass AND i.indisprimary;
+     WHERE i.indrelid = quote_ident(@TABLE@)::regclass AND i.indisprimary;
     IF picked IS NULL THEN
         RAISE EXCEPTION 'backfill of %: it has no primary key', @TABLE@;
     END IF;
@@ -390,6 +456,7 @@ BEGIN
     LOOP
         PERFORM set_config('lock_timeout', @LOCK_TIMEOUT@, true);
         PERFORM set_config('statement_timeout', @STATEMENT_TIMEOUT@, true);
+@EXACT_KEY_TEXT@
         EXECUTE format(
             'WITH batch AS (SELECT %s FROM %I WHERE %s AND (%s) ORDER BY %s LIMIT %s '
             '), updated AS (UPDATE %I SET %s FROM batch '
@@ -444,6 +511,10 @@ def offline_sql(
         "@BATCH_ROWS@": str(int(batch_rows)),
         "@ASSIGNMENTS@": _literal(assignments_sql),
         "@PAUSE@": pause,
+        "@EXACT_KEY_TEXT@": "\n".join(
+            f"        PERFORM set_config({_literal(setting)}, {_literal(value)}, true);"
+            for setting, value in EXACT_KEY_TEXT.items()
+        ),
     }
     loop = OFFLINE_LOOP
     for marker, value in values.items():
@@ -463,8 +534,10 @@ def offline_sql(
         [
             *header,
             CREATE_PROGRESS_TABLE + ";",
-            f"INSERT INTO {PROGRESS_TABLE} (name, table_name) VALUES "
-            f"({_literal(name)}, {_literal(table)}) ON CONFLICT (name) DO NOTHING;",
+            ADD_DEFINITION + ";",
+            f"INSERT INTO {PROGRESS_TABLE} (name, table_name, definition) VALUES "
+            f"({_literal(name)}, {_literal(table)}, "
+            f"{_literal(definition(table, assignments, where))}) ON CONFLICT (name) DO NOTHING;",
             loop,
         ]
     )

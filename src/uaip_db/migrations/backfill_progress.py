@@ -21,8 +21,11 @@ CREATE_PROGRESS_TABLE = f"""CREATE TABLE IF NOT EXISTS {PROGRESS_TABLE} (
     rows_done   bigint NOT NULL DEFAULT 0,
     started_at  timestamptz NOT NULL DEFAULT now(),
     updated_at  timestamptz NOT NULL DEFAULT now(),
-    finished_at timestamptz
+    finished_at timestamptz,
+    definition  text
 )"""
+# Records made before the definition was kept get the column (NULL: unknown).
+ADD_DEFINITION = f"ALTER TABLE {PROGRESS_TABLE} ADD COLUMN IF NOT EXISTS definition text"
 
 
 def forget_finished(conn: psycopg.Connection[Any]) -> None:
