@@ -11,8 +11,14 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from uaip_db.errors import ConnectionProblem, DatabaseMissing, PasswordRefused, UnusableDatabase
-from uaip_db.settings import DatabaseConfig
+from uaip_db.errors import (
+    ConnectionProblem,
+    DatabaseBusy,
+    DatabaseMissing,
+    PasswordRefused,
+    UnusableDatabase,
+)
+from uaip_db.settings import DatabaseConfig, session_options
 
 if TYPE_CHECKING:
     import psycopg
@@ -185,6 +191,66 @@ def connection(
         yield conn
     finally:
         conn.close()
+
+
+# How long a read-only look (db.check, db.verify, db.status, db.current, fleet.check/verify/status,
+# check_migrations()) waits for a lock another session holds, e.g. ACCESS EXCLUSIVE on a table
+# it reads, before it says who holds it (DatabaseBusy, exit 2) instead of waiting without end.
+READ_LOCK_TIMEOUT_SECONDS = 5
+
+
+@contextmanager
+def reading(config: DatabaseConfig) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit connection for reading only: a lock not granted within
+    READ_LOCK_TIMEOUT_SECONDS ends the look with DatabaseBusy, naming the session that holds it."""
+    import psycopg
+
+    conn = connect(config, options=session_options(lock_timeout=f"{READ_LOCK_TIMEOUT_SECONDS}s"))
+    try:
+        yield conn
+    except psycopg.errors.LockNotAvailable:
+        raise DatabaseBusy(
+            f"Could not read the {config.where()}: a lock it needs was not granted within "
+            f"{READ_LOCK_TIMEOUT_SECONDS} s; {lock_holder(config)}. Run it again when that "
+            "transaction ends."
+        ) from None
+    finally:
+        conn.close()
+
+
+LOCK_HOLDER = """
+SELECT a.pid, coalesce(nullif(a.application_name, ''), 'unknown program'),
+       coalesce(host(a.client_addr), 'local socket'),
+       to_char(coalesce(a.xact_start, a.backend_start) AT TIME ZONE 'UTC',
+               'YYYY-MM-DD HH24:MI:SS "UTC"'),
+       l.mode, l.granted,
+       coalesce(quote_ident(n.nspname) || '.' || quote_ident(c.relname), l.relation::text)
+FROM pg_locks AS l
+JOIN pg_stat_activity AS a ON a.pid = l.pid
+LEFT JOIN pg_class AS c ON c.oid = l.relation
+LEFT JOIN pg_namespace AS n ON n.oid = c.relnamespace
+WHERE l.locktype = 'relation' AND l.mode = 'AccessExclusiveLock' AND l.pid <> pg_backend_pid()
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+ORDER BY l.granted DESC, a.xact_start NULLS LAST
+LIMIT 1
+"""
+
+
+def lock_holder(config: DatabaseConfig) -> str:
+    """Who holds (or, first in the queue, waits for) the ACCESS EXCLUSIVE lock that keeps reads
+    of `config`'s database waiting: the only mode that conflicts with what a read takes."""
+    try:
+        with connection(config) as conn:
+            row = conn.execute(LOCK_HOLDER).fetchone()
+    except Exception:  # the answer only words the message: a failure to ask changes nothing
+        row = None
+    if row is None:
+        return "the session that held it has since let go"
+    pid, program, client, since, mode, granted, relation = row
+    who = f"pid {pid} ({program} from {client}, in a transaction since {since})"
+    if granted:
+        return f"{who} holds {mode} on {relation}"
+    return f"{who} waits for {mode} on {relation}, and reads queue behind it"
 
 
 MAINTENANCE_DATABASE = "postgres"
