@@ -34,13 +34,28 @@ class Failure(Enum):
     NO_SERVER = "no server"
 
 
-def failure_of(message: str) -> Failure | None:
-    lowered = message.lower()
+# What the server says, by SQLSTATE: its words depend on lc_messages, its codes do not.
+FAILURE_CODES = {
+    "28P01": Failure.PASSWORD_REFUSED,  # invalid_password
+    "3D000": Failure.DATABASE_MISSING,  # invalid_catalog_name
+}
+
+
+def failure_of(error: BaseException | str) -> Failure | None:
+    """The failure `error` is: by its SQLSTATE when it has one (any error the server sent on an
+    open connection), else by the words of libpq's message (a failed connection: libpq exposes
+    no SQLSTATE for it, measured with psycopg 3.3, whatever the server sent; its own words, such
+    as "connection refused", are libpq's; the server's startup FATALs are matched as a last
+    resort and are English unless the server's own lc_messages says otherwise)."""
+    sqlstate = getattr(error, "sqlstate", None)
+    if sqlstate is not None:
+        return FAILURE_CODES.get(sqlstate)
+    lowered = str(error).lower()
     if "password authentication failed" in lowered or "no password supplied" in lowered:
         return Failure.PASSWORD_REFUSED
-    if "does not exist" in lowered and "database" in lowered:
+    if 'database "' in lowered and "does not exist" in lowered:
         return Failure.DATABASE_MISSING
-    if "role" in lowered and "does not exist" in lowered:
+    if 'role "' in lowered and "does not exist" in lowered:
         return Failure.ROLE_MISSING
     if (
         "could not translate host name" in lowered
@@ -77,8 +92,9 @@ def explain(
 ) -> ConnectionProblem:
     """Turn a driver error into one or two lines with a way out; the password never appears.
     With `setting`, the connection is the one that setting names (not DB_*), and it is blamed."""
-    message = str(getattr(error, "orig", None) or error)
-    failure = failure_of(message)
+    cause = getattr(error, "orig", None) or error
+    message = str(cause)
+    failure = failure_of(cause)
     problem = problem_class(failure)
     where = config.where()
     setting = setting or config.origin
