@@ -174,6 +174,7 @@ def run_cli(
     cwd: Path = ROOT,
     env: dict[str, str] | None = None,
     stdin: str | None = None,
+    timeout: float = 300,
 ) -> subprocess.CompletedProcess[str]:
     """Run `inv`/`alembic` from this venv as a user would, with settings for `database` only."""
     return subprocess.run(
@@ -183,7 +184,7 @@ def run_cli(
         input=stdin if stdin is not None else "",
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
     )
 
 

@@ -124,3 +124,42 @@ def test_a_connection_made_through_a_setting_blames_that_setting() -> None:
         pg.connect(place.admin.with_database("uaip_rehearsal_1"))
     said = str(failed.value)
     assert "UAIP_SCRATCH_URL" in said and "DB_HOST" not in said and "pw" not in said
+
+
+# --- the server's words depend on its lc_messages; its SQLSTATEs do not --------------------------
+
+
+@pytest.mark.parametrize(
+    ("raised", "code", "expected"),
+    [
+        # What a server with lc_messages = 'de_DE.UTF-8' says, with the codes it sends.
+        (
+            "Passwort-Authentifizierung für Benutzer »uaip_user« fehlgeschlagen",
+            "invalid_password",
+            "the password was refused",
+        ),
+        (
+            "Datenbank »scoping« existiert nicht",
+            "invalid_catalog_name",
+            "does not exist. Create it",
+        ),
+        # English words under another code are not that failure.
+        ('database "ghost" does not exist', "P0001", "Cannot use database"),
+        ('password authentication failed for user "x"', "P0001", "Cannot use database"),
+    ],
+)
+def test_a_server_error_is_told_by_its_sqlstate_not_its_words(
+    head_db: DatabaseConfig, raised: str, code: str, expected: str
+) -> None:
+    import psycopg
+
+    from uaip_db import pg
+
+    statement = psycopg.sql.SQL(
+        "DO $$ BEGIN RAISE EXCEPTION USING MESSAGE = {}, ERRCODE = {}; END $$"
+    ).format(psycopg.sql.Literal(raised), psycopg.sql.Literal(code))
+    with pg.connection(head_db) as conn, pytest.raises(psycopg.Error) as failed:
+        conn.execute(statement)
+    assert failed.value.sqlstate is not None
+    said = str(explain(failed.value, head_db))
+    assert expected in said, said

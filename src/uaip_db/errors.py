@@ -46,6 +46,12 @@ class DatabaseMissing(ConnectionProblem):
     """The server answers, but the named database does not exist."""
 
 
+class DatabaseBusy(ConnectionProblem):
+    """A read-only check waited `pg.READ_LOCK_TIMEOUT_SECONDS` for a lock another session holds
+    (ACCESS EXCLUSIVE on a table it reads); the message names that session. Nothing was found
+    wrong with the schema, and nothing was changed: run it again when that session lets go."""
+
+
 class UnusableDatabase(UaipDbError):
     """The database cannot hold the schema (an encoding without a character set)."""
 

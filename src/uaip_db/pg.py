@@ -11,8 +11,14 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from uaip_db.errors import ConnectionProblem, DatabaseMissing, PasswordRefused, UnusableDatabase
-from uaip_db.settings import DatabaseConfig
+from uaip_db.errors import (
+    ConnectionProblem,
+    DatabaseBusy,
+    DatabaseMissing,
+    PasswordRefused,
+    UnusableDatabase,
+)
+from uaip_db.settings import DatabaseConfig, session_options
 
 if TYPE_CHECKING:
     import psycopg
@@ -28,13 +34,28 @@ class Failure(Enum):
     NO_SERVER = "no server"
 
 
-def failure_of(message: str) -> Failure | None:
-    lowered = message.lower()
+# What the server says, by SQLSTATE: its words depend on lc_messages, its codes do not.
+FAILURE_CODES = {
+    "28P01": Failure.PASSWORD_REFUSED,  # invalid_password
+    "3D000": Failure.DATABASE_MISSING,  # invalid_catalog_name
+}
+
+
+def failure_of(error: BaseException | str) -> Failure | None:
+    """The failure `error` is: by its SQLSTATE when it has one (any error the server sent on an
+    open connection), else by the words of libpq's message (a failed connection: libpq exposes
+    no SQLSTATE for it, measured with psycopg 3.3, whatever the server sent; its own words, such
+    as "connection refused", are libpq's; the server's startup FATALs are matched as a last
+    resort and are English unless the server's own lc_messages says otherwise)."""
+    sqlstate = getattr(error, "sqlstate", None)
+    if sqlstate is not None:
+        return FAILURE_CODES.get(sqlstate)
+    lowered = str(error).lower()
     if "password authentication failed" in lowered or "no password supplied" in lowered:
         return Failure.PASSWORD_REFUSED
-    if "does not exist" in lowered and "database" in lowered:
+    if 'database "' in lowered and "does not exist" in lowered:
         return Failure.DATABASE_MISSING
-    if "role" in lowered and "does not exist" in lowered:
+    if 'role "' in lowered and "does not exist" in lowered:
         return Failure.ROLE_MISSING
     if (
         "could not translate host name" in lowered
@@ -71,8 +92,9 @@ def explain(
 ) -> ConnectionProblem:
     """Turn a driver error into one or two lines with a way out; the password never appears.
     With `setting`, the connection is the one that setting names (not DB_*), and it is blamed."""
-    message = str(getattr(error, "orig", None) or error)
-    failure = failure_of(message)
+    cause = getattr(error, "orig", None) or error
+    message = str(cause)
+    failure = failure_of(cause)
     problem = problem_class(failure)
     where = config.where()
     setting = setting or config.origin
@@ -185,6 +207,66 @@ def connection(
         yield conn
     finally:
         conn.close()
+
+
+# How long a read-only look (db.check, db.verify, db.status, db.current, fleet.check/verify/status,
+# check_migrations()) waits for a lock another session holds, e.g. ACCESS EXCLUSIVE on a table
+# it reads, before it says who holds it (DatabaseBusy, exit 2) instead of waiting without end.
+READ_LOCK_TIMEOUT_SECONDS = 5
+
+
+@contextmanager
+def reading(config: DatabaseConfig) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit connection for reading only: a lock not granted within
+    READ_LOCK_TIMEOUT_SECONDS ends the look with DatabaseBusy, naming the session that holds it."""
+    import psycopg
+
+    conn = connect(config, options=session_options(lock_timeout=f"{READ_LOCK_TIMEOUT_SECONDS}s"))
+    try:
+        yield conn
+    except psycopg.errors.LockNotAvailable:
+        raise DatabaseBusy(
+            f"Could not read the {config.where()}: a lock it needs was not granted within "
+            f"{READ_LOCK_TIMEOUT_SECONDS} s; {lock_holder(config)}. Run it again when that "
+            "transaction ends."
+        ) from None
+    finally:
+        conn.close()
+
+
+LOCK_HOLDER = """
+SELECT a.pid, coalesce(nullif(a.application_name, ''), 'unknown program'),
+       coalesce(host(a.client_addr), 'local socket'),
+       to_char(coalesce(a.xact_start, a.backend_start) AT TIME ZONE 'UTC',
+               'YYYY-MM-DD HH24:MI:SS "UTC"'),
+       l.mode, l.granted,
+       coalesce(quote_ident(n.nspname) || '.' || quote_ident(c.relname), l.relation::text)
+FROM pg_locks AS l
+JOIN pg_stat_activity AS a ON a.pid = l.pid
+LEFT JOIN pg_class AS c ON c.oid = l.relation
+LEFT JOIN pg_namespace AS n ON n.oid = c.relnamespace
+WHERE l.locktype = 'relation' AND l.mode = 'AccessExclusiveLock' AND l.pid <> pg_backend_pid()
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+ORDER BY l.granted DESC, a.xact_start NULLS LAST
+LIMIT 1
+"""
+
+
+def lock_holder(config: DatabaseConfig) -> str:
+    """Who holds (or, first in the queue, waits for) the ACCESS EXCLUSIVE lock that keeps reads
+    of `config`'s database waiting: the only mode that conflicts with what a read takes."""
+    try:
+        with connection(config) as conn:
+            row = conn.execute(LOCK_HOLDER).fetchone()
+    except Exception:  # the answer only words the message: a failure to ask changes nothing
+        row = None
+    if row is None:
+        return "the session that held it has since let go"
+    pid, program, client, since, mode, granted, relation = row
+    who = f"pid {pid} ({program} from {client}, in a transaction since {since})"
+    if granted:
+        return f"{who} holds {mode} on {relation}"
+    return f"{who} waits for {mode} on {relation}, and reads queue behind it"
 
 
 MAINTENANCE_DATABASE = "postgres"

@@ -325,7 +325,9 @@ def replace_with_tool(args: Sequence[str], config: DatabaseConfig) -> NoReturn:
 
 
 def _libpq_env(configs: Sequence[DatabaseConfig]) -> dict[str, str]:
-    return configs[0].libpq_env() if configs else {}
+    # pg_dump's and pg_restore's own messages are read by tool_error: in English whatever the
+    # caller's locale (LC_ALL=C, as for git), so "server version mismatch" is still found.
+    return {**(configs[0].libpq_env() if configs else {}), "LC_ALL": "C"}
 
 
 def tool_error(output: str, configs: Sequence[DatabaseConfig], *, what: str) -> UaipDbError:

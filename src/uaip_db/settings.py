@@ -38,6 +38,18 @@ CONNECT_TIMEOUT_SECONDS = 5
 # comes first in PostgreSQL's default search_path), PGOPTIONS or a role's own search_path setting
 # must not decide where tables are created or looked up.
 PINNED_SEARCH_PATH = "public"
+# What every session the tool opens sets at start-up (libpq's `options`, PGOPTIONS for client
+# tools), over whatever the database or role sets (ALTER DATABASE ... SET DateStyle): the
+# search_path above, and the output formats the tool parses. psycopg reads timestamps only in
+# DateStyle ISO and intervals only in IntervalStyle postgres; extra_float_digits 3 gives floats
+# exactly. TimeZone is left as the server has it: psycopg reads any offset, and times people
+# see are shown as the server would show them; lc_monetary is never parsed.
+SESSION_SETTINGS: dict[str, str] = {
+    "search_path": PINNED_SEARCH_PATH,
+    "DateStyle": "ISO,YMD",
+    "IntervalStyle": "postgres",
+    "extra_float_digits": "3",
+}
 # libpq parameters a DATABASE_URL's query may set (none of them changes which database is used),
 # with the environment variable libpq's client tools read for each. The keepalive and TCP
 # timeout options have none: they reach Python's connections only, which hold the lock.
@@ -135,7 +147,7 @@ class DatabaseConfig:
             "PGPASSWORD": self.password,
             "PGCONNECT_TIMEOUT": str(CONNECT_TIMEOUT_SECONDS),
             "PGAPPNAME": "uaip-db",
-            "PGOPTIONS": f"-c search_path={PINNED_SEARCH_PATH}",
+            "PGOPTIONS": session_options(),
         }
         for key, value in self.options:
             variable = URL_OPTIONS.get(key)
@@ -153,9 +165,14 @@ class DatabaseConfig:
             "password": self.password,
             "connect_timeout": CONNECT_TIMEOUT_SECONDS,
             "application_name": "uaip-db",
-            "options": f"-c search_path={PINNED_SEARCH_PATH}",
+            "options": session_options(),
             **dict(self.options),
         }
+
+
+def session_options(**more: str) -> str:
+    """libpq's `options` for a session: SESSION_SETTINGS, then `more` (e.g. lock_timeout)."""
+    return " ".join(f"-c {name}={value}" for name, value in {**SESSION_SETTINGS, **more}.items())
 
 
 # Where throwaway databases are made (backup proofs, rehearsals, round trips, snapshots, docs):

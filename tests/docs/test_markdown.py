@@ -143,3 +143,22 @@ def test_comments_in_the_database_reach_the_docs(head_db: DatabaseConfig) -> Non
         "sessions: ~ comments added on the table and 1 column",
         "stage_data: ~ comments added on 1 column",
     ]
+
+
+def test_html_remote_images_and_escapes_in_comments_come_out_inert(head: Snapshot) -> None:
+    payload = "<img src=x onerror=alert(1)> ![x](https://evil/track.png) \x1b[31mred\x1b[0m"
+    commented = with_objects(
+        head,
+        column__sessions__email={
+            "type": "character varying(255)",
+            "not_null": False,
+            "comment": payload,
+        },
+        table__sessions={"persistence": "permanent", "comment": payload},
+    )
+    readme = markdown.render(commented)["README.md"]
+
+    assert "<img" not in readme and "\x1b" not in readme
+    assert not re.search(r"(?<!\\)!\[", readme)  # an image only when not escaped
+    assert "&lt;img src=x onerror=alert(1)&gt; \\![x](https://evil/track.png)" in readme
+    assert "\\x1b[31mred\\x1b[0m" in readme

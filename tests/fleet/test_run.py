@@ -376,3 +376,27 @@ def test_a_worker_killed_mid_run_fails_only_its_target_and_the_rest_finish(
     assert [result.name for result in died] == [jobs[0].name]
     assert "worker process died" in (died[0].error or "")
     assert all(by_name[job.name].status == AT_HEAD for job in jobs[1:])
+
+
+def test_check_behind_a_table_lock_fails_that_target_naming_the_holder(
+    make_fleet: MakeFleet, head_template: str
+) -> None:
+    fleet = make_fleet(2, template=head_template)
+    busy, database = next(iter(fleet.databases.items()))
+    kwargs = {**database.connect_kwargs(), "application_name": "the-holder"}
+    with psycopg.connect(**kwargs) as holder:
+        holder.execute("LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE")
+        pid = holder.info.backend_pid
+        check = run_cli(
+            "inv",
+            "fleet.check",
+            "--targets",
+            str(fleet.path),
+            env=fleet.env,
+            timeout=30,  # pg.READ_LOCK_TIMEOUT_SECONDS is 5: this is "no end"
+        )
+        holder.rollback()
+    assert check.returncode != 0, check.stdout + check.stderr
+    line = next(line for line in check.stdout.splitlines() if line.startswith(busy + " "))
+    assert f"pid {pid} (the-holder from " in line, check.stdout
+    assert "holds AccessExclusiveLock on public.sessions" in line

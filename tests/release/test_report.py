@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from tests.conftest import sql
@@ -100,3 +101,21 @@ def test_psql_runs_nothing_of_the_appendix_given_whole(empty_db: DatabaseConfig)
     assert sql(empty_db, "SELECT to_regclass('upgraded'), to_regclass('rolled_back')") == [
         (None, None)
     ]
+
+
+def test_revision_docstrings_and_server_text_come_out_inert() -> None:
+    from uaip_db.migrations.history import Revision
+    from uaip_db.release.items import fenced, revisions_item
+
+    payload = "<img src=x onerror=alert(1)> ![x](https://evil/track.png) \x1b[32mdone\x1b[0m"
+    report = sample_report()
+    report.items = [
+        revisions_item([Revision("c0ffee", ["bbb"], payload, "versions/c0ffee_x.py")]),
+        Item("Rehearsal", FAIL, [f"failed: {payload}", *fenced(f"```\n{payload}")], "x", payload),
+    ]
+    text = report.markdown("2026-11-27 12:00:00 UTC", NAMES)
+
+    assert "<img" not in text and "\x1b" not in text
+    assert not re.search(r"(?<!\\)!\[", text)  # an image only when not escaped
+    assert "1. `c0ffee` &lt;img src=x onerror=alert(1)> \\![x](https://evil/track.png)" in text
+    assert "\\x1b[32mdone\\x1b[0m" in text

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from uaip_db.catalog.queries import OTHER_KINDS, QUERIES
-from uaip_db.pg import connection
+from uaip_db.pg import reading
 from uaip_db.settings import DatabaseConfig
 
 if TYPE_CHECKING:
@@ -159,7 +159,7 @@ class Snapshot:
 
 def take(database: DatabaseConfig, schemas: Sequence[str] = DEFAULT_SCHEMAS) -> Snapshot:
     """The snapshot of the objects in `schemas` of `database` (plus its extensions)."""
-    with connection(database) as conn:
+    with reading(database) as conn:
         return take_from(conn, schemas)
 
 

@@ -10,7 +10,7 @@ from uaip_db.catalog import expected
 from uaip_db.catalog.snapshot import Snapshot, describe, diff, take_from
 from uaip_db.errors import CHECK_FAILED, CheckFailed
 from uaip_db.migrations import applied, history, ledger, snapshots
-from uaip_db.pg import connection
+from uaip_db.pg import reading
 from uaip_db.settings import DatabaseConfig
 
 
@@ -51,7 +51,7 @@ def edited_revisions(
 
 
 def verify(database: DatabaseConfig) -> Verification:
-    with connection(database) as conn:
+    with reading(database) as conn:
         current = applied.current_revisions_on(conn)
         actual = take_from(conn)
         recorded = ledger.entries(conn)

@@ -8,11 +8,11 @@ import json
 import sys
 from collections.abc import Iterator
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from uaip_db import pg
 from uaip_db.cli.confirm import confirm_destructive
-from uaip_db.cli.reporter import Say, complain, say, timed
+from uaip_db.cli.reporter import Say, VisibleStream, complain, say, timed
 from uaip_db.errors import CheckFailed, ConnectionProblem, MigrationError, UaipDbError, UsageError
 from uaip_db.migrations import applied, history, runner
 from uaip_db.migrations.lock import DEFAULT_WAIT_SECONDS
@@ -228,7 +228,8 @@ def show_history(verbose: bool = False, *, as_json: bool = False, out: Say = say
             )
         )
         return
-    runner.show_history(sys.stdout, verbose=verbose)
+    # Alembic writes docstrings as they are: through VisibleStream, an escape in one is shown.
+    runner.show_history(cast(TextIO, VisibleStream(sys.stdout)), verbose=verbose)
 
 
 def new_revision(message: str, out: Say = say) -> None:

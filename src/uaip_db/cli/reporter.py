@@ -14,10 +14,17 @@ from contextlib import contextmanager
 from typing import Any, NoReturn, TextIO
 
 from uaip_db.errors import INTERRUPTED, USAGE, UaipDbError, UsageError
+from uaip_db.text import visible
 
 Say = Callable[[str], None]
 UNWRITABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 
+
+# Everything this tool prints passes through `visible` (uaip_db.text): a server's message, a
+# revision's docstring or a file's name may carry escape sequences that would recolour or
+# rewrite the terminal (a failed run shown as a green "Upgrade finished"). say, complain, the
+# one line `reported` ends a failure with, and VisibleStream (what Alembic writes) are the
+# ways out; JSON passes through them too and stays the same JSON.
 
 # Where `say` writes while `reported(json_only=True)` sends everything else to stderr.
 _result_stream: TextIO | None = None
@@ -25,12 +32,26 @@ _result_stream: TextIO | None = None
 
 def say(line: str) -> None:
     """A line of progress or result, on stdout (the library's `report` callbacks end here)."""
-    print(line, file=_result_stream or sys.stdout, flush=True)
+    print(visible(line), file=_result_stream or sys.stdout, flush=True)
 
 
 def complain(text: str) -> None:
     """What went wrong, on stderr."""
-    print(text, file=sys.stderr, flush=True)
+    print(visible(text), file=sys.stderr, flush=True)
+
+
+class VisibleStream:
+    """A text stream that writes through to `stream` with control characters made visible."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.encoding = getattr(stream, "encoding", None) or "utf-8"
+
+    def write(self, text: str) -> int:
+        return self.stream.write(visible(text))
+
+    def flush(self) -> None:
+        self.stream.flush()
 
 
 def finish(exit_code: int) -> NoReturn:
@@ -70,7 +91,7 @@ def reported(*, json_only: bool = False) -> Iterator[None]:
     except UaipDbError as error:
         if debugging():
             raise
-        raise Exit(str(error) or None, code=error.exit_code) from None
+        raise Exit(visible(str(error)) or None, code=error.exit_code) from None
     except BrokenPipeError:
         # The reader went away (`inv db.diff | head`): stop quietly, like other CLI tools.
         send_stdout_nowhere()
@@ -83,8 +104,10 @@ def reported(*, json_only: bool = False) -> Iterator[None]:
         if debugging() or error.errno not in UNWRITABLE or error.filename is None:
             raise
         raise Exit(
-            f"Cannot write {error.filename}: {error.strerror}. Run the task from a checkout this "
-            "user may write to, or make that folder writable.",
+            visible(
+                f"Cannot write {error.filename}: {error.strerror}. Run the task from a checkout "
+                "this user may write to, or make that folder writable."
+            ),
             code=USAGE,
         ) from None
     except Exception as error:
@@ -93,7 +116,7 @@ def reported(*, json_only: bool = False) -> Iterator[None]:
         from uaip_db.pg import explain
         from uaip_db.settings import DatabaseConfig
 
-        raise Exit(str(explain(error, DatabaseConfig.from_env())), code=USAGE) from None
+        raise Exit(visible(str(explain(error, DatabaseConfig.from_env()))), code=USAGE) from None
     finally:
         if json_only:
             _result_stream, sys.stdout = None, kept

@@ -24,6 +24,7 @@ from uaip_db.docs.model import (
     value_text,
 )
 from uaip_db.docs.output import GENERATED_NOTE
+from uaip_db.text import inert_markdown, visible
 
 DEFAULT_TITLE = "UAIP Scoping database schema"
 README = "README.md"
@@ -50,15 +51,16 @@ def heading_anchors(headings: Sequence[str]) -> list[str]:
 
 
 def prose(text: str) -> str:
-    """Free text (a comment) made safe for Markdown: no raw HTML."""
-    return html.escape(text, quote=False)
+    """Free text (a comment) made safe for Markdown: no raw HTML, no remote image, control
+    characters visible."""
+    return inert_markdown(text)
 
 
 def code(text: str) -> str:
     """An inline code span that holds any text, backticks included, on one line."""
     if not text:
         return ""
-    text = " ".join(text.split("\n"))
+    text = visible(" ".join(text.split("\n")))
     longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
     fence = "`" * (longest + 1)
     padding = " " if text.startswith("`") or text.endswith("`") or longest else ""
@@ -66,6 +68,7 @@ def code(text: str) -> str:
 
 
 def code_block(text: str, language: str = "") -> list[str]:
+    text = visible(text)
     longest = max((len(run) for run in re.findall(r"`{3,}", text)), default=2)
     fence = "`" * (longest + 1)
     return [f"{fence}{language}", *text.splitlines(), fence]

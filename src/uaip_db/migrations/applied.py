@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from uaip_db.pg import connection
+from uaip_db.pg import reading
 from uaip_db.settings import DatabaseConfig
 
 if TYPE_CHECKING:
@@ -15,7 +15,7 @@ VERSION_TABLE = "alembic_version"
 
 def current_revisions(database: DatabaseConfig) -> tuple[str, ...]:
     """The revisions recorded in the database (empty at base), read with one query."""
-    with connection(database) as conn:
+    with reading(database) as conn:
         return current_revisions_on(conn)
 
 

@@ -31,7 +31,7 @@ from uaip_db.migrations.failures import command_error, interrupted, translate
 from uaip_db.migrations.lock import DEFAULT_WAIT_SECONDS, migration_lock
 from uaip_db.migrations.lock_report import LockRecorder
 from uaip_db.pg import connect
-from uaip_db.settings import PINNED_SEARCH_PATH, DatabaseConfig
+from uaip_db.settings import DatabaseConfig, session_options
 
 if TYPE_CHECKING:
     import psycopg
@@ -338,10 +338,7 @@ def make_engine(database: DatabaseConfig) -> Engine:
     from sqlalchemy.pool import NullPool
 
     lock_timeout, statement_timeout = timeouts()
-    options = (
-        f"-c search_path={PINNED_SEARCH_PATH} -c lock_timeout={lock_timeout} "
-        f"-c statement_timeout={statement_timeout}"
-    )
+    options = session_options(lock_timeout=lock_timeout, statement_timeout=statement_timeout)
     # Every connection goes through pg.connect: explicit parameters, no inherited PG* variables.
     return create_engine(
         "postgresql+psycopg://",

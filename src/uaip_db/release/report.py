@@ -10,6 +10,7 @@ together under one stem that no earlier report used: a report never overwrites a
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any
 from uaip_db.errors import UaipDbError
 from uaip_db.release.context import RunContext
 from uaip_db.release.source import SourceState
+from uaip_db.text import inert_markdown, visible
 
 PASS, FAIL = "PASS", "FAIL"
 FORMAT_VERSION = 1
@@ -152,7 +154,7 @@ class ReleaseReport:
             "Name: ____________________  Date: ____________  Signature: ____________________",
             "",
         ]
-        return "\n".join(lines)
+        return "\n".join(inert(lines))
 
     def _what(self) -> str:
         if not self.pending:
@@ -239,6 +241,33 @@ class ReleaseReport:
                 "",
             ]
         )
+
+
+FENCE = re.compile(r" {0,3}(`{3,}|~{3,})")
+
+
+def inert(lines: list[str]) -> list[str]:
+    """The report's lines with what came from revisions, servers and files made harmless: no
+    raw HTML and no remote image outside code fences (the report itself writes neither), and
+    control characters visible everywhere. Fences are followed as a Markdown viewer follows
+    them, so a fence closed early by the text inside it does not let the rest through."""
+    shown, fence = [], ""
+    for line in "\n".join(lines).split("\n"):  # an item's line may hold several
+        marker = FENCE.match(line)
+        if not fence:
+            fence = marker.group(1) if marker else ""
+            shown.append(visible(line) if marker else inert_markdown(line, keep_gt=True))
+            continue
+        closing = marker is not None and line.strip() == marker.group(1)
+        if (
+            closing
+            and marker
+            and marker.group(1)[0] == fence[0]
+            and len(marker.group(1)) >= len(fence)
+        ):
+            fence = ""
+        shown.append(visible(line))
+    return shown
 
 
 def ensure_writable(directory: Path) -> None:
