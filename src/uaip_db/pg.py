@@ -12,7 +12,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from uaip_db.errors import ConnectionProblem, DatabaseMissing, PasswordRefused, UnusableDatabase
-from uaip_db.settings import DatabaseConfig
+from uaip_db.settings import CATALOG_OPTIONS, DatabaseConfig
 
 if TYPE_CHECKING:
     import psycopg
@@ -181,6 +181,17 @@ def connection(
     config: DatabaseConfig, *, autocommit: bool = True
 ) -> Iterator[psycopg.Connection[Any]]:
     conn = connect(config, autocommit=autocommit)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+@contextmanager
+def catalog_connection(config: DatabaseConfig) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit connection whose search_path holds nothing another role may create in
+    (pg_catalog, pg_temp): for reading the catalog and the bookkeeping tables (issue 24)."""
+    conn = connect(config, options=CATALOG_OPTIONS)
     try:
         yield conn
     finally:

@@ -38,6 +38,10 @@ CONNECT_TIMEOUT_SECONDS = 5
 # comes first in PostgreSQL's default search_path), PGOPTIONS or a role's own search_path setting
 # must not decide where tables are created or looked up.
 PINNED_SEARCH_PATH = "public"
+# Sessions that only read the catalog and the bookkeeping tables (db.check, db.verify, the lock)
+# search nothing another role may create in: pg_catalog, then pg_temp last (issue 24).
+CATALOG_SEARCH_PATH = "pg_catalog,pg_temp"
+CATALOG_OPTIONS = f"-c search_path={CATALOG_SEARCH_PATH}"
 # libpq parameters a DATABASE_URL's query may set (none of them changes which database is used),
 # with the environment variable libpq's client tools read for each. The keepalive and TCP
 # timeout options have none: they reach Python's connections only, which hold the lock.

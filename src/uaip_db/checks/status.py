@@ -11,12 +11,12 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from uaip_db.catalog import expected
-from uaip_db.catalog.snapshot import Snapshot, diff, take_from
+from uaip_db.catalog import expected, trust
+from uaip_db.catalog.snapshot import DEFAULT_SCHEMAS, Snapshot, diff, take_from
 from uaip_db.checks.verify import edited_revisions
 from uaip_db.errors import CHECK_FAILED, PENDING, CheckFailed, PendingMigrations
 from uaip_db.migrations import applied, history, ledger, snapshots
-from uaip_db.pg import connection, invalid_indexes
+from uaip_db.pg import catalog_connection, invalid_indexes
 from uaip_db.settings import DatabaseConfig
 
 if TYPE_CHECKING:
@@ -56,7 +56,8 @@ class MigrationStatus:
 
 def inspect(database: DatabaseConfig) -> MigrationStatus:
     index = history.load()
-    with connection(database) as conn:
+    with catalog_connection(database) as conn:
+        trust.check_bookkeeping(conn, DEFAULT_SCHEMAS)
         current = list(applied.current_revisions_on(conn))
         recorded = ledger.entries(conn)
         invalid = invalid_indexes(conn)
@@ -136,7 +137,7 @@ def database_state(database: DatabaseConfig) -> DatabaseState:
 
     index = history.load()
     try:
-        with connection(database) as conn:
+        with catalog_connection(database) as conn:
             current = list(applied.current_revisions_on(conn))
             server_version = conn.info.parameter_status("server_version")
     except UaipDbError as error:

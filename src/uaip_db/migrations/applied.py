@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from uaip_db.pg import connection
+from uaip_db.pg import catalog_connection
 from uaip_db.settings import DatabaseConfig
 
 if TYPE_CHECKING:
@@ -15,13 +15,17 @@ VERSION_TABLE = "alembic_version"
 
 def current_revisions(database: DatabaseConfig) -> tuple[str, ...]:
     """The revisions recorded in the database (empty at base), read with one query."""
-    with connection(database) as conn:
+    with catalog_connection(database) as conn:
         return current_revisions_on(conn)
 
 
 def current_revisions_on(conn: psycopg.Connection[Any]) -> tuple[str, ...]:
-    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (VERSION_TABLE,)).fetchone()
+    # Qualified, so that it reads the same on a catalog connection (search_path pg_catalog) and
+    # on the migration connection, and nothing resolves outside pg_catalog (issue 24).
+    row = conn.execute(
+        "SELECT pg_catalog.to_regclass(%s) IS NOT NULL", (f"public.{VERSION_TABLE}",)
+    ).fetchone()
     if not row or not row[0]:
         return ()
-    rows = conn.execute(f"SELECT version_num FROM {VERSION_TABLE} ORDER BY 1").fetchall()
+    rows = conn.execute(f"SELECT version_num FROM public.{VERSION_TABLE} ORDER BY 1").fetchall()
     return tuple(r[0] for r in rows)
