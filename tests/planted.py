@@ -73,7 +73,7 @@ class Attacker:
         return f"{self.schema}.ran"
 
 
-def _planting_sql(attacker: Attacker) -> str:
+def _planting_sql(attacker: Attacker, overloads: bool = True) -> str:
     schema = sql.Identifier(attacker.schema)
     statements: list[sql.Composable] = [
         sql.SQL("CREATE TABLE {}.ran (who text, statement text)").format(schema),
@@ -95,6 +95,8 @@ def _planting_sql(attacker: Attacker) -> str:
             "LANGUAGE plpgsql AS $$ BEGIN PERFORM {s}.note(); RETURN $1; END $$"
         ).format(s=schema),
     ]
+    if not overloads:
+        return ";\n".join(s.as_string(None) for s in statements)
     body = sql.SQL("$$ BEGIN PERFORM {}.note(); RETURN NULL; END $$").format(schema)
     for number, (left, right) in enumerate(itertools.product(TYPES, TYPES)):
         for returns, operators in (("bool", BOOLEAN_OPERATORS), ("text", TEXT_OPERATORS)):
@@ -135,7 +137,9 @@ def _planting_sql(attacker: Attacker) -> str:
 
 
 @contextmanager
-def attacker_in(server: ScratchServer, database: DatabaseConfig) -> Iterator[Attacker]:
+def attacker_in(
+    server: ScratchServer, database: DatabaseConfig, overloads: bool = True
+) -> Iterator[Attacker]:
     """A role with CREATE on `database`'s public schema (PostgreSQL 14's default for everyone),
     its record table in a schema of its own, and its operators and functions planted in public.
     The role goes at the end, and `database` with it."""
@@ -154,7 +158,7 @@ def attacker_in(server: ScratchServer, database: DatabaseConfig) -> Iterator[Att
                 )
             )
             conn.execute(sql.SQL("SET ROLE {}").format(role))
-            conn.execute(_planting_sql(attacker).encode())
+            conn.execute(_planting_sql(attacker, overloads).encode())
             conn.execute("RESET ROLE")
         yield attacker
     finally:

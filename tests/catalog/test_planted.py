@@ -91,19 +91,22 @@ def test_the_database_stays_usable_once_the_planted_objects_are_gone(
     assert ran(database, attacker) == []
 
 
+@pytest.fixture
+def attacker(server: ScratchServer) -> Iterator[tuple[DatabaseConfig, Attacker]]:
+    """A database at the baseline, and an attacker with CREATE on public who planted nothing."""
+    database = server.create_database()
+    runner.upgrade(database, BASELINE)
+    with attacker_in(server, database, overloads=False) as planted:
+        yield database, planted
+
+
 def test_a_ledger_another_role_created_is_refused(
-    server: ScratchServer, planted: tuple[DatabaseConfig, Attacker]
+    server: ScratchServer, attacker: tuple[DatabaseConfig, Attacker]
 ) -> None:
     """The attacker's ledger, made before ours, with a trigger that records who writes to it."""
-    database, attacker = planted
-    role = sql.Identifier(attacker.role)
+    database, planted = attacker
+    role = sql.Identifier(planted.role)
     with psycopg.connect(**database.connect_kwargs(), autocommit=True) as conn:
-        conn.execute("SET search_path = pg_catalog")
-        # Only the ledger this time: drop the planted overloads (the other test covers them).
-        conn.execute(sql.SQL("REASSIGN OWNED BY {} TO CURRENT_USER").format(role))
-        conn.execute(sql.SQL("ALTER SCHEMA attacker_s OWNER TO {}").format(role))
-        conn.execute(sql.SQL("ALTER TABLE attacker_s.ran OWNER TO {}").format(role))
-        conn.execute(sql.SQL("ALTER FUNCTION attacker_s.note() OWNER TO {}").format(role))
         conn.execute(sql.SQL("DROP TABLE public.{}").format(sql.Identifier(LEDGER_TABLE)))
         conn.execute(sql.SQL("SET ROLE {}").format(role))
         conn.execute(
@@ -122,13 +125,13 @@ def test_a_ledger_another_role_created_is_refused(
     result = run_cli("inv", "db.upgrade", database=database)
     assert result.returncode == 1, result.stdout + result.stderr
     line = one_line(result.stderr)
-    assert f"table public.{LEDGER_TABLE} belongs to role {attacker.role}" in line, line
+    assert f"table public.{LEDGER_TABLE} belongs to role {planted.role}" in line, line
     for args in (("db.check",), ("db.verify",)):
         refused = run_cli("inv", *args, database=database)
         assert refused.returncode == 1, refused.stdout
-        assert f"public.{LEDGER_TABLE} belongs to role {attacker.role}" in one_line(refused.stderr)
-    assert ran(database, attacker) == []
-    assert not is_superuser(server, attacker)
+        assert f"public.{LEDGER_TABLE} belongs to role {planted.role}" in one_line(refused.stderr)
+    assert ran(database, planted) == []
+    assert not is_superuser(server, planted)
 
 
 def test_a_trigger_on_our_own_ledger_is_shown_and_refused(head_db: DatabaseConfig) -> None:
