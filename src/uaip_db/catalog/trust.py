@@ -30,6 +30,20 @@ _EQ = "OPERATOR(pg_catalog.=)"
 _NE = "OPERATOR(pg_catalog.<>)"
 _CAT = "OPERATOR(pg_catalog.||)"
 _ME = f"(SELECT r.oid FROM pg_catalog.pg_roles AS r WHERE r.rolname {_EQ} CURRENT_USER)"
+_I_AM_SUPERUSER = (
+    f"(SELECT r.rolsuper FROM pg_catalog.pg_roles AS r WHERE r.rolname {_EQ} CURRENT_USER)"
+)
+
+
+def _untrusted(owner: str) -> str:
+    """SQL: `owner` is neither us, nor a superuser (who could do anything anyway), nor a role we
+    belong to (pg_has_role says yes to everything for a superuser: then only ourselves)."""
+    return (
+        f"({owner} {_NE} {_ME} "
+        f"AND NOT EXISTS (SELECT FROM pg_catalog.pg_roles AS s "
+        f"WHERE s.oid {_EQ} {owner} AND s.rolsuper) "
+        f"AND ({_I_AM_SUPERUSER} OR NOT pg_catalog.pg_has_role({owner}, 'MEMBER')))"
+    )
 
 
 def _not_from_extension(catalog: str, oid: str) -> str:
@@ -49,7 +63,7 @@ SELECT 'operator ' {_CAT} o.oid::pg_catalog.regoperator::pg_catalog.text,
   FROM pg_catalog.pg_operator AS o
   JOIN pg_catalog.pg_namespace AS n ON n.oid {_EQ} o.oprnamespace
  WHERE n.nspname {_EQ} ANY (%(schemas)s::pg_catalog.name[])
-   AND o.oprowner {_NE} {_ME} AND {_not_from_extension("pg_operator", "o.oid")}
+   AND {_untrusted("o.oprowner")} AND {_not_from_extension("pg_operator", "o.oid")}
 UNION ALL
 SELECT CASE WHEN p.prokind {_EQ} 'a' THEN 'aggregate ' ELSE 'function ' END
        {_CAT} p.oid::pg_catalog.regprocedure::pg_catalog.text,
@@ -57,7 +71,7 @@ SELECT CASE WHEN p.prokind {_EQ} 'a' THEN 'aggregate ' ELSE 'function ' END
   FROM pg_catalog.pg_proc AS p
   JOIN pg_catalog.pg_namespace AS n ON n.oid {_EQ} p.pronamespace
  WHERE n.nspname {_EQ} ANY (%(schemas)s::pg_catalog.name[])
-   AND p.proowner {_NE} {_ME} AND {_not_from_extension("pg_proc", "p.oid")}
+   AND {_untrusted("p.proowner")} AND {_not_from_extension("pg_proc", "p.oid")}
    AND EXISTS (SELECT FROM pg_catalog.pg_proc AS q
                 WHERE q.pronamespace {_EQ} 'pg_catalog'::pg_catalog.regnamespace
                   AND q.proname {_EQ} p.proname)
@@ -86,7 +100,7 @@ _TABLE = f"pg_catalog.quote_ident(n.nspname) {_CAT} '.' {_CAT} pg_catalog.quote_
 _OWNER = "pg_catalog.pg_get_userbyid(c.relowner)::pg_catalog.text"
 BOOKKEEPING = f"""
 SELECT 'table ' {_CAT} {_TABLE}, {_OWNER}, 'owner', 0
-{_BOOKKEEPING} AND c.relowner {_NE} {_ME}
+{_BOOKKEEPING} AND {_untrusted("c.relowner")}
 UNION ALL
 SELECT 'trigger ' {_CAT} pg_catalog.quote_ident(t.tgname) {_CAT} ' on ' {_CAT} {_TABLE}, {_OWNER},
        'trigger', 1
@@ -125,7 +139,8 @@ def check_shadows(conn: psycopg.Connection[Any], schemas: Sequence[str]) -> None
 
 
 def check_bookkeeping(conn: psycopg.Connection[Any], schemas: Sequence[str]) -> None:
-    """Refuse (UntrustedObject) when a bookkeeping table belongs to another role or carries a
+    """Refuse (UntrustedObject) when a bookkeeping table belongs to another role (not a
+    superuser, nor one we belong to) or carries a
     trigger, a rule or a policy: writing to it (or reading it) would run their code."""
     rows = conn.execute(BOOKKEEPING, {"schemas": list(schemas)}).fetchall()
     if not rows:
