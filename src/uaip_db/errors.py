@@ -80,6 +80,13 @@ class CheckFailed(UaipDbError):
     exit_code = CHECK_FAILED
 
 
+class UntrustedObject(CheckFailed):
+    """Another role's object sits where the tool would run it as the connected role: an operator
+    or function shadowing pg_catalog's, or a bookkeeping table (the migration ledger, the version
+    table) that another role owns or that carries a trigger, a rule or a policy. Nothing was run
+    or written; exit 1 because the database, not the request, is what needs fixing."""
+
+
 class Stopped(UaipDbError):
     """The person answered no (or ended the input) at a confirmation prompt."""
 

@@ -18,7 +18,7 @@ from uaip_db.errors import (
     PasswordRefused,
     UnusableDatabase,
 )
-from uaip_db.settings import DatabaseConfig, session_options
+from uaip_db.settings import CATALOG_SEARCH_PATH, DatabaseConfig, session_options
 
 if TYPE_CHECKING:
     import psycopg
@@ -217,11 +217,17 @@ READ_LOCK_TIMEOUT_SECONDS = 5
 
 @contextmanager
 def reading(config: DatabaseConfig) -> Iterator[psycopg.Connection[Any]]:
-    """An autocommit connection for reading only: a lock not granted within
-    READ_LOCK_TIMEOUT_SECONDS ends the look with DatabaseBusy, naming the session that holds it."""
+    """An autocommit connection for reading only, on the catalog's search_path (nothing another
+    role may create in): a lock not granted within READ_LOCK_TIMEOUT_SECONDS ends the look with
+    DatabaseBusy, naming the session that holds it."""
     import psycopg
 
-    conn = connect(config, options=session_options(lock_timeout=f"{READ_LOCK_TIMEOUT_SECONDS}s"))
+    conn = connect(
+        config,
+        options=session_options(
+            search_path=CATALOG_SEARCH_PATH, lock_timeout=f"{READ_LOCK_TIMEOUT_SECONDS}s"
+        ),
+    )
     try:
         yield conn
     except psycopg.errors.LockNotAvailable:
@@ -230,6 +236,17 @@ def reading(config: DatabaseConfig) -> Iterator[psycopg.Connection[Any]]:
             f"{READ_LOCK_TIMEOUT_SECONDS} s; {lock_holder(config)}. Run it again when that "
             "transaction ends."
         ) from None
+    finally:
+        conn.close()
+
+
+@contextmanager
+def catalog_connection(config: DatabaseConfig) -> Iterator[psycopg.Connection[Any]]:
+    """An autocommit connection whose search_path holds nothing another role may create in
+    (pg_catalog, pg_temp): for reading the catalog and the bookkeeping tables (issue 24)."""
+    conn = connect(config, options=session_options(search_path=CATALOG_SEARCH_PATH))
+    try:
+        yield conn
     finally:
         conn.close()
 
@@ -256,7 +273,7 @@ def lock_holder(config: DatabaseConfig) -> str:
     """Who holds (or, first in the queue, waits for) the ACCESS EXCLUSIVE lock that keeps reads
     of `config`'s database waiting: the only mode that conflicts with what a read takes."""
     try:
-        with connection(config) as conn:
+        with catalog_connection(config) as conn:
             row = conn.execute(LOCK_HOLDER).fetchone()
     except Exception:  # the answer only words the message: a failure to ask changes nothing
         row = None

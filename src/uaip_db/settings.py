@@ -50,6 +50,9 @@ SESSION_SETTINGS: dict[str, str] = {
     "IntervalStyle": "postgres",
     "extra_float_digits": "3",
 }
+# Sessions that only read the catalog and the bookkeeping tables (db.check, db.verify, the lock)
+# search nothing another role may create in: pg_catalog, then pg_temp last (issue 24).
+CATALOG_SEARCH_PATH = "pg_catalog,pg_temp"
 # libpq parameters a DATABASE_URL's query may set (none of them changes which database is used),
 # with the environment variable libpq's client tools read for each. The keepalive and TCP
 # timeout options have none: they reach Python's connections only, which hold the lock.

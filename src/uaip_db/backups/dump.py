@@ -34,7 +34,13 @@ from uaip_db.backups.manifest import (
 from uaip_db.catalog.snapshot import Snapshot, take_from
 from uaip_db.errors import BackupError, SettingsError
 from uaip_db.migrations import applied
-from uaip_db.pg import DatabaseLocale, connection, database_locale, database_oid, system_identifier
+from uaip_db.pg import (
+    DatabaseLocale,
+    catalog_connection,
+    database_locale,
+    database_oid,
+    system_identifier,
+)
 from uaip_db.servers.binaries import client_program, major_of
 from uaip_db.settings import DatabaseConfig
 
@@ -147,7 +153,7 @@ def new_backup(
         raise write_failed(out_dir, error) from None
     partial: folders.Partial | None = None
     try:
-        with connection(database) as conn, exported_snapshot(conn) as snapshot_id:
+        with catalog_connection(database) as conn, exported_snapshot(conn) as snapshot_id:
             revisions = applied.current_revisions_on(conn)
             try:
                 partial = folders.start_partial(out_dir, database.name, revisions)

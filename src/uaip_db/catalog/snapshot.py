@@ -42,6 +42,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from uaip_db.catalog import trust
 from uaip_db.catalog.queries import OTHER_KINDS, QUERIES
 from uaip_db.pg import reading
 from uaip_db.settings import DatabaseConfig
@@ -178,6 +179,9 @@ def take_from(conn: psycopg.Connection[Any], schemas: Sequence[str] = DEFAULT_SC
         raise ValueError("a snapshot needs at least one schema")
     objects: dict[str, dict[str, Any]] = {}
     with conn.transaction():
+        # The queries below run with `schemas` on the search_path (for pg_get_*'s names): refuse
+        # first if another role's operator or function there could stand in for pg_catalog's.
+        trust.check_shadows(conn, schemas)
         # Every query is sent before any result is read (pipeline mode): one round trip, not
         # one per query. The pg_get_* functions qualify names that are not on the search_path;
         # pinning it (for this transaction only) makes their text independent of the role's.

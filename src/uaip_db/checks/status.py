@@ -11,8 +11,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from uaip_db.catalog import expected
-from uaip_db.catalog.snapshot import Snapshot, diff, take_from
+from uaip_db.catalog import expected, trust
+from uaip_db.catalog.snapshot import DEFAULT_SCHEMAS, Snapshot, diff, take_from
 from uaip_db.checks.verify import edited_revisions
 from uaip_db.errors import CHECK_FAILED, PENDING, CheckFailed, PendingMigrations
 from uaip_db.migrations import applied, history, ledger, snapshots
@@ -57,6 +57,7 @@ class MigrationStatus:
 def inspect(database: DatabaseConfig) -> MigrationStatus:
     index = history.load()
     with reading(database) as conn:
+        trust.check_bookkeeping(conn, DEFAULT_SCHEMAS)
         current = list(applied.current_revisions_on(conn))
         recorded = ledger.entries(conn)
         invalid = invalid_indexes(conn)

@@ -6,8 +6,8 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from uaip_db import files
-from uaip_db.catalog import expected
-from uaip_db.catalog.snapshot import Snapshot, describe, diff, take_from
+from uaip_db.catalog import expected, trust
+from uaip_db.catalog.snapshot import DEFAULT_SCHEMAS, Snapshot, describe, diff, take_from
 from uaip_db.errors import CHECK_FAILED, CheckFailed
 from uaip_db.migrations import applied, history, ledger, snapshots
 from uaip_db.pg import reading
@@ -52,6 +52,7 @@ def edited_revisions(
 
 def verify(database: DatabaseConfig) -> Verification:
     with reading(database) as conn:
+        trust.check_bookkeeping(conn, DEFAULT_SCHEMAS)
         current = applied.current_revisions_on(conn)
         actual = take_from(conn)
         recorded = ledger.entries(conn)

@@ -20,8 +20,12 @@ def current_revisions(database: DatabaseConfig) -> tuple[str, ...]:
 
 
 def current_revisions_on(conn: psycopg.Connection[Any]) -> tuple[str, ...]:
-    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (VERSION_TABLE,)).fetchone()
+    # Qualified, so that it reads the same on a catalog connection (search_path pg_catalog) and
+    # on the migration connection, and nothing resolves outside pg_catalog (issue 24).
+    row = conn.execute(
+        "SELECT pg_catalog.to_regclass(%s) IS NOT NULL", (f"public.{VERSION_TABLE}",)
+    ).fetchone()
     if not row or not row[0]:
         return ()
-    rows = conn.execute(f"SELECT version_num FROM {VERSION_TABLE} ORDER BY 1").fetchall()
+    rows = conn.execute(f"SELECT version_num FROM public.{VERSION_TABLE} ORDER BY 1").fetchall()
     return tuple(r[0] for r in rows)

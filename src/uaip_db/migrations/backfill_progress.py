@@ -32,6 +32,8 @@ def forget_finished(conn: psycopg.Connection[Any]) -> None:
     """Drop the records of finished backfills, in the revision's last transaction: a revision
     that fails after its backfill keeps the record (its retry skips the backfill); once the
     version row moves, a later run of the same revision (after a downgrade) backfills again."""
-    row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (PROGRESS_TABLE,)).fetchone()
+    row = conn.execute(
+        "SELECT pg_catalog.to_regclass(%s) IS NOT NULL", (f"public.{PROGRESS_TABLE}",)
+    ).fetchone()
     if row and row[0]:
-        conn.execute(f"DELETE FROM {PROGRESS_TABLE} WHERE finished_at IS NOT NULL")
+        conn.execute(f"DELETE FROM public.{PROGRESS_TABLE} WHERE finished_at IS NOT NULL")

@@ -21,13 +21,14 @@ from uaip_db import files
 
 LEDGER_TABLE = "uaip_db_migration_ledger"
 CREATE_LEDGER = f"""
-CREATE TABLE IF NOT EXISTS {LEDGER_TABLE} (
+CREATE TABLE IF NOT EXISTS public.{LEDGER_TABLE} (
     revision     VARCHAR(64) PRIMARY KEY,
     file_sha256  CHAR(64) NOT NULL,
     applied_at   TIMESTAMPTZ NOT NULL DEFAULT now(),
     applied_by   TEXT NOT NULL,
     duration_ms  INTEGER,
-    how          VARCHAR(10) NOT NULL CHECK (how IN ('upgrade', 'stamp'))
+    how          VARCHAR(10) NOT NULL
+                 CHECK (how::text OPERATOR(pg_catalog.=) ANY ('{{upgrade,stamp}}'::text[]))
 )
 """
 
@@ -60,8 +61,11 @@ def record(
     """Record `revision` as applied, inside the migration's own transaction."""
     conn.execute(CREATE_LEDGER)
     conn.execute(
-        f"INSERT INTO {LEDGER_TABLE} (revision, file_sha256, applied_by, duration_ms, how) "
-        "VALUES (%s, %s, %s || ' as ' || current_user, %s, %s) "
+        # Every name qualified and every operator pg_catalog's (issue 24): this runs on the
+        # migration connection, whose search_path holds public.
+        f"INSERT INTO public.{LEDGER_TABLE} (revision, file_sha256, applied_by, duration_ms, how) "
+        "VALUES (%s, %s, %s::text OPERATOR(pg_catalog.||) ' as '::text "
+        "OPERATOR(pg_catalog.||) CURRENT_USER::text, %s, %s) "
         "ON CONFLICT (revision) DO UPDATE SET file_sha256 = EXCLUDED.file_sha256, "
         "applied_at = EXCLUDED.applied_at, applied_by = EXCLUDED.applied_by, "
         "duration_ms = EXCLUDED.duration_ms, how = EXCLUDED.how",
@@ -72,16 +76,22 @@ def record(
 def forget(conn: psycopg.Connection[Any], revisions: list[str]) -> None:
     """Drop the entries of reverted revisions, inside the migration's own transaction."""
     conn.execute(CREATE_LEDGER)
-    conn.execute(f"DELETE FROM {LEDGER_TABLE} WHERE revision = ANY(%s)", (revisions,))
+    conn.execute(
+        f"DELETE FROM public.{LEDGER_TABLE} "
+        "WHERE revision::text OPERATOR(pg_catalog.=) ANY(%s::text[])",
+        (revisions,),
+    )
 
 
 def entries(conn: psycopg.Connection[Any]) -> dict[str, Entry]:
     """All entries; empty when there is no ledger yet."""
-    exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (LEDGER_TABLE,)).fetchone()
+    exists = conn.execute(
+        "SELECT pg_catalog.to_regclass(%s) IS NOT NULL", (f"public.{LEDGER_TABLE}",)
+    ).fetchone()
     if not exists or not exists[0]:
         return {}
     rows = conn.execute(
         "SELECT revision, file_sha256, applied_at, applied_by, duration_ms, how "
-        f"FROM {LEDGER_TABLE}"
+        f"FROM public.{LEDGER_TABLE}"
     ).fetchall()
     return {row[0]: Entry(*row) for row in rows}

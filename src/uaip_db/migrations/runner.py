@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from uaip_db import paths
+from uaip_db.catalog import trust
 from uaip_db.errors import (
     Declined,
     LockNotAvailable,
@@ -31,7 +32,12 @@ from uaip_db.migrations.failures import command_error, interrupted, translate
 from uaip_db.migrations.lock import DEFAULT_WAIT_SECONDS, migration_lock
 from uaip_db.migrations.lock_report import LockRecorder
 from uaip_db.pg import connect
-from uaip_db.settings import DatabaseConfig, session_options
+from uaip_db.settings import (
+    CATALOG_SEARCH_PATH,
+    PINNED_SEARCH_PATH,
+    DatabaseConfig,
+    session_options,
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -209,9 +215,17 @@ def _lock_connection(database: DatabaseConfig, options: RunOptions) -> psycopg.C
     handed, options.lock_connection = options.lock_connection, None
     if handed is not None and not handed.closed and not handed.broken:
         handed.autocommit = True
-        handed.execute("SELECT set_config('application_name', %s, false)", (LOCK_APPLICATION,))
+        handed.execute(
+            "SELECT pg_catalog.set_config('application_name', %s, false), "
+            "pg_catalog.set_config('search_path', %s, false)",
+            (LOCK_APPLICATION, CATALOG_SEARCH_PATH),
+        )
         return handed
-    return connect(database, application_name=LOCK_APPLICATION)
+    return connect(
+        database,
+        application_name=LOCK_APPLICATION,
+        options=session_options(search_path=CATALOG_SEARCH_PATH),
+    )
 
 
 # Plain `alembic` commands that change what the database records without applying revisions
@@ -269,6 +283,10 @@ def _own_connection(engine: Engine) -> psycopg.Connection[Any]:
             f"The engine handed to Alembic uses the {engine.dialect.driver} driver; these "
             "migrations run on psycopg 3: create it with a postgresql+psycopg:// URL."
         )
+    driver.autocommit = True
+    driver.execute(
+        "SELECT pg_catalog.set_config('search_path', %s, false)", (CATALOG_SEARCH_PATH,)
+    )
     return driver
 
 
@@ -283,6 +301,11 @@ def _run_online(context: EnvironmentContext, conn: Connection, options: RunOptio
         version_table_schema=PINNED_SEARCH_PATH,
         on_version_apply=_on_version_apply(options.report, options.locks),
     )
+    # Before Alembic or a revision touches anything: no bookkeeping table of another role's (or
+    # with a trigger, rule or policy) and nothing in public that shadows pg_catalog (issue 24).
+    driver = conn.connection.driver_connection
+    assert driver is not None
+    trust.check(cast("psycopg.Connection[Any]", driver), (PINNED_SEARCH_PATH,))
     with context.begin_transaction():
         context.run_migrations()
     if options.after is not None:
@@ -327,7 +350,11 @@ def hold_lock(
     """Hold the migration lock across several steps (pass lock_held=True to the migrations)."""
 
     def open_connection() -> psycopg.Connection[Any]:
-        return connect(database, application_name=LOCK_APPLICATION)
+        return connect(
+            database,
+            application_name=LOCK_APPLICATION,
+            options=session_options(search_path=CATALOG_SEARCH_PATH),
+        )
 
     with migration_lock(open_connection, wait_seconds, report):
         yield
