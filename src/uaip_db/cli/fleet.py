@@ -145,7 +145,9 @@ def show(report: FleetReport, as_json: bool, out: Say) -> None:
         out(report.to_json())
     else:
         out(report.summary())
-    if report.failed():
+    if report.interrupted:
+        complain(report.interruption())
+    elif report.failed():
         complain(report.problem())
     elif report.exit_code and report.command == "check":
         behind = [r.name for r in report.targets if r.status == BEHIND]

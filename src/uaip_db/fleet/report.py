@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from uaip_db.errors import CHECK_FAILED, PENDING, SettingsError, UsageError
+from uaip_db.errors import CHECK_FAILED, INTERRUPTED, PENDING, SettingsError, UsageError
 
 UPGRADED = "upgraded"
 AT_HEAD = "at-head"
@@ -22,7 +22,22 @@ SKIPPED = "skipped"
 BEHIND = "pending"
 VERIFIED = "verified"
 DRIFTED = "drifted"
-STATUSES = (UPGRADED, AT_HEAD, BEHIND, VERIFIED, DRIFTED, SKIPPED, FAILED)
+# After Ctrl-C: its revision in progress was rolled back (it stays at the one it reached), or
+# its upgrade never began.
+ROLLED_BACK = "rolled-back"
+NOT_STARTED = "not-started"
+INTERRUPTED_STATUSES = frozenset({ROLLED_BACK, NOT_STARTED})
+STATUSES = (
+    UPGRADED,
+    AT_HEAD,
+    BEHIND,
+    VERIFIED,
+    DRIFTED,
+    SKIPPED,
+    ROLLED_BACK,
+    NOT_STARTED,
+    FAILED,
+)
 # A target in one of these makes the run exit 1 and is named.
 FAILING = frozenset({FAILED, DRIFTED})
 COMMANDS = ("upgrade", "check", "verify", "status")
@@ -81,7 +96,7 @@ class TargetResult:
             moved = f"at {self.to_revision or self.from_revision}"
         elif self.status != SKIPPED and self.revision_known:
             moved = "at base"
-        text = f"{self.name:<24} {self.status:<9} {moved:<30} {self.seconds:7.2f} s"
+        text = f"{self.name:<24} {self.status:<11} {moved:<30} {self.seconds:7.2f} s"
         if self.error:
             text += f"  {self.error}"
         return text.rstrip()
@@ -98,6 +113,8 @@ class FleetReport:
     targets: tuple[TargetResult, ...]
     seconds: float
     shards: tuple[str, ...] = field(default=())
+    # Ctrl-C ended the run: nothing new started (exit 130).
+    interrupted: bool = False
 
     def count(self, status: str) -> int:
         return sum(1 for result in self.targets if result.status == status)
@@ -107,6 +124,8 @@ class FleetReport:
 
     @property
     def exit_code(self) -> int:
+        if self.interrupted:
+            return INTERRUPTED
         if self.failed():
             return CHECK_FAILED
         if self.command == "check" and self.count(BEHIND):
@@ -122,6 +141,7 @@ class FleetReport:
             **{status: self.count(status) for status in STATUSES},
             "seconds": round(self.seconds, 3),
             "failed": self.failed(),
+            "interrupted": self.interrupted,
             "exit_code": self.exit_code,
         }
 
@@ -133,7 +153,7 @@ class FleetReport:
 
     def summary(self) -> str:
         """The table at the end of a run, then one line of counts."""
-        lines = [f"{'target':<24} {'status':<9} {'revision':<30} {'time':>9}"]
+        lines = [f"{'target':<24} {'status':<11} {'revision':<30} {'time':>9}"]
         lines += [result.line() for result in self.targets]
         for result in self.targets:
             lines += [f"  {result.name}: {detail}" for detail in result.details]
@@ -145,6 +165,21 @@ class FleetReport:
             + (f" (shard {', '.join(self.shards)})" if self.shards else "")
         )
         return "\n".join(lines)
+
+    def interruption(self) -> str:
+        """The closing line of an interrupted run: what became of each target, what to do."""
+        parts = [f"{self.count(UPGRADED)} upgraded"]
+        for status, what in ((ROLLED_BACK, "rolled back"), (NOT_STARTED, "not started")):
+            names = [r.name for r in self.targets if r.status == status]
+            if names:
+                parts.append(f"{what}: {', '.join(names)}")
+        failed = self.failed()
+        if failed:
+            parts.append(f"failed: {', '.join(failed)}")
+        return (
+            f"Interrupted; {'; '.join(parts)}. Each stays at the revision in its line; run the "
+            "same command again to finish."
+        )
 
     def problem(self) -> str:
         """The closing line when the run fails: which targets, and what to do."""
@@ -178,6 +213,7 @@ class FleetReport:
             targets=tuple(TargetResult.from_dict(item, source) for item in targets),
             seconds=float(summary.get("seconds") or 0.0),
             shards=tuple(str(shard) for shard in shards),
+            interrupted=summary.get("interrupted") is True,
         )
 
 
