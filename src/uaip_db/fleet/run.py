@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from uaip_db import paths
-from uaip_db.errors import CheckFailed, UaipDbError, UsageError
+from uaip_db.errors import CheckFailed, SettingsError, UaipDbError, UsageError
 from uaip_db.fleet import targets as targets_file
 from uaip_db.fleet.report import (
     AT_HEAD,
@@ -60,6 +60,10 @@ class Fleet:
     targets: tuple[Target, ...]
     configs: tuple[DatabaseConfig, ...]
     shard: Shard | None
+    path: Path | str = ""
+    # The file's targets in other shards whose connection can be built here (their password
+    # variable set): two targets reaching one database are refused across shards too.
+    others: tuple[tuple[Target, DatabaseConfig], ...] = ()
 
     @property
     def shards(self) -> tuple[str, ...]:
@@ -77,7 +81,20 @@ def load_fleet(
     env = targets_file.environment_name(environ)
     selected = targets_file.select(loaded.targets, chosen)
     configs = tuple(target.config(environ, env) for target in selected)
-    return Fleet(tuple(selected), configs, chosen)
+    others = []
+    for target in loaded.targets:
+        if target not in selected:
+            with contextlib.suppress(SettingsError):  # its password is for another machine
+                others.append((target, target.config(environ, env)))
+    return Fleet(tuple(selected), configs, chosen, path, tuple(others))
+
+
+def refuse_duplicates(fleet: Fleet, workers: int) -> None:
+    """Exit 2 naming two targets that reach the same database, before anything is changed."""
+    from uaip_db.fleet.identity import refuse_duplicates as refuse
+
+    mine = list(zip(fleet.targets, fleet.configs, strict=True))
+    refuse(mine + list(fleet.others), workers, fleet.path)
 
 
 def parallel_setting(value: int | None) -> int:
@@ -113,14 +130,19 @@ def upgrade(
     backup_dir: Path | None = None,
     lock_wait: float = DEFAULT_WAIT_SECONDS,
     on_result: OnResult | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> FleetReport:
-    """Bring every target to `revision` (default head); see the module's docstring."""
+    """Bring every target to `revision` (default head); see the module's docstring.
+    `on_start` is called once the arguments and the targets are found sound."""
     started = time.perf_counter()
     workers = parallel_setting(parallel)
     if canary < 0:
         raise UsageError(f"--canary {canary} is not a number of targets; use 0 or more.")
     index = history.load()
     wanted = wanted_revisions(index, revision)
+    refuse_duplicates(fleet, workers)
+    if on_start:
+        on_start()
     production = any(config.is_production for config in fleet.configs)
     needs_backup = backup or production
     folder = backup_dir or paths.backup_dir()
@@ -427,6 +449,7 @@ def read_all(
 ) -> FleetReport:
     started = time.perf_counter()
     workers = parallel_setting(parallel)
+    refuse_duplicates(fleet, workers)
     history.load()  # build the revision index once, before the threads read it
     jobs = [
         ReadJob(target.name, config)
