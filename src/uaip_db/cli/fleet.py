@@ -151,7 +151,7 @@ def show(report: FleetReport, as_json: bool, out: Say) -> None:
         out(report.summary())
     if report.interrupted:
         complain(report.interruption())
-    elif report.failed():
+    elif report.failed() or report.incomplete:
         complain(report.problem())
     elif report.exit_code and report.command == "check":
         behind = [r.name for r in report.targets if r.status == BEHIND]

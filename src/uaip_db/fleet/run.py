@@ -64,6 +64,8 @@ class Fleet:
     # The file's targets in other shards whose connection can be built here (their password
     # variable set): two targets reaching one database are refused across shards too.
     others: tuple[tuple[Target, DatabaseConfig], ...] = ()
+    # Every target name of the file, in file order (the reports carry it for `fleet.report`).
+    names: tuple[str, ...] = ()
 
     @property
     def shards(self) -> tuple[str, ...]:
@@ -86,7 +88,7 @@ def load_fleet(
         if target not in selected:
             with contextlib.suppress(SettingsError):  # its password is for another machine
                 others.append((target, target.config(environ, env)))
-    return Fleet(tuple(selected), configs, chosen, path, tuple(others))
+    return Fleet(tuple(selected), configs, chosen, path, tuple(others), tuple(loaded.names()))
 
 
 def refuse_duplicates(fleet: Fleet, workers: int) -> None:
@@ -140,6 +142,8 @@ def upgrade(
         raise UsageError(f"--canary {canary} is not a number of targets; use 0 or more.")
     index = history.load()
     wanted = wanted_revisions(index, revision)
+    if not fleet.targets:
+        return empty_report("upgrade", revision, fleet)
     refuse_duplicates(fleet, workers)
     if on_start:
         on_start()
@@ -216,7 +220,13 @@ def upgrade(
         time.perf_counter() - started,
         fleet.shards,
         interrupted=interrupted,
+        fleet=fleet.names,
     )
+
+
+def empty_report(command: str, revision: str, fleet: Fleet) -> FleetReport:
+    """A shard that holds none of the file's targets: said, and nothing connected to."""
+    return FleetReport(command, revision, (), 0.0, fleet.shards, fleet=fleet.names)
 
 
 def not_started(job: UpgradeJob, read: TargetResult | None) -> TargetResult:
@@ -449,6 +459,8 @@ def read_all(
 ) -> FleetReport:
     started = time.perf_counter()
     workers = parallel_setting(parallel)
+    if not fleet.targets:
+        return empty_report(command, "head", fleet)
     refuse_duplicates(fleet, workers)
     history.load()  # build the revision index once, before the threads read it
     jobs = [
@@ -457,7 +469,12 @@ def read_all(
     ]
     results = run_jobs(guarded(work), jobs, workers, processes=False, on_result=on_result)
     return FleetReport(
-        command, "head", in_file_order(fleet, results), time.perf_counter() - started, fleet.shards
+        command,
+        "head",
+        in_file_order(fleet, results),
+        time.perf_counter() - started,
+        fleet.shards,
+        fleet=fleet.names,
     )
 
 
