@@ -30,6 +30,15 @@ class UsageError(UaipDbError):
     """An argument is malformed, or asks for something the database's state does not allow."""
 
 
+class FileRefused(SettingsError):
+    """A file named as settings (a targets file, a service file) is not a regular file of a
+    bounded size: a device, a FIFO, a folder, or too large to be one. `reason` says which."""
+
+    def __init__(self, path: object, reason: str) -> None:
+        super().__init__(f"{path} {reason}")
+        self.reason = reason
+
+
 class Declined(UaipDbError):
     """A destructive step was not confirmed (no --yes, a 'no' at the prompt, production guard)."""
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import resource
 import socket
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import BIN, ROOT, cli_env, run_cli
 from uaip_db.errors import SettingsError, UsageError
 from uaip_db.fleet import run
 from uaip_db.fleet.targets import Shard, load, parse_shard, select
@@ -229,3 +232,54 @@ def test_reports_that_are_not_fleet_reports(tmp_path: Path) -> None:
     assert result.returncode == 2 and "is not a fleet report" in result.stderr
     missing = run_cli("inv", "fleet.report")
     assert missing.returncode == 2 and "reports" in missing.stderr
+
+
+def run_limited(*args: str) -> subprocess.CompletedProcess[str]:
+    """`inv` with its address space capped at 1 GiB and a short timeout: a task that reads a
+    device or a FIFO whole fails here instead of taking the machine's memory or hanging."""
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+    return subprocess.run(
+        [str(BIN / "inv"), *args],
+        cwd=ROOT,
+        env=cli_env(),
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=30,
+        preexec_fn=cap,
+    )
+
+
+@pytest.mark.parametrize("holder", ["targets file", "service_file"])
+@pytest.mark.parametrize("kind", ["/dev/zero", "fifo", "large", "folder"])
+def test_only_small_regular_files_are_read(
+    tmp_path: Path, listener: tuple[int, list[object]], holder: str, kind: str
+) -> None:
+    port, accepted = listener
+    if kind == "/dev/zero":
+        odd = Path("/dev/zero")
+    elif kind == "fifo":
+        odd = tmp_path / "pipe"
+        os.mkfifo(odd)  # nobody writes: opening it for reading would wait forever
+    elif kind == "large":
+        odd = tmp_path / "large.conf"
+        odd.write_text("# padding\n" * 200_000)  # 2 MB of comments
+    else:
+        odd = tmp_path / "folder"
+        odd.mkdir()
+    targets = write(
+        tmp_path,
+        f'[[targets]]\nname = "a"\nhost = "127.0.0.1"\nport = {port}\nuser = "u"\n'
+        f'dbname = "d"\nservice = "s"\nservice_file = "{odd}"\n',
+    )
+    path = odd if holder == "targets file" else targets
+    for task in ("fleet.status", "fleet.upgrade"):
+        result = run_limited(task, "--targets", str(path))
+        assert result.returncode == 2, result.stdout + result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and str(odd) in lines[0], result.stderr
+        assert "Traceback" not in result.stderr and "MemoryError" not in result.stderr
+    assert accepted == []

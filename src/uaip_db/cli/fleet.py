@@ -66,10 +66,13 @@ def upgrade(
     fleet = run.load_fleet(targets_argument(targets), shard or None)
     workers = parallel_argument(parallel)
     canaries = whole_number(canary, "--canary", 0)
-    if not as_json:
-        where = f" (shard {fleet.shard})" if fleet.shard else ""
-        first = f", the first {canaries} as canaries" if canaries else ""
-        out(f"Upgrading {len(fleet.targets)} target(s){where} to {revision}{first}:")
+
+    def header() -> None:
+        if not as_json:
+            where = f" (shard {fleet.shard})" if fleet.shard else ""
+            first = f", the first {canaries} as canaries" if canaries else ""
+            out(f"Upgrading {len(fleet.targets)} target(s){where} to {revision}{first}:")
+
     report = run.upgrade(
         fleet,
         revision=revision,
@@ -78,6 +81,7 @@ def upgrade(
         backup=backup,
         lock_wait=lock_wait,
         on_result=progress(len(fleet.targets), as_json, out),
+        on_start=header,
     )
     show(report, as_json, out)
 
@@ -145,7 +149,9 @@ def show(report: FleetReport, as_json: bool, out: Say) -> None:
         out(report.to_json())
     else:
         out(report.summary())
-    if report.failed():
+    if report.interrupted:
+        complain(report.interruption())
+    elif report.failed() or report.incomplete:
         complain(report.problem())
     elif report.exit_code and report.command == "check":
         behind = [r.name for r in report.targets if r.status == BEHIND]

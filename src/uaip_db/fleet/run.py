@@ -9,7 +9,8 @@ Parallelism: read-only commands use a thread pool. Upgrades run in forked child 
 per target and at most `--parallel` at once: Alembic's `op` and `context` are process-wide
 proxies, so two migrations may not run in threads of one process. The children are forked from
 this process after the library is imported, so no target pays Python's start-up or Alembic's
-import, and a child that dies fails its own target only.
+import, and a child that dies fails its own target only (fleet/workers.py runs them; Ctrl-C
+starts nothing new, and the report names each target rolled back or not started).
 
 Waves: the first `canary` targets (in file order) are upgraded first; when any of them fails,
 nothing else is touched and the rest are reported skipped. After that, a failing target does
@@ -19,20 +20,14 @@ not stop the others.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
-from multiprocessing.connection import Connection
-from multiprocessing.connection import wait as wait_for_any
-from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Protocol, TypeVar
 
 from uaip_db import paths
-from uaip_db.errors import CheckFailed, UaipDbError, UsageError
+from uaip_db.errors import CheckFailed, SettingsError, UaipDbError, UsageError
 from uaip_db.fleet import targets as targets_file
 from uaip_db.fleet.report import (
     AT_HEAD,
@@ -40,6 +35,8 @@ from uaip_db.fleet.report import (
     DRIFTED,
     FAILED,
     FAILING,
+    NOT_STARTED,
+    ROLLED_BACK,
     SKIPPED,
     UPGRADED,
     VERIFIED,
@@ -47,21 +44,13 @@ from uaip_db.fleet.report import (
     TargetResult,
 )
 from uaip_db.fleet.targets import Shard, Target
+from uaip_db.fleet.workers import OnResult, run_jobs
 from uaip_db.migrations import applied, history
 from uaip_db.migrations.lock import DEFAULT_WAIT_SECONDS
 from uaip_db.settings import DatabaseConfig
 
-OnResult = Callable[[TargetResult], None]
 # How many of a drifted target's differences the report names.
 FIRST_DIFFERENCES = 5
-
-
-class Named(Protocol):
-    @property
-    def name(self) -> str: ...
-
-
-Job = TypeVar("Job", bound=Named)
 
 
 @dataclass(frozen=True)
@@ -71,6 +60,12 @@ class Fleet:
     targets: tuple[Target, ...]
     configs: tuple[DatabaseConfig, ...]
     shard: Shard | None
+    path: Path | str = ""
+    # The file's targets in other shards whose connection can be built here (their password
+    # variable set): two targets reaching one database are refused across shards too.
+    others: tuple[tuple[Target, DatabaseConfig], ...] = ()
+    # Every target name of the file, in file order (the reports carry it for `fleet.report`).
+    names: tuple[str, ...] = ()
 
     @property
     def shards(self) -> tuple[str, ...]:
@@ -88,7 +83,20 @@ def load_fleet(
     env = targets_file.environment_name(environ)
     selected = targets_file.select(loaded.targets, chosen)
     configs = tuple(target.config(environ, env) for target in selected)
-    return Fleet(tuple(selected), configs, chosen)
+    others = []
+    for target in loaded.targets:
+        if target not in selected:
+            with contextlib.suppress(SettingsError):  # its password is for another machine
+                others.append((target, target.config(environ, env)))
+    return Fleet(tuple(selected), configs, chosen, path, tuple(others), tuple(loaded.names()))
+
+
+def refuse_duplicates(fleet: Fleet, workers: int) -> None:
+    """Exit 2 naming two targets that reach the same database, before anything is changed."""
+    from uaip_db.fleet.identity import refuse_duplicates as refuse
+
+    mine = list(zip(fleet.targets, fleet.configs, strict=True))
+    refuse(mine + list(fleet.others), workers, fleet.path)
 
 
 def parallel_setting(value: int | None) -> int:
@@ -124,33 +132,49 @@ def upgrade(
     backup_dir: Path | None = None,
     lock_wait: float = DEFAULT_WAIT_SECONDS,
     on_result: OnResult | None = None,
+    on_start: Callable[[], None] | None = None,
 ) -> FleetReport:
-    """Bring every target to `revision` (default head); see the module's docstring."""
+    """Bring every target to `revision` (default head); see the module's docstring.
+    `on_start` is called once the arguments and the targets are found sound."""
     started = time.perf_counter()
     workers = parallel_setting(parallel)
     if canary < 0:
         raise UsageError(f"--canary {canary} is not a number of targets; use 0 or more.")
     index = history.load()
     wanted = wanted_revisions(index, revision)
+    if not fleet.targets:
+        return empty_report("upgrade", revision, fleet)
+    refuse_duplicates(fleet, workers)
+    if on_start:
+        on_start()
     production = any(config.is_production for config in fleet.configs)
     needs_backup = backup or production
     folder = backup_dir or paths.backup_dir()
+    results: list[TargetResult] = []
+    # Where each target was read to be, for the ones an interrupt leaves not started.
+    read_at: dict[str, TargetResult] = {}
+
+    def record(found: TargetResult) -> None:
+        results.append(found)
+        if on_result:
+            on_result(found)
+
     with contextlib.ExitStack() as stack:
         scratch_admin: DatabaseConfig | None = None
 
-        def wave(jobs: list[UpgradeJob]) -> list[TargetResult]:
+        def wave(jobs: list[UpgradeJob]) -> None:
             """Read every target of the wave (threads, one query each), then upgrade the ones
             behind (forked workers): a fleet at head never imports Alembic."""
             nonlocal scratch_admin
             read = run_jobs(read_target, jobs, workers, processes=False, on_result=None)
-            done = [found for found in read if found.status != BEHIND]
-            for found in done:
-                if on_result:
-                    on_result(found)
+            read_at.update((found.name, found) for found in read)
+            for found in read:
+                if found.status != BEHIND:
+                    record(found)
             behind = {found.name for found in read if found.status == BEHIND}
             todo = [job for job in jobs if job.name in behind]
             if not todo:
-                return done
+                return
             if needs_backup and scratch_admin is None:
                 from uaip_db.servers.scratch import scratch_server
 
@@ -159,9 +183,7 @@ def upgrade(
             todo = [replace(job, scratch_admin=scratch_admin) for job in todo]
             if workers > 1 and len(todo) > 1:
                 import_migration_machinery()
-            return done + run_jobs(
-                upgrade_target, todo, workers, processes=True, on_result=on_result
-            )
+            run_jobs(upgrade_target, todo, workers, processes=True, on_result=record)
 
         jobs = [
             UpgradeJob(
@@ -176,22 +198,43 @@ def upgrade(
             for target, config in zip(fleet.targets, fleet.configs, strict=True)
         ]
         canaries, rest = jobs[:canary], jobs[canary:]
-        results = wave(canaries)
-        if any(result.status in FAILING for result in results):
-            for job in rest:
-                skipped = TargetResult(job.name, SKIPPED, error="a canary failed; not touched")
-                results.append(skipped)
-                if on_result:
-                    on_result(skipped)
-        else:
-            results += wave(rest)
+        interrupted = False
+        try:
+            wave(canaries)
+            if any(result.status in FAILING for result in results):
+                for job in rest:
+                    record(TargetResult(job.name, SKIPPED, error="a canary failed; not touched"))
+            else:
+                wave(rest)
+        except KeyboardInterrupt:
+            # Nothing new starts; the running upgrades have reported (rolled back, or done).
+            interrupted = True
+            done = {result.name for result in results}
+            for job in jobs:
+                if job.name not in done:
+                    record(not_started(job, read_at.get(job.name)))
     return FleetReport(
         "upgrade",
         revision,
         in_file_order(fleet, results),
         time.perf_counter() - started,
         fleet.shards,
+        interrupted=interrupted,
+        fleet=fleet.names,
     )
+
+
+def empty_report(command: str, revision: str, fleet: Fleet) -> FleetReport:
+    """A shard that holds none of the file's targets: said, and nothing connected to."""
+    return FleetReport(command, revision, (), 0.0, fleet.shards, fleet=fleet.names)
+
+
+def not_started(job: UpgradeJob, read: TargetResult | None) -> TargetResult:
+    """A target the interrupted run never began to upgrade: where it was read to be, if it was."""
+    error = "not started: the run was interrupted; run the same command again"
+    if read is None or read.status == FAILED:
+        return TargetResult(job.name, NOT_STARTED, error=error, revision_known=False)
+    return TargetResult(job.name, NOT_STARTED, read.from_revision, read.from_revision, error=error)
 
 
 def import_migration_machinery() -> None:
@@ -270,15 +313,29 @@ def upgrade_target(job: UpgradeJob) -> TargetResult:
     started = time.perf_counter()
     database = job.database
     seen: list[tuple[str, ...]] = []
+    migrating = False
     try:
         before = current_state(job, seen)
         if sorted(before) == sorted(job.wanted):
             return result(job, AT_HEAD, before, before, started)
         if job.backup_dir is not None:
             verified_backup(database, job.backup_dir, job.scratch_admin)
+        migrating = True
         runner.upgrade(database, job.revision, lock_wait=job.lock_wait)
         after = applied.current_revisions(database)
         return result(job, UPGRADED, before, after, started)
+    except KeyboardInterrupt:
+        # Ctrl-C: psycopg cancelled the statement, and the revision in progress was rolled back
+        # with its transaction; the revisions before it stay applied.
+        before = seen[0] if seen else ()
+        now = now_at(database)
+        after = now if now is not None else before
+        stays = f"it stays at {label(now) or 'base'}" if now is not None else "see fleet.status"
+        if not migrating:
+            why = f"not started: the run was interrupted before its upgrade began; {stays}"
+            return result(job, NOT_STARTED, before, after, started, why, now is not None)
+        why = f"interrupted: the revision in progress was rolled back; {stays}"
+        return result(job, ROLLED_BACK, before, after, started, why, now is not None)
     except Exception as error:  # one target's surprise must not end the others' run
         before = seen[0] if seen else ()
         now = now_at(database)
@@ -402,6 +459,9 @@ def read_all(
 ) -> FleetReport:
     started = time.perf_counter()
     workers = parallel_setting(parallel)
+    if not fleet.targets:
+        return empty_report(command, "head", fleet)
+    refuse_duplicates(fleet, workers)
     history.load()  # build the revision index once, before the threads read it
     jobs = [
         ReadJob(target.name, config)
@@ -409,7 +469,12 @@ def read_all(
     ]
     results = run_jobs(guarded(work), jobs, workers, processes=False, on_result=on_result)
     return FleetReport(
-        command, "head", in_file_order(fleet, results), time.perf_counter() - started, fleet.shards
+        command,
+        "head",
+        in_file_order(fleet, results),
+        time.perf_counter() - started,
+        fleet.shards,
+        fleet=fleet.names,
     )
 
 
@@ -478,92 +543,6 @@ def verify_target(job: ReadJob) -> TargetResult:
             job.name, DRIFTED, at, at, error=summary, details=tuple(problems[:FIRST_DIFFERENCES])
         )
     return TargetResult(job.name, VERIFIED, at, at)
-
-
-# --- running the jobs ----------------------------------------------------------------------------
-
-
-def run_jobs(
-    work: Callable[[Job], TargetResult],
-    jobs: Sequence[Job],
-    workers: int,
-    *,
-    processes: bool,
-    on_result: OnResult | None,
-) -> list[TargetResult]:
-    """Run `work` over `jobs`, at most `workers` at a time; results as they finish."""
-    results: list[TargetResult] = []
-    if not jobs:
-        return results
-
-    def finished(found: TargetResult) -> None:
-        results.append(found)
-        if on_result:
-            on_result(found)
-
-    if workers == 1 or len(jobs) == 1:
-        for job in jobs:
-            finished(work(job))
-    elif processes:
-        run_forked(work, jobs, workers, finished)
-    else:
-        with ThreadPoolExecutor(
-            max_workers=min(workers, len(jobs)), thread_name_prefix="fleet"
-        ) as executor:
-            for future in as_completed([executor.submit(work, job) for job in jobs]):
-                finished(future.result())
-    return results
-
-
-def run_forked(
-    work: Callable[[Job], TargetResult],
-    jobs: Sequence[Job],
-    workers: int,
-    finished: OnResult,
-) -> None:
-    """One forked child per job, at most `workers` alive at once, each sending its result back
-    through a pipe of its own. A child that dies (killed, out of memory) fails its own target
-    only: the next job gets a new child. Forked, not spawned: the children start with the
-    library already imported."""
-    context = multiprocessing.get_context("fork")
-    waiting = list(jobs)
-    running: dict[Connection, tuple[Job, BaseProcess]] = {}
-    try:
-        while waiting or running:
-            while waiting and len(running) < workers:
-                job = waiting.pop(0)
-                receiver, sender = context.Pipe(duplex=False)
-                started = context.Process(target=_send_result, args=(work, job, sender))
-                started.start()
-                sender.close()
-                running[receiver] = (job, started)
-            for ready in wait_for_any(list(running)):
-                assert isinstance(ready, Connection)
-                job, done = running.pop(ready)
-                try:
-                    found: TargetResult = ready.recv()
-                except EOFError:
-                    found = TargetResult(
-                        job.name,
-                        FAILED,
-                        error="its worker process died (killed, or out of memory); run again",
-                        revision_known=False,
-                    )
-                ready.close()
-                done.join()
-                finished(found)
-    finally:
-        for receiver, (_job, left) in running.items():
-            left.join(timeout=30)
-            if left.is_alive():
-                left.kill()
-                left.join()
-            receiver.close()
-
-
-def _send_result(work: Callable[[Job], TargetResult], job: Job, sender: Connection) -> None:
-    sender.send(work(job))
-    sender.close()
 
 
 def in_file_order(fleet: Fleet, results: list[TargetResult]) -> tuple[TargetResult, ...]:

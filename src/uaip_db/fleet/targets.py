@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from uaip_db.errors import SettingsError, UsageError
+from uaip_db.errors import FileRefused, SettingsError, UsageError
+from uaip_db.files import read_settings_file
 from uaip_db.settings import URL_OPTIONS, DatabaseConfig
 
 CONNECTION_FIELDS = ("host", "port", "user", "dbname", "sslmode")
@@ -99,9 +100,13 @@ def load(path: Path | str) -> TargetsFile:
     """Read and check the whole file; SettingsError (exit 2) naming the line of a problem."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_settings_file(path).decode("utf-8")
     except FileNotFoundError:
         raise UsageError(f"Targets file {path} does not exist; pass --targets FILE.") from None
+    except FileRefused as error:
+        raise SettingsError(
+            f"Targets file {path} {error.reason}; name a TOML file of at most 1 MiB."
+        ) from None
     except (OSError, UnicodeDecodeError) as error:
         reason = "is not UTF-8 text" if isinstance(error, UnicodeDecodeError) else "cannot be read"
         raise SettingsError(f"Targets file {path} {reason}; fix it.") from None
@@ -248,8 +253,12 @@ def read_service(service_file: Path, service: str, where: str) -> dict[str, str]
     parser = configparser.ConfigParser(interpolation=None, strict=True, delimiters=("=",))
     parser.optionxform = str  # type: ignore[assignment,method-assign]
     try:
-        with service_file.open(encoding="utf-8") as handle:
-            parser.read_file(handle)
+        parser.read_string(read_settings_file(service_file).decode("utf-8"), str(service_file))
+    except FileRefused as error:
+        raise SettingsError(
+            f"{where}: service_file {service_file} {error.reason}; name a pg_service.conf of "
+            "at most 1 MiB."
+        ) from None
     except FileNotFoundError:
         raise SettingsError(
             f"{where}: service {service!r} needs {service_file}, which does not exist; "
