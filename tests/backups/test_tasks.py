@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from tests.backups.conftest import cut_manifest, exists, hashes, rewrite_manifest
@@ -525,3 +526,44 @@ def test_rehearse_takes_a_backup_of_this_database_on_this_server_only(
         "inv", "db.rehearse", "--backup", str(newer_theirs.path), database=head_db, env=env
     )
     assert named.returncode == 0 and f"Rehearsing on {newer_theirs.path.name};" in named.stdout
+
+
+# --- restored names: 63 bytes, their suffix whole ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "long_name",
+    ["uaip_" + "l" * 55, "uaip_" + "数" * 19],  # 60 characters; 62 bytes in 24 characters
+    ids=["60-characters", "multibyte"],
+)
+def test_two_restores_of_a_long_named_database_go_to_two_new_databases(
+    server: ScratchServer, head_template: str, tmp_path: Path, long_name: str
+) -> None:
+    admin = server.connection()
+    admin.execute(
+        psycopg.sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+            psycopg.sql.Identifier(long_name), psycopg.sql.Identifier(head_template)
+        )
+    )
+    source = server.config_for(long_name)
+    restored = "SELECT datname FROM pg_database WHERE datname LIKE '%\\_restored\\_%'"
+    try:
+        made = create_backup(source, tmp_path / "backups").path
+        runs = [run_cli("inv", "db.restore", str(made), database=source) for _ in range(2)]
+        for run in runs:
+            assert run.returncode == 0, run.stdout + run.stderr
+            assert "--yes" not in run.stdout + run.stderr
+        names = {row[0] for row in admin.execute(restored).fetchall()}
+        assert len(names) == 2, names
+        for name in names:
+            assert len(name.encode()) <= 63 and name in runs[0].stdout + runs[1].stdout
+            assert re.search(r"_restored_\d{14}(_\d+)?$", name), name
+            assert hashes(server.config_for(name)) == hashes(source)
+        cleaned = run_cli("inv", "db.clean", "--yes", database=source)
+        assert cleaned.returncode == 0, cleaned.stderr
+        assert all(name in cleaned.stdout for name in names)
+        assert not {row[0] for row in admin.execute(restored).fetchall()} & names
+    finally:
+        for (name,) in admin.execute(restored).fetchall():
+            server.drop_database(name)
+        server.drop_database(long_name)
