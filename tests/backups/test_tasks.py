@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import re
 import signal
@@ -254,6 +255,82 @@ def test_a_killed_backup_leaves_only_an_unfinished_folder_swept_by_the_next_run(
     assert result.returncode == 0, result.stderr
     assert f"removed {leftover.name}, an unfinished backup whose run was stopped" in result.stdout
     assert unfinished(tmp_path) == [] and final_folders(tmp_path) == [made_path(result)]
+
+
+# --- the session that holds the dump's snapshot ---------------------------------------------
+
+
+@contextlib.contextmanager
+def pg_dump_held(database: DatabaseConfig) -> Iterator[Callable[[], bool]]:
+    """A table outside `public` locked (ACCESS EXCLUSIVE) until the block ends: pg_dump, which
+    locks every table it dumps, waits there while the backup's own session (which counts the
+    rows of `public` only) sits idle in its snapshot transaction. Yields: is pg_dump waiting."""
+    sql(database, "CREATE SCHEMA IF NOT EXISTS held; CREATE TABLE IF NOT EXISTS held.t (x int)")
+    with psycopg.connect(**database.connect_kwargs()) as holder:
+        holder.execute("SET idle_in_transaction_session_timeout = 0")
+        holder.execute("LOCK TABLE held.t IN ACCESS EXCLUSIVE MODE")
+
+        def waiting() -> bool:
+            return bool(
+                sql(
+                    database,
+                    "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND query LIKE 'LOCK TABLE %%' AND wait_event_type = 'Lock'",
+                )
+            )
+
+        yield waiting
+        holder.rollback()
+
+
+def snapshot_sessions(database: DatabaseConfig) -> list[int]:
+    """The backup's session idling in the transaction whose snapshot pg_dump imported."""
+    rows = sql(
+        database,
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+        "AND state = 'idle in transaction' AND query NOT LIKE 'LOCK TABLE held.t%%'",
+    )
+    return [int(row[0]) for row in rows]
+
+
+def test_an_idle_in_transaction_timeout_does_not_end_the_snapshot_a_backup_holds(
+    head_db: DatabaseConfig, tmp_path: Path
+) -> None:
+    sql(
+        head_db,
+        psycopg.sql.SQL("ALTER DATABASE {} SET idle_in_transaction_session_timeout = '1s'")
+        .format(psycopg.sql.Identifier(head_db.name))
+        .as_string(),
+    )
+    env = {"UAIP_BACKUP_DIR": str(tmp_path)}
+    with pg_dump_held(head_db) as waiting:
+        run = start_cli("db.backup", "--no-verify", database=head_db, env=env)
+        until(waiting)
+        time.sleep(2.5)  # the snapshot's session idles past the database's 1 s
+    stdout, stderr = run.communicate(timeout=120)
+    assert run.returncode == 0, stdout + stderr
+    listed = run_cli("inv", "db.backups", "--json", database=head_db, env=env)
+    assert [b["state"] for b in json.loads(listed.stdout)["backups"]] == ["not verified"]
+
+
+def test_a_backup_whose_snapshot_session_ends_leaves_nothing_listed(
+    head_db: DatabaseConfig, tmp_path: Path
+) -> None:
+    env = {"UAIP_BACKUP_DIR": str(tmp_path)}
+    with pg_dump_held(head_db) as waiting:
+        run = start_cli("db.backup", "--no-verify", database=head_db, env=env)
+        until(waiting)
+        until(lambda: bool(snapshot_sessions(head_db)))
+        for pid in snapshot_sessions(head_db):
+            sql(head_db, "SELECT pg_terminate_backend(%s)", (pid,))
+    stdout, stderr = run.communicate(timeout=120)
+    assert run.returncode == 1, stdout + stderr
+    assert "Traceback" not in stderr and head_db.password not in stdout + stderr
+    assert len(stderr.strip().splitlines()) == 1, stderr
+    assert "nothing was kept" in stderr and "Restore it with" not in stdout
+    assert final_folders(tmp_path) == [] and unfinished(tmp_path) == []
+    listed = run_cli("inv", "db.backups", "--json", database=head_db, env=env)
+    assert json.loads(listed.stdout)["backups"] == []
 
 
 # --- db.restore -----------------------------------------------------------------------------
