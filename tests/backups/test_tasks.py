@@ -20,7 +20,7 @@ import psycopg
 import pytest
 
 from tests.backups.conftest import cut_manifest, exists, hashes, rewrite_manifest
-from tests.conftest import BIN, ROOT, cli_env, run_cli, sql
+from tests.conftest import BIN, ROOT, cli_env, pages, run_cli, small_disk, sql
 from uaip_db.backups import folder as folders
 from uaip_db.backups import manifest as manifests
 from uaip_db.backups.dump import create_backup
@@ -140,26 +140,6 @@ def test_out_creates_its_folder_owner_only(head_db: DatabaseConfig, tmp_path: Pa
     made = made_path(result)
     assert made.parent == target and manifests.read_manifest(made).state == "not verified"
     assert "not verified (made with --no-verify)" in result.stdout
-
-
-@contextlib.contextmanager
-def small_disk(path: Path, size: int) -> Iterator[Path]:
-    """A tmpfs of `size` bytes at `path`: a disk that fills up for real (ENOSPC)."""
-    path.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
-        capture_output=True,
-        check=False,
-    )
-    assert mounted.returncode == 0, mounted.stderr
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
-def pages(size: int) -> int:
-    return -(-size // 4096) * 4096
 
 
 @pytest.mark.root  # a full disk is a small tmpfs, which only root may mount
