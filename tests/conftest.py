@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import subprocess
@@ -262,3 +263,23 @@ def only_history_up_to(checkout: Path, revision: str) -> None:
         path = checkout / "migrations" / "versions" / Path(item.path).name
         path.unlink()
         (checkout / "migrations" / "snapshots" / f"{item.revision}.json").unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, size: int) -> Iterator[Path]:
+    """A tmpfs of `size` bytes at `path`: a disk that fills up for real (ENOSPC)."""
+    path.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
+        capture_output=True,
+        check=False,
+    )
+    assert mounted.returncode == 0, mounted.stderr
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def pages(size: int) -> int:
+    return -(-size // 4096) * 4096

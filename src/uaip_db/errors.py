@@ -76,6 +76,10 @@ class PrivilegeMissing(UaipDbError):
     """The role lacks a privilege the step needs (permission denied); nothing was changed."""
 
 
+class ReportNotWritten(UaipDbError):
+    """A report could not be written (a full disk): none of its files was left behind."""
+
+
 class ServerError(UaipDbError):
     """A local PostgreSQL server could not be found, started or stopped."""
 

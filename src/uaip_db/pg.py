@@ -435,6 +435,18 @@ def database_flags(conn: psycopg.Connection[Any], name: str) -> tuple[bool, bool
     return (bool(row[0]), bool(row[1])) if row else None
 
 
+# NAMEDATALEN - 1: PostgreSQL silently cuts a longer name (at a character boundary), so two names
+# that differ only past it would be one database.
+MAX_NAME_BYTES = 63
+
+
+def fitted_name(base: str, suffix: str) -> str:
+    """`base` + `suffix` in at most 63 bytes (UTF-8): `base` shortened at a character boundary,
+    `suffix` (what makes the name unique) kept whole."""
+    room = max(MAX_NAME_BYTES - len(suffix.encode()), 0)
+    return base.encode()[:room].decode(errors="ignore") + suffix
+
+
 def like_pattern(prefix: str = "", infix: str = "") -> str:
     """A LIKE pattern for names starting with `prefix` or holding `infix` (`_` taken literally)."""
     literal = (prefix or infix).replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import re
 import signal
@@ -15,10 +16,11 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from tests.backups.conftest import cut_manifest, exists, hashes, rewrite_manifest
-from tests.conftest import BIN, ROOT, cli_env, run_cli, sql
+from tests.conftest import BIN, ROOT, cli_env, pages, run_cli, small_disk, sql
 from uaip_db.backups import folder as folders
 from uaip_db.backups import manifest as manifests
 from uaip_db.backups.dump import create_backup
@@ -140,26 +142,6 @@ def test_out_creates_its_folder_owner_only(head_db: DatabaseConfig, tmp_path: Pa
     assert "not verified (made with --no-verify)" in result.stdout
 
 
-@contextlib.contextmanager
-def small_disk(path: Path, size: int) -> Iterator[Path]:
-    """A tmpfs of `size` bytes at `path`: a disk that fills up for real (ENOSPC)."""
-    path.mkdir()
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", str(path)],
-        capture_output=True,
-        check=False,
-    )
-    assert mounted.returncode == 0, mounted.stderr
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
-def pages(size: int) -> int:
-    return -(-size // 4096) * 4096
-
-
 @pytest.mark.root  # a full disk is a small tmpfs, which only root may mount
 @pytest.mark.parametrize("fails_at", ["dump.pgdump", "schema.json", "manifest.json"])
 def test_a_full_disk_leaves_no_backup_behind(
@@ -253,6 +235,82 @@ def test_a_killed_backup_leaves_only_an_unfinished_folder_swept_by_the_next_run(
     assert result.returncode == 0, result.stderr
     assert f"removed {leftover.name}, an unfinished backup whose run was stopped" in result.stdout
     assert unfinished(tmp_path) == [] and final_folders(tmp_path) == [made_path(result)]
+
+
+# --- the session that holds the dump's snapshot ---------------------------------------------
+
+
+@contextlib.contextmanager
+def pg_dump_held(database: DatabaseConfig) -> Iterator[Callable[[], bool]]:
+    """A table outside `public` locked (ACCESS EXCLUSIVE) until the block ends: pg_dump, which
+    locks every table it dumps, waits there while the backup's own session (which counts the
+    rows of `public` only) sits idle in its snapshot transaction. Yields: is pg_dump waiting."""
+    sql(database, "CREATE SCHEMA IF NOT EXISTS held; CREATE TABLE IF NOT EXISTS held.t (x int)")
+    with psycopg.connect(**database.connect_kwargs()) as holder:
+        holder.execute("SET idle_in_transaction_session_timeout = 0")
+        holder.execute("LOCK TABLE held.t IN ACCESS EXCLUSIVE MODE")
+
+        def waiting() -> bool:
+            return bool(
+                sql(
+                    database,
+                    "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() "
+                    "AND query LIKE 'LOCK TABLE %%' AND wait_event_type = 'Lock'",
+                )
+            )
+
+        yield waiting
+        holder.rollback()
+
+
+def snapshot_sessions(database: DatabaseConfig) -> list[int]:
+    """The backup's session idling in the transaction whose snapshot pg_dump imported."""
+    rows = sql(
+        database,
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+        "AND state = 'idle in transaction' AND query NOT LIKE 'LOCK TABLE held.t%%'",
+    )
+    return [int(row[0]) for row in rows]
+
+
+def test_an_idle_in_transaction_timeout_does_not_end_the_snapshot_a_backup_holds(
+    head_db: DatabaseConfig, tmp_path: Path
+) -> None:
+    sql(
+        head_db,
+        psycopg.sql.SQL("ALTER DATABASE {} SET idle_in_transaction_session_timeout = '1s'")
+        .format(psycopg.sql.Identifier(head_db.name))
+        .as_string(),
+    )
+    env = {"UAIP_BACKUP_DIR": str(tmp_path)}
+    with pg_dump_held(head_db) as waiting:
+        run = start_cli("db.backup", "--no-verify", database=head_db, env=env)
+        until(waiting)
+        time.sleep(2.5)  # the snapshot's session idles past the database's 1 s
+    stdout, stderr = run.communicate(timeout=120)
+    assert run.returncode == 0, stdout + stderr
+    listed = run_cli("inv", "db.backups", "--json", database=head_db, env=env)
+    assert [b["state"] for b in json.loads(listed.stdout)["backups"]] == ["not verified"]
+
+
+def test_a_backup_whose_snapshot_session_ends_leaves_nothing_listed(
+    head_db: DatabaseConfig, tmp_path: Path
+) -> None:
+    env = {"UAIP_BACKUP_DIR": str(tmp_path)}
+    with pg_dump_held(head_db) as waiting:
+        run = start_cli("db.backup", "--no-verify", database=head_db, env=env)
+        until(waiting)
+        until(lambda: bool(snapshot_sessions(head_db)))
+        for pid in snapshot_sessions(head_db):
+            sql(head_db, "SELECT pg_terminate_backend(%s)", (pid,))
+    stdout, stderr = run.communicate(timeout=120)
+    assert run.returncode == 1, stdout + stderr
+    assert "Traceback" not in stderr and head_db.password not in stdout + stderr
+    assert len(stderr.strip().splitlines()) == 1, stderr
+    assert "nothing was kept" in stderr and "Restore it with" not in stdout
+    assert final_folders(tmp_path) == [] and unfinished(tmp_path) == []
+    listed = run_cli("inv", "db.backups", "--json", database=head_db, env=env)
+    assert json.loads(listed.stdout)["backups"] == []
 
 
 # --- db.restore -----------------------------------------------------------------------------
@@ -525,3 +583,44 @@ def test_rehearse_takes_a_backup_of_this_database_on_this_server_only(
         "inv", "db.rehearse", "--backup", str(newer_theirs.path), database=head_db, env=env
     )
     assert named.returncode == 0 and f"Rehearsing on {newer_theirs.path.name};" in named.stdout
+
+
+# --- restored names: 63 bytes, their suffix whole ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "long_name",
+    ["uaip_" + "l" * 55, "uaip_" + "数" * 19],  # 60 characters; 62 bytes in 24 characters
+    ids=["60-characters", "multibyte"],
+)
+def test_two_restores_of_a_long_named_database_go_to_two_new_databases(
+    server: ScratchServer, head_template: str, tmp_path: Path, long_name: str
+) -> None:
+    admin = server.connection()
+    admin.execute(
+        psycopg.sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+            psycopg.sql.Identifier(long_name), psycopg.sql.Identifier(head_template)
+        )
+    )
+    source = server.config_for(long_name)
+    restored = "SELECT datname FROM pg_database WHERE datname LIKE '%\\_restored\\_%'"
+    try:
+        made = create_backup(source, tmp_path / "backups").path
+        runs = [run_cli("inv", "db.restore", str(made), database=source) for _ in range(2)]
+        for run in runs:
+            assert run.returncode == 0, run.stdout + run.stderr
+            assert "--yes" not in run.stdout + run.stderr
+        names = {row[0] for row in admin.execute(restored).fetchall()}
+        assert len(names) == 2, names
+        for name in names:
+            assert len(name.encode()) <= 63 and name in runs[0].stdout + runs[1].stdout
+            assert re.search(r"_restored_\d{14}(_\d+)?$", name), name
+            assert hashes(server.config_for(name)) == hashes(source)
+        cleaned = run_cli("inv", "db.clean", "--yes", database=source)
+        assert cleaned.returncode == 0, cleaned.stderr
+        assert all(name in cleaned.stdout for name in names)
+        assert not {row[0] for row in admin.execute(restored).fetchall()} & names
+    finally:
+        for (name,) in admin.execute(restored).fetchall():
+            server.drop_database(name)
+        server.drop_database(long_name)

@@ -2,14 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 from pathlib import Path
 
-from tests.conftest import sql
+import pytest
+
+from tests.conftest import pages, small_disk, sql
 from tests.release.conftest import psql_file
+from uaip_db.errors import UaipDbError
 from uaip_db.release.context import RunContext
-from uaip_db.release.report import APPENDIX, FAIL, PASS, Item, ReleaseReport, ReportNames, write_set
+from uaip_db.release.report import (
+    APPENDIX,
+    FAIL,
+    PASS,
+    Item,
+    ReleaseReport,
+    ReportNames,
+    ensure_writable,
+    write_report,
+    write_set,
+)
 from uaip_db.release.source import SourceState
 from uaip_db.settings import DatabaseConfig
 
@@ -119,3 +134,46 @@ def test_revision_docstrings_and_server_text_come_out_inert() -> None:
     assert not re.search(r"(?<!\\)!\[", text)  # an image only when not escaped
     assert "1. `c0ffee` &lt;img src=x onerror=alert(1)> \\![x](https://evil/track.png)" in text
     assert "\\x1b[32mdone\\x1b[0m" in text
+
+
+def fill(disk: Path) -> None:
+    """Write into `disk` until it is full."""
+    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        with contextlib.suppress(OSError):
+            while True:
+                os.write(fd, b"x" * 4096)
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.root  # a full disk is a small tmpfs, which only root may mount
+def test_a_full_disk_leaves_neither_the_report_nor_a_twin(tmp_path: Path) -> None:
+    report = sample_report()
+    sizes = {
+        suffix: len(text.encode())
+        for suffix, text in {
+            ".md": report.markdown("now", NAMES),
+            ".sql": report.appendix("now", NAMES),
+        }.items()
+    }
+    # Room for the report and its appendix, not for the JSON twin (the last written).
+    with small_disk(tmp_path / "reports", pages(sizes[".md"]) + pages(sizes[".sql"])) as disk:
+        with pytest.raises(UaipDbError) as raised:
+            write_report(disk, NAMES.stem, report, "now")
+        message = str(raised.value)
+        assert "\n" not in message and str(disk) in message
+        assert "No space left on device" in message
+        assert sorted(path.name for path in disk.iterdir()) == []
+
+
+@pytest.mark.root
+def test_a_full_reports_folder_is_named_before_the_long_work(tmp_path: Path) -> None:
+    with small_disk(tmp_path / "reports", 64 * 1024) as disk:
+        fill(disk)
+        with pytest.raises(UaipDbError) as raised:
+            ensure_writable(disk)
+        message = str(raised.value)
+        assert "\n" not in message and str(disk) in message
+        assert "No space left on device" in message
+        assert sorted(path.name for path in disk.iterdir()) == ["filler"]

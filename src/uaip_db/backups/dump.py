@@ -39,6 +39,8 @@ from uaip_db.pg import (
     catalog_connection,
     database_locale,
     database_oid,
+    first_line,
+    scrub,
     system_identifier,
 )
 from uaip_db.servers.binaries import client_program, major_of
@@ -153,26 +155,30 @@ def new_backup(
         raise write_failed(out_dir, error) from None
     partial: folders.Partial | None = None
     try:
-        with catalog_connection(database) as conn, exported_snapshot(conn) as snapshot_id:
-            revisions = applied.current_revisions_on(conn)
+        with catalog_connection(database) as conn:
             try:
-                partial = folders.start_partial(out_dir, database.name, revisions)
-                # pg_dump reads the same snapshot; counting rows meanwhile uses the other core.
-                dumping = process.start_tool(
-                    plan.args(pg_dump, partial.path, snapshot_id), [database]
-                )
-                written = progress.dump_line(partial.path)
-                with progress.reporting(report, written, progress_seconds):
-                    try:
-                        facts = read_facts(conn)
-                    except BaseException:
-                        # pg_dump's own failure would only be the echo of this one: the
-                        # snapshot it imports ends with this aborted transaction.
-                        process.stop_tool(dumping)
-                        raise
-                    process.finish_tool(
-                        dumping, [database], what=f"back up {database.where()} (pg_dump)"
+                with snapshot_held(conn, database) as snapshot_id:
+                    revisions = applied.current_revisions_on(conn)
+                    partial = folders.start_partial(out_dir, database.name, revisions)
+                    # pg_dump reads the same snapshot; counting rows meanwhile uses the other
+                    # core.
+                    dumping = process.start_tool(
+                        plan.args(pg_dump, partial.path, snapshot_id), [database]
                     )
+                    written = progress.dump_line(partial.path)
+                    with progress.reporting(report, written, progress_seconds):
+                        try:
+                            facts = read_facts(conn)
+                        except BaseException:
+                            # pg_dump's own failure would only be the echo of this one: the
+                            # snapshot it imports ends with this aborted transaction.
+                            process.stop_tool(dumping)
+                            raise
+                        process.finish_tool(
+                            dumping, [database], what=f"back up {database.where()} (pg_dump)"
+                        )
+                # Named complete only once the snapshot's transaction has ended well: a backup
+                # whose session was lost on the way is not one db.backups may list.
                 made = write_backup(partial, database, facts, plan, pg_dump_version, state)
             except BaseException as error:
                 if partial is not None:
@@ -184,6 +190,29 @@ def new_backup(
     finally:
         if partial is not None:
             partial.release()
+
+
+@contextlib.contextmanager
+def snapshot_held(conn: psycopg.Connection[Any], database: DatabaseConfig) -> Iterator[str]:
+    """`exported_snapshot`, its session kept from idle-in-transaction timeouts (a database's or
+    a role's setting would end it while it waits for pg_dump on purpose); the end of its
+    transaction failing (the session was ended meanwhile) is a BackupError."""
+    import psycopg
+
+    conn.execute("SET idle_in_transaction_session_timeout = 0")
+    finished = False
+    try:
+        with exported_snapshot(conn) as snapshot_id:
+            yield snapshot_id
+            finished = True
+    except psycopg.OperationalError as error:
+        if not finished:
+            raise
+        raise BackupError(
+            f"The session holding the snapshot of {database.where()} ended before the backup "
+            f"was complete ({first_line(scrub(str(error), database))}); nothing was kept. Run "
+            "the backup again."
+        ) from None
 
 
 def prepare_folder(out_dir: Path) -> Path:

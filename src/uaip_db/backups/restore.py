@@ -11,6 +11,8 @@ pg_restore only through the environment, and never appears in a message.
 from __future__ import annotations
 
 import contextlib
+import datetime
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -43,6 +45,10 @@ if TYPE_CHECKING:
     from uaip_db.servers.scratch import ScratchServer
 
 SYSTEM_DATABASES = ("postgres", "template0", "template1")
+# `db.restore` without a target names the new database <source>_restored_<UTC time>[_N], in 63
+# bytes (the source's name shortened, never the suffix); `db.clean` finds exactly those.
+RESTORED_MARK = "_restored_"
+RESTORED_NAME = re.compile(r"_restored_\d{14}(?:_\d+)?\Z")
 USER_RELATIONS_QUERY = """
 SELECT count(*) FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
@@ -68,6 +74,35 @@ class RestoreReport:
 
 
 # --- restoring ------------------------------------------------------------------------------
+
+
+def restored_name(admin: DatabaseConfig, source: str) -> str:
+    """A new database name for a restore of `source` that no database has yet: `<source>
+    _restored_<UTC time>`, `..._2` when that is taken, each within 63 bytes."""
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d%H%M%S")
+    with connection(admin.with_database(pg.MAINTENANCE_DATABASE)) as conn:
+        number = 1
+        while True:
+            suffix = f"{RESTORED_MARK}{stamp}" + (f"_{number}" if number > 1 else "")
+            name = pg.fitted_name(source, suffix)
+            if not pg.database_exists(conn, name):
+                return name
+            number += 1
+
+
+def is_restored_name(name: str) -> bool:
+    """Whether `name` is one `restored_name` gives (what `db.clean` may drop)."""
+    return RESTORED_NAME.search(name) is not None
+
+
+def check_name_length(target: DatabaseConfig) -> None:
+    """A name PostgreSQL would cut short names another database: refused."""
+    size = len(target.name.encode())
+    if size > pg.MAX_NAME_BYTES:
+        raise UsageError(
+            f"The database name {target.name!r} is {size} bytes; PostgreSQL keeps only "
+            f"{pg.MAX_NAME_BYTES} (it would restore into a shortened name). Pick a shorter one."
+        )
 
 
 def restore_backup(
@@ -156,6 +191,7 @@ def existing_relations(admin: DatabaseConfig, target: DatabaseConfig) -> int | N
     """None when `target` does not exist, else how many user relations it holds; a system or
     template database is refused before anything connects to it."""
     refuse_system_database(target)
+    check_name_length(target)
     with connection(admin) as conn:
         flags = pg.database_flags(conn, target.name)
     if flags is None:

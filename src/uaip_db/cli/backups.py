@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import datetime
 import os
 import shlex
 from pathlib import Path
@@ -18,10 +17,6 @@ from uaip_db.settings import DatabaseConfig
 
 if TYPE_CHECKING:
     from uaip_db.backups.workload import LoadSettings
-
-# `db.restore` without --target names the new database <source>_restored_<time>; `db.clean`
-# finds those by this mark.
-RESTORED_MARK = "_restored_"
 
 
 def backup_folder_argument(out: str | None) -> Path:
@@ -150,8 +145,7 @@ def restore(
     with folders.holding(folder):
         manifest = manifests.check_files(folder)
         config = DatabaseConfig.from_env()
-        stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d%H%M%S")
-        name = target or f"{manifest.database}{RESTORED_MARK}{stamp}"
+        name = target or restoring.restored_name(config, manifest.database)
         destination = config.with_database(name)
         relations = restoring.existing_relations(
             config.with_database(MAINTENANCE_DATABASE), destination
@@ -352,14 +346,19 @@ def list_backups(*, out_dir: str | None = None, as_json: bool = False, out: Say 
 def clean(*, yes: bool = False, confirm_db: str | None = None, out: Say = say) -> None:
     """Drop leftover throwaway and restored databases, and remove dead scratch clusters."""
     from uaip_db import pg
+    from uaip_db.backups.restore import RESTORED_MARK, is_restored_name
     from uaip_db.backups.throwaway import PREFIXES
     from uaip_db.servers.scratch import stale_clusters, sweep_stale_clusters
 
     config = DatabaseConfig.from_env()
-    patterns = [pg.like_pattern(prefix) for prefix in PREFIXES]
-    patterns.append(pg.like_pattern(infix=RESTORED_MARK))
+    throwaway = [pg.like_pattern(prefix) for prefix in PREFIXES]
     with pg.admin_connection(config) as conn:
-        names = [name for name in pg.databases_like(conn, patterns) if name != config.name]
+        found = pg.databases_like(conn, [*throwaway, pg.like_pattern(infix=RESTORED_MARK)])
+    names = [
+        name
+        for name in found
+        if name != config.name and (name.startswith(PREFIXES) or is_restored_name(name))
+    ]
     clusters = stale_clusters()
     if not names and not clusters:
         out(f"Nothing to clean on {config.host}:{config.port} or in the scratch folders.")

@@ -284,9 +284,7 @@ def _own_connection(engine: Engine) -> psycopg.Connection[Any]:
             "migrations run on psycopg 3: create it with a postgresql+psycopg:// URL."
         )
     driver.autocommit = True
-    driver.execute(
-        "SELECT pg_catalog.set_config('search_path', %s, false)", (CATALOG_SEARCH_PATH,)
-    )
+    driver.execute("SELECT pg_catalog.set_config('search_path', %s, false)", (CATALOG_SEARCH_PATH,))
     return driver
 
 

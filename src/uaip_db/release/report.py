@@ -10,13 +10,15 @@ together under one stem that no earlier report used: a report never overwrites a
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from uaip_db.errors import UaipDbError
+from uaip_db.errors import ReportNotWritten, UaipDbError
+from uaip_db.files import fsync_folder
 from uaip_db.release.context import RunContext
 from uaip_db.release.source import SourceState
 from uaip_db.text import inert_markdown, visible
@@ -270,14 +272,33 @@ def inert(lines: list[str]) -> list[str]:
     return shown
 
 
+# The room a report and its twins are checked to have before the long work starts: more than
+# any of this checklist's reports takes (the SQL appendix of a long chain is the largest part).
+REPORT_ROOM = 1 << 20
+
+
 def ensure_writable(directory: Path) -> None:
-    """Fail now (OSError naming the file) when reports cannot be written into `directory`,
-    rather than after a backup and a rehearsal."""
+    """Fail now, in one line naming `directory`, when a report cannot be written there (a
+    read-only checkout: OSError naming the file; a full disk: ReportNotWritten), rather than
+    after a backup and a rehearsal. Writes (and removes) a probe the size of a large report."""
     import tempfile
 
     directory.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=directory, prefix=".writable-"):
-        pass
+    with tempfile.NamedTemporaryFile(dir=directory, prefix=".writable-") as probe:
+        try:
+            probe.write(b"\0" * REPORT_ROOM)
+            probe.flush()
+            os.fsync(probe.fileno())
+        except OSError as error:
+            raise not_written(directory, error, "before anything was done") from None
+
+
+def not_written(directory: Path, error: OSError, when: str) -> ReportNotWritten:
+    reason = error.strerror or str(error)
+    return ReportNotWritten(
+        f"Cannot write the release report into {directory} ({reason}); nothing was written "
+        f"there, {when}. Free space there (or make it writable) and run release.check again."
+    )
 
 
 def write_report(directory: Path, stem: str, report: ReleaseReport, written_at: str) -> Path:
@@ -305,28 +326,58 @@ def write_set(
     render: Callable[[ReportNames], dict[str, str]],
 ) -> dict[str, Path]:
     """Claim `stem` (or `stem-2`, ...) for every suffix at once, creating each file exclusively,
-    then write what `render` gives for the names claimed. Nothing existing is overwritten."""
+    then write what `render` gives for the names claimed. Nothing existing is overwritten, and
+    the set appears whole or not at all: each file is written (and fsynced) under a temporary
+    name and linked into place only when all are complete; on a failure (a full disk) every
+    file of the set is removed and ReportNotWritten names the folder."""
     directory.mkdir(parents=True, exist_ok=True)
     for number in range(1, 1000):
         names = ReportNames(stem if number == 1 else f"{stem}-{number}")
-        claimed = _claim(directory, names.stem, suffixes)
+        if any((directory / f"{names.stem}{suffix}").exists() for suffix in suffixes):
+            continue
+        temporaries: list[Path] = []
+        try:
+            for suffix, text in render(names).items():
+                temporary = directory / f".{names.stem}{suffix}.{os.getpid()}.tmp"
+                temporaries.append(temporary)
+                _write_synced(temporary, text)
+            claimed = _claim(directory, names.stem, suffixes, temporaries)
+        except OSError as error:
+            raise not_written(directory, error, "the checks' results are above") from None
+        finally:
+            for temporary in temporaries:
+                temporary.unlink(missing_ok=True)
         if claimed is None:
             continue
-        for suffix, text in render(names).items():
-            claimed[suffix].write_text(text, encoding="utf-8")
         return claimed
     raise UaipDbError(f"Too many reports named {stem}*.md in {directory}; move some away.")
 
 
-def _claim(directory: Path, stem: str, suffixes: tuple[str, ...]) -> dict[str, Path] | None:
+def _write_synced(path: Path, text: str) -> None:
+    with path.open("x", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _claim(
+    directory: Path, stem: str, suffixes: tuple[str, ...], written: list[Path]
+) -> dict[str, Path] | None:
+    """Link each complete file in `written` to `stem + suffix` (a link never replaces a file);
+    None, with nothing left, when a name is taken meanwhile."""
     claimed: dict[str, Path] = {}
-    for suffix in suffixes:
-        path = directory / f"{stem}{suffix}"
-        try:
-            path.open("x", encoding="utf-8").close()
-        except FileExistsError:
-            for made in claimed.values():
-                made.unlink()
-            return None
-        claimed[suffix] = path
+    try:
+        for suffix, source in zip(suffixes, written, strict=True):
+            path = directory / f"{stem}{suffix}"
+            os.link(source, path)
+            claimed[suffix] = path
+        fsync_folder(directory)
+    except FileExistsError:
+        for made in claimed.values():
+            made.unlink()
+        return None
+    except BaseException:
+        for made in claimed.values():
+            made.unlink(missing_ok=True)
+        raise
     return claimed
