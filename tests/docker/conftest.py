@@ -26,7 +26,7 @@ from uaip_db.servers.scratch import free_port
 from uaip_db.settings import DatabaseConfig
 
 RUNNER_IMAGE = "uaip-db-migrations"
-TURNS = Path(tempfile.gettempdir()) / "uaip-db-docker-tests.lock"
+TURNS = Path(tempfile.gettempdir()) / f"uaip-db-docker-tests-{os.geteuid()}.lock"
 
 
 def docker(
@@ -112,7 +112,7 @@ def compose(engine: None, checkout: Path) -> Iterator[Compose]:
 @contextlib.contextmanager
 def taking_turns() -> Iterator[None]:
     """An exclusive lock across pytest's workers: one Docker test at a time."""
-    fd = os.open(TURNS, os.O_RDWR | os.O_CREAT, 0o666)
+    fd = os.open(TURNS, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield

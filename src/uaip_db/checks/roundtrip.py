@@ -17,7 +17,8 @@ from uaip_db.catalog.snapshot import Snapshot, describe, diff, take_from
 from uaip_db.checks import sample_data
 from uaip_db.checks.data_loss import count_losses, lost_objects, undeclared
 from uaip_db.errors import RoundtripFailed
-from uaip_db.migrations import history, runner
+from uaip_db.migrations import history
+from uaip_db.migrations.session import MigrationSession
 from uaip_db.pg import connection
 
 if TYPE_CHECKING:
@@ -70,7 +71,7 @@ def _fail(script: history.Revision, what: str, lines: list[str]) -> RoundtripFai
 
 def check_revision(
     conn: Any,
-    session: runner.MigrationSession,
+    session: MigrationSession,
     script: history.Revision,
     previous: str,
     schema: Snapshot | None = None,
@@ -142,7 +143,7 @@ def check_revision(
     return StepTimes(script.revision, up, down, up_again, checks), again
 
 
-def check_merge(conn: Any, session: runner.MigrationSession, script: history.Revision) -> StepTimes:
+def check_merge(conn: Any, session: MigrationSession, script: history.Revision) -> StepTimes:
     """A merge joins heads: it is applied (with any branch revision it needs) and must leave the
     rows that were there alone. Alembic cannot walk down through it to one parent, so it is not
     reverted; its parents were each round-tripped on their own."""
@@ -167,7 +168,7 @@ def run(server: ScratchServer, report: Callable[[str], None] | None = None) -> l
     database = server.create_database("uaip_roundtrip")
     try:
         times = []
-        with runner.MigrationSession(database) as session, connection(database) as conn:
+        with MigrationSession(database) as session, connection(database) as conn:
             at: tuple[str | None, Snapshot | None] = (None, None)
             for script in history.load().order:
                 if script.is_merge:

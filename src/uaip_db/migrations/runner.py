@@ -27,7 +27,6 @@ from uaip_db.errors import (
     UsageError,
 )
 from uaip_db.migrations import backfill_progress
-from uaip_db.migrations.applied import current_revisions
 from uaip_db.migrations.failures import command_error, interrupted, translate
 from uaip_db.migrations.lock import DEFAULT_WAIT_SECONDS, migration_lock
 from uaip_db.migrations.lock_report import LockRecorder
@@ -554,75 +553,3 @@ def new_revision(message: str) -> Script:
     script = command.revision(config, message=message.strip())
     assert script is not None and not isinstance(script, list)
     return script
-
-
-class MigrationSession:
-    """Many upgrades and downgrades on one database with one connection and one script load.
-
-    `upgrade()`/`downgrade()` above load every revision file and open new connections on each
-    call; a round trip makes three calls per revision, which would grow with the square of the
-    number of revisions. This runs the same env.py (ledger, timeouts, one transaction per
-    migration) on a connection handed in, with the scripts loaded once. For throwaway
-    databases only: it takes no migration lock.
-    """
-
-    def __init__(self, database: DatabaseConfig) -> None:
-        from alembic.script import ScriptDirectory
-
-        self.database = database
-        self.config = alembic_config(database, lock_held=True)
-        self.scripts = ScriptDirectory.from_config(self.config)
-        self.engine = make_engine(database)
-        self.connection = self.engine.connect()
-        self.config.attributes["connection"] = self.connection
-
-    def upgrade(self, revision: str) -> None:
-        self._run(revision, upgrade=True)
-
-    def start_from(self, parent: str) -> bool:
-        """Leave `parent` the only head before its child is applied: with another branch's head
-        applied too, a later downgrade to the parent would revert that branch as well. True when
-        the database had to be moved."""
-        if current_revisions(self.database) in ((parent,), ()):
-            return False
-        self.downgrade(parent)
-        return True
-
-    def downgrade(self, revision: str) -> None:
-        self._run(revision, upgrade=False)
-
-    def _run(self, revision: str, *, upgrade: bool) -> None:
-        from alembic.runtime.environment import EnvironmentContext
-        from alembic.util import CommandError
-
-        options = self.config.attributes["uaip_db"]
-        options.direction = "upgrade" if upgrade else "downgrade"
-
-        # The same step planning `alembic upgrade`/`downgrade` use (alembic.command).
-        def steps(current: Any, _context: Any) -> Any:
-            if upgrade:
-                return self.scripts._upgrade_revs(revision, current)
-            return self.scripts._downgrade_revs(revision, current)
-
-        try:
-            with EnvironmentContext(self.config, self.scripts, fn=steps, destination_rev=revision):
-                self.scripts.run_env()
-        except CommandError as error:
-            raise command_error(error) from None
-        except UaipDbError:
-            raise
-        except Exception as error:
-            raise translate(error, self.database, options.direction) from error
-        finally:
-            if self.connection.in_transaction():
-                self.connection.rollback()
-
-    def close(self) -> None:
-        self.connection.close()
-        self.engine.dispose()
-
-    def __enter__(self) -> MigrationSession:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()

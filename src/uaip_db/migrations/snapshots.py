@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING
 from uaip_db import files, paths
 from uaip_db.catalog import expected
 from uaip_db.catalog.snapshot import Snapshot, take
-from uaip_db.migrations import history, runner
+from uaip_db.migrations import history
+from uaip_db.migrations.session import MigrationSession
 
 if TYPE_CHECKING:
     from uaip_db.servers.scratch import ScratchServer
@@ -21,7 +22,7 @@ def build(server: ScratchServer) -> dict[str, Snapshot]:
     database = server.create_database("uaip_snapshots")
     try:
         built: dict[str, Snapshot] = {}
-        with runner.MigrationSession(database) as session:
+        with MigrationSession(database) as session:
             for item in history.load().order:
                 if not item.is_merge:  # a branch's schema is its own ancestors', no more
                     session.start_from(item.parent)

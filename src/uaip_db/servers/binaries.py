@@ -141,7 +141,9 @@ def cache_root(environ: Mapping[str, str] | None = None) -> Path:
     if process.running_as_root():
         return ROOT_CACHE
     xdg = environ.get("XDG_CACHE_HOME", "")
-    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".cache"
+    if os.path.isabs(xdg):
+        return Path(xdg) / "uaip-db" / "postgresql"
+    base = Path.home() / ".cache"
     if writable_or_creatable(base):
         return base / "uaip-db" / "postgresql"
     return homeless_cache()

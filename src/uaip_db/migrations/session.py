@@ -1,0 +1,84 @@
+"""Many upgrades and downgrades on one throwaway database, with one connection and one load of
+the scripts: the round trip and the snapshots run every revision up, down and up again."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from uaip_db.errors import UaipDbError
+from uaip_db.migrations.applied import current_revisions
+from uaip_db.migrations.failures import command_error, translate
+from uaip_db.migrations.runner import alembic_config, make_engine
+from uaip_db.settings import DatabaseConfig
+
+
+class MigrationSession:
+    """Many upgrades and downgrades on one database with one connection and one script load.
+
+    `upgrade()`/`downgrade()` above load every revision file and open new connections on each
+    call; a round trip makes three calls per revision, which would grow with the square of the
+    number of revisions. This runs the same env.py (ledger, timeouts, one transaction per
+    migration) on a connection handed in, with the scripts loaded once. For throwaway
+    databases only: it takes no migration lock.
+    """
+
+    def __init__(self, database: DatabaseConfig) -> None:
+        from alembic.script import ScriptDirectory
+
+        self.database = database
+        self.config = alembic_config(database, lock_held=True)
+        self.scripts = ScriptDirectory.from_config(self.config)
+        self.engine = make_engine(database)
+        self.connection = self.engine.connect()
+        self.config.attributes["connection"] = self.connection
+
+    def upgrade(self, revision: str) -> None:
+        self._run(revision, upgrade=True)
+
+    def start_from(self, parent: str) -> bool:
+        """Leave `parent` the only head before its child is applied: with another branch's head
+        applied too, a later downgrade to the parent would revert that branch as well. True when
+        the database had to be moved."""
+        if current_revisions(self.database) in ((parent,), ()):
+            return False
+        self.downgrade(parent)
+        return True
+
+    def downgrade(self, revision: str) -> None:
+        self._run(revision, upgrade=False)
+
+    def _run(self, revision: str, *, upgrade: bool) -> None:
+        from alembic.runtime.environment import EnvironmentContext
+        from alembic.util import CommandError
+
+        options = self.config.attributes["uaip_db"]
+        options.direction = "upgrade" if upgrade else "downgrade"
+
+        # The same step planning `alembic upgrade`/`downgrade` use (alembic.command).
+        def steps(current: Any, _context: Any) -> Any:
+            if upgrade:
+                return self.scripts._upgrade_revs(revision, current)
+            return self.scripts._downgrade_revs(revision, current)
+
+        try:
+            with EnvironmentContext(self.config, self.scripts, fn=steps, destination_rev=revision):
+                self.scripts.run_env()
+        except CommandError as error:
+            raise command_error(error) from None
+        except UaipDbError:
+            raise
+        except Exception as error:
+            raise translate(error, self.database, options.direction) from error
+        finally:
+            if self.connection.in_transaction():
+                self.connection.rollback()
+
+    def close(self) -> None:
+        self.connection.close()
+        self.engine.dispose()
+
+    def __enter__(self) -> MigrationSession:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
