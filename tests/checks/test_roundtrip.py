@@ -91,3 +91,94 @@ def test_the_task_reports_each_step(checkout: Path) -> None:
     result = run_cli("inv", "db.roundtrip", env={"UAIP_DB_ROOT": str(checkout)})
     assert result.returncode == 0, result.stderr
     assert "03033cebb647  up" in result.stdout and "Round trip passed" in result.stdout
+
+
+PEOPLE = "9e0a1e000001"
+CONTRACT = "9e0a1e000002"
+
+
+def add_people_then_drop_nickname(server: ScratchServer, checkout: Path, declared: str) -> None:
+    """A scratch table of its own, then a contract step that drops one of its columns."""
+    from uaip_db.migrations import snapshots
+
+    versions = checkout / "migrations" / "versions"
+    write_revision(
+        versions,
+        PEOPLE,
+        HEAD,
+        [
+            "CREATE TABLE zz_people (id serial PRIMARY KEY, nickname text, note text)",
+            "COMMENT ON TABLE zz_people IS 'people'",
+        ],
+        ["DROP TABLE zz_people"],
+        doc="People",
+        markers='destroys_data_on_downgrade = "zz_people"\n',
+    )
+    write_revision(
+        versions,
+        CONTRACT,
+        PEOPLE,
+        ["ALTER TABLE zz_people DROP COLUMN nickname"],
+        ["ALTER TABLE zz_people ADD COLUMN nickname text"],
+        doc="Drop nickname",
+        markers=declared,
+    )
+    snapshots.write(snapshots.build(server))
+
+
+def test_a_declared_drop_round_trips_and_is_reported(server: ScratchServer, checkout: Path) -> None:
+    add_people_then_drop_nickname(
+        server, checkout, 'destroys_data = "nickname moved to note in the release before"\n'
+    )
+    lines: list[str] = []
+    times = roundtrip.run(server, report=lines.append)
+    contract = next(t for t in times if t.revision == CONTRACT)
+    assert contract.dropped == ("zz_people.nickname",)
+    assert any("the upgrade drops zz_people.nickname (declared)" in line for line in lines)
+
+
+def test_an_undeclared_drop_is_named(server: ScratchServer, checkout: Path) -> None:
+    add_people_then_drop_nickname(server, checkout, "")
+    with pytest.raises(RoundtripFailed) as raised:
+        roundtrip.run(server)
+    message = str(raised.value)
+    assert f"revision {CONTRACT} (Drop nickname)" in message
+    assert "the upgrade drops data the revision does not declare" in message
+    assert "zz_people.nickname" in message
+
+
+def test_revisions_after_a_backfill_round_trip(server: ScratchServer, checkout: Path) -> None:
+    """The backfill's own progress table is the project's, not sample data."""
+    versions = checkout / "migrations" / "versions"
+    (versions / "bf0000000001_backfill.py").write_text(
+        f'''"""Backfill a column."""
+from alembic import op
+
+from uaip_db.ops import backfill
+
+revision = "bf0000000001"
+down_revision = "{HEAD}"
+branch_labels = None
+depends_on = None
+destroys_data_on_downgrade = "checkpoints.zz_label"
+
+
+def upgrade() -> None:
+    op.execute("ALTER TABLE checkpoints ADD COLUMN zz_label text")
+    op.execute("COMMENT ON COLUMN checkpoints.zz_label IS 'label'")
+    backfill(op, "checkpoints", set={{"zz_label": "'x'"}}, where="zz_label IS NULL")
+
+
+def downgrade() -> None:
+    op.execute("ALTER TABLE checkpoints DROP COLUMN zz_label")
+'''
+    )
+    write_revision(
+        versions,
+        "bf0000000002",
+        "bf0000000001",
+        ["COMMENT ON COLUMN checkpoints.zz_label IS 'a label, kept'"],
+        ["COMMENT ON COLUMN checkpoints.zz_label IS 'label'"],
+    )
+    times = roundtrip.run(server)
+    assert [t.revision for t in times][-2:] == ["bf0000000001", "bf0000000002"]

@@ -13,10 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from uaip_db.catalog import expected
 from uaip_db.catalog.snapshot import Snapshot, describe, diff, take_from
 from uaip_db.checks import sample_data
-from uaip_db.checks.data_loss import count_losses, lost_objects, undeclared
-from uaip_db.errors import RoundtripFailed
+from uaip_db.checks.data_loss import LostObjects, count_losses, lost_objects, undeclared
+from uaip_db.errors import CheckFailed, RoundtripFailed
 from uaip_db.migrations import history
 from uaip_db.migrations.session import MigrationSession
 from uaip_db.pg import connection
@@ -34,13 +35,16 @@ class StepTimes:
     checks: float
 
     merge: bool = False
+    # What the upgrade drops, as its revision declares (destroys_data): reported, not failed.
+    dropped: tuple[str, ...] = ()
 
     def line(self) -> str:
         if self.merge:
             return f"  {self.revision}  merge: up {self.up:.2f} s, checks {self.checks:.2f} s"
+        drops = f"; the upgrade drops {', '.join(self.dropped)} (declared)" if self.dropped else ""
         return (
             f"  {self.revision}  up {self.up:.2f} s, down {self.down:.2f} s, "
-            f"up again {self.up_again:.2f} s, checks {self.checks:.2f} s"
+            f"up again {self.up_again:.2f} s, checks {self.checks:.2f} s{drops}"
         )
 
 
@@ -60,6 +64,27 @@ def observe(
         sample_data.columns_of(conn),
         sample_data.table_hashes(conn, columns),
     )
+
+
+def committed_drops(script: history.Revision) -> LostObjects:
+    """What the revision's upgrade drops, read from the committed snapshots before it runs (so
+    the rows are hashed without it); nothing when a snapshot is not there yet."""
+    try:
+        return lost_objects(
+            expected.snapshot(script.parent), expected.snapshot(script.revision)
+        )
+    except CheckFailed:
+        return LostObjects([], [])
+
+
+def without(columns: dict[str, list[str]], drops: LostObjects) -> dict[str, list[str]]:
+    """`columns` less the tables and columns `drops` names."""
+    gone = set(drops.columns)
+    return {
+        table: [column for column in names if f"{table}.{column}" not in gone]
+        for table, names in columns.items()
+        if table not in drops.tables
+    }
 
 
 def _fail(script: history.Revision, what: str, lines: list[str]) -> RoundtripFailed:
@@ -96,13 +121,26 @@ def check_revision(
         action()
         return time.perf_counter() - started
 
-    def filled(schema: Snapshot | None) -> State:
+    def filled(schema: Snapshot | None, drops: LostObjects | None = None) -> State:
         sample_data.fill(conn)
-        return observe(conn, schema=schema)
+        if not drops:
+            return observe(conn, schema=schema)
+        return observe(conn, without(sample_data.columns_of(conn), drops), schema)
 
-    before: State = checked(lambda: filled(schema))
+    # What a contract step drops is not compared; what it keeps must hold the same rows.
+    drops = committed_drops(script)
+    before: State = checked(lambda: filled(schema, drops))
+    kept = without(before.columns, drops)
     up = timed(lambda: session.upgrade(script.revision))
-    after: State = checked(lambda: observe(conn, before.columns))
+    after: State = checked(lambda: observe(conn, kept))
+    dropped = lost_objects(before.schema, after.schema)
+    if dropped and not script.destroys_data:
+        raise _fail(
+            script,
+            "the upgrade drops data the revision does not declare "
+            '(say why in destroys_data = "...")',
+            dropped.names(),
+        )
     changed = sample_data.changed_tables(before.rows, after.rows)
     if changed:
         raise _fail(script, "the upgrade changed existing rows", changed)
@@ -140,7 +178,10 @@ def check_revision(
     differences = diff(after.schema, again)
     if differences:
         raise _fail(script, "upgrading again built a different schema", differences)
-    return StepTimes(script.revision, up, down, up_again, checks), again
+    return (
+        StepTimes(script.revision, up, down, up_again, checks, dropped=tuple(dropped.names())),
+        again,
+    )
 
 
 def check_merge(conn: Any, session: MigrationSession, script: history.Revision) -> StepTimes:

@@ -20,10 +20,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import psycopg
 
-from uaip_db.migrations.ledger import LEDGER_TABLE
+from uaip_db.catalog.snapshot import is_bookkeeping
 
 ROWS_PER_TABLE = 3
-SKIPPED_TABLES = ("alembic_version", LEDGER_TABLE)
 
 
 @dataclass
@@ -76,7 +75,7 @@ def read_tables(conn: psycopg.Connection[Any]) -> list[Table]:
     for name, column, type_, not_null, has_default, length, ref, checks in conn.execute(
         TABLES_QUERY
     ).fetchall():
-        if name in SKIPPED_TABLES:
+        if is_bookkeeping(name):  # the project's own tables hold no user data
             continue
         references = tuple(ref.split(".", 1)) if ref else None
         literals = check_literals(checks) if checks else []
