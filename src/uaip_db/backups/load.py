@@ -339,8 +339,18 @@ def under_load(
 def _stopped_early(ran: WorkloadResult) -> BackupError:
     why = next(iter(ran.aborted.values()), "pgbench ended")
     return BackupError(
-        f"The writers stopped before the upgrade began ({why}); the rehearsal's workload does "
-        "not fit this database's schema, so the upgrade was not measured."
+        f"The writers stopped before the upgrade began: {why}. The application's workload "
+        "(workload/) does not fit this database's schema even before the release, so the "
+        "upgrade was not measured: bring workload/ up to date with the application."
+    )
+
+
+def application_breaks(aborted: dict[int, str]) -> tuple[str, ...]:
+    """One sentence per failing statement of the application (however many writers hit it)."""
+    return tuple(
+        f"{why} on the upgraded copy: the running application would break at this statement; "
+        "deploy the application that stops using it before this revision"
+        for why in dict.fromkeys(aborted[client] for client in sorted(aborted))
     )
 
 
@@ -376,7 +386,7 @@ def analyse(measurement: Measurement, ran: WorkloadResult) -> LoadReport:
         tuple(loads),
         longest,
         other,
-        tuple(f"client {client} aborted: {why}" for client, why in sorted(ran.aborted.items())),
+        application_breaks(ran.aborted),
         ran.failed,
         measurement.sampler.samples,
         measurement.sampler.worst_gap,

@@ -1,8 +1,9 @@
-"""An application-like write load on a rehearsal copy: pgbench with the application's writes.
+"""The application's write load on a rehearsal copy: pgbench with the application's statements.
 
-Writers update their session, upsert a stage_data field and append to conversation_history at a
-steady total rate (`pgbench -R`), each client on a session of its own, in the columns schema
-v1.0.0 (database/init.sql) has and every later revision keeps. pgbench runs through
+The statements live in workload/ (paths.workload_dir), kept by the application's owners:
+`setup.sql` runs once, every other `*.sql` is a pgbench script, run at a steady total rate
+(`pgbench -R`), each client on a session of its own. A statement that fails on the upgraded
+copy is reported by its file: the running application would break there. pgbench runs through
 `process.start` with the copy's libpq settings in its environment (the password never in argv)
 and logs every transaction (`--log`): when it ended, how long it took, which script it ran. It
 runs until stopped: SIGALRM is the signal pgbench's own `-T` timer sends itself, so it finishes
@@ -19,39 +20,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from uaip_db import process
+from uaip_db import paths, process
 from uaip_db.errors import BackupError, SettingsError
 from uaip_db.pg import connection, scrub
 from uaip_db.settings import DatabaseConfig
 
 APPLICATION_NAME = "uaip-db-load"
-LOAD_USER = "uaip-load-"  # sessions.user_id of the load's own sessions: uaip-load-<client>
-# (table written, pgbench script); :client_id is pgbench's own, 0 .. clients - 1.
-SCRIPTS: tuple[tuple[str, str], ...] = (
-    (
-        "sessions",
-        "\\set stage random(1, 5)\n"
-        "UPDATE sessions SET last_activity = now(), current_stage = :stage\n"
-        f"WHERE user_id = '{LOAD_USER}' || :client_id;\n",
-    ),
-    (
-        "stage_data",
-        "\\set stage random(1, 5)\n"
-        "INSERT INTO stage_data (session_id, stage_number, field_name, field_value)\n"
-        "SELECT session_id, :stage, 'load', jsonb_build_object('at', now()::text)\n"
-        f"FROM sessions WHERE user_id = '{LOAD_USER}' || :client_id\n"
-        "ON CONFLICT (session_id, stage_number, field_name)\n"
-        "DO UPDATE SET field_value = EXCLUDED.field_value, updated_at = now();\n",
-    ),
-    (
-        "conversation_history",
-        "\\set stage random(1, 5)\n"
-        "INSERT INTO conversation_history (session_id, stage_number, role, content)\n"
-        "SELECT session_id, :stage, 'user', 'A message written during the rehearsal.'\n"
-        f"FROM sessions WHERE user_id = '{LOAD_USER}' || :client_id;\n",
-    ),
+SETUP_FILE = "setup.sql"  # run once before the writers; %(clients)s is their number
+ABORTED = re.compile(
+    r"client (\d+) (?:script (\d+) )?aborted in command \d+ (?:query \d+)?:?\s*(.*)"
 )
-ABORTED = re.compile(r"client (\d+) (?:script \d+ )?aborted in command \d+ (?:query \d+)?:?\s*(.*)")
 STOP_SECONDS = 60  # how long a stopped pgbench may take to finish its transactions
 START_SECONDS = 30
 WRITING = (
@@ -143,6 +121,24 @@ class WorkloadResult:
         return len(self.aborted) + self.failed
 
 
+def application_scripts(folder: Path | None = None) -> list[Path]:
+    """The application's pgbench scripts in workload/ (every `*.sql` but setup.sql), by name."""
+    folder = folder or paths.workload_dir()
+    scripts = sorted(path for path in folder.glob("*.sql") if path.name != SETUP_FILE)
+    if not scripts:
+        raise SettingsError(
+            f"{folder} holds none of the application's statements (pgbench scripts, *.sql), so "
+            "no writers can run; restore workload/ (workload/README.md), or rehearse without "
+            "writers (db.rehearse without --load, release.check --no-load)."
+        )
+    return scripts
+
+
+def shown(path: Path) -> str:
+    """A workload file as people know it: workload/NAME.sql."""
+    return f"{path.parent.name}/{path.name}"
+
+
 def pgbench(config: DatabaseConfig) -> str:
     """pgbench beside the server binaries we use (servers.binaries), else on PATH."""
     from uaip_db.servers.binaries import client_program
@@ -166,17 +162,17 @@ class Workload:
         self.settings = settings
         self._process: process.Popen[str] | None = None
         self.argv: list[str] = []
+        self.scripts: list[Path] = []
 
     @property
     def pid(self) -> int | None:
         return self._process.pid if self._process is not None else None
 
     def start(self) -> None:
-        self._create_sessions()
+        self.scripts = application_scripts()
+        self._setup()
         scripts = []
-        for table, text in SCRIPTS:
-            path = self.folder / f"{table}.sql"
-            path.write_text(text, encoding="utf-8")
+        for path in self.scripts:
             scripts += ["-f", f"{path}@1"]
         self.argv = [
             pgbench(self.target),
@@ -232,7 +228,7 @@ class Workload:
             raise BackupError(f"pgbench failed: {process.meaningful_line(stderr or stdout)}")
         return WorkloadResult(
             self._read_logs(),
-            aborted_clients(stderr),
+            aborted_clients(stderr, self.scripts),
             failed_transactions(stdout),
             self.argv,
         )
@@ -244,23 +240,34 @@ class Workload:
             self._process.communicate()
         self._process = None
 
-    def _create_sessions(self) -> None:
+    def _setup(self) -> None:
+        """workload/setup.sql, once, before the writers (when there is one)."""
+        import psycopg
+
+        setup = paths.workload_dir() / SETUP_FILE
+        if not setup.is_file():
+            return
         with connection(self.target) as conn:
-            conn.execute(
-                "INSERT INTO sessions (user_id, project_name) "
-                "SELECT %s || n, 'rehearsal load' FROM generate_series(0, %s - 1) AS n",
-                (LOAD_USER, self.settings.clients),
-            )
+            try:
+                conn.execute(setup.read_text(encoding="utf-8"), {"clients": self.settings.clients})
+            except psycopg.Error as error:
+                raise BackupError(
+                    f"The application's {shown(setup)} failed on the copy: "
+                    f"{process.meaningful_line(str(error))}; the running application would "
+                    "break there too: fix the workload, or deploy the application that stops "
+                    "using it first."
+                ) from None
 
     def _read_logs(self) -> list[Transaction]:
+        names = [path.stem for path in self.scripts]
         found: list[Transaction] = []
         for path in sorted(self.folder.glob("transactions.*")):
             for line in path.read_text(encoding="utf-8").splitlines():
-                found += parse_log_line(line)
+                found += parse_log_line(line, names)
         return sorted(found, key=lambda t: t.ended)
 
 
-def parse_log_line(line: str) -> list[Transaction]:
+def parse_log_line(line: str, names: list[str]) -> list[Transaction]:
     """`client_id transaction_no time script_no time_epoch time_us [schedule_lag]`; `time` is
     microseconds, or `failed`/`serialization`/`deadlock`, or `skipped` (never started)."""
     fields = line.split()
@@ -268,16 +275,24 @@ def parse_log_line(line: str) -> list[Transaction]:
         return []
     script, epoch, micros = int(fields[3]), int(fields[4]), int(fields[5])
     seconds = int(fields[2]) / 1e6 if fields[2].isdigit() else None
-    table = SCRIPTS[script][0] if script < len(SCRIPTS) else f"script {script}"
+    table = names[script] if script < len(names) else f"script {script}"
     return [Transaction(table, epoch + micros / 1e6, seconds)]
 
 
-def aborted_clients(stderr: str) -> dict[int, str]:
+def aborted_clients(stderr: str, scripts: list[Path]) -> dict[int, str]:
+    """Per client that pgbench stopped: which of the application's statements failed, and how."""
     found: dict[int, str] = {}
     for line in stderr.splitlines():
         match = ABORTED.search(line)
-        if match:
-            found.setdefault(int(match.group(1)), " ".join(match.group(2).split()))
+        if not match:
+            continue
+        number = int(match.group(2)) if match.group(2) is not None else 0
+        why = " ".join(match.group(3).split())
+        where = shown(scripts[number]) if number < len(scripts) else "a workload script"
+        found.setdefault(
+            int(match.group(1)),
+            f"the application's statement in {where} failed: {why}",
+        )
     return found
 
 

@@ -70,9 +70,7 @@ def committed_drops(script: history.Revision) -> LostObjects:
     """What the revision's upgrade drops, read from the committed snapshots before it runs (so
     the rows are hashed without it); nothing when a snapshot is not there yet."""
     try:
-        return lost_objects(
-            expected.snapshot(script.parent), expected.snapshot(script.revision)
-        )
+        return lost_objects(expected.snapshot(script.parent), expected.snapshot(script.revision))
     except CheckFailed:
         return LostObjects([], [])
 

@@ -160,7 +160,8 @@ def writers_line(rehearsed: Rehearsal) -> str:
         else "none was seen waiting behind it"
     )
     return (
-        f"Under {measured.settings.clients} writers ({measured.settings.rate} transactions/s) "
+        f"Under {measured.settings.clients} writers running the application's statements "
+        f"(workload/, {measured.settings.rate} transactions/s) "
         f"{waited} (budget {measured.settings.max_writer_wait:g} s); their latency during it: "
         f"{latency}."
     )
