@@ -386,3 +386,65 @@ def test_db_restore_and_db_rehearse_hash_each_file_once(
     hashed.clear()
     rehearse(made.path, server)
     assert sorted(hashed) == sorted(entry.path for entry in made.manifest.files)
+
+
+def test_way_a_restores_the_backup_over_a_release_that_added_objects(
+    server: ScratchServer, head_db: DatabaseConfig, backups: Path, checkout: Path
+) -> None:
+    """The release report's way back A, `inv db.restore BACKUP --target NAME --yes`, after a
+    release that added a table, a type and a sequence: what the release made is dropped with the
+    restore, in one transaction, and the database is the backup again."""
+    from tests.conftest import write_revision
+    from uaip_db.migrations import applied, snapshots
+
+    write_revision(
+        checkout / "migrations" / "versions",
+        "a0a0a0000001",
+        HEAD,
+        [
+            "CREATE TYPE zz_mood AS ENUM ('calm', 'busy')",
+            "CREATE SEQUENCE zz_tickets",
+            "CREATE TABLE zz_users (id serial PRIMARY KEY, mood zz_mood)",
+            "COMMENT ON TABLE zz_users IS 'users'",
+            "COMMENT ON COLUMN zz_users.id IS 'id'",
+            "COMMENT ON COLUMN zz_users.mood IS 'mood'",
+        ],
+        ["DROP TABLE zz_users", "DROP SEQUENCE zz_tickets", "DROP TYPE zz_mood"],
+        doc="Users",
+    )
+    snapshots.write(snapshots.build(server))
+    sql(head_db, "INSERT INTO sessions (user_id) VALUES ('before the release')")
+    made = create_backup(head_db, backups)
+    runner.upgrade(head_db, "head")
+    sql(head_db, "INSERT INTO zz_users (mood) VALUES ('busy')")
+    sql(head_db, "INSERT INTO sessions (user_id) VALUES ('after the release')")
+    env = {"UAIP_DB_ROOT": str(checkout)}
+    back = run_cli(
+        "inv",
+        "db.restore",
+        str(made.path),
+        "--target",
+        head_db.name,
+        "--yes",
+        database=head_db,
+        env=env,
+    )
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert applied.current_revisions(head_db) == (HEAD,)
+    assert sql(head_db, "SELECT to_regclass('zz_users'), to_regtype('zz_mood')") == [(None, None)]
+    assert sql(head_db, "SELECT user_id FROM sessions ORDER BY user_id") == [
+        ("before the release",)
+    ]
+    # Something made by hand is still refused, and nothing is touched.
+    sql(head_db, "CREATE TABLE hand_made (id int)")
+    refused = run_cli(
+        "inv",
+        "db.restore",
+        str(made.path),
+        "--target",
+        head_db.name,
+        "--yes",
+        database=head_db,
+        env=env,
+    )
+    assert refused.returncode == 1 and "table hand_made" in refused.stderr
