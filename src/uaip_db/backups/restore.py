@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from uaip_db import pg, process
 from uaip_db.backups import folder as folders
-from uaip_db.backups import progress
+from uaip_db.backups import progress, superuser
 from uaip_db.backups.dump import check_jobs, row_counts
 from uaip_db.backups.manifest import (
     VERIFIED,
@@ -142,6 +142,7 @@ def restore_backup(
                 "back, and pg_restore cannot combine that with parallel jobs; use jobs=1."
             )
         admin = (server_admin or target).with_database(pg.MAINTENANCE_DATABASE)
+        superuser.refuse_unless_superuser(admin, target, folder, manifest)
         relations = existing_relations(admin, target)
         clean = plan_restore(folder, manifest, target, relations, into_existing, jobs)
         created = relations is None
