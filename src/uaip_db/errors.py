@@ -116,6 +116,12 @@ class BackupError(UaipDbError):
     exit_code = CHECK_FAILED
 
 
+class DiskFull(BackupError):
+    """A disk filled up under pg_dump, pg_restore or a server (SQLSTATE 53100, "No space left
+    on device"): nothing was kept, and a backup's restore check proved nothing either way. The
+    message names the disk (a folder, or a server); exit 1 like any failed backup."""
+
+
 class MigrationError(UaipDbError):
     """A migration failed or was refused; the database is left at a clean revision."""
 

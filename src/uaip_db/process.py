@@ -22,13 +22,16 @@ from subprocess import Popen as Popen
 from subprocess import TimeoutExpired as TimeoutExpired
 from typing import IO, TYPE_CHECKING, NoReturn, TypedDict, overload
 
-from uaip_db.errors import BackupError, ServerError, SettingsError, UaipDbError
+from uaip_db.errors import BackupError, DiskFull, ServerError, SettingsError, UaipDbError
 from uaip_db.pg import child_environment, scrub
 
 if TYPE_CHECKING:
     from uaip_db.settings import DatabaseConfig
 
 SERVER_USER = "postgres"
+# What pg_dump and pg_restore print when a disk filled up: their own folder (ENOSPC), or the
+# server's (SQLSTATE 53100 reaches them as its message only).
+DISK_FULL_MARKS = ("No space left on device", "could not extend file")
 OWNER_ONLY_UMASK = 0o077
 PR_SET_PDEATHSIG = 1
 
@@ -351,6 +354,8 @@ def tool_error(output: str, configs: Sequence[DatabaseConfig], *, what: str) -> 
             f"Could not {what}: this pg_restore is older than the pg_dump that wrote the backup. "
             "Install a matching PostgreSQL client, or set PG_BINDIR to its bin folder."
         )
+    if any(mark in output for mark in DISK_FULL_MARKS):
+        return DiskFull(f"Could not {what}: {meaningful_line(output)}")
     return BackupError(f"Could not {what}: {meaningful_line(output)}")
 
 

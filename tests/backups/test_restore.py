@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,7 +21,7 @@ from tests.backups.conftest import (
     tamper,
 )
 from tests.catalog.changes import apply_changes
-from tests.conftest import HEAD, run_cli, sql
+from tests.conftest import HEAD, run_cli, small_disk, sql
 from uaip_db import files
 from uaip_db.backups import manifest as manifests
 from uaip_db.backups import restore as restoring
@@ -27,10 +29,11 @@ from uaip_db.backups.dump import create_backup
 from uaip_db.backups.restore import restore_backup
 from uaip_db.catalog.snapshot import diff, take
 from uaip_db.checks import sample_data
-from uaip_db.errors import BackupError, CheckFailed, SettingsError, UsageError
+from uaip_db.errors import BackupError, CheckFailed, DiskFull, SettingsError, UsageError
 from uaip_db.migrations import history, runner
-from uaip_db.servers.scratch import ScratchServer
-from uaip_db.settings import DatabaseConfig
+from uaip_db.servers import scratch
+from uaip_db.servers.scratch import ScratchServer, start_scratch_server
+from uaip_db.settings import DatabaseConfig, ScratchPlace
 
 
 def test_a_backup_is_proven_restorable_on_a_scratch_server(
@@ -448,3 +451,56 @@ def test_way_a_restores_the_backup_over_a_release_that_added_objects(
         env=env,
     )
     assert refused.returncode == 1 and "table hand_made" in refused.stderr
+
+
+# --- the restore check's own server running out of disk is not a bad backup ----------------
+
+
+@pytest.mark.root  # a full disk is a small tmpfs, which only root may mount
+def test_a_full_disk_on_the_check_server_leaves_a_good_backup_unjudged(
+    full_db: DatabaseConfig, backups: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made = create_backup(full_db, backups)
+    # The server account reaches its data folder through here (pytest's tmp_path is private).
+    shared = Path(tempfile.mkdtemp(prefix="uaip-test-shared-", dir="/tmp"))
+    shared.chmod(0o755)
+    with small_disk(shared / "scratch", 120 * 1024 * 1024) as disk:
+        disk.chmod(0o755)
+        # Throwaway servers go to TMPDIR when /dev/shm is not there (servers.scratch).
+        monkeypatch.setattr(scratch, "TMPFS", tmp_path / "no-shm")
+        monkeypatch.setattr(tempfile, "tempdir", str(disk))
+        check = start_scratch_server(place=ScratchPlace(None, "the default"))
+        try:
+            assert check.cluster is not None
+            data = check.cluster.cluster.data
+            assert data.is_relative_to(disk)
+            # Room for the new database (a copy of template0) and little of what it restores.
+            template0 = sql(check.admin, "SELECT pg_database_size('template0')")[0][0]
+            fill_leaving(disk, template0 + 1024 * 1024)
+            with pytest.raises(DiskFull) as full:
+                restoring.verify_restorable(made, check)
+            message = str(full.value)
+            assert "restore check could not finish" in message and str(data) in message
+            assert "not restorable" not in message and "dropped again" not in message
+            assert len(message.splitlines()) <= 2 and "Traceback" not in message
+            assert manifests.read_manifest(made.path).state == "written"
+            leftovers = sql(
+                check.admin,
+                "SELECT datname FROM pg_database WHERE datname LIKE %s",
+                ("uaip\\_verify\\_%",),
+            )
+            assert leftovers == []
+        finally:
+            check.close()
+    shutil.rmtree(shared, ignore_errors=True)
+
+
+def fill_leaving(disk: Path, room: int) -> None:
+    """Fill `disk` until `room` bytes are left."""
+    free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+    with open(disk / "ballast", "wb") as ballast:
+        ballast.truncate(0)
+        remaining = max(free - room, 0)
+        chunk = b"\0" * (1 << 20)
+        while remaining > 0:
+            remaining -= ballast.write(chunk[: min(len(chunk), remaining)])

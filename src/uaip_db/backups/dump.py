@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from uaip_db import process
 from uaip_db.backups import folder as folders
-from uaip_db.backups import progress
+from uaip_db.backups import progress, superuser
 from uaip_db.backups.manifest import (
     CUSTOM_DUMP,
     DIRECTORY_DUMP,
@@ -69,6 +69,8 @@ class DatabaseFacts:
     system_identifier: str | None = None
     database_oid: int | None = None
     locale: DatabaseLocale | None = None
+    superuser_only: tuple[str, ...] = ()
+    dumped_by_superuser: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -293,6 +295,8 @@ def read_facts(conn: psycopg.Connection[Any]) -> DatabaseFacts:
         system_identifier=system_identifier(conn),
         database_oid=database_oid(conn),
         locale=database_locale(conn),
+        superuser_only=superuser.superuser_only(conn),
+        dumped_by_superuser=superuser.is_superuser(conn),
     )
 
 
@@ -338,5 +342,7 @@ def write_backup(
         encoding=facts.locale.encoding if facts.locale else None,
         collate=facts.locale.collate if facts.locale else None,
         ctype=facts.locale.ctype if facts.locale else None,
+        superuser_only=facts.superuser_only,
+        dumped_by_superuser=facts.dumped_by_superuser,
     )
     return folders.complete(partial, lambda sequence: replace(manifest, sequence=sequence))

@@ -116,6 +116,10 @@ class Manifest:
     encoding: str | None = None
     collate: str | None = None
     ctype: str | None = None
+    # What only a superuser can restore (backups.superuser), and whether the dumping role was
+    # one; None: not recorded (an older uaip-db, scripts/backup).
+    superuser_only: tuple[str, ...] | None = None
+    dumped_by_superuser: bool | None = None
 
     @property
     def locale(self) -> DatabaseLocale | None:
@@ -173,6 +177,8 @@ class Manifest:
             "encoding": self.encoding,
             "collate": self.collate,
             "ctype": self.ctype,
+            "superuser_only": None if self.superuser_only is None else list(self.superuser_only),
+            "dumped_by_superuser": self.dumped_by_superuser,
         }
         return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
@@ -210,6 +216,12 @@ class Manifest:
             encoding=_optional(data, "encoding", str),
             collate=_optional(data, "collate", str),
             ctype=_optional(data, "ctype", str),
+            superuser_only=(
+                None
+                if data.get("superuser_only") is None
+                else tuple(_strings(data, "superuser_only"))
+            ),
+            dumped_by_superuser=_optional_flag(data, "dumped_by_superuser"),
         )
 
 
@@ -235,6 +247,13 @@ def _optional(data: dict[str, Any], key: str, kind: type[T]) -> T | None:
     if not isinstance(value, kind) or isinstance(value, bool):
         raise ValueError(f"{key!r} is not a {'number' if kind is int else kind.__name__}")
     return value
+
+
+def _optional_flag(data: dict[str, Any], key: str) -> bool | None:
+    value = data.get(key)
+    if value is None or isinstance(value, bool):
+        return value
+    raise ValueError(f"{key!r} is neither true nor false")
 
 
 def _strings(data: dict[str, Any], key: str) -> list[str]:

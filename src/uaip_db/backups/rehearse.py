@@ -24,7 +24,7 @@ from uaip_db.backups.throwaway import REHEARSAL_PREFIX, throwaway_database
 from uaip_db.backups.workload import LoadSettings
 from uaip_db.checks.status import inspect
 from uaip_db.checks.verify import verify
-from uaip_db.errors import BackupError, CheckFailed
+from uaip_db.errors import BackupError, CheckFailed, DiskFull
 from uaip_db.migrations import runner
 from uaip_db.migrations.lock_report import LockRecorder, StatementLocks, held_by
 from uaip_db.servers.scratch import ScratchServer
@@ -199,6 +199,8 @@ def _proving(folder: Path, prove_backup: bool) -> Iterator[None]:
     backup's manifest, as `db.backup`'s own restore check would."""
     try:
         yield
+    except DiskFull:
+        raise  # the throwaway server's disk, not the backup: its state stays as it was
     except (CheckFailed, BackupError):
         if prove_backup:
             with contextlib.suppress(CheckFailed, BackupError):

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from uaip_db import pg, process
 from uaip_db.backups import folder as folders
-from uaip_db.backups import progress
+from uaip_db.backups import progress, superuser
 from uaip_db.backups.dump import check_jobs, row_counts
 from uaip_db.backups.manifest import (
     VERIFIED,
@@ -35,9 +35,16 @@ from uaip_db.backups.manifest import (
 )
 from uaip_db.backups.throwaway import VERIFY_PREFIX, throwaway_database
 from uaip_db.catalog.snapshot import Snapshot, diff, take_from
-from uaip_db.errors import BackupError, CheckFailed, SettingsError, UsageError
+from uaip_db.errors import (
+    BackupError,
+    CheckFailed,
+    DiskFull,
+    SettingsError,
+    UaipDbError,
+    UsageError,
+)
 from uaip_db.migrations import applied
-from uaip_db.pg import connection, scrub
+from uaip_db.pg import connection, first_line, scrub
 from uaip_db.servers.binaries import client_program
 from uaip_db.settings import DatabaseConfig
 
@@ -135,6 +142,7 @@ def restore_backup(
                 "back, and pg_restore cannot combine that with parallel jobs; use jobs=1."
             )
         admin = (server_admin or target).with_database(pg.MAINTENANCE_DATABASE)
+        superuser.refuse_unless_superuser(admin, target, folder, manifest)
         relations = existing_relations(admin, target)
         clean, drops = plan_restore(folder, manifest, target, relations, into_existing, jobs)
         created = relations is None
@@ -153,11 +161,44 @@ def restore_backup(
                 progress_seconds=progress_seconds,
             )
             return verified_report(folder, manifest, target, started, created)
+        except UaipDbError as error:
+            if not created:
+                raise
+            raise type(error)(f"{error}\n{undone(admin, target, error)}") from None
         except BaseException:
             if created:
-                with contextlib.suppress(Exception), connection(admin) as conn:
-                    pg.drop_database(conn, target.name)
+                drop_created(admin, target)
             raise
+
+
+def drop_created(admin: DatabaseConfig, target: DatabaseConfig) -> str | None:
+    """Drop the database a failed restore created; None when it is gone, else why not."""
+    import psycopg
+
+    try:
+        with connection(admin) as conn:
+            pg.drop_database(conn, target.name)
+    except (psycopg.Error, UaipDbError) as error:
+        return first_line(scrub(str(error), admin))
+    return None
+
+
+def undone(admin: DatabaseConfig, target: DatabaseConfig, error: UaipDbError) -> str:
+    """What became of the database a failed restore created (said only once the drop is
+    done), and what to do."""
+    if isinstance(error, DiskFull):
+        advice = "free space on that server and restore again"
+    elif isinstance(error, CheckFailed):
+        advice = "use another backup"
+    else:
+        advice = "fix the cause and restore again"
+    problem = drop_created(admin, target)
+    if problem is None:
+        return f"The new database is dropped again; {advice}."
+    return (
+        f"The new database {target.name!r} could not be dropped ({problem}); {advice}, then "
+        "drop it (inv db.clean)."
+    )
 
 
 def plan_restore(
@@ -355,6 +396,11 @@ def create_database(
                 f"{admin.user} may not create {target.name!r} ({scrub(str(error), admin)}); "
                 "create it empty first, or give a server admin that may."
             ) from None
+        except errors.DiskFull as error:
+            raise DiskFull(
+                f"Could not create {target.where()}: the server's disk is full "
+                f"({first_line(scrub(str(error), admin))}); nothing was created."
+            ) from None
 
 
 def run_restore(
@@ -392,8 +438,11 @@ def run_restore(
                 args, target, len(manifest.row_counts), what, report, progress_seconds
             )
     except BackupError as error:
-        outcome = "The new database is dropped again" if created else "The database is as it was"
-        raise BackupError(f"{error}\n{outcome}; fix the cause and restore again.") from None
+        if created:
+            raise  # restore_backup drops the database, then says so
+        raise type(error)(
+            f"{error}\nThe database is as it was; fix the cause and restore again."
+        ) from None
 
 
 def replace_with_drops(
@@ -490,9 +539,8 @@ def verified_report(
     if problems:
         raise CheckFailed(
             f"The restore of {folder.name} into {target.where()} does not match its manifest: "
-            f"{first_few(problems, '; ')}.\n"
-            + ("The new database is dropped again" if created else "The restored contents stay")
-            + "; use another backup."
+            f"{first_few(problems, '; ')}."
+            + ("" if created else "\nThe restored contents stay; use another backup.")
         )
     return RestoreReport(
         target=target.display_url(),
@@ -552,9 +600,33 @@ def verify_restorable(
                 report=report,
                 progress_seconds=progress_seconds,
             )
+        except DiskFull as error:
+            # The check's own server failed, not the backup: its state stays written.
+            raise check_disk_full(server, target, error) from None
         except (CheckFailed, BackupError):
             with contextlib.suppress(CheckFailed, BackupError):
                 folders.record_state(folder, VERIFY_FAILED)
             raise
     folders.record_state(folder, VERIFIED)
     return replace(result, backup_state=VERIFIED)
+
+
+def check_disk_full(server: ScratchServer, target: DatabaseConfig, error: DiskFull) -> DiskFull:
+    """The restore check could not finish because its throwaway server's disk is full: the
+    disk named, what became of the throwaway database (looked up, not assumed)."""
+    line = str(error).splitlines()[0]
+    cause = line.rsplit("ERROR: ", 1)[-1]  # the server's words, without pg_restore's preamble
+    import psycopg
+
+    try:
+        left = pg.database_exists(server.connection(), target.name)
+    except (psycopg.Error, UaipDbError):  # a server that cannot answer: it may be left
+        left = True
+    leftover = (
+        f"; its throwaway database {target.name} is left (inv db.clean drops it)" if left else ""
+    )
+    return DiskFull(
+        f"The restore check could not finish: the throwaway server's disk ({server.disk()}) is "
+        f"full ({cause}){leftover}.\nThe backup is not known to be bad: free space there, or set "
+        "UAIP_SCRATCH_URL to a server with room, and prove it again (inv db.rehearse)."
+    )

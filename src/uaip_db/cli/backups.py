@@ -61,7 +61,7 @@ def backup(
 ) -> Path:
     """pg_dump with a manifest; proven restorable on a throwaway database unless told not to;
     with --keep, older backups of the same database (same server, name and oid) are pruned."""
-    from uaip_db.backups import dump
+    from uaip_db.backups import dump, superuser
     from uaip_db.backups import folder as folders
     from uaip_db.backups import manifest as manifests
     from uaip_db.backups import restore as restoring
@@ -103,12 +103,15 @@ def backup(
                     f"{error}\nThe backup {made.path} stays on disk, "
                     f"{manifests.describe_state(recorded)}."
                 ) from None
+            by = " by a superuser" if manifest.superuser_only else ""
             out(
-                f"  proven restorable: restored and verified on a throwaway database in "
+                f"  proven restorable{by}: restored and verified on a throwaway database in "
                 f"{report.seconds:.2f} s"
             )
         else:
             out(f"  {manifests.describe_state(manifests.NOT_VERIFIED)}")
+        if note := superuser.note(manifest):
+            out(f"  {note}")
         if kept is not None and not manifest.identity.known:
             out(
                 f"  nothing pruned: {config.user} may not read the server's system identifier, "
@@ -135,6 +138,7 @@ def restore(
     from uaip_db.backups import folder as folders
     from uaip_db.backups import manifest as manifests
     from uaip_db.backups import restore as restoring
+    from uaip_db.backups import superuser
 
     workers = whole_number(jobs, "--jobs", "a number of parallel jobs")
     if not path:
@@ -147,6 +151,10 @@ def restore(
         config = DatabaseConfig.from_env()
         name = target or restoring.restored_name(config, manifest.database)
         destination = config.with_database(name)
+        # Refused before any question is asked and anything is created.
+        superuser.refuse_unless_superuser(
+            config.with_database(MAINTENANCE_DATABASE), destination, folder, manifest
+        )
         relations = restoring.existing_relations(
             config.with_database(MAINTENANCE_DATABASE), destination
         )
@@ -302,6 +310,7 @@ def list_backups(*, out_dir: str | None = None, as_json: bool = False, out: Say 
     import json
 
     from uaip_db.backups import folder as folders
+    from uaip_db.backups import superuser
 
     directory = backup_folder_to_list(out_dir)
     if directory is None:
@@ -320,6 +329,9 @@ def list_backups(*, out_dir: str | None = None, as_json: bool = False, out: Say 
                 "revision": manifest.revision_label,
                 "bytes": manifest.total_bytes,
                 "state": manifest.state,
+                "superuser_only": (
+                    None if manifest.superuser_only is None else list(manifest.superuser_only)
+                ),
             }
             for path, manifest in found.backups
         ]
@@ -331,9 +343,11 @@ def list_backups(*, out_dir: str | None = None, as_json: bool = False, out: Say 
         out(f"No{readable} backups in {directory}.")
     for path, manifest in found.backups:
         megabytes = manifest.total_bytes / 1e6
+        note = superuser.note(manifest)
         out(
             f"{path}  {manifest.database} at {manifest.revision_label}, {manifest.created_at}, "
             f"{megabytes:.1f} MB, {manifest.state or 'state unknown (older uaip-db)'}"
+            + (f"; {note}" if note else "")
         )
     if found.damaged:
         count = len(found.damaged)

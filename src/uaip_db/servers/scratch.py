@@ -97,6 +97,14 @@ class ScratchServer:
                 place, f"the role {self.admin.user} may not create databases on {where}", for_tests
             )
 
+    def disk(self) -> str:
+        """Where this server keeps its databases, in words: a private cluster's data folder, or
+        the server a setting names (whose disk this machine cannot see)."""
+        if self.cluster is not None:
+            return f"data folder {self.cluster.cluster.data}"
+        named = f", named by {self.admin.origin}" if self.admin.origin else ""
+        return f"the server at {self.admin.host}:{self.admin.port}{named}"
+
     def config_for(self, name: str) -> DatabaseConfig:
         return self.admin.with_database(name)
 
