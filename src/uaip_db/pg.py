@@ -461,3 +461,8 @@ def databases_like(conn: psycopg.Connection[Any], patterns: Sequence[str]) -> li
         (list(patterns),),
     ).fetchall()
     return [str(row[0]) for row in rows]
+
+
+def conninfo_dbname(name: str) -> str:
+    """`dbname='...'` for pg_restore --dbname: a name with `=` is never read as a conninfo."""
+    return "dbname='" + name.replace("\\", "\\\\").replace("'", "\\'") + "'"

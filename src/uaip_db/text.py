@@ -10,6 +10,7 @@ that a Markdown viewer would run or fetch. The cli reporter passes everything it
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 # C0 controls but tab and newline (the tool's own line breaks), DEL, C1 controls (ESC's
 # single-byte twin CSI, U+009B, among them), and the Unicode marks that reorder or hide text
@@ -48,3 +49,9 @@ def inert_markdown(text: str, *, keep_gt: bool = False) -> str:
     escaped = text.replace("&", "&amp;").replace("<", "&lt;")
     escaped = escaped if keep_gt else escaped.replace(">", "&gt;")
     return visible(IMAGE.sub(r"\\!", escaped))
+
+
+def first_few(items: Sequence[str], separator: str = ", ", limit: int = 5) -> str:
+    """The first `limit` items joined, then how many more there are."""
+    shown = separator.join(items[:limit])
+    return shown + (f"{separator}and {len(items) - limit} more" if len(items) > limit else "")

@@ -12,11 +12,11 @@ so the restoring role owns what it creates. Extension members come with their ex
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from uaip_db.errors import PrivilegeMissing
 from uaip_db.pg import connection
+from uaip_db.text import first_few
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -92,11 +92,6 @@ def is_superuser(conn: psycopg.Connection[Any], role: str | None = None) -> bool
         return bool(row and row[0] == "on")
     row = conn.execute(IS_SUPERUSER_QUERY, (role,)).fetchone()
     return bool(row and row[0])
-
-
-def first_few(items: Sequence[str], limit: int = 5) -> str:
-    shown = ", ".join(items[:limit])
-    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
 def note(manifest: Manifest) -> str | None:
