@@ -438,3 +438,11 @@ def test_a_reader_that_leaves_early_ends_inv_quietly() -> None:
         os.close(write_end)
     assert result.returncode != 0
     assert result.stderr == ""
+
+
+def test_a_query_given_to_db_psql_as_a_word_is_pointed_at_command() -> None:
+    result = run_cli("inv", "db.psql", "select 1")
+    assert result.returncode == 2
+    assert result.stderr.strip().endswith(
+        'db.psql takes its SQL as --command: `inv db.psql --command "select 1"`.'
+    )

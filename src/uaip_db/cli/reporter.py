@@ -138,12 +138,15 @@ def usage_errors_exit_2() -> None:
             original(self)
         except ParseError as error:
             said = str(error).rstrip("!. ")
+            unknown = said.startswith("No idea what '") and not said.startswith("No idea what '-")
             hint = (
-                "`inv --list` shows the tasks"
-                if said.startswith("No idea what '") and not said.startswith("No idea what '-")
-                else "`inv --help TASK` lists its options"
+                "`inv --list` shows the tasks" if unknown else "`inv --help TASK` lists its options"
             )
-            raise Exit(f"{said}. {hint}.", code=USAGE) from None
+            word = said[len("No idea what '") :].rsplit("'", 1)[0] if unknown else ""
+            if unknown and "db.psql" in (self.argv or []):
+                # `inv db.psql "select 1"`: Invoke took the query for a task's name.
+                hint = f'db.psql takes its SQL as --command: `inv db.psql --command "{word}"`'
+            raise Exit(visible(f"{said}. {hint}."), code=USAGE) from None
 
     parse_tasks.exits_2 = True  # type: ignore[attr-defined]
     Program.parse_tasks = parse_tasks  # type: ignore[method-assign]
