@@ -381,3 +381,20 @@ def test_json_output_is_json_only_whatever_a_revision_prints(
     assert upgraded.returncode == 0, upgraded.stderr
     assert json.loads(upgraded.stdout)["targets"][0]["status"] == "upgraded"
     assert "upgrading chattily" in upgraded.stderr
+
+
+def test_history_marks_the_revision_the_database_is_at(head_db: DatabaseConfig) -> None:
+    import json
+
+    runner.downgrade(head_db, WIDEN)
+    shown = run_cli("inv", "db.history", database=head_db)
+    assert shown.returncode == 0, shown.stderr
+    marked = [line for line in shown.stdout.splitlines() if "(current)" in line]
+    assert marked == [f"{EMAIL} -> {WIDEN} (current), Widen sessions.user_id to 500 characters"]
+    verbose = run_cli("inv", "db.history", "--verbose", database=head_db)
+    assert f"Rev: {WIDEN} (current)" in verbose.stdout
+    listed = json.loads(run_cli("inv", "db.history", "--json", database=head_db).stdout)
+    assert [item["revision"] for item in listed if item["current"]] == [WIDEN]
+    # Without a database to ask, the history is the scripts' alone.
+    alone = run_cli("inv", "db.history", env={"DB_PORT": str(free_port())})
+    assert alone.returncode == 0 and "(current)" not in alone.stdout

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
+import re
 import sys
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -217,11 +219,16 @@ def current(*, as_json: bool = False, out: Say = say) -> None:
 
 def show_history(verbose: bool = False, *, as_json: bool = False, out: Say = say) -> None:
     index = history.load()  # a revision file that cannot load is one line, not a traceback
+    current = recorded_revisions()
     if as_json:
         out(
             json.dumps(
                 [
-                    {**asdict(item), "head": item.revision in index.heads}
+                    {
+                        **asdict(item),
+                        "head": item.revision in index.heads,
+                        "current": item.revision in current,
+                    }
                     for item in reversed(index.order)
                 ],
                 indent=2,
@@ -229,7 +236,33 @@ def show_history(verbose: bool = False, *, as_json: bool = False, out: Say = say
         )
         return
     # Alembic writes docstrings as they are: through VisibleStream, an escape in one is shown.
-    runner.show_history(cast(TextIO, VisibleStream(sys.stdout)), verbose=verbose)
+    written = io.StringIO()
+    runner.show_history(cast(TextIO, written), verbose=verbose)
+    stream = VisibleStream(sys.stdout)
+    for line in written.getvalue().splitlines(keepends=True):
+        stream.write(mark_current(line, current))
+    stream.flush()
+
+
+def recorded_revisions() -> tuple[str, ...]:
+    """What the configured database records, or nothing when it cannot be asked: the history is
+    the scripts', and shows without a database."""
+    try:
+        return applied.current_revisions(DatabaseConfig.from_env())
+    except UaipDbError:
+        return ()
+
+
+def mark_current(line: str, current: tuple[str, ...]) -> str:
+    """Alembic's history line of a recorded revision, marked `(current)` as its own
+    `--indicate-current` does (`a -> b (head), doc`, or `Rev: b (head)` when verbose)."""
+    for revision in current:
+        found = re.match(
+            rf"(.*(?:-> |Rev: ){re.escape(revision)}(?: \([^)]*\))*)(.*)", line, re.DOTALL
+        )
+        if found:
+            return f"{found.group(1)} (current){found.group(2)}"
+    return line
 
 
 def new_revision(message: str, out: Say = say) -> None:
