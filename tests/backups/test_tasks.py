@@ -21,10 +21,11 @@ import pytest
 
 from tests.backups.conftest import cut_manifest, exists, hashes, rewrite_manifest
 from tests.conftest import BIN, ROOT, cli_env, pages, run_cli, small_disk, sql
+from tests.servers.roles import limited_role
 from uaip_db.backups import folder as folders
 from uaip_db.backups import manifest as manifests
 from uaip_db.backups.dump import create_backup
-from uaip_db.migrations import runner
+from uaip_db.migrations import applied, history, runner
 from uaip_db.servers.scratch import ScratchServer
 from uaip_db.settings import DatabaseConfig
 
@@ -624,3 +625,50 @@ def test_two_restores_of_a_long_named_database_go_to_two_new_databases(
         for (name,) in admin.execute(restored).fetchall():
             server.drop_database(name)
         server.drop_database(long_name)
+
+
+@contextlib.contextmanager
+def role_that_cannot_read(
+    server: ScratchServer, database: DatabaseConfig, *unreadable: str
+) -> Iterator[DatabaseConfig]:
+    """A second role that may read every table of `database` but `unreadable` (made by the
+    superuser, every privilege revoked from that role), as settings for `database`."""
+    with limited_role(server) as role:
+        name = f'"{role.user}"'
+        sql(database, f"GRANT SELECT ON ALL TABLES IN SCHEMA public TO {name}")
+        sql(database, f"GRANT SELECT ON ALL SEQUENCES IN SCHEMA public TO {name}")
+        for table in unreadable:
+            sql(database, f"CREATE TABLE public.{table} (id int)")
+            sql(database, f"REVOKE ALL ON public.{table} FROM {name}")
+        try:
+            yield role.with_database(database.name)
+        finally:
+            sql(database, f"DROP OWNED BY {name}")
+
+
+def test_a_table_the_role_may_not_read_is_named_before_pg_dump_starts(
+    server: ScratchServer, head_db: DatabaseConfig, backups: Path
+) -> None:
+    """Issue 24 item 24: it was a bare "permission denied for table payroll"."""
+    unreadable = [f"payroll_{n}" for n in range(5)]
+    with role_that_cannot_read(server, head_db, *unreadable) as role:
+        result = run_cli("inv", "db.backup", database=role)
+    assert result.returncode == 2, result.stdout + result.stderr
+    line = one_line_error(result, role)
+    assert "public.payroll_0, public.payroll_1, public.payroll_2 and 2 more" in line, line
+    assert "GRANT SELECT ON public.payroll_0, public.payroll_1, public.payroll_2 TO " in line
+    assert not backups.exists() or not any(backups.iterdir())
+
+
+def test_a_production_upgrade_names_the_table_its_backup_may_not_read(
+    server: ScratchServer, empty_db: DatabaseConfig
+) -> None:
+    previous = history.load().order[-2].revision
+    runner.upgrade(empty_db, previous)
+    with role_that_cannot_read(server, empty_db, "payroll") as role:
+        result = run_cli("inv", "db.upgrade", database=role, env={"DB_ENV": "production"})
+    assert result.returncode == 2, result.stdout + result.stderr
+    line = one_line_error(result, role)
+    assert "may not read 1 table(s) a backup holds: public.payroll;" in line, line
+    assert "GRANT SELECT ON public.payroll TO " in line, line
+    assert applied.current_revisions(empty_db) == (previous,)

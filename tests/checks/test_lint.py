@@ -212,3 +212,41 @@ def test_a_session_level_set_points_at_set_local(server: ScratchServer, checkout
     found = [f for f in findings if f.revision == "5e5510000001" and f.rule == "session-set"]
     assert len(found) == 1, found
     assert "SET LOCAL session_replication_role" in found[0].message
+
+
+def test_a_revision_that_changes_a_bookkeeping_table(server: ScratchServer, checkout: Path) -> None:
+    """Issue 24 item 7: the project's tables are not a revision's to drop or alter. (A drop
+    is refused by the runner, so the snapshot could not be built: ALTER and TRUNCATE here.)"""
+    add_and_snapshot(
+        server,
+        checkout,
+        revision="5e7d00000107",
+        down_revision=HEAD,
+        upgrade=[
+            "ALTER TABLE public.uaip_db_migration_ledger ADD COLUMN note text",
+            "TRUNCATE uaip_db_migration_ledger",
+            "CREATE TABLE uaip_scratch (id int)",
+            "DROP TABLE uaip_scratch",
+        ],
+        downgrade=[],
+    )
+    findings, _notes, _docs = lint.lint()
+    found = [f.message for f in findings if f.rule == "bookkeeping-table"]
+    assert len(found) == 2, found
+    assert found[0].startswith("ALTER TABLE uaip_db_migration_ledger: "), found
+    assert found[1].startswith("TRUNCATE uaip_db_migration_ledger: "), found
+
+
+def test_bookkeeping_changes_reads_statements_not_function_bodies() -> None:
+    sql = (
+        "SET lock_timeout = '1s';\nBEGIN;\n"
+        "DROP TABLE IF EXISTS public.uaip_db_backfill_progress, sessions CASCADE;\n"
+        'ALTER TABLE ONLY "alembic_version" ADD COLUMN x int;\n'
+        "DROP TABLE sessions;\n"
+        "CREATE FUNCTION f() RETURNS void AS $$ BEGIN TRUNCATE uaip_db_x; END $$ "
+        "LANGUAGE plpgsql;\n-- DROP TABLE uaip_db_y;\nCOMMIT;\n"
+    )
+    assert lint.bookkeeping_changes(sql) == [
+        "ALTER TABLE alembic_version",
+        "DROP TABLE uaip_db_backfill_progress",
+    ]

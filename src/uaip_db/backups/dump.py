@@ -32,7 +32,7 @@ from uaip_db.backups.manifest import (
     top_level_objects,
 )
 from uaip_db.catalog.snapshot import Snapshot, take_from
-from uaip_db.errors import BackupError, SettingsError
+from uaip_db.errors import BackupError, PrivilegeMissing, SettingsError
 from uaip_db.migrations import applied
 from uaip_db.pg import (
     DatabaseLocale,
@@ -160,6 +160,7 @@ def new_backup(
         with catalog_connection(database) as conn:
             try:
                 with snapshot_held(conn, database) as snapshot_id:
+                    check_readable(conn, database)
                     revisions = applied.current_revisions_on(conn)
                     partial = folders.start_partial(out_dir, database.name, revisions)
                     # pg_dump reads the same snapshot; counting rows meanwhile uses the other
@@ -283,6 +284,47 @@ def exported_snapshot(conn: psycopg.Connection[Any]) -> Iterator[str]:
         row = conn.execute("SELECT pg_export_snapshot()").fetchone()
         assert row is not None
         yield str(row[0])
+
+
+# Tables and sequences pg_dump reads (every schema but the system's; an extension's own are
+# its to make) that the connected role may not SELECT from: (qualified name, role).
+UNREADABLE_QUERY = """
+SELECT pg_catalog.quote_ident(n.nspname) OPERATOR(pg_catalog.||) '.'
+       OPERATOR(pg_catalog.||) pg_catalog.quote_ident(c.relname),
+       pg_catalog.quote_ident(CURRENT_USER::pg_catalog.text)
+  FROM pg_catalog.pg_class AS c
+  JOIN pg_catalog.pg_namespace AS n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+ WHERE c.relkind OPERATOR(pg_catalog.=) ANY ('{r,p,S}'::pg_catalog."char"[])
+   AND n.nspname OPERATOR(pg_catalog.<>) 'information_schema'
+   AND NOT pg_catalog.starts_with(n.nspname::pg_catalog.text, 'pg_')
+   AND NOT pg_catalog.has_table_privilege(c.oid, 'SELECT')
+   AND NOT c.oid OPERATOR(pg_catalog.=) ANY (ARRAY(
+       SELECT d.objid FROM pg_catalog.pg_depend AS d
+        WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
+          AND d.deptype OPERATOR(pg_catalog.=) 'e'))
+ ORDER BY 1
+"""
+SHOWN_UNREADABLE = 3
+
+
+def check_readable(conn: psycopg.Connection[Any], database: DatabaseConfig) -> None:
+    """Refuse (PrivilegeMissing, before pg_dump starts) when the role may not read a table pg_dump
+    would dump: pg_dump and the manifest's row counts would stop at it with a bare
+    "permission denied for table x" (issue 24)."""
+    rows = conn.execute(UNREADABLE_QUERY).fetchall()
+    if not rows:
+        return
+    names = [str(name) for name, _ in rows]
+    role = str(rows[0][1])
+    shown = ", ".join(names[:SHOWN_UNREADABLE])
+    more = f" and {len(names) - SHOWN_UNREADABLE} more" if len(names) > SHOWN_UNREADABLE else ""
+    rest = " and likewise the rest" if more else ""
+    raise PrivilegeMissing(
+        f"Cannot back up {database.where()}: the role {role} may not read {len(names)} "
+        f"table(s) a backup holds: {shown}{more}; nothing was written. Grant it as their owner "
+        f"or a superuser (GRANT SELECT ON {shown} TO {role};{rest}) or, if they do not belong "
+        "in this database, move them out of it."
+    )
 
 
 def read_facts(conn: psycopg.Connection[Any]) -> DatabaseFacts:

@@ -78,14 +78,25 @@ SELECT CASE WHEN p.prokind {_EQ} 'a' THEN 'aggregate ' ELSE 'function ' END
  ORDER BY 1
 """
 
-# The bookkeeping relations (what the snapshot leaves out), and code that runs when we write to
-# them: (what, owner, problem).
+# The project's bookkeeping tables (what the snapshot leaves out): Alembic's version table and
+# every table whose name starts with the prefix (the ledger, the backfill progress).
+VERSION_TABLE = "alembic_version"
+BOOKKEEPING_PREFIX = "uaip_db_"
+
+
+def is_bookkeeping(name: str) -> bool:
+    """`name` (a table's, unqualified) is one of the project's bookkeeping tables."""
+    return name == VERSION_TABLE or name.startswith(BOOKKEEPING_PREFIX)
+
+
+# The bookkeeping relations, and code that runs when we write to them: (what, owner, problem).
 _BOOKKEEPING = f"""
   FROM pg_catalog.pg_class AS c
   JOIN pg_catalog.pg_namespace AS n ON n.oid {_EQ} c.relnamespace
  WHERE n.nspname {_EQ} ANY (%(schemas)s::pg_catalog.name[])
-   AND (c.relname {_EQ} 'alembic_version'::pg_catalog.name
-        OR pg_catalog.starts_with(c.relname::pg_catalog.text, 'uaip_db_'::pg_catalog.text))"""
+   AND (c.relname {_EQ} '{VERSION_TABLE}'::pg_catalog.name
+        OR pg_catalog.starts_with(c.relname::pg_catalog.text,
+                                  '{BOOKKEEPING_PREFIX}'::pg_catalog.text))"""
 
 
 def _on(catalog: str, relation: str) -> str:
@@ -116,6 +127,20 @@ SELECT 'policy ' {_CAT} pg_catalog.quote_ident(p.polname) {_CAT} ' on ' {_CAT} {
 {_on("pg_policy AS p", "p.polrelid")}
  ORDER BY 4, 1
 """
+
+
+# Which bookkeeping tables exist: (schema-qualified name, oid).
+_PRESENT = f"""
+SELECT {_TABLE}, c.oid::pg_catalog.int8
+{_BOOKKEEPING} AND c.relkind {_EQ} ANY ('{{r,p}}'::pg_catalog."char"[])
+"""
+
+
+def bookkeeping_tables(conn: psycopg.Connection[Any], schemas: Sequence[str]) -> dict[str, int]:
+    """The bookkeeping tables in `schemas` now, by qualified name (`public.alembic_version`),
+    with their oids: a table dropped and made again has a new one."""
+    rows = conn.execute(_PRESENT, {"schemas": list(schemas)}).fetchall()
+    return {str(name): int(oid) for name, oid in rows}
 
 
 def _me(conn: psycopg.Connection[Any]) -> str:

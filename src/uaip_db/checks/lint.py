@@ -10,6 +10,9 @@ Our rules read the revision file and the committed snapshots before and after it
   default and no backfill in the revision.
 - whole-table-update: an UPDATE without WHERE of a table that already existed (one transaction
   locking every row: uaip_db.ops.backfill does it in batches).
+- session-set: a SET that lasts for the session (the runner resets it after the revision).
+- bookkeeping-table: DROP, ALTER or TRUNCATE of the ledger, the version table or another
+  `uaip_db_*` table (the runner refuses a drop; the others would quietly change the records).
 Findings about a blocking form (ours and squawk's) name the uaip_db.ops helper that avoids it.
 Exceptions live in migrations/lint-exceptions.toml, each with a reason.
 """
@@ -27,10 +30,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from uaip_db import paths, process
-from uaip_db.catalog import expected
+from uaip_db.catalog import expected, trust
 from uaip_db.catalog.snapshot import Snapshot
 from uaip_db.errors import CheckFailed, SettingsError, UsageError
-from uaip_db.migrations import history, runner, snapshots
+from uaip_db.migrations import backfill_progress, history, runner, snapshots
 
 if TYPE_CHECKING:
     pass
@@ -295,16 +298,44 @@ def session_settings(sql: str) -> list[str]:
     """Settings a revision's statements SET for the whole session (not `SET LOCAL`): the
     runner resets them after the revision, so they were meant for its transaction anyway. The
     SETs offline rendering writes before the first transaction are the runner's own."""
-    body = sql.split("BEGIN;", 1)[1] if "BEGIN;" in sql else ""
-    # Function bodies may hold `UPDATE ... SET`; a statement starts after the previous one's `;`.
-    body = re.sub(r"\$(\w*)\$.*?\$\1\$", "", body, flags=re.DOTALL)
-    body = re.sub(r"--[^\n]*", "", body)
     found = re.findall(
         r"(?:\A|;)\s*SET\s+(?:SESSION\s+)?(?!LOCAL\b|TRANSACTION\b|CONSTRAINTS\b)([\w.]+)",
-        body,
+        _revision_statements(sql),
         re.IGNORECASE,
     )
     return sorted({name.lower() for name in found})
+
+
+def _revision_statements(sql: str) -> str:
+    """The revision's own statements in offline SQL (after the runner's SETs), without function
+    bodies (which may hold `UPDATE ... SET`) or comments: a statement starts after a `;`."""
+    body = sql.split("BEGIN;", 1)[1] if "BEGIN;" in sql else ""
+    body = re.sub(r"\$(\w*)\$.*?\$\1\$", "", body, flags=re.DOTALL)
+    return re.sub(r"--[^\n]*", "", body)
+
+
+def bookkeeping_changes(sql: str) -> list[str]:
+    """(verb, table) of each DROP, ALTER or TRUNCATE of a bookkeeping table (the ledger, the
+    version table: catalog.trust says which) in a revision's statements, as "VERB table"."""
+    found = set()
+    # uaip_db.ops.backfill's offline SQL brings its progress table up to date: ours, not theirs.
+    sql = sql.replace(backfill_progress.ADD_DEFINITION, "")
+    for match in re.finditer(
+        r"(?:\A|;)\s*(DROP\s+TABLE|ALTER\s+TABLE|TRUNCATE)(?:\s+TABLE)?(?:\s+IF\s+EXISTS)?"
+        r"(?:\s+ONLY)?\s+([^;]*)",
+        _revision_statements(sql),
+        re.IGNORECASE,
+    ):
+        verb = " ".join(match.group(1).upper().split())
+        targets = match.group(2)
+        # DROP and TRUNCATE take a list of tables; ALTER TABLE one.
+        names = targets.split(",") if verb != "ALTER TABLE" else [targets]
+        for name in names:
+            words = name.split()
+            table = words[0].split(".")[-1].strip('"') if words else ""
+            if trust.is_bookkeeping(table):
+                found.add(f"{verb} {table}")
+    return sorted(found)
 
 
 def coverage_findings(head: str) -> list[Finding]:
@@ -369,6 +400,15 @@ def lint(since: str | None = None) -> tuple[list[Finding], list[str], dict[str, 
                 f"SET LOCAL {name} (the runner resets session settings after each revision)",
             )
             for name in session_settings(rendered[script.revision])
+        )
+        findings.extend(
+            Finding(
+                script.revision,
+                "bookkeeping-table",
+                f"{change}: the project's bookkeeping tables are not a revision's to drop or "
+                "alter (the ledger records which revision files were applied); remove it",
+            )
+            for change in bookkeeping_changes(rendered[script.revision])
         )
     if chain and chain[-1].revision == ids[-1]:
         findings.extend(coverage_findings(chain[-1].revision))

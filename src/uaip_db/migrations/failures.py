@@ -1,14 +1,16 @@
 """What went wrong in a migration, in one line: the revision, the statement, the cause
 (read-only server, missing privilege, lock timeout, unknown revision) and where the database
-stays."""
+stays; a revision that drops one of the project's bookkeeping tables."""
 
 from __future__ import annotations
 
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from uaip_db import paths
+from uaip_db.catalog import trust
 from uaip_db.errors import (
     LockNotAvailable,
     MigrationError,
@@ -17,7 +19,7 @@ from uaip_db.errors import (
     SettingsError,
     UaipDbError,
 )
-from uaip_db.migrations import history
+from uaip_db.migrations import backfill_progress, history, ledger
 from uaip_db.migrations.applied import current_revisions
 from uaip_db.pg import STANDBY, connection, explain, read_only_reason
 from uaip_db.settings import DatabaseConfig
@@ -195,3 +197,30 @@ def command_error(error: Exception) -> UaipDbError:
             "`inv db.current` shows where you are."
         )
     return MigrationError(message)
+
+
+# What each bookkeeping table holds, for the refusal of a revision that drops one.
+_HOLDS = {
+    ledger.LEDGER_TABLE: "the table that records which revision files were applied",
+    backfill_progress.PROGRESS_TABLE: "the table that records where each batched backfill is",
+    trust.VERSION_TABLE: "the table that records the database's revision",
+}
+
+
+def refuse_dropped_bookkeeping(step: Any, known: dict[str, int], now: dict[str, int]) -> None:
+    """Raise MigrationError (rolling the revision back) when a bookkeeping table in `known` is
+    gone from `now`, or was dropped and made again (another oid)."""
+    gone = sorted(name for name, oid in known.items() if now.get(name) != oid)
+    if not gone:
+        return
+    table = gone[0].split(".", 1)[-1]
+    holds = _HOLDS.get(table, "one of the tables uaip-db keeps its records in")
+    others = f" (and {', '.join(gone[1:])})" if len(gone) > 1 else ""
+    revision = step.up_revision_id
+    action = "drops" if step.is_upgrade else "drops on downgrade"
+    here = ", ".join(step.source_revision_ids) or "base"
+    raise MigrationError(
+        f"Revision {revision} {action} {table}{others}, {holds}; the project's tables are not a "
+        f"revision's to drop. Nothing of it was applied (the database stays at revision {here}): "
+        "remove that statement from the revision, then run the command again."
+    )

@@ -26,8 +26,13 @@ from uaip_db.errors import (
     UaipDbError,
     UsageError,
 )
-from uaip_db.migrations import backfill_progress
-from uaip_db.migrations.failures import command_error, interrupted, translate
+from uaip_db.migrations import backfill_progress, ledger
+from uaip_db.migrations.failures import (
+    command_error,
+    interrupted,
+    refuse_dropped_bookkeeping,
+    translate,
+)
 from uaip_db.migrations.lock import DEFAULT_WAIT_SECONDS, migration_lock
 from uaip_db.migrations.lock_report import LockRecorder
 from uaip_db.pg import connect
@@ -288,6 +293,7 @@ def _own_connection(engine: Engine) -> psycopg.Connection[Any]:
 
 
 def _run_online(context: EnvironmentContext, conn: Connection, options: RunOptions) -> None:
+    bookkeeping: dict[str, int] = {}
     if options.locks is not None:
         options.locks.attach(conn)
     context.configure(
@@ -296,13 +302,17 @@ def _run_online(context: EnvironmentContext, conn: Connection, options: RunOptio
         transaction_per_migration=True,
         # Where the version table is does not follow a search_path a revision SET.
         version_table_schema=PINNED_SEARCH_PATH,
-        on_version_apply=_on_version_apply(options.report, options.locks),
+        on_version_apply=_on_version_apply(options.report, options.locks, bookkeeping),
     )
     # Before Alembic or a revision touches anything: no bookkeeping table of another role's (or
     # with a trigger, rule or policy) and nothing in public that shadows pg_catalog (issue 24).
     driver = conn.connection.driver_connection
     assert driver is not None
     trust.check(cast("psycopg.Connection[Any]", driver), (PINNED_SEARCH_PATH,))
+    # The bookkeeping tables there are now: a revision that drops one is refused (issue 24).
+    bookkeeping.update(
+        trust.bookkeeping_tables(cast("psycopg.Connection[Any]", driver), (PINNED_SEARCH_PATH,))
+    )
     with context.begin_transaction():
         context.run_migrations()
     if options.after is not None:
@@ -372,10 +382,14 @@ def make_engine(database: DatabaseConfig) -> Engine:
 
 
 def _on_version_apply(
-    report: Callable[[str], None] | None, locks: LockRecorder | None = None
+    report: Callable[[str], None] | None,
+    locks: LockRecorder | None = None,
+    bookkeeping: dict[str, int] | None = None,
 ) -> Callable[..., None]:
-    """After each step, inside its transaction: keep the ledger, and say what was done."""
-    from uaip_db.migrations import ledger
+    """After each step, inside its transaction: refuse a revision that dropped a bookkeeping
+    table (`bookkeeping`: the ones there are, filled before the first step), keep the ledger,
+    and say what was done."""
+    known = bookkeeping if bookkeeping is not None else {}
 
     started = time.perf_counter()
 
@@ -389,6 +403,8 @@ def _on_version_apply(
         # search_path, a role) ends with it: the bookkeeping below and every later revision start
         # from the session's own settings, the pinned search_path and timeouts included.
         conn.execute("RESET ALL")
+        present = trust.bookkeeping_tables(conn, (PINNED_SEARCH_PATH,))
+        refuse_dropped_bookkeeping(step, known, present)
         if locks is not None and step.is_upgrade and not step.is_stamp:
             locks.finish(step.up_revision_id)
         if not step.is_stamp:
@@ -406,6 +422,11 @@ def _on_version_apply(
                 )
         else:
             ledger.forget(conn, list(step.source_revision_ids))
+        # The ledger (made by the first revision's record) is watched from here on.
+        if f"{PINNED_SEARCH_PATH}.{ledger.LEDGER_TABLE}" not in present:
+            present = trust.bookkeeping_tables(conn, (PINNED_SEARCH_PATH,))
+        known.clear()
+        known.update(present)
         if report is None:
             return
         revision = step.up_revision
