@@ -164,17 +164,6 @@ def take(database: DatabaseConfig, schemas: Sequence[str] = DEFAULT_SCHEMAS) -> 
         return take_from(conn, schemas)
 
 
-# The project's own tables (the version table, the ledger, backfill progress, ...): not the
-# schema's, not the user's data. The catalog queries leave them out with the same rule.
-VERSION_TABLE = "alembic_version"
-BOOKKEEPING_PREFIX = "uaip_db_"
-
-
-def is_bookkeeping(table: str) -> bool:
-    """Whether `table` (a name in public) is one of the project's own tables."""
-    return table == VERSION_TABLE or table.startswith(BOOKKEEPING_PREFIX)
-
-
 def take_from(conn: psycopg.Connection[Any], schemas: Sequence[str] = DEFAULT_SCHEMAS) -> Snapshot:
     """The snapshot read through an open connection, in one transaction of its own.
 

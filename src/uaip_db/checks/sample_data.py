@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import psycopg
 
-from uaip_db.catalog.snapshot import is_bookkeeping
+from uaip_db.catalog.trust import is_bookkeeping
 
 ROWS_PER_TABLE = 3
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from uaip_db.catalog.trust import VERSION_TABLE
 from uaip_db.pg import reading
 from uaip_db.settings import DatabaseConfig
 
 if TYPE_CHECKING:
     import psycopg
-
-VERSION_TABLE = "alembic_version"
 
 
 def current_revisions(database: DatabaseConfig) -> tuple[str, ...]:
