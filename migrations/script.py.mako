@@ -20,6 +20,12 @@ down_revision: str | Sequence[str] | None = ${quoted(down_revision)}
 branch_labels: str | Sequence[str] | None = ${quoted(branch_labels)}
 depends_on: str | Sequence[str] | None = ${quoted(depends_on)}
 
+# expand: the previous release of the application keeps working on the schema this leaves
+# (additions, nullable or defaulted columns, wider types, new indexes, backfills); it may run
+# before the new release is deployed. contract: only once every instance runs the new release
+# (drops, renames, narrowing, NOT NULL). db.lint checks the statements against it.
+phase = "expand"
+
 # Say it when the downgrade drops data (db.downgrade then asks for --yes), e.g.
 # destroys_data_on_downgrade = "sessions.nickname"
 # or when there is deliberately no way back:

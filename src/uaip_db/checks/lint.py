@@ -33,7 +33,7 @@ from uaip_db import paths, process
 from uaip_db.catalog import expected, trust
 from uaip_db.catalog.snapshot import Snapshot
 from uaip_db.errors import CheckFailed, SettingsError, UsageError
-from uaip_db.migrations import backfill_progress, history, runner, snapshots
+from uaip_db.migrations import backfill_progress, history, phases, runner, snapshots
 
 if TYPE_CHECKING:
     pass
@@ -338,6 +338,34 @@ def bookkeeping_changes(sql: str) -> list[str]:
     return sorted(found)
 
 
+def phase_findings(chain: list[history.Revision]) -> list[Finding]:
+    """A revision that says `phase = "expand"` but whose schema change the previous release
+    would trip over; a phase that is neither expand nor contract."""
+    found = []
+    for script in chain:
+        if script.phase is not None and script.phase not in phases.PHASES:
+            found.append(
+                Finding(
+                    script.revision,
+                    "phase",
+                    f'phase = "{script.phase}" is neither "expand" nor "contract"',
+                )
+            )
+            continue
+        judgement = phases.judge(script)
+        if judgement.contradicted:
+            found.append(
+                Finding(
+                    script.revision,
+                    "phase",
+                    f'says phase = "expand", but it {"; ".join(judgement.changes)}: the previous '
+                    'release of the application would break. Mark it phase = "contract", and '
+                    "deploy the application that no longer uses it first",
+                )
+            )
+    return found
+
+
 def coverage_findings(head: str) -> list[Finding]:
     """Every table and column at head must say what it holds (a COMMENT ON)."""
     from uaip_db.docs.model import missing_comments
@@ -410,6 +438,7 @@ def lint(since: str | None = None) -> tuple[list[Finding], list[str], dict[str, 
             )
             for change in bookkeeping_changes(rendered[script.revision])
         )
+    findings.extend(phase_findings(chain))
     if chain and chain[-1].revision == ids[-1]:
         findings.extend(coverage_findings(chain[-1].revision))
     kept = [f for f in findings if not any(e.covers(f) for e in exceptions)]
@@ -422,6 +451,12 @@ def lint(since: str | None = None) -> tuple[list[Finding], list[str], dict[str, 
         for e in exceptions
         if id(e) not in used and (since is None or e.revision in rendered)
     ]
+    unmarked = [s for s in chain if s.phase is None]
+    if unmarked:
+        notes.append(
+            "Without a phase = marker, judged from their schema change: "
+            + ", ".join(f"{s.revision} {phases.phase_of(s)}" for s in unmarked)
+        )
     return (
         sorted(kept, key=lambda f: (ids.index(f.revision) if f.revision in ids else -1, f.rule)),
         notes,

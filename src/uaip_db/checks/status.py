@@ -15,7 +15,7 @@ from uaip_db.catalog import expected, trust
 from uaip_db.catalog.snapshot import DEFAULT_SCHEMAS, Snapshot, diff, take_from
 from uaip_db.checks.verify import edited_revisions
 from uaip_db.errors import CHECK_FAILED, PENDING, CheckFailed, PendingMigrations
-from uaip_db.migrations import applied, history, ledger, snapshots
+from uaip_db.migrations import applied, history, ledger, phases, snapshots
 from uaip_db.pg import invalid_indexes, reading
 from uaip_db.settings import DatabaseConfig
 
@@ -32,6 +32,9 @@ class MigrationStatus:
     heads: list[str]
     pending: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    # Revisions the database has and these scripts do not, all expand ones (the ledger says):
+    # the previous release runs on the schema a newer release expanded.
+    ahead: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -51,6 +54,12 @@ class MigrationStatus:
             lines += [f"  {p}" for p in self.pending]
             lines.append("Run `inv db.upgrade`.")
             return "\n".join(lines)
+        if self.ahead:
+            return (
+                f"{self.database} is at {at}, ahead of these scripts' head {', '.join(self.heads)} "
+                f"by expand revision(s) only ({', '.join(self.ahead)}): this release of the "
+                "application runs on it."
+            )
         return f"{self.database} is at head {at}; the migration scripts check out."
 
 
@@ -66,10 +75,15 @@ def inspect(database: DatabaseConfig) -> MigrationStatus:
     status = MigrationStatus(database=database.display_url(), current=current, heads=index.heads)
     status.problems.extend(index.problems)
     unknown = [revision for revision in current if index.get(revision) is None]
-    status.problems.extend(str(history.unknown_revision(revision)) for revision in unknown)
-    if not unknown:
+    if unknown:
+        ahead, refused = compatibility_window(index, recorded, unknown)
+        status.ahead = ahead
+        status.problems.extend(refused)
+    else:
         status.pending = [f"{r.revision} {r.doc}" for r in index.pending(current)]
-    status.problems.extend(edited_revisions(recorded, index))
+    status.problems.extend(
+        edited_revisions({r: e for r, e in recorded.items() if index.get(r) is not None}, index)
+    )
     if unrecorded:
         status.problems.append(
             "The database has tables but no recorded revision (built from init.sql?); record "
@@ -83,6 +97,26 @@ def inspect(database: DatabaseConfig) -> MigrationStatus:
     if actual is not None and not unknown:
         status.problems.extend(schema_problems(current[0], actual))
     return status
+
+
+def compatibility_window(
+    index: history.ScriptIndex, recorded: dict[str, ledger.Entry], unknown: list[str]
+) -> tuple[list[str], list[str]]:
+    """A database at revisions these scripts do not know: (the expand revisions it is ahead by,
+    when that is all it is ahead by, else the problems). The application's own copy of the
+    scripts decides; the phases come from the ledger, where the runner recorded them."""
+    beyond = sorted(revision for revision in recorded if index.get(revision) is None)
+    if not set(index.heads) <= set(recorded) or not set(unknown) <= set(beyond):
+        return [], [str(history.unknown_revision(revision)) for revision in unknown]
+    contract = [r for r in beyond if recorded[r].phase != phases.EXPAND]
+    if contract:
+        what = ", ".join(f"{r} ({recorded[r].phase or 'phase not recorded'})" for r in contract)
+        return [], [
+            f"The database is ahead of these scripts' head {', '.join(index.heads)} by "
+            f"{what}, which this release of the application does not survive: deploy the "
+            "release that has it (only expand revisions may run ahead of an application)."
+        ]
+    return [f"{r} (expand)" for r in beyond], []
 
 
 def schema_problems(revision: str, actual: Snapshot) -> list[str]:

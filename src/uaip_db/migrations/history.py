@@ -9,6 +9,9 @@ Markers are module-level assignments in a revision, read from its source (never 
 - `destroys_data = "why"`: the upgrade drops data, and why that is acceptable.
 - `destroys_data_on_downgrade = "sessions.email"`: the author says the downgrade drops data.
 - `irreversible = "why"`: the downgrade deliberately does nothing or refuses.
+- `phase = "expand"` (the previous release of the application keeps working on the schema it
+  leaves) or `phase = "contract"` (only once every instance runs the new release): see
+  migrations/phases.py; an unmarked revision is judged from its schema change.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ if TYPE_CHECKING:
     from alembic.script import ScriptDirectory
 
 CACHE_NAME = "uaip-scripts.json"
-CACHE_FORMAT = 2
+CACHE_FORMAT = 3
 BASE = "base"
 
 
@@ -43,6 +46,7 @@ class Revision:
     destroys_data_on_downgrade: str | None = None
     irreversible: str | None = None
     downgrade_is_empty: bool = False
+    phase: str | None = None  # as the revision declares it; phases.phase_of judges unmarked ones
 
     @property
     def is_merge(self) -> bool:
@@ -318,6 +322,7 @@ def read_revision(
         destroys_data_on_downgrade=markers.get("destroys_data_on_downgrade"),
         irreversible=markers.get("irreversible"),
         downgrade_is_empty=function_is_empty(tree, "downgrade"),
+        phase=markers.get("phase"),
     )
 
 

@@ -28,9 +28,12 @@ CREATE TABLE IF NOT EXISTS public.{LEDGER_TABLE} (
     applied_by   TEXT NOT NULL,
     duration_ms  INTEGER,
     how          VARCHAR(10) NOT NULL
-                 CHECK (how::text OPERATOR(pg_catalog.=) ANY ('{{upgrade,stamp}}'::text[]))
+                 CHECK (how::text OPERATOR(pg_catalog.=) ANY ('{{upgrade,stamp}}'::text[])),
+    phase        VARCHAR(10)
 )
 """
+# A ledger made before phases were recorded gets the column (NULL there: not recorded).
+ADD_PHASE = f"ALTER TABLE public.{LEDGER_TABLE} ADD COLUMN IF NOT EXISTS phase VARCHAR(10)"
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class Entry:
     applied_by: str
     duration_ms: int | None
     how: str
+    phase: str | None = None  # expand or contract (migrations/phases.py); None before recorded
 
 
 def who() -> str:
@@ -57,19 +61,24 @@ def record(
     path: str | Path,
     how: str,
     duration_ms: int | None,
+    phase: str | None = None,
 ) -> None:
-    """Record `revision` as applied, inside the migration's own transaction."""
+    """Record `revision` as applied, inside the migration's own transaction, with its phase: an
+    application that does not know the revision reads it from here."""
     conn.execute(CREATE_LEDGER)
+    if has_phase_column(conn) is False:
+        conn.execute(ADD_PHASE)
     conn.execute(
         # Every name qualified and every operator pg_catalog's (issue 24): this runs on the
         # migration connection, whose search_path holds public.
-        f"INSERT INTO public.{LEDGER_TABLE} (revision, file_sha256, applied_by, duration_ms, how) "
+        f"INSERT INTO public.{LEDGER_TABLE} "
+        "(revision, file_sha256, applied_by, duration_ms, how, phase) "
         "VALUES (%s, %s, %s::text OPERATOR(pg_catalog.||) ' as '::text "
-        "OPERATOR(pg_catalog.||) CURRENT_USER::text, %s, %s) "
+        "OPERATOR(pg_catalog.||) CURRENT_USER::text, %s, %s, %s) "
         "ON CONFLICT (revision) DO UPDATE SET file_sha256 = EXCLUDED.file_sha256, "
         "applied_at = EXCLUDED.applied_at, applied_by = EXCLUDED.applied_by, "
-        "duration_ms = EXCLUDED.duration_ms, how = EXCLUDED.how",
-        (revision, files.sha256_of(path), who(), duration_ms, how),
+        "duration_ms = EXCLUDED.duration_ms, how = EXCLUDED.how, phase = EXCLUDED.phase",
+        (revision, files.sha256_of(path), who(), duration_ms, how, phase),
     )
 
 
@@ -90,8 +99,20 @@ def entries(conn: psycopg.Connection[Any]) -> dict[str, Entry]:
     ).fetchone()
     if not exists or not exists[0]:
         return {}
+    # Through to_jsonb: a ledger made before the phase column reads as phase NULL.
     rows = conn.execute(
-        "SELECT revision, file_sha256, applied_at, applied_by, duration_ms, how "
-        f"FROM public.{LEDGER_TABLE}"
+        "SELECT l.revision, l.file_sha256, l.applied_at, l.applied_by, l.duration_ms, l.how, "
+        "pg_catalog.to_jsonb(l) OPERATOR(pg_catalog.->>) 'phase'::text "
+        f"FROM public.{LEDGER_TABLE} AS l"
     ).fetchall()
     return {row[0]: Entry(*row) for row in rows}
+
+
+def has_phase_column(conn: psycopg.Connection[Any]) -> bool:
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute "
+        "WHERE attrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass(%s) "
+        "AND attname OPERATOR(pg_catalog.=) 'phase'::pg_catalog.name AND NOT attisdropped)",
+        (f"public.{LEDGER_TABLE}",),
+    ).fetchone()
+    return bool(row and row[0])

@@ -26,7 +26,7 @@ from uaip_db.errors import (
     UaipDbError,
     UsageError,
 )
-from uaip_db.migrations import backfill_progress, ledger
+from uaip_db.migrations import backfill_progress, history, ledger, phases
 from uaip_db.migrations.failures import (
     command_error,
     interrupted,
@@ -381,6 +381,12 @@ def make_engine(database: DatabaseConfig) -> Engine:
     )
 
 
+def recorded_phase(revision: str) -> str | None:
+    """The phase the ledger keeps for `revision` (declared, else judged; migrations/phases.py)."""
+    item = history.load().get(revision)
+    return phases.phase_of(item) if item is not None else None
+
+
 def _on_version_apply(
     report: Callable[[str], None] | None,
     locks: LockRecorder | None = None,
@@ -419,6 +425,7 @@ def _on_version_apply(
                     script.path,
                     how,
                     None if step.is_stamp else round(elapsed * 1000),
+                    recorded_phase(revision),
                 )
         else:
             ledger.forget(conn, list(step.source_revision_ids))
