@@ -121,6 +121,13 @@ def current(c: Context, json: bool = False) -> None:
         cli_migrate.current(as_json=json)
 
 
+@task(help={"json": JSON})
+def releases(c: Context, json: bool = False) -> None:
+    """List the application's releases and which of them may run on the database."""
+    with reported(json_only=json):
+        cli_migrate.releases(as_json=json)
+
+
 @task(help={"verbose": "Show each revision's full details.", "json": JSON})
 def history(c: Context, verbose: bool = False, json: bool = False) -> None:
     """List the migration scripts, newest first."""
@@ -306,6 +313,7 @@ db = Collection(
     downgrade,
     current,
     history,
+    releases,
     revision,
     stamp,
     seed,

@@ -244,6 +244,45 @@ def show_history(verbose: bool = False, *, as_json: bool = False, out: Say = say
     stream.flush()
 
 
+def releases(*, as_json: bool = False, out: Say = say) -> None:
+    """The application's releases and, for the configured database, which may run on it."""
+    from uaip_db.migrations import releases as named
+
+    index = history.load()
+    listed = named.load()
+    current = recorded_revisions()
+    at = current[0] if len(current) == 1 else None
+    fits = [named.fit(release, at, index) for release in listed] if at else []
+    if as_json:
+        out(
+            json.dumps(
+                {
+                    "releases": [asdict(release) for release in listed],
+                    "database": DatabaseConfig.from_env().display_url(),
+                    "current": list(current),
+                    "runs": [
+                        asdict(fit.release) | {"runs": fit.runs, "why": fit.why} for fit in fits
+                    ],
+                },
+                indent=2,
+            )
+        )
+        return
+    if not listed:
+        out(f"No releases are named yet ({named.releases_path()}).")
+        return
+    out(f"Releases ({named.releases_path()}), oldest first:")
+    for release in listed:
+        item = index.get(release.revision)
+        out(f"  {release.version}: {release.revision} ({item.doc if item else '?'})")
+    if at is None:
+        out("The configured database could not be read (or records no single revision).")
+        return
+    out(f"On {DatabaseConfig.from_env().display_url()} (at {at}):")
+    for fit in fits:
+        out(f"  {fit.line()}")
+
+
 def recorded_revisions() -> tuple[str, ...]:
     """What the configured database records, or nothing when it cannot be asked: the history is
     the scripts', and shows without a database."""

@@ -1,0 +1,48 @@
+"""Named releases (migrations/releases.toml) and which of them may run on a database."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import HEAD, run_cli
+from tests.migrations.test_phases import CONTRACT, EXPAND, add_expand_then_contract
+from uaip_db.errors import SettingsError
+from uaip_db.migrations import releases, runner
+from uaip_db.servers.scratch import ScratchServer
+from uaip_db.settings import DatabaseConfig
+
+
+def test_a_release_runs_ahead_by_expand_revisions_only(
+    server: ScratchServer, checkout: Path, head_db: DatabaseConfig
+) -> None:
+    add_expand_then_contract(server, checkout)
+    listed = checkout / "migrations" / "releases.toml"
+    listed.write_text(
+        listed.read_text()
+        + f'\n[[release]]\nversion = "9.0.0"\nrevision = "{EXPAND}"\n'
+        + f'\n[[release]]\nversion = "9.1.0"\nrevision = "{CONTRACT}"\n'
+    )
+    env = {"UAIP_DB_ROOT": str(checkout)}
+    runner.upgrade(head_db, EXPAND)
+    expanded = json.loads(run_cli("inv", "db.releases", "--json", database=head_db, env=env).stdout)
+    runs = {fit["version"]: fit["runs"] for fit in expanded["runs"]}
+    assert runs["9.0.0"] and runs["1.2.0"]  # the previous release runs on the expanded schema
+    assert not runs["9.1.0"]  # the new release needs its contract revision first
+    runner.upgrade(head_db, "head")
+    shown = run_cli("inv", "db.releases", database=head_db, env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert f"9.0.0 ({EXPAND}): does not run: contract revision {CONTRACT} came after it" in (
+        shown.stdout
+    )
+    assert f"9.1.0 ({CONTRACT}): runs: at its own revision" in shown.stdout
+    assert f"1.2.0 ({HEAD}): does not run" in shown.stdout
+
+
+def test_a_release_naming_an_unknown_revision_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "releases.toml"
+    bad.write_text('[[release]]\nversion = "1.0"\nrevision = "feedfacecafe"\n')
+    with pytest.raises(SettingsError, match="feedfacecafe, which the migration scripts do not"):
+        releases.load(bad)
