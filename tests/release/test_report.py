@@ -177,3 +177,18 @@ def test_a_full_reports_folder_is_named_before_the_long_work(tmp_path: Path) -> 
         assert "\n" not in message and str(disk) in message
         assert "No space left on device" in message
         assert sorted(path.name for path in disk.iterdir()) == ["filler"]
+
+
+def test_the_revisions_item_gives_each_phase_and_the_deploy_order() -> None:
+    from uaip_db.release.items import order_of_operations
+
+    lines = order_of_operations(
+        [("e1", "expand"), ("e2", "expand"), ("c1", "contract"), ("e3", "expand")]
+    )
+    assert lines[0] == "Order:"
+    assert lines[1].startswith("1. `inv db.upgrade --rev e2` (expand: e1, e2)")
+    assert lines[2].startswith("2. Deploy the new release to every instance")
+    assert lines[3] == "3. `inv db.upgrade` (contract: c1)."
+    assert "split the release" in lines[4]
+    only_expand = order_of_operations([("e1", "expand")])
+    assert len(only_expand) == 1 and "expand only" in only_expand[0]

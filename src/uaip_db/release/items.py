@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from uaip_db.catalog import expected
 from uaip_db.errors import UaipDbError
-from uaip_db.migrations import history
+from uaip_db.migrations import history, phases
 from uaip_db.release import sql as sqltext
 from uaip_db.release.report import APPENDIX, FAIL, PASS, Item
 from uaip_db.release.source import SourceState
@@ -37,13 +37,43 @@ def revisions_item(pending: list[history.Revision]) -> Item:
             "revisions",
             "none: the database is at head",
         )
+    judged = [(r, phases.judge(r)) for r in pending]
+    lines = [f"{n}. `{r.revision}` {r.doc}: {j.line()}" for n, (r, j) in enumerate(judged, 1)]
     return Item(
         "Revisions to apply",
         PASS,
-        [f"{n}. `{r.revision}` {r.doc}" for n, r in enumerate(pending, 1)],
+        [*lines, "", *order_of_operations([(r.revision, j.phase) for r, j in judged])],
         "revisions",
         f"{len(pending)} revision(s)",
     )
+
+
+def order_of_operations(steps: list[tuple[str, str]]) -> list[str]:
+    """The deploy in order: expand revisions while the running release serves, then the new
+    release everywhere, then the contract revisions (docs/MIGRATIONS.md)."""
+    expand = [revision for revision, phase in steps if phase == phases.EXPAND]
+    contract = [revision for revision, phase in steps if phase != phases.EXPAND]
+    if not contract:
+        return [
+            "Order: `inv db.upgrade` first (expand only: the running release keeps working on "
+            "it and may restart meanwhile), then deploy the new release."
+        ]
+    first_contract = next(n for n, (_, phase) in enumerate(steps) if phase != phases.EXPAND)
+    before = [revision for revision, _ in steps[:first_contract]]
+    lines = ["Order:"]
+    if before:
+        lines.append(
+            f"1. `inv db.upgrade --rev {before[-1]}` (expand: {', '.join(before)}); the running "
+            "release keeps working."
+        )
+    lines.append(
+        f"{len(lines)}. Deploy the new release to every instance; the previous release does not "
+        f"survive {', '.join(contract)}."
+    )
+    lines.append(f"{len(lines)}. `inv db.upgrade` (contract: {', '.join(contract)}).")
+    if len(expand) > len(before):
+        lines.append("Expand revisions after a contract one wait for it: split the release.")
+    return lines
 
 
 def sql_digest(text: str, docs: dict[str, str]) -> list[str]:
