@@ -12,16 +12,29 @@ def _quote(op: Any, name: str) -> str:
     return str(op.get_context().impl.dialect.identifier_preparer.quote(name))
 
 
-def create_index_concurrently(op: Any, name: str, table: str, columns: Sequence[str]) -> None:
+def create_index_concurrently(
+    op: Any, name: str, table: str, columns: Sequence[str], *, where: str | None = None
+) -> None:
     """CREATE INDEX CONCURRENTLY outside the transaction; rebuilds an INVALID leftover first,
-    and drops the INVALID index a failed build leaves (when the server lets it)."""
+    and drops the INVALID index a failed build leaves (when the server lets it). `where` (SQL)
+    makes it a partial index: `where="status = 'active'"`."""
     context = op.get_context()
+    options: dict[str, Any] = {}
+    if where is not None:
+        from sqlalchemy import text
+
+        options["postgresql_where"] = text(where)
     with context.autocommit_block():
         if not context.as_sql and index_is_invalid(op, name):
             op.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {_quote(op, name)}")
         try:
             op.create_index(
-                name, table, list(columns), postgresql_concurrently=True, if_not_exists=True
+                name,
+                table,
+                list(columns),
+                postgresql_concurrently=True,
+                if_not_exists=True,
+                **options,
             )
         except Exception:
             _repair(op, name, f"DROP INDEX CONCURRENTLY IF EXISTS {_quote(op, name)}")
@@ -300,6 +313,40 @@ def add_foreign_key(
 
 def drop_foreign_key(op: Any, name: str, table: str) -> None:
     """The downgrade of add_foreign_key (a brief lock on both tables)."""
+    op.execute(
+        f"{_ROBUST}, ban-drop-constraint\n"
+        f"ALTER TABLE {_quote(op, table)} DROP CONSTRAINT IF EXISTS {_quote(op, name)}"
+    )
+
+
+def add_check_constraint(op: Any, table: str, name: str, condition: str) -> None:
+    """ADD CONSTRAINT `name` CHECK (`condition`) NOT VALID in the revision's transaction (a
+    brief ACCESS EXCLUSIVE lock, no scan), then VALIDATE CONSTRAINT outside it (scans under SHARE
+    UPDATE EXCLUSIVE: writers go on). Fails on VALIDATE, naming the constraint, while a row
+    breaks the condition. Safe to run again: each step looks in pg_constraint first."""
+    quoted_table, quoted_name = _quote(op, table), _quote(op, name)
+    op.execute(
+        _constraint_guard(
+            table,
+            name,
+            f"ALTER TABLE {quoted_table} ADD CONSTRAINT {quoted_name} CHECK ({condition}) "
+            "NOT VALID",
+            exists=False,
+        )
+    )
+    with op.get_context().autocommit_block():
+        op.execute(
+            _constraint_guard(
+                table,
+                name,
+                f"ALTER TABLE {quoted_table} VALIDATE CONSTRAINT {quoted_name}",
+                exists=True,
+            )
+        )
+
+
+def drop_check_constraint(op: Any, table: str, name: str) -> None:
+    """The downgrade of add_check_constraint (a brief lock, no scan)."""
     op.execute(
         f"{_ROBUST}, ban-drop-constraint\n"
         f"ALTER TABLE {_quote(op, table)} DROP CONSTRAINT IF EXISTS {_quote(op, name)}"

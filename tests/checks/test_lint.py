@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import HEAD, run_cli, write_revision
+from tests.conftest import HEAD, run_cli, sql, write_revision
 from uaip_db.checks import lint
 from uaip_db.errors import CheckFailed, SettingsError
-from uaip_db.migrations import history, snapshots
+from uaip_db.migrations import history, runner, snapshots
 from uaip_db.servers.scratch import ScratchServer
+from uaip_db.settings import DatabaseConfig
 
 
 def rules_for(revision: str) -> set[str]:
@@ -250,3 +253,233 @@ def test_bookkeeping_changes_reads_statements_not_function_bodies() -> None:
         "ALTER TABLE alembic_version",
         "DROP TABLE uaip_db_backfill_progress",
     ]
+
+
+def line_of(path: Path, text: str) -> int:
+    """The 1-based line of `path` that holds `text`."""
+    lines = path.read_text().splitlines()
+    return next(number for number, line in enumerate(lines, start=1) if text in line)
+
+
+def test_a_finding_names_the_file_the_line_and_the_statement(
+    server: ScratchServer, checkout: Path
+) -> None:
+    """Issue 25 item 8: not `line 8` of a rendered file that is gone, but the revision file,
+    the line of the op call there, and the statement itself (one line, shortened)."""
+    long_comment = "x" * 300
+    add_and_snapshot(
+        server,
+        checkout,
+        revision="1d0000000011",
+        down_revision=HEAD,
+        upgrade=[
+            f"ALTER TABLE sessions ADD CONSTRAINT sessions_long CHECK (project_name <> "
+            f"'{long_comment}')",
+            "CREATE INDEX idx_sessions_project ON sessions (project_name)",
+            "ALTER TABLE checkpoints ADD CONSTRAINT checkpoints_session_again "
+            "FOREIGN KEY (session_id) REFERENCES sessions (session_id)",
+        ],
+        downgrade=[],
+    )
+    path = checkout / "migrations" / "versions" / "1d0000000011_test.py"
+    findings, _, _ = lint.lint()
+    found = {f.rule: f for f in findings if f.revision == "1d0000000011"}
+    index = found["require-concurrent-index-creation"]
+    assert index.file == "migrations/versions/1d0000000011_test.py"
+    assert index.line == line_of(path, "idx_sessions_project")
+    assert index.statement == "CREATE INDEX idx_sessions_project ON sessions (project_name)"
+    assert not index.message.startswith("line ")
+    assert found["blocking-index"].line == index.line
+    foreign_key = found["adding-foreign-key-constraint"]
+    assert foreign_key.line == line_of(path, "checkpoints_session_again")
+    assert foreign_key.statement.startswith("ALTER TABLE checkpoints ADD CONSTRAINT")
+    assert found["empty-downgrade"].line == line_of(path, "def downgrade")
+    long = next(f for f in findings if "sessions_long" in f.statement)
+    assert long.line == line_of(path, "sessions_long")
+    assert long.statement.startswith("ALTER TABLE sessions ADD CONSTRAINT sessions_long CHECK")
+    assert len(long.statement) == 120 and long.statement.endswith("...")
+
+    result = run_cli("inv", "db.lint", "--since", HEAD, env={"UAIP_DB_ROOT": str(checkout)})
+    assert result.returncode == 1
+    lines = result.stderr.splitlines()
+    headline = next(i for i, line in enumerate(lines) if "[blocking-index]" in line)
+    assert f"(migrations/versions/1d0000000011_test.py:{index.line})" in lines[headline]
+    assert lines[headline + 1] == (
+        "    CREATE INDEX idx_sessions_project ON sessions (project_name)"
+    )
+    as_json = run_cli(
+        "inv", "db.lint", "--since", HEAD, "--json", env={"UAIP_DB_ROOT": str(checkout)}
+    )
+    entries = [e for e in json.loads(as_json.stdout) if e["rule"] == "blocking-index"]
+    assert entries[0]["file"] == "migrations/versions/1d0000000011_test.py"
+    assert entries[0]["line"] == index.line
+    assert entries[0]["statement"] == index.statement
+
+
+def test_a_check_and_a_partial_index_point_at_the_helpers_that_fit(
+    server: ScratchServer, checkout: Path
+) -> None:
+    add_and_snapshot(
+        server,
+        checkout,
+        revision="1d0000000012",
+        down_revision=HEAD,
+        upgrade=[
+            "ALTER TABLE sessions ADD CONSTRAINT sessions_project_named CHECK (project_name <> '')",
+            "CREATE INDEX idx_sessions_active ON sessions (project_name) WHERE status = 'active'",
+        ],
+        downgrade=[
+            "DROP INDEX idx_sessions_active",
+            "ALTER TABLE sessions DROP CONSTRAINT sessions_project_named",
+        ],
+    )
+    findings, _, _ = lint.lint()
+    messages = {f.rule: f.message for f in findings if f.revision == "1d0000000012"}
+    check = messages["constraint-missing-not-valid"]
+    assert "uaip_db.ops.add_check_constraint" in check
+    assert "add_foreign_key" not in check and "set_not_null" not in check
+    for rule in ("require-concurrent-index-creation", "blocking-index"):
+        assert "uaip_db.ops.create_index_concurrently(" in messages[rule]
+        assert 'where="..."' in messages[rule]
+
+
+ONLINE_CHECK_AND_PARTIAL_INDEX = '''"""Online check and partial index
+
+Revision ID: 1d0000000013
+Revises: {head}
+"""
+from alembic import op
+
+from uaip_db.ops import (
+    add_check_constraint,
+    create_index_concurrently,
+    drop_check_constraint,
+    drop_index_concurrently,
+)
+
+revision = "1d0000000013"
+down_revision = "{head}"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    add_check_constraint(op, "sessions", "sessions_project_named", "project_name <> ''")
+    create_index_concurrently(
+        op, "idx_sessions_active", "sessions", ["project_name"], where="status = 'active'"
+    )
+
+
+def downgrade() -> None:
+    drop_index_concurrently(op, "idx_sessions_active")
+    drop_check_constraint(op, "sessions", "sessions_project_named")
+'''
+
+
+def test_following_the_advice_lints_clean_and_leaves_nothing_invalid(
+    server: ScratchServer, checkout: Path, head_db: DatabaseConfig
+) -> None:
+    """What the advice says to write passes squawk and our rules, and runs (again) online."""
+    path = checkout / "migrations" / "versions" / "1d0000000013_online.py"
+    path.write_text(ONLINE_CHECK_AND_PARTIAL_INDEX.format(head=HEAD))
+    snapshots.write(snapshots.build(server))
+    assert rules_for("1d0000000013") == set()
+
+    state = (
+        "SELECT (SELECT string_agg(convalidated::text, ',') FROM pg_constraint "
+        "        WHERE conname = 'sessions_project_named'), "
+        "       (SELECT string_agg(i.indisvalid::text || ':' || "
+        "               pg_get_expr(i.indpred, i.indrelid), ',') "
+        "        FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid "
+        "        WHERE c.relname = 'idx_sessions_active')"
+    )
+    sql(head_db, "INSERT INTO sessions (user_id, project_name) VALUES ('u', 'p')")
+    runner.upgrade(head_db)
+    assert sql(head_db, state) == [("true", "true:((status)::text = 'active'::text)")]
+    # Safe to run again: the version row moved back, the constraint and index stayed.
+    sql(head_db, f"UPDATE alembic_version SET version_num = '{HEAD}'")
+    runner.upgrade(head_db)
+    assert sql(head_db, state) == [("true", "true:((status)::text = 'active'::text)")]
+    with pytest.raises(Exception, match="sessions_project_named"):
+        sql(head_db, "UPDATE sessions SET project_name = ''")
+    runner.downgrade(head_db, HEAD)
+    assert sql(head_db, state) == [(None, None)]
+
+
+def test_a_row_that_breaks_the_check_fails_the_upgrade_and_leaves_nothing_invalid(
+    server: ScratchServer, checkout: Path, head_db: DatabaseConfig
+) -> None:
+    path = checkout / "migrations" / "versions" / "1d0000000013_online.py"
+    path.write_text(ONLINE_CHECK_AND_PARTIAL_INDEX.format(head=HEAD))
+    sql(head_db, "INSERT INTO sessions (user_id, project_name) VALUES ('u', '')")
+    with pytest.raises(Exception, match="sessions_project_named"):
+        runner.upgrade(head_db)
+    # The row is fixed; running the upgrade again finishes it.
+    sql(head_db, "UPDATE sessions SET project_name = 'p'")
+    runner.upgrade(head_db)
+    assert sql(
+        head_db,
+        "SELECT count(*) FROM pg_constraint WHERE NOT convalidated AND conrelid = "
+        "'sessions'::regclass",
+    ) == [(0,)]
+    assert sql(head_db, "SELECT count(*) FROM pg_index WHERE NOT indisvalid") == [(0,)]
+
+
+def test_a_finding_an_exception_would_accept_shows_the_entry(
+    server: ScratchServer, checkout: Path
+) -> None:
+    """A declared contract step's drop: the entry to add, its reason from destroys_data."""
+    reason = 'project_name is unused since the "v2" release'
+    add_and_snapshot(
+        server,
+        checkout,
+        revision="1d0000000014",
+        down_revision=HEAD,
+        upgrade=["ALTER TABLE sessions DROP COLUMN project_name"],
+        downgrade=["ALTER TABLE sessions ADD COLUMN project_name varchar(500)"],
+        markers=f"destroys_data = {reason!r}",
+    )
+    findings, _, docs = lint.lint()
+    drop = next(f for f in findings if f.rule == "ban-drop-column")
+    entry = tomllib.loads(drop.exception)["exception"]
+    assert entry == [{"revision": "1d0000000014", "rule": "ban-drop-column", "reason": reason}]
+    assert "    to accept it, add to migrations/lint-exceptions.toml:" in drop.text(docs)
+    assert "        [[exception]]" in drop.text(docs).splitlines()
+
+    result = run_cli(
+        "inv", "db.lint", "--since", HEAD, "--json", env={"UAIP_DB_ROOT": str(checkout)}
+    )
+    reported = [e for e in json.loads(result.stdout) if e["rule"] == "ban-drop-column"]
+    assert reported[0]["exception"] == drop.exception
+    # What it shows is what silences it; a helper's finding shows none.
+    with lint.exceptions_file().open("a") as file:
+        file.write("\n" + drop.exception + "\n")
+    assert "ban-drop-column" not in rules_for("1d0000000014")
+
+
+def test_an_entry_without_a_reason_is_left_for_the_reviewer(
+    server: ScratchServer, checkout: Path
+) -> None:
+    add_and_snapshot(
+        server,
+        checkout,
+        revision="1d0000000015",
+        down_revision=HEAD,
+        upgrade=[
+            "CREATE INDEX idx_sessions_project ON sessions (project_name)",
+            "ALTER TABLE sessions ALTER COLUMN project_name TYPE varchar(600)",
+        ],
+        downgrade=[
+            "DROP INDEX idx_sessions_project",
+            "ALTER TABLE sessions ALTER COLUMN project_name TYPE varchar(500)",
+        ],
+    )
+    findings, _, _ = lint.lint()
+    found = {f.rule: f for f in findings if f.revision == "1d0000000015"}
+    assert found["blocking-index"].exception == ""
+    robust = found["changing-column-type"].exception
+    assert tomllib.loads(robust)["exception"][0]["reason"] == ""
+    with lint.exceptions_file().open("a") as file:
+        file.write("\n" + robust + "\n")
+    with pytest.raises(SettingsError, match="needs a rule and a reason"):
+        lint.load_exceptions()

@@ -14,7 +14,9 @@ Our rules read the revision file and the committed snapshots before and after it
 - bookkeeping-table: DROP, ALTER or TRUNCATE of the ledger, the version table or another
   `uaip_db_*` table (the runner refuses a drop; the others would quietly change the records).
 Findings about a blocking form (ours and squawk's) name the uaip_db.ops helper that avoids it.
-Exceptions live in migrations/lint-exceptions.toml, each with a reason.
+Each finding names the revision file, the line there that wrote the statement, and quotes it.
+Exceptions live in migrations/lint-exceptions.toml, each with a reason; a finding no helper
+avoids shows the entry that would accept it.
 """
 
 from __future__ import annotations
@@ -25,18 +27,16 @@ import shutil
 import sys
 import tempfile
 import tomllib
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from uaip_db import paths, process
 from uaip_db.catalog import expected, trust
 from uaip_db.catalog.snapshot import Snapshot
+from uaip_db.checks import lint_source
 from uaip_db.errors import CheckFailed, SettingsError, UsageError
 from uaip_db.migrations import backfill_progress, history, phases, runner, snapshots
-
-if TYPE_CHECKING:
-    pass
 
 
 @dataclass(frozen=True)
@@ -44,9 +44,35 @@ class Finding:
     revision: str
     rule: str
     message: str
+    statement: str = ""  # the statement of the rendered SQL, one line, shortened
+    function: str = "upgrade"  # which function of the revision wrote it ("" for neither)
+    file: str = ""  # migrations/versions/NAME.py
+    line: int | None = None  # in `file`: the op call or SQL, else the def line
+    exception: str = ""  # the lint-exceptions.toml entry that would accept it, if one fits
 
-    def line(self, docs: dict[str, str]) -> str:
-        return f"{self.revision} ({docs.get(self.revision, '?')}): [{self.rule}] {self.message}"
+    def where(self) -> str:
+        if not self.file:
+            return ""
+        return f"{self.file}:{self.line}" if self.line else self.file
+
+    def headline(self, docs: dict[str, str]) -> str:
+        where = f" ({self.where()})" if self.file else ""
+        return (
+            f"{self.revision} ({docs.get(self.revision, '?')}): [{self.rule}] {self.message}{where}"
+        )
+
+    def text(self, docs: dict[str, str]) -> str:
+        """The headline, the statement quoted under it, and the exception entry if one fits."""
+        lines = [self.headline(docs)]
+        if self.statement:
+            lines.append(f"    {self.statement}")
+        if self.exception:
+            lines.append("    to accept it, add to migrations/lint-exceptions.toml:")
+            lines.extend(f"        {line}" for line in self.exception.splitlines())
+        return "\n".join(lines)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -90,30 +116,92 @@ def render_sql(script: history.Revision, downgrade: bool = False) -> str:
 
 
 # What to use instead, after the finding's own text (see docs/MIGRATIONS.md, section 4).
+SET_NOT_NULL = (
+    "on an existing table use uaip_db.ops.set_not_null (CHECK ... NOT VALID, VALIDATE, "
+    "then SET NOT NULL), after uaip_db.ops.backfill fills the column in batches"
+)
+FOREIGN_KEY = "use uaip_db.ops.add_foreign_key (NOT VALID, then VALIDATE in its own transaction)"
+CHECK = (
+    "use uaip_db.ops.add_check_constraint(op, table, name, condition) (NOT VALID, then "
+    "VALIDATE outside the revision's transaction)"
+)
+INDEX = "use uaip_db.ops.create_index_concurrently"
+PARTIAL_INDEX = (
+    'use uaip_db.ops.create_index_concurrently(op, name, table, columns, where="...") '
+    "(a partial index, built CONCURRENTLY)"
+)
 HELPERS = {
-    "adding-not-nullable-field": (
-        "on an existing table use uaip_db.ops.set_not_null (CHECK ... NOT VALID, VALIDATE, "
-        "then SET NOT NULL), after uaip_db.ops.backfill fills the column in batches"
-    ),
-    "adding-foreign-key-constraint": (
-        "use uaip_db.ops.add_foreign_key (NOT VALID, then VALIDATE in its own transaction)"
-    ),
-    "constraint-missing-not-valid": (
-        "use uaip_db.ops.add_foreign_key or uaip_db.ops.set_not_null (NOT VALID, then VALIDATE)"
-    ),
-    "require-concurrent-index-creation": "use uaip_db.ops.create_index_concurrently",
-    "not-null-without-default": (
-        "fill it with uaip_db.ops.backfill, then uaip_db.ops.set_not_null"
-    ),
+    "adding-not-nullable-field": SET_NOT_NULL,
+    "adding-foreign-key-constraint": FOREIGN_KEY,
+    "require-concurrent-index-creation": INDEX,
+    "blocking-index": INDEX,
+    "not-null-without-default": "fill it with uaip_db.ops.backfill, then uaip_db.ops.set_not_null",
     "whole-table-update": (
         "use uaip_db.ops.backfill (primary-key batches, one short transaction each, resumable)"
     ),
 }
 
 
-def with_helper(rule: str, message: str) -> str:
-    helper = HELPERS.get(rule)
+def helper_for(rule: str, statement: str = "") -> str | None:
+    """The uaip_db.ops helper that does what `statement` does without the blocking form."""
+    words = set(re.findall(r"[a-z]+", lint_source.without_comments(statement).lower()))
+    if rule in ("require-concurrent-index-creation", "blocking-index") and "where" in words:
+        return PARTIAL_INDEX
+    if rule in ("constraint-missing-not-valid", "adding-not-nullable-field") and "check" in words:
+        return CHECK
+    if rule == "constraint-missing-not-valid":
+        if "references" in words or "foreign" in words:
+            return FOREIGN_KEY
+        return "add it NOT VALID, then VALIDATE CONSTRAINT outside the revision's transaction"
+    return HELPERS.get(rule)
+
+
+def with_helper(rule: str, message: str, statement: str = "") -> str:
+    helper = helper_for(rule, statement)
     return f"{message}; {helper}" if helper else message
+
+
+# Findings whose message says what to change in the revision (not an exception's business).
+OWN_REMEDY = {
+    "empty-downgrade",
+    "unacknowledged-data-loss",
+    "missing-snapshot",
+    "missing-comment",
+    "session-set",
+    "bookkeeping-table",
+}
+# Squawk's rules about dropping what a contract step declares it destroys (destroys_data).
+DROP_RULES = {"ban-drop-column", "ban-drop-table"}
+
+
+def exception_for(finding: Finding, script: history.Revision) -> str:
+    """The exception entry to show under `finding`: none when a helper or a change to the
+    revision is the fix; for a drop, only once the revision says what it destroys (the reason
+    taken from `destroys_data`); otherwise with the reason left for the reviewer to write."""
+    if finding.rule in OWN_REMEDY or helper_for(finding.rule, finding.statement):
+        return ""
+    if finding.rule in DROP_RULES:
+        if not (finding.function == "upgrade" and script.destroys_data):
+            return ""
+        return lint_source.exception_entry(script.revision, finding.rule, script.destroys_data)
+    return lint_source.exception_entry(script.revision, finding.rule, None)
+
+
+def placed(finding: Finding, script: history.Revision | None) -> Finding:
+    """`finding` with its revision file, the line there, and the exception entry that fits."""
+    if script is None:
+        return finding
+    path = Path(script.path)
+    try:
+        file = path.resolve().relative_to(paths.project_root()).as_posix()
+    except ValueError:
+        file = f"migrations/versions/{path.name}"
+    line = (
+        lint_source.source_line(path, finding.function, finding.statement)
+        if finding.function
+        else None
+    )
+    return replace(finding, file=file, line=line, exception=exception_for(finding, script))
 
 
 def squawk_findings(rendered: dict[str, str], excluded_everywhere: list[str]) -> list[Finding]:
@@ -141,14 +229,18 @@ def squawk_findings(rendered: dict[str, str], excluded_everywhere: list[str]) ->
     for report in reports:
         revision = Path(str(report.get("file", ""))).stem
         rule = str(report.get("rule_name") or report.get("rule") or "squawk")
+        line, column = report.get("line"), report.get("column")
+        statement = ""
+        if isinstance(line, int) and revision in rendered:
+            statement = lint_source.statement_at(
+                rendered[revision], line, column if isinstance(column, int) else 0
+            )
         findings.append(
             Finding(
                 revision,
                 rule,
-                with_helper(
-                    rule,
-                    f"line {report.get('line', '?')}: {str(report.get('message', '')).strip()}",
-                ),
+                with_helper(rule, str(report.get("message", "")).strip(), statement),
+                lint_source.quote(statement),
             )
         )
     return findings
@@ -182,6 +274,7 @@ def snapshot_findings(
                 revision,
                 "empty-downgrade",
                 'downgrade() does nothing; write it, or say why not with `irreversible = "..."`',
+                function="downgrade",
             )
         )
     old_tables, new_tables = before.tables(), after.tables()
@@ -208,6 +301,7 @@ def snapshot_findings(
                 "unacknowledged-data-loss",
                 f"the downgrade drops {', '.join(lost_down)}; add "
                 '`destroys_data_on_downgrade = "..."` naming them',
+                function="downgrade",
             )
         )
     for name in sorted(old_columns.keys() & new_columns.keys()):
@@ -226,6 +320,7 @@ def snapshot_findings(
                     revision,
                     "type-narrowing",
                     f"the downgrade narrows {name} from {new_type} to {old_type}",
+                    function="downgrade",
                 )
             )
     for match in re.finditer(
@@ -236,12 +331,18 @@ def snapshot_findings(
         re.IGNORECASE,
     ):
         if match.group(2) in old_tables:
+            statement = lint_source.first_statement(sql[match.start() :], r".")
             findings.append(
                 Finding(
                     revision,
                     "blocking-index",
-                    f"index {match.group(1)} on existing table {match.group(2)} is "
-                    "built without CONCURRENTLY (use uaip_db.ops.create_index_concurrently)",
+                    with_helper(
+                        "blocking-index",
+                        f"index {match.group(1)} on existing table {match.group(2)} is "
+                        "built without CONCURRENTLY",
+                        statement,
+                    ),
+                    statement,
                 )
             )
     findings.extend(
@@ -252,6 +353,9 @@ def snapshot_findings(
                 "whole-table-update",
                 f"UPDATE of every row of existing table {table} in one transaction: every writer "
                 "to those rows waits until it commits",
+            ),
+            lint_source.first_statement(
+                sql, rf"^UPDATE\s+(?:ONLY\s+)?(?:public\.)?\"?{re.escape(table)}\"?\s"
             ),
         )
         for table in whole_table_updates(sql, old_tables)
@@ -274,6 +378,11 @@ def snapshot_findings(
                         "not-null-without-default",
                         f"{name} becomes NOT NULL with no default and no backfill; "
                         "existing rows would make it fail",
+                    ),
+                    lint_source.first_statement(
+                        sql,
+                        rf"^ALTER\s+TABLE\b.*\b{re.escape(table)}\b.*"
+                        rf"\b{re.escape(name.split('.', 1)[1])}\b.*\bNOT\s+NULL\b",
                     ),
                 )
             )
@@ -375,7 +484,12 @@ def coverage_findings(head: str) -> list[Finding]:
     except CheckFailed:
         return []
     return [
-        Finding(head, "missing-comment", f"{item} has no comment; add COMMENT ON in a revision")
+        Finding(
+            head,
+            "missing-comment",
+            f"{item} has no comment; add COMMENT ON in a revision",
+            function="",
+        )
         for item in missing_comments(snapshot)
     ]
 
@@ -416,6 +530,7 @@ def lint(since: str | None = None) -> tuple[list[Finding], list[str], dict[str, 
                     script.revision,
                     "missing-snapshot",
                     "no committed snapshot; run `inv db.snapshots` and commit it",
+                    function="",
                 )
             )
             continue
@@ -426,6 +541,10 @@ def lint(since: str | None = None) -> tuple[list[Finding], list[str], dict[str, 
                 "session-set",
                 f"SET {name} lasts for the session, not this revision's transaction; write "
                 f"SET LOCAL {name} (the runner resets session settings after each revision)",
+                lint_source.first_statement(
+                    rendered[script.revision].split("BEGIN;", 1)[-1],
+                    rf"^SET\s+(?:SESSION\s+)?{re.escape(name)}\b",
+                ),
             )
             for name in session_settings(rendered[script.revision])
         )
@@ -435,13 +554,22 @@ def lint(since: str | None = None) -> tuple[list[Finding], list[str], dict[str, 
                 "bookkeeping-table",
                 f"{change}: the project's bookkeeping tables are not a revision's to drop or "
                 "alter (the ledger records which revision files were applied); remove it",
+                lint_source.first_statement(
+                    _revision_statements(rendered[script.revision]),
+                    rf"^{change.split()[0]}\b.*\b{re.escape(change.split()[-1])}\b",
+                ),
             )
             for change in bookkeeping_changes(rendered[script.revision])
         )
     findings.extend(phase_findings(chain))
     if chain and chain[-1].revision == ids[-1]:
         findings.extend(coverage_findings(chain[-1].revision))
-    kept = [f for f in findings if not any(e.covers(f) for e in exceptions)]
+    by_id = {s.revision: s for s in index.order}
+    kept = [
+        placed(f, by_id.get(f.revision))
+        for f in findings
+        if not any(e.covers(f) for e in exceptions)
+    ]
     used = {id(e) for e in exceptions for f in findings if e.covers(f)} | {
         id(e) for e in exceptions if e.revision is None
     }

@@ -90,12 +90,12 @@ def lint(*, since: str | None = None, as_json: bool = False, out: Say = say) -> 
 
     findings, notes, docs = lint_revisions(since)
     if as_json:
-        out(json.dumps([f.__dict__ for f in findings], indent=2))
+        out(json.dumps([f.to_json() for f in findings], indent=2))
     else:
         for note in notes:
             out(f"note: {note}")
         for finding in findings:
-            complain(finding.line(docs))
+            complain(finding.text(docs))
         if not findings:
             out("Every revision passes squawk and the repository's rules.")
     if findings:

@@ -131,7 +131,7 @@ def lint_item(since: str) -> Item:
         findings, notes, docs = lint(None if since == expected.BASE else since)
     except UaipDbError as error:
         return Item("Migration lint", FAIL, [str(error)], "lint", "could not run")
-    body = [f"- {f.line(docs)}" for f in findings] or ["No findings (squawk and our rules)."]
+    body = [f"- {f.headline(docs)}" for f in findings] or ["No findings (squawk and our rules)."]
     body += [f"- note: {n}" for n in notes]
     brief = f"{len(findings)} finding(s)" if findings else "no findings"
     return Item("Migration lint", FAIL if findings else PASS, body, "lint", brief)
