@@ -112,10 +112,15 @@ def head_template(server: ScratchServer) -> str:
 def reader(server: ScratchServer) -> Iterator[str]:
     """A role to grant to; it goes when the databases that name it have been dropped."""
     role = f"uaip_reader_{secrets.token_hex(3)}"
-    admin = server.connection()
-    admin.execute(psycopg.sql.SQL("CREATE ROLE {}").format(psycopg.sql.Identifier(role)))
+    # A connection each time: one held for the whole session may be ended meanwhile by a test
+    # that ends sessions (the teardown then failed on "the connection is closed").
+    with psycopg.connect(**server.admin.connect_kwargs(), autocommit=True) as admin:
+        admin.execute(psycopg.sql.SQL("CREATE ROLE {}").format(psycopg.sql.Identifier(role)))
     yield role
-    admin.execute(psycopg.sql.SQL("DROP ROLE IF EXISTS {}").format(psycopg.sql.Identifier(role)))
+    with psycopg.connect(**server.admin.connect_kwargs(), autocommit=True) as admin:
+        admin.execute(
+            psycopg.sql.SQL("DROP ROLE IF EXISTS {}").format(psycopg.sql.Identifier(role))
+        )
 
 
 @pytest.fixture
