@@ -45,9 +45,19 @@ def edited_revisions(
             found.append(
                 f"Revision {revision} ({script.doc}) was edited after it was applied "
                 f"({entry.how} on {entry.applied_at:%Y-%m-%d %H:%M} by {entry.applied_by}); "
-                "revert the edit and put the change in a new revision."
+                f"{edited_advice(script)}"
             )
     return found
+
+
+def edited_advice(script: history.Revision) -> str:
+    """What to do about an applied revision file that changed (docs/MIGRATIONS.md, *Changing a
+    revision you applied but have not pushed*): it depends on whether others have it."""
+    parent = script.down_revisions[0] if script.down_revisions else history.BASE
+    return (
+        "if it was pushed, revert the edit and put the change in a new revision; if not, "
+        f"`inv db.downgrade --rev {parent} && inv db.upgrade` records it anew."
+    )
 
 
 def verify(database: DatabaseConfig) -> Verification:
