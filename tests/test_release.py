@@ -487,3 +487,44 @@ def test_the_application_item_runs_the_start_up_check_on_the_rehearsed_copy(
     assert f"/{copy.group(1)} is at head {HEAD}; the migration scripts check out." in application
     assert "(item 8, PASS)" in report[report.index("## Sign-off") :]
     assert applied.current_revisions(behind_db) == (WIDEN,)  # the source was never upgraded
+
+
+def test_release_backups_are_pruned_to_the_newest_of_that_database_and_the_report_says_so(
+    behind_db: DatabaseConfig, tmp_path: Path, committed: Path, server: ScratchServer
+) -> None:
+    """Issue 25: every release.check kept its backup forever. The release ones of this database
+    (same server) are pruned to UAIP_RELEASE_BACKUPS_KEPT; never the new one, nobody else's."""
+    releases = tmp_path / "release"
+    older = run_cli("inv", "db.backup", "--out", str(releases), "--no-verify", database=behind_db)
+    other_db = server.create_database()
+    try:
+        other = run_cli(
+            "inv", "db.backup", "--out", str(releases), "--no-verify", database=other_db
+        )
+    finally:
+        server.drop_database(other_db.name)
+    mine = run_cli("inv", "db.backup", "--out", str(tmp_path), "--no-verify", database=behind_db)
+    assert older.returncode == other.returncode == mine.returncode == 0, older.stderr + other.stderr
+    before = {path.name for path in releases.iterdir() if not path.name.startswith(".")}
+    assert len(before) == 2
+    env = {
+        "UAIP_BACKUP_DIR": str(tmp_path),
+        "UAIP_DB_ROOT": str(committed),
+        "UAIP_RELEASE_BACKUPS_KEPT": "1",
+    }
+    result = run_cli("inv", "release.check", "--no-load", database=behind_db, env=env)
+    assert result.returncode == 0, result.stderr
+    (report,) = (committed / "reports").glob("release-*.md")
+    text = report.read_text()
+    after = {path.name for path in releases.iterdir() if not path.name.startswith(".")}
+    removed = before - after
+    assert len(removed) == 1 and len(after) == 2  # the older one went; the new one and the other
+    assert "the newest 1 release backup(s) of this database on this server are kept" in text
+    assert f"- Removed: `{removed.pop()}`" in text
+    # The backup people took by hand, beside the release folder, is not a release backup.
+    assert len(list(tmp_path.glob(f"{behind_db.name}-*"))) == 1
+    bad = run_cli(
+        "inv", "release.check", database=behind_db, env={**env, "UAIP_RELEASE_BACKUPS_KEPT": "0"}
+    )
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    assert "UAIP_RELEASE_BACKUPS_KEPT='0' is not a whole number of 1 or more" in bad.stderr

@@ -40,6 +40,12 @@ def backup_dir() -> Path:
     return Path(configured).resolve() if configured else project_root() / "backups"
 
 
+def release_backup_dir() -> Path:
+    """Where `release.check` keeps its backups (pruned to UAIP_RELEASE_BACKUPS_KEPT a database):
+    release/ in the backup folder, apart from the backups people take."""
+    return backup_dir() / "release"
+
+
 def reports_dir() -> Path:
     return project_root() / "reports"
 

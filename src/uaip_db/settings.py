@@ -228,6 +228,25 @@ def scratch_place(environ: Mapping[str, str] | None = None) -> ScratchPlace:
     return ScratchPlace(None, f"{SCRATCH_SETTING}={choice}" if choice else "the default")
 
 
+RELEASE_BACKUPS_KEPT_SETTING = "UAIP_RELEASE_BACKUPS_KEPT"
+DEFAULT_RELEASE_BACKUPS_KEPT = 3
+
+
+def release_backups_kept(environ: Mapping[str, str] | None = None) -> int:
+    """`UAIP_RELEASE_BACKUPS_KEPT`: how many release backups of a database `release.check` keeps
+    (the newest; default 3), a whole number of 1 or more."""
+    environ = os.environ if environ is None else environ
+    value = environ.get(RELEASE_BACKUPS_KEPT_SETTING, "").strip()
+    if not value:
+        return DEFAULT_RELEASE_BACKUPS_KEPT
+    if not value.isdigit() or int(value) < 1:
+        raise SettingsError(
+            f"{RELEASE_BACKUPS_KEPT_SETTING}={value!r} is not a whole number of 1 or more "
+            "(the newest release backups of a database to keep)."
+        )
+    return int(value)
+
+
 CONNECTION_NAMES = ("DATABASE_URL", "DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASSWORD")
 
 

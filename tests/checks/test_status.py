@@ -92,6 +92,27 @@ def test_an_applied_migration_edited_afterwards_exits_1(
     assert verify.returncode == 1 and "was edited after it was applied" in verify.stderr
 
 
+def test_an_edited_applied_revision_is_told_both_ways_and_the_unpushed_way_works(
+    empty_db: DatabaseConfig, checkout: Path
+) -> None:
+    """docs/MIGRATIONS.md: pushed, revert the edit; not pushed, downgrade to the parent and
+    upgrade again, which records the file anew (issue 25)."""
+    env = {"UAIP_DB_ROOT": str(checkout)}
+    assert run_cli("inv", "db.upgrade", database=empty_db, env=env).returncode == 0
+    script = next((checkout / "migrations" / "versions").glob("*_widen_sessions_user_id.py"))
+    script.write_text(script.read_text().replace('"', "'"))  # what a formatter might do
+    result = run_cli("inv", "db.check", database=empty_db, env=env)
+    assert result.returncode == 1
+    parent = CHAIN[CHAIN.index(WIDEN) - 1]
+    advice = f"`inv db.downgrade --rev {parent} && inv db.upgrade` records it anew"
+    assert "if it was pushed, revert the edit" in result.stderr and advice in result.stderr
+    down = run_cli("inv", "db.downgrade", "--rev", parent, "--yes", database=empty_db, env=env)
+    assert down.returncode == 0, down.stderr
+    assert run_cli("inv", "db.upgrade", database=empty_db, env=env).returncode == 0
+    again = run_cli("inv", "db.check", database=empty_db, env=env)
+    assert "was edited after it was applied" not in again.stderr, again.stderr
+
+
 def test_a_database_stamped_head_by_hand_is_not_at_head(empty_db: DatabaseConfig) -> None:
     from uaip_db.migrations.baseline import seed
 

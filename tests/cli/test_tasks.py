@@ -8,7 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CHAIN, COMMENTS, EMAIL, HEAD, ROOT, WIDEN, run_cli, sql
+from tests.conftest import (
+    CHAIN,
+    COMMENTS,
+    EMAIL,
+    HEAD,
+    ROOT,
+    WIDEN,
+    run_cli,
+    sql,
+    write_revision,
+)
 from uaip_db.migrations import applied, runner
 from uaip_db.servers.scratch import ScratchServer, free_port
 from uaip_db.settings import DatabaseConfig
@@ -88,6 +98,54 @@ def test_downgrade_one_step_by_default(empty_db: DatabaseConfig) -> None:
     result = run_cli("inv", "db.downgrade", database=empty_db)
     assert result.returncode == 0, result.stderr
     assert sql(empty_db, "SELECT version_num FROM alembic_version") == [(WIDEN,)]
+
+
+def test_a_downgrade_that_leaves_an_index_behind_exits_1_naming_it(
+    head_db: DatabaseConfig, checkout: Path
+) -> None:
+    """Issue 25: the schema a downgrade reaches is compared with the target's committed snapshot
+    on the spot, not at a later db.verify."""
+    versions = checkout / "migrations" / "versions"
+    create = "CREATE INDEX ix_sessions_forgotten ON sessions (updated_at)"
+    write_revision(versions, "eeee00000005", HEAD, [create], ["SELECT 1"])
+    env = {"UAIP_DB_ROOT": str(checkout)}
+    up = run_cli("inv", "db.upgrade", database=head_db, env=env)
+    # No committed snapshot of the new revision yet (it is being written): said, not failed.
+    assert up.returncode == 0, up.stderr
+    assert "Not compared with a committed snapshot" in up.stdout
+    down = run_cli("inv", "db.downgrade", "--yes", database=head_db, env=env)
+    assert down.returncode == 1, down.stdout + down.stderr
+    lines = down.stderr.strip().splitlines()
+    assert len(lines) == 2 and "Traceback" not in down.stderr, lines
+    assert f"The downgrade reached revision {HEAD}" in lines[0]
+    assert "ix_sessions_forgotten" in lines[0] and "eeee00000005" in lines[1]
+    assert f"Now at {HEAD}" in down.stdout
+    assert_no_password(down, head_db)
+
+
+def test_what_differed_before_a_downgrade_is_not_blamed_on_it(head_db: DatabaseConfig) -> None:
+    sql(head_db, "CREATE TABLE hand_made (id int)")  # drift db.verify names; not the downgrade's
+    result = run_cli("inv", "db.downgrade", database=head_db)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "still differs from revision" in result.stdout and "as it did before" in result.stdout
+
+
+def test_an_upgrade_that_builds_another_schema_than_its_snapshot_exits_1(
+    head_db: DatabaseConfig, checkout: Path
+) -> None:
+    from uaip_db.migrations import snapshots
+
+    versions = checkout / "migrations" / "versions"
+    create = "CREATE INDEX ix_sessions_unsaid ON sessions (updated_at)"
+    write_revision(versions, "eeee00000006", HEAD, [create], ["DROP INDEX ix_sessions_unsaid"])
+    # Its committed snapshot says it changes nothing; the sources say it is current.
+    folder = checkout / "migrations" / "snapshots"
+    shutil.copy(folder / f"{HEAD}.json", folder / "eeee00000006.json")
+    snapshots.sources_path().write_text(snapshots.sources_text(), encoding="utf-8")
+    result = run_cli("inv", "db.upgrade", database=head_db, env={"UAIP_DB_ROOT": str(checkout)})
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "The upgrade reached revision eeee00000006" in result.stderr
+    assert "ix_sessions_unsaid" in result.stderr
 
 
 def test_downgrade_past_base_is_refused(head_db: DatabaseConfig) -> None:

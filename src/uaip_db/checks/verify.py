@@ -45,9 +45,19 @@ def edited_revisions(
             found.append(
                 f"Revision {revision} ({script.doc}) was edited after it was applied "
                 f"({entry.how} on {entry.applied_at:%Y-%m-%d %H:%M} by {entry.applied_by}); "
-                "revert the edit and put the change in a new revision."
+                f"{edited_advice(script)}"
             )
     return found
+
+
+def edited_advice(script: history.Revision) -> str:
+    """What to do about an applied revision file that changed (docs/MIGRATIONS.md, *Changing a
+    revision you applied but have not pushed*): it depends on whether others have it."""
+    parent = script.down_revisions[0] if script.down_revisions else history.BASE
+    return (
+        "if it was pushed, revert the edit and put the change in a new revision; if not, "
+        f"`inv db.downgrade --rev {parent} && inv db.upgrade` records it anew."
+    )
 
 
 def verify(database: DatabaseConfig) -> Verification:
@@ -76,6 +86,58 @@ def verify(database: DatabaseConfig) -> Verification:
         actual_digest=actual.digest(),
         differences=diff(wanted, actual),
         edited=edited,
+    )
+
+
+@dataclass(frozen=True)
+class Reached:
+    """The schema a migration left, against the committed snapshot of the revision it reached."""
+
+    revision: str
+    # What differs and was not already so before the migration: the migration's doing.
+    differences: list[str]
+    # Differences that were there before the migration too (an object made by hand), left out.
+    earlier: int = 0
+    # Why nothing was compared (several heads; snapshots that predate a revision file, as while
+    # a new revision is being written), else "".
+    not_compared: str = ""
+
+    def first(self, count: int = 3) -> str:
+        shown = "; ".join(self.differences[:count])
+        more = len(self.differences) - count
+        return shown + (f"; and {more} more" if more > 0 else "")
+
+
+def drift(current: tuple[str, ...], actual: Snapshot) -> list[str] | None:
+    """How `actual` differs from the committed snapshot of `current`; None when there is no one
+    fresh snapshot to compare with (several heads, snapshots that predate a revision file)."""
+    if len(current) > 1:
+        return None
+    revision = current[0] if current else expected.BASE
+    if revision != expected.BASE and snapshots.staleness(revision):  # base needs no file
+        return None
+    wanted = expected.snapshot(revision)
+    return [] if wanted.digest() == actual.digest() else diff(wanted, actual)
+
+
+def reached(
+    current: tuple[str, ...],
+    actual: Snapshot,
+    start: tuple[str, ...] = (),
+    before: Snapshot | None = None,
+) -> Reached:
+    """Compare `actual`, read right after a migration from `start` (schema `before`) ended at
+    `current`, with the committed snapshot of `current` (what `db.verify` would then say, without
+    another connection). A difference that was there at the start too (against the snapshot of
+    `start`) is not the migration's; when `start` has no fresh snapshot, every one counts."""
+    revision = ", ".join(current) or expected.BASE
+    found = drift(current, actual)
+    if found is None:
+        reason = "several revisions are recorded" if len(current) > 1 else ""
+        return Reached(revision, [], not_compared=reason or str(snapshots.staleness(revision)))
+    earlier = set(drift(start, before) or []) if before is not None and found else set()
+    return Reached(
+        revision, [line for line in found if line not in earlier], len(earlier & set(found))
     )
 
 

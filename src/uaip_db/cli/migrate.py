@@ -13,6 +13,8 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from uaip_db import pg
+from uaip_db.catalog.snapshot import Snapshot, take_from
+from uaip_db.checks.verify import Reached, reached
 from uaip_db.cli.confirm import confirm_destructive
 from uaip_db.cli.reporter import Say, VisibleStream, complain, say, timed
 from uaip_db.errors import CheckFailed, ConnectionProblem, MigrationError, UaipDbError, UsageError
@@ -77,6 +79,7 @@ def upgrade(
     try:
         current = applied.current_revisions_on(conn)
         invalid = invalid_indexes(conn)
+        before: Snapshot | None = None
         for recorded in current:
             if index.get(recorded) is None:
                 raise history.unknown_revision(recorded)
@@ -87,6 +90,7 @@ def upgrade(
                 "nothing to do."
             )
             return
+        before = take_from(conn)  # what differed before the upgrade is not the upgrade's
         if backup_first or config.is_production:
             conn.close()  # a backup takes minutes; the lock gets a fresh connection
         from uaip_db.cli.backups import take_backup_first
@@ -98,6 +102,7 @@ def upgrade(
         def read_outcome(migrated: psycopg.Connection[Any]) -> None:
             outcome["current"] = applied.current_revisions_on(migrated)
             outcome["invalid"] = invalid_indexes(migrated)
+            outcome["schema"] = take_from(migrated)
 
         with timed("Upgrade finished", out), saying_where_it_stopped(config, current):
             runner.upgrade(
@@ -112,6 +117,29 @@ def upgrade(
         conn.close()
     refuse_invalid_indexes(outcome["invalid"])
     out(f"Now at {describe_current(outcome['current'])}.")
+    pending_after = {item.revision for item in index.pending(outcome["current"])}
+    ran = [item.revision for item in index.pending(current) if item.revision not in pending_after]
+    found = reached(outcome["current"], outcome["schema"], current, before)
+    refuse_another_schema(found, "upgrade", ran, out)
+
+
+def refuse_another_schema(found: Reached, step: str, revisions: list[str], out: Say) -> None:
+    """After a migration, the schema it left must be the committed snapshot of the revision it
+    reached: a downgrade() that forgot what its upgrade() made fails here, not at db.verify."""
+    if found.not_compared:
+        out(f"Not compared with a committed snapshot: {found.not_compared}")
+    elif found.differences:
+        raise CheckFailed(
+            f"The {step} reached revision {found.revision}, but the schema is not its committed "
+            f"snapshot ({len(found.differences)} difference(s): {found.first()}).\n"
+            f"The {step}() of {', '.join(revisions) or 'nothing'} does not do what the snapshots "
+            "say (or the schema differed before); `inv db.verify` lists it all."
+        )
+    elif found.earlier:
+        out(
+            f"The schema still differs from revision {found.revision}'s snapshot as it did "
+            f"before ({found.earlier} difference(s)); `inv db.verify` lists them."
+        )
 
 
 def refuse_invalid_indexes(invalid: list[str]) -> None:
@@ -191,17 +219,30 @@ def downgrade(
     take_backup_first(config, backup_first, out)
     with runner.hold_lock(config, lock_wait, out):
         # Another runner may have moved the database while we asked; the plan must still hold.
-        before = applied.current_revisions(config)
+        with pg.reading(config) as conn:
+            before = applied.current_revisions_on(conn)
+            schema = take_from(conn)  # what differed before the downgrade is not its doing
         replanned = index.downgrade_plan(before, revision)
         if replanned != plan:
             raise UsageError(
                 "The database changed while this downgrade waited (another runner migrated "
                 "it); nothing was reverted. Check `inv db.current` and run it again."
             )
+        outcome: dict[str, Any] = {}
+
+        def read_outcome(migrated: psycopg.Connection[Any]) -> None:
+            outcome["current"] = applied.current_revisions_on(migrated)
+            outcome["schema"] = take_from(migrated)
+
         with timed("Downgrade finished", out), saying_where_it_stopped(config, before):
             # The resolved target: Alembic cannot walk "-N" through a merge by itself.
-            runner.downgrade(config, target, lock_wait=lock_wait, report=out, lock_held=True)
-    out(f"Now at {describe_current(applied.current_revisions(config))}.")
+            runner.downgrade(
+                config, target, lock_wait=lock_wait, report=out, lock_held=True, after=read_outcome
+            )
+    out(f"Now at {describe_current(outcome['current'])}.")
+    reverted = [item.revision for item in plan.reverted]
+    found = reached(outcome["current"], outcome["schema"], before, schema)
+    refuse_another_schema(found, "downgrade", reverted, out)
 
 
 def current(*, as_json: bool = False, out: Say = say) -> None:

@@ -24,7 +24,7 @@ def release_check(*, load: bool = True, max_writer_wait: str | None = None, out:
 
     writers = load_settings(load, max_writer_wait, before_seconds=RELEASE_BEFORE_SECONDS)
     config = DatabaseConfig.from_env()
-    report, path = check_release(config, paths.backup_dir(), out, load=writers)
+    report, path = check_release(config, paths.release_backup_dir(), out, load=writers)
     for number, item in enumerate(report.items, 1):
         out(f"  {number}. {item.title}: {item.status}" + (f" ({item.brief})" if item.brief else ""))
     out(f"  SQL appendix: {path.with_suffix('.sql')}; JSON for CI: {path.with_suffix('.json')}")

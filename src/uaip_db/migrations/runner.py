@@ -496,9 +496,16 @@ def downgrade(
     lock_wait: float = DEFAULT_WAIT_SECONDS,
     report: Callable[[str], None] | None = None,
     lock_held: bool = False,
+    after: Callable[[psycopg.Connection[Any]], None] | None = None,
 ) -> None:
+    """Downgrade to `revision`; `after` reads the outcome on the migration connection."""
     config = alembic_config(
-        database, lock_wait=lock_wait, report=report, direction="downgrade", lock_held=lock_held
+        database,
+        lock_wait=lock_wait,
+        report=report,
+        direction="downgrade",
+        lock_held=lock_held,
+        after=after,
     )
     _run_command("downgrade", config, revision, sql=sql)
 

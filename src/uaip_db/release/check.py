@@ -21,7 +21,7 @@ from uaip_db.release.context import run_context, server_version
 from uaip_db.release.report import PASS, ReleaseReport, ensure_writable, write_report
 from uaip_db.release.rollback import RESTORE_COST, DowngradeCost, downgrade_cost, rollback_item
 from uaip_db.release.source import source_state
-from uaip_db.settings import DatabaseConfig
+from uaip_db.settings import DatabaseConfig, release_backups_kept
 
 if TYPE_CHECKING:
     from uaip_db.backups.manifest import Backup
@@ -40,6 +40,7 @@ def release_check(
     from uaip_db.servers.scratch import scratch_server
 
     started = datetime.datetime.now(datetime.UTC)
+    kept = release_backups_kept()  # a bad setting is named before anything is done
     ensure_writable(paths.reports_dir())
     index = history.load()
     head = index.single_head()
@@ -80,6 +81,7 @@ def release_check(
         )
         rehearsal, application, rehearsed = checks.rehearsal_items(made, server, load)
     backup = checks.backup_item(made, backup_failure, rehearsed)
+    backup.body += checks.retention(made, backup.status == PASS, kept)
     report.items += [backup, rehearsal]
     if backup.status != PASS:
         made = None  # a backup not proven restorable is no way back

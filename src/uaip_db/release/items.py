@@ -147,6 +147,30 @@ def take_backup(config: DatabaseConfig, backup_dir: Path) -> tuple[Backup | None
         return None, str(error)
 
 
+def retention(made: Backup | None, proven: bool, kept: int) -> list[str]:
+    """Prune the release backups of `made`'s database (same server) to the newest `kept`, never
+    `made`; only once `made` is proven restorable. The report's lines: the rule, what went."""
+    from uaip_db.backups import folder
+
+    rule = (
+        f"- Retention: the newest {kept} release backup(s) of this database on this server are "
+        f"kept in `{made.path.parent if made else 'the release backup folder'}` "
+        "(UAIP_RELEASE_BACKUPS_KEPT)"
+    )
+    if made is None or not proven:
+        return [rule, "- Nothing pruned: this run has no backup proven restorable"]
+    if not made.manifest.identity.known:
+        return [
+            rule,
+            "- Nothing pruned: the role may not read the server's system identifier, so older "
+            "backups cannot be told apart from another server's",
+        ]
+    removed = folder.prune(made.path.parent, made, kept)
+    if not removed:
+        return [rule, "- Removed: none"]
+    return [rule, "- Removed: " + ", ".join(f"`{path.name}`" for path in removed)]
+
+
 def backup_item(made: Backup | None, failure: str | None, rehearsal: Rehearsal | None) -> Item:
     """The backup, proven restorable by the rehearsal's restore (its manifest says so)."""
     from uaip_db.backups import manifest as manifests
