@@ -137,6 +137,7 @@ def lint(session: nox.Session) -> None:
     session.install("-e", ".[dev]")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    session.run("lint-imports")  # the layers of docs/ARCHITECTURE.md: no upward import
     session.run("inv", "db.lint")
     session.run("inv", "db.docs", "--check")
     # scripts/, workflows, compose: POSIX sh; schemas bundled with check-jsonschema; no medium or
