@@ -7,11 +7,13 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import WIDEN, sql
+from tests.conftest import HEAD, WIDEN, sql
+from tests.migrations.test_phases import CONTRACT, add_expand_then_contract
 from uaip_db.backups import manifest as manifests
 from uaip_db.backups import restore as restoring
-from uaip_db.migrations import applied, runner
-from uaip_db.release.check import release_check
+from uaip_db.migrations import applied, history, runner
+from uaip_db.release.check import release_check, upgrade_destroys
+from uaip_db.servers.scratch import ScratchServer
 from uaip_db.settings import DatabaseConfig
 
 
@@ -80,3 +82,19 @@ def manifests_in(directory: Path) -> list[tuple[Path, manifests.Manifest]]:
     from uaip_db.backups import folder as folders
 
     return folders.complete_backups(directory)
+
+
+def test_the_report_says_what_the_upgrade_itself_destroys(
+    server: ScratchServer, checkout: Path, head_db: DatabaseConfig
+) -> None:
+    add_expand_then_contract(server, checkout)
+    sql(head_db, "INSERT INTO sessions (user_id) VALUES ('s')")
+    sql(
+        head_db,
+        "INSERT INTO checkpoints (session_id, stage_number, checkpoint_data) "
+        "SELECT session_id, 2, '{}' FROM sessions",
+    )
+    pending = history.load().pending((HEAD,))
+    said = upgrade_destroys(head_db, HEAD, CONTRACT, pending)
+    assert said[0] == "checkpoints.stage_number: 1 row(s) with a value"
+    assert said[-1] == f"declared: {CONTRACT}: kept in zz_label since the release before"

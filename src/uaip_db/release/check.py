@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING
 
 from uaip_db import paths
 from uaip_db.catalog import expected
+from uaip_db.checks.data_loss import count_losses, lost_objects
 from uaip_db.errors import UaipDbError
 from uaip_db.migrations import applied, history, runner
-from uaip_db.pg import connection
+from uaip_db.pg import connection, reading
 from uaip_db.release import items as checks
 from uaip_db.release.context import run_context, server_version
 from uaip_db.release.report import PASS, ReleaseReport, ensure_writable, write_report
@@ -58,6 +59,7 @@ def release_check(
     report.source = source_state(paths.project_root(), index)
     out(f"Release check of {config.display_url()}: {len(pending)} revision(s) to apply.")
     out(f"  code: {report.source.label().replace('`', '')}")
+    destroys = upgrade_destroys(config, current, head, pending)
 
     upgrade_sql, sql_error = _render(current, head, bool(pending), downgrade=False)
     rollback_sql, rollback_error = _render(head, current, bool(pending), downgrade=True)
@@ -91,7 +93,7 @@ def release_check(
     )
     report.items.append(application)
     report.items.append(checks.code_item(report.source))
-    report.decisions = decisions(report, made, rehearsed, cost)
+    report.decisions = decisions(report, made, rehearsed, cost, destroys)
     written_at = datetime.datetime.now(datetime.UTC)
     target = write_report(
         paths.reports_dir(),
@@ -169,8 +171,38 @@ def writers_line(rehearsed: Rehearsal) -> str:
     )
 
 
+def upgrade_destroys(
+    config: DatabaseConfig, current: str, head: str, pending: list[history.Revision]
+) -> list[str]:
+    """What the upgrade itself drops (tables, columns: from the committed snapshots) and what
+    they hold in the database now, with each revision's own word for it (destroys_data)."""
+    try:
+        lost = lost_objects(expected.snapshot(current), expected.snapshot(head))
+    except UaipDbError:
+        return ["(not known: a revision has no committed snapshot)"]
+    if not lost:
+        return []
+    try:
+        with reading(config) as conn:
+            held = {loss.target: loss.rows for loss in count_losses(conn, lost)}
+    except UaipDbError as error:
+        held = {}
+        note = f" (not counted: {error})"
+    else:
+        note = ""
+    said = "; ".join(f"{r.revision}: {r.destroys_data}" for r in pending if r.destroys_data)
+    return [
+        f"{name}: {held.get(name, 0)} row(s){' with a value' if '.' in name else ''}"
+        for name in lost.names()
+    ] + [f"declared: {said or 'by no revision'}{note}"]
+
+
 def decisions(
-    report: ReleaseReport, made: Backup | None, rehearsed: Rehearsal | None, cost: DowngradeCost
+    report: ReleaseReport,
+    made: Backup | None,
+    rehearsed: Rehearsal | None,
+    cost: DowngradeCost,
+    destroys: list[str] | None = None,
 ) -> list[str]:
     """What no check can settle: the questions a person answers before signing."""
     from uaip_db.migrations.lock_report import held_by
@@ -184,6 +216,12 @@ def decisions(
         )
     if not report.pending:
         return [*found, "Nothing: there is nothing to release."]
+    if destroys:
+        found.append(
+            "Whether to destroy data: the upgrade itself drops "
+            + "; ".join(destroys)
+            + " (counted on the database now; no way back brings it back but the restore)."
+        )
     if rehearsed is not None and rehearsed.passed:
         rows = sum(made.manifest.row_counts.values()) if made else 0
         found.append(
