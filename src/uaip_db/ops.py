@@ -5,7 +5,33 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from uaip_db.dual_write import (
+    change_type_contract,
+    change_type_contract_undo,
+    change_type_expand,
+    change_type_expand_undo,
+    dual_write_name,
+    rename_column_contract,
+    rename_column_contract_undo,
+    rename_column_expand,
+    rename_column_expand_undo,
+    shadow_column,
+)
 from uaip_db.errors import MigrationError
+
+# Revision files import these from here (the two-release rename and type change).
+__all__ = [
+    "change_type_contract",
+    "change_type_contract_undo",
+    "change_type_expand",
+    "change_type_expand_undo",
+    "dual_write_name",
+    "rename_column_contract",
+    "rename_column_contract_undo",
+    "rename_column_expand",
+    "rename_column_expand_undo",
+    "shadow_column",
+]
 
 
 def _quote(op: Any, name: str) -> str:
