@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from backfills import bench_backfill  # noqa: E402
-from workloads import GENERATE_ROWS, rows_for, write_revisions  # noqa: E402
+from workloads import generate_rows, write_revisions  # noqa: E402
 
 from uaip_db.backups.dump import fastest_compression  # noqa: E402
 from uaip_db.migrations import history, runner  # noqa: E402
@@ -153,7 +153,7 @@ def bench_backup(server: ScratchServer, runs: int, rows: int, folder: Path) -> l
     source = server.create_database("bench_data")
     runner.upgrade(source, "head")
     started = time.perf_counter()
-    psql(source, GENERATE_ROWS.replace("%(sessions)s", str(rows_for(rows))))
+    generate_rows(source, rows)
     psql(source, "VACUUM ANALYZE")
     print(f"  generated {rows} rows in {time.perf_counter() - started:.1f} s", flush=True)
     env = child_env(source)
@@ -327,7 +327,7 @@ def bench_release(server: ScratchServer, rows: int, folder: Path) -> list[Result
     checkout = committed_copy(folder / "checkout")
     source = server.create_database("bench_release")
     runner.upgrade(source, REPOSITORY_CHAIN[-3])
-    psql(source, GENERATE_ROWS.replace("%(sessions)s", str(rows_for(rows))))
+    generate_rows(source, rows)
     psql(source, "VACUUM ANALYZE")
     env = {
         **child_env(source),

@@ -5,44 +5,23 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-# About one million rows across the seven tables, with non-ASCII text and nested JSONB.
-GENERATE_ROWS = """
-INSERT INTO sessions (user_id, project_name, current_stage, status, metadata, email)
-SELECT 'user-' || g, 'Projekt Grüße 数据 #' || g, 1 + g % 5,
-       (ARRAY['in_progress', 'completed', 'abandoned'])[1 + g % 3],
-       jsonb_build_object('ui', 'web', 'n', g, 'tags', jsonb_build_array('a', 'ü', g)),
-       'user' || g || '@example.org'
-FROM generate_series(1, %(sessions)s) AS g;
+import psycopg
 
-INSERT INTO stage_data (session_id, stage_number, field_name, field_value)
-SELECT s.session_id, 1 + f % 5, 'field_' || f,
-       jsonb_build_object('answer', 'Antwort ✓ ' || f, 'items', jsonb_build_array(f, f * 2))
-FROM sessions AS s CROSS JOIN generate_series(1, 6) AS f;
+from uaip_db.checks import sample_data
+from uaip_db.settings import DatabaseConfig
 
-INSERT INTO conversation_history (session_id, stage_number, role, content, metadata)
-SELECT s.session_id, 1 + m % 5, (ARRAY['user', 'assistant'])[1 + m % 2],
-       'Message ' || m || ': what data do you have? データ', jsonb_build_object('tokens', m)
-FROM sessions AS s CROSS JOIN generate_series(1, 6) AS m;
 
-INSERT INTO checkpoints (session_id, stage_number, checkpoint_data)
-SELECT s.session_id, 1 + c % 5, jsonb_build_object('state', repeat('x', 40), 'c', c)
-FROM sessions AS s CROSS JOIN generate_series(1, 2) AS c;
-
-INSERT INTO quality_metrics (session_id, stage_number, field_name, quality_score, issues)
-SELECT s.session_id, 1 + q % 5, 'field_' || q, q % 11, jsonb_build_array('vague')
-FROM sessions AS s CROSS JOIN generate_series(1, 3) AS q;
-
-INSERT INTO project_charters (session_id, charter_data, governance_decision, feasibility_level)
-SELECT s.session_id, jsonb_build_object('title', s.project_name), 'proceed', 'medium'
-FROM sessions AS s WHERE s.status = 'completed';
-
-INSERT INTO consistency_reports (session_id, is_consistent, overall_feasibility)
-SELECT s.session_id, true, 'high' FROM sessions AS s WHERE s.status <> 'abandoned';
-"""
+def generate_rows(database: DatabaseConfig, total: int) -> None:
+    """About `total` rows across every table at the database's revision, from its catalog:
+    non-ASCII text, nested JSONB, three rows per referenced row (sample_data.fill_many)."""
+    with psycopg.connect(**database.connect_kwargs(), autocommit=True) as conn:
+        unfilled = sample_data.fill_many(conn, rows_for(total), per_parent=3)
+        if unfilled:
+            raise SystemExit(f"could not fill {', '.join(unfilled)}")
 
 
 def rows_for(total: int) -> int:
-    """Sessions needed for about `total` rows (each session brings about 19 rows)."""
+    """Rows per root table for about `total` rows (each brings 1 + 6 tables x 3 = 19)."""
     return max(1, total // 19)
 
 

@@ -10,62 +10,27 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import sql
 from uaip_db import pg
 from uaip_db.catalog.snapshot import Snapshot
 from uaip_db.checks import sample_data
 from uaip_db.servers.scratch import ScratchServer, start_scratch_server
 from uaip_db.settings import DatabaseConfig
 
-SESSIONS = 2000
-FILL_SQL = f"""
-INSERT INTO sessions (user_id, project_name, current_stage, status, metadata, email)
-SELECT 'user-' || i, 'Grüße 数据 ✓ project ' || i, 1 + i % 5,
-       (ARRAY['in_progress', 'completed', 'abandoned'])[1 + i % 3],
-       jsonb_build_object('n', i, 'label', 'Grüße 数据 ✓',
-                          'nested', jsonb_build_object('tags', jsonb_build_array('ä', '数', i),
-                                                       'deep', jsonb_build_object('ok', i % 2 = 0,
-                                                                                  'none', NULL))),
-       CASE WHEN i % 7 = 0 THEN NULL ELSE 'u' || i || '@example.org' END
-FROM generate_series(1, {SESSIONS}) AS i;
-
-INSERT INTO stage_data (session_id, stage_number, field_name, field_value)
-SELECT s.session_id, st, 'field_' || st,
-       jsonb_build_object('answer', 'Antwort ' || st || ' ✓', 'list', jsonb_build_array(st, 'x'))
-FROM sessions AS s, generate_series(1, 2) AS st;
-
-INSERT INTO conversation_history (session_id, stage_number, role, content, metadata)
-SELECT s.session_id, 1 + k % 5, (ARRAY['user', 'assistant', 'system'])[1 + k % 3],
-       'Nachricht ' || k || E' — 数据\\nzweite Zeile', jsonb_build_object('k', k)
-FROM sessions AS s, generate_series(1, 3) AS k;
-
-INSERT INTO checkpoints (session_id, stage_number, checkpoint_data)
-SELECT session_id, current_stage, jsonb_build_object('state', metadata)
-FROM sessions;
-
-INSERT INTO project_charters (session_id, charter_data, governance_decision, feasibility_level)
-SELECT session_id, jsonb_build_object('title', project_name, 'scope', jsonb_build_array('a', 'b')),
-       (ARRAY['proceed', 'revise', 'halt', 'submit_to_committee'])[1 + current_stage % 4],
-       (ARRAY['low', 'medium', 'high'])[1 + current_stage % 3]
-FROM sessions WHERE status = 'completed' OR current_stage > 3;
-
-INSERT INTO quality_metrics (session_id, stage_number, field_name, quality_score, issues)
-SELECT s.session_id, q, 'field_' || q, (q * 3) % 11, jsonb_build_array('Problem ✗ ' || q)
-FROM sessions AS s, generate_series(1, 2) AS q;
-
-INSERT INTO consistency_reports (session_id, is_consistent, overall_feasibility, contradictions)
-SELECT session_id, current_stage % 2 = 0, 'medium',
-       jsonb_build_array(jsonb_build_object('between', jsonb_build_array(1, 2)))
-FROM sessions;
-"""
+# Rows in each table that references no other (sessions today); tables with a foreign key get
+# about FILL_PER_PARENT rows per referenced row. The fill reads the catalog at the database's own
+# revision, so no column of any one version of the schema is named here: tests read what it made,
+# never a constant.
+FILL_ROWS = 2000
+FILL_PER_PARENT = 3
 
 
 @pytest.fixture(scope="session")
 def full_template(server: ScratchServer, head_template: str) -> str:
     """A database at head with thousands of rows in every table, cloned per test."""
     database = server.create_database("uaip_tpl_full", template=head_template)
-    sql(database, FILL_SQL)
-    sql(database, "ANALYZE")
+    with psycopg.connect(**database.connect_kwargs(), autocommit=True) as conn:
+        assert sample_data.fill_many(conn, FILL_ROWS, FILL_PER_PARENT) == []
+        conn.execute("ANALYZE")
     server.mark_template(database.name)
     return database.name
 
@@ -93,6 +58,12 @@ def backups(tmp_path: Path) -> Path:
 def hashes(database: DatabaseConfig) -> dict[str, tuple[int, str]]:
     with psycopg.connect(**database.connect_kwargs(), autocommit=True) as conn:
         return sample_data.table_hashes(conn)
+
+
+def one_row_fewer(row_counts: dict[str, int]) -> tuple[str, dict[str, int]]:
+    """A manifest's row counts with one row fewer in its fullest table: a lie a restore catches."""
+    table = max(sorted(row_counts), key=lambda name: row_counts[name])
+    return table, dict(row_counts, **{table: row_counts[table] - 1})
 
 
 def exists(server: ScratchServer, name: str) -> bool:

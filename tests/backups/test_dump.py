@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.backups.conftest import SESSIONS, hashes, take_snapshot
+from tests.backups.conftest import hashes, take_snapshot
 from uaip_db import process
 from uaip_db.backups import dump
 from uaip_db.backups import folder as folders
@@ -20,7 +20,6 @@ from uaip_db.backups.restore import restore_backup
 from uaip_db.catalog.snapshot import take
 from uaip_db.errors import SettingsError, UaipDbError
 from uaip_db.migrations import applied, history
-from uaip_db.migrations.baseline import BASELINE_TABLES
 from uaip_db.servers.binaries import find_binaries
 from uaip_db.servers.local import find_bindir
 from uaip_db.servers.scratch import ScratchServer
@@ -32,10 +31,7 @@ def test_backup_drop_restore_keeps_every_row(
 ) -> None:
     before = hashes(full_db)
     fingerprint = take(full_db).digest()
-    assert set(BASELINE_TABLES) <= set(before)
-    assert all(
-        before[table][0] >= SESSIONS for table in BASELINE_TABLES if table != "project_charters"
-    )
+    assert before and all(count > 0 for count, _ in before.values())  # every table, as filled
 
     started = time.monotonic()
     made = create_backup(full_db, backups)
@@ -51,7 +47,8 @@ def test_backup_drop_restore_keeps_every_row(
         applied.current_revisions(full_db) == made.manifest.revisions == tuple(history.load().heads)
     )
     assert report.tables == len(made.manifest.row_counts)
-    assert report.rows == sum(made.manifest.row_counts.values()) > 20 * SESSIONS // 2
+    assert report.rows == sum(made.manifest.row_counts.values())
+    assert report.rows >= sum(count for count, _ in before.values())
     assert report.target == full_db.display_url()
     assert made.manifest.row_counts["alembic_version"] == 1
     print(f"\nbackup {dumped:.2f} s, restore {report.seconds:.2f} s, {report.rows} rows")

@@ -49,3 +49,32 @@ def test_check_literals() -> None:
         "1",
         "5",
     ]
+
+
+def test_fill_many_fills_every_table_in_bulk_from_the_catalog(head_db: DatabaseConfig) -> None:
+    """Whatever the head's columns: every table full, multibyte text, nested JSON, some NULLs."""
+    with psycopg.connect(**head_db.connect_kwargs(), autocommit=True) as conn:
+        assert sample_data.fill_many(conn, 50, per_parent=3) == []
+        tables = sample_data.read_tables(conn)
+        counts = {name: count for name, (count, _) in sample_data.table_hashes(conn).items()}
+        roots = [t.name for t in tables if not t.depends_on]
+        assert roots and all(counts[name] == 50 for name in roots)
+        assert all(50 <= counts[t.name] <= 150 for t in tables if t.depends_on)
+        assert any(counts[t.name] == 150 for t in tables if t.depends_on)  # a few per parent
+        for table in tables:
+            for column in table.columns:
+                query = psycopg.sql.SQL(
+                    "SELECT count(*) FILTER (WHERE {c} IS NULL), count({c}), "
+                    "bool_or({c}::text ~ '[^\\x01-\\x7e]'), bool_or(jsonb_typeof(to_jsonb({c})"
+                    " -> 'nested') = 'object') FROM {t}"
+                ).format(
+                    c=psycopg.sql.Identifier(column.name), t=psycopg.sql.Identifier(table.name)
+                )
+                nulls, values, multibyte, nested = conn.execute(query).fetchone() or (0, 0, 0, 0)
+                assert values > 0, f"{table.name}.{column.name} holds no value"
+                if not column.not_null and not column.has_default and not column.references:
+                    assert nulls > 0, f"{table.name}.{column.name} is never NULL"
+                if column.type in ("text", "character varying") and not column.check_literals:
+                    assert multibyte, f"{table.name}.{column.name} holds only ASCII"
+                if column.type == "jsonb" and not column.has_default:
+                    assert nested, f"{table.name}.{column.name} holds no nested JSON"

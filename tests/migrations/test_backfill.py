@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import BIN, HEAD, ROOT, cli_env, run_cli, sql
 from tests.migrations.test_safety import until
+from uaip_db.checks import sample_data
 from uaip_db.errors import MigrationError
 from uaip_db.migrations import applied, backfill, runner
 from uaip_db.settings import DatabaseConfig
@@ -59,18 +60,11 @@ def write_example(checkout: Path, **replace: str) -> Path:
 
 
 def fill(database: DatabaseConfig, messages: int) -> None:
-    sql(
-        database,
-        "INSERT INTO sessions (user_id, project_name) "
-        "SELECT 'user-' || g, 'project ' || g FROM generate_series(1, %s) AS g",
-        (max(1, messages // 10),),
-    )
-    sql(
-        database,
-        "INSERT INTO conversation_history (session_id, stage_number, role, content) "
-        "SELECT s.session_id, 1, 'user', repeat('x', (random() * 50)::int) || m "
-        "FROM sessions AS s CROSS JOIN generate_series(1, 10) AS m",
-    )
+    """`messages` rows in conversation_history (ten per session), every other table filled too,
+    from the catalog at the database's revision: no column but the example's own is named."""
+    with psycopg.connect(**database.connect_kwargs(), autocommit=True) as conn:
+        assert sample_data.fill_many(conn, max(1, messages // 10), per_parent=10) == []
+    assert sql(database, "SELECT count(*) FROM conversation_history") == [(messages,)]
 
 
 def prepare_counter(database: DatabaseConfig) -> None:

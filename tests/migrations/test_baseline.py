@@ -11,6 +11,7 @@ import pytest
 
 from tests.conftest import HEAD_TABLES, sql
 from uaip_db import paths
+from uaip_db.checks import sample_data
 from uaip_db.migrations import applied, runner
 from uaip_db.migrations.baseline import (
     BASELINE_FUNCTIONS,
@@ -193,15 +194,20 @@ def test_constraints_reject_bad_rows(
 
 
 def test_deleting_a_session_cascades(head_db: DatabaseConfig) -> None:
+    """Every table that references sessions, whatever its columns at head, loses its rows."""
     with psycopg.connect(**head_db.connect_kwargs(), autocommit=True) as conn:
-        session_id = new_session(conn)
-        conn.execute(
-            "INSERT INTO conversation_history (session_id, stage_number, role, content) "
-            "VALUES (%s, 1, 'user', 'hello')",
-            (session_id,),
-        )
+        assert sample_data.fill_many(conn, 5) == []
+        children = [
+            t.name
+            for t in sample_data.read_tables(conn)
+            if any(c.references and c.references[0] == "sessions" for c in t.columns)
+        ]
+        assert children
+        counts = sample_data.table_hashes(conn)
+        assert all(counts[name][0] > 0 for name in children)
         conn.execute("DELETE FROM sessions")
-        assert conn.execute("SELECT count(*) FROM conversation_history").fetchone() == (0,)
+        counts = sample_data.table_hashes(conn)
+    assert {name: counts[name][0] for name in children} == dict.fromkeys(children, 0)
 
 
 def test_downgrade_to_base_leaves_nothing_behind(empty_db: DatabaseConfig) -> None:

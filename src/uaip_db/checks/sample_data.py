@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import psycopg
+    from psycopg import sql
 
 from uaip_db.catalog.trust import is_bookkeeping
 
@@ -182,6 +183,134 @@ def fill(conn: psycopg.Connection[Any]) -> list[str]:
             if not _backfill(conn, table.name, column):
                 unfilled.append(f"column {table.name}.{column.name}")
     return unfilled
+
+
+def fill_many(conn: psycopg.Connection[Any], rows: int, per_parent: int = 3) -> list[str]:
+    """Fill every table in bulk, one INSERT ... SELECT over generate_series per table.
+
+    A table that references no other gets `rows` rows; a table with a foreign key gets about
+    `per_parent` rows per referenced row (fewer where a unique constraint allows fewer: rows that
+    would collide are skipped). Text is multibyte, JSON nested, every nullable column NULL in one
+    row of seven. Returns the tables that could not be filled.
+    """
+    from psycopg import errors
+
+    unfilled: list[str] = []
+    for table in read_tables(conn):
+        try:
+            with conn.transaction():
+                conn.execute(_bulk_insert(table, rows, per_parent, with_defaults=True))
+        except errors.DatabaseError:  # e.g. a generated column: let every default apply
+            try:
+                with conn.transaction():
+                    conn.execute(_bulk_insert(table, rows, per_parent, with_defaults=False))
+            except errors.DatabaseError:
+                unfilled.append(f"table {table.name}")
+    return unfilled
+
+
+def _bulk_insert(table: Table, rows: int, per_parent: int, with_defaults: bool) -> sql.Composed:
+    from psycopg import sql
+
+    parents = [c for c in table.columns if c.references and c.references[0] != table.name]
+    count = rows * per_parent if parents else rows
+    sources = [sql.SQL("generate_series(0, {}) AS i").format(sql.Literal(count - 1))]
+    names: list[sql.Composable] = []
+    values: list[sql.Composable] = []
+    for number, column in enumerate(table.columns):
+        if column.references:
+            if column in parents:
+                keys = sql.Identifier(f"keys_{number}")
+                target, key = column.references
+                sources.append(
+                    sql.SQL("(SELECT array_agg({} ORDER BY {}) FROM {}) AS {}({})").format(
+                        sql.Identifier(key),
+                        sql.Identifier(key),
+                        sql.Identifier(target),
+                        sql.Identifier(f"p{number}"),
+                        keys,
+                    )
+                )
+                value: sql.Composable | None = sql.SQL("{}[1 + (i / {}) % cardinality({})]").format(
+                    keys, sql.Literal(per_parent), keys
+                )
+            else:
+                value = None  # a row of its own table: NULL if it may be, else the table is left
+        elif column.has_default and not (with_defaults and _worth_a_value(column)):
+            continue
+        else:
+            value = _bulk_value(column)
+        if value is None:
+            if column.not_null and not column.has_default:
+                value = sql.NULL  # the insert fails and says which column
+            else:
+                continue
+        elif not column.not_null and not column.references:
+            value = sql.SQL("CASE WHEN i % 7 = 3 THEN NULL ELSE {} END").format(value)
+        names.append(sql.Identifier(column.name))
+        values.append(value)
+    if not names:
+        return sql.SQL("INSERT INTO {} SELECT FROM {} ON CONFLICT DO NOTHING").format(
+            sql.Identifier(table.name), sources[0]
+        )
+    return sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {} ON CONFLICT DO NOTHING").format(
+        sql.Identifier(table.name),
+        sql.SQL(", ").join(names),
+        sql.SQL(", ").join(values),
+        sql.SQL(", ").join(sources),
+    )
+
+
+def _worth_a_value(column: Column) -> bool:
+    """A column with a default that gets varied values anyway: constrained ones and JSON."""
+    return bool(column.check_literals) or column.type in ("jsonb", "json")
+
+
+def _bulk_value(column: Column) -> sql.Composable | None:
+    """An SQL expression of row number `i` giving a value of the column's type, like value_for."""
+    from psycopg import sql
+
+    kind, literals = column.type, column.check_literals
+    if literals and kind in ("integer", "bigint", "smallint") and len(literals) == 2:
+        low, high = sorted(int(float(n)) for n in literals)  # a range: BETWEEN, >= and <=
+        return sql.SQL("{} + i % {}").format(sql.Literal(low), sql.Literal(high - low + 1))
+    if literals:
+        choices = [_cast_literal(literal, kind) for literal in literals]
+        return sql.SQL("(ARRAY[{}])[1 + i % {}]").format(
+            sql.SQL(", ").join(map(sql.Literal, choices)), sql.Literal(len(choices))
+        )
+    if kind == "uuid":
+        return sql.SQL("md5({} || i)::uuid").format(sql.Literal(f"uaip-db/{column.name}/"))
+    if kind in ("text", "character varying", "character"):
+        text = sql.SQL("{} || i || {}").format(
+            sql.Literal(f"{column.name} "), sql.Literal(": Grüße, 数据, ✓ — zweite\nZeile")
+        )
+        if column.max_length:
+            return sql.SQL("left({}, {})").format(text, sql.Literal(column.max_length))
+        return text
+    if kind in ("jsonb", "json"):
+        return (
+            sql.SQL(
+                "jsonb_build_object('row', i, 'note', 'naïve café ✓ 数据', 'nested', "
+                "jsonb_build_object('tags', jsonb_build_array('ä', '数', i), "
+                "'deep', jsonb_build_object('ok', i % 2 = 0, 'none', NULL)))"
+            )
+            if kind == "jsonb"
+            else sql.SQL("json_build_object('row', i, 'note', 'naïve café ✓')")
+        )
+    if kind in ("integer", "bigint", "smallint"):
+        return sql.SQL("i + 1")
+    if kind in ("numeric", "double precision", "real"):
+        return sql.SQL("i + 0.5")
+    if kind == "boolean":
+        return sql.SQL("i % 2 = 0")
+    if kind.startswith("timestamp"):
+        return sql.SQL("timestamptz '2025-01-15 09:30+00' + i * interval '1 hour'")
+    if kind == "date":
+        return sql.SQL("date '2025-01-15' + i::int")
+    if kind == "interval":
+        return sql.SQL("(i + 1) * interval '1 minute'")
+    return None
 
 
 def _insert(conn: psycopg.Connection[Any], table: Table, row: int) -> bool:
