@@ -17,6 +17,7 @@ from uaip_db.catalog import expected
 from uaip_db.catalog.snapshot import Snapshot, take_from
 from uaip_db.docs.model import split_owner
 from uaip_db.errors import CheckFailed
+from uaip_db.migrations import applied
 from uaip_db.pg import connection
 from uaip_db.settings import DatabaseConfig
 
@@ -115,25 +116,28 @@ def downgrade_losses(database: DatabaseConfig, target: str) -> list[DataLoss] | 
         # Counting waits for no long lock: a writer-blocking DDL elsewhere makes it fail clearly.
         conn.execute("SET lock_timeout = '5s'")
         lost = lost_objects(take_from(conn), wanted)
-        return count_losses(conn, only_what_the_revisions_drop(conn, lost, wanted))
+        return count_losses(conn, only_what_the_revisions_drop(conn, lost, target))
+
+
+def committed_losses(start: str, end: str) -> LostObjects | None:
+    """What going from revision `start` to revision `end` drops, by their committed snapshots;
+    None when either has none yet."""
+    try:
+        return lost_objects(expected.snapshot(start), expected.snapshot(end))
+    except CheckFailed:
+        return None
 
 
 def only_what_the_revisions_drop(
-    conn: psycopg.Connection[Any], lost: LostObjects, wanted: Snapshot
+    conn: psycopg.Connection[Any], lost: LostObjects, target: str
 ) -> LostObjects:
-    """Of what the live schema has and `wanted` has not, what the revisions between them drop:
-    a table made by hand, which no downgrade touches, is not theirs to count. The live schema
-    alone decides when the recorded revision's committed snapshot is not there to ask."""
-    from uaip_db.migrations import applied
-
+    """Of what the live schema has and revision `target` has not, what the revisions between
+    them drop: a table made by hand, which no downgrade touches, is not theirs to count. The
+    live schema alone decides when the recorded revision's committed snapshot is not there."""
     current = applied.current_revisions_on(conn)
-    if len(current) != 1:
+    theirs = committed_losses(current[0], target) if len(current) == 1 else None
+    if theirs is None:
         return lost
-    try:
-        recorded = expected.snapshot(current[0])
-    except CheckFailed:
-        return lost
-    theirs = lost_objects(recorded, wanted)
     return LostObjects(
         [table for table in lost.tables if table in theirs.tables],
         [column for column in lost.columns if column in theirs.columns],

@@ -246,18 +246,8 @@ def squawk_findings(rendered: dict[str, str], excluded_everywhere: list[str]) ->
     return findings
 
 
-def _size(column_type: str) -> tuple[str, tuple[int, ...]] | None:
-    match = re.fullmatch(
-        r"(character varying|character|numeric|varchar)\((\d+)(?:,(\d+))?\)", column_type
-    )
-    if not match:
-        return None
-    numbers = tuple(int(n) for n in match.groups()[1:] if n is not None)
-    return match.group(1), numbers
-
-
 def _narrower(before: str, after: str) -> bool:
-    old, new = _size(before), _size(after)
+    old, new = phases.sized(before), phases.sized(after)
     if before == "text" and new and new[0] in ("character varying", "character"):
         return True
     return bool(old and new and old[0] == new[0] and new[1] < old[1])

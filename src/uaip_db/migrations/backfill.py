@@ -38,6 +38,7 @@ from uaip_db.migrations.backfill_progress import (
     CREATE_PROGRESS_TABLE,
     PROGRESS_TABLE,
 )
+from uaip_db.settings import SESSION_SETTINGS
 
 if TYPE_CHECKING:
     import psycopg
@@ -50,10 +51,10 @@ REPORT_EVERY_SECONDS = 2.0
 # The batches carry the last key as text from one transaction to the next: these settings make
 # every key type's text read back as the same value (a float key under a database's
 # extra_float_digits = -12 was rounded, and 300 of 1,000 rows were skipped).
+# The session's own output settings (settings.SESSION_SETTINGS) again, inside each batch: a
+# revision may SET them before its backfill, and the offline DO block gets no start-up options.
 EXACT_KEY_TEXT = {
-    "extra_float_digits": "3",
-    "DateStyle": "ISO, YMD",
-    "IntervalStyle": "postgres",
+    **{name: value for name, value in SESSION_SETTINGS.items() if name != "search_path"},
     "bytea_output": "hex",
 }
 # Plain `alembic` shows INFO from the `alembic` logger tree (alembic.ini); `inv` passes `report`.

@@ -24,7 +24,6 @@ from uaip_db.migrations.history import Revision
 
 EXPAND, CONTRACT = "expand", "contract"
 PHASES = (EXPAND, CONTRACT)
-SIZED = re.compile(r"(character varying|varchar|character|char|numeric|bit varying)\((\d+)")
 
 
 @dataclass(frozen=True)
@@ -67,12 +66,21 @@ def contract_changes(before: Snapshot, after: Snapshot) -> list[str]:
     return found
 
 
+def sized(column_type: str) -> tuple[str, tuple[int, ...]] | None:
+    """A sized type as (name, sizes): `numeric(10,2)` is ("numeric", (10, 2)); None for others."""
+    match = re.fullmatch(
+        r"(character varying|varchar|character|char|numeric|bit varying)\((\d+)(?:,(\d+))?\)",
+        column_type,
+    )
+    if not match:
+        return None
+    return match.group(1), tuple(int(n) for n in match.groups()[1:] if n is not None)
+
+
 def widened(before: str, after: str) -> bool:
     """A sized type made larger (varchar(255) -> varchar(500)): every old value still fits."""
-    old, new = SIZED.match(before), SIZED.match(after)
-    return bool(
-        old and new and old.group(1) == new.group(1) and int(new.group(2)) >= int(old.group(2))
-    )
+    old, new = sized(before), sized(after)
+    return bool(old and new and old[0] == new[0] and new[1][0] >= old[1][0])
 
 
 def judge(item: Revision) -> Judgement:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from uaip_db import paths
 from uaip_db.catalog import expected
-from uaip_db.checks.data_loss import count_losses, lost_objects
+from uaip_db.checks.data_loss import committed_losses, count_losses
 from uaip_db.errors import UaipDbError
 from uaip_db.migrations import applied, history, runner
 from uaip_db.pg import connection, reading
@@ -176,9 +176,8 @@ def upgrade_destroys(
 ) -> list[str]:
     """What the upgrade itself drops (tables, columns: from the committed snapshots) and what
     they hold in the database now, with each revision's own word for it (destroys_data)."""
-    try:
-        lost = lost_objects(expected.snapshot(current), expected.snapshot(head))
-    except UaipDbError:
+    lost = committed_losses(current, head)
+    if lost is None:
         return ["(not known: a revision has no committed snapshot)"]
     if not lost:
         return []
