@@ -253,7 +253,7 @@ class Workload:
             except psycopg.Error as error:
                 raise BackupError(
                     f"The application's {shown(setup)} failed on the copy: "
-                    f"{process.meaningful_line(str(error))}; the running application would "
+                    f"{server_said(error)}; the running application would "
                     "break there too: fix the workload, or deploy the application that stops "
                     "using it first."
                 ) from None
@@ -313,6 +313,13 @@ class Breakage:
         return f"`{self.statement}` ({self.script}) fails: {self.error}"
 
 
+def server_said(error: Exception) -> str:
+    """The server's own sentence for a failed statement (not psycopg's `LINE 1: ... ^` echo)."""
+    diag = getattr(error, "diag", None)
+    primary = getattr(diag, "message_primary", None)
+    return str(primary) if primary else process.meaningful_line(str(error))
+
+
 def commands(text: str) -> list[str]:
     """A pgbench script's commands in pgbench's numbering: each backslash line is one, each SQL
     statement (up to its `;`) another; comments and blank lines are none."""
@@ -349,7 +356,8 @@ def probe(target: DatabaseConfig) -> list[Breakage]:
             try:
                 conn.execute(setup.read_text(encoding="utf-8"), {"clients": 1})
             except psycopg.Error as error:
-                return [Breakage(shown(setup), "setup.sql", process.meaningful_line(str(error)))]
+                text = setup.read_text(encoding="utf-8").replace("%(clients)s", "1")
+                return [Breakage(shown(setup), " ".join(commands(text)), server_said(error))]
     broken: list[Breakage] = []
     env = {**target.libpq_env(), "PGAPPNAME": APPLICATION_NAME}
     for script in application_scripts():

@@ -303,9 +303,15 @@ def decisions(
         f"Which way back, if the release must be undone (item {report.number_of('rollback')}): "
         f"{restore}; {downgrade}."
     )
+    played = report.number_of("previous_release")
     found.append(
         f"Whether the application works beyond start-up (item {report.number_of('application')}"
-        "): its start-up check ran on "
-        "the rehearsed copy; its own queries and screens are the application owner's to try."
+        "): its start-up check ran on the rehearsed copy"
+        + (
+            f", and the statements in workload/ after each revision (item {played})"
+            if played
+            else ""
+        )
+        + "; its other queries and screens are the application owner's to try."
     )
     return found
