@@ -16,7 +16,7 @@ import uaip_db
 from tests.conftest import HEAD, sql
 from tests.release.conftest import commit_all
 from uaip_db.backups import workload
-from uaip_db.migrations import history, runner, snapshots
+from uaip_db.migrations import history, releases, runner, snapshots
 from uaip_db.release.check import release_check
 from uaip_db.release.report import FAIL, PASS, ReleaseReport
 from uaip_db.servers.scratch import ScratchServer
@@ -122,6 +122,12 @@ def test_a_contract_revision_the_running_application_still_uses_fails_the_releas
     previous = items["previous_release"]
     text = "\n".join(previous.body)
     assert previous.status == FAIL and report.verdict == FAIL
+    # The report says which releases may run before, during and after this one.
+    running = [r.version for r in releases.load() if releases.fit(r, HEAD, history.load()).runs]
+    who = "\n".join(items["revisions"].body)
+    assert f"- before: {', '.join(running)}" in who
+    assert f"- during (after the expand revisions, at `{EXPAND}`): {', '.join(running)}" in who
+    assert f"- after (at `{CONTRACT}`): none of the named releases, and the new release" in who
     # After the expand revision the previous release starts and its statements run.
     assert f"- after `{EXPAND}` (expand): start-up check accepts; its statements run" in text
     # The contract revision is named, with the statement and the file it is in.

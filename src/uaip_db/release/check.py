@@ -73,7 +73,13 @@ def release_check(
     rollback_sql, rollback_error = _render(head, current, bool(pending), downgrade=True)
     report.upgrade_sql = _or_why(upgrade_sql, sql_error)
     report.rollback_sql = _or_why(rollback_sql, rollback_error)
-    report.items.append(checks.revisions_item(pending))
+    revisions = checks.revisions_item(pending)
+    if pending:
+        revisions.body += [
+            "",
+            *compatibility.who_runs(index, current, [r.revision for r in pending]),
+        ]
+    report.items.append(revisions)
     report.items.append(checks.sql_item(upgrade_sql, sql_error, docs))
     report.items.append(checks.schema_change_item(current, head))
     report.items.append(checks.lint_item(current if pending else head))

@@ -45,8 +45,7 @@ class PreviousRelease:
     unavailable: str | None = None  # why the statements could not be run at all
 
     def after_each(self, copy: DatabaseConfig, revision: str) -> None:
-        item = self.index.get(revision)
-        phase = phases.phase_of(item) if item is not None else phases.CONTRACT
+        phase = _phase(self.index, revision)
         contracted = phase != phases.EXPAND or any(s.contracted for s in self.stops)
         try:
             check_migrations(copy, scripts=self.index.as_of(self.revision))
@@ -154,3 +153,36 @@ def no_previous_release(current: str) -> Item:
         "previous_release",
         "none runs on the database yet",
     )
+
+
+def who_runs(index: history.ScriptIndex, current: str, pending: list[str]) -> list[str]:
+    """Which application releases (migrations/releases.toml) may run before this release, during
+    it (after its expand revisions, before its first contract one) and after it."""
+    if not pending:
+        return []
+    known = releases.load()
+    first_contract = next(
+        (n for n, r in enumerate(pending) if _phase(index, r) != phases.EXPAND), len(pending)
+    )
+
+    def fitting(revision: str) -> str:
+        names = [r.version for r in known if releases.fit(r, revision, index).runs]
+        return ", ".join(names) or "none of the named releases"
+
+    lines = [
+        "Application releases that may run (migrations/releases.toml):",
+        f"- before: {fitting(current) if current != history.BASE else 'none (empty database)'}",
+    ]
+    if first_contract:
+        window = pending[first_contract - 1]
+        lines.append(
+            f"- during (after the expand revisions, at `{window}`): {fitting(window)}, and the "
+            "new release"
+        )
+    lines.append(f"- after (at `{pending[-1]}`): {fitting(pending[-1])}, and the new release")
+    return lines
+
+
+def _phase(index: history.ScriptIndex, revision: str) -> str:
+    item = index.get(revision)
+    return phases.phase_of(item) if item is not None else phases.CONTRACT
