@@ -58,9 +58,8 @@ def made_since(backup: tuple[str, ...], now: tuple[str, ...]) -> set[str]:
 
     if len(backup) != 1 or len(now) != 1:
         return set()
-    try:
-        before, after = expected.snapshot(backup[0]), expected.snapshot(now[0])
-    except CheckFailed:
+    before, after = expected.committed(backup[0]), expected.committed(now[0])
+    if before is None or after is None:
         return set()
     return set(top_level_objects(after)) - set(top_level_objects(before))
 

@@ -469,9 +469,8 @@ def coverage_findings(head: str) -> list[Finding]:
     """Every table and column at head must say what it holds (a COMMENT ON)."""
     from uaip_db.docs.model import missing_comments
 
-    try:
-        snapshot = expected.snapshot(head)
-    except CheckFailed:
+    snapshot = expected.committed(head)
+    if snapshot is None:
         return []
     return [
         Finding(
@@ -512,9 +511,8 @@ def lint(since: str | None = None) -> tuple[list[Finding], list[str], dict[str, 
         if script.is_merge:
             continue
         previous = script.down_revisions[0] if script.down_revisions else expected.BASE
-        try:
-            before, after = expected.snapshot(previous), expected.snapshot(script.revision)
-        except CheckFailed:
+        before, after = expected.committed(previous), expected.committed(script.revision)
+        if before is None or after is None:
             findings.append(
                 Finding(
                     script.revision,

@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from uaip_db import paths
+from uaip_db.catalog import expected
 from uaip_db.errors import CheckFailed, SettingsError, UaipDbError, UsageError
 from uaip_db.fleet import targets as targets_file
 from uaip_db.fleet.report import (
@@ -47,6 +48,7 @@ from uaip_db.fleet.targets import Shard, Target
 from uaip_db.fleet.workers import OnResult, run_jobs
 from uaip_db.migrations import applied, history
 from uaip_db.migrations.lock import DEFAULT_WAIT_SECONDS
+from uaip_db.pg import first_line, scrub
 from uaip_db.settings import DatabaseConfig
 
 # How many of a drifted target's differences the report names.
@@ -260,7 +262,7 @@ def wanted_revisions(index: history.ScriptIndex, revision: str) -> tuple[str, ..
         raise UsageError("--rev needs a revision: head (the default), an id or a prefix of one.")
     if revision == "heads":
         return tuple(index.heads)
-    if revision == history.BASE or revision.startswith("-"):
+    if revision == expected.BASE or revision.startswith("-"):
         raise UsageError("fleet.upgrade goes up only; it does not downgrade targets.")
     return (index.resolve(revision),)
 
@@ -399,7 +401,7 @@ def result(
         label(before),
         label(after),
         time.perf_counter() - started,
-        scrub(error, job.database),
+        reportable(error, job.database),
         revision_known=known,
     )
 
@@ -408,16 +410,9 @@ def label(revisions: Sequence[str]) -> str | None:
     return ",".join(revisions) or None
 
 
-def scrub(text: str | None, database: DatabaseConfig) -> str | None:
-    """A message as the report may hold it: never the target's password."""
-    if text is None:
-        return None
-    text = " ".join(text.split())
-    return text.replace(database.password, "***") if database.password else text
-
-
-def first_line(text: str) -> str:
-    return next((line.strip() for line in text.splitlines() if line.strip()), "unknown error")
+def reportable(text: str | None, database: DatabaseConfig) -> str | None:
+    """A message as the report may hold it: one line, never the target's password."""
+    return None if text is None else " ".join(scrub(text, database).split())
 
 
 # --- read-only commands ------------------------------------------------------------------------
@@ -488,8 +483,8 @@ def guarded(work: Callable[[ReadJob], TargetResult]) -> Callable[[ReadJob], Targ
         return replace(
             found,
             seconds=time.perf_counter() - started,
-            error=scrub(found.error, job.database),
-            details=tuple(scrub(line, job.database) or "" for line in found.details),
+            error=reportable(found.error, job.database),
+            details=tuple(reportable(line, job.database) or "" for line in found.details),
         )
 
     return run
@@ -530,7 +525,7 @@ def verify_target(job: ReadJob) -> TargetResult:
     from uaip_db.checks.verify import verify as verify_one
 
     found = verify_one(job.database)
-    at = None if found.revision == history.BASE else found.revision
+    at = None if found.revision == expected.BASE else found.revision
     if found.stale:
         return TargetResult(job.name, FAILED, at, at, error=found.stale)
     problems = found.differences + found.edited

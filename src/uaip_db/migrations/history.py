@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from uaip_db import paths
+from uaip_db.catalog.expected import BASE
 from uaip_db.errors import CheckFailed, UsageError
 
 if TYPE_CHECKING:
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 
 CACHE_NAME = "uaip-scripts.json"
 CACHE_FORMAT = 3
-BASE = "base"
 
 
 @dataclass(frozen=True)
