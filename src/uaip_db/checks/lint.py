@@ -76,7 +76,7 @@ class Finding:
 
 
 @dataclass(frozen=True)
-class Exception_:
+class ExceptionEntry:
     rule: str
     reason: str
     revision: str | None
@@ -89,7 +89,7 @@ def exceptions_file() -> Path:
     return paths.migrations_dir() / "lint-exceptions.toml"
 
 
-def load_exceptions(path: Path | None = None) -> list[Exception_]:
+def load_exceptions(path: Path | None = None) -> list[ExceptionEntry]:
     path = path or exceptions_file()
     if not path.is_file():
         return []
@@ -103,7 +103,7 @@ def load_exceptions(path: Path | None = None) -> list[Exception_]:
             raise SettingsError(
                 f"{path}: exception #{number} needs a rule and a reason (why it is acceptable)."
             )
-        found.append(Exception_(entry["rule"], entry["reason"], entry.get("revision")))
+        found.append(ExceptionEntry(entry["rule"], entry["reason"], entry.get("revision")))
     return found
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from uaip_db.cli.reporter import Say, complain, finish, say
 from uaip_db.errors import UsageError
 from uaip_db.fleet.report import (
-    BEHIND,
+    PENDING,
     FleetReport,
     TargetResult,
     fleet_reports_in,
@@ -154,7 +154,7 @@ def show(report: FleetReport, as_json: bool, out: Say) -> None:
     elif report.failed() or report.incomplete:
         complain(report.problem())
     elif report.exit_code and report.command == "check":
-        behind = [r.name for r in report.targets if r.status == BEHIND]
+        behind = [r.name for r in report.targets if r.status == PENDING]
         complain(
             f"{len(behind)} target(s) have pending revisions: {', '.join(behind)}. "
             "Run `inv fleet.upgrade` with the same targets file."

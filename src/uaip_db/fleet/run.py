@@ -32,11 +32,11 @@ from uaip_db.errors import CheckFailed, SettingsError, UaipDbError, UsageError
 from uaip_db.fleet import targets as targets_file
 from uaip_db.fleet.report import (
     AT_HEAD,
-    BEHIND,
     DRIFTED,
     FAILED,
     FAILING,
     NOT_STARTED,
+    PENDING,
     ROLLED_BACK,
     SKIPPED,
     UPGRADED,
@@ -171,9 +171,9 @@ def upgrade(
             read = run_jobs(read_target, jobs, workers, processes=False, on_result=None)
             read_at.update((found.name, found) for found in read)
             for found in read:
-                if found.status != BEHIND:
+                if found.status != PENDING:
                     record(found)
-            behind = {found.name for found in read if found.status == BEHIND}
+            behind = {found.name for found in read if found.status == PENDING}
             todo = [job for job in jobs if job.name in behind]
             if not todo:
                 return
@@ -276,7 +276,7 @@ def read_target(job: UpgradeJob) -> TargetResult:
         before = current_state(job, seen)
         if sorted(before) == sorted(job.wanted):
             return result(job, AT_HEAD, before, before, started)
-        return result(job, BEHIND, before, before, started)
+        return result(job, PENDING, before, before, started)
     except Exception as error:  # one target's surprise must not end the others' run
         before = seen[0] if seen else ()
         return result(job, FAILED, before, before, started, problem(error), known=bool(seen))
@@ -500,7 +500,7 @@ def status_target(job: ReadJob) -> TargetResult:
     if state.unknown:
         return TargetResult(job.name, FAILED, at, at, error=str(history.unknown_revision(at or "")))
     pending = tuple(f"pending {item['revision']} {item['doc']}" for item in state.pending)
-    return TargetResult(job.name, BEHIND if pending else AT_HEAD, at, at, details=pending)
+    return TargetResult(job.name, PENDING if pending else AT_HEAD, at, at, details=pending)
 
 
 def check_target(job: ReadJob) -> TargetResult:
@@ -518,7 +518,7 @@ def check_target(job: ReadJob) -> TargetResult:
             details=tuple(found.problems[1:]),
         )
     pending = tuple(f"pending {line}" for line in found.pending)
-    return TargetResult(job.name, BEHIND if pending else AT_HEAD, at, at, details=pending)
+    return TargetResult(job.name, PENDING if pending else AT_HEAD, at, at, details=pending)
 
 
 def verify_target(job: ReadJob) -> TargetResult:

@@ -12,11 +12,11 @@ from typing import Any
 from uaip_db import paths
 from uaip_db.catalog import trust
 from uaip_db.errors import (
-    LockNotAvailable,
     MigrationError,
     PrivilegeMissing,
     ReadOnlyServer,
     SettingsError,
+    StatementLockTimeout,
     UaipDbError,
 )
 from uaip_db.migrations import backfill_progress, history, ledger
@@ -84,7 +84,7 @@ def translate(error: BaseException, database: DatabaseConfig, direction: str) ->
             "role that owns the schema (DB_USER), or grant the privilege to this one."
         )
     if isinstance(cause, psycopg.errors.LockNotAvailable):
-        return LockNotAvailable(
+        return StatementLockTimeout(
             f"{where} could not take a lock within lock_timeout{detail}: another transaction "
             f"holds it. The database stays at revision {here}."
         )

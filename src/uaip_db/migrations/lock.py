@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, LiteralString
 
-from uaip_db.errors import LockTimeout
+from uaip_db.errors import MigrationLockHeld
 
 if TYPE_CHECKING:
     import psycopg
@@ -38,7 +38,7 @@ def migration_lock(
         told = False
         while not _try_lock(conn):
             if time.monotonic() >= deadline:
-                raise LockTimeout(
+                raise MigrationLockHeld(
                     f"Another migration holds the lock ({describe_holder(conn)}); waited "
                     f"{wait_seconds:g} s. Let it finish and run again, or wait longer "
                     "(--lock-wait, or UAIP_LOCK_WAIT for plain alembic)."

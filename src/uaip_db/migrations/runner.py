@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any, TextIO, cast
 from uaip_db import paths
 from uaip_db.catalog import trust
 from uaip_db.errors import (
-    Declined,
-    LockNotAvailable,
+    NotConfirmed,
     SettingsError,
+    StatementLockTimeout,
     UaipDbError,
     UsageError,
 )
@@ -246,7 +246,7 @@ def guard_plain_alembic(context: EnvironmentContext, database: DatabaseConfig) -
         return
     confirmed = context.get_x_argument(as_dictionary=True).get("confirm-db")
     if confirmed != database.name:
-        raise Declined(
+        raise NotConfirmed(
             f"Refusing `alembic {name}` on {database.where()} in production (DB_ENV=production). "
             f"If you mean it, run it again with -x confirm-db={database.name}."
         )
@@ -525,13 +525,13 @@ def _retrying_lock_timeouts(run: Callable[[], None], report: Callable[[str], Non
         try:
             run()
             return
-        except LockNotAvailable as error:
+        except StatementLockTimeout as error:
             attempt += 1
             spent = time.monotonic() - started
             pause = min(LONGEST_PAUSE_SECONDS, FIRST_PAUSE_SECONDS * 2 ** (attempt - 1))
             pause *= random.uniform(0.5, 1.5)
             if (retries is not None and attempt > retries) or spent + pause > budget:
-                raise LockNotAvailable(
+                raise StatementLockTimeout(
                     f"{error} Gave up after {attempt} attempt(s) in {spent:.1f} s; find the long "
                     "transaction in pg_stat_activity, or raise UAIP_LOCK_BUDGET."
                 ) from None

@@ -17,7 +17,7 @@ from uaip_db.checks.data_loss import committed_losses, count_losses
 from uaip_db.errors import UaipDbError
 from uaip_db.migrations import applied, history, runner
 from uaip_db.pg import connection, reading
-from uaip_db.release import items as checks
+from uaip_db.release import items
 from uaip_db.release.context import run_context, server_version
 from uaip_db.release.report import PASS, ReleaseReport, ensure_writable, write_report
 from uaip_db.release.rollback import RESTORE_COST, DowngradeCost, downgrade_cost, rollback_item
@@ -65,25 +65,25 @@ def release_check(
     rollback_sql, rollback_error = _render(head, current, bool(pending), downgrade=True)
     report.upgrade_sql = _or_why(upgrade_sql, sql_error)
     report.rollback_sql = _or_why(rollback_sql, rollback_error)
-    report.items.append(checks.revisions_item(pending))
-    report.items.append(checks.sql_item(upgrade_sql, sql_error, docs))
-    report.items.append(checks.schema_change_item(current, head))
-    report.items.append(checks.lint_item(current if pending else head))
+    report.items.append(items.revisions_item(pending))
+    report.items.append(items.sql_item(upgrade_sql, sql_error, docs))
+    report.items.append(items.schema_change_item(current, head))
+    report.items.append(items.lint_item(current if pending else head))
     # The place for throwaway databases is checked before anything is dumped. One restored
     # copy serves both: it proves the backup restorable, then the upgrade is rehearsed on it
     # (restoring twice cost a full restore of the data).
     with scratch_server() as server:
         out("  backing up...")
-        made, backup_failure = checks.take_backup(config, backup_dir)
+        made, backup_failure = items.take_backup(config, backup_dir)
         out(
             "  restoring it into a throwaway database (the backup's restore check), rehearsing "
             "the upgrade on that copy"
             + (" under writers" if load else "")
             + ", then the application's start-up check..."
         )
-        rehearsal, application, rehearsed = checks.rehearsal_items(made, server, load)
-    backup = checks.backup_item(made, backup_failure, rehearsed)
-    backup.body += checks.retention(made, backup.status == PASS, kept)
+        rehearsal, application, rehearsed = items.rehearsal_items(made, server, load)
+    backup = items.backup_item(made, backup_failure, rehearsed)
+    backup.body += items.retention(made, backup.status == PASS, kept)
     report.items += [backup, rehearsal]
     if backup.status != PASS:
         made = None  # a backup not proven restorable is no way back
@@ -92,7 +92,7 @@ def release_check(
         rollback_item(current, pending, made, config.name, rollback_sql, cost, rollback_error)
     )
     report.items.append(application)
-    report.items.append(checks.code_item(report.source))
+    report.items.append(items.code_item(report.source))
     report.decisions = decisions(report, made, rehearsed, cost, destroys)
     written_at = datetime.datetime.now(datetime.UTC)
     target = write_report(
