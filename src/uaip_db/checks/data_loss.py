@@ -84,7 +84,7 @@ def undeclared(losses: list[DataLoss], declaration: str | None) -> list[DataLoss
 
 def count_losses(conn: psycopg.Connection[Any], lost: LostObjects) -> list[DataLoss]:
     """What the lost objects hold in the database `conn` is connected to; empty ones left out."""
-    from psycopg import sql
+    from psycopg import sql  # noqa: PLC0415
 
     found: list[DataLoss] = []
     for table in lost.tables:
@@ -142,7 +142,7 @@ def only_what_the_revisions_drop(
 
 def _qualified(table: str) -> Any:
     """A snapshot's table name (`sessions`, or `schema.table` outside public) as an identifier."""
-    from psycopg import sql
+    from psycopg import sql  # noqa: PLC0415
 
     schema, dot, name = table.partition(".")
     return sql.Identifier(schema, name) if dot else sql.Identifier("public", table)

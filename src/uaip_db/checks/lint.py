@@ -35,6 +35,7 @@ from uaip_db import paths, process
 from uaip_db.catalog import expected, trust
 from uaip_db.catalog.snapshot import Snapshot
 from uaip_db.checks import lint_source
+from uaip_db.docs.model import missing_comments
 from uaip_db.errors import CheckFailed, SettingsError, UsageError
 from uaip_db.migrations import backfill_progress, history, phases, runner, snapshots
 
@@ -467,7 +468,6 @@ def phase_findings(chain: list[history.Revision]) -> list[Finding]:
 
 def coverage_findings(head: str) -> list[Finding]:
     """Every table and column at head must say what it holds (a COMMENT ON)."""
-    from uaip_db.docs.model import missing_comments
 
     snapshot = expected.committed(head)
     if snapshot is None:

@@ -210,8 +210,8 @@ def unknown_revision(revision: str) -> CheckFailed:
 
 def script_directory() -> ScriptDirectory:
     """The scripts as Alembic loads them (imports every revision module)."""
-    from alembic.config import Config
-    from alembic.script import ScriptDirectory
+    from alembic.config import Config  # noqa: PLC0415
+    from alembic.script import ScriptDirectory  # noqa: PLC0415
 
     config = Config(str(paths.alembic_ini()))
     config.set_main_option("script_location", str(paths.migrations_dir()))

@@ -59,7 +59,7 @@ def migration_lock(
 def keep_alive(conn: psycopg.Connection[Any]) -> None:
     """The lock lives as long as this idle session: a server or database `idle_session_timeout`
     must not end it while the migrations run on another connection (PostgreSQL 14+)."""
-    import psycopg
+    import psycopg  # noqa: PLC0415
 
     # Older servers have no such timeout.
     with contextlib.suppress(psycopg.errors.UndefinedObject):

@@ -8,6 +8,7 @@ transaction per migration.
 
 from __future__ import annotations
 
+import io
 import os
 import random
 import re
@@ -130,7 +131,7 @@ def alembic_config(
     lock_connection: psycopg.Connection[Any] | None = None,
     after: Callable[[psycopg.Connection[Any]], None] | None = None,
 ) -> Config:
-    from alembic.config import Config
+    from alembic.config import Config  # noqa: PLC0415
 
     config = Config(str(paths.alembic_ini()))
     if stdout is not None:
@@ -168,7 +169,7 @@ def run_env(context: EnvironmentContext) -> None:
         # would otherwise log a CommandError and print it again, with exit status 255).
         if (options is not None and options.from_task) or context.config.cmd_opts is not None:
             raise
-        from alembic.util import CommandError
+        from alembic.util import CommandError  # noqa: PLC0415
 
         # Alembic called from Python: its callers expect a CommandError.
         raise CommandError(str(error)) from None
@@ -257,7 +258,7 @@ def _run_on_handed(
 ) -> None:
     """Alembic's cookbook: the caller hands in an Engine or a Connection. Whichever it is, it is
     left as it was given; the lock lives on a connection of its own (`_own_connection`)."""
-    from sqlalchemy.engine import Engine
+    from sqlalchemy.engine import Engine  # noqa: PLC0415
 
     engine = handed if isinstance(handed, Engine) else handed.engine
     with _locked(lambda: _own_connection(engine), options):
@@ -272,7 +273,7 @@ def _own_connection(engine: Engine) -> psycopg.Connection[Any]:
     """A new connection made the way `engine` makes them, but not one of its pool's: a copy of
     the pool (same creator and events) makes it and lets go of it, so the caller's pool, its
     limits and its connections stay as they were (the lock closes this one)."""
-    import psycopg
+    import psycopg  # noqa: PLC0415
 
     pool = engine.pool.recreate()
     try:
@@ -368,8 +369,8 @@ def hold_lock(
 
 
 def make_engine(database: DatabaseConfig) -> Engine:
-    from sqlalchemy import create_engine
-    from sqlalchemy.pool import NullPool
+    from sqlalchemy import create_engine  # noqa: PLC0415
+    from sqlalchemy.pool import NullPool  # noqa: PLC0415
 
     lock_timeout, statement_timeout = timeouts()
     options = session_options(lock_timeout=lock_timeout, statement_timeout=statement_timeout)
@@ -452,8 +453,8 @@ def _on_version_apply(
 
 
 def _run_command(name: str, *args: Any, **kwargs: Any) -> None:
-    from alembic import command
-    from alembic.util import CommandError
+    from alembic import command  # noqa: PLC0415
+    from alembic.util import CommandError  # noqa: PLC0415
 
     try:
         getattr(command, name)(*args, **kwargs)
@@ -553,9 +554,8 @@ def stamp(
 
 def render_sql(start: str, end: str, *, downgrade: bool = False) -> str:
     """The SQL from `start` to `end` as offline mode prints it (`alembic upgrade a:b --sql`)."""
-    import io
 
-    from alembic import command
+    from alembic import command  # noqa: PLC0415
 
     buffer = io.StringIO()
     config = alembic_config(DatabaseConfig())
@@ -575,7 +575,7 @@ def show_history(stdout: TextIO, verbose: bool = False) -> None:
 
 
 def new_revision(message: str) -> Script:
-    from alembic import command
+    from alembic import command  # noqa: PLC0415
 
     if not message.strip():
         raise UsageError('A revision needs a message: inv db.revision -m "what it changes".')
