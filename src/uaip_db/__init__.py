@@ -43,11 +43,11 @@ if TYPE_CHECKING:
 def __getattr__(name: str) -> Any:
     # Imported on first use, so `import uaip_db` stays cheap for tools that need only a part.
     if name == "check_migrations":
-        from uaip_db.checks.status import check_migrations
+        from uaip_db.checks.status import check_migrations  # noqa: PLC0415
 
         return check_migrations
     if name in EXPORTED_ERRORS:
-        from uaip_db import errors
+        from uaip_db import errors  # noqa: PLC0415
 
         return getattr(errors, name)
     raise AttributeError(name)

@@ -39,8 +39,9 @@ class FileRefused(SettingsError):
         self.reason = reason
 
 
-class Declined(UaipDbError):
-    """A destructive step was not confirmed (no --yes, a 'no' at the prompt, production guard)."""
+class NotConfirmed(UaipDbError):
+    """A destructive step was not confirmed: no --yes and no terminal to ask, or production
+    without --confirm-db naming the database."""
 
 
 class ConnectionProblem(UaipDbError):
@@ -100,7 +101,7 @@ class UntrustedObject(CheckFailed):
     or written; exit 1 because the database, not the request, is what needs fixing."""
 
 
-class Stopped(UaipDbError):
+class AnsweredNo(UaipDbError):
     """The person answered no (or ended the input) at a confirmation prompt."""
 
     exit_code = CHECK_FAILED
@@ -128,11 +129,11 @@ class MigrationError(UaipDbError):
     exit_code = CHECK_FAILED
 
 
-class LockNotAvailable(MigrationError):
+class StatementLockTimeout(MigrationError):
     """A migration statement waited longer than lock_timeout; it was rolled back."""
 
 
-class LockTimeout(UaipDbError):
+class MigrationLockHeld(UaipDbError):
     """Another runner kept the migration lock longer than we were willing to wait."""
 
     exit_code = CHECK_FAILED

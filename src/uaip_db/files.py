@@ -24,9 +24,10 @@ def sha256_of(path: str | Path) -> str:
 
 
 def write_private(path: Path, text: str) -> None:
-    """Write `text` to `path` (0600) through a temporary file, so a reader sees all or nothing."""
+    """Write `text` to `path` (0600) through a temporary file, so a reader sees all or nothing;
+    a link at `path` is replaced, never written through."""
     temporary = path.with_name(f".{path.name}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(text)
         handle.flush()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,6 +19,7 @@ from uaip_db.dual_write import (
     shadow_column,
 )
 from uaip_db.errors import MigrationError
+from uaip_db.migrations import backfill as batches
 
 # Revision files import these from here (the two-release rename and type change).
 __all__ = [
@@ -47,7 +49,7 @@ def create_index_concurrently(
     context = op.get_context()
     options: dict[str, Any] = {}
     if where is not None:
-        from sqlalchemy import text
+        from sqlalchemy import text  # noqa: PLC0415
 
         options["postgresql_where"] = text(where)
     with context.autocommit_block():
@@ -81,7 +83,6 @@ def drop_index_concurrently(op: Any, name: str) -> None:
 
 def _repair(op: Any, name: str, statement: str) -> None:
     """After a failed CONCURRENTLY step: try once to leave no INVALID index behind."""
-    import contextlib
 
     if op.get_context().as_sql:
         return
@@ -94,7 +95,7 @@ def _repair(op: Any, name: str, statement: str) -> None:
 
 
 def index_is_invalid(op: Any, name: str) -> bool:
-    from sqlalchemy import text
+    from sqlalchemy import text  # noqa: PLC0415
 
     row = (
         op.get_bind()
@@ -121,7 +122,7 @@ def refuse_if_longer_than(op: Any, table: str, column: str, length: int) -> None
     if op.get_context().as_sql:
         op.execute(longer_than_guard(op, table, column, length))
         return
-    from sqlalchemy import text
+    from sqlalchemy import text  # noqa: PLC0415
 
     too_long = (
         op.get_bind()
@@ -213,7 +214,6 @@ def backfill(
     runner's report (rows done of total, rate, time left). `--sql` renders a DO block that does
     the same. The contract is in uaip_db.migrations.backfill and docs/MIGRATIONS.md.
     """
-    from uaip_db.migrations import backfill as batches
 
     batches.run(
         op,

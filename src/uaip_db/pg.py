@@ -179,7 +179,7 @@ def connect(
     """A connection to exactly `config`'s database: explicit parameters, the caller's libpq
     variables ignored, search_path pinned (`extra` may add libpq parameters, e.g. options).
     `setting` names where `config` came from when that is not DB_* (see `explain`)."""
-    import psycopg
+    import psycopg  # noqa: PLC0415
 
     parameters = {**config.connect_kwargs(), **extra}
     try:
@@ -220,7 +220,7 @@ def reading(config: DatabaseConfig) -> Iterator[psycopg.Connection[Any]]:
     """An autocommit connection for reading only, on the catalog's search_path (nothing another
     role may create in): a lock not granted within READ_LOCK_TIMEOUT_SECONDS ends the look with
     DatabaseBusy, naming the session that holds it."""
-    import psycopg
+    import psycopg  # noqa: PLC0415
 
     conn = connect(
         config,
@@ -344,7 +344,7 @@ def create_database(
 ) -> None:
     """CREATE DATABASE with identifiers quoted; `file_copy` clones a template fastest; `locale`
     (with template0) gives it another database's encoding, collation and ctype."""
-    from psycopg import sql
+    from psycopg import sql  # noqa: PLC0415
 
     statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
     if owner:
@@ -362,7 +362,7 @@ def create_database(
 
 def drop_database(conn: psycopg.Connection[Any], name: str) -> None:
     """DROP DATABASE IF EXISTS, ending any session still connected to it."""
-    from psycopg import sql
+    from psycopg import sql  # noqa: PLC0415
 
     conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
@@ -370,7 +370,7 @@ def drop_database(conn: psycopg.Connection[Any], name: str) -> None:
 def set_template(conn: psycopg.Connection[Any], name: str, is_template: bool) -> None:
     """Mark (or unmark) a database as a template; a template with open sessions cannot be cloned,
     so marking it ends them."""
-    from psycopg import sql
+    from psycopg import sql  # noqa: PLC0415
 
     if is_template:
         conn.execute(

@@ -8,7 +8,7 @@ import time
 import psycopg
 import pytest
 
-from uaip_db.migrations.lock import LockTimeout, migration_lock
+from uaip_db.migrations.lock import MigrationLockHeld, migration_lock
 from uaip_db.settings import DatabaseConfig
 
 
@@ -20,7 +20,7 @@ def test_a_second_runner_gives_up_and_names_the_holder(empty_db: DatabaseConfig)
     with migration_lock(opener(empty_db)):
         started = time.monotonic()
         with (
-            pytest.raises(LockTimeout) as raised,
+            pytest.raises(MigrationLockHeld) as raised,
             migration_lock(opener(empty_db), wait_seconds=0.3),
         ):
             pass

@@ -15,6 +15,7 @@ import pytest
 
 from uaip_db import process
 from uaip_db.errors import PasswordRefused, ServerError
+from uaip_db.files import write_private
 from uaip_db.pg import connection
 from uaip_db.servers.binaries import find_binaries
 from uaip_db.servers.local import Cluster
@@ -30,7 +31,6 @@ from uaip_db.servers.pristine import (
     pristine_data,
     read_private,
     sweep_abandoned_builds,
-    write_private,
 )
 from uaip_db.servers.scratch import SCRATCH_USER, ScratchCluster, scratch_parent
 
@@ -299,9 +299,10 @@ def test_private_files_are_never_read_through_a_link_or_from_a_pipe(tmp_path: Pa
     (tmp_path / "shared").chmod(0o644)
     for path in ("link", "pipe", "shared", "missing"):
         assert read_private(tmp_path / path) is None  # and the pipe did not block
-    with pytest.raises(FileExistsError):
-        write_private(tmp_path / "link", "never through the link")
+    write_private(tmp_path / "link", "never through the link")
     assert secret.read_text() == "ours"
+    assert not (tmp_path / "link").is_symlink()
+    assert read_private(tmp_path / "link") == "never through the link"
 
 
 def test_a_pipe_in_the_cache_makes_no_start_hang(

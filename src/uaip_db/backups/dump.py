@@ -200,7 +200,7 @@ def snapshot_held(conn: psycopg.Connection[Any], database: DatabaseConfig) -> It
     """`exported_snapshot`, its session kept from idle-in-transaction timeouts (a database's or
     a role's setting would end it while it waits for pg_dump on purpose); the end of its
     transaction failing (the session was ended meanwhile) is a BackupError."""
-    import psycopg
+    import psycopg  # noqa: PLC0415
 
     conn.execute("SET idle_in_transaction_session_timeout = 0")
     finished = False
@@ -276,7 +276,7 @@ def check_jobs(jobs: int) -> None:
 @contextlib.contextmanager
 def exported_snapshot(conn: psycopg.Connection[Any]) -> Iterator[str]:
     """A read-only repeatable-read transaction whose snapshot pg_dump imports (`--snapshot`)."""
-    import psycopg
+    import psycopg  # noqa: PLC0415
 
     conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     conn.read_only = True
@@ -344,7 +344,7 @@ def read_facts(conn: psycopg.Connection[Any]) -> DatabaseFacts:
 
 def row_counts(conn: psycopg.Connection[Any]) -> dict[str, int]:
     """Rows per table in `public`, bookkeeping tables (alembic_version) included."""
-    from psycopg import sql
+    from psycopg import sql  # noqa: PLC0415
 
     counts: dict[str, int] = {}
     for (name,) in conn.execute(TABLES_QUERY).fetchall():

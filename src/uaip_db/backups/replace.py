@@ -4,11 +4,13 @@ the revisions applied after the backup made is dropped in the same transaction a
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from uaip_db import process
 from uaip_db.backups.manifest import Manifest, top_level_objects
-from uaip_db.catalog.snapshot import take_from
+from uaip_db.catalog import expected
+from uaip_db.catalog.snapshot import ObjectKey, take_from
 from uaip_db.errors import BackupError, CheckFailed
 from uaip_db.migrations import applied
 from uaip_db.pg import connection, conninfo_dbname
@@ -54,13 +56,11 @@ def leftovers(manifest: Manifest, target: DatabaseConfig) -> list[str]:
 def made_since(backup: tuple[str, ...], now: tuple[str, ...]) -> set[str]:
     """Top-level objects revision `now` has and the backup's revision had not (committed
     snapshots); none when either is not one known revision."""
-    from uaip_db.catalog import expected
 
     if len(backup) != 1 or len(now) != 1:
         return set()
-    try:
-        before, after = expected.snapshot(backup[0]), expected.snapshot(now[0])
-    except CheckFailed:
+    before, after = expected.committed(backup[0]), expected.committed(now[0])
+    if before is None or after is None:
         return set()
     return set(top_level_objects(after)) - set(top_level_objects(before))
 
@@ -89,9 +89,7 @@ DROP_KINDS = {
 def drop_statements(keys: list[str]) -> list[str]:
     """DROP ... IF EXISTS ... CASCADE for each object, tables and views first (what hangs off
     them goes with them); one the snapshot names in a way SQL cannot take is refused."""
-    from psycopg import sql as psql
-
-    from uaip_db.catalog.snapshot import ObjectKey
+    from psycopg import sql as psql  # noqa: PLC0415
 
     order = list(DROP_KINDS)
     statements = []
@@ -129,7 +127,6 @@ def replace_with_drops(
     transaction: pg_restore writes the restore as SQL (into a private temporary folder, removed
     after), and psql runs the drops and that SQL with --single-transaction, stopping at the
     first error, so a failure leaves the database as it was."""
-    import tempfile
 
     with tempfile.TemporaryDirectory(prefix="uaip-restore-") as work:
         script = Path(work) / "restore.sql"

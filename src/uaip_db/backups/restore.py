@@ -174,7 +174,7 @@ def restore_backup(
 
 def drop_created(admin: DatabaseConfig, target: DatabaseConfig) -> str | None:
     """Drop the database a failed restore created; None when it is gone, else why not."""
-    import psycopg
+    import psycopg  # noqa: PLC0415
 
     try:
         with connection(admin) as conn:
@@ -260,7 +260,7 @@ def refuse_system_database(target: DatabaseConfig) -> None:
 def create_database(
     admin: DatabaseConfig, target: DatabaseConfig, locale: pg.DatabaseLocale | None = None
 ) -> None:
-    from psycopg import errors
+    from psycopg import errors  # noqa: PLC0415
 
     with connection(admin) as conn:
         try:
@@ -455,7 +455,7 @@ def check_disk_full(server: ScratchServer, target: DatabaseConfig, error: DiskFu
     disk named, what became of the throwaway database (looked up, not assumed)."""
     line = str(error).splitlines()[0]
     cause = line.rsplit("ERROR: ", 1)[-1]  # the server's words, without pg_restore's preamble
-    import psycopg
+    import psycopg  # noqa: PLC0415
 
     try:
         left = pg.database_exists(server.connection(), target.name)

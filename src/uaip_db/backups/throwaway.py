@@ -58,7 +58,7 @@ def throwaway_database(
 
 def sweep(server: ScratchServer) -> list[str]:
     """Drop the throwaway databases whose run is gone; their names."""
-    import psycopg
+    import psycopg  # noqa: PLC0415
 
     conn = server.connection()
     dropped = []

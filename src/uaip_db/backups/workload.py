@@ -23,6 +23,7 @@ from typing import Any
 from uaip_db import paths, process
 from uaip_db.errors import BackupError, SettingsError
 from uaip_db.pg import connection, scrub
+from uaip_db.servers.binaries import client_program
 from uaip_db.settings import DatabaseConfig
 
 APPLICATION_NAME = "uaip-db-load"
@@ -141,7 +142,6 @@ def shown(path: Path) -> str:
 
 def pgbench(config: DatabaseConfig) -> str:
     """pgbench beside the server binaries we use (servers.binaries), else on PATH."""
-    from uaip_db.servers.binaries import client_program
 
     try:
         return client_program("pgbench")
@@ -242,7 +242,7 @@ class Workload:
 
     def _setup(self) -> None:
         """workload/setup.sql, once, before the writers (when there is one)."""
-        import psycopg
+        import psycopg  # noqa: PLC0415
 
         setup = paths.workload_dir() / SETUP_FILE
         if not setup.is_file():
@@ -348,7 +348,7 @@ def probe(target: DatabaseConfig) -> list[Breakage]:
     """Run the application's statements once on `target` (setup.sql, then one transaction of each
     script, one client): the ones that fail, and why. Nothing fails: the application, as
     workload/ says it runs today, works on this schema."""
-    import psycopg
+    import psycopg  # noqa: PLC0415
 
     setup = paths.workload_dir() / SETUP_FILE
     if setup.is_file():

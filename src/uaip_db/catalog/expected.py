@@ -38,6 +38,14 @@ def snapshot(revision: str) -> Snapshot:
     return Snapshot.from_json(path.read_text(encoding="utf-8"))
 
 
+def committed(revision: str) -> Snapshot | None:
+    """The committed snapshot of `revision`; None when it has none yet."""
+    try:
+        return snapshot(revision)
+    except CheckFailed:
+        return None
+
+
 def stale(built: dict[str, Snapshot]) -> list[str]:
     """Revisions whose committed snapshot is missing or differs, and files of unknown revisions."""
     files = {

@@ -170,8 +170,8 @@ def take_from(conn: psycopg.Connection[Any], schemas: Sequence[str] = DEFAULT_SC
     The search_path is pinned with SET LOCAL, so an idle connection keeps its settings; inside
     an open transaction the pin lasts until that transaction ends.
     """
-    from psycopg import sql
-    from psycopg.rows import dict_row
+    from psycopg import sql  # noqa: PLC0415
+    from psycopg.rows import dict_row  # noqa: PLC0415
 
     if isinstance(schemas, str):  # a lone name would otherwise be read letter by letter
         schemas = (schemas,)

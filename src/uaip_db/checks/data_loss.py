@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 from uaip_db.catalog import expected
 from uaip_db.catalog.snapshot import Snapshot, take_from
 from uaip_db.docs.model import split_owner
-from uaip_db.errors import CheckFailed
 from uaip_db.migrations import applied
 from uaip_db.pg import connection
 from uaip_db.settings import DatabaseConfig
@@ -85,7 +84,7 @@ def undeclared(losses: list[DataLoss], declaration: str | None) -> list[DataLoss
 
 def count_losses(conn: psycopg.Connection[Any], lost: LostObjects) -> list[DataLoss]:
     """What the lost objects hold in the database `conn` is connected to; empty ones left out."""
-    from psycopg import sql
+    from psycopg import sql  # noqa: PLC0415
 
     found: list[DataLoss] = []
     for table in lost.tables:
@@ -108,9 +107,8 @@ def count_losses(conn: psycopg.Connection[Any], lost: LostObjects) -> list[DataL
 def downgrade_losses(database: DatabaseConfig, target: str) -> list[DataLoss] | None:
     """What going from the live schema to revision `target`'s committed one would empty; None
     when there is no committed snapshot of `target` to tell."""
-    try:
-        wanted = expected.snapshot(target)
-    except CheckFailed:
+    wanted = expected.committed(target)
+    if wanted is None:
         return None
     with connection(database) as conn:
         # Counting waits for no long lock: a writer-blocking DDL elsewhere makes it fail clearly.
@@ -122,10 +120,8 @@ def downgrade_losses(database: DatabaseConfig, target: str) -> list[DataLoss] | 
 def committed_losses(start: str, end: str) -> LostObjects | None:
     """What going from revision `start` to revision `end` drops, by their committed snapshots;
     None when either has none yet."""
-    try:
-        return lost_objects(expected.snapshot(start), expected.snapshot(end))
-    except CheckFailed:
-        return None
+    before, after = expected.committed(start), expected.committed(end)
+    return None if before is None or after is None else lost_objects(before, after)
 
 
 def only_what_the_revisions_drop(
@@ -146,7 +142,7 @@ def only_what_the_revisions_drop(
 
 def _qualified(table: str) -> Any:
     """A snapshot's table name (`sessions`, or `schema.table` outside public) as an identifier."""
-    from psycopg import sql
+    from psycopg import sql  # noqa: PLC0415
 
     schema, dot, name = table.partition(".")
     return sql.Identifier(schema, name) if dot else sql.Identifier("public", table)

@@ -35,6 +35,7 @@ from uaip_db import paths, process
 from uaip_db.catalog import expected, trust
 from uaip_db.catalog.snapshot import Snapshot
 from uaip_db.checks import lint_source
+from uaip_db.docs.model import missing_comments
 from uaip_db.errors import CheckFailed, SettingsError, UsageError
 from uaip_db.migrations import backfill_progress, history, phases, runner, snapshots
 
@@ -76,7 +77,7 @@ class Finding:
 
 
 @dataclass(frozen=True)
-class Exception_:
+class ExceptionEntry:
     rule: str
     reason: str
     revision: str | None
@@ -89,7 +90,7 @@ def exceptions_file() -> Path:
     return paths.migrations_dir() / "lint-exceptions.toml"
 
 
-def load_exceptions(path: Path | None = None) -> list[Exception_]:
+def load_exceptions(path: Path | None = None) -> list[ExceptionEntry]:
     path = path or exceptions_file()
     if not path.is_file():
         return []
@@ -103,7 +104,7 @@ def load_exceptions(path: Path | None = None) -> list[Exception_]:
             raise SettingsError(
                 f"{path}: exception #{number} needs a rule and a reason (why it is acceptable)."
             )
-        found.append(Exception_(entry["rule"], entry["reason"], entry.get("revision")))
+        found.append(ExceptionEntry(entry["rule"], entry["reason"], entry.get("revision")))
     return found
 
 
@@ -472,11 +473,9 @@ def phase_findings(chain: list[history.Revision]) -> list[Finding]:
 
 def coverage_findings(head: str) -> list[Finding]:
     """Every table and column at head must say what it holds (a COMMENT ON)."""
-    from uaip_db.docs.model import missing_comments
 
-    try:
-        snapshot = expected.snapshot(head)
-    except CheckFailed:
+    snapshot = expected.committed(head)
+    if snapshot is None:
         return []
     return [
         Finding(
@@ -517,9 +516,8 @@ def lint(since: str | None = None) -> tuple[list[Finding], list[str], dict[str, 
         if script.is_merge:
             continue
         previous = script.down_revisions[0] if script.down_revisions else expected.BASE
-        try:
-            before, after = expected.snapshot(previous), expected.snapshot(script.revision)
-        except CheckFailed:
+        before, after = expected.committed(previous), expected.committed(script.revision)
+        if before is None or after is None:
             findings.append(
                 Finding(
                     script.revision,

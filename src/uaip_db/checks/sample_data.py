@@ -115,7 +115,7 @@ def value_for(column: Column, row: int, conn: psycopg.Connection[Any]) -> Any:
     """A value of the column's type for row number `row`; None when nothing sensible exists."""
     if column.references:
         table, key = column.references
-        from psycopg import sql
+        from psycopg import sql  # noqa: PLC0415
 
         found = (
             conn.execute(
@@ -167,7 +167,7 @@ def _cast_literal(literal: str, kind: str) -> Any:
 
 def fill(conn: psycopg.Connection[Any]) -> list[str]:
     """Give every table rows and every all-NULL column values; return what could not be filled."""
-    from psycopg import sql
+    from psycopg import sql  # noqa: PLC0415
 
     unfilled: list[str] = []
     for table in read_tables(conn):
@@ -193,7 +193,7 @@ def fill_many(conn: psycopg.Connection[Any], rows: int, per_parent: int = 3) -> 
     would collide are skipped). Text is multibyte, JSON nested, every nullable column NULL in one
     row of seven. Returns the tables that could not be filled.
     """
-    from psycopg import errors
+    from psycopg import errors  # noqa: PLC0415
 
     unfilled: list[str] = []
     for table in read_tables(conn):
@@ -210,7 +210,7 @@ def fill_many(conn: psycopg.Connection[Any], rows: int, per_parent: int = 3) -> 
 
 
 def _bulk_insert(table: Table, rows: int, per_parent: int, with_defaults: bool) -> sql.Composed:
-    from psycopg import sql
+    from psycopg import sql  # noqa: PLC0415
 
     parents = [c for c in table.columns if c.references and c.references[0] != table.name]
     count = rows * per_parent if parents else rows
@@ -268,7 +268,7 @@ def _worth_a_value(column: Column) -> bool:
 
 def _bulk_value(column: Column) -> sql.Composable | None:
     """An SQL expression of row number `i` giving a value of the column's type, like value_for."""
-    from psycopg import sql
+    from psycopg import sql  # noqa: PLC0415
 
     kind, literals = column.type, column.check_literals
     if literals and kind in ("integer", "bigint", "smallint") and len(literals) == 2:
@@ -314,7 +314,7 @@ def _bulk_value(column: Column) -> sql.Composable | None:
 
 
 def _insert(conn: psycopg.Connection[Any], table: Table, row: int) -> bool:
-    from psycopg import errors, sql
+    from psycopg import errors, sql  # noqa: PLC0415
 
     chosen = [c for c in table.columns if not c.has_default or c.references]
     values = [value_for(c, row, conn) for c in chosen]
@@ -339,7 +339,7 @@ def _insert(conn: psycopg.Connection[Any], table: Table, row: int) -> bool:
 
 def _columns_without_values(conn: psycopg.Connection[Any], table: Table) -> list[Column]:
     """The nullable columns of `table` that hold no value in any row (one query per table)."""
-    from psycopg import sql
+    from psycopg import sql  # noqa: PLC0415
 
     nullable = [c for c in table.columns if not c.not_null]
     if not nullable:
@@ -356,7 +356,7 @@ def _columns_without_values(conn: psycopg.Connection[Any], table: Table) -> list
 
 
 def _backfill(conn: psycopg.Connection[Any], table: str, column: Column) -> bool:
-    from psycopg import errors, sql
+    from psycopg import errors, sql  # noqa: PLC0415
 
     rows = conn.execute(sql.SQL("SELECT ctid FROM {}").format(sql.Identifier(table))).fetchall()
     try:
@@ -380,7 +380,7 @@ def table_hashes(
     conn: psycopg.Connection[Any], columns: dict[str, list[str]] | None = None
 ) -> dict[str, tuple[int, str]]:
     """Per table: row count and an md5 of its rows (over `columns[table]` when given)."""
-    from psycopg import sql
+    from psycopg import sql  # noqa: PLC0415
 
     tables = read_tables(conn)
     asked = {}

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from uaip_db.catalog import expected, trust
 from uaip_db.catalog.snapshot import DEFAULT_SCHEMAS, Snapshot, diff, take_from
 from uaip_db.checks.verify import edited_revisions
-from uaip_db.errors import CHECK_FAILED, PENDING, CheckFailed, PendingMigrations
+from uaip_db.errors import CHECK_FAILED, PENDING, CheckFailed, PendingMigrations, UaipDbError
 from uaip_db.migrations import applied, history, ledger, phases, snapshots
 from uaip_db.pg import invalid_indexes, reading
 from uaip_db.settings import DatabaseConfig
@@ -168,7 +168,6 @@ class DatabaseState:
 
 def database_state(database: DatabaseConfig) -> DatabaseState:
     """The database's revision and what is pending; an unreachable one says why instead."""
-    from uaip_db.errors import UaipDbError
 
     index = history.load()
     try:

@@ -53,7 +53,7 @@ def edited_revisions(
 def edited_advice(script: history.Revision) -> str:
     """What to do about an applied revision file that changed (docs/MIGRATIONS.md, *Changing a
     revision you applied but have not pushed*): it depends on whether others have it."""
-    parent = script.down_revisions[0] if script.down_revisions else history.BASE
+    parent = script.down_revisions[0] if script.down_revisions else expected.BASE
     return (
         "if it was pushed, revert the edit and put the change in a new revision; if not, "
         f"`inv db.downgrade --rev {parent} && inv db.upgrade` records it anew."

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from uaip_db.errors import Declined, Stopped
+from uaip_db.errors import AnsweredNo, NotConfirmed
 from uaip_db.settings import DatabaseConfig
 
 
@@ -15,12 +15,12 @@ def confirm_destructive(
     `--yes --confirm-db NAME` matching the database when DB_ENV=production."""
     if config.is_production:
         if yes and confirm_db and confirm_db != config.name:
-            raise Declined(
+            raise NotConfirmed(
                 f"--confirm-db {confirm_db} does not match {config.where()}; nothing was changed. "
                 f"If you mean that database, run again with --yes --confirm-db {config.name}."
             )
         if not yes or confirm_db != config.name:
-            raise Declined(
+            raise NotConfirmed(
                 f"Refusing to {action} {config.where()} in production. If you mean it, run "
                 f"again with --yes --confirm-db {config.name}."
             )
@@ -34,5 +34,7 @@ def confirm_destructive(
             answer = ""
         if answer in ("y", "yes"):
             return
-        raise Stopped("Stopped; nothing was changed.")
-    raise Declined(f"This would {action} {config.where()}; run it again with --yes if you mean it.")
+        raise AnsweredNo("Stopped; nothing was changed.")
+    raise NotConfirmed(
+        f"This would {action} {config.where()}; run it again with --yes if you mean it."
+    )

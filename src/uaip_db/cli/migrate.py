@@ -13,6 +13,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
 from uaip_db import pg
+from uaip_db.catalog import expected
 from uaip_db.catalog.snapshot import Snapshot, take_from
 from uaip_db.checks.verify import Reached, reached
 from uaip_db.cli.confirm import confirm_destructive
@@ -209,8 +210,8 @@ def downgrade(
     for lost in losses or []:
         out(f"  would drop {lost.line()}")
     declared = any(item.destroys_data_on_downgrade for item in plan.reverted)
-    if losses is None or losses or declared or revision == history.BASE or config.is_production:
-        drops = losses is None or bool(losses) or declared or revision == history.BASE
+    if losses is None or losses or declared or revision == expected.BASE or config.is_production:
+        drops = losses is None or bool(losses) or declared or revision == expected.BASE
         confirm_destructive(
             config, "drop data in" if drops else "downgrade", yes=yes, confirm_db=confirm_db
         )

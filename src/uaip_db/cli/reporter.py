@@ -14,6 +14,11 @@ from contextlib import contextmanager
 from typing import Any, NoReturn, TextIO
 
 from uaip_db.errors import INTERRUPTED, USAGE, UaipDbError, UsageError
+
+# invoke is imported where a task needs it (marked for ruff's PLC0415): `inv` has loaded it
+# already, and without it `python -c "import uaip_db.cli.migrate"` loads 145 modules, not 320.
+from uaip_db.pg import explain
+from uaip_db.settings import DatabaseConfig
 from uaip_db.text import visible
 
 Say = Callable[[str], None]
@@ -56,7 +61,7 @@ class VisibleStream:
 
 def finish(exit_code: int) -> NoReturn:
     """End the command with `exit_code` after its result was already printed."""
-    from invoke.exceptions import Exit
+    from invoke.exceptions import Exit  # noqa: PLC0415
 
     raise Exit(code=exit_code)
 
@@ -80,7 +85,7 @@ def reported(*, json_only: bool = False) -> Iterator[None]:
     """Turn the library's errors into one line and an exit status. With `json_only` (`--json`),
     stdout carries only what `say` writes: anything else printed meanwhile (a revision's
     `print()`) goes to stderr."""
-    from invoke.exceptions import Exit
+    from invoke.exceptions import Exit  # noqa: PLC0415
 
     global _result_stream
     kept = sys.stdout
@@ -113,9 +118,6 @@ def reported(*, json_only: bool = False) -> Iterator[None]:
     except Exception as error:
         if debugging() or not _is_database_error(error):
             raise
-        from uaip_db.pg import explain
-        from uaip_db.settings import DatabaseConfig
-
         raise Exit(visible(str(explain(error, DatabaseConfig.from_env()))), code=USAGE) from None
     finally:
         if json_only:
@@ -126,8 +128,8 @@ def usage_errors_exit_2() -> None:
     """Invoke ends a task-argument mistake (unknown flag, missing value or positional) with
     exit 1; this tool promises 2 for usage errors. tasks.py calls this once, when Invoke loads
     it, which is before Invoke parses the tasks' arguments."""
-    from invoke.exceptions import Exit, ParseError
-    from invoke.program import Program
+    from invoke.exceptions import Exit, ParseError  # noqa: PLC0415
+    from invoke.program import Program  # noqa: PLC0415
 
     original = Program.parse_tasks
     if getattr(original, "exits_2", False):

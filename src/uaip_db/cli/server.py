@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+# Task bodies import what only their own task needs (marked for ruff's PLC0415): at the top of cli/, these  # noqa: E501
+# imports load the backups, release, fleet, docs and servers layers for every `inv` command,
+# `inv --list` included (median of 15 runs on the shared 2 cores: 1.65 s against 0.89-1.12 s).
 import json
 
 from uaip_db import pg
@@ -13,7 +16,7 @@ from uaip_db.settings import DatabaseConfig
 
 
 def server_up(backend: str | None = None, out: Say = say) -> None:
-    from uaip_db.servers import choose_backend
+    from uaip_db.servers import choose_backend  # noqa: PLC0415
 
     config = DatabaseConfig.from_env()
     chosen = choose_backend(backend, report=out)
@@ -34,16 +37,16 @@ def adopt_init_sql_database(config: DatabaseConfig, out: Say = say) -> bool:
 
 
 def server_down(backend: str | None = None, out: Say = say) -> None:
-    from uaip_db.servers import choose_backend
+    from uaip_db.servers import choose_backend  # noqa: PLC0415
 
     out(choose_backend(backend).down())
 
 
 def status(*, as_json: bool = False, out: Say = say) -> None:
-    from uaip_db.checks.status import database_state
-    from uaip_db.servers.binaries import wanted_major
-    from uaip_db.servers.docker import DockerCompose, docker_engine_answers
-    from uaip_db.servers.local import cluster_status, local_cluster_root
+    from uaip_db.checks.status import database_state  # noqa: PLC0415
+    from uaip_db.servers.binaries import wanted_major  # noqa: PLC0415
+    from uaip_db.servers.docker import DockerCompose, docker_engine_answers  # noqa: PLC0415
+    from uaip_db.servers.local import cluster_status, local_cluster_root  # noqa: PLC0415
 
     config = DatabaseConfig.from_env()
     # Read from the cluster's files: showing the status never fetches binaries.
@@ -77,8 +80,8 @@ def status(*, as_json: bool = False, out: Say = say) -> None:
 
 def psql(command: str | None = None) -> None:
     """psql on the configured database (or run one command with it)."""
-    from uaip_db import process
-    from uaip_db.servers.binaries import client_program
+    from uaip_db import process  # noqa: PLC0415
+    from uaip_db.servers.binaries import client_program  # noqa: PLC0415
 
     config = DatabaseConfig.from_env()
     program = client_program("psql")

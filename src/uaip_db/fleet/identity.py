@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from uaip_db.errors import UaipDbError, UsageError
 from uaip_db.fleet.targets import Target
+from uaip_db.pg import connection, system_identifier
 from uaip_db.settings import DatabaseConfig
 
 Identity = tuple[str, str, int, str]
@@ -23,9 +24,7 @@ Identity = tuple[str, str, int, str]
 def identity(database: DatabaseConfig) -> Identity | None:
     """(system identifier, server start time, database oid, database name), or None when the
     target cannot be reached or read."""
-    import psycopg
-
-    from uaip_db.pg import connection, system_identifier
+    import psycopg  # noqa: PLC0415
 
     try:
         with connection(database) as conn:

@@ -15,10 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from uaip_db import errors
 from uaip_db.errors import (
-    CHECK_FAILED,
-    INTERRUPTED,
-    PENDING,
     CheckFailed,
     SettingsError,
     UsageError,
@@ -29,7 +27,7 @@ UPGRADED = "upgraded"
 AT_HEAD = "at-head"
 FAILED = "failed"
 SKIPPED = "skipped"
-BEHIND = "pending"
+PENDING = "pending"
 VERIFIED = "verified"
 DRIFTED = "drifted"
 # After Ctrl-C: its revision in progress was rolled back (it stays at the one it reached), or
@@ -40,7 +38,7 @@ INTERRUPTED_STATUSES = frozenset({ROLLED_BACK, NOT_STARTED})
 STATUSES = (
     UPGRADED,
     AT_HEAD,
-    BEHIND,
+    PENDING,
     VERIFIED,
     DRIFTED,
     SKIPPED,
@@ -146,11 +144,11 @@ class FleetReport:
     @property
     def exit_code(self) -> int:
         if self.interrupted:
-            return INTERRUPTED
+            return errors.INTERRUPTED
         if self.failed() or self.incomplete:
-            return CHECK_FAILED
-        if self.command == "check" and self.count(BEHIND):
-            return PENDING
+            return errors.CHECK_FAILED
+        if self.command == "check" and self.count(PENDING):
+            return errors.PENDING
         return 0
 
     def summary_dict(self) -> dict[str, Any]:

@@ -27,15 +27,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from uaip_db import paths
+from uaip_db.catalog import expected
 from uaip_db.errors import CheckFailed, SettingsError, UaipDbError, UsageError
 from uaip_db.fleet import targets as targets_file
 from uaip_db.fleet.report import (
     AT_HEAD,
-    BEHIND,
     DRIFTED,
     FAILED,
     FAILING,
     NOT_STARTED,
+    PENDING,
     ROLLED_BACK,
     SKIPPED,
     UPGRADED,
@@ -47,6 +48,7 @@ from uaip_db.fleet.targets import Shard, Target
 from uaip_db.fleet.workers import OnResult, run_jobs
 from uaip_db.migrations import applied, history
 from uaip_db.migrations.lock import DEFAULT_WAIT_SECONDS
+from uaip_db.pg import first_line, scrub
 from uaip_db.settings import DatabaseConfig
 
 # How many of a drifted target's differences the report names.
@@ -169,9 +171,9 @@ def upgrade(
             read = run_jobs(read_target, jobs, workers, processes=False, on_result=None)
             read_at.update((found.name, found) for found in read)
             for found in read:
-                if found.status != BEHIND:
+                if found.status != PENDING:
                     record(found)
-            behind = {found.name for found in read if found.status == BEHIND}
+            behind = {found.name for found in read if found.status == PENDING}
             todo = [job for job in jobs if job.name in behind]
             if not todo:
                 return
@@ -260,7 +262,7 @@ def wanted_revisions(index: history.ScriptIndex, revision: str) -> tuple[str, ..
         raise UsageError("--rev needs a revision: head (the default), an id or a prefix of one.")
     if revision == "heads":
         return tuple(index.heads)
-    if revision == history.BASE or revision.startswith("-"):
+    if revision == expected.BASE or revision.startswith("-"):
         raise UsageError("fleet.upgrade goes up only; it does not downgrade targets.")
     return (index.resolve(revision),)
 
@@ -274,7 +276,7 @@ def read_target(job: UpgradeJob) -> TargetResult:
         before = current_state(job, seen)
         if sorted(before) == sorted(job.wanted):
             return result(job, AT_HEAD, before, before, started)
-        return result(job, BEHIND, before, before, started)
+        return result(job, PENDING, before, before, started)
     except Exception as error:  # one target's surprise must not end the others' run
         before = seen[0] if seen else ()
         return result(job, FAILED, before, before, started, problem(error), known=bool(seen))
@@ -399,7 +401,7 @@ def result(
         label(before),
         label(after),
         time.perf_counter() - started,
-        scrub(error, job.database),
+        reportable(error, job.database),
         revision_known=known,
     )
 
@@ -408,16 +410,9 @@ def label(revisions: Sequence[str]) -> str | None:
     return ",".join(revisions) or None
 
 
-def scrub(text: str | None, database: DatabaseConfig) -> str | None:
-    """A message as the report may hold it: never the target's password."""
-    if text is None:
-        return None
-    text = " ".join(text.split())
-    return text.replace(database.password, "***") if database.password else text
-
-
-def first_line(text: str) -> str:
-    return next((line.strip() for line in text.splitlines() if line.strip()), "unknown error")
+def reportable(text: str | None, database: DatabaseConfig) -> str | None:
+    """A message as the report may hold it: one line, never the target's password."""
+    return None if text is None else " ".join(scrub(text, database).split())
 
 
 # --- read-only commands ------------------------------------------------------------------------
@@ -488,8 +483,8 @@ def guarded(work: Callable[[ReadJob], TargetResult]) -> Callable[[ReadJob], Targ
         return replace(
             found,
             seconds=time.perf_counter() - started,
-            error=scrub(found.error, job.database),
-            details=tuple(scrub(line, job.database) or "" for line in found.details),
+            error=reportable(found.error, job.database),
+            details=tuple(reportable(line, job.database) or "" for line in found.details),
         )
 
     return run
@@ -505,7 +500,7 @@ def status_target(job: ReadJob) -> TargetResult:
     if state.unknown:
         return TargetResult(job.name, FAILED, at, at, error=str(history.unknown_revision(at or "")))
     pending = tuple(f"pending {item['revision']} {item['doc']}" for item in state.pending)
-    return TargetResult(job.name, BEHIND if pending else AT_HEAD, at, at, details=pending)
+    return TargetResult(job.name, PENDING if pending else AT_HEAD, at, at, details=pending)
 
 
 def check_target(job: ReadJob) -> TargetResult:
@@ -523,14 +518,14 @@ def check_target(job: ReadJob) -> TargetResult:
             details=tuple(found.problems[1:]),
         )
     pending = tuple(f"pending {line}" for line in found.pending)
-    return TargetResult(job.name, BEHIND if pending else AT_HEAD, at, at, details=pending)
+    return TargetResult(job.name, PENDING if pending else AT_HEAD, at, at, details=pending)
 
 
 def verify_target(job: ReadJob) -> TargetResult:
     from uaip_db.checks.verify import verify as verify_one
 
     found = verify_one(job.database)
-    at = None if found.revision == history.BASE else found.revision
+    at = None if found.revision == expected.BASE else found.revision
     if found.stale:
         return TargetResult(job.name, FAILED, at, at, error=found.stale)
     problems = found.differences + found.edited

@@ -29,7 +29,10 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import psycopg
+from psycopg import sql as psql
 
 from uaip_db.errors import MigrationError
 from uaip_db.migrations import runner
@@ -39,10 +42,6 @@ from uaip_db.migrations.backfill_progress import (
     PROGRESS_TABLE,
 )
 from uaip_db.settings import SESSION_SETTINGS
-
-if TYPE_CHECKING:
-    import psycopg
-    from psycopg import sql as psql
 
 DEFAULT_BATCH_ROWS = 5_000
 DEFAULT_BATCH_STATEMENT_TIMEOUT = "60s"
@@ -60,6 +59,10 @@ EXACT_KEY_TEXT = {
     **{name: value for name, value in SESSION_SETTINGS.items() if name != "search_path"},
     "bytea_output": "hex",
 }
+# And a batch updates the key range it picked through the primary key's index: the range's
+# upper end is known only when the statement runs, and estimated at a third of the table the
+# planner chose a sequential scan of all of it for every batch.
+BATCH_SETTINGS = {**EXACT_KEY_TEXT, "enable_seqscan": "off", BACKFILLING: "on"}
 # Plain `alembic` shows INFO from the `alembic` logger tree (alembic.ini); `inv` passes `report`.
 LOGGER = logging.getLogger("alembic.uaip_db.backfill")
 
@@ -180,6 +183,51 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
+def _array_item(text: str) -> str:
+    """`text` as one element of a text[] literal."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+# THE batch statement, built on the server from the table's primary key when the backfill
+# starts, by the same query online (Batches) and offline (the DO block below). $1 table, $2
+# where, $3 assignments, $4 batch rows, $5 the progress record's name, $6 the progress table.
+# It returns the batch statement, the count of rows left, both taking the last key done as $1
+# (text[], NULL at the start), and the key's columns; no row when the table has no primary key.
+# A batch picks its rows in key order, then updates the key range they span (an index range
+# scan: joining the picked keys back to the table hashed the whole table for every batch).
+BATCH_STATEMENTS = """SELECT
+    format('WITH batch AS (SELECT %1$s FROM %2$I WHERE %3$s AND (%4$s) ORDER BY %5$s LIMIT %6$s), '
+           'last AS (SELECT ARRAY[%7$s] AS uaip_key, * FROM batch ORDER BY %8$s LIMIT 1), '
+           'updated AS (UPDATE %2$I SET %9$s WHERE %3$s AND (%5$s) <= (%10$s) AND (%4$s) '
+           'RETURNING 1), '
+           'progress AS (UPDATE %11$I SET last_key = last.uaip_key, '
+           'rows_done = rows_done + (SELECT count(*) FROM updated), updated_at = now() '
+           'FROM last WHERE name = %12$L) '
+           'SELECT (SELECT count(*) FROM updated), (SELECT uaip_key FROM last)',
+           pk.picked, $1::text, pk.after, $2::text, pk.ordered, $4::int, pk.as_text,
+           pk.descending, $3::text, pk.upper, $6::text, $5::text),
+    format('SELECT count(*) FROM %1$I WHERE %2$s AND (%3$s)', $1::text, pk.after, $2::text),
+    pk.columns
+FROM (
+    SELECT string_agg(format('%I AS uaip_key_%s', a.attname, k.n), ', ' ORDER BY k.n) AS picked,
+           string_agg(quote_ident(a.attname), ', ' ORDER BY k.n) AS ordered,
+           string_agg(format('uaip_key_%s DESC', k.n), ', ' ORDER BY k.n) AS descending,
+           string_agg(format('uaip_key_%s::text', k.n), ', ' ORDER BY k.n) AS as_text,
+           string_agg(format('(SELECT uaip_key_%s FROM last)', k.n), ', ' ORDER BY k.n) AS upper,
+           format('($1::text[] IS NULL OR (%s) > (%s))',
+                  string_agg(quote_ident(a.attname), ', ' ORDER BY k.n),
+                  string_agg(format('CAST($1[%s] AS %s)', k.n,
+                                    format_type(a.atttypid, a.atttypmod)), ', ' ORDER BY k.n))
+               AS after,
+           array_agg(a.attname::text ORDER BY k.n) AS columns
+      FROM pg_catalog.pg_index AS i
+      CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n)
+      JOIN pg_catalog.pg_attribute AS a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+     WHERE i.indrelid = pg_catalog.to_regclass(quote_ident($1::text)) AND i.indisprimary
+    HAVING count(*) > 0
+) AS pk"""
+
+
 class Batches:
     """One backfill on the migration connection, in autocommit mode between batches."""
 
@@ -198,8 +246,28 @@ class Batches:
         self.where = where
         self.batch_rows = batch_rows
         self.name = name
-        self.keys = primary_key(conn, table)
-        assigned_keys = sorted(set(assignments) & {column for column, _ in self.keys})
+        row = (
+            raw_cursor(conn)
+            .execute(
+                BATCH_STATEMENTS,
+                (
+                    table,
+                    where or "true",
+                    assignments_sql(assignments),
+                    batch_rows,
+                    name,
+                    PROGRESS_TABLE,
+                ),
+            )
+            .fetchone()
+        )
+        if row is None:
+            raise MigrationError(
+                f"backfill of {table}: no such table, or it has no primary key (the batches walk "
+                "it in key order); add one first."
+            )
+        self.batch_statement, self.count_statement, key_columns = row
+        assigned_keys = sorted(set(assignments) & set(key_columns))
         if assigned_keys:
             raise MigrationError(
                 f"backfill of {table} sets its primary key ({', '.join(assigned_keys)}): the "
@@ -284,79 +352,21 @@ class Batches:
         )
 
     def _remaining(self, last_key: list[str] | None) -> int:
-        from psycopg import sql as psql
-
-        query = psql.SQL("SELECT count(*) FROM {} WHERE {} AND ({}) AND %s").format(
-            psql.Identifier(self.table), self._after(last_key), _expression(self.where or "true")
-        )
         with self.conn.transaction():
             exact_key_text(self.conn)
-            row = self.conn.execute(query, (True,)).fetchone()
+            row = raw_cursor(self.conn).execute(self.count_statement, (last_key,)).fetchone()
         return int(row[0]) if row else 0
-
-    def _after(self, last_key: list[str] | None) -> psql.Composable:
-        from psycopg import sql as psql
-
-        if last_key is None:
-            return psql.SQL("true")
-        columns = psql.SQL(", ").join(psql.Identifier(column) for column, _ in self.keys)
-        values = psql.SQL(", ").join(
-            psql.SQL("CAST({} AS {})").format(psql.Literal(value), psql.SQL(type_name))
-            for value, (_, type_name) in zip(last_key, self.keys, strict=True)
-        )
-        return psql.SQL("({}) > ({})").format(columns, values)
-
-    def batch_query(self, last_key: list[str] | None) -> psql.Composed:
-        from psycopg import sql as psql
-
-        table = psql.Identifier(self.table)
-        aliases = [psql.Identifier(f"uaip_key_{n}") for n in range(1, len(self.keys) + 1)]
-        columns = [psql.Identifier(column) for column, _ in self.keys]
-        return psql.SQL(
-            "WITH batch AS ("
-            "SELECT {picked} FROM {table} WHERE {after} AND ({where}) "
-            "ORDER BY {order} LIMIT {limit}), "
-            "updated AS (UPDATE {table} SET {assignments} FROM batch "
-            "WHERE ({target}) = ({aliases}) AND ({where}) RETURNING 1), "
-            "last AS (SELECT ARRAY[{as_text}] AS key FROM batch ORDER BY {descending} LIMIT 1), "
-            "progress AS (UPDATE {progress} SET last_key = last.key, "
-            "rows_done = rows_done + (SELECT count(*) FROM updated), updated_at = now() "
-            "FROM last WHERE name = %s RETURNING 1) "
-            "SELECT (SELECT count(*) FROM updated), (SELECT key FROM last), "
-            "(SELECT count(*) FROM progress)"
-        ).format(
-            picked=psql.SQL(", ").join(
-                psql.SQL("{} AS {}").format(c, a) for c, a in zip(columns, aliases, strict=True)
-            ),
-            table=table,
-            after=self._after(last_key),
-            where=_expression(self.where or "true"),
-            order=psql.SQL(", ").join(columns),
-            limit=psql.Literal(self.batch_rows),
-            assignments=psql.SQL(", ").join(
-                psql.SQL("{} = ({})").format(psql.Identifier(column), _expression(expression))
-                for column, expression in self.assignments.items()
-            ),
-            target=psql.SQL(", ").join(psql.SQL("{}.{}").format(table, c) for c in columns),
-            aliases=psql.SQL(", ").join(aliases),
-            as_text=psql.SQL(", ").join(psql.SQL("{}::text").format(a) for a in aliases),
-            descending=psql.SQL(", ").join(psql.SQL("{} DESC").format(a) for a in aliases),
-            progress=psql.Identifier(PROGRESS_TABLE),
-        )
 
     def _batch(
         self, last_key: list[str] | None, lock_timeout: str, statement_timeout: str
     ) -> tuple[int, list[str] | None]:
         with self.conn.transaction():
-            self.conn.execute("SELECT set_config('lock_timeout', %s, true)", (lock_timeout,))
-            self.conn.execute(
-                "SELECT set_config('statement_timeout', %s, true)", (statement_timeout,)
+            batch_settings(
+                self.conn, lock_timeout=lock_timeout, statement_timeout=statement_timeout
             )
-            exact_key_text(self.conn)
-            self.conn.execute("SELECT set_config(%s, 'on', true)", (BACKFILLING,))
             # With a parameter the server takes one statement only: set= and where= are
             # expressions, and a `;` in one cannot start another statement.
-            row = self.conn.execute(self.batch_query(last_key), (self.name,)).fetchone()
+            row = raw_cursor(self.conn).execute(self.batch_statement, (last_key,)).fetchone()
         assert row is not None
         return int(row[0]), row[1]
 
@@ -368,8 +378,6 @@ class Batches:
         budget: float,
         report: Callable[[str], None],
     ) -> tuple[int, list[str] | None]:
-        import psycopg
-
         started = time.monotonic()
         attempt = 0
         while True:
@@ -397,60 +405,49 @@ class Batches:
                 ) from None
 
 
+def raw_cursor(conn: psycopg.Connection[Any]) -> psycopg.RawCursor[Any]:
+    """A cursor taking $1-style parameters: the statements are the same text online and in the
+    offline DO block, and a `%` in a revision's expression stays as it is."""
+    return psycopg.RawCursor(conn)
+
+
 def exact_key_text(conn: psycopg.Connection[Any]) -> None:
     """Inside a transaction: keys written as text read back as the same values."""
-    for setting, value in EXACT_KEY_TEXT.items():
-        conn.execute("SELECT set_config(%s, %s, true)", (setting, value))
+    set_locally(conn, EXACT_KEY_TEXT)
 
 
-def _expression(text: str) -> psql.Composable:
-    """A revision's SQL expression inside a query that also takes parameters (`%` doubled)."""
-    from psycopg import sql as psql
-
-    return psql.SQL(text.replace("%", "%%"))
+def batch_settings(conn: psycopg.Connection[Any], **timeouts: str) -> None:
+    """Inside a batch's transaction: its timeouts and BATCH_SETTINGS, in one round trip."""
+    set_locally(conn, {**timeouts, **BATCH_SETTINGS})
 
 
-def primary_key(conn: psycopg.Connection[Any], table: str) -> list[tuple[str, str]]:
-    """The primary key's columns of `table`, in key order, with their types."""
-    rows = conn.execute(
-        "SELECT a.attname, format_type(a.atttypid, a.atttypmod) "
-        "FROM pg_index AS i CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY "
-        "AS k(attnum, position) "
-        "JOIN pg_attribute AS a ON a.attrelid = i.indrelid AND a.attnum = k.attnum "
-        "WHERE i.indrelid = to_regclass(quote_ident(%s)) AND i.indisprimary ORDER BY k.position",
-        (table,),
-    ).fetchall()
-    if not rows:
-        raise MigrationError(
-            f"backfill of {table}: no such table, or it has no primary key (the batches walk "
-            "it in key order); add one first."
-        )
-    return [(str(column), str(type_name)) for column, type_name in rows]
+def set_locally(conn: psycopg.Connection[Any], settings: Mapping[str, str]) -> None:
+    calls = ", ".join("set_config(%s, %s, true)" for _ in settings)
+    conn.execute(f"SELECT {calls}", [text for item in settings.items() for text in item])
 
 
-# The same loop as Batches, in PL/pgSQL: @NAME@-style markers are filled by offline_sql().
+def assignments_sql(assignments: Mapping[str, str]) -> str:
+    """`column = (expression), ...` with each column quoted as an identifier."""
+    return ", ".join(
+        f"{psql.Identifier(column).as_string(None)} = ({expression})"
+        for column, expression in assignments.items()
+    )
+
+
+# Offline, the same statements in a loop that commits after every batch: @NAME@-style markers
+# are filled by offline_sql().
 OFFLINE_LOOP = """DO $uaip_backfill$
 DECLARE
-    picked text; ordered text; descending text; target text; aliases text;
-    as_text text; after text; cursor_key text[]; done bigint; finished boolean;
+    batch_statement text; count_statement text; key_columns text[];
+    cursor_key text[]; done bigint; finished boolean;
 BEGIN
-    SELECT string_agg(format('%I AS uaip_key_%s', a.attname, k.n), ', ' ORDER BY k.n),
-           string_agg(quote_ident(a.attname), ', ' ORDER BY k.n),
-           string_agg(format('uaip_key_%s DESC', k.n), ', ' ORDER BY k.n),
-           string_agg(format('%I.%I', @TABLE@, a.attname), ', ' ORDER BY k.n),
-           string_agg(format('uaip_key_%s', k.n), ', ' ORDER BY k.n),
-           string_agg(format('uaip_key_%s::text', k.n), ', ' ORDER BY k.n),
-           format('(%s) > (%s)',
-                  string_agg(quote_ident(a.attname), ', ' ORDER BY k.n),
-                  string_agg(format('CAST($1[%s] AS %s)', k.n,
-                                    format_type(a.atttypid, a.atttypmod)), ', ' ORDER BY k.n))
-      INTO picked, ordered, descending, target, aliases, as_text, after
-      FROM pg_index AS i
-      CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n)
-      JOIN pg_attribute AS a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-     WHERE i.indrelid = quote_ident(@TABLE@)::regclass AND i.indisprimary;
-    IF picked IS NULL THEN
-        RAISE EXCEPTION 'backfill of %: it has no primary key', @TABLE@;
+    EXECUTE @BATCH_STATEMENTS@ INTO batch_statement, count_statement, key_columns
+      USING @TABLE@, @WHERE@, @ASSIGNMENTS@, @BATCH_ROWS@, @NAME@, @PROGRESS_NAME@;
+    IF batch_statement IS NULL THEN
+        RAISE EXCEPTION 'backfill of %: no such table, or it has no primary key', @TABLE@;
+    END IF;
+    IF key_columns && @ASSIGNED@::text[] THEN
+        RAISE EXCEPTION 'backfill of %: it sets its primary key', @TABLE@;
     END IF;
     SELECT p.last_key, p.finished_at IS NOT NULL INTO cursor_key, finished
       FROM @PROGRESS@ AS p WHERE p.name = @NAME@;
@@ -461,20 +458,9 @@ BEGIN
     LOOP
         PERFORM set_config('lock_timeout', @LOCK_TIMEOUT@, true);
         PERFORM set_config('statement_timeout', @STATEMENT_TIMEOUT@, true);
-        PERFORM set_config(@BACKFILLING@, 'on', true);
-@EXACT_KEY_TEXT@
-        EXECUTE format(
-            'WITH batch AS (SELECT %s FROM %I WHERE %s AND (%s) ORDER BY %s LIMIT %s '
-            '), updated AS (UPDATE %I SET %s FROM batch '
-            'WHERE (%s) = (%s) AND (%s) RETURNING 1) SELECT (SELECT count(*) FROM updated), '
-            '(SELECT ARRAY[%s] FROM batch ORDER BY %s LIMIT 1)',
-            picked, @TABLE@, CASE WHEN cursor_key IS NULL THEN 'true' ELSE after END,
-            @WHERE@, ordered, @BATCH_ROWS@, @TABLE@, @ASSIGNMENTS@, target, aliases,
-            @WHERE@, as_text, descending)
-          INTO done, cursor_key USING cursor_key;
+@BATCH_SETTINGS@
+        EXECUTE batch_statement INTO done, cursor_key USING cursor_key;
         EXIT WHEN cursor_key IS NULL;
-        UPDATE @PROGRESS@ SET last_key = cursor_key, rows_done = rows_done + done,
-               updated_at = now() WHERE name = @NAME@;
         RAISE NOTICE 'backfill of %: % more rows', @TABLE@, done;
         COMMIT;
         PERFORM pg_sleep(@PAUSE@);
@@ -500,12 +486,7 @@ def offline_sql(
     run that `inv db.upgrade` or an earlier psql started), and must run outside a transaction
     block (psql's default; not `psql -1`), like CREATE INDEX CONCURRENTLY.
     """
-    from psycopg import sql as psql
-
-    assignments_sql = ", ".join(
-        f"{psql.Identifier(column).as_string(None)} = ({expression})"
-        for column, expression in assignments.items()
-    )
+    assignments_text = assignments_sql(assignments)
     pause = f"{batch_rows / rows_per_second:.3f}" if rows_per_second else "0"
     values = {
         "@TABLE@": _literal(table),
@@ -515,19 +496,21 @@ def offline_sql(
         "@STATEMENT_TIMEOUT@": _literal(statement_timeout),
         "@WHERE@": _literal(where or "true"),
         "@BATCH_ROWS@": str(int(batch_rows)),
-        "@ASSIGNMENTS@": _literal(assignments_sql),
+        "@ASSIGNMENTS@": _literal(assignments_text),
+        "@BATCH_STATEMENTS@": "$uaip_batch$" + BATCH_STATEMENTS + "$uaip_batch$",
+        "@PROGRESS_NAME@": _literal(PROGRESS_TABLE),
+        "@ASSIGNED@": _literal("{" + ",".join(_array_item(c) for c in assignments) + "}"),
         "@PAUSE@": pause,
-        "@BACKFILLING@": _literal(BACKFILLING),
-        "@EXACT_KEY_TEXT@": "\n".join(
+        "@BATCH_SETTINGS@": "\n".join(
             f"        PERFORM set_config({_literal(setting)}, {_literal(value)}, true);"
-            for setting, value in EXACT_KEY_TEXT.items()
+            for setting, value in BATCH_SETTINGS.items()
         ),
     }
     loop = OFFLINE_LOOP
     for marker, value in values.items():
         loop = loop.replace(marker, value)
     header = [
-        f"-- uaip_db.ops.backfill: UPDATE {table} SET {assignments_sql}",
+        f"-- uaip_db.ops.backfill: UPDATE {table} SET {assignments_text}",
         f"--   WHERE {where or 'true'}: in primary-key order, {batch_rows} rows per transaction",
         f"--   (lock_timeout {lock_timeout}, statement_timeout {statement_timeout}), resumable:",
         f"--   the last key done is kept in {PROGRESS_TABLE} under {_literal(name)}.",

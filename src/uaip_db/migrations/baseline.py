@@ -6,7 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from uaip_db import paths
+from uaip_db.catalog import expected
+from uaip_db.catalog.snapshot import diff, take_from
 from uaip_db.errors import CheckFailed
+from uaip_db.migrations import applied, runner
 from uaip_db.pg import connection, explain
 from uaip_db.settings import DatabaseConfig
 
@@ -49,7 +52,7 @@ def run_script(op: Any, script: str) -> None:
 
 def seed(config: DatabaseConfig) -> None:
     """Load init.sql into the configured database, refusing one that already has the schema."""
-    import psycopg
+    import psycopg  # noqa: PLC0415
 
     with connection(config, autocommit=False) as conn:
         present = conn.execute(
@@ -77,9 +80,6 @@ def adopt(config: DatabaseConfig) -> bool:
     When the schema is exactly the baseline's, record the baseline so `inv db.upgrade` can go
     on from there (True); anything else is left for `inv db.stamp --rev auto` to explain.
     """
-    from uaip_db.catalog import expected
-    from uaip_db.catalog.snapshot import diff, take_from
-    from uaip_db.migrations import applied, runner
 
     with connection(config) as conn:
         if applied.current_revisions_on(conn):

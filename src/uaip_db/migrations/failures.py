@@ -10,13 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from uaip_db import paths
-from uaip_db.catalog import trust
+from uaip_db.catalog import expected, trust
+from uaip_db.catalog.snapshot import diff, take_from
 from uaip_db.errors import (
-    LockNotAvailable,
     MigrationError,
     PrivilegeMissing,
     ReadOnlyServer,
     SettingsError,
+    StatementLockTimeout,
     UaipDbError,
 )
 from uaip_db.migrations import backfill_progress, history, ledger
@@ -40,9 +41,9 @@ def causes(error: BaseException) -> Iterator[BaseException]:
 
 
 def translate(error: BaseException, database: DatabaseConfig, direction: str) -> UaipDbError:
-    import psycopg
-    from alembic.util import CommandError
-    from sqlalchemy.exc import DBAPIError
+    import psycopg  # noqa: PLC0415
+    from alembic.util import CommandError  # noqa: PLC0415
+    from sqlalchemy.exc import DBAPIError  # noqa: PLC0415
 
     if isinstance(error, CommandError):
         return command_error(error)
@@ -84,7 +85,7 @@ def translate(error: BaseException, database: DatabaseConfig, direction: str) ->
             "role that owns the schema (DB_USER), or grant the privilege to this one."
         )
     if isinstance(cause, psycopg.errors.LockNotAvailable):
-        return LockNotAvailable(
+        return StatementLockTimeout(
             f"{where} could not take a lock within lock_timeout{detail}: another transaction "
             f"holds it. The database stays at revision {here}."
         )
@@ -106,8 +107,6 @@ def committed_part(database: DatabaseConfig, here: str, shown: int = 3) -> str:
     """How the schema differs from `here`'s committed snapshot after a failed revision: what a
     revision that COMMITs half-way (or an autocommit block) left behind, or a change by hand
     made before. Empty when they match, or when either cannot be read."""
-    from uaip_db.catalog import expected
-    from uaip_db.catalog.snapshot import diff, take_from
 
     if "," in here:
         return ""
@@ -163,8 +162,8 @@ def _read_only_reason(database: DatabaseConfig) -> str:
 def _database_cause(error: BaseException) -> BaseException:
     """The database error behind `error`: a failed step in an autocommit block (CONCURRENTLY)
     surfaces as SQLAlchemy's "This transaction is inactive", with the real error as context."""
-    import psycopg
-    from sqlalchemy.exc import DBAPIError
+    import psycopg  # noqa: PLC0415
+    from sqlalchemy.exc import DBAPIError  # noqa: PLC0415
 
     found = (seen for seen in causes(error) if isinstance(seen, DBAPIError | psycopg.Error))
     return next(found, error)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from uaip_db import paths
+from uaip_db.catalog.expected import BASE
 from uaip_db.errors import CheckFailed, UsageError
 
 if TYPE_CHECKING:
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 
 CACHE_NAME = "uaip-scripts.json"
 CACHE_FORMAT = 3
-BASE = "base"
 
 
 @dataclass(frozen=True)
@@ -221,8 +221,8 @@ def unknown_revision(revision: str) -> CheckFailed:
 
 def script_directory() -> ScriptDirectory:
     """The scripts as Alembic loads them (imports every revision module)."""
-    from alembic.config import Config
-    from alembic.script import ScriptDirectory
+    from alembic.config import Config  # noqa: PLC0415
+    from alembic.script import ScriptDirectory  # noqa: PLC0415
 
     config = Config(str(paths.alembic_ini()))
     config.set_main_option("script_location", str(paths.migrations_dir()))

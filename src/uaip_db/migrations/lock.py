@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, LiteralString
 
-from uaip_db.errors import LockTimeout
+from uaip_db.errors import MigrationLockHeld
 
 if TYPE_CHECKING:
     import psycopg
@@ -38,7 +38,7 @@ def migration_lock(
         told = False
         while not _try_lock(conn):
             if time.monotonic() >= deadline:
-                raise LockTimeout(
+                raise MigrationLockHeld(
                     f"Another migration holds the lock ({describe_holder(conn)}); waited "
                     f"{wait_seconds:g} s. Let it finish and run again, or wait longer "
                     "(--lock-wait, or UAIP_LOCK_WAIT for plain alembic)."
@@ -59,7 +59,7 @@ def migration_lock(
 def keep_alive(conn: psycopg.Connection[Any]) -> None:
     """The lock lives as long as this idle session: a server or database `idle_session_timeout`
     must not end it while the migrations run on another connection (PostgreSQL 14+)."""
-    import psycopg
+    import psycopg  # noqa: PLC0415
 
     # Older servers have no such timeout.
     with contextlib.suppress(psycopg.errors.UndefinedObject):

@@ -78,7 +78,7 @@ class LockRecorder:
     _holding_snapshot: bool = False
 
     def attach(self, conn: Connection) -> None:
-        from sqlalchemy import event
+        from sqlalchemy import event  # noqa: PLC0415
 
         if self._watcher is None:
             self._watcher = connect(self.database)

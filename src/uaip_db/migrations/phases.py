@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 from uaip_db.catalog import expected
 from uaip_db.catalog.snapshot import Snapshot
-from uaip_db.errors import CheckFailed
 from uaip_db.migrations.history import Revision
 
 EXPAND, CONTRACT = "expand", "contract"
@@ -88,12 +87,11 @@ def judge(item: Revision) -> Judgement:
     heads: expand)."""
     if item.is_merge:
         return Judgement(item.phase if item.phase in PHASES else EXPAND, item.phase in PHASES, ())
-    try:
-        changes = tuple(
-            contract_changes(expected.snapshot(item.parent), expected.snapshot(item.revision))
-        )
-    except CheckFailed:
-        changes = ("no committed snapshots to judge it by",)
+    before, after = expected.committed(item.parent), expected.committed(item.revision)
+    if before is None or after is None:
+        changes: tuple[str, ...] = ("no committed snapshots to judge it by",)
+    else:
+        changes = tuple(contract_changes(before, after))
     if item.phase in PHASES:
         return Judgement(item.phase, True, changes)
     return Judgement(CONTRACT if changes else EXPAND, False, changes)

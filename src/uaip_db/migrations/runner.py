@@ -8,6 +8,7 @@ transaction per migration.
 
 from __future__ import annotations
 
+import io
 import os
 import random
 import re
@@ -20,9 +21,9 @@ from typing import TYPE_CHECKING, Any, TextIO, cast
 from uaip_db import paths
 from uaip_db.catalog import trust
 from uaip_db.errors import (
-    Declined,
-    LockNotAvailable,
+    NotConfirmed,
     SettingsError,
+    StatementLockTimeout,
     UaipDbError,
     UsageError,
 )
@@ -130,7 +131,7 @@ def alembic_config(
     lock_connection: psycopg.Connection[Any] | None = None,
     after: Callable[[psycopg.Connection[Any]], None] | None = None,
 ) -> Config:
-    from alembic.config import Config
+    from alembic.config import Config  # noqa: PLC0415
 
     config = Config(str(paths.alembic_ini()))
     if stdout is not None:
@@ -168,7 +169,7 @@ def run_env(context: EnvironmentContext) -> None:
         # would otherwise log a CommandError and print it again, with exit status 255).
         if (options is not None and options.from_task) or context.config.cmd_opts is not None:
             raise
-        from alembic.util import CommandError
+        from alembic.util import CommandError  # noqa: PLC0415
 
         # Alembic called from Python: its callers expect a CommandError.
         raise CommandError(str(error)) from None
@@ -246,7 +247,7 @@ def guard_plain_alembic(context: EnvironmentContext, database: DatabaseConfig) -
         return
     confirmed = context.get_x_argument(as_dictionary=True).get("confirm-db")
     if confirmed != database.name:
-        raise Declined(
+        raise NotConfirmed(
             f"Refusing `alembic {name}` on {database.where()} in production (DB_ENV=production). "
             f"If you mean it, run it again with -x confirm-db={database.name}."
         )
@@ -257,7 +258,7 @@ def _run_on_handed(
 ) -> None:
     """Alembic's cookbook: the caller hands in an Engine or a Connection. Whichever it is, it is
     left as it was given; the lock lives on a connection of its own (`_own_connection`)."""
-    from sqlalchemy.engine import Engine
+    from sqlalchemy.engine import Engine  # noqa: PLC0415
 
     engine = handed if isinstance(handed, Engine) else handed.engine
     with _locked(lambda: _own_connection(engine), options):
@@ -272,7 +273,7 @@ def _own_connection(engine: Engine) -> psycopg.Connection[Any]:
     """A new connection made the way `engine` makes them, but not one of its pool's: a copy of
     the pool (same creator and events) makes it and lets go of it, so the caller's pool, its
     limits and its connections stay as they were (the lock closes this one)."""
-    import psycopg
+    import psycopg  # noqa: PLC0415
 
     pool = engine.pool.recreate()
     try:
@@ -368,8 +369,8 @@ def hold_lock(
 
 
 def make_engine(database: DatabaseConfig) -> Engine:
-    from sqlalchemy import create_engine
-    from sqlalchemy.pool import NullPool
+    from sqlalchemy import create_engine  # noqa: PLC0415
+    from sqlalchemy.pool import NullPool  # noqa: PLC0415
 
     lock_timeout, statement_timeout = timeouts()
     options = session_options(lock_timeout=lock_timeout, statement_timeout=statement_timeout)
@@ -452,8 +453,8 @@ def _on_version_apply(
 
 
 def _run_command(name: str, *args: Any, **kwargs: Any) -> None:
-    from alembic import command
-    from alembic.util import CommandError
+    from alembic import command  # noqa: PLC0415
+    from alembic.util import CommandError  # noqa: PLC0415
 
     try:
         getattr(command, name)(*args, **kwargs)
@@ -525,13 +526,13 @@ def _retrying_lock_timeouts(run: Callable[[], None], report: Callable[[str], Non
         try:
             run()
             return
-        except LockNotAvailable as error:
+        except StatementLockTimeout as error:
             attempt += 1
             spent = time.monotonic() - started
             pause = min(LONGEST_PAUSE_SECONDS, FIRST_PAUSE_SECONDS * 2 ** (attempt - 1))
             pause *= random.uniform(0.5, 1.5)
             if (retries is not None and attempt > retries) or spent + pause > budget:
-                raise LockNotAvailable(
+                raise StatementLockTimeout(
                     f"{error} Gave up after {attempt} attempt(s) in {spent:.1f} s; find the long "
                     "transaction in pg_stat_activity, or raise UAIP_LOCK_BUDGET."
                 ) from None
@@ -553,9 +554,8 @@ def stamp(
 
 def render_sql(start: str, end: str, *, downgrade: bool = False) -> str:
     """The SQL from `start` to `end` as offline mode prints it (`alembic upgrade a:b --sql`)."""
-    import io
 
-    from alembic import command
+    from alembic import command  # noqa: PLC0415
 
     buffer = io.StringIO()
     config = alembic_config(DatabaseConfig())
@@ -575,7 +575,7 @@ def show_history(stdout: TextIO, verbose: bool = False) -> None:
 
 
 def new_revision(message: str) -> Script:
-    from alembic import command
+    from alembic import command  # noqa: PLC0415
 
     if not message.strip():
         raise UsageError('A revision needs a message: inv db.revision -m "what it changes".')

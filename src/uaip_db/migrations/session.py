@@ -23,7 +23,7 @@ class MigrationSession:
     """
 
     def __init__(self, database: DatabaseConfig) -> None:
-        from alembic.script import ScriptDirectory
+        from alembic.script import ScriptDirectory  # noqa: PLC0415
 
         self.database = database
         self.config = alembic_config(database, lock_held=True)
@@ -48,8 +48,8 @@ class MigrationSession:
         self._run(revision, upgrade=False)
 
     def _run(self, revision: str, *, upgrade: bool) -> None:
-        from alembic.runtime.environment import EnvironmentContext
-        from alembic.util import CommandError
+        from alembic.runtime.environment import EnvironmentContext  # noqa: PLC0415
+        from alembic.util import CommandError  # noqa: PLC0415
 
         options = self.config.attributes["uaip_db"]
         options.direction = "upgrade" if upgrade else "downgrade"

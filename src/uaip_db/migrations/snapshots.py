@@ -84,7 +84,7 @@ def staleness(
     predates a revision file; None when it is current."""
     index = history.load()
     recorded = recorded_sources() if recorded is None else recorded
-    wanted = index.ancestors([upto]) if upto and upto != history.BASE else None
+    wanted = index.ancestors([upto]) if upto and upto != expected.BASE else None
     for item in index.order:
         if wanted is not None and item.revision not in wanted:
             continue

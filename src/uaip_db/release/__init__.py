@@ -28,11 +28,11 @@ if TYPE_CHECKING:
 def __getattr__(name: str) -> Any:
     # Imported on first use: the package imports none of its modules, so none imports it back.
     if name == "release_check":
-        from uaip_db.release import check
+        from uaip_db.release import check  # noqa: PLC0415
 
         return check.release_check
     if name in __all__:
-        from uaip_db.release import report
+        from uaip_db.release import report  # noqa: PLC0415
 
         return getattr(report, name)
     raise AttributeError(name)

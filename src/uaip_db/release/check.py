@@ -18,8 +18,7 @@ from uaip_db.checks.data_loss import committed_losses, count_losses
 from uaip_db.errors import UaipDbError
 from uaip_db.migrations import applied, history, runner
 from uaip_db.pg import connection, reading
-from uaip_db.release import compatibility
-from uaip_db.release import items as checks
+from uaip_db.release import compatibility, items
 from uaip_db.release.context import run_context, server_version
 from uaip_db.release.report import PASS, ReleaseReport, ensure_writable, write_report
 from uaip_db.release.rollback import (
@@ -73,16 +72,16 @@ def release_check(
     rollback_sql, rollback_error = _render(head, current, bool(pending), downgrade=True)
     report.upgrade_sql = _or_why(upgrade_sql, sql_error)
     report.rollback_sql = _or_why(rollback_sql, rollback_error)
-    revisions = checks.revisions_item(pending)
+    revisions = items.revisions_item(pending)
     if pending:
         revisions.body += [
             "",
             *compatibility.who_runs(index, current, [r.revision for r in pending]),
         ]
     report.items.append(revisions)
-    report.items.append(checks.sql_item(upgrade_sql, sql_error, docs))
-    report.items.append(checks.schema_change_item(current, head))
-    report.items.append(checks.lint_item(current if pending else head))
+    report.items.append(items.sql_item(upgrade_sql, sql_error, docs))
+    report.items.append(items.schema_change_item(current, head))
+    report.items.append(items.lint_item(current if pending else head))
     cost = downgrade_cost(current, head, pending, rollback_sql or "")
     previous = compatibility.previous_release(index, current) if pending else None
     steps = Steps(
@@ -95,16 +94,16 @@ def release_check(
     # (restoring twice cost a full restore of the data).
     with scratch_server() as server:
         out("  backing up...")
-        made, backup_failure = checks.take_backup(config, backup_dir)
+        made, backup_failure = items.take_backup(config, backup_dir)
         out(
             "  restoring it into a throwaway database (the backup's restore check), rehearsing "
             "the upgrade on that copy"
             + (" under writers" if load else "")
             + ", then the application's start-up check..."
         )
-        rehearsal, application, rehearsed = checks.rehearsal_items(made, server, load, steps)
-    backup = checks.backup_item(made, backup_failure, rehearsed)
-    backup.body += checks.retention(made, backup.status == PASS, kept)
+        rehearsal, application, rehearsed = items.rehearsal_items(made, server, load, steps)
+    backup = items.backup_item(made, backup_failure, rehearsed)
+    backup.body += items.retention(made, backup.status == PASS, kept)
     report.items += [backup, rehearsal]
     if backup.status != PASS:
         made = None  # a backup not proven restorable is no way back
@@ -114,7 +113,7 @@ def release_check(
         )
     )
     report.items.append(application)
-    report.items.append(checks.code_item(report.source))
+    report.items.append(items.code_item(report.source))
     if previous is not None and rehearsed is not None:
         report.items.append(previous.item())
     elif pending:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from uaip_db.backups import workload
+from uaip_db.catalog import expected
 from uaip_db.checks.status import check_migrations
 from uaip_db.errors import UaipDbError
 from uaip_db.migrations import history, phases, releases
@@ -136,7 +137,7 @@ def previous_release(index: history.ScriptIndex, current: str) -> PreviousReleas
     """The release that runs on the database now: the newest in migrations/releases.toml that
     may run at `current`, else the application whose scripts end at `current`; None on an
     empty database (no application runs on it yet)."""
-    if current == history.BASE or index.get(current) is None:
+    if current == expected.BASE or index.get(current) is None:
         return None
     fitting = [r for r in releases.load() if releases.fit(r, current, index).runs]
     if fitting:
@@ -171,7 +172,7 @@ def who_runs(index: history.ScriptIndex, current: str, pending: list[str]) -> li
 
     lines = [
         "Application releases that may run (migrations/releases.toml):",
-        f"- before: {fitting(current) if current != history.BASE else 'none (empty database)'}",
+        f"- before: {fitting(current) if current != expected.BASE else 'none (empty database)'}",
     ]
     if first_contract:
         window = pending[first_contract - 1]

@@ -10,8 +10,10 @@ from dataclasses import asdict, dataclass
 from importlib import metadata
 from typing import Any
 
-from uaip_db import process
+from uaip_db import __version__, process
 from uaip_db.errors import UaipDbError
+from uaip_db.migrations.ledger import who
+from uaip_db.servers.binaries import client_program
 from uaip_db.settings import DatabaseConfig
 
 LIBRARIES = (("Alembic", "alembic"), ("SQLAlchemy", "sqlalchemy"), ("psycopg", "psycopg"))
@@ -38,9 +40,6 @@ class RunContext:
 
 
 def run_context(config: DatabaseConfig, server_version: str, started_at: str) -> RunContext:
-    from uaip_db import __version__
-    from uaip_db.migrations.ledger import who
-
     versions = {"uaip-db": __version__, "Python": platform.python_version()}
     for label, distribution in LIBRARIES:
         versions[label] = _distribution(distribution)
@@ -59,7 +58,7 @@ def _distribution(name: str) -> str:
 
 
 def _libpq() -> str:
-    import psycopg
+    import psycopg  # noqa: PLC0415
 
     number = psycopg.pq.version()  # e.g. 160004
     return f"{number // 10000}.{number % 10000}"
@@ -68,7 +67,6 @@ def _libpq() -> str:
 def client_tool_version(name: str) -> str:
     """The version of the client program backups use (`PG_BINDIR`, the server's binaries, PATH),
     with its path."""
-    from uaip_db.servers.binaries import client_program
 
     try:
         program = client_program(name)

@@ -16,6 +16,7 @@ from typing import Any
 
 from uaip_db import paths, pg, process
 from uaip_db.errors import ConnectionProblem, PasswordRefused, ServerError
+from uaip_db.servers.local import port_answers
 from uaip_db.settings import DatabaseConfig
 
 COMPOSE_SERVICE = "uaip-db"
@@ -66,8 +67,6 @@ class DockerCompose:
                 + "."
             )
         if not field(found, "State", "Running"):
-            from uaip_db.servers.local import port_answers
-
             if port_answers("localhost", config.port):
                 raise ServerError(
                     f"Port {config.port} is already taken by another server; stop it, or set "

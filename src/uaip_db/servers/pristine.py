@@ -24,6 +24,7 @@ from pathlib import Path
 
 from uaip_db import process
 from uaip_db.errors import ServerError
+from uaip_db.files import write_private
 from uaip_db.servers.local import Cluster
 
 CACHE_PREFIX = "uaip-initdb-"
@@ -109,12 +110,6 @@ def read_private(path: Path) -> str | None:
         ):
             return None
         return file.read()
-
-
-def write_private(path: Path, text: str) -> None:
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(descriptor, "w") as file:
-        file.write(text)
 
 
 def _private(path: Path, owner: int, *, forbidden: int, kind: Callable[[int], bool]) -> bool:

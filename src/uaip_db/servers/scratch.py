@@ -272,7 +272,7 @@ class ScratchCluster:
 
 def set_password(admin: DatabaseConfig, password: str) -> None:
     """Replace the superuser's password (a copied data folder arrives with the cached one)."""
-    from psycopg import sql
+    from psycopg import sql  # noqa: PLC0415
 
     with pg.connection(admin) as conn:
         conn.execute(
