@@ -8,9 +8,9 @@ import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from uaip_db import paths
+from uaip_db import parsers, paths, settings
 from uaip_db.cli.confirm import confirm_destructive
-from uaip_db.cli.reporter import Say, say, seconds, timed
+from uaip_db.cli.reporter import Say, say, timed
 from uaip_db.errors import CheckFailed, UaipDbError, UsageError
 from uaip_db.pg import MAINTENANCE_DATABASE
 from uaip_db.settings import DatabaseConfig
@@ -45,10 +45,7 @@ def backup_folder_argument(out: str | None) -> Path:
 
 def whole_number(value: str | int, flag: str, meaning: str) -> int:
     """A flag that counts something, 1 or more (`--jobs 2`), or a usage error naming the flag."""
-    text = str(value).strip()
-    if not (text.isascii() and text.isdigit()) or int(text) < 1:
-        raise UsageError(f"{flag} {value!r} is not {meaning}; use a whole number, 1 or more.")
-    return int(text)
+    return parsers.whole_number(1).flag(value, flag, meaning)
 
 
 def backup(
@@ -195,9 +192,7 @@ def load_settings(
             raise UsageError("--max-writer-wait needs --load: it is the budget of the writers.")
         return None
     if max_writer_wait:
-        budget = seconds(max_writer_wait, "--max-writer-wait")
-        if budget <= 0:
-            raise UsageError(f"--max-writer-wait {max_writer_wait!r} must be above 0 seconds.")
+        budget = settings.MAX_WRITER_WAIT.parser.flag(max_writer_wait, "--max-writer-wait")
     else:
         budget = budget_setting()
     defaults = LoadSettings()
@@ -289,7 +284,7 @@ def backup_folder_to_list(out: str | None) -> Path | None:
     where = "--out" if out else "UAIP_BACKUP_DIR"
     if directory.is_dir():
         return directory
-    if not out and not os.environ.get("UAIP_BACKUP_DIR") and not directory.exists():
+    if not out and settings.BACKUP_DIR.read() is None and not directory.exists():
         return None
     if directory.exists():
         raise UsageError(

@@ -22,7 +22,7 @@ import signal
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +35,7 @@ from uaip_db.servers.pristine import pristine_data, sweep_abandoned_builds
 from uaip_db.settings import (
     SCRATCH_SETTING,
     SCRATCH_URL_SETTING,
+    TEST_SERVER,
     TEST_SERVER_SETTING,
     DatabaseConfig,
     ScratchPlace,
@@ -137,14 +138,10 @@ class ScratchServer:
             self.cluster.stop()
 
 
-def wants_existing_server(environ: dict[str, str] | None = None) -> bool:
+def wants_existing_server(environ: Mapping[str, str] | None = None) -> bool:
     """Only `UAIP_TEST_SERVER=env` sends throwaway databases to the server the settings name:
     a developer who exports DB_PORT to reach their own server must never see tests there."""
-    environ = dict(os.environ if environ is None else environ)
-    choice = environ.get("UAIP_TEST_SERVER", "").strip().lower()
-    if choice not in ("", "env", "cluster"):
-        raise SettingsError(f"UAIP_TEST_SERVER={choice!r} is not known; use env or cluster.")
-    return choice == "env"
+    return TEST_SERVER.read(environ) == "env"
 
 
 def start_scratch_server(
