@@ -7,7 +7,6 @@ developer's database is never touched.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,6 +28,7 @@ from uaip_db.servers.scratch import (  # noqa: E402
     start_scratch_server,
     wants_existing_server,
 )
+from uaip_db.settings import PG_BINDIR  # noqa: E402
 
 # Bare `nox` runs these, cheapest first, so a lint slip fails in seconds.
 nox.options.sessions = ["lint", "typecheck", "tests", "migrations"]
@@ -94,7 +94,7 @@ def migrations(session: nox.Session, pg: str, db: str) -> None:
 
     Every leg ends checked against the committed head snapshot, so one leg run alone proves as
     much; `nox -s migrations` runs them all."""
-    if (os.environ.get("PG_BINDIR") or wants_existing_server()) and pg != str(wanted_major()):
+    if (PG_BINDIR.read() or wants_existing_server()) and pg != str(wanted_major()):
         session.skip(
             f"PG_BINDIR or UAIP_TEST_SERVER=env chooses the server: the pg='{wanted_major()}' "
             "legs run on it, the others are skipped"

@@ -154,7 +154,7 @@ def _no_developer_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     for name in SETTING_NAMES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("UAIP_BACKUP_DIR", str(tmp_path / "backups"))
-    monkeypatch.setattr("uaip_db.paths.dotenv_file", lambda: tmp_path / "no.env")
+    monkeypatch.setattr("uaip_db.settings.dotenv_file", lambda: tmp_path / "no.env")
 
 
 def sql(database: DatabaseConfig, query: str, params: Any = None) -> list[tuple[Any, ...]]:

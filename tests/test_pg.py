@@ -113,8 +113,7 @@ def test_a_schema_named_after_the_role_does_not_capture_the_migrations(
 def test_a_connection_made_through_a_setting_blames_that_setting() -> None:
     from uaip_db import pg
     from uaip_db.errors import ConnectionProblem
-    from uaip_db.servers.scratch import free_port
-    from uaip_db.settings import scratch_place
+    from uaip_db.servers.scratch import free_port, scratch_place
 
     port = free_port()
     place = scratch_place({"UAIP_SCRATCH_URL": f"postgresql://admin:pw@127.0.0.1:{port}/postgres"})

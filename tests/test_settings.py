@@ -1,18 +1,37 @@
 from __future__ import annotations
 
+import ast
 import os
 import re
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import pytest
 from sqlalchemy.engine import make_url
 
-from uaip_db.errors import SettingsError
+import uaip_db
+from tests.conftest import ROOT
+from uaip_db import paths
+from uaip_db.errors import SettingsError, UsageError
+from uaip_db.parsers import PATH, SECONDS, TEXT, whole_number
+from uaip_db.servers.binaries import RELEASES
 from uaip_db.servers.local import find_bindir
-from uaip_db.servers.scratch import ScratchServer
-from uaip_db.settings import DatabaseConfig, parse_database_url, scratch_place
+from uaip_db.servers.scratch import (
+    ScratchPlace,
+    ScratchServer,
+    scratch_place,
+    wants_existing_server,
+)
+from uaip_db.settings import (
+    POSTGRES_MAJORS,
+    SETTINGS,
+    DatabaseConfig,
+    Setting,
+    parse_database_url,
+)
 
 TRICKY = "p@ss:w/rd%#' x"
 
@@ -227,7 +246,7 @@ def test_the_place_for_throwaway_databases() -> None:
 @pytest.mark.parametrize(
     ("environ", "named"),
     [
-        ({"UAIP_SCRATCH": "yes"}, "UAIP_SCRATCH='yes' is not known"),
+        ({"UAIP_SCRATCH": "yes"}, "UAIP_SCRATCH='yes' is not one of local, env"),
         ({"UAIP_SCRATCH_URL": "admin@db/postgres"}, "UAIP_SCRATCH_URL is not a PostgreSQL URL"),
         ({"UAIP_SCRATCH_URL": "postgresql://a:b@h:99999/postgres"}, "UAIP_SCRATCH_URL is not"),
         ({"UAIP_SCRATCH_URL": "postgresql://a:b@h/postgres?host=x"}, "UAIP_SCRATCH_URL's query"),
@@ -240,3 +259,131 @@ def test_the_place_for_throwaway_databases() -> None:
 def test_a_bad_place_for_throwaway_databases_is_named(environ: dict[str, str], named: str) -> None:
     with pytest.raises(SettingsError, match=re.escape(named)):
         scratch_place(environ)
+
+
+# --- the table: one reader, one parser per kind of value ----------------------------------------
+
+# Building a child process's environment is not reading a setting: pg.py hands children this
+# process's environment without the caller's libpq variables, and hides those variables from
+# libpq while it connects.
+ENVIRONMENT_NAMES = {"environ", "environb", "getenv", "getenvb"}
+ALLOWED_READERS = {("pg.py", "child_environment"), ("pg.py", "without_libpq_environment")}
+
+
+def environment_reads(package: Path) -> list[str]:
+    """`module:line (function)` of every use of os.environ / os.getenv outside settings.py and
+    the places that build a child's environment."""
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        module = path.relative_to(package).as_posix()
+        if module == "settings.py":
+            continue
+        for function, node in _nodes(ast.parse(path.read_text(encoding="utf-8")), ""):
+            reads = (
+                isinstance(node, ast.Attribute)
+                and node.attr in ENVIRONMENT_NAMES
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "os"
+            ) or (
+                isinstance(node, ast.ImportFrom)
+                and node.module == "os"
+                and any(alias.name in ENVIRONMENT_NAMES for alias in node.names)
+            )
+            if reads and (module, function) not in ALLOWED_READERS:
+                found.append(f"{module}:{node.lineno} ({function or 'module level'})")
+    return found
+
+
+def _nodes(node: ast.AST, function: str) -> Iterator[tuple[str, ast.AST]]:
+    for child in ast.iter_child_nodes(node):
+        inside = function
+        if isinstance(child, ast.FunctionDef | ast.AsyncFunctionDef):
+            inside = child.name
+        yield inside, child
+        yield from _nodes(child, inside)
+
+
+def test_settings_py_is_the_only_reader_of_the_environment() -> None:
+    package = Path(uaip_db.__file__).parent
+    assert environment_reads(package) == [], (
+        "read settings through uaip_db.settings (add the variable to SETTINGS)"
+    )
+
+
+def test_the_reader_check_finds_a_planted_read(tmp_path: Path) -> None:
+    (tmp_path / "settings.py").write_text("import os\nX = os.environ.get('UAIP_X')\n")
+    (tmp_path / "planted.py").write_text(
+        "import os\nfrom os import getenv\n\n\ndef budget():\n"
+        "    return os.environ.get('UAIP_LOCK_BUDGET')\n"
+    )
+    assert environment_reads(tmp_path) == [
+        "planted.py:2 (module level)",
+        "planted.py:6 (budget)",
+    ]
+
+
+def test_every_variable_the_code_names_is_in_the_table() -> None:
+    named = set()
+    for path in [*Path(uaip_db.__file__).parent.rglob("*.py"), ROOT / "tasks.py"]:
+        named |= set(re.findall(r"\bUAIP_[A-Z0-9_]+\b", path.read_text(encoding="utf-8")))
+    assert named - {setting.name for setting in SETTINGS} == set()
+
+
+def test_the_table_is_one_line_per_setting() -> None:
+    names = [setting.name for setting in SETTINGS]
+    assert len(names) == len(set(names))
+    for setting in SETTINGS:
+        assert setting.doc and "\n" not in setting.doc and setting.parser.accepts
+        assert setting.default is None or setting.parse(str(setting.shown_default())) is not None
+
+
+@pytest.mark.parametrize("setting", [s for s in SETTINGS if s.parser not in (TEXT, PATH)])
+def test_each_parser_names_the_variable_and_what_to_do(setting: Setting[Any]) -> None:
+    with pytest.raises(SettingsError) as refused:
+        setting.parse("soon")
+    said = str(refused.value)
+    assert said.startswith(setting.name) and "\n" not in said
+    assert "fix it" in said or "point it" in said or "percent-encode" in said
+    if setting.secret:
+        assert "soon" not in said  # a URL may hold a password
+    else:
+        assert f"{setting.name}='soon'" in said
+    if not setting.dotenv:
+        with pytest.raises(SettingsError, match=re.escape(setting.name)):
+            setting.read({setting.name: "soon"})
+        assert setting.read({setting.name: " "}) == setting.default  # empty is unset
+
+
+def test_flags_share_the_parsers() -> None:
+    with pytest.raises(UsageError, match=r"^--canary 'some' is not a whole number of 0 or more\.$"):
+        whole_number(0).flag("some", "--canary")
+    with pytest.raises(UsageError, match=r"^--jobs '0' is not a number of parallel jobs; use a "):
+        whole_number(1).flag("0", "--jobs", "a number of parallel jobs")
+    assert SECONDS.flag("2.5", "--lock-wait") == 2.5
+    for bad in ("nan", "inf", "-0.5"):
+        with pytest.raises(UsageError, match="--lock-wait"):
+            SECONDS.flag(bad, "--lock-wait")
+
+
+def test_the_test_server_is_checked_one_way() -> None:
+    # scratch_place passed over a UAIP_TEST_SERVER it did not know; the tests refused it.
+    for read in (scratch_place, wants_existing_server):
+        with pytest.raises(SettingsError, match="UAIP_TEST_SERVER='yes' is not one of cluster"):
+            read({"UAIP_TEST_SERVER": "yes"})
+        assert read({"UAIP_TEST_SERVER": "Cluster"}) in (False, ScratchPlace(None, "the default"))
+
+
+def test_majors_are_the_pinned_releases() -> None:
+    assert tuple(str(major) for major in RELEASES) == POSTGRES_MAJORS
+
+
+def test_project_root_and_the_backup_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("UAIP_DB_ROOT", str(tmp_path))
+    monkeypatch.delenv("UAIP_BACKUP_DIR", raising=False)
+    assert paths.project_root() == tmp_path.resolve()
+    assert paths.dotenv_file() == tmp_path.resolve() / ".env"
+    assert paths.backup_dir() == tmp_path.resolve() / "backups"
+    monkeypatch.setenv("UAIP_BACKUP_DIR", "~/kept")
+    assert paths.backup_dir() == Path("~/kept").expanduser().resolve()

@@ -1,17 +1,13 @@
-"""Where the repository's files are, whatever the working directory."""
+"""Where the repository's files are, whatever the working directory (the checkout itself,
+`UAIP_DB_ROOT` or the one the package is installed from, is a setting: settings.project_root)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-
-def project_root() -> Path:
-    """The repository root: `UAIP_DB_ROOT`, else the checkout this package was installed from."""
-    configured = os.environ.get("UAIP_DB_ROOT")
-    if configured:
-        return Path(configured).resolve()
-    return Path(__file__).resolve().parents[2]
+from uaip_db import settings
+from uaip_db.settings import dotenv_file as dotenv_file
+from uaip_db.settings import project_root as project_root
 
 
 def alembic_ini() -> Path:
@@ -30,14 +26,10 @@ def init_sql() -> Path:
     return project_root() / "database" / "init.sql"
 
 
-def dotenv_file() -> Path:
-    return project_root() / ".env"
-
-
 def backup_dir() -> Path:
     """`UAIP_BACKUP_DIR`, else backups/ in the checkout."""
-    configured = os.environ.get("UAIP_BACKUP_DIR")
-    return Path(configured).resolve() if configured else project_root() / "backups"
+    configured: Path | None = settings.BACKUP_DIR.read()
+    return configured or project_root() / "backups"
 
 
 def release_backup_dir() -> Path:

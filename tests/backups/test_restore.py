@@ -32,8 +32,8 @@ from uaip_db.checks import sample_data
 from uaip_db.errors import BackupError, CheckFailed, DiskFull, SettingsError, UsageError
 from uaip_db.migrations import history, runner
 from uaip_db.servers import scratch
-from uaip_db.servers.scratch import ScratchServer, start_scratch_server
-from uaip_db.settings import DatabaseConfig, ScratchPlace
+from uaip_db.servers.scratch import ScratchPlace, ScratchServer, start_scratch_server
+from uaip_db.settings import DatabaseConfig
 
 
 def test_a_backup_is_proven_restorable_on_a_scratch_server(

@@ -10,8 +10,9 @@ import pytest
 
 import uaip_db
 from tests.conftest import CHAIN, HEAD, WIDEN, run_cli, sql, write_revision
+from uaip_db.checks.status import effective_settings
 from uaip_db.migrations import applied, runner
-from uaip_db.settings import DatabaseConfig
+from uaip_db.settings import SETTINGS, DatabaseConfig
 
 
 def test_at_head_exits_0(head_db: DatabaseConfig) -> None:
@@ -202,3 +203,44 @@ def test_a_new_revision_with_two_heads_is_one_line(checkout: Path) -> None:
     assert result.returncode == 1
     assert "heads" in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+# --- db.status: every setting in effect, and where it came from ---------------------------------
+
+
+def test_effective_settings_say_where_each_came_from(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("DB_PORT=6543\nDB_PASSWORD=from-dotenv-secret\n")
+    environ = {
+        "DB_HOST": "db.example",
+        "UAIP_LOCK_BUDGET": "soon",
+        "UAIP_SCRATCH_URL": "postgresql://admin:scratch-secret@h:6000/postgres",
+        "UAIP_PG_VERSION": "17",
+    }
+    listed = {item.name: item for item in effective_settings(environ, dotenv)}
+    assert list(listed) == [setting.name for setting in SETTINGS]
+    assert (listed["DB_HOST"].value, listed["DB_HOST"].source) == ("db.example", "environment")
+    assert (listed["DB_PORT"].value, listed["DB_PORT"].source) == ("6543", ".env")
+    assert (listed["DB_NAME"].value, listed["DB_NAME"].source) == ("uaip_scoping", "default")
+    assert (listed["UAIP_PG_VERSION"].value, listed["UAIP_PG_VERSION"].problem) == ("17", None)
+    assert listed["UAIP_LOCK_WAIT"].is_default and listed["UAIP_LOCK_WAIT"].value == "60"
+    budget = listed["UAIP_LOCK_BUDGET"]
+    assert budget.problem and budget.problem.startswith("UAIP_LOCK_BUDGET='soon' is not")
+    assert budget.summary() == f"UAIP_LOCK_BUDGET=soon (environment); refused: {budget.problem}"
+    assert listed["DB_PASSWORD"].value == "***" and listed["DB_PASSWORD"].source == ".env"
+    assert listed["UAIP_SCRATCH_URL"].value == "postgresql://admin:***@h:6000/postgres"
+    shown = json.dumps([item.to_json() for item in listed.values()])
+    assert "secret" not in shown and "changeme" not in shown
+
+
+def test_database_url_is_shown_without_its_password_and_overrides_the_five(tmp_path: Path) -> None:
+    environ = {"DATABASE_URL": "postgresql://app:url-secret@db:5433/app", "DB_PASSWORD": ""}
+    listed = {item.name: item for item in effective_settings(environ, tmp_path / "none.env")}
+    assert listed["DATABASE_URL"].value == "postgresql://app:***@db:5433/app"
+    assert listed["DB_PASSWORD"].value == "(empty)"
+    assert listed["DB_HOST"].note == "not used: DATABASE_URL is set"
+    assert listed["DB_ENV"].note is None
+    broken = effective_settings({"DATABASE_URL": "mysql://app:url-secret@db/app"}, None)
+    url = next(item for item in broken if item.name == "DATABASE_URL")
+    assert url.value == "(not a PostgreSQL URL)" and url.problem
+    assert "url-secret" not in json.dumps([item.to_json() for item in broken])

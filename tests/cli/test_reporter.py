@@ -65,3 +65,19 @@ def test_a_server_error_with_escapes_reaches_the_terminal_shown(empty_db: Databa
     assert "\x1b" not in result.stdout + result.stderr
     assert "\\x1b[32mUpgrade finished\\x1b[0m" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_uaip_debug_is_on_or_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    from invoke.exceptions import Exit
+
+    from uaip_db.cli.reporter import debugging, reported
+
+    monkeypatch.setenv("UAIP_DEBUG", "0")
+    assert not debugging()  # any value, 0 too, used to turn tracebacks on
+    monkeypatch.setenv("UAIP_DEBUG", "yes")
+    assert debugging()
+    monkeypatch.setenv("UAIP_DEBUG", "maybe")
+    with pytest.raises(Exit) as ended, reported():
+        pass
+    assert ended.value.code == 2
+    assert str(ended.value.message).startswith("UAIP_DEBUG='maybe' is not on or off")

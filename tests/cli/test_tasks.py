@@ -332,6 +332,31 @@ def test_status_json_of_an_unreachable_database() -> None:
     assert "Traceback" not in shown.stderr
 
 
+def test_status_lists_the_settings_and_where_they_came_from(tmp_path: Path) -> None:
+    import json
+
+    nowhere = DatabaseConfig(host="127.0.0.1", port=free_port(), password="secret-xyz")
+    env = {"UAIP_LOCK_BUDGET": "30", "UAIP_BACKUP_DIR": str(tmp_path)}
+    result = run_cli("inv", "db.status", "--json", database=nowhere, env=env)
+    listed = {item["name"]: item for item in json.loads(result.stdout)["settings"]}
+    assert listed["UAIP_LOCK_BUDGET"] == {
+        "name": "UAIP_LOCK_BUDGET",
+        "value": "30",
+        "source": "environment",
+        "problem": None,
+        "note": None,
+    }
+    assert listed["DB_PASSWORD"]["value"] == "***"
+    assert (listed["UAIP_LOCK_WAIT"]["value"], listed["UAIP_LOCK_WAIT"]["source"]) == (
+        "60",
+        "default",
+    )
+    shown = run_cli("inv", "db.status", database=nowhere, env=env)
+    assert "  UAIP_LOCK_BUDGET=30 (environment)" in shown.stdout.splitlines()
+    assert "settings set, the others at their defaults" in shown.stdout
+    assert "secret-xyz" not in result.stdout + shown.stdout
+
+
 def test_psql_with_a_refused_password_is_one_line_of_ours(head_db: DatabaseConfig) -> None:
     from dataclasses import replace
 

@@ -23,7 +23,7 @@ import pytest
 from tests.conftest import ROOT, cli_env
 from uaip_db.servers.docker import COMPOSE_SERVICE, DockerCompose, container, docker_engine_answers
 from uaip_db.servers.scratch import free_port
-from uaip_db.settings import DatabaseConfig
+from uaip_db.settings import REQUIRE_DOCKER, DatabaseConfig
 
 RUNNER_IMAGE = "uaip-db-migrations"
 TURNS = Path(tempfile.gettempdir()) / f"uaip-db-docker-tests-{os.geteuid()}.lock"
@@ -43,9 +43,9 @@ def docker(
 def engine() -> None:
     if docker_engine_answers():
         return
-    if os.environ.get("UAIP_REQUIRE_DOCKER"):
+    if REQUIRE_DOCKER.read():
         pytest.fail(
-            "UAIP_REQUIRE_DOCKER is set but no Docker engine answers at DOCKER_HOST="
+            "UAIP_REQUIRE_DOCKER is on but no Docker engine answers at DOCKER_HOST="
             f"{os.environ.get('DOCKER_HOST', '(unset)')}"
         )
     pytest.skip("no Docker engine answers at DOCKER_HOST (CI starts one)")

@@ -168,7 +168,7 @@ def test_a_pg_bindir_that_names_no_folder_is_refused(
         with pytest.raises(SettingsError) as refused:
             find()
         assert str(refused.value) == (
-            f"PG_BINDIR={tmp_path / 'typo'} is not a folder; point it at a PostgreSQL bin "
+            f"PG_BINDIR={str(tmp_path / 'typo')!r} is not a folder; point it at a PostgreSQL bin "
             "folder or unset it."
         )
 
@@ -195,7 +195,7 @@ def test_inv_with_a_pg_bindir_that_names_no_folder_says_so(
         result = run_cli("inv", *args, database=head_db, env={"PG_BINDIR": str(tmp_path / "typo")})
         assert result.returncode == 2, result.stdout + result.stderr
         assert result.stderr.strip().splitlines() == [
-            f"PG_BINDIR={tmp_path / 'typo'} is not a folder; point it at a PostgreSQL bin "
+            f"PG_BINDIR={str(tmp_path / 'typo')!r} is not a folder; point it at a PostgreSQL bin "
             "folder or unset it."
         ]
     assert not (tmp_path / "b").exists() or not any((tmp_path / "b").iterdir())

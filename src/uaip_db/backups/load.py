@@ -13,11 +13,10 @@ waiting for its own lock). The budget (`max_writer_wait`) makes the result a ver
 from __future__ import annotations
 
 import contextlib
-import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,15 +28,14 @@ from uaip_db.backups.workload import (
     Workload,
     WorkloadResult,
 )
-from uaip_db.errors import BackupError, SettingsError
+from uaip_db.errors import BackupError
 from uaip_db.migrations.lock_report import LockRecorder, StatementLocks, shorten
 from uaip_db.pg import connect
-from uaip_db.settings import DatabaseConfig
+from uaip_db.settings import MAX_WRITER_WAIT, DatabaseConfig
 
 SAMPLE_SECONDS = 0.02  # a 200 ms stall is seen ten times over
 # The shortest window writers are measured in once the upgrade starts (see Measurement).
 SHORTEST_DURING_SECONDS = 1.0
-MAX_WRITER_WAIT = "UAIP_MAX_WRITER_WAIT"
 WAITING_WRITERS = """
 SELECT a.pid, a.query_start, extract(epoch FROM clock_timestamp() - a.query_start)::float8,
        pg_blocking_pids(a.pid),
@@ -62,18 +60,10 @@ NOT_APPLIED = "(not applied)"
 STATEMENTS_SHOWN = 8
 
 
-def max_writer_wait(environ: dict[str, str] | None = None) -> float:
+def max_writer_wait(environ: Mapping[str, str] | None = None) -> float:
     """UAIP_MAX_WRITER_WAIT: seconds a writer may wait behind the upgrade (default 1)."""
-    value = (os.environ if environ is None else environ).get(MAX_WRITER_WAIT, "").strip()
-    if not value:
-        return LoadSettings.max_writer_wait
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if not 0 < seconds < float("inf"):
-        raise SettingsError(f"{MAX_WRITER_WAIT}={value!r} is not a number of seconds above 0.")
-    return seconds
+    budget: float = MAX_WRITER_WAIT.read(environ)
+    return budget
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from uaip_db import paths, process
 from uaip_db.errors import BackupError, SettingsError
 from uaip_db.pg import connection, scrub
 from uaip_db.servers.binaries import client_program
-from uaip_db.settings import DatabaseConfig
+from uaip_db.settings import MAX_WRITER_WAIT, DatabaseConfig
 
 APPLICATION_NAME = "uaip-db-load"
 SETUP_FILE = "setup.sql"  # run once before the writers; %(clients)s is their number
@@ -47,7 +47,7 @@ class LoadSettings:
     clients: int = 4
     rate: int = 100
     before_seconds: float = 3.0
-    max_writer_wait: float = 1.0
+    max_writer_wait: float = MAX_WRITER_WAIT.default
 
     def line(self) -> str:
         return (

@@ -1,4 +1,5 @@
 """The gate for CI and for application start-up: is the database at head, and can we trust it?
+And what `db.status` shows: where the database is, and every setting in effect.
 
 Exit codes of `inv db.check`: 0 at head; 3 when revisions are pending; 1 when something is wrong
 (an unknown revision, several heads, a downgrade that silently does nothing, an applied migration
@@ -8,16 +9,35 @@ edited after it ran).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from uaip_db.catalog import expected, trust
 from uaip_db.catalog.snapshot import DEFAULT_SCHEMAS, Snapshot, diff, take_from
 from uaip_db.checks.verify import edited_revisions
-from uaip_db.errors import CHECK_FAILED, PENDING, CheckFailed, PendingMigrations, UaipDbError
+from uaip_db.errors import (
+    CHECK_FAILED,
+    PENDING,
+    CheckFailed,
+    PendingMigrations,
+    SettingsError,
+    UaipDbError,
+)
 from uaip_db.migrations import applied, history, ledger, phases, snapshots
 from uaip_db.pg import invalid_indexes, reading
-from uaip_db.settings import DatabaseConfig
+from uaip_db.settings import (
+    CONNECTION_NAMES,
+    DATABASE_URL,
+    DEFAULT,
+    POSTGRES_URL,
+    SETTINGS,
+    DatabaseConfig,
+    Setting,
+    parse_database_url,
+    raw_setting,
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -191,6 +211,71 @@ def database_state(database: DatabaseConfig) -> DatabaseState:
         unknown,
         server_version,
     )
+
+
+@dataclass(frozen=True)
+class EffectiveSetting:
+    """A setting as it is in effect: its value as people may see it (passwords masked), where it
+    came from, and, when the value is refused, the one line saying why."""
+
+    name: str
+    value: str
+    source: str
+    problem: str | None = None
+    note: str | None = None
+
+    @property
+    def is_default(self) -> bool:
+        return self.source == DEFAULT
+
+    def summary(self) -> str:
+        said = f"{self.name}={self.value} ({self.source}{', ' + self.note if self.note else ''})"
+        return said + (f"; refused: {self.problem}" if self.problem else "")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "value": self.value,
+            "source": self.source,
+            "problem": self.problem,
+            "note": self.note,
+        }
+
+
+def effective_settings(
+    environ: Mapping[str, str] | None = None, dotenv_path: Path | None = None
+) -> tuple[EffectiveSetting, ...]:
+    """Every setting of the table, in its order, as it is in effect (`inv db.status`)."""
+    url_is_set = raw_setting(DATABASE_URL, environ, dotenv_path)[0] is not None
+    listed = []
+    for setting in SETTINGS:
+        text, source = raw_setting(setting, environ, dotenv_path)
+        problem = None
+        if text is not None:
+            try:
+                setting.parse(text)
+            except SettingsError as error:
+                problem = str(error)
+        note = None
+        if setting.name in CONNECTION_NAMES and setting is not DATABASE_URL and url_is_set:
+            note = f"not used: {DATABASE_URL.name} is set"
+        listed.append(EffectiveSetting(setting.name, shown(setting, text), source, problem, note))
+    return tuple(listed)
+
+
+def shown(setting: Setting[Any], text: str | None) -> str:
+    """A setting's value as people may see it: the default described, a password masked, a
+    URL without its password."""
+    if text is None:
+        return "***" if setting.secret and setting.default else setting.shown_default()
+    if not setting.secret:
+        return text.strip()
+    if setting.parser is not POSTGRES_URL:
+        return "***" if text else "(empty)"
+    try:
+        return parse_database_url(text, setting.name).display_url()
+    except SettingsError:
+        return "(not a PostgreSQL URL)"
 
 
 def check_migrations(

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING
 # Task bodies import what only their own task needs (marked for ruff's PLC0415): at the top of cli/, these  # noqa: E501
 # imports load the backups, release, fleet, docs and servers layers for every `inv` command,
 # `inv --list` included (median of 15 runs on the shared 2 cores: 1.65 s against 0.89-1.12 s).
-from uaip_db import paths, pg
+from uaip_db import parsers, paths, pg, settings
 from uaip_db.cli.confirm import confirm_destructive
-from uaip_db.cli.reporter import Say, say, seconds, timed
+from uaip_db.cli.reporter import Say, say, timed
 from uaip_db.errors import CheckFailed, UaipDbError, UsageError
 from uaip_db.pg import MAINTENANCE_DATABASE
 from uaip_db.settings import DatabaseConfig
@@ -49,10 +49,7 @@ def backup_folder_argument(out: str | None) -> Path:
 
 def whole_number(value: str | int, flag: str, meaning: str) -> int:
     """A flag that counts something, 1 or more (`--jobs 2`), or a usage error naming the flag."""
-    text = str(value).strip()
-    if not (text.isascii() and text.isdigit()) or int(text) < 1:
-        raise UsageError(f"{flag} {value!r} is not {meaning}; use a whole number, 1 or more.")
-    return int(text)
+    return parsers.whole_number(1).flag(value, flag, meaning)
 
 
 def backup(
@@ -199,9 +196,7 @@ def load_settings(
             raise UsageError("--max-writer-wait needs --load: it is the budget of the writers.")
         return None
     if max_writer_wait:
-        budget = seconds(max_writer_wait, "--max-writer-wait")
-        if budget <= 0:
-            raise UsageError(f"--max-writer-wait {max_writer_wait!r} must be above 0 seconds.")
+        budget = settings.MAX_WRITER_WAIT.parser.flag(max_writer_wait, "--max-writer-wait")
     else:
         budget = budget_setting()
     defaults = LoadSettings()
@@ -292,7 +287,7 @@ def backup_folder_to_list(out: str | None) -> Path | None:
     where = "--out" if out else "UAIP_BACKUP_DIR"
     if directory.is_dir():
         return directory
-    if not out and not os.environ.get("UAIP_BACKUP_DIR") and not directory.exists():
+    if not out and settings.BACKUP_DIR.read() is None and not directory.exists():
         return None
     if directory.exists():
         raise UsageError(

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from uaip_db import parsers
 from uaip_db.cli.reporter import Say, complain, finish, say
 from uaip_db.errors import UsageError
 from uaip_db.fleet.report import (
@@ -22,10 +23,7 @@ from uaip_db.fleet.report import (
 
 
 def whole_number(value: str, flag: str, least: int) -> int:
-    text = value.strip()
-    if not (text.isascii() and text.isdigit()) or int(text) < least:
-        raise UsageError(f"{flag} {value!r} is not a whole number of {least} or more.")
-    return int(text)
+    return parsers.whole_number(least).flag(value, flag)
 
 
 def parallel_argument(value: str) -> int | None:

@@ -39,13 +39,22 @@ def release_check(*, load: bool = True, max_writer_wait: str | None = None, out:
 
 
 def docs(*, check: bool = False, out: Say = say) -> None:
-    """Write docs/schema/ from the head schema built on a throwaway database (or check it)."""
+    """Write docs/SETTINGS.md from the settings table, and docs/schema/ from the head schema
+    built on a throwaway database (or check them)."""
     from uaip_db.docs import diagrams, markdown, model, output  # noqa: PLC0415
+    from uaip_db.docs import settings as settings_doc  # noqa: PLC0415
     from uaip_db.servers.scratch import scratch_server  # noqa: PLC0415
 
     head = history.load().single_head()
     directory = paths.project_root() / "docs" / "schema"
     if check:
+        stale_settings = settings_doc.differences()
+        if stale_settings:
+            raise CheckFailed(
+                "docs/SETTINGS.md is not what the settings table renders:\n"
+                + "\n".join(stale_settings)
+                + "\nRun `inv db.docs`, then commit."
+            )
         readme = directory / markdown.README
         recorded = (
             markdown.recorded_sources(readme.read_text(encoding="utf-8"))
@@ -74,6 +83,8 @@ def docs(*, check: bool = False, out: Say = say) -> None:
             )
         out(f"docs/schema/ matches the schema at {head}; every table and column has a comment.")
         return
+    for path in settings_doc.write():
+        out(f"  wrote {path.relative_to(paths.project_root())}")
     svg = diagrams.render_svg(snapshot)
     if svg is not None:
         files[SVG] = svg

@@ -13,12 +13,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn, TextIO
 
-from uaip_db.errors import INTERRUPTED, USAGE, UaipDbError, UsageError
+from uaip_db.errors import INTERRUPTED, USAGE, SettingsError, UaipDbError
+from uaip_db.parsers import SECONDS
 
 # invoke is imported where a task needs it (marked for ruff's PLC0415): `inv` has loaded it
 # already, and without it `python -c "import uaip_db.cli.migrate"` loads 145 modules, not 320.
 from uaip_db.pg import explain
-from uaip_db.settings import DatabaseConfig
+from uaip_db.settings import DEBUG, DatabaseConfig
 from uaip_db.text import visible
 
 Say = Callable[[str], None]
@@ -74,10 +75,14 @@ def timed(label: str, out: Say = say) -> Iterator[None]:
 
 
 def debugging() -> bool:
-    """`inv --debug` (or INVOKE_DEBUG / UAIP_DEBUG) shows tracebacks instead of one line."""
-    return bool(
-        os.environ.get("INVOKE_DEBUG") or os.environ.get("UAIP_DEBUG")
-    ) or logging.getLogger("invoke").isEnabledFor(logging.DEBUG)
+    """`inv --debug` (or UAIP_DEBUG, or Invoke's INVOKE_DEBUG, which turns on its debug log)
+    shows tracebacks instead of one line. A UAIP_DEBUG that is neither on nor off counts as off
+    here: `reported` names it."""
+    try:
+        asked: bool = DEBUG.read()
+    except SettingsError:
+        asked = False
+    return asked or logging.getLogger("invoke").isEnabledFor(logging.DEBUG)
 
 
 @contextmanager
@@ -92,6 +97,7 @@ def reported(*, json_only: bool = False) -> Iterator[None]:
     if json_only:
         _result_stream, sys.stdout = kept, sys.stderr
     try:
+        DEBUG.read()  # a UAIP_DEBUG that is neither on nor off is named (exit 2)
         yield
     except UaipDbError as error:
         if debugging():
@@ -192,10 +198,4 @@ def _is_database_error(error: Exception) -> bool:
 
 def seconds(value: str, flag: str) -> float:
     """A duration flag in seconds (`--lock-wait 0.5`), or a usage error naming the flag."""
-    try:
-        number = float(value)
-    except ValueError:
-        number = -1.0
-    if number < 0:
-        raise UsageError(f"{flag} {value!r} is not a number of seconds (0 or more).")
-    return number
+    return SECONDS.flag(value, flag)

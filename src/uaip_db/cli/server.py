@@ -43,7 +43,7 @@ def server_down(backend: str | None = None, out: Say = say) -> None:
 
 
 def status(*, as_json: bool = False, out: Say = say) -> None:
-    from uaip_db.checks.status import database_state  # noqa: PLC0415
+    from uaip_db.checks.status import database_state, effective_settings  # noqa: PLC0415
     from uaip_db.servers.binaries import wanted_major  # noqa: PLC0415
     from uaip_db.servers.docker import DockerCompose, docker_engine_answers  # noqa: PLC0415
     from uaip_db.servers.local import cluster_status, local_cluster_root  # noqa: PLC0415
@@ -54,12 +54,27 @@ def status(*, as_json: bool = False, out: Say = say) -> None:
     if docker_engine_answers():
         servers.append(DockerCompose().status())
     state = database_state(config)
+    knobs = effective_settings()
     if as_json:
-        out(json.dumps({**json.loads(state.to_json()), "servers": servers}, indent=2))
+        listed = [knob.to_json() for knob in knobs]
+        out(
+            json.dumps(
+                {**json.loads(state.to_json()), "servers": servers, "settings": listed}, indent=2
+            )
+        )
         if not state.reachable:
             finish(USAGE)
         return
     out(f"settings: {config.display_url()} (DB_ENV={config.env})")
+    changed = [knob for knob in knobs if not knob.is_default]
+    if changed:
+        out(
+            f"  {len(changed)} of {len(knobs)} settings set, the others at their defaults (--json):"
+        )
+    else:
+        out(f"  all {len(knobs)} settings at their defaults (docs/SETTINGS.md lists them)")
+    for knob in changed:
+        out(f"  {knob.summary()}")
     for line in servers:
         out(line)
     if not state.reachable:

@@ -79,7 +79,6 @@ def load_fleet(
 ) -> Fleet:
     """Read the targets file, take the shard's share, and build every target's connection
     (passwords from their variables): every mistake is found here, before any connection."""
-    environ = os.environ if environ is None else environ
     chosen = targets_file.parse_shard(shard) if shard else None
     loaded = targets_file.load(path)
     env = targets_file.environment_name(environ)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import configparser
 import hashlib
-import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
@@ -34,7 +33,7 @@ from typing import Any
 
 from uaip_db.errors import FileRefused, SettingsError, UsageError
 from uaip_db.files import read_settings_file
-from uaip_db.settings import URL_OPTIONS, DatabaseConfig
+from uaip_db.settings import URL_OPTIONS, DatabaseConfig, named_variable
 
 CONNECTION_FIELDS = ("host", "port", "user", "dbname", "sslmode")
 TARGET_KEYS = frozenset({"name", *CONNECTION_FIELDS, "service", "service_file", "password_env"})
@@ -64,17 +63,19 @@ class Target:
     options: tuple[tuple[str, str], ...] = ()
     service: str | None = None
 
-    def config(self, environ: Mapping[str, str], env: str) -> DatabaseConfig:
+    def config(self, environ: Mapping[str, str] | None, env: str) -> DatabaseConfig:
         """The connection: explicit host, port, user and database; the password from
-        `password_env` (empty without one, so that libpq's passfile may supply it)."""
+        `password_env` in `environ` (default: this process's environment; empty without one,
+        so that libpq's passfile may supply it)."""
         password = ""
         if self.password_env is not None:
-            if self.password_env not in environ:
+            found = named_variable(self.password_env, environ)
+            if found is None:
                 raise SettingsError(
                     f"Target {self.name!r} (line {self.line}) takes its password from "
                     f"${self.password_env}, which is not set; export it and run again."
                 )
-            password = environ[self.password_env]
+            password = found
         return DatabaseConfig(
             host=self.host,
             port=self.port,
@@ -363,4 +364,4 @@ class Lines:
 
 def environment_name(environ: Mapping[str, str] | None = None) -> str:
     """DB_ENV (development, ci or production), read and checked as the single-database tasks do."""
-    return DatabaseConfig.from_env(dict(os.environ if environ is None else environ)).env
+    return DatabaseConfig.from_env(environ).env

@@ -14,12 +14,13 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, LiteralString
 
 from uaip_db.errors import MigrationLockHeld
+from uaip_db.settings import LOCK_WAIT
 
 if TYPE_CHECKING:
     import psycopg
 
 LOCK_KEY = 0x5541_4950_4442  # "UAIPDB": the same key for every runner on the same database
-DEFAULT_WAIT_SECONDS = 60.0
+DEFAULT_WAIT_SECONDS: float = LOCK_WAIT.default
 POLL_SECONDS = 0.1
 
 

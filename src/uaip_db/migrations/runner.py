@@ -9,20 +9,17 @@ transaction per migration.
 from __future__ import annotations
 
 import io
-import os
 import random
-import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO, cast
 
-from uaip_db import paths
+from uaip_db import paths, settings
 from uaip_db.catalog import trust
 from uaip_db.errors import (
     NotConfirmed,
-    SettingsError,
     StatementLockTimeout,
     UaipDbError,
     UsageError,
@@ -52,11 +49,11 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
 
 # A statement waits at most this long for a table lock: writers queued behind it wait no longer.
-DEFAULT_LOCK_TIMEOUT = "500ms"
-DEFAULT_STATEMENT_TIMEOUT = "15min"
+DEFAULT_LOCK_TIMEOUT: str = settings.LOCK_TIMEOUT.default
+DEFAULT_STATEMENT_TIMEOUT: str = settings.STATEMENT_TIMEOUT.default
 # A revision that hit lock_timeout is rolled back and tried again, after a jittered pause, until
 # this many seconds have passed (UAIP_LOCK_BUDGET); UAIP_LOCK_RETRIES can cap the attempts.
-DEFAULT_LOCK_BUDGET_SECONDS = 60.0
+DEFAULT_LOCK_BUDGET_SECONDS: float = settings.LOCK_BUDGET.default
 FIRST_PAUSE_SECONDS = 0.25
 LONGEST_PAUSE_SECONDS = 4.0
 # What pg_stat_activity shows for the connection holding the migration lock.
@@ -84,39 +81,23 @@ class RunOptions:
     after: Callable[[psycopg.Connection[Any]], None] | None = None
 
 
-def seconds_setting(name: str, default: float) -> float:
-    """A setting in seconds, 0 or more (`default` when unset), or one line saying it is not."""
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return default
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if not 0 <= seconds < float("inf"):
-        raise SettingsError(f"{name}={value!r} is not a number of seconds (0 or more).")
-    return seconds
-
-
 def lock_wait_setting() -> float:
     """UAIP_LOCK_WAIT: how long plain `alembic` waits for the migration lock (inv: --lock-wait)."""
-    return seconds_setting("UAIP_LOCK_WAIT", DEFAULT_WAIT_SECONDS)
+    wait: float = settings.LOCK_WAIT.read()
+    return wait
 
 
 def lock_retries_setting() -> int | None:
     """UAIP_LOCK_RETRIES: at most this many retries of a migration that hit lock_timeout (none
     set: as many as UAIP_LOCK_BUDGET allows)."""
-    value = os.environ.get("UAIP_LOCK_RETRIES", "").strip()
-    if not value:
-        return None
-    if not value.isdigit():
-        raise SettingsError(f"UAIP_LOCK_RETRIES={value!r} is not a whole number (0 or more).")
-    return int(value)
+    retries: int | None = settings.LOCK_RETRIES.read()
+    return retries
 
 
 def lock_budget_setting() -> float:
     """UAIP_LOCK_BUDGET: seconds a migration may spend retrying after lock timeouts."""
-    return seconds_setting("UAIP_LOCK_BUDGET", DEFAULT_LOCK_BUDGET_SECONDS)
+    budget: float = settings.LOCK_BUDGET.read()
+    return budget
 
 
 def alembic_config(
@@ -338,15 +319,7 @@ def _locked(
 
 def timeouts() -> tuple[str, str]:
     """Migration lock_timeout and statement_timeout (UAIP_LOCK_TIMEOUT, UAIP_STATEMENT_TIMEOUT)."""
-    lock_timeout = os.environ.get("UAIP_LOCK_TIMEOUT", DEFAULT_LOCK_TIMEOUT)
-    statement_timeout = os.environ.get("UAIP_STATEMENT_TIMEOUT", DEFAULT_STATEMENT_TIMEOUT)
-    for name, value in (
-        ("UAIP_LOCK_TIMEOUT", lock_timeout),
-        ("UAIP_STATEMENT_TIMEOUT", statement_timeout),
-    ):
-        if not re.fullmatch(r"\d+(ms|s|min|h|d)?", value.strip()):
-            raise SettingsError(f"{name}={value!r} is not a duration like 5s, 500ms or 15min.")
-    return lock_timeout.strip(), statement_timeout.strip()
+    return settings.LOCK_TIMEOUT.read(), settings.STATEMENT_TIMEOUT.read()
 
 
 @contextmanager

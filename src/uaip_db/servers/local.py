@@ -20,7 +20,7 @@ from pathlib import Path
 from uaip_db import paths, pg, process
 from uaip_db.errors import PasswordRefused, ServerError, SettingsError
 from uaip_db.servers.binaries import VERSION_SETTING, Binaries, Report, find_binaries, major_of
-from uaip_db.settings import DatabaseConfig
+from uaip_db.settings import PGDATA, DatabaseConfig
 
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1")
 SOCKET_PATH_LIMIT = 100  # sun_path is 108 bytes; leave room for "/.s.PGSQL.NNNNN"
@@ -374,9 +374,9 @@ def cluster_status(root: Path, wanted: int | None) -> str:
 
 def local_cluster_root() -> Path:
     """`UAIP_PGDATA`, else `.pgdata/` in the checkout; as root, a folder `postgres` can reach."""
-    configured = os.environ.get("UAIP_PGDATA")
-    if configured:
-        return Path(configured).resolve()
+    configured: Path | None = PGDATA.read()
+    if configured is not None:
+        return configured
     root = paths.local_cluster_dir()
     if process.server_account() is None:
         # An ordinary account runs the server itself; `Cluster.initialize` creates the folder.

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from uaip_db import process
+from uaip_db import pg, process
 from uaip_db.errors import ServerError
 from uaip_db.files import write_private
 from uaip_db.servers.local import Cluster
@@ -210,7 +210,7 @@ def cache_key(bindir: Path, user: str) -> str:
         str(postgres.st_size),
         str(postgres.st_mtime_ns),
         user,
-        os.environ.get("TZ", ""),
+        pg.child_environment().get("TZ", ""),  # what initdb is given
         LAYOUT,
     ]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]

@@ -6,7 +6,7 @@ stopped when the run ends, even when the run is killed (the server gets a parent
 Tests and nox make uniquely named databases on the server the settings name only with
 `UAIP_TEST_SERVER=env`; settings alone never send tests to a developer's server. Commands follow
 `UAIP_SCRATCH_URL` (an admin connection, on this or another server) or `UAIP_SCRATCH=local|env`
-(settings.scratch_place); a server named there is checked first (it must accept writes and the
+(scratch_place); a server named there is checked first (it must accept writes and the
 role must be allowed to create databases), so a command says which setting to change before it
 does anything. Each database can be cloned from a template in milliseconds (`STRATEGY FILE_COPY`).
 """
@@ -22,8 +22,8 @@ import signal
 import socket
 import tempfile
 import time
-from collections.abc import Iterator
-from dataclasses import replace
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,12 +33,13 @@ from uaip_db.servers.binaries import Binaries, find_binaries
 from uaip_db.servers.local import Cluster, PidFile
 from uaip_db.servers.pristine import pristine_data, sweep_abandoned_builds
 from uaip_db.settings import (
+    SCRATCH,
     SCRATCH_SETTING,
+    SCRATCH_URL,
     SCRATCH_URL_SETTING,
+    TEST_SERVER,
     TEST_SERVER_SETTING,
     DatabaseConfig,
-    ScratchPlace,
-    scratch_place,
 )
 
 if TYPE_CHECKING:
@@ -137,14 +138,45 @@ class ScratchServer:
             self.cluster.stop()
 
 
-def wants_existing_server(environ: dict[str, str] | None = None) -> bool:
+@dataclass(frozen=True)
+class ScratchPlace:
+    """Where throwaway databases are made: on the server of `admin` (a role that may create
+    databases), or, when it is None, on a private server started from this machine's PostgreSQL
+    binaries. `chosen_by` names the setting that chose it, for messages."""
+
+    admin: DatabaseConfig | None
+    chosen_by: str
+
+    @property
+    def is_local(self) -> bool:
+        return self.admin is None
+
+
+def scratch_place(environ: Mapping[str, str] | None = None) -> ScratchPlace:
+    """`UAIP_SCRATCH_URL` (an admin connection), else `UAIP_SCRATCH` (`local`: a private server;
+    `env`: the server and role the settings name), else `UAIP_TEST_SERVER=env` as `env`, else
+    local."""
+    admin = SCRATCH_URL.read(environ)
+    chosen = SCRATCH.read(environ)
+    if admin is not None and chosen is not None:
+        raise SettingsError(
+            f"Both {SCRATCH_URL.name} and {SCRATCH.name} say where throwaway databases are "
+            "made; unset one."
+        )
+    if admin is not None:
+        # Its connection errors name the setting (the admin connection may fail mid-run too).
+        return ScratchPlace(replace(admin, origin=SCRATCH_URL.name), SCRATCH_URL.name)
+    if chosen is None and TEST_SERVER.read(environ) == "env":
+        return ScratchPlace(DatabaseConfig.from_env(environ), f"{TEST_SERVER.name}=env")
+    if chosen == "env":
+        return ScratchPlace(DatabaseConfig.from_env(environ), f"{SCRATCH.name}=env")
+    return ScratchPlace(None, f"{SCRATCH.name}={chosen}" if chosen else "the default")
+
+
+def wants_existing_server(environ: Mapping[str, str] | None = None) -> bool:
     """Only `UAIP_TEST_SERVER=env` sends throwaway databases to the server the settings name:
     a developer who exports DB_PORT to reach their own server must never see tests there."""
-    environ = dict(os.environ if environ is None else environ)
-    choice = environ.get("UAIP_TEST_SERVER", "").strip().lower()
-    if choice not in ("", "env", "cluster"):
-        raise SettingsError(f"UAIP_TEST_SERVER={choice!r} is not known; use env or cluster.")
-    return choice == "env"
+    return TEST_SERVER.read(environ) == "env"
 
 
 def start_scratch_server(
@@ -175,7 +207,7 @@ def start_scratch_server(
 
 @contextlib.contextmanager
 def scratch_server() -> Iterator[ScratchServer]:
-    """The server a command makes its throwaway databases on (settings.scratch_place)."""
+    """The server a command makes its throwaway databases on (scratch_place)."""
     server = start_scratch_server(place=scratch_place())
     try:
         yield server
