@@ -34,6 +34,8 @@ from uaip_db.settings import DatabaseConfig
 if TYPE_CHECKING:
     import psycopg
 
+    from uaip_db.migrations.lock_report import LockRecorder
+
 Report = Callable[[str], None]
 # How the verified backup before a change is taken (the caller's way of saying it); the
 # default, `verified_backup` into the backup folder, says nothing.
@@ -326,11 +328,13 @@ def apply_upgrade(
     lock_connection: psycopg.Connection[Any] | None = None,
     on_migrating: Callable[[], None] | None = None,
     command: str = "db.upgrade",
+    locks: LockRecorder | None = None,
 ) -> Outcome:
     """Upgrade as planned: the verified backup first where required, the runner (its lock,
     timeouts, one transaction per revision), then the refusals of what it left. A handed
     `lock_connection` (the plan's) is read from, then becomes the lock's, and is closed.
-    `on_migrating` is called once the backup is done and the migrations start."""
+    `on_migrating` is called once the backup is done and the migrations start; `locks` records
+    each statement's relation locks (a rehearsal)."""
     say = report or _silent
     database = plan.database
     started = time.perf_counter()
@@ -357,6 +361,7 @@ def apply_upgrade(
                 report=report,
                 lock_connection=handed,
                 after=read,
+                locks=locks,
             )
         say(f"Upgrade finished in {time.perf_counter() - migration:.2f} s.")
     finally:
