@@ -21,19 +21,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from uaip_db import paths, pg
-from uaip_db.backups import dump, restore
 from uaip_db.catalog.snapshot import Snapshot, take_from
-from uaip_db.checks.data_loss import DataLoss, downgrade_losses
 from uaip_db.checks.verify import Reached, reached
 from uaip_db.errors import CheckFailed, MigrationError, UaipDbError, UsageError
 from uaip_db.migrations import applied, history, runner
 from uaip_db.migrations.lock import DEFAULT_WAIT_SECONDS
-from uaip_db.servers.scratch import ScratchServer, scratch_server
 from uaip_db.settings import DatabaseConfig
 
 if TYPE_CHECKING:
     import psycopg
 
+    from uaip_db.checks.data_loss import DataLoss
     from uaip_db.migrations.lock_report import LockRecorder
 
 Report = Callable[[str], None]
@@ -187,6 +185,8 @@ def plan_downgrade(
 ) -> DowngradePlan:
     """What going down to `revision` reverts and empties; said through `report` as it is found
     (counting rows can take a while on a large table)."""
+    from uaip_db.checks.data_loss import downgrade_losses
+
     say = report or _silent
     index = history.load()
     current = applied.current_revisions(database)
@@ -225,6 +225,10 @@ def verified_backup(
 ) -> Path:
     """A backup of `database` in `folder`, proven restorable on a throwaway server (the run's,
     when `scratch_admin` names one; else one started for it)."""
+    # Imported here: an upgrade with nothing to do, the common case, never loads pg_dump's side.
+    from uaip_db.backups import dump, restore
+    from uaip_db.servers.scratch import ScratchServer, scratch_server
+
     with contextlib.ExitStack() as stack:
         if scratch_admin is not None:
             server = ScratchServer(scratch_admin)
