@@ -400,3 +400,35 @@ def test_check_behind_a_table_lock_fails_that_target_naming_the_holder(
     line = next(line for line in check.stdout.splitlines() if line.startswith(busy + " "))
     assert f"pid {pid} (the-holder from " in line, check.stdout
     assert "holds AccessExclusiveLock on public.sessions" in line
+
+
+def test_an_interrupted_concurrent_index_is_finished_by_the_next_run(
+    make_fleet: MakeFleet,
+) -> None:
+    """Issue 26: fleet.upgrade refused a target whose CREATE INDEX CONCURRENTLY had been cut off
+    (an INVALID index, the version row still before it), which the upgrade itself finishes; it
+    now takes db.upgrade's path, and refuses only an INVALID index the upgrade leaves."""
+    from uaip_db.migrations import runner
+
+    fleet = make_fleet(2)
+    interrupted, half_built = fleet.databases.values()
+    for database in (interrupted, half_built):
+        runner.upgrade(database, CHAIN[0])
+    sql(interrupted, "ALTER TABLE sessions ADD COLUMN email VARCHAR(255)")
+    sql(interrupted, "CREATE INDEX idx_sessions_email ON sessions (email)")
+    sql(
+        interrupted,
+        "UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'idx_sessions_email'::regclass",
+    )
+    sql(half_built, "CREATE TABLE hand_made (id int); INSERT INTO hand_made VALUES (1), (1)")
+    with (
+        psycopg.connect(**half_built.connect_kwargs(), autocommit=True) as conn,
+        pytest.raises(psycopg.errors.UniqueViolation),
+    ):  # an INVALID index no revision touches
+        conn.execute("CREATE UNIQUE INDEX CONCURRENTLY idx_half_built ON hand_made (id)")
+    report = run.upgrade(run.load_fleet(fleet.path), parallel=1)
+    finished, refused = report.targets
+    assert finished.status == UPGRADED, finished.error
+    assert sql(interrupted, "SELECT count(*) FROM pg_index WHERE NOT indisvalid") == [(0,)]
+    assert refused.status == FAILED and refused.to_revision == HEAD
+    assert "Index idx_half_built is INVALID" in (refused.error or "")

@@ -1,4 +1,5 @@
-"""`inv db.backup`, `db.restore`, `db.rehearse`, and the backup taken before a change."""
+"""`inv db.backup`, `db.restore`, `db.rehearse` (db.backup is also the verified backup
+`db.upgrade` and `db.downgrade` take first, through operations)."""
 
 from __future__ import annotations
 
@@ -262,21 +263,6 @@ def rehearse(
             + f". The backup used, {result.backup.name}, is {state}. "
             f"{config.display_url()} was not touched."
         )
-
-
-def take_backup_first(config: DatabaseConfig, asked: bool, out: Say) -> None:
-    """A verified backup before a change: always in production, elsewhere when asked."""
-    if not (asked or config.is_production):
-        return
-    why = "DB_ENV=production" if config.is_production else "--backup"
-    out(f"Taking a verified backup first ({why}):")
-    try:
-        backup(out=out)
-    except UaipDbError as error:
-        # Its own class keeps its exit status: a setting to fix (2) stays a setting to fix.
-        raise type(error)(
-            f"The backup before the change failed, so nothing was changed: {error}"
-        ) from None
 
 
 def backup_folder_to_list(out: str | None) -> Path | None:

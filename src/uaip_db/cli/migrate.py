@@ -3,29 +3,28 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import re
 import sys
-from collections.abc import Iterator
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any, TextIO, cast
+from typing import TextIO, cast
 
 from uaip_db import pg
-from uaip_db.catalog import expected
-from uaip_db.catalog.snapshot import Snapshot, take_from
-from uaip_db.checks.verify import Reached, reached
+from uaip_db.cli import backups
 from uaip_db.cli.confirm import confirm_destructive
 from uaip_db.cli.reporter import Say, VisibleStream, complain, say, timed
-from uaip_db.errors import CheckFailed, ConnectionProblem, MigrationError, UaipDbError, UsageError
+from uaip_db.errors import ConnectionProblem, UaipDbError, UsageError
 from uaip_db.migrations import applied, history, runner
 from uaip_db.migrations.lock import DEFAULT_WAIT_SECONDS
-from uaip_db.pg import invalid_indexes
+from uaip_db.operations import (
+    apply_downgrade,
+    apply_upgrade,
+    plan_downgrade,
+    plan_upgrade,
+    wanted_revisions,
+)
 from uaip_db.settings import DatabaseConfig
-
-if TYPE_CHECKING:
-    import psycopg
 
 # What docs/MIGRATIONS.md section 4 walks through after `inv db.revision`.
 NEXT_STEPS = (
@@ -38,20 +37,6 @@ NEXT_STEPS = (
 
 def describe_current(current: tuple[str, ...]) -> str:
     return history.load().describe_current(current)
-
-
-@contextlib.contextmanager
-def saying_where_it_stopped(config: DatabaseConfig, before: tuple[str, ...]) -> Iterator[None]:
-    """A migration that fails after other revisions went through names where the database is
-    now: each revision commits on its own, so those stay done."""
-    try:
-        yield
-    except MigrationError as error:
-        with contextlib.suppress(UaipDbError):
-            now = applied.current_revisions(config)
-            if now != before:
-                error.args = (f"{error}\nNow at {describe_current(now)}.",)
-        raise
 
 
 def upgrade(
@@ -73,84 +58,26 @@ def upgrade(
         runner.upgrade(config, sql_range(config, revision), sql=True)
         return
     # The common case, a database already at head, costs one query and no Alembic import.
-    index = history.load()
-    if not any(mark in revision for mark in "+@:") and revision != "heads":
-        index.resolve(revision)  # an unknown one is named before anything is said or done
+    wanted_revisions(history.load(), revision)  # an unknown one is named before anything is done
     conn = pg.connect(config)
     try:
-        current = applied.current_revisions_on(conn)
-        invalid = invalid_indexes(conn)
-        before: Snapshot | None = None
-        for recorded in current:
-            if index.get(recorded) is None:
-                raise history.unknown_revision(recorded)
-        if revision in ("head", "heads") and index.is_at_head(current):
-            refuse_invalid_indexes(invalid)
-            out(
-                f"{config.display_url()} is at head {index.describe_current(current)}; "
-                "nothing to do."
-            )
-            return
-        before = take_from(conn)  # what differed before the upgrade is not the upgrade's
-        if backup_first or config.is_production:
-            conn.close()  # a backup takes minutes; the lock gets a fresh connection
-        from uaip_db.cli.backups import take_backup_first
-
-        take_backup_first(config, backup_first, out)
-        out(f"Upgrading {config.display_url()} to {revision}:")
-        outcome: dict[str, Any] = {}
-
-        def read_outcome(migrated: psycopg.Connection[Any]) -> None:
-            outcome["current"] = applied.current_revisions_on(migrated)
-            outcome["invalid"] = invalid_indexes(migrated)
-            outcome["schema"] = take_from(migrated)
-
-        with timed("Upgrade finished", out), saying_where_it_stopped(config, current):
-            runner.upgrade(
-                config,
-                revision,
-                lock_wait=lock_wait,
-                report=out,
-                lock_connection=conn,
-                after=read_outcome,
-            )
-    finally:
+        plan = plan_upgrade(conn, config, revision)
+    except BaseException:
         conn.close()
-    refuse_invalid_indexes(outcome["invalid"])
-    out(f"Now at {describe_current(outcome['current'])}.")
-    pending_after = {item.revision for item in index.pending(outcome["current"])}
-    ran = [item.revision for item in index.pending(current) if item.revision not in pending_after]
-    found = reached(outcome["current"], outcome["schema"], current, before)
-    refuse_another_schema(found, "upgrade", ran, out)
-
-
-def refuse_another_schema(found: Reached, step: str, revisions: list[str], out: Say) -> None:
-    """After a migration, the schema it left must be the committed snapshot of the revision it
-    reached: a downgrade() that forgot what its upgrade() made fails here, not at db.verify."""
-    if found.not_compared:
-        out(f"Not compared with a committed snapshot: {found.not_compared}")
-    elif found.differences:
-        raise CheckFailed(
-            f"The {step} reached revision {found.revision}, but the schema is not its committed "
-            f"snapshot ({len(found.differences)} difference(s): {found.first()}).\n"
-            f"The {step}() of {', '.join(revisions) or 'nothing'} does not do what the snapshots "
-            "say (or the schema differed before); `inv db.verify` lists it all."
-        )
-    elif found.earlier:
-        out(
-            f"The schema still differs from revision {found.revision}'s snapshot as it did "
-            f"before ({found.earlier} difference(s)); `inv db.verify` lists them."
-        )
-
-
-def refuse_invalid_indexes(invalid: list[str]) -> None:
-    """An INVALID index (a CONCURRENTLY step that failed half-way) is never "nothing to do"."""
-    if invalid:
-        raise CheckFailed(
-            f"Index {', '.join(invalid)} is INVALID (a CONCURRENTLY build or drop failed "
-            "half-way): drop it with DROP INDEX CONCURRENTLY and run `inv db.upgrade` again, or "
-            "rebuild it with REINDEX INDEX CONCURRENTLY."
-        )
+        raise
+    if plan.nothing_to_do:
+        conn.close()
+        at = "at head" if revision in ("head", "heads") else "at"
+        out(f"{config.display_url()} is {at} {describe_current(plan.current)}; nothing to do.")
+        return
+    apply_upgrade(  # reads on the plan's connection, which then holds the migration lock
+        plan,
+        backup_asked=backup_first,
+        take_backup=lambda _database: backups.backup(out=out),
+        lock_wait=lock_wait,
+        report=out,
+        lock_connection=conn,
+    )
 
 
 def sql_range(config: DatabaseConfig, revision: str) -> str:
@@ -194,56 +121,17 @@ def downgrade(
             )
         runner.downgrade(config, revision, sql=True)
         return
-    index = history.load()
-    plan = index.downgrade_plan(applied.current_revisions(config), revision)
-    target = plan.target
-    out(f"Downgrading {config.display_url()} by {len(plan.reverted)} revision(s):")
-    for item in plan.reverted:
-        loss = item.destroys_data_on_downgrade
-        out(f"  {item.revision} {item.doc}" + (f"  [drops {loss}]" if loss else ""))
-    out("  counting the rows it would drop...")
-    from uaip_db.checks.data_loss import downgrade_losses
-
-    losses = downgrade_losses(config, target)
-    if losses is None:
-        out(f"  No committed snapshot of {target} tells what this drops; treating it as data loss.")
-    for lost in losses or []:
-        out(f"  would drop {lost.line()}")
-    declared = any(item.destroys_data_on_downgrade for item in plan.reverted)
-    if losses is None or losses or declared or revision == expected.BASE or config.is_production:
-        drops = losses is None or bool(losses) or declared or revision == expected.BASE
-        confirm_destructive(
-            config, "drop data in" if drops else "downgrade", yes=yes, confirm_db=confirm_db
-        )
-    from uaip_db.cli.backups import take_backup_first
-
-    take_backup_first(config, backup_first, out)
-    with runner.hold_lock(config, lock_wait, out):
-        # Another runner may have moved the database while we asked; the plan must still hold.
-        with pg.reading(config) as conn:
-            before = applied.current_revisions_on(conn)
-            schema = take_from(conn)  # what differed before the downgrade is not its doing
-        replanned = index.downgrade_plan(before, revision)
-        if replanned != plan:
-            raise UsageError(
-                "The database changed while this downgrade waited (another runner migrated "
-                "it); nothing was reverted. Check `inv db.current` and run it again."
-            )
-        outcome: dict[str, Any] = {}
-
-        def read_outcome(migrated: psycopg.Connection[Any]) -> None:
-            outcome["current"] = applied.current_revisions_on(migrated)
-            outcome["schema"] = take_from(migrated)
-
-        with timed("Downgrade finished", out), saying_where_it_stopped(config, before):
-            # The resolved target: Alembic cannot walk "-N" through a merge by itself.
-            runner.downgrade(
-                config, target, lock_wait=lock_wait, report=out, lock_held=True, after=read_outcome
-            )
-    out(f"Now at {describe_current(outcome['current'])}.")
-    reverted = [item.revision for item in plan.reverted]
-    found = reached(outcome["current"], outcome["schema"], before, schema)
-    refuse_another_schema(found, "downgrade", reverted, out)
+    plan = plan_downgrade(config, revision, report=out)
+    if plan.needs_confirmation:
+        action = "drop data in" if plan.drops_data else "downgrade"
+        confirm_destructive(config, action, yes=yes, confirm_db=confirm_db)
+    apply_downgrade(
+        plan,
+        backup_asked=backup_first,
+        take_backup=lambda _database: backups.backup(out=out),
+        lock_wait=lock_wait,
+        report=out,
+    )
 
 
 def current(*, as_json: bool = False, out: Say = say) -> None:

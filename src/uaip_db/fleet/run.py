@@ -1,9 +1,10 @@
 """Upgrade, check, verify and show many databases in one run, with the single-database steps.
 
-Every target is handled by the same library functions `inv db.*` uses: `runner.upgrade` (its
-own migration lock, lock and statement timeouts, one transaction and one ledger row per
-revision), `checks.status.inspect`, `checks.verify.verify`, and `backups` for the verified backup
-taken first in production (`--backup` elsewhere).
+Every target is handled by the same library functions `inv db.*` uses: `operations` for an
+upgrade (the plan and its refusals, the verified backup taken first in production or with
+`--backup`, `runner.upgrade` with its own migration lock, timeouts, one transaction and one
+ledger row per revision, the schema reached checked), `checks.status.inspect` and
+`checks.verify.verify`.
 
 Parallelism: read-only commands use a thread pool. Upgrades run in forked child processes, one
 per target and at most `--parallel` at once: Alembic's `op` and `context` are process-wide
@@ -28,7 +29,7 @@ from pathlib import Path
 
 from uaip_db import paths
 from uaip_db.catalog import expected
-from uaip_db.errors import CheckFailed, SettingsError, UaipDbError, UsageError
+from uaip_db.errors import SettingsError, UaipDbError, UsageError
 from uaip_db.fleet import targets as targets_file
 from uaip_db.fleet.report import (
     AT_HEAD,
@@ -48,7 +49,14 @@ from uaip_db.fleet.targets import Shard, Target
 from uaip_db.fleet.workers import OnResult, run_jobs
 from uaip_db.migrations import applied, history
 from uaip_db.migrations.lock import DEFAULT_WAIT_SECONDS
-from uaip_db.pg import first_line, scrub
+from uaip_db.operations import (
+    UpgradePlan,
+    apply_upgrade,
+    read_upgrade,
+    refuse_to_start,
+    verified_backup,
+)
+from uaip_db.pg import connection, first_line, scrub
 from uaip_db.settings import DatabaseConfig
 
 # How many of a drifted target's differences the report names.
@@ -272,59 +280,49 @@ def read_target(job: UpgradeJob) -> TargetResult:
     started = time.perf_counter()
     seen: list[tuple[str, ...]] = []
     try:
-        before = current_state(job, seen)
-        if sorted(before) == sorted(job.wanted):
-            return result(job, AT_HEAD, before, before, started)
-        return result(job, PENDING, before, before, started)
+        plan = current_state(job, seen)
+        status = AT_HEAD if plan.nothing_to_do else PENDING
+        return result(job, status, plan.current, plan.current, started)
     except Exception as error:  # one target's surprise must not end the others' run
         before = seen[0] if seen else ()
         return result(job, FAILED, before, before, started, problem(error), known=bool(seen))
 
 
-def current_state(job: UpgradeJob, seen: list[tuple[str, ...]] | None = None) -> tuple[str, ...]:
-    """The target's revisions (also appended to `seen` once read), or a failure when no upgrade
-    may start from there (a revision these scripts do not know, an INVALID index, a revision
-    past the wanted one)."""
-    from uaip_db.pg import connection, invalid_indexes
-
-    index = history.load()
+def current_state(job: UpgradeJob, seen: list[tuple[str, ...]] | None = None) -> UpgradePlan:
+    """The target's upgrade plan (its revisions also appended to `seen` once read), or a failure
+    when no upgrade may start from there (operations.refuse_to_start)."""
     with connection(job.database) as conn:
-        current = applied.current_revisions_on(conn)
-        invalid = invalid_indexes(conn)
+        plan = read_upgrade(conn, job.database, job.revision)
     if seen is not None:
-        seen.append(current)
-    for recorded in current:
-        if index.get(recorded) is None:
-            raise history.unknown_revision(recorded)
-    if invalid:
-        raise CheckFailed(
-            f"Index {', '.join(invalid)} is INVALID (a CONCURRENTLY step failed half-way); "
-            "drop it with DROP INDEX CONCURRENTLY, then run the fleet again."
-        )
-    if sorted(current) != sorted(job.wanted) and set(job.wanted) <= index.ancestors(current):
-        raise UsageError(f"It is past {', '.join(job.wanted)}; fleet.upgrade does not downgrade.")
-    return current
+        seen.append(plan.current)
+    refuse_to_start(plan, "fleet.upgrade")
+    return plan
 
 
 def upgrade_target(job: UpgradeJob) -> TargetResult:
-    """One target behind: read it again (another runner may have moved it), take a verified
-    backup when asked, upgrade under its own migration lock."""
-    from uaip_db.migrations import runner
-
+    """One target behind: read it again (another runner may have moved it), then the one path
+    of operations: a verified backup when asked, the upgrade under its own migration lock, the
+    schema reached checked."""
     started = time.perf_counter()
     database = job.database
     seen: list[tuple[str, ...]] = []
-    migrating = False
+    migrating: list[bool] = []
     try:
-        before = current_state(job, seen)
-        if sorted(before) == sorted(job.wanted):
-            return result(job, AT_HEAD, before, before, started)
-        if job.backup_dir is not None:
-            verified_backup(database, job.backup_dir, job.scratch_admin)
-        migrating = True
-        runner.upgrade(database, job.revision, lock_wait=job.lock_wait)
-        after = applied.current_revisions(database)
-        return result(job, UPGRADED, before, after, started)
+        plan = current_state(job, seen)
+        if plan.nothing_to_do:
+            return result(job, AT_HEAD, plan.current, plan.current, started)
+        folder, scratch_admin = job.backup_dir, job.scratch_admin
+        outcome = apply_upgrade(
+            plan,
+            backup_asked=folder is not None,
+            take_backup=lambda target: verified_backup(
+                target, folder or paths.backup_dir() / job.name, scratch_admin
+            ),
+            lock_wait=job.lock_wait,
+            on_migrating=lambda: migrating.append(True),
+            command="fleet.upgrade",
+        )
+        return result(job, UPGRADED, plan.current, outcome.current, started)
     except KeyboardInterrupt:
         # Ctrl-C: psycopg cancelled the statement, and the revision in progress was rolled back
         # with its transaction; the revisions before it stay applied.
@@ -344,29 +342,6 @@ def upgrade_target(job: UpgradeJob) -> TargetResult:
         return result(
             job, FAILED, before, now if now is not None else before, started, problem(error), known
         )
-
-
-def verified_backup(
-    database: DatabaseConfig, folder: Path, scratch_admin: DatabaseConfig | None
-) -> Path:
-    """A backup of `database` in `folder`, proven restorable on the run's throwaway server;
-    CheckFailed (the target fails, nothing was changed) when either step fails."""
-    from uaip_db.backups import dump, restore
-    from uaip_db.servers.scratch import ScratchServer
-
-    assert scratch_admin is not None
-    server = ScratchServer(scratch_admin)
-    try:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        with dump.new_backup(database, folder) as made:
-            restore.verify_restorable(made, server)
-        return made.path
-    except (UaipDbError, OSError) as error:
-        raise CheckFailed(
-            f"The backup before the upgrade failed, so nothing was changed: {error}"
-        ) from None
-    finally:
-        server.close()
 
 
 def now_at(database: DatabaseConfig) -> tuple[str, ...] | None:
