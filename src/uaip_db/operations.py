@@ -14,6 +14,7 @@ reached. Each step reports progress through `report`; confirming a plan (`--yes`
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -455,3 +456,16 @@ def _verified(
     for note in notes:
         say(note)
     return Outcome(start, read.current, ran, found, backed_up, time.perf_counter() - started, notes)
+
+
+def upgrade_copy(
+    copy: DatabaseConfig, revision: str, report: Report, locks: LockRecorder | None
+) -> None:
+    """Upgrade a throwaway copy (a rehearsal's) to `revision` the way db.upgrade does (plan,
+    runner, the refusals and the schema check after it), without a backup: it is a copy, not
+    the production database, whatever DB_ENV says."""
+    copy = dataclasses.replace(copy, env="development")
+    with pg.connection(copy) as conn:
+        plan = plan_upgrade(conn, copy, revision, command="db.rehearse")
+    if not plan.nothing_to_do:
+        apply_upgrade(plan, report=report, locks=locks, command="db.rehearse")

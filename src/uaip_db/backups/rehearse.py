@@ -165,6 +165,7 @@ def rehearse(
     load: LoadSettings | None = None,
     prove_backup: bool = False,
     steps: Steps | None = None,
+    upgrade: UpgradeCopy | None = None,
 ) -> Rehearsal:
     """Restore `source` into a throwaway database, upgrade it to head, verify and check it.
     `after_upgrade` is called with the upgraded copy while it still exists (a release check runs
@@ -201,7 +202,7 @@ def rehearse(
                     f"Restored {result.backup.name} into a throwaway database in "
                     f"{result.restored_seconds:.2f} s; upgrading it:"
                 )
-            _upgrade(target, result, report, load, steps)
+            _upgrade(target, result, report, load, steps, upgrade or _runner_upgrade)
             checked = verify(target)
             result.problems += checked.differences + checked.edited
             status = inspect(target)
@@ -212,6 +213,17 @@ def rehearse(
             if steps is not None and steps.way_back is not None and result.passed:
                 _downgrade(target, result, steps.way_back)
     return result
+
+
+# How the copy is upgraded to a revision: operations.upgrade_copy (the path db.upgrade takes),
+# handed in by the callers above this layer.
+UpgradeCopy = Callable[[DatabaseConfig, str, Callable[[str], None], LockRecorder | None], None]
+
+
+def _runner_upgrade(
+    target: DatabaseConfig, revision: str, report: Callable[[str], None], locks: LockRecorder | None
+) -> None:
+    runner.upgrade(target, revision, report=report, locks=locks)
 
 
 @dataclass(frozen=True)
@@ -261,15 +273,16 @@ def _upgrade(
     report: Callable[[str], None] | None,
     load: LoadSettings | None,
     steps: Steps | None,
+    upgrade: UpgradeCopy,
 ) -> None:
     recorder = LockRecorder(target)
     try:
         if load is None:
-            _timed_upgrade(target, result, report, recorder, steps)
+            _timed_upgrade(target, result, report, recorder, steps, upgrade)
             return
         with under_load(target, recorder, load, report) as measuring:
             measuring.upgrade_started()
-            _timed_upgrade(target, result, report, recorder, steps)
+            _timed_upgrade(target, result, report, recorder, steps, upgrade)
             measuring.upgrade_ended()
         result.load = measuring.result
         if result.load is not None:
@@ -285,6 +298,7 @@ def _timed_upgrade(
     report: Callable[[str], None] | None,
     recorder: LockRecorder,
     steps: Steps | None,
+    upgrade: UpgradeCopy,
 ) -> None:
     from uaip_db.errors import UaipDbError
 
@@ -296,7 +310,7 @@ def _timed_upgrade(
     for revision in steps.revisions if steps is not None else ["head"]:
         started = time.perf_counter()
         try:
-            runner.upgrade(target, revision, report=step, locks=recorder)
+            upgrade(target, revision, step, recorder)
         except UaipDbError as error:
             result.problems.append(str(error))
             return

@@ -239,7 +239,11 @@ def rehearse(
             )
         source = rehearsal.newest_backup(paths.backup_dir(), config.name, identity)
     with scratch_server() as server:
-        result = rehearsal.rehearse(source, server, report=progress, load=writers)
+        from uaip_db.operations import upgrade_copy  # noqa: PLC0415 (this task's own)
+
+        result = rehearsal.rehearse(
+            source, server, report=progress, load=writers, upgrade=upgrade_copy
+        )
     if as_json:
         out(json.dumps(result.to_json(), indent=2))
     else:

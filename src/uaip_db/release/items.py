@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from uaip_db.catalog import expected
 from uaip_db.errors import UaipDbError
 from uaip_db.migrations import history, phases
+from uaip_db.operations import upgrade_copy
 from uaip_db.release import sql as sqltext
 from uaip_db.release.report import APPENDIX, FAIL, PASS, Item
 from uaip_db.release.source import SourceState
@@ -232,6 +233,7 @@ def rehearsal_items(
             load=load,
             prove_backup=True,
             steps=steps,
+            upgrade=upgrade_copy,
         )
     except UaipDbError as error:
         return (
