@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from uaip_db import pg
 from uaip_db.backups import folder as folders
 from uaip_db.backups import manifest as manifests
 from uaip_db.backups import restore as restoring
@@ -24,7 +25,14 @@ from uaip_db.backups.throwaway import REHEARSAL_PREFIX, throwaway_database
 from uaip_db.backups.workload import LoadSettings
 from uaip_db.checks.status import inspect
 from uaip_db.checks.verify import verify
-from uaip_db.errors import BackupError, CheckFailed, DiskFull
+from uaip_db.errors import (
+    BackupError,
+    CheckFailed,
+    ConnectionProblem,
+    DiskFull,
+    SettingsError,
+    UaipDbError,
+)
 from uaip_db.migrations import runner
 from uaip_db.migrations.lock_report import LockRecorder, StatementLocks, held_by
 from uaip_db.servers.scratch import ScratchServer
@@ -115,8 +123,6 @@ def lock_lines(revision: str, statements: list[StatementLocks]) -> list[str]:
 
 def identity_of(config: DatabaseConfig) -> manifests.Identity | None:
     """Which database `config` names now (server and oid), or None when it cannot be reached."""
-    from uaip_db import pg
-    from uaip_db.errors import ConnectionProblem
 
     try:
         with pg.connection(config) as conn:
@@ -134,7 +140,6 @@ def newest_backup(
     with a known `identity` (the database as it is now), only a backup of that very database on
     that server: a namesake's on another server, or of a dropped predecessor, is another database.
     """
-    from uaip_db.errors import SettingsError
 
     found = [
         (path, manifest)
@@ -238,7 +243,6 @@ class Steps:
 
 def _downgrade(target: DatabaseConfig, result: Rehearsal, revision: str) -> None:
     """Way B on the copy, as the rollback plan prints it: down to `revision`, then verified."""
-    from uaip_db.errors import UaipDbError
 
     result.way_back = revision
     started = time.perf_counter()
@@ -300,7 +304,6 @@ def _timed_upgrade(
     steps: Steps | None,
     upgrade: UpgradeCopy,
 ) -> None:
-    from uaip_db.errors import UaipDbError
 
     def step(line: str) -> None:
         result.steps.append(line)

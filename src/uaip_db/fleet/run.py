@@ -29,8 +29,11 @@ from pathlib import Path
 
 from uaip_db import paths
 from uaip_db.catalog import expected
+from uaip_db.checks.status import database_state, inspect
+from uaip_db.checks.verify import verify as verify_one
 from uaip_db.errors import SettingsError, UaipDbError, UsageError
 from uaip_db.fleet import targets as targets_file
+from uaip_db.fleet.identity import refuse_duplicates as refuse
 from uaip_db.fleet.report import (
     AT_HEAD,
     DRIFTED,
@@ -47,7 +50,7 @@ from uaip_db.fleet.report import (
 )
 from uaip_db.fleet.targets import Shard, Target
 from uaip_db.fleet.workers import OnResult, run_jobs
-from uaip_db.migrations import applied, history
+from uaip_db.migrations import applied, history, runner
 from uaip_db.migrations.lock import DEFAULT_WAIT_SECONDS
 from uaip_db.operations import (
     UpgradePlan,
@@ -57,6 +60,7 @@ from uaip_db.operations import (
     verified_backup,
 )
 from uaip_db.pg import connection, first_line, scrub
+from uaip_db.servers.scratch import scratch_server
 from uaip_db.settings import DatabaseConfig
 
 # How many of a drifted target's differences the report names.
@@ -102,7 +106,6 @@ def load_fleet(
 
 def refuse_duplicates(fleet: Fleet, workers: int) -> None:
     """Exit 2 naming two targets that reach the same database, before anything is changed."""
-    from uaip_db.fleet.identity import refuse_duplicates as refuse
 
     mine = list(zip(fleet.targets, fleet.configs, strict=True))
     refuse(mine + list(fleet.others), workers, fleet.path)
@@ -185,8 +188,6 @@ def upgrade(
             if not todo:
                 return
             if needs_backup and scratch_admin is None:
-                from uaip_db.servers.scratch import scratch_server
-
                 # One throwaway server proves every target's backup restorable.
                 scratch_admin = stack.enter_context(scratch_server()).admin
             todo = [replace(job, scratch_admin=scratch_admin) for job in todo]
@@ -249,15 +250,13 @@ def not_started(job: UpgradeJob, read: TargetResult | None) -> TargetResult:
 def import_migration_machinery() -> None:
     """Import Alembic and SQLAlchemy's PostgreSQL dialect once, here, so that the forked workers
     start with them instead of each importing them again."""
-    import alembic.command
-    import alembic.ddl.postgresql
-    import alembic.operations
-    import alembic.runtime.migration
-    import sqlalchemy.dialects.postgresql.psycopg
-    import sqlalchemy.pool
-    from alembic.script import ScriptDirectory
-
-    from uaip_db.migrations import runner
+    import alembic.command  # noqa: PLC0415 (loaded before the workers fork, so each does not load it again)
+    import alembic.ddl.postgresql  # noqa: PLC0415 (loaded before the workers fork, so each does not load it again)
+    import alembic.operations  # noqa: PLC0415 (loaded before the workers fork, so each does not load it again)
+    import alembic.runtime.migration  # noqa: PLC0415 (loaded before the workers fork, so each does not load it again)
+    import sqlalchemy.dialects.postgresql.psycopg  # noqa: PLC0415 (loaded before the workers fork, so each does not load it again)
+    import sqlalchemy.pool  # noqa: PLC0415 (loaded before the workers fork, so each does not load it again)
+    from alembic.script import ScriptDirectory  # noqa: PLC0415 (loaded before the workers fork, so each does not load it again)
 
     # Loading the revision files imports what they import (uaip_db.ops, ...).
     ScriptDirectory.from_config(runner.alembic_config()).get_revisions("heads")
@@ -465,7 +464,6 @@ def guarded(work: Callable[[ReadJob], TargetResult]) -> Callable[[ReadJob], Targ
 
 
 def status_target(job: ReadJob) -> TargetResult:
-    from uaip_db.checks.status import database_state
 
     state = database_state(job.database)
     if not state.reachable:
@@ -478,7 +476,6 @@ def status_target(job: ReadJob) -> TargetResult:
 
 
 def check_target(job: ReadJob) -> TargetResult:
-    from uaip_db.checks.status import inspect
 
     found = inspect(job.database)
     at = label(found.current)
@@ -496,7 +493,6 @@ def check_target(job: ReadJob) -> TargetResult:
 
 
 def verify_target(job: ReadJob) -> TargetResult:
-    from uaip_db.checks.verify import verify as verify_one
 
     found = verify_one(job.database)
     at = None if found.revision == expected.BASE else found.revision

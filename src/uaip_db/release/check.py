@@ -17,6 +17,7 @@ from uaip_db.catalog import expected
 from uaip_db.checks.data_loss import committed_losses, count_losses
 from uaip_db.errors import UaipDbError
 from uaip_db.migrations import applied, history, runner
+from uaip_db.migrations.lock_report import held_by
 from uaip_db.pg import connection, reading
 from uaip_db.release import compatibility, items
 from uaip_db.release.context import run_context, server_version
@@ -29,6 +30,7 @@ from uaip_db.release.rollback import (
     rollback_item,
 )
 from uaip_db.release.source import source_state
+from uaip_db.servers.scratch import scratch_server
 from uaip_db.settings import DatabaseConfig, release_backups_kept
 
 if TYPE_CHECKING:
@@ -45,7 +47,6 @@ def release_check(
 ) -> tuple[ReleaseReport, Path]:
     """Run the checklist; the report and the path of its markdown file (twins beside it). With
     `load`, the rehearsal runs under writers and fails when one waits longer than its budget."""
-    from uaip_db.servers.scratch import scratch_server
 
     started = datetime.datetime.now(datetime.UTC)
     kept = release_backups_kept()  # a bad setting is named before anything is done
@@ -260,7 +261,6 @@ def decisions(
     destroys: list[str] | None = None,
 ) -> list[str]:
     """What no check can settle: the questions a person answers before signing."""
-    from uaip_db.migrations.lock_report import held_by
 
     found: list[str] = []
     failed = report.failed()

@@ -9,7 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import uaip_db
+from uaip_db.backups import dump, folder, rehearse
+from uaip_db.backups import manifest as manifests
 from uaip_db.catalog import expected
+from uaip_db.checks.lint import lint
+from uaip_db.docs import changes
 from uaip_db.errors import UaipDbError
 from uaip_db.migrations import history, phases
 from uaip_db.operations import upgrade_copy
@@ -105,7 +110,6 @@ def sql_item(upgrade_sql: str | None, error: str | None, docs: dict[str, str]) -
 
 
 def schema_change_item(current: str, head: str) -> Item:
-    from uaip_db.docs import changes
 
     try:
         old, new = expected.snapshot(current), expected.snapshot(head)
@@ -126,7 +130,6 @@ def schema_change_item(current: str, head: str) -> Item:
 
 
 def lint_item(since: str) -> Item:
-    from uaip_db.checks.lint import lint
 
     try:
         findings, notes, docs = lint(None if since == expected.BASE else since)
@@ -140,7 +143,6 @@ def lint_item(since: str) -> Item:
 
 def take_backup(config: DatabaseConfig, backup_dir: Path) -> tuple[Backup | None, str | None]:
     """The release's backup (its restore check is the rehearsal's restore), or why none."""
-    from uaip_db.backups import dump
 
     try:
         return dump.create_backup(config, backup_dir), None
@@ -151,7 +153,6 @@ def take_backup(config: DatabaseConfig, backup_dir: Path) -> tuple[Backup | None
 def retention(made: Backup | None, proven: bool, kept: int) -> list[str]:
     """Prune the release backups of `made`'s database (same server) to the newest `kept`, never
     `made`; only once `made` is proven restorable. The report's lines: the rule, what went."""
-    from uaip_db.backups import folder
 
     rule = (
         f"- Retention: the newest {kept} release backup(s) of this database on this server are "
@@ -174,7 +175,6 @@ def retention(made: Backup | None, proven: bool, kept: int) -> list[str]:
 
 def backup_item(made: Backup | None, failure: str | None, rehearsal: Rehearsal | None) -> Item:
     """The backup, proven restorable by the rehearsal's restore (its manifest says so)."""
-    from uaip_db.backups import manifest as manifests
 
     if made is None:
         return Item("Backup", FAIL, [failure or "no backup"], "backup", "no usable backup")
@@ -216,7 +216,6 @@ def rehearsal_items(
 ) -> tuple[Item, Item, Rehearsal | None]:
     """The rehearsal (under writers with `load`; one revision at a time with `steps`), and the
     application's start-up check run on its copy while it exists."""
-    from uaip_db.backups import rehearse
 
     if made is None:
         return (
@@ -277,7 +276,6 @@ START_UP = "`uaip_db.check_migrations()`, the check the application runs at star
 
 def application_item(copy: DatabaseConfig) -> Item:
     """What the application would say at start-up on the rehearsed (restored, upgraded) copy."""
-    import uaip_db
 
     try:
         status = uaip_db.check_migrations(copy)

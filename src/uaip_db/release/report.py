@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -287,7 +288,6 @@ def ensure_writable(directory: Path) -> None:
     """Fail now, in one line naming `directory`, when a report cannot be written there (a
     read-only checkout: OSError naming the file; a full disk: ReportNotWritten), rather than
     after a backup and a rehearsal. Writes (and removes) a probe the size of a large report."""
-    import tempfile
 
     directory.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=directory, prefix=".writable-") as probe:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from uaip_db.catalog import expected
+from uaip_db.checks.data_loss import lost_objects
 from uaip_db.errors import UaipDbError
 from uaip_db.migrations import history
 from uaip_db.release import sql as sqltext
@@ -75,7 +76,6 @@ class DowngradeCost:
 def downgrade_cost(
     current: str, head: str, pending: list[history.Revision], rollback_sql: str
 ) -> DowngradeCost:
-    from uaip_db.checks.data_loss import lost_objects
 
     cost = DowngradeCost()
     for revision in pending:
