@@ -75,3 +75,18 @@ def test_the_real_chain_reads_back_revision_by_revision() -> None:
 def test_long_statements_are_shortened_to_one_line() -> None:
     line = sqltext.one_line("SELECT\n    " + "x, " * 100 + "y", limit=40)
     assert len(line) == 40 and line.endswith("...") and "\n" not in line
+
+
+def test_a_do_block_that_writes_is_no_guard() -> None:
+    """The backfill's offline loop raises when the table has no primary key, but it updates rows:
+    the report called that RAISE a data guard."""
+    backfill = (
+        "DO $b$ BEGIN IF NOT FOUND THEN RAISE EXCEPTION 'backfill of %: no primary key', 't'; "
+        "END IF; EXECUTE 'UPDATE t SET c = 1'; COMMIT; END $b$"
+    )
+    guard = (
+        "DO $g$ BEGIN IF (SELECT count(*) FROM t) > 0 THEN "
+        "RAISE EXCEPTION 'not empty: an update would lose it'; END IF; END $g$"
+    )
+    step = sqltext.Step("upgrade", "a", "b", [backfill, guard])
+    assert step.guards() == ["not empty: an update would lose it"]

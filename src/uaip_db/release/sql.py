@@ -17,6 +17,12 @@ BOOKKEEPING = re.compile(
 )
 DOCUMENTATION = re.compile(r"^COMMENT ON ", re.IGNORECASE)
 RAISES = re.compile(r"RAISE\s+EXCEPTION\s+'((?:[^']|'')*)'", re.IGNORECASE)
+# What a DO block that changes something runs (outside its quoted strings).
+WRITES = re.compile(
+    r"\b(?:UPDATE|INSERT|DELETE|MERGE|EXECUTE|PERFORM|COMMIT|ALTER|CREATE|DROP|TRUNCATE)\b",
+    re.IGNORECASE,
+)
+QUOTED = re.compile(r"'(?:[^']|'')*'")
 DOLLAR_TAG = re.compile(r"\$[A-Za-z_]*\$")
 PLACEHOLDER = re.compile(r"%%|%")
 LINE_CHARS = 140
@@ -37,12 +43,13 @@ class Step:
         return self.end if self.direction == "upgrade" else self.start
 
     def guards(self) -> list[str]:
-        """What each DO block that raises refuses, in its own words."""
+        """What each guard refuses, in its own words: a DO block that raises and changes
+        nothing (a backfill's or a helper's DO block that also writes is no guard)."""
         found = []
         for statement in self.statements:
             if statement.upper().startswith("DO "):
                 raised = RAISES.search(statement)
-                if raised:
+                if raised and not WRITES.search(QUOTED.sub("''", statement)):
                     found.append(_readable(raised.group(1)))
         return found
 
