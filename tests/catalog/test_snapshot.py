@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from psycopg import sql as psql
 
 from tests.conftest import sql
 from uaip_db.catalog import snapshot
@@ -121,8 +122,8 @@ CHANGES = {
         ["table sessions: comment differs"],
     ),
     "new index": (
-        "CREATE INDEX idx_sessions_project_name ON sessions (project_name)",
-        ["index idx_sessions_project_name: unexpected"],
+        "CREATE INDEX idx_sessions_by_key ON sessions (session_id)",
+        ["index idx_sessions_by_key: unexpected"],
     ),
     "new enum": (
         "CREATE TYPE mood AS ENUM ('calm', 'busy')",
@@ -247,13 +248,25 @@ def test_bookkeeping_tables_are_ignored(head_db: DatabaseConfig) -> None:
 
 def test_a_column_dropped_and_added_again_at_the_end_is_the_same(head_db: DatabaseConfig) -> None:
     before = snapshot.take(head_db)
+    # The first nullable column of sessions without a default, whatever head calls it.
+    ((column, type_name, comment),) = sql(
+        head_db,
+        "SELECT attname, format_type(atttypid, atttypmod), col_description(attrelid, attnum) "
+        "FROM pg_attribute WHERE attrelid = 'sessions'::regclass AND attnum > 0 "
+        "AND NOT attisdropped AND NOT attnotnull AND NOT atthasdef ORDER BY attnum LIMIT 1",
+    )
+    name = psql.Identifier(column)
     sql(
         head_db,
-        "ALTER TABLE sessions DROP COLUMN project_name; "
-        "ALTER TABLE sessions ADD COLUMN project_name VARCHAR(500); "
-        "COMMENT ON COLUMN sessions.project_name IS "
-        "'Working title of the AI project being scoped, once the user gives one.'",
+        psql.SQL("ALTER TABLE sessions DROP COLUMN {0}; ALTER TABLE sessions ADD COLUMN {0} {1}")
+        .format(name, psql.SQL(type_name))
+        .as_string(None),
     )
+    if comment is not None:
+        statement = psql.SQL("COMMENT ON COLUMN sessions.{} IS {}").format(
+            name, psql.Literal(comment)
+        )
+        sql(head_db, statement.as_string(None))
 
     after = snapshot.take(head_db)
 

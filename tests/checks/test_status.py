@@ -129,12 +129,14 @@ def test_a_database_stamped_head_by_hand_is_not_at_head(empty_db: DatabaseConfig
 
 
 def test_an_invalid_index_fails_the_check(head_db: DatabaseConfig) -> None:
-    sql(head_db, "INSERT INTO sessions (user_id, project_name) VALUES ('a', 'p'), ('a', 'q')")
+    # A table of the test's own (no column of the UAIP schema is assumed): the duplicate
+    # leaves the unique index behind, INVALID.
+    sql(head_db, "CREATE TABLE zz_half (v integer); INSERT INTO zz_half VALUES (1), (1)")
     with (
         psycopg.connect(**head_db.connect_kwargs(), autocommit=True) as conn,
         pytest.raises(psycopg.errors.UniqueViolation),
-    ):  # the duplicate leaves the index behind, INVALID
-        conn.execute("CREATE UNIQUE INDEX CONCURRENTLY idx_half_built ON sessions (user_id)")
+    ):
+        conn.execute("CREATE UNIQUE INDEX CONCURRENTLY idx_half_built ON zz_half (v)")
     result = run_cli("inv", "db.check", database=head_db)
     assert result.returncode == 1
     assert "Index idx_half_built is INVALID" in result.stderr
