@@ -248,12 +248,16 @@ def test_bookkeeping_tables_are_ignored(head_db: DatabaseConfig) -> None:
 
 def test_a_column_dropped_and_added_again_at_the_end_is_the_same(head_db: DatabaseConfig) -> None:
     before = snapshot.take(head_db)
-    # The first nullable column of sessions without a default, whatever head calls it.
+    # The first plain nullable column of sessions (no default, index or constraint), whatever
+    # head calls it.
     ((column, type_name, comment),) = sql(
         head_db,
         "SELECT attname, format_type(atttypid, atttypmod), col_description(attrelid, attnum) "
         "FROM pg_attribute WHERE attrelid = 'sessions'::regclass AND attnum > 0 "
-        "AND NOT attisdropped AND NOT attnotnull AND NOT atthasdef ORDER BY attnum LIMIT 1",
+        "AND NOT attisdropped AND NOT attnotnull AND NOT atthasdef "
+        "AND NOT EXISTS (SELECT 1 FROM pg_index AS i WHERE i.indrelid = attrelid "
+        "AND attnum = ANY (i.indkey)) AND NOT EXISTS (SELECT 1 FROM pg_constraint AS c "
+        "WHERE c.conrelid = attrelid AND attnum = ANY (c.conkey)) ORDER BY attnum LIMIT 1",
     )
     name = psql.Identifier(column)
     sql(
