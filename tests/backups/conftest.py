@@ -55,7 +55,7 @@ def backups(tmp_path: Path) -> Path:
     return tmp_path / "backups"
 
 
-def hashes(database: DatabaseConfig) -> dict[str, tuple[int, str]]:
+def hashes(database: DatabaseConfig) -> dict[str, sample_data.TableRows]:
     with psycopg.connect(**database.connect_kwargs(), autocommit=True) as conn:
         return sample_data.table_hashes(conn)
 

@@ -31,7 +31,7 @@ def test_backup_drop_restore_keeps_every_row(
 ) -> None:
     before = hashes(full_db)
     fingerprint = take(full_db).digest()
-    assert before and all(count > 0 for count, _ in before.values())  # every table, as filled
+    assert before and all(rows.count > 0 for rows in before.values())  # every table, as filled
 
     started = time.monotonic()
     made = create_backup(full_db, backups)
@@ -48,7 +48,7 @@ def test_backup_drop_restore_keeps_every_row(
     )
     assert report.tables == len(made.manifest.row_counts)
     assert report.rows == sum(made.manifest.row_counts.values())
-    assert report.rows >= sum(count for count, _ in before.values())
+    assert report.rows >= sum(rows.count for rows in before.values())
     assert report.target == full_db.display_url()
     assert made.manifest.row_counts["alembic_version"] == 1
     print(f"\nbackup {dumped:.2f} s, restore {report.seconds:.2f} s, {report.rows} rows")

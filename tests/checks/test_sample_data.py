@@ -14,7 +14,7 @@ def test_fill_reaches_every_table_and_column(head_db: DatabaseConfig) -> None:
         assert sample_data.fill(conn) == []
         hashes = sample_data.table_hashes(conn)
     assert set(hashes) == set(HEAD_TABLES)
-    assert all(count == sample_data.ROWS_PER_TABLE for count, _ in hashes.values())
+    assert all(rows.count == sample_data.ROWS_PER_TABLE for rows in hashes.values())
     assert sql(head_db, "SELECT count(*) FROM sessions WHERE email IS NULL") == [(0,)]
     assert sql(head_db, "SELECT count(*) FROM stage_data WHERE field_value ? 'note'") == [(3,)]
 
@@ -35,7 +35,7 @@ def test_hashes_notice_a_changed_value_and_a_lost_row(head_db: DatabaseConfig) -
         conn.execute("DELETE FROM quality_metrics WHERE quality_score = 0")
         after = sample_data.table_hashes(conn)
     assert sample_data.changed_tables(before, after) == [
-        "table checkpoints: row contents changed",
+        "table checkpoints: row contents changed (column checkpoint_data)",
         "table quality_metrics: 3 rows -> 1",
     ]
 
@@ -56,7 +56,7 @@ def test_fill_many_fills_every_table_in_bulk_from_the_catalog(head_db: DatabaseC
     with psycopg.connect(**head_db.connect_kwargs(), autocommit=True) as conn:
         assert sample_data.fill_many(conn, 50, per_parent=3) == []
         tables = sample_data.read_tables(conn)
-        counts = {name: count for name, (count, _) in sample_data.table_hashes(conn).items()}
+        counts = {name: rows.count for name, rows in sample_data.table_hashes(conn).items()}
         roots = [t.name for t in tables if not t.depends_on]
         assert roots and all(counts[name] == 50 for name in roots)
         assert all(50 <= counts[t.name] <= 150 for t in tables if t.depends_on)

@@ -57,7 +57,7 @@ class StepTimes:
 class State:
     schema: Snapshot
     columns: dict[str, list[str]]
-    rows: dict[str, tuple[int, str]]
+    rows: dict[str, sample_data.TableRows]
 
 
 def observe(

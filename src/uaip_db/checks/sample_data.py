@@ -376,14 +376,30 @@ def _backfill(conn: psycopg.Connection[Any], table: str, column: Column) -> bool
     return True
 
 
+@dataclass(frozen=True)
+class TableRows:
+    """A table's rows in brief: how many, an md5 of them, and an md5 of each column's values
+    (in the rows' order), so that a change can be named by column."""
+
+    count: int
+    digest: str
+    columns: tuple[tuple[str, str], ...] = ()
+
+    def changed_columns(self, other: TableRows) -> list[str]:
+        mine = dict(self.columns)
+        return [name for name, digest in other.columns if name in mine and mine[name] != digest]
+
+
 def table_hashes(
     conn: psycopg.Connection[Any], columns: dict[str, list[str]] | None = None
-) -> dict[str, tuple[int, str]]:
-    """Per table: row count and an md5 of its rows (over `columns[table]` when given)."""
+) -> dict[str, TableRows]:
+    """Per table: row count and md5s of its rows and of each column (over `columns[table]`
+    when given)."""
     from psycopg import sql  # noqa: PLC0415
 
     tables = read_tables(conn)
     asked = {}
+    chosen_by_table: dict[str, list[str]] = {}
     with conn.pipeline():  # one round trip for every table
         for table in tables:
             names = (
@@ -393,21 +409,38 @@ def table_hashes(
                 continue
             present = {c.name for c in table.columns}
             chosen = [n for n in names if n in present]
+            chosen_by_table[table.name] = chosen
             row_text = (
                 sql.SQL("ROW({})::text").format(sql.SQL(", ").join(map(sql.Identifier, chosen)))
                 if chosen
                 else sql.SQL("''")
             )
+            per_column = [
+                sql.SQL(
+                    "md5(coalesce(string_agg(coalesce({}::text, '\\N'), E'\\n' "
+                    "ORDER BY uaip_row), ''))"
+                ).format(sql.Identifier(name))
+                for name in chosen
+            ]
             asked[table.name] = conn.execute(
                 sql.SQL(
-                    "SELECT count(*), md5(coalesce(string_agg(r, E'\\n' ORDER BY r), '')) "
-                    "FROM (SELECT {} AS r FROM {}) AS rows"
-                ).format(row_text, sql.Identifier(table.name))
+                    "SELECT count(*), "
+                    "md5(coalesce(string_agg(uaip_row, E'\\n' ORDER BY uaip_row), '')){} "
+                    "FROM (SELECT {} AS uaip_row, * FROM {}) AS rows"
+                ).format(
+                    sql.SQL("").join(sql.SQL(", ") + column for column in per_column),
+                    row_text,
+                    sql.Identifier(table.name),
+                )
             )
-    result: dict[str, tuple[int, str]] = {}
+    result: dict[str, TableRows] = {}
     for name, cursor in asked.items():
-        count, digest = cursor.fetchone() or (0, "")
-        result[name] = (int(count), str(digest))
+        row = cursor.fetchone() or (0, "")
+        result[name] = TableRows(
+            int(row[0]),
+            str(row[1]),
+            tuple(zip(chosen_by_table[name], (str(d) for d in row[2:]), strict=True)),
+        )
     return result
 
 
@@ -416,18 +449,22 @@ def columns_of(conn: psycopg.Connection[Any]) -> dict[str, list[str]]:
 
 
 def changed_tables(
-    before: dict[str, tuple[int, str]],
-    after: dict[str, tuple[int, str]],
+    before: dict[str, TableRows],
+    after: dict[str, TableRows],
     ignore: Iterable[str] = (),
 ) -> list[str]:
     skipped = set(ignore)
     changes = []
-    for table, (count, digest) in sorted(before.items()):
+    for table, was in sorted(before.items()):
         if table in skipped or table not in after:
             continue
-        new_count, new_digest = after[table]
-        if new_count != count:
-            changes.append(f"table {table}: {count} rows -> {new_count}")
-        elif new_digest != digest:
-            changes.append(f"table {table}: row contents changed")
+        now = after[table]
+        if now.count != was.count:
+            changes.append(f"table {table}: {was.count} rows -> {now.count}")
+        elif now.digest != was.digest:
+            named = was.changed_columns(now)
+            changes.append(
+                f"table {table}: row contents changed"
+                + (f" (column {', '.join(named)})" if named else "")
+            )
     return changes
