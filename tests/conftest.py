@@ -39,10 +39,11 @@ SETTING_NAMES = (
 )
 
 
-# The modules whose tests take longest (each runs nox, a nested pytest or writers for seconds):
-# they start first, so that none of them starts last while the other workers sit idle.
+# The modules whose tests take longest (writers for seconds, release rehearsals, runners in
+# parallel): they start first, so that none of them starts last while the other workers sit
+# idle, and they are marked `slow` (`pytest -m "not slow"` leaves them out). The walks (marker
+# `walk`, minutes each) are not in the plain `pytest` at all.
 LONGEST_FIRST = (
-    "tests/test_next_migration.py",
     "tests/backups/test_rehearse_load.py",
     "tests/test_release.py",
     "tests/migrations/test_safety.py",
@@ -60,7 +61,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     # `nox -s walks` runs), not in the README's plain `pytest`. A walk counts as slow too, so
     # `pytest -m "not slow"` leaves it out as well.
     for item in items:
-        if item.get_closest_marker("walk"):
+        if item.get_closest_marker("walk") or item.nodeid.split("::", 1)[0] in LONGEST_FIRST:
             item.add_marker(pytest.mark.slow)
     if not re.search(r"\bwalk\b", config.option.markexpr or ""):
         walks = [item for item in items if item.get_closest_marker("walk")]
