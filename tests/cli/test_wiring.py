@@ -2,13 +2,14 @@
 exit status reaches the person. The other tests run the same command lines in their own process
 (`run_inv`), which proves what a task does but not that the installed `inv` finds tasks.py and
 ends with the status the task chose; these do, one child each. Ctrl-C (130) is
-tests/cli/test_bad_input.py's test_ctrl_c_during_a_concurrent_index_build, a child too."""
+tests/cli/test_bad_input.py's test_ctrl_c_during_a_concurrent_index_build, a child too. The last
+test holds `run_inv` to the child's answers (status, stdout, stderr) for the same command lines."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import CHAIN, HEAD, WIDEN, run_cli, sql
+from tests.conftest import CHAIN, HEAD, WIDEN, run_cli, run_inv, sql
 from tests.fleet.conftest import PASSWORD_VARIABLE, targets_text
 from uaip_db.migrations import applied, runner
 from uaip_db.servers.scratch import ScratchServer
@@ -81,3 +82,24 @@ def test_release_exits_2_on_a_bad_setting_before_touching_anything(
     )
     assert applied.current_revisions(head_db) == (WIDEN,)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_run_inv_answers_as_the_child_does(head_db: DatabaseConfig) -> None:
+    """The in-process runner the other tests use: same status, same stdout and stderr."""
+    runner.downgrade(head_db, WIDEN)
+    for args in (
+        ["--list"],
+        ["db.check"],
+        ["db.upgrade", "--rev", "deadbeef"],
+        ["db.upgrad"],
+        ["db.history", "--json"],
+        ["db.downgrade", "--rev", "base"],
+    ):
+        child = run_cli("inv", *args, database=head_db)
+        inside = run_inv(*args, database=head_db)
+        assert (inside.returncode, inside.stdout, inside.stderr) == (
+            child.returncode,
+            child.stdout,
+            child.stderr,
+        ), args
+    assert applied.current_revisions(head_db) == (WIDEN,)
