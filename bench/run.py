@@ -42,8 +42,6 @@ from uaip_db.servers.scratch import ScratchServer, child_env, start_scratch_serv
 from uaip_db.settings import DatabaseConfig  # noqa: E402
 
 BIN = Path(sys.executable).parent
-# The aim for the README's `pytest` on 2 cores, in seconds (the design's speed section).
-SUITE_AIM = 90
 REPOSITORY_CHAIN = [s.revision for s in history.load().order]
 
 
@@ -466,17 +464,8 @@ def bench_sessions(runs: int, with_tests: bool) -> list[Result]:
     every = median_of(1, command([str(BIN / "nox"), "-R", "-s", "migrations"], {}), warmup=False)
     results.append(Result("nox -R -s migrations (6 legs: 15, 16, 17)", every, None, "", 45))
     if with_tests:
-        # The README's command as it stands: every core, the walks (`nox -s walks`) left out.
         suite = median_of(1, command([str(BIN / "pytest")], {}), warmup=False)
-        results.append(
-            Result(
-                "pytest, the README's command (every core, walks left out)",
-                suite,
-                None,
-                "",
-                SUITE_AIM,
-            )
-        )
+        results.append(Result("pytest (the README's, walks left out)", suite, None, "", 90))
     return results
 
 
