@@ -23,10 +23,10 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def dual_write_name(table: str, old: str, new: str) -> str:
-    """The trigger's and its function's name: `<table>_<old>_<new>_dual_write`, shortened with a
-    hash to PostgreSQL's 63 bytes when longer."""
-    name = f"{table}_{old}_{new}_dual_write"
+def dual_write_name(table: str, old: str, new: str, prefix: str = "") -> str:
+    """The function's name: `<table>_<old>_<new>_dual_write` (the trigger's: with `prefix`),
+    shortened with a hash to PostgreSQL's 63 bytes when longer."""
+    name = f"{prefix}{table}_{old}_{new}_dual_write"
     if len(name.encode()) <= 63:
         return name
     digest = hashlib.sha256(name.encode()).hexdigest()[:8]
@@ -45,7 +45,20 @@ def _in_step(op: Any, table: str, old: str, new: str, forward: str, backward: st
             [
                 f"CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql",
                 f"SET search_path = pg_catalog, pg_temp AS {DUAL_WRITE_TAG}",
+                "DECLARE",
+                "    backfilled record;",
                 "BEGIN",
+                f"    IF TG_OP = 'UPDATE' AND current_setting({_literal(batches.BACKFILLING)}, "
+                "true) = 'on' THEN",
+                "        -- A backfill's batch fills one of the two: the row keeps everything else",
+                "        -- as it was, whatever the table's other BEFORE triggers (an updated_at",
+                "        -- one) did; this trigger fires after them (PostgreSQL goes by name).",
+                "        backfilled := NEW;",
+                "        NEW := OLD;",
+                f"        NEW.{o} := backfilled.{o};",
+                f"        NEW.{n} := backfilled.{n};",
+                "        RETURN NEW;",
+                "    END IF;",
                 "    IF TG_OP = 'INSERT' THEN",
                 f"        IF NEW.{n} IS NULL AND NEW.{o} IS NOT NULL THEN",
                 f"            NEW.{n} := {forward};",
@@ -67,18 +80,27 @@ def _in_step(op: Any, table: str, old: str, new: str, forward: str, backward: st
         )
     )
     op.execute(
-        f"CREATE OR REPLACE TRIGGER {name} BEFORE INSERT OR UPDATE ON {_quote(op, table)}\n"
+        f"CREATE OR REPLACE TRIGGER {_quote(op, trigger_name(table, old, new))} "
+        f"BEFORE INSERT OR UPDATE ON {_quote(op, table)}\n"
         f"FOR EACH ROW EXECUTE FUNCTION {name}()"
     )
 
 
 DUAL_WRITE_TAG = "$uaip_dual_write$"
+# BEFORE triggers on the same event fire in name order: this prefix puts the dual-write trigger
+# after the table's own ones (update_sessions_updated_at), so a backfill moves nothing else.
+LAST = "zz_"
+
+
+def trigger_name(table: str, old: str, new: str) -> str:
+    return dual_write_name(table, old, new, prefix=LAST)
 
 
 def _out_of_step(op: Any, table: str, old: str, new: str) -> None:
     """Drop the dual-write trigger and function `_in_step` installed (if they are there)."""
     name = _quote(op, dual_write_name(table, old, new))
-    op.execute(f"DROP TRIGGER IF EXISTS {name} ON {_quote(op, table)}")
+    trigger = _quote(op, trigger_name(table, old, new))
+    op.execute(f"DROP TRIGGER IF EXISTS {trigger} ON {_quote(op, table)}")
     op.execute(f"DROP FUNCTION IF EXISTS {name}()")
 
 

@@ -308,7 +308,7 @@ def test_a_finding_names_the_file_the_line_and_the_statement(
         "    CREATE INDEX idx_sessions_project ON sessions (project_name)"
     )
     as_json = run_inv("db.lint", "--since", HEAD, "--json", env={"UAIP_DB_ROOT": str(checkout)})
-    entries = [e for e in json.loads(as_json.stdout) if e["rule"] == "blocking-index"]
+    entries = [e for e in json.loads(as_json.stdout)["findings"] if e["rule"] == "blocking-index"]
     assert entries[0]["file"] == "migrations/versions/1d0000000011_test.py"
     assert entries[0]["line"] == index.line
     assert entries[0]["statement"] == index.statement
@@ -445,7 +445,7 @@ def test_a_finding_an_exception_would_accept_shows_the_entry(
     assert "        [[exception]]" in drop.text(docs).splitlines()
 
     result = run_inv("db.lint", "--since", HEAD, "--json", env={"UAIP_DB_ROOT": str(checkout)})
-    reported = [e for e in json.loads(result.stdout) if e["rule"] == "ban-drop-column"]
+    reported = [e for e in json.loads(result.stdout)["findings"] if e["rule"] == "ban-drop-column"]
     assert reported[0]["exception"] == drop.exception
     # What it shows is what silences it; a helper's finding shows none.
     with lint.exceptions_file().open("a") as file:
@@ -479,3 +479,30 @@ def test_an_entry_without_a_reason_is_left_for_the_reviewer(
         file.write("\n" + robust + "\n")
     with pytest.raises(SettingsError, match="needs a rule and a reason"):
         lint.load_exceptions()
+
+
+def test_lint_json_carries_the_notes_and_a_stale_snapshot_leaves_stdout_empty(
+    server: ScratchServer, checkout: Path
+) -> None:
+    """`db.lint --json`: stdout is the JSON (findings and notes) or nothing; why it could not
+    lint goes to stderr in one line."""
+    add_and_snapshot(
+        server,
+        checkout,
+        revision="1d0000000016",
+        down_revision=HEAD,
+        upgrade=[
+            "ALTER TABLE checkpoints ADD COLUMN zz_note text",
+            "COMMENT ON COLUMN checkpoints.zz_note IS 'A note.'",
+        ],
+        downgrade=["ALTER TABLE checkpoints DROP COLUMN zz_note"],
+    )
+    result = run_inv("db.lint", "--json", env={"UAIP_DB_ROOT": str(checkout)})
+    data = json.loads(result.stdout)
+    assert data["passed"] is (result.returncode == 0)
+    assert any("1d0000000016" in note for note in data["notes"]), data["notes"]
+    revision = checkout / "migrations" / "versions" / "1d0000000016_test.py"
+    revision.write_text(revision.read_text() + "\n# edited after its snapshot\n")
+    stale = run_inv("db.lint", "--json", env={"UAIP_DB_ROOT": str(checkout)})
+    assert stale.returncode == 1 and stale.stdout == ""
+    assert "snapshot" in stale.stderr and len(stale.stderr.strip().splitlines()) <= 2

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tests.conftest import HEAD, sql
 from uaip_db.checks import roundtrip
+from uaip_db.dual_write import trigger_name
 from uaip_db.migrations import history, phases, runner, snapshots
 from uaip_db.ops import dual_write_name
 from uaip_db.servers.binaries import client_program
@@ -161,7 +162,8 @@ def test_a_rename_keeps_both_columns_equal_while_both_releases_write(
 
     runner.upgrade(head_db, RENAME)
     name = dual_write_name("zz_people", "full_name", "display_name")
-    assert dual_writes(head_db) == [name, name]
+    trigger = trigger_name("zz_people", "full_name", "display_name")
+    assert dual_writes(head_db) == sorted([name, trigger])
     # Existing rows were backfilled.
     assert sql(head_db, "SELECT count(*) FROM zz_people WHERE display_name IS NOT NULL") == [(2,)]
     # The previous release writes only full_name, the new one only display_name.
@@ -179,7 +181,7 @@ def test_a_rename_keeps_both_columns_equal_while_both_releases_write(
 
     runner.downgrade(head_db, RENAME)
     assert "full_name text" in columns(head_db)
-    assert dual_writes(head_db) == [name, name]
+    assert dual_writes(head_db) == sorted([name, trigger])
     assert out_of_step(head_db, "full_name", "display_name") == 0
     sql(head_db, "INSERT INTO zz_people (full_name) VALUES ('after the downgrade')")
     assert out_of_step(head_db, "full_name", "display_name") == 0
@@ -281,3 +283,38 @@ def test_the_offline_sql_runs_as_psql_runs_it(
         ("Ada", 1),
         ("Grace", 22),
     ]
+
+
+def test_the_backfill_moves_nothing_but_the_renamed_column(
+    server: ScratchServer, checkout: Path, head_db: DatabaseConfig
+) -> None:
+    """sessions has a BEFORE UPDATE trigger that sets updated_at: the rename's backfill keeps
+    every row's updated_at (the round trip failed: "table sessions: row contents changed"),
+    while the application's own updates still move it."""
+    (checkout / "migrations" / "versions" / "d0a100000009_rename.py").write_text(
+        REVISION.format(
+            doc="Rename sessions.project_name to title: expand",
+            revision="d0a100000009",
+            down=HEAD,
+            markers='phase = "expand"\ndestroys_data_on_downgrade = "sessions.title"',
+            upgrade='rename_column_expand(op, "sessions", "project_name", "title")',
+            downgrade='rename_column_expand_undo(op, "sessions", "project_name", "title")',
+        ),
+        encoding="utf-8",
+    )
+    sql(
+        head_db,
+        "INSERT INTO sessions (user_id, project_name) SELECT 'u' || n, 'Project ' || n "
+        "FROM generate_series(1, 300) AS n",
+    )
+    times = "SELECT session_id, updated_at FROM sessions ORDER BY session_id"
+    before = sql(head_db, times)
+    runner.upgrade(head_db, "d0a100000009")
+    assert sql(head_db, "SELECT count(*) FROM sessions WHERE title = project_name") == [(300,)]
+    assert sql(head_db, times) == before
+    sql(head_db, "UPDATE sessions SET project_name = 'Renamed' WHERE user_id = 'u1'")
+    assert sql(
+        head_db,
+        "SELECT title, updated_at > %s FROM sessions WHERE user_id = 'u1'",
+        (dict(before)[sql(head_db, "SELECT session_id FROM sessions WHERE user_id = 'u1'")[0][0]],),
+    ) == [("Renamed", True)]

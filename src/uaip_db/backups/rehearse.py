@@ -41,6 +41,10 @@ class Rehearsal:
     problems: list[str] = field(default_factory=list)
     backup_state: str | None = None
     load: LoadReport | None = None
+    # The way back rehearsed on the upgraded copy: a downgrade to where the backup was.
+    way_back: str | None = None  # the revision it went down to
+    way_back_seconds: float | None = None
+    way_back_problems: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -63,6 +67,11 @@ class Rehearsal:
         if self.load is not None:  # each statement's locks, how long held, who waited
             lines += self.load.summary()
         lines += [f"problem: {p}" for p in self.problems] or ["verify and check: passed"]
+        if self.way_back is not None and self.way_back_seconds is not None:
+            lines.append(
+                f"then downgraded to {self.way_back} in {self.way_back_seconds:.2f} s: "
+                + ("; ".join(self.way_back_problems) or "verified")
+            )
         return lines
 
     def to_json(self) -> dict[str, Any]:
@@ -82,6 +91,13 @@ class Rehearsal:
             "load": self.load.to_json() if self.load is not None else None,
             "passed": self.passed,
             "problems": self.problems,
+            "way_back": {
+                "downgraded_to": self.way_back,
+                "seconds": None
+                if self.way_back_seconds is None
+                else round(self.way_back_seconds, 3),
+                "problems": self.way_back_problems,
+            },
         }
 
 
@@ -148,13 +164,16 @@ def rehearse(
     after_upgrade: Callable[[DatabaseConfig], None] | None = None,
     load: LoadSettings | None = None,
     prove_backup: bool = False,
+    steps: Steps | None = None,
 ) -> Rehearsal:
     """Restore `source` into a throwaway database, upgrade it to head, verify and check it.
     `after_upgrade` is called with the upgraded copy while it still exists (a release check runs
     the application's start-up check on it). With `load`, writers run during the upgrade and
     the rehearsal fails when one waited longer than its budget, or failed. With
     `prove_backup`, the restore (checked against the manifest) is also the backup's restore
-    check: its manifest records verified or verify failed, as `db.backup` would."""
+    check: its manifest records verified or verify failed, as `db.backup` would. With `steps`,
+    the upgrade goes one revision at a time, `steps.after_each` is called after each, and at the
+    end the copy is downgraded again to `steps.way_back` (the rollback plan's way B), timed."""
     folder = manifests.backup_folder(source)
     with folders.holding(folder):
         # The files are checked before anything is said about the backup (a damaged one is
@@ -182,7 +201,7 @@ def rehearse(
                     f"Restored {result.backup.name} into a throwaway database in "
                     f"{result.restored_seconds:.2f} s; upgrading it:"
                 )
-            _upgrade(target, result, report, load)
+            _upgrade(target, result, report, load, steps)
             checked = verify(target)
             result.problems += checked.differences + checked.edited
             status = inspect(target)
@@ -190,7 +209,35 @@ def rehearse(
             result.problems += [f"still pending: {p}" for p in status.pending]
             if after_upgrade is not None:
                 after_upgrade(target)
+            if steps is not None and steps.way_back is not None and result.passed:
+                _downgrade(target, result, steps.way_back)
     return result
+
+
+@dataclass(frozen=True)
+class Steps:
+    """The upgrade one revision at a time: `revisions` in order, `after_each(copy, revision)`
+    called after each (its time is not the upgrade's), then a downgrade to `way_back`."""
+
+    revisions: list[str]
+    after_each: Callable[[DatabaseConfig, str], None]
+    way_back: str | None = None
+
+
+def _downgrade(target: DatabaseConfig, result: Rehearsal, revision: str) -> None:
+    """Way B on the copy, as the rollback plan prints it: down to `revision`, then verified."""
+    from uaip_db.errors import UaipDbError
+
+    result.way_back = revision
+    started = time.perf_counter()
+    try:
+        runner.downgrade(target, revision)
+    except UaipDbError as error:
+        result.way_back_problems.append(str(error))
+    result.way_back_seconds = time.perf_counter() - started
+    if not result.way_back_problems:
+        checked = verify(target)
+        result.way_back_problems += checked.differences + checked.edited
 
 
 @contextlib.contextmanager
@@ -213,15 +260,16 @@ def _upgrade(
     result: Rehearsal,
     report: Callable[[str], None] | None,
     load: LoadSettings | None,
+    steps: Steps | None,
 ) -> None:
     recorder = LockRecorder(target)
     try:
         if load is None:
-            _timed_upgrade(target, result, report, recorder)
+            _timed_upgrade(target, result, report, recorder, steps)
             return
         with under_load(target, recorder, load, report) as measuring:
             measuring.upgrade_started()
-            _timed_upgrade(target, result, report, recorder)
+            _timed_upgrade(target, result, report, recorder, steps)
             measuring.upgrade_ended()
         result.load = measuring.result
         if result.load is not None:
@@ -236,6 +284,7 @@ def _timed_upgrade(
     result: Rehearsal,
     report: Callable[[str], None] | None,
     recorder: LockRecorder,
+    steps: Steps | None,
 ) -> None:
     from uaip_db.errors import UaipDbError
 
@@ -244,10 +293,14 @@ def _timed_upgrade(
         if report:
             report(line)
 
-    started = time.perf_counter()
-    try:
-        runner.upgrade(target, "head", report=step, locks=recorder)
-    except UaipDbError as error:
-        result.problems.append(str(error))
-    finally:
-        result.upgrade_seconds = time.perf_counter() - started
+    for revision in steps.revisions if steps is not None else ["head"]:
+        started = time.perf_counter()
+        try:
+            runner.upgrade(target, revision, report=step, locks=recorder)
+        except UaipDbError as error:
+            result.problems.append(str(error))
+            return
+        finally:
+            result.upgrade_seconds += time.perf_counter() - started
+        if steps is not None:
+            steps.after_each(target, revision)

@@ -253,7 +253,7 @@ class Workload:
             except psycopg.Error as error:
                 raise BackupError(
                     f"The application's {shown(setup)} failed on the copy: "
-                    f"{process.meaningful_line(str(error))}; the running application would "
+                    f"{server_said(error)}; the running application would "
                     "break there too: fix the workload, or deploy the application that stops "
                     "using it first."
                 ) from None
@@ -299,3 +299,84 @@ def aborted_clients(stderr: str, scripts: list[Path]) -> dict[int, str]:
 def failed_transactions(stdout: str) -> int:
     match = re.search(r"number of failed transactions: (\d+)", stdout)
     return int(match.group(1)) if match else 0
+
+
+@dataclass(frozen=True)
+class Breakage:
+    """One of the application's statements that fails on a database: where, what, why."""
+
+    script: str  # workload/NAME.sql
+    statement: str  # the statement as the script has it, on one line
+    error: str
+
+    def line(self) -> str:
+        return f"`{self.statement}` ({self.script}) fails: {self.error}"
+
+
+def server_said(error: Exception) -> str:
+    """The server's own sentence for a failed statement (not psycopg's `LINE 1: ... ^` echo)."""
+    diag = getattr(error, "diag", None)
+    primary = getattr(diag, "message_primary", None)
+    return str(primary) if primary else process.meaningful_line(str(error))
+
+
+def commands(text: str) -> list[str]:
+    """A pgbench script's commands in pgbench's numbering: each backslash line is one, each SQL
+    statement (up to its `;`) another; comments and blank lines are none."""
+    found: list[str] = []
+    sql: list[str] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not sql and (not line or line.startswith("--")):
+            continue
+        if not sql and line.startswith("\\"):
+            found.append(line)
+            continue
+        sql.append(line)
+        if line.endswith(";"):
+            found.append(" ".join(" ".join(sql).split()))
+            sql = []
+    if sql:
+        found.append(" ".join(" ".join(sql).split()))
+    return found
+
+
+COMMAND = re.compile(r"aborted in command (\d+)")
+
+
+def probe(target: DatabaseConfig) -> list[Breakage]:
+    """Run the application's statements once on `target` (setup.sql, then one transaction of each
+    script, one client): the ones that fail, and why. Nothing fails: the application, as
+    workload/ says it runs today, works on this schema."""
+    import psycopg
+
+    setup = paths.workload_dir() / SETUP_FILE
+    if setup.is_file():
+        with connection(target) as conn:
+            try:
+                conn.execute(setup.read_text(encoding="utf-8"), {"clients": 1})
+            except psycopg.Error as error:
+                text = setup.read_text(encoding="utf-8").replace("%(clients)s", "1")
+                return [Breakage(shown(setup), " ".join(commands(text)), server_said(error))]
+    broken: list[Breakage] = []
+    env = {**target.libpq_env(), "PGAPPNAME": APPLICATION_NAME}
+    for script in application_scripts():
+        argv = [pgbench(target), "--no-vacuum", "--client=1", "--transactions=1", "-f", str(script)]
+        try:
+            done = process.execute(argv, env=env, timeout=STOP_SECONDS)
+        except (OSError, process.TimeoutExpired) as error:
+            raise BackupError(f"Could not run pgbench ({error}).") from None
+        stderr = scrub(done.stderr, target)
+        aborted = ABORTED.search(stderr)
+        if aborted is None and done.returncode == 0:
+            continue
+        why = " ".join(aborted.group(3).split()) if aborted else process.meaningful_line(stderr)
+        number = COMMAND.search(stderr)
+        listed = commands(script.read_text(encoding="utf-8"))
+        statement = (
+            listed[int(number.group(1))]
+            if number and int(number.group(1)) < len(listed)
+            else "a statement"
+        )
+        broken.append(Breakage(shown(script), statement, why))
+    return broken

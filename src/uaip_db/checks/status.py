@@ -63,8 +63,9 @@ class MigrationStatus:
         return f"{self.database} is at head {at}; the migration scripts check out."
 
 
-def inspect(database: DatabaseConfig) -> MigrationStatus:
-    index = history.load()
+def inspect(database: DatabaseConfig, index: history.ScriptIndex | None = None) -> MigrationStatus:
+    """The database against the scripts (`index`: another release's own copy of them)."""
+    index = index or history.load()
     with reading(database) as conn:
         trust.check_bookkeeping(conn, DEFAULT_SCHEMAS)
         current = list(applied.current_revisions_on(conn))
@@ -193,9 +194,14 @@ def database_state(database: DatabaseConfig) -> DatabaseState:
     )
 
 
-def check_migrations(database: DatabaseConfig | None = None) -> MigrationStatus:
-    """For the application's start-up: return quietly at head, raise with the reasons otherwise."""
-    status = inspect(database or DatabaseConfig.from_env())
+def check_migrations(
+    database: DatabaseConfig | None = None, scripts: history.ScriptIndex | None = None
+) -> MigrationStatus:
+    """For the application's start-up: return quietly at head (or ahead of it by expand
+    revisions only), raise with the reasons otherwise. `scripts`: the application's own copy of
+    the migration scripts, when it is not this checkout's (a release check plays the previous
+    release with `history.load().as_of(its revision)`)."""
+    status = inspect(database or DatabaseConfig.from_env(), scripts)
     if status.problems:
         raise CheckFailed(status.summary())
     if status.pending:

@@ -90,7 +90,16 @@ def lint(*, since: str | None = None, as_json: bool = False, out: Say = say) -> 
 
     findings, notes, docs = lint_revisions(since)
     if as_json:
-        out(json.dumps([f.to_json() for f in findings], indent=2))
+        out(
+            json.dumps(
+                {
+                    "passed": not findings,
+                    "findings": [f.to_json() for f in findings],
+                    "notes": notes,
+                },
+                indent=2,
+            )
+        )
     else:
         for note in notes:
             out(f"note: {note}")

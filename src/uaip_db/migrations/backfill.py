@@ -53,6 +53,9 @@ REPORT_EVERY_SECONDS = 2.0
 # extra_float_digits = -12 was rounded, and 300 of 1,000 rows were skipped).
 # The session's own output settings (settings.SESSION_SETTINGS) again, inside each batch: a
 # revision may SET them before its backfill, and the offline DO block gets no start-up options.
+# Set in every batch's transaction: a trigger can tell the backfill's UPDATE from the
+# application's (the dual-write trigger then keeps the row's other columns as they were).
+BACKFILLING = "uaip_db.backfilling"
 EXACT_KEY_TEXT = {
     **{name: value for name, value in SESSION_SETTINGS.items() if name != "search_path"},
     "bytea_output": "hex",
@@ -350,6 +353,7 @@ class Batches:
                 "SELECT set_config('statement_timeout', %s, true)", (statement_timeout,)
             )
             exact_key_text(self.conn)
+            self.conn.execute("SELECT set_config(%s, 'on', true)", (BACKFILLING,))
             # With a parameter the server takes one statement only: set= and where= are
             # expressions, and a `;` in one cannot start another statement.
             row = self.conn.execute(self.batch_query(last_key), (self.name,)).fetchone()
@@ -457,6 +461,7 @@ BEGIN
     LOOP
         PERFORM set_config('lock_timeout', @LOCK_TIMEOUT@, true);
         PERFORM set_config('statement_timeout', @STATEMENT_TIMEOUT@, true);
+        PERFORM set_config(@BACKFILLING@, 'on', true);
 @EXACT_KEY_TEXT@
         EXECUTE format(
             'WITH batch AS (SELECT %s FROM %I WHERE %s AND (%s) ORDER BY %s LIMIT %s '
@@ -512,6 +517,7 @@ def offline_sql(
         "@BATCH_ROWS@": str(int(batch_rows)),
         "@ASSIGNMENTS@": _literal(assignments_sql),
         "@PAUSE@": pause,
+        "@BACKFILLING@": _literal(BACKFILLING),
         "@EXACT_KEY_TEXT@": "\n".join(
             f"        PERFORM set_config({_literal(setting)}, {_literal(value)}, true);"
             for setting, value in EXACT_KEY_TEXT.items()

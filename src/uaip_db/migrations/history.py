@@ -104,6 +104,17 @@ class ScriptIndex:
             stack.extend(by_id[revision].down_revisions)
         return seen
 
+    def as_of(self, revision: str) -> ScriptIndex:
+        """The scripts as the release at `revision` shipped them: that revision and every one
+        below it (committed revision files never change, so this is that release's own copy)."""
+        kept = self.ancestors([revision])
+        return ScriptIndex(
+            f"{self.digest}@{revision}",
+            [item for item in self.order if item.revision in kept],
+            [revision],
+            [],
+        )
+
     def pending(self, current: list[str] | tuple[str, ...]) -> list[Revision]:
         applied = self.ancestors(current)
         return [item for item in self.order if item.revision not in applied]

@@ -12,15 +12,23 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from uaip_db import paths
+from uaip_db.backups.rehearse import Steps
 from uaip_db.catalog import expected
 from uaip_db.checks.data_loss import committed_losses, count_losses
 from uaip_db.errors import UaipDbError
 from uaip_db.migrations import applied, history, runner
 from uaip_db.pg import connection, reading
+from uaip_db.release import compatibility
 from uaip_db.release import items as checks
 from uaip_db.release.context import run_context, server_version
 from uaip_db.release.report import PASS, ReleaseReport, ensure_writable, write_report
-from uaip_db.release.rollback import RESTORE_COST, DowngradeCost, downgrade_cost, rollback_item
+from uaip_db.release.rollback import (
+    RESTORE_COST,
+    DowngradeCost,
+    downgrade_cost,
+    downgrade_failed,
+    rollback_item,
+)
 from uaip_db.release.source import source_state
 from uaip_db.settings import DatabaseConfig, release_backups_kept
 
@@ -65,10 +73,23 @@ def release_check(
     rollback_sql, rollback_error = _render(head, current, bool(pending), downgrade=True)
     report.upgrade_sql = _or_why(upgrade_sql, sql_error)
     report.rollback_sql = _or_why(rollback_sql, rollback_error)
-    report.items.append(checks.revisions_item(pending))
+    revisions = checks.revisions_item(pending)
+    if pending:
+        revisions.body += [
+            "",
+            *compatibility.who_runs(index, current, [r.revision for r in pending]),
+        ]
+    report.items.append(revisions)
     report.items.append(checks.sql_item(upgrade_sql, sql_error, docs))
     report.items.append(checks.schema_change_item(current, head))
     report.items.append(checks.lint_item(current if pending else head))
+    cost = downgrade_cost(current, head, pending, rollback_sql or "")
+    previous = compatibility.previous_release(index, current) if pending else None
+    steps = Steps(
+        [r.revision for r in pending],
+        previous.after_each if previous is not None else _nothing,
+        way_back=current if pending and rollback_sql is not None and not cost.impossible else None,
+    )
     # The place for throwaway databases is checked before anything is dumped. One restored
     # copy serves both: it proves the backup restorable, then the upgrade is rehearsed on it
     # (restoring twice cost a full restore of the data).
@@ -81,18 +102,23 @@ def release_check(
             + (" under writers" if load else "")
             + ", then the application's start-up check..."
         )
-        rehearsal, application, rehearsed = checks.rehearsal_items(made, server, load)
+        rehearsal, application, rehearsed = checks.rehearsal_items(made, server, load, steps)
     backup = checks.backup_item(made, backup_failure, rehearsed)
     backup.body += checks.retention(made, backup.status == PASS, kept)
     report.items += [backup, rehearsal]
     if backup.status != PASS:
         made = None  # a backup not proven restorable is no way back
-    cost = downgrade_cost(current, head, pending, rollback_sql or "")
     report.items.append(
-        rollback_item(current, pending, made, config.name, rollback_sql, cost, rollback_error)
+        rollback_item(
+            current, pending, made, config.name, rollback_sql, cost, rollback_error, rehearsed
+        )
     )
     report.items.append(application)
     report.items.append(checks.code_item(report.source))
+    if previous is not None and rehearsed is not None:
+        report.items.append(previous.item())
+    elif pending:
+        report.items.append(compatibility.no_previous_release(current))
     report.decisions = decisions(report, made, rehearsed, cost, destroys)
     written_at = datetime.datetime.now(datetime.UTC)
     target = write_report(
@@ -102,6 +128,10 @@ def release_check(
         f"{written_at:%Y-%m-%d %H:%M:%S} UTC",
     )
     return report, target
+
+
+def _nothing(_copy: DatabaseConfig, _revision: str) -> None:
+    """Nothing runs between the revisions: no application runs on the database yet."""
 
 
 def _render(
@@ -171,6 +201,33 @@ def writers_line(rehearsed: Rehearsal) -> str:
     )
 
 
+LOCKS_SHOWN = 8
+
+
+def statement_locks(rehearsed: Rehearsal, item: int | None) -> str:
+    """Each statement that took a table lock, in the order the upgrade ran them, with how long
+    it held its locks on the copy (until its transaction ended)."""
+    taken = [
+        (revision, statement)
+        for revision, statements in rehearsed.locks.items()
+        for statement in statements
+        if statement.locks
+    ]
+    if not taken:
+        return ""
+    shown = [
+        f"`{revision[:12]}` `{statement.statement}`: {', '.join(statement.locks)}, "
+        + (
+            f"held {statement.held_seconds * 1000:.0f} ms"
+            if statement.held_seconds is not None
+            else "hold time not measured"
+        )
+        for revision, statement in taken[:LOCKS_SHOWN]
+    ]
+    more = f"; {len(taken) - LOCKS_SHOWN} more in item {item}" if len(taken) > LOCKS_SHOWN else ""
+    return " Table locks, in the order taken: " + "; ".join(shown) + more + "."
+
+
 def upgrade_destroys(
     config: DatabaseConfig, current: str, head: str, pending: list[history.Revision]
 ) -> list[str]:
@@ -228,6 +285,7 @@ def decisions(
             f"{rehearsed.upgrade_seconds:.2f} s and held "
             + lock_effects([lock for s in rehearsed.locks.values() for lock in held_by(s)])
             + "."
+            + statement_locks(rehearsed, report.number_of("rehearsal"))
             + (f" {writers_line(rehearsed)}" if rehearsed.load is not None else "")
         )
     restore = (
@@ -235,18 +293,31 @@ def decisions(
         if made
         else "there is no backup to restore"
     )
+    if rehearsed is not None and made is not None:
+        restore += f" (it took {rehearsed.restored_seconds:.2f} s on the rehearsal copy)"
     downgrade = (
         f"the downgrade is not possible ({'; '.join(cost.impossible)})"
         if cost.impossible
         else f"the downgrade keeps the writes made since but {cost.short()}"
     )
+    failed_there = downgrade_failed(rehearsed)
+    if failed_there:
+        downgrade = f"the downgrade failed on the rehearsal copy ({failed_there})"
+    elif rehearsed is not None and rehearsed.way_back_seconds is not None:
+        downgrade += f" (it took {rehearsed.way_back_seconds:.2f} s on the rehearsal copy)"
     found.append(
         f"Which way back, if the release must be undone (item {report.number_of('rollback')}): "
         f"{restore}; {downgrade}."
     )
+    played = report.number_of("previous_release")
     found.append(
         f"Whether the application works beyond start-up (item {report.number_of('application')}"
-        "): its start-up check ran on "
-        "the rehearsed copy; its own queries and screens are the application owner's to try."
+        "): its start-up check ran on the rehearsed copy"
+        + (
+            f", and the statements in workload/ after each revision (item {played})"
+            if played
+            else ""
+        )
+        + "; its other queries and screens are the application owner's to try."
     )
     return found

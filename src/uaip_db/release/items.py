@@ -19,7 +19,7 @@ from uaip_db.settings import DatabaseConfig
 
 if TYPE_CHECKING:
     from uaip_db.backups.manifest import Backup
-    from uaip_db.backups.rehearse import Rehearsal
+    from uaip_db.backups.rehearse import Rehearsal, Steps
     from uaip_db.backups.workload import LoadSettings
     from uaip_db.servers.scratch import ScratchServer
 
@@ -208,10 +208,13 @@ def backup_item(made: Backup | None, failure: str | None, rehearsal: Rehearsal |
 
 
 def rehearsal_items(
-    made: Backup | None, server: ScratchServer, load: LoadSettings | None = None
+    made: Backup | None,
+    server: ScratchServer,
+    load: LoadSettings | None = None,
+    steps: Steps | None = None,
 ) -> tuple[Item, Item, Rehearsal | None]:
-    """The rehearsal (under writers with `load`), and the application's start-up check run on
-    its copy while it exists."""
+    """The rehearsal (under writers with `load`; one revision at a time with `steps`), and the
+    application's start-up check run on its copy while it exists."""
     from uaip_db.backups import rehearse
 
     if made is None:
@@ -228,6 +231,7 @@ def rehearsal_items(
             after_upgrade=lambda copy: checked.append(application_item(copy)),
             load=load,
             prove_backup=True,
+            steps=steps,
         )
     except UaipDbError as error:
         return (

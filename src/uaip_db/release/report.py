@@ -150,8 +150,14 @@ class ReleaseReport:
             f"- [ ] Database owner: the backup ({self._item_ref('backup')}) and the rollback "
             f"plan ({self._item_ref('rollback')}) are acceptable, with the cost of each way back",
             "- [ ] Application owner: the application works with the new schema: its start-up "
-            f"check on the rehearsed copy ({self._item_ref('application')}), and what that "
-            "check cannot cover (its own queries and screens), which I have tried",
+            f"check on the rehearsed copy ({self._item_ref('application')})"
+            + (
+                f", the running release's statements after each revision "
+                f"({self._item_ref('previous_release')})"
+                if self.number_of("previous_release")
+                else ""
+            )
+            + ", and what those cannot cover (its other queries and screens), which I have tried",
             "",
             "Name: ____________________  Date: ____________  Signature: ____________________",
             "",

@@ -22,6 +22,7 @@ from uaip_db.release.report import APPENDIX, FAIL, PASS, Item
 
 if TYPE_CHECKING:
     from uaip_db.backups.manifest import Backup
+    from uaip_db.backups.rehearse import Rehearsal
 
 RESTORE_COST = (
     "restoring the backup discards every write made after it was taken{when}, in every table "
@@ -112,7 +113,10 @@ def rollback_item(
     rollback_sql: str | None,
     cost: DowngradeCost,
     error: str | None = None,
+    rehearsed: Rehearsal | None = None,
 ) -> Item:
+    """Both ways back as a person runs them, what each loses, and how long each took on the
+    rehearsal copy (way A: the restore; way B: the downgrade run there after the upgrade)."""
     title = "Rollback plan"
     if not pending:
         return Item(
@@ -132,6 +136,7 @@ def rollback_item(
             f"- **Cost: {RESTORE_COST.format(when=when)}.** Every session, answer and message "
             "written after that moment is lost, also where the release changed nothing.",
             "- Use it when the release is undone before anything written since matters.",
+            f"- {restore_took(rehearsed)}",
         ]
     else:
         body += ["**A. Restore the backup**: not possible, no backup was taken."]
@@ -141,15 +146,19 @@ def rollback_item(
         f"`inv db.downgrade --rev {current} --yes --confirm-db {name}`.",
         "",
     ]
-    downgrade_possible = rollback_sql is not None and not cost.impossible
+    failed_there = downgrade_failed(rehearsed)
+    downgrade_possible = rollback_sql is not None and not cost.impossible and not failed_there
     if cost.impossible:
         body += [f"- Not possible: {'; '.join(cost.impossible)}."]
     elif rollback_sql is None:
         body += [f"- Not possible: its SQL cannot be rendered: {error}"]
+    elif failed_there:
+        body += [f"- Not possible as printed: on the rehearsal copy it failed: {failed_there}"]
     else:
         body += [
             "- It keeps the writes made after the release, but:",
             *(f"  {line}" for line in cost.lines()),
+            f"- {downgrade_took(rehearsed)}",
             "",
             f"It runs, per revision (the full SQL with its guards is Part 2 of `{APPENDIX}`):",
             "",
@@ -164,6 +173,30 @@ def rollback_item(
     if downgrade_possible:
         ways.append(f"B: downgrade ({cost.short()})")
     return Item(title, PASS, body, "rollback", "; ".join(ways))
+
+
+def restore_took(rehearsed: Rehearsal | None) -> str:
+    if rehearsed is None:
+        return "Its time is not known: the backup was not restored in a rehearsal."
+    return (
+        f"On the rehearsal copy the restore took {rehearsed.restored_seconds:.2f} s (the "
+        "database is unavailable meanwhile)."
+    )
+
+
+def downgrade_took(rehearsed: Rehearsal | None) -> str:
+    if rehearsed is None or rehearsed.way_back_seconds is None:
+        return "Its time is not known: it was not run on a rehearsal copy."
+    return (
+        f"On the rehearsal copy, after the upgrade, it took {rehearsed.way_back_seconds:.2f} s "
+        f"and the schema it reached verified as `{rehearsed.way_back}`."
+    )
+
+
+def downgrade_failed(rehearsed: Rehearsal | None) -> str | None:
+    if rehearsed is None or not rehearsed.way_back_problems:
+        return None
+    return "; ".join(" ".join(p.split()) for p in rehearsed.way_back_problems)
 
 
 def _preferred(restore: bool, downgrade: bool, cost: DowngradeCost) -> str:
