@@ -31,7 +31,7 @@ from uaip_db.servers.scratch import (  # noqa: E402
 from uaip_db.settings import PG_BINDIR  # noqa: E402
 
 # Bare `nox` runs these, cheapest first, so a lint slip fails in seconds.
-nox.options.sessions = ["lint", "typecheck", "tests", "migrations"]
+nox.options.sessions = ["lint", "typecheck", "tests", "migrations", "walks"]
 # uv builds the session venvs in seconds; plain virtualenv where uv is missing.
 nox.options.default_venv_backend = "uv|virtualenv"
 # Installing dependencies is most of a session's time; reuse venvs unless asked not to (-N).
@@ -123,9 +123,19 @@ def install(session: nox.Session, *args: str) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Run the pytest suite against a throwaway PostgreSQL."""
+    """Run the pytest suite against a throwaway PostgreSQL (the walks are `nox -s walks`)."""
     session.install("-e", ".[dev]")
     session.run("pytest", *session.posargs)
+
+
+@nox.session
+def walks(session: nox.Session) -> None:
+    """Run the long end-to-end walks (`pytest -m walk`), such as writing the next migration.
+
+    Each takes minutes (nox or a nested pytest on a copy of the checkout), so the plain `pytest`
+    leaves them out and this session, which CI runs, runs each once."""
+    session.install("-e", ".[dev]")
+    session.run("pytest", "-m", "walk", *session.posargs)
 
 
 @nox.session

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import subprocess
 import sys
@@ -38,10 +39,11 @@ SETTING_NAMES = (
 )
 
 
-# The modules whose tests take longest (each runs nox, a nested pytest or writers for seconds):
-# they start first, so that none of them starts last while the other workers sit idle.
+# The modules whose tests take longest (writers for seconds, release rehearsals, runners in
+# parallel): they start first, so that none of them starts last while the other workers sit
+# idle, and they are marked `slow` (`pytest -m "not slow"` leaves them out). The walks (marker
+# `walk`, minutes each) are not in the plain `pytest` at all.
 LONGEST_FIRST = (
-    "tests/test_next_migration.py",
     "tests/backups/test_rehearse_load.py",
     "tests/test_release.py",
     "tests/migrations/test_safety.py",
@@ -54,7 +56,19 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return 2 * (os.cpu_count() or 1)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The long end-to-end walks (marked `walk`) run when -m names them (`pytest -m walk`, which
+    # `nox -s walks` runs), not in the README's plain `pytest`. A walk counts as slow too, so
+    # `pytest -m "not slow"` leaves it out as well.
+    for item in items:
+        if item.get_closest_marker("walk") or item.nodeid.split("::", 1)[0] in LONGEST_FIRST:
+            item.add_marker(pytest.mark.slow)
+    if not re.search(r"\bwalk\b", config.option.markexpr or ""):
+        walks = [item for item in items if item.get_closest_marker("walk")]
+        if walks:
+            config.hook.pytest_deselected(items=walks)
+            items[:] = [item for item in items if not item.get_closest_marker("walk")]
+
     def rank(item: pytest.Item) -> int:
         path = item.nodeid.split("::", 1)[0]
         return LONGEST_FIRST.index(path) if path in LONGEST_FIRST else len(LONGEST_FIRST)
@@ -192,6 +206,114 @@ def run_cli(
         text=True,
         timeout=timeout,
     )
+
+
+@contextlib.contextmanager
+def _process_state(environ: dict[str, str], cwd: Path, stdin: str) -> Iterator[tuple[Any, Any]]:
+    """This process as a child `inv` would see it: `environ` alone, `cwd`, `stdin` (not a
+    terminal), and stdout/stderr (Python's and the file descriptors the programs it starts
+    inherit) sent to two temporary files; everything put back afterwards."""
+    import io
+    import logging
+    import tempfile
+
+    kept_environ, kept_cwd = dict(os.environ), os.getcwd()
+    kept_streams = sys.stdin, sys.stdout, sys.stderr
+    invoke_logger = logging.getLogger("invoke")
+    kept_level, kept_handlers = invoke_logger.level, list(invoke_logger.handlers)
+    for stream in kept_streams[1:]:
+        stream.flush()
+    kept_fds = os.dup(1), os.dup(2)
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        os.dup2(out.fileno(), 1)
+        os.dup2(err.fileno(), 2)
+        os.environ.clear()
+        os.environ.update(environ)
+        os.chdir(cwd)
+        sys.stdin = io.StringIO(stdin)
+        sys.stdout = open(1, "w", encoding="utf-8", errors="replace", buffering=1, closefd=False)  # noqa: SIM115
+        sys.stderr = open(2, "w", encoding="utf-8", errors="replace", buffering=1, closefd=False)  # noqa: SIM115
+        try:
+            yield out, err
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            sys.stdin, sys.stdout, sys.stderr = kept_streams
+            os.dup2(kept_fds[0], 1)
+            os.dup2(kept_fds[1], 2)
+            os.close(kept_fds[0])
+            os.close(kept_fds[1])
+            os.chdir(kept_cwd)
+            os.environ.clear()
+            os.environ.update(kept_environ)
+            # `inv --debug` turns Invoke's logging on for the whole process.
+            invoke_logger.setLevel(kept_level)
+            invoke_logger.handlers[:] = kept_handlers
+
+
+@contextlib.contextmanager
+def _time_limit(command: list[str], seconds: float) -> Iterator[None]:
+    """Raise subprocess.TimeoutExpired in this (main) thread after `seconds`, as `run_cli`'s
+    child would be stopped: a task that hangs fails its test instead of the whole run."""
+    import signal
+
+    def expired(signum: int, frame: Any) -> None:
+        raise subprocess.TimeoutExpired(command, seconds)
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def run_inv(
+    *args: str,
+    database: DatabaseConfig | None = None,
+    cwd: Path = ROOT,
+    env: dict[str, str] | None = None,
+    stdin: str | None = None,
+    timeout: float = 300,
+) -> subprocess.CompletedProcess[str]:
+    """`inv ARGS` in this process, as `run_cli("inv", ...)` runs it in a child, without the
+    0.2 s a child spends starting Python and importing: the same tasks.py found from `cwd`,
+    Invoke's parsing, the reporter, the exit status (from `sys.exit`), and stdout/stderr (the
+    task's and those of the programs it starts). What only a separate process shows (signals,
+    the checkout's own .env, a closed pipe) stays with `run_cli`."""
+    from invoke import Program, __version__
+
+    if "db.psql" in args or "--debug" in args:
+        # db.psql replaces its process with psql; --debug turns on Invoke's logging, which
+        # pytest has configured already.
+        raise ValueError(f"{' '.join(args)}: run it in a child, with run_cli")
+    program = Program(
+        name="Invoke", binary="inv[oke]", binary_names=["invoke", "inv"], version=__version__
+    )
+    code: int | str | None = 0
+    with _process_state(cli_env(database, **(env or {})), cwd, stdin or "") as (out, err):
+        try:
+            with _time_limit(["inv", *args], timeout):
+                program.run(["inv", *args])
+        except SystemExit as exit_:
+            code = exit_.code
+        except subprocess.TimeoutExpired:
+            raise  # as from run_cli
+        except Exception:  # what Python prints when an exception ends a program
+            import traceback
+
+            traceback.print_exc()
+            code = 1
+        sys.stdout.flush()
+        sys.stderr.flush()
+        out.seek(0)
+        err.seek(0)
+        stdout = out.read().decode("utf-8", errors="replace")
+        stderr = err.read().decode("utf-8", errors="replace")
+    if isinstance(code, str):  # sys.exit("message"): printed, status 1
+        stderr, code = stderr + code + "\n", 1
+    return subprocess.CompletedProcess(["inv", *args], code or 0, stdout, stderr)
 
 
 REVISION_TEMPLATE = '''"""{doc}

@@ -1,5 +1,6 @@
 """The job this repository exists for: adding the next revision, the way docs/MIGRATIONS.md
-section 4 says, to a scratch copy of the checkout, after which the repository's own checks pass."""
+section 4 says, to a scratch copy of the checkout, after which the repository's own checks pass.
+These are walks (marker `walk`): `nox -s walks` runs them, not the plain `pytest`."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ import pytest
 from tests.conftest import BIN, ROOT, cli_env, sql
 from uaip_db.servers.binaries import RELEASES
 from uaip_db.settings import DatabaseConfig
+
+# Minutes of nox and nested pytest runs: `nox -s walks` (pytest -m walk) runs them, CI included.
+pytestmark = pytest.mark.walk
 
 UPGRADE = '''def upgrade() -> None:
     """Apply this change."""
@@ -87,11 +91,13 @@ def step(copy: Path, database: DatabaseConfig | None, *args: str) -> str:
 
 
 def write_next_revision(copy: Path) -> Path:
-    """`inv db.revision`, then what the developer writes into the new file."""
+    """`inv db.revision`, then what the developer writes into the new file (the file as
+    `inv db.revision` wrote it is kept beside the copy, named as_written_NAME)."""
     written = step(copy, None, "inv", "db.revision", "-m", "add users")
     path = next((copy / "migrations" / "versions").glob("*_add_users.py"))
     assert str(path) in written
     text = path.read_text()
+    (copy.parent / f"as_written_{path.name}").write_text(text)
     text = text.replace(
         'def upgrade() -> None:\n    """Apply this change."""\n    pass\n', UPGRADE
     ).replace(
@@ -159,6 +165,15 @@ def test_the_next_migration_keeps_every_check_green(
     step(copy, None, "ruff", "check", "--no-cache", str(path))
     step(copy, None, "inv", "db.snapshots", "--check")
     step(copy, None, "inv", "db.docs", "--check")
+
+
+def test_the_new_revision_passes_mypy_strict_as_written_and_edited(
+    with_next_revision: tuple[Path, Path],
+) -> None:
+    copy, path = with_next_revision
+    as_written = copy.parent / f"as_written_{path.name}"
+    result = in_copy(copy, None, "mypy", "--strict", "--no-incremental", str(as_written), str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 # `nox -s migrations` on the copy, one major per test so the legs spread over the workers.

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import HEAD, run_cli, sql
+from tests.conftest import HEAD, run_inv, sql
 from uaip_db.pg import explain, scrub
 from uaip_db.servers.scratch import ScratchServer
 from uaip_db.settings import DatabaseConfig
@@ -77,13 +77,13 @@ def test_the_callers_libpq_variables_never_redirect_a_command(
     victim = server.create_database("uaip_victim")
     try:
         env = hostile_libpq_environment(server, tmp_path, victim.name)
-        upgraded = run_cli("inv", "db.upgrade", database=empty_db, env=env)
+        upgraded = run_inv("db.upgrade", database=empty_db, env=env)
         assert upgraded.returncode == 0, upgraded.stderr
-        checked = run_cli("inv", "db.check", database=empty_db, env=env)
+        checked = run_inv("db.check", database=empty_db, env=env)
         assert checked.returncode == 0, checked.stderr
         assert f"is at head {HEAD}" in checked.stdout
-        backup = run_cli(
-            "inv", "db.backup", "--out", str(tmp_path), "--no-verify", database=empty_db, env=env
+        backup = run_inv(
+            "db.backup", "--out", str(tmp_path), "--no-verify", database=empty_db, env=env
         )
         assert backup.returncode == 0, backup.stderr
         manifest = json.loads(next(tmp_path.glob("*/manifest.json")).read_text())
@@ -98,14 +98,14 @@ def test_a_schema_named_after_the_role_does_not_capture_the_migrations(
 ) -> None:
     sql(empty_db, f'CREATE SCHEMA "{empty_db.user}"')
     sql(empty_db, f'ALTER DATABASE "{empty_db.name}" SET search_path = "$user", evil, public')
-    result = run_cli("inv", "db.upgrade", database=empty_db)
+    result = run_inv("db.upgrade", database=empty_db)
     assert result.returncode == 0, result.stderr
     in_role_schema = sql(
         empty_db, "SELECT count(*) FROM pg_tables WHERE schemaname = %s", (empty_db.user,)
     )
     assert in_role_schema == [(0,)]
     assert sql(empty_db, "SELECT to_regclass('public.sessions') IS NOT NULL") == [(True,)]
-    downgraded = run_cli("inv", "db.downgrade", "--rev", "base", "--yes", database=empty_db)
+    downgraded = run_inv("db.downgrade", "--rev", "base", "--yes", database=empty_db)
     assert downgraded.returncode == 0, downgraded.stderr
     assert sql(empty_db, "SELECT to_regclass('public.sessions')") == [(None,)]
 

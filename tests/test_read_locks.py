@@ -12,7 +12,7 @@ import psycopg
 import pytest
 
 import uaip_db
-from tests.conftest import run_cli
+from tests.conftest import run_inv
 from uaip_db.errors import USAGE, DatabaseBusy
 from uaip_db.pg import READ_LOCK_TIMEOUT_SECONDS
 from uaip_db.settings import DatabaseConfig
@@ -45,7 +45,7 @@ def test_a_check_behind_a_table_lock_names_the_holder(
 ) -> None:
     with locked(head_db, "sessions") as holder:
         started = time.monotonic()
-        result = run_cli("inv", command, database=head_db, timeout=ENOUGH)
+        result = run_inv(command, database=head_db, timeout=ENOUGH)
         took = time.monotonic() - started
     assert result.returncode == USAGE, result.stdout + result.stderr
     says_who(result.stderr, holder, "sessions")
@@ -65,7 +65,7 @@ def test_status_behind_a_lock_on_the_version_table_names_the_holder(
     head_db: DatabaseConfig,
 ) -> None:
     with locked(head_db, "alembic_version") as holder:
-        result = run_cli("inv", "db.status", database=head_db, timeout=ENOUGH)
+        result = run_inv("db.status", database=head_db, timeout=ENOUGH)
     assert result.returncode == USAGE, result.stdout + result.stderr
     line = next(line for line in result.stdout.splitlines() if line.startswith("database:"))
     says_who(line, holder, "alembic_version")

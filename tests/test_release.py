@@ -17,7 +17,7 @@ from tests.conftest import (
     HEAD,
     WIDEN,
     only_history_up_to,
-    run_cli,
+    run_inv,
     sql,
     write_revision,
 )
@@ -51,8 +51,8 @@ def committed(checkout: Path) -> Path:
 def test_upgrade_with_backup_takes_a_verified_backup_first(
     behind_db: DatabaseConfig, tmp_path: Path
 ) -> None:
-    result = run_cli(
-        "inv", "db.upgrade", "--backup", database=behind_db, env={"UAIP_BACKUP_DIR": str(tmp_path)}
+    result = run_inv(
+        "db.upgrade", "--backup", database=behind_db, env={"UAIP_BACKUP_DIR": str(tmp_path)}
     )
     assert result.returncode == 0, result.stderr
     assert "proven restorable" in result.stdout
@@ -63,8 +63,8 @@ def test_upgrade_with_backup_takes_a_verified_backup_first(
 def test_a_failing_backup_stops_the_change(behind_db: DatabaseConfig, tmp_path: Path) -> None:
     blocked = tmp_path / "not-a-folder"
     blocked.write_text("")
-    result = run_cli(
-        "inv", "db.upgrade", "--backup", database=behind_db, env={"UAIP_BACKUP_DIR": str(blocked)}
+    result = run_inv(
+        "db.upgrade", "--backup", database=behind_db, env={"UAIP_BACKUP_DIR": str(blocked)}
     )
     assert result.returncode != 0
     assert applied.current_revisions(behind_db) == (WIDEN,)
@@ -74,8 +74,8 @@ def test_rehearse_restores_upgrades_and_leaves_the_source_alone(
     behind_db: DatabaseConfig, tmp_path: Path
 ) -> None:
     env = {"UAIP_BACKUP_DIR": str(tmp_path)}
-    assert run_cli("inv", "db.backup", database=behind_db, env=env).returncode == 0
-    result = run_cli("inv", "db.rehearse", database=behind_db, env=env)
+    assert run_inv("db.backup", database=behind_db, env=env).returncode == 0
+    result = run_inv("db.rehearse", database=behind_db, env=env)
     assert result.returncode == 0, result.stderr
     assert f"applied {HEAD}" in result.stdout
     assert f"locks held by {COMMENTS}: ShareUpdateExclusiveLock on checkpoints" in result.stdout
@@ -87,20 +87,18 @@ def test_rehearse_of_a_damaged_backup_never_calls_it_verified(
     behind_db: DatabaseConfig, tmp_path: Path
 ) -> None:
     env = {"UAIP_BACKUP_DIR": str(tmp_path)}
-    assert run_cli("inv", "db.backup", database=behind_db, env=env).returncode == 0
+    assert run_inv("db.backup", database=behind_db, env=env).returncode == 0
     (dump,) = tmp_path.glob("*/dump.pgdump")
     data = dump.read_bytes()
     dump.write_bytes(data[: len(data) // 2])
-    result = run_cli("inv", "db.rehearse", database=behind_db, env=env)
+    result = run_inv("db.rehearse", database=behind_db, env=env)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "is damaged" in result.stderr
     assert "verified" not in result.stdout
 
 
 def test_rehearse_without_a_backup(behind_db: DatabaseConfig, tmp_path: Path) -> None:
-    result = run_cli(
-        "inv", "db.rehearse", database=behind_db, env={"UAIP_BACKUP_DIR": str(tmp_path)}
-    )
+    result = run_inv("db.rehearse", database=behind_db, env={"UAIP_BACKUP_DIR": str(tmp_path)})
     assert result.returncode == 2 and "run `inv db.backup` first" in result.stderr
 
 
@@ -109,7 +107,7 @@ def test_release_check_writes_a_report_to_sign(
 ) -> None:
     checkout = committed
     env = {"UAIP_BACKUP_DIR": str(tmp_path), "UAIP_DB_ROOT": str(checkout)}
-    result = run_cli("inv", "release.check", database=behind_db, env=env)
+    result = run_inv("release.check", database=behind_db, env=env)
     assert result.returncode == 0, result.stderr
     reports = list((checkout / "reports").glob("release-*.md"))
     assert len(reports) == 1
@@ -142,7 +140,7 @@ def test_release_check_fails_when_the_rehearsal_fails(
     )
     snapshots.write(snapshots.build(server))
     env = {"UAIP_BACKUP_DIR": str(tmp_path), "UAIP_DB_ROOT": str(checkout)}
-    result = run_cli("inv", "release.check", database=behind_db, env=env)
+    result = run_inv("release.check", database=behind_db, env=env)
     assert result.returncode == 1
     assert "6. Rehearsal: FAIL" in result.stdout
     report = next((checkout / "reports").glob("release-*.md")).read_text()
@@ -174,7 +172,7 @@ def test_release_check_fails_naming_the_statement_writers_wait_behind(
     )
     snapshots.write(snapshots.build(server))
     env = {"UAIP_BACKUP_DIR": str(tmp_path), "UAIP_DB_ROOT": str(checkout)}
-    result = run_cli("inv", "release.check", database=head_db, env=env)
+    result = run_inv("release.check", database=head_db, env=env)
     assert result.returncode == 1
     assert "6. Rehearsal: FAIL (writers waited" in result.stdout
     assert f"behind `{hold}` in ba0000000011)" in result.stdout
@@ -191,7 +189,7 @@ def test_release_check_fails_naming_the_statement_writers_wait_behind(
     assert worst["statement"] == hold and worst["locks"] == ["AccessExclusiveLock on sessions"]
     assert load["before"]["transactions"] > 0
     # The writers are the default; --no-load rehearses without them, and the hold is no failure.
-    quiet = run_cli("inv", "release.check", "--no-load", database=head_db, env=env)
+    quiet = run_inv("release.check", "--no-load", database=head_db, env=env)
     assert "6. Rehearsal: PASS" in quiet.stdout, quiet.stdout + quiet.stderr
     assert applied.current_revisions(head_db) == (HEAD,)
 
@@ -218,8 +216,8 @@ def test_rehearse_sees_the_locks_of_every_transaction_of_a_revision(
 ) -> None:
     runner.upgrade(empty_db, BASELINE_REVISION)
     env = {"UAIP_BACKUP_DIR": str(tmp_path)}
-    assert run_cli("inv", "db.backup", database=empty_db, env=env).returncode == 0
-    result = run_cli("inv", "db.rehearse", database=empty_db, env=env)
+    assert run_inv("db.backup", database=empty_db, env=env).returncode == 0
+    result = run_inv("db.rehearse", database=empty_db, env=env)
     assert result.returncode == 0, result.stderr
     # 8f2b6c1d4e7a adds a column in a transaction, then builds its index CONCURRENTLY outside it.
     assert f"locks held by {EMAIL}: AccessExclusiveLock on sessions" in result.stdout
@@ -255,7 +253,7 @@ def release_check(
     report test costs a rehearsal, not a workload too."""
     env = {"UAIP_BACKUP_DIR": str(backups), "UAIP_DB_ROOT": str(checkout)}
     flags = [] if load else ["--no-load"]
-    result = run_cli("inv", "release.check", *flags, database=database, env=env)
+    result = run_inv("release.check", *flags, database=database, env=env)
     (report,) = (checkout / "reports").glob("release-*.md")
     return (
         result,
@@ -507,15 +505,13 @@ def test_release_backups_are_pruned_to_the_newest_of_that_database_and_the_repor
     """Issue 25: every release.check kept its backup forever. The release ones of this database
     (same server) are pruned to UAIP_RELEASE_BACKUPS_KEPT; never the new one, nobody else's."""
     releases = tmp_path / "release"
-    older = run_cli("inv", "db.backup", "--out", str(releases), "--no-verify", database=behind_db)
+    older = run_inv("db.backup", "--out", str(releases), "--no-verify", database=behind_db)
     other_db = server.create_database()
     try:
-        other = run_cli(
-            "inv", "db.backup", "--out", str(releases), "--no-verify", database=other_db
-        )
+        other = run_inv("db.backup", "--out", str(releases), "--no-verify", database=other_db)
     finally:
         server.drop_database(other_db.name)
-    mine = run_cli("inv", "db.backup", "--out", str(tmp_path), "--no-verify", database=behind_db)
+    mine = run_inv("db.backup", "--out", str(tmp_path), "--no-verify", database=behind_db)
     assert older.returncode == other.returncode == mine.returncode == 0, older.stderr + other.stderr
     before = {path.name for path in releases.iterdir() if not path.name.startswith(".")}
     assert len(before) == 2
@@ -524,7 +520,7 @@ def test_release_backups_are_pruned_to_the_newest_of_that_database_and_the_repor
         "UAIP_DB_ROOT": str(committed),
         "UAIP_RELEASE_BACKUPS_KEPT": "1",
     }
-    result = run_cli("inv", "release.check", "--no-load", database=behind_db, env=env)
+    result = run_inv("release.check", "--no-load", database=behind_db, env=env)
     assert result.returncode == 0, result.stderr
     (report,) = (committed / "reports").glob("release-*.md")
     text = report.read_text()
@@ -535,8 +531,8 @@ def test_release_backups_are_pruned_to_the_newest_of_that_database_and_the_repor
     assert f"- Removed: `{removed.pop()}`" in text
     # The backup people took by hand, beside the release folder, is not a release backup.
     assert len(list(tmp_path.glob(f"{behind_db.name}-*"))) == 1
-    bad = run_cli(
-        "inv", "release.check", database=behind_db, env={**env, "UAIP_RELEASE_BACKUPS_KEPT": "0"}
+    bad = run_inv(
+        "release.check", database=behind_db, env={**env, "UAIP_RELEASE_BACKUPS_KEPT": "0"}
     )
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
     assert "UAIP_RELEASE_BACKUPS_KEPT='0' is not a whole number of 1 or more" in bad.stderr

@@ -8,7 +8,7 @@ import pytest
 from psycopg import sql as pgsql
 
 import uaip_db
-from tests.conftest import HEAD, run_cli, sql
+from tests.conftest import HEAD, run_cli, run_inv, sql
 from uaip_db import pg
 from uaip_db.migrations import runner
 from uaip_db.settings import DatabaseConfig
@@ -30,10 +30,10 @@ def test_checks_read_a_database_whose_datestyle_is_not_iso(
     head_db: DatabaseConfig, style: str
 ) -> None:
     set_for_database(head_db, "DateStyle", style)
-    check = run_cli("inv", "db.check", database=head_db)
+    check = run_inv("db.check", database=head_db)
     assert check.returncode == 0, check.stderr
     assert f"is at head {HEAD}" in check.stdout
-    verify = run_cli("inv", "db.verify", database=head_db)
+    verify = run_inv("db.verify", database=head_db)
     assert verify.returncode == 0, verify.stderr
     assert "matches revision" in verify.stdout
     assert uaip_db.check_migrations(head_db).exit_code == 0

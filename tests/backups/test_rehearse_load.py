@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CHAIN, COMMENTS, HEAD, WIDEN, run_cli, sql, write_revision
+from tests.conftest import CHAIN, COMMENTS, HEAD, WIDEN, run_inv, sql, write_revision
 from uaip_db.backups import load, workload
 from uaip_db.backups.dump import create_backup
 from uaip_db.backups.rehearse import rehearse
@@ -163,15 +163,14 @@ def test_inv_rehearse_load_fails_naming_the_statement_and_takes_a_wider_budget(
 ) -> None:
     plant(server, checkout, [LOCK_SESSIONS, "SELECT pg_sleep(2.5)"], "Hold sessions")
     env = {"UAIP_BACKUP_DIR": str(tmp_path), "UAIP_DB_ROOT": str(checkout)}
-    assert run_cli("inv", "db.backup", database=head_db, env=env).returncode == 0
-    failed = run_cli("inv", "db.rehearse", "--load", database=head_db, env=env)
+    assert run_inv("db.backup", database=head_db, env=env).returncode == 0
+    failed = run_inv("db.rehearse", "--load", database=head_db, env=env)
     assert failed.returncode == 1, failed.stderr
     assert f"behind `{LOCK_SESSIONS}` in {BLOCKING}" in failed.stderr
     assert "writers before the upgrade:" in failed.stdout and "p99" in failed.stdout
     assert head_db.password not in failed.stdout + failed.stderr
     # A budget the 2.5 s hold fits in (set in the environment, documented) lets it pass.
-    wide = run_cli(
-        "inv",
+    wide = run_inv(
         "db.rehearse",
         "--load",
         "--json",
@@ -185,12 +184,12 @@ def test_inv_rehearse_load_fails_naming_the_statement_and_takes_a_wider_budget(
 
 
 def test_bad_budgets_are_usage_errors(head_db: DatabaseConfig) -> None:
-    without_load = run_cli("inv", "db.rehearse", "--max-writer-wait", "2", database=head_db)
+    without_load = run_inv("db.rehearse", "--max-writer-wait", "2", database=head_db)
     assert without_load.returncode == 2 and "needs --load" in without_load.stderr
-    bad = run_cli("inv", "db.rehearse", "--load", "--max-writer-wait", "0", database=head_db)
+    bad = run_inv("db.rehearse", "--load", "--max-writer-wait", "0", database=head_db)
     assert bad.returncode == 2 and "--max-writer-wait" in bad.stderr
-    setting = run_cli(
-        "inv", "db.rehearse", "--load", database=head_db, env={"UAIP_MAX_WRITER_WAIT": "soon"}
+    setting = run_inv(
+        "db.rehearse", "--load", database=head_db, env={"UAIP_MAX_WRITER_WAIT": "soon"}
     )
     assert setting.returncode == 2 and "UAIP_MAX_WRITER_WAIT='soon'" in setting.stderr
 

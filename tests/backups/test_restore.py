@@ -21,7 +21,7 @@ from tests.backups.conftest import (
     tamper,
 )
 from tests.catalog.changes import apply_changes
-from tests.conftest import HEAD, run_cli, small_disk, sql
+from tests.conftest import HEAD, run_inv, small_disk, sql
 from uaip_db import files
 from uaip_db.backups import manifest as manifests
 from uaip_db.backups import restore as restoring
@@ -294,7 +294,7 @@ def test_restored_by_another_role_an_untouched_database_verifies(
 ) -> None:
     restore_backup(create_backup(head_db, backups).path, other_owner)
 
-    result = run_cli("inv", "db.verify", database=other_owner)
+    result = run_inv("db.verify", database=other_owner)
 
     assert result.returncode == 0, result.stderr
     assert f"matches revision {HEAD}" in result.stdout
@@ -358,7 +358,7 @@ def test_a_sql_ascii_database_is_refused_in_one_line(server: ScratchServer, back
     )
     try:
         for task in (["db.upgrade"], ["db.check"], ["db.backup", "--out", str(backups)]):
-            result = run_cli("inv", *task, database=source)
+            result = run_inv(*task, database=source)
             assert result.returncode == 1, (task, result.stdout, result.stderr)
             assert "uses the SQL_ASCII encoding" in result.stderr
             assert "Traceback" not in result.stderr
@@ -424,8 +424,7 @@ def test_way_a_restores_the_backup_over_a_release_that_added_objects(
     sql(head_db, "INSERT INTO zz_users (mood) VALUES ('busy')")
     sql(head_db, "INSERT INTO sessions (user_id) VALUES ('after the release')")
     env = {"UAIP_DB_ROOT": str(checkout)}
-    back = run_cli(
-        "inv",
+    back = run_inv(
         "db.restore",
         str(made.path),
         "--target",
@@ -442,8 +441,7 @@ def test_way_a_restores_the_backup_over_a_release_that_added_objects(
     ]
     # Something made by hand is still refused, and nothing is touched.
     sql(head_db, "CREATE TABLE hand_made (id int)")
-    refused = run_cli(
-        "inv",
+    refused = run_inv(
         "db.restore",
         str(made.path),
         "--target",

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.backups.conftest import exists
-from tests.conftest import run_cli, sql
+from tests.conftest import run_inv, sql
 from tests.servers.roles import limited_role
 from uaip_db.backups import manifest as manifests
 from uaip_db.backups.dump import create_backup
@@ -85,16 +85,16 @@ def test_db_backup_db_backups_and_db_restore_say_so(
     server: ScratchServer, with_event_trigger: DatabaseConfig, tmp_path: Path
 ) -> None:
     env = {"UAIP_BACKUP_DIR": str(tmp_path)}
-    made = run_cli("inv", "db.backup", database=with_event_trigger, env=env)
+    made = run_inv("db.backup", database=with_event_trigger, env=env)
     assert made.returncode == 0, made.stderr
     assert NOTE in made.stdout and "proven restorable by a superuser" in made.stdout
-    listed = run_cli("inv", "db.backups", database=with_event_trigger, env=env)
+    listed = run_inv("db.backups", database=with_event_trigger, env=env)
     assert listed.returncode == 0, listed.stderr
     assert NOTE in listed.stdout
     path = next(p for p in tmp_path.iterdir() if p.is_dir() and not p.name.startswith("."))
     with limited_role(server, "CREATEDB") as role:
         before = sql(server.admin, "SELECT count(*) FROM pg_database")
-        refused = run_cli("inv", "db.restore", str(path), database=role, env=env)
+        refused = run_inv("db.restore", str(path), database=role, env=env)
         assert refused.returncode == 2, refused.stdout + refused.stderr
         lines = refused.stderr.strip().splitlines()
         assert len(lines) == 1 and f"event trigger {EVENT_TRIGGER}" in lines[0], refused.stderr

@@ -20,7 +20,7 @@ import psycopg
 import pytest
 
 from tests.backups.conftest import cut_manifest, exists, hashes, rewrite_manifest
-from tests.conftest import BIN, ROOT, cli_env, pages, run_cli, small_disk, sql
+from tests.conftest import BIN, ROOT, cli_env, pages, run_inv, small_disk, sql
 from tests.servers.roles import limited_role
 from uaip_db.backups import folder as folders
 from uaip_db.backups import manifest as manifests
@@ -99,7 +99,7 @@ def test_counts_must_be_whole_numbers(
     head_db: DatabaseConfig, tmp_path: Path, args: list[str], named: str
 ) -> None:
     env = {"UAIP_BACKUP_DIR": str(tmp_path / "backups")}
-    result = run_cli("inv", *args, database=head_db, env=env)
+    result = run_inv(*args, database=head_db, env=env)
     assert result.returncode == 2
     assert named in one_line_error(result, head_db)
     assert not (tmp_path / "backups").exists()
@@ -115,7 +115,7 @@ def test_a_backup_folder_that_cannot_be_used(
     else:
         (tmp_path / "a-file").write_text("")
         target = tmp_path / "a-file" / "nowhere"
-    result = run_cli("inv", "db.backup", "--out", str(target), database=head_db)
+    result = run_inv("db.backup", "--out", str(target), database=head_db)
     assert result.returncode == 2
     assert f"Backup folder {target} does not exist" in result.stderr
     assert head_db.password not in result.stderr and "Traceback" not in result.stderr
@@ -127,7 +127,7 @@ def test_a_backup_dir_setting_that_cannot_be_used(
 ) -> None:
     (tmp_path / "a-file").write_text("")
     configured = tmp_path / "a-file" if problem == "a file" else tmp_path / "a-file" / "backups"
-    result = run_cli("inv", "db.backup", database=head_db, env={"UAIP_BACKUP_DIR": str(configured)})
+    result = run_inv("db.backup", database=head_db, env={"UAIP_BACKUP_DIR": str(configured)})
     assert result.returncode == 2
     line = one_line_error(result, head_db)
     assert f"Backup folder {configured} does not exist" in line and "UAIP_BACKUP_DIR" in line
@@ -135,7 +135,7 @@ def test_a_backup_dir_setting_that_cannot_be_used(
 
 def test_out_creates_its_folder_owner_only(head_db: DatabaseConfig, tmp_path: Path) -> None:
     target = tmp_path / "new" / "backups"
-    result = run_cli("inv", "db.backup", "--out", str(target), "--no-verify", database=head_db)
+    result = run_inv("db.backup", "--out", str(target), "--no-verify", database=head_db)
     assert result.returncode == 0, result.stderr
     assert stat.S_IMODE(target.stat().st_mode) == 0o700
     made = made_path(result)
@@ -155,7 +155,7 @@ def test_a_full_disk_leaves_no_backup_behind(
         "manifest.json": pages(sizes["dump.pgdump"]) + pages(sizes["schema.json"]),
     }[fails_at]
     with small_disk(tmp_path / "disk", room) as disk:
-        result = run_cli("inv", "db.backup", "--out", str(disk), "--no-verify", database=head_db)
+        result = run_inv("db.backup", "--out", str(disk), "--no-verify", database=head_db)
         assert result.returncode == 1
         line = one_line_error(result, head_db)
         assert "No space left on device" in line
@@ -177,7 +177,7 @@ def test_keep_never_prunes_the_backup_it_made_nor_an_unreadable_one(
     unreadable = create_backup(head_db, tmp_path)
     (unreadable.path / "manifest.json").write_text("{")
     env = {"UAIP_BACKUP_DIR": str(tmp_path)}
-    result = run_cli("inv", "db.backup", "--keep", "1", "--no-verify", database=head_db, env=env)
+    result = run_inv("db.backup", "--keep", "1", "--no-verify", database=head_db, env=env)
     assert result.returncode == 0, result.stderr
     made = made_path(result)
     assert made.is_dir() and manifests.check_files(made).state == "not verified"
@@ -226,13 +226,13 @@ def test_a_killed_backup_leaves_only_an_unfinished_folder_swept_by_the_next_run(
         os.close(lock)
     assert final_folders(tmp_path) == [] and len(unfinished(tmp_path)) == 1
     leftover = unfinished(tmp_path)[0]
-    refused = run_cli("inv", "db.restore", str(leftover), database=head_db)
+    refused = run_inv("db.restore", str(leftover), database=head_db)
     assert refused.returncode == 2
     assert "is an unfinished backup" in one_line_error(refused, head_db)
-    rehearsal = run_cli("inv", "db.rehearse", database=head_db, env=env)
+    rehearsal = run_inv("db.rehearse", database=head_db, env=env)
     assert rehearsal.returncode == 2 and "run `inv db.backup` first" in rehearsal.stderr
 
-    result = run_cli("inv", "db.backup", "--no-verify", database=head_db, env=env)
+    result = run_inv("db.backup", "--no-verify", database=head_db, env=env)
     assert result.returncode == 0, result.stderr
     assert f"removed {leftover.name}, an unfinished backup whose run was stopped" in result.stdout
     assert unfinished(tmp_path) == [] and final_folders(tmp_path) == [made_path(result)]
@@ -290,7 +290,7 @@ def test_an_idle_in_transaction_timeout_does_not_end_the_snapshot_a_backup_holds
         time.sleep(2.5)  # the snapshot's session idles past the database's 1 s
     stdout, stderr = run.communicate(timeout=120)
     assert run.returncode == 0, stdout + stderr
-    listed = run_cli("inv", "db.backups", "--json", database=head_db, env=env)
+    listed = run_inv("db.backups", "--json", database=head_db, env=env)
     assert [b["state"] for b in json.loads(listed.stdout)["backups"]] == ["not verified"]
 
 
@@ -310,7 +310,7 @@ def test_a_backup_whose_snapshot_session_ends_leaves_nothing_listed(
     assert len(stderr.strip().splitlines()) == 1, stderr
     assert "nothing was kept" in stderr and "Restore it with" not in stdout
     assert final_folders(tmp_path) == [] and unfinished(tmp_path) == []
-    listed = run_cli("inv", "db.backups", "--json", database=head_db, env=env)
+    listed = run_inv("db.backups", "--json", database=head_db, env=env)
     assert json.loads(listed.stdout)["backups"] == []
 
 
@@ -343,7 +343,7 @@ def test_system_and_template_databases_are_never_restored_into(
 ) -> None:
     name = head_template if target == "head template" else target
     args = ["db.restore", str(made), "--target", name, "--yes", "--confirm-db", name]
-    result = run_cli("inv", *args, database=head_db, env=env)
+    result = run_inv(*args, database=head_db, env=env)
     assert result.returncode == 2
     line = one_line_error(result, head_db)
     assert line.startswith(f"Refusing to restore into the database {name!r}")
@@ -357,17 +357,17 @@ def test_restoring_into_any_existing_database_needs_yes(
 ) -> None:
     made = create_backup(full_db, tmp_path / "backups").path
     args = ["db.restore", str(made), "--target", empty_db.name]
-    refused = run_cli("inv", *args, database=full_db)
+    refused = run_inv(*args, database=full_db)
     assert refused.returncode == 2
     line = one_line_error(refused, full_db)
     assert "run it again with --yes" in line and "--into-existing" not in line
     assert sql(empty_db, PUBLIC_RELATIONS) == [(0,)]
 
-    production = run_cli("inv", *args, "--yes", database=full_db, env={"DB_ENV": "production"})
+    production = run_inv(*args, "--yes", database=full_db, env={"DB_ENV": "production"})
     assert production.returncode == 2
     assert f"--yes --confirm-db {empty_db.name}" in one_line_error(production, full_db)
 
-    done = run_cli("inv", *args, "--yes", database=full_db)
+    done = run_inv(*args, "--yes", database=full_db)
     assert done.returncode == 0, done.stderr
     assert "the backup is not verified (its restore check did not finish)" in done.stdout
     assert hashes(empty_db) == hashes(full_db)
@@ -377,14 +377,12 @@ def test_restore_says_whether_the_backup_was_verified(
     server: ScratchServer, head_db: DatabaseConfig, tmp_path: Path
 ) -> None:
     env = {"UAIP_BACKUP_DIR": str(tmp_path)}
-    assert run_cli("inv", "db.backup", database=head_db, env=env).returncode == 0
+    assert run_inv("db.backup", database=head_db, env=env).returncode == 0
     verified = final_folders(tmp_path)[0]
     assert manifests.read_manifest(verified).state == "verified"
     name = f"{head_db.name}_copy"
     try:
-        result = run_cli(
-            "inv", "db.restore", str(verified), "--target", name, database=head_db, env=env
-        )
+        result = run_inv("db.restore", str(verified), "--target", name, database=head_db, env=env)
         assert result.returncode == 0, result.stderr
         assert "the backup is verified (restored and checked on a throwaway database)" in (
             result.stdout
@@ -419,7 +417,7 @@ def test_a_backup_killed_in_its_restore_check_is_labelled_and_its_database_swept
     (backup,) = final_folders(tmp_path)
     assert manifests.check_files(backup).state == "written"
 
-    result = run_cli("inv", "db.rehearse", database=full_db, env=env)
+    result = run_inv("db.rehearse", database=full_db, env=env)
     assert result.returncode == 0, result.stderr
     assert (
         f"Rehearsing on {backup.name}; the backup is not verified (its restore check did not "
@@ -443,7 +441,7 @@ def test_rehearse_skips_a_backup_whose_restore_check_failed(
     folders.record_state(good.path, manifests.VERIFIED)
     bad = create_backup(head_db, tmp_path)
     folders.record_state(bad.path, manifests.VERIFY_FAILED)
-    result = run_cli("inv", "db.rehearse", database=head_db, env={"UAIP_BACKUP_DIR": str(tmp_path)})
+    result = run_inv("db.rehearse", database=head_db, env={"UAIP_BACKUP_DIR": str(tmp_path)})
     assert result.returncode == 0, result.stderr
     assert f"Rehearsing on {good.path.name}; the backup is verified (restored" in result.stdout
     assert f"The backup used, {good.path.name}, is verified" in result.stdout
@@ -454,14 +452,14 @@ def test_backups_lists_the_folder_newest_first(head_db: DatabaseConfig, tmp_path
     import json
 
     env = {"UAIP_BACKUP_DIR": str(tmp_path)}
-    assert run_cli("inv", "db.backup", database=head_db, env=env).returncode == 0
-    assert run_cli("inv", "db.backup", "--no-verify", database=head_db, env=env).returncode == 0
+    assert run_inv("db.backup", database=head_db, env=env).returncode == 0
+    assert run_inv("db.backup", "--no-verify", database=head_db, env=env).returncode == 0
     (tmp_path / ".partial-unfinished").mkdir()
-    listed = json.loads(run_cli("inv", "db.backups", "--json", env=env).stdout)["backups"]
+    listed = json.loads(run_inv("db.backups", "--json", env=env).stdout)["backups"]
     assert [row["state"] for row in listed] == ["not verified", "verified"]
     assert {row["database"] for row in listed} == {head_db.name}
     assert all(row["bytes"] > 0 for row in listed)
-    text = run_cli("inv", "db.backups", env=env)
+    text = run_inv("db.backups", env=env)
     assert text.returncode == 0 and "not verified" in text.stdout and ".partial" not in text.stdout
 
 
@@ -474,19 +472,19 @@ def test_backups_names_the_damaged_backups_it_skips(
     bad = create_backup(head_db, tmp_path)
     cut_manifest(bad.path)
     unreadable = "its manifest.json cannot be read ("
-    text = run_cli("inv", "db.backups", "--out", str(tmp_path))
+    text = run_inv("db.backups", "--out", str(tmp_path))
     assert text.returncode == 0, text.stderr
     lines = text.stdout.splitlines()
     assert lines[0].startswith(f"{good.path}  {head_db.name} at ")
     assert lines[1] == "Skipped 1 damaged backup, which db.restore refuses:"
     assert lines[2].startswith(f"  {bad.path}: {unreadable}")
-    listed = json.loads(run_cli("inv", "db.backups", "--out", str(tmp_path), "--json").stdout)
+    listed = json.loads(run_inv("db.backups", "--out", str(tmp_path), "--json").stdout)
     assert [row["path"] for row in listed["backups"]] == [str(good.path)]
     assert [row["path"] for row in listed["damaged"]] == [str(bad.path)]
     assert listed["damaged"][0]["problem"].startswith(unreadable)
     # None left that can be read: the listing says so, and still names them.
     (good.path / "manifest.json").write_text("not json")
-    text = run_cli("inv", "db.backups", "--out", str(tmp_path))
+    text = run_inv("db.backups", "--out", str(tmp_path))
     assert text.returncode == 0, text.stderr
     assert text.stdout.startswith(f"No readable backups in {tmp_path}.\n")
     assert "Skipped 2 damaged backups, which db.restore refuses:" in text.stdout
@@ -506,7 +504,7 @@ def test_backups_of_a_folder_that_does_not_exist(given: str, problem: str, tmp_p
     (tmp_path / "a-file").write_text("")
     args, env = (["--out", str(named)], {}) if given == "--out" else ([], {given: str(named)})
     for as_json in ([], ["--json"]):
-        result = run_cli("inv", "db.backups", *args, *as_json, env=env)
+        result = run_inv("db.backups", *args, *as_json, env=env)
         assert result.returncode == 2, result.stdout + result.stderr
         assert result.stdout == "" and "Traceback" not in result.stderr
         lines = result.stderr.strip().splitlines()
@@ -547,11 +545,11 @@ def test_clean_drops_only_leftovers_and_asks_first(
     for name in names:
         admin.execute(f'CREATE DATABASE "{name}"')
     try:
-        asked = run_cli("inv", "db.clean", database=head_db)
+        asked = run_inv("db.clean", database=head_db)
         assert asked.returncode == 2, asked.stdout + asked.stderr
         assert "uaip_verify_1_dead" in asked.stdout and "keep_me_clean_test" not in asked.stdout
         assert "--yes" in asked.stderr
-        done = run_cli("inv", "db.clean", "--yes", database=head_db)
+        done = run_inv("db.clean", "--yes", database=head_db)
         assert done.returncode == 0, done.stderr
         left = {row[0] for row in admin.execute("SELECT datname FROM pg_database").fetchall()}
         assert "keep_me_clean_test" in left and head_db.name in left
@@ -568,21 +566,19 @@ def test_rehearse_takes_a_backup_of_this_database_on_this_server_only(
     env = {"UAIP_BACKUP_DIR": str(tmp_path)}
     create_backup(namesake, tmp_path)  # the only backup of that name, from another server
 
-    refused = run_cli("inv", "db.rehearse", database=head_db, env=env)
+    refused = run_inv("db.rehearse", database=head_db, env=env)
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert "None of the 1 backup(s) of" in refused.stderr
     assert "is of this database on this server" in refused.stderr
 
     ours = create_backup(head_db, tmp_path)
     newer_theirs = create_backup(namesake, tmp_path)  # the newest of that name
-    result = run_cli("inv", "db.rehearse", database=head_db, env=env)
+    result = run_inv("db.rehearse", database=head_db, env=env)
     assert result.returncode == 0, result.stderr
     assert f"Rehearsing on {ours.path.name};" in result.stdout
 
     # Named explicitly, any backup is rehearsed on.
-    named = run_cli(
-        "inv", "db.rehearse", "--backup", str(newer_theirs.path), database=head_db, env=env
-    )
+    named = run_inv("db.rehearse", "--backup", str(newer_theirs.path), database=head_db, env=env)
     assert named.returncode == 0 and f"Rehearsing on {newer_theirs.path.name};" in named.stdout
 
 
@@ -607,7 +603,7 @@ def test_two_restores_of_a_long_named_database_go_to_two_new_databases(
     restored = "SELECT datname FROM pg_database WHERE datname LIKE '%\\_restored\\_%'"
     try:
         made = create_backup(source, tmp_path / "backups").path
-        runs = [run_cli("inv", "db.restore", str(made), database=source) for _ in range(2)]
+        runs = [run_inv("db.restore", str(made), database=source) for _ in range(2)]
         for run in runs:
             assert run.returncode == 0, run.stdout + run.stderr
             assert "--yes" not in run.stdout + run.stderr
@@ -617,7 +613,7 @@ def test_two_restores_of_a_long_named_database_go_to_two_new_databases(
             assert len(name.encode()) <= 63 and name in runs[0].stdout + runs[1].stdout
             assert re.search(r"_restored_\d{14}(_\d+)?$", name), name
             assert hashes(server.config_for(name)) == hashes(source)
-        cleaned = run_cli("inv", "db.clean", "--yes", database=source)
+        cleaned = run_inv("db.clean", "--yes", database=source)
         assert cleaned.returncode == 0, cleaned.stderr
         assert all(name in cleaned.stdout for name in names)
         assert not {row[0] for row in admin.execute(restored).fetchall()} & names
@@ -652,7 +648,7 @@ def test_a_table_the_role_may_not_read_is_named_before_pg_dump_starts(
     """Issue 24 item 24: it was a bare "permission denied for table payroll"."""
     unreadable = [f"payroll_{n}" for n in range(5)]
     with role_that_cannot_read(server, head_db, *unreadable) as role:
-        result = run_cli("inv", "db.backup", database=role)
+        result = run_inv("db.backup", database=role)
     assert result.returncode == 2, result.stdout + result.stderr
     line = one_line_error(result, role)
     assert "public.payroll_0, public.payroll_1, public.payroll_2 and 2 more" in line, line
@@ -666,7 +662,7 @@ def test_a_production_upgrade_names_the_table_its_backup_may_not_read(
     previous = history.load().order[-2].revision
     runner.upgrade(empty_db, previous)
     with role_that_cannot_read(server, empty_db, "payroll") as role:
-        result = run_cli("inv", "db.upgrade", database=role, env={"DB_ENV": "production"})
+        result = run_inv("db.upgrade", database=role, env={"DB_ENV": "production"})
     assert result.returncode == 2, result.stdout + result.stderr
     line = one_line_error(result, role)
     assert "may not read 1 table(s) a backup holds: public.payroll;" in line, line

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from psycopg import sql
 
-from tests.conftest import CHAIN, run_cli
+from tests.conftest import CHAIN, run_inv
 from tests.servers.roles import limited_role, url
 from uaip_db import pg
 from uaip_db.backups import manifest as manifests
@@ -109,7 +109,7 @@ def test_a_production_upgrade_without_a_place_for_its_backup_check_names_the_set
     behind_head: DatabaseConfig, tmp_path: Path, place: dict[str, str]
 ) -> None:
     env = {"DB_ENV": "production", "UAIP_BACKUP_DIR": str(tmp_path), **place}
-    result = run_cli("inv", "db.upgrade", database=behind_head, env=env)
+    result = run_inv("db.upgrade", database=behind_head, env=env)
     said = one_line(result, 2)
     assert "UAIP_SCRATCH_URL" in said and f"{behind_head.user} may not create databases" in said
     assert behind_head.name not in said and behind_head.password not in result.stdout + said
@@ -132,7 +132,7 @@ def test_every_task_that_needs_a_throwaway_database_names_the_setting_not_the_da
     behind_head: DatabaseConfig, tmp_path: Path, task: list[str]
 ) -> None:
     env = {"UAIP_BACKUP_DIR": str(tmp_path), "UAIP_SCRATCH": "env"}
-    said = one_line(run_cli("inv", *task, database=behind_head, env=env), 2)
+    said = one_line(run_inv(*task, database=behind_head, env=env), 2)
     assert "UAIP_SCRATCH_URL" in said and "UAIP_SCRATCH=local" in said
     assert behind_head.name not in said and "permission denied" not in said
     assert backups_in(tmp_path) == []
@@ -142,10 +142,10 @@ def test_a_rehearsal_without_a_place_names_the_setting(
     behind_head: DatabaseConfig, tmp_path: Path
 ) -> None:
     env = {"UAIP_BACKUP_DIR": str(tmp_path)}
-    made = run_cli("inv", "db.backup", "--no-verify", database=behind_head, env=env)
+    made = run_inv("db.backup", "--no-verify", database=behind_head, env=env)
     assert made.returncode == 0, made.stderr
     env["UAIP_SCRATCH"] = "env"
-    said = one_line(run_cli("inv", "db.rehearse", database=behind_head, env=env), 2)
+    said = one_line(run_inv("db.rehearse", database=behind_head, env=env), 2)
     assert "UAIP_SCRATCH_URL" in said and behind_head.name not in said
     assert applied.current_revisions(behind_head) == (CHAIN[-2],)
 
@@ -161,7 +161,7 @@ def test_an_admin_connection_in_uaip_scratch_url_lets_a_production_upgrade_back_
         "UAIP_SCRATCH_URL": url(admin),
         "UAIP_TEST_SERVER": "env",
     }
-    result = run_cli("inv", "db.upgrade", database=behind_head, env=env)
+    result = run_inv("db.upgrade", database=behind_head, env=env)
     assert result.returncode == 0, result.stderr
     assert "proven restorable" in result.stdout
     assert admin.password not in result.stdout + result.stderr
@@ -175,7 +175,7 @@ def test_an_admin_connection_that_may_not_create_databases_is_named(
     server: ScratchServer, behind_head: DatabaseConfig, tmp_path: Path
 ) -> None:
     env = {"UAIP_BACKUP_DIR": str(tmp_path), "UAIP_SCRATCH_URL": url(behind_head)}
-    said = one_line(run_cli("inv", "db.roundtrip", database=behind_head, env=env), 2)
+    said = one_line(run_inv("db.roundtrip", database=behind_head, env=env), 2)
     assert "chosen by UAIP_SCRATCH_URL" in said and "may not create databases" in said
 
 
@@ -186,7 +186,7 @@ def test_a_backup_whose_restore_check_fails_after_it_was_written_is_kept_and_sai
     # restore check's second connection is refused after the dump was written.
     with limited_role(server, "CREATEDB CONNECTION LIMIT 1") as admin:
         env = {"UAIP_BACKUP_DIR": str(tmp_path), "UAIP_SCRATCH_URL": url(admin)}
-        result = run_cli("inv", "db.backup", database=behind_head, env=env)
+        result = run_inv("db.backup", database=behind_head, env=env)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     (backup,) = backups_in(tmp_path)

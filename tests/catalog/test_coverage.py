@@ -17,7 +17,7 @@ from tests.catalog.changes import (
     schema_dump,
     with_role,
 )
-from tests.conftest import HEAD, run_cli, sql
+from tests.conftest import HEAD, run_inv, sql
 from uaip_db.catalog import snapshot
 from uaip_db.catalog.snapshot import KINDS, ObjectKey
 from uaip_db.checks.verify import verify
@@ -58,7 +58,7 @@ def test_verify_names_each_difference_and_counts_those_it_leaves_out(
     differences = verify(head_db).differences
     assert len(differences) > SHOWN
 
-    result = run_cli("inv", "db.verify", database=head_db)
+    result = run_inv("db.verify", database=head_db)
 
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"does not match revision {HEAD}" in result.stderr
@@ -97,7 +97,7 @@ def test_a_change_that_leaves_the_behaviour_as_it_was_still_verifies(
 def test_an_untouched_database_verifies_and_dumps_as_head_does(
     head_db: DatabaseConfig, head_dump: str
 ) -> None:
-    result = run_cli("inv", "db.verify", database=head_db)
+    result = run_inv("db.verify", database=head_db)
 
     assert result.returncode == 0, result.stderr
     assert f"matches revision {HEAD}" in result.stdout

@@ -15,7 +15,7 @@ import pytest
 from psycopg import sql
 
 import uaip_db
-from tests.conftest import run_cli
+from tests.conftest import run_inv
 from tests.planted import Attacker, attacker_in, is_superuser, ran
 from uaip_db.migrations import runner
 from uaip_db.migrations.ledger import LEDGER_TABLE
@@ -45,13 +45,13 @@ def test_planted_operators_and_functions_never_run(
 ) -> None:
     database, attacker = planted
     # Reading where the database is needs no snapshot: it works, on a catalog-only search_path.
-    status = run_cli("inv", "db.status", database=database)
+    status = run_inv("db.status", database=database)
     assert status.returncode == 0, status.stderr
     assert BASELINE in status.stdout
     # Everything that reads the schema with public on the search_path, or migrates, refuses in
     # one line naming a planted object and its owner.
     for args in (("db.check",), ("db.verify",), ("db.upgrade",), ("db.backup",)):
-        result = run_cli("inv", *args, database=database)
+        result = run_inv(*args, database=database)
         assert result.returncode == 1, (args, result.stdout, result.stderr)
         line = one_line(result.stderr)
         assert "shadows PostgreSQL's own" in line and f"owner {attacker.role}" in line, line
@@ -84,9 +84,9 @@ def test_the_database_stays_usable_once_the_planted_objects_are_gone(
         conn.execute(
             sql.SQL("REVOKE CREATE ON SCHEMA public FROM {}").format(sql.Identifier(attacker.role))
         )
-    result = run_cli("inv", "db.upgrade", database=database)
+    result = run_inv("db.upgrade", database=database)
     assert result.returncode == 0, result.stderr
-    check = run_cli("inv", "db.check", database=database)
+    check = run_inv("db.check", database=database)
     assert check.returncode == 0, check.stderr
     assert ran(database, attacker) == []
 
@@ -122,12 +122,12 @@ def test_a_ledger_another_role_created_is_refused(
             ).format(t=sql.Identifier(LEDGER_TABLE))
         )
         conn.execute("RESET ROLE")
-    result = run_cli("inv", "db.upgrade", database=database)
+    result = run_inv("db.upgrade", database=database)
     assert result.returncode == 1, result.stdout + result.stderr
     line = one_line(result.stderr)
     assert f"table public.{LEDGER_TABLE} belongs to role {planted.role}" in line, line
     for args in (("db.check",), ("db.verify",)):
-        refused = run_cli("inv", *args, database=database)
+        refused = run_inv(*args, database=database)
         assert refused.returncode == 1, refused.stdout
         assert f"public.{LEDGER_TABLE} belongs to role {planted.role}" in one_line(refused.stderr)
     assert ran(database, planted) == []
@@ -147,6 +147,6 @@ def test_a_trigger_on_our_own_ledger_is_shown_and_refused(head_db: DatabaseConfi
             "FOR EACH ROW EXECUTE FUNCTION public.stamp_it()"
         )
     for args in (("db.verify",), ("db.check",)):
-        result = run_cli("inv", *args, database=head_db)
+        result = run_inv(*args, database=head_db)
         assert result.returncode == 1, (args, result.stdout)
         assert f"trigger stamp_it on public.{LEDGER_TABLE}" in one_line(result.stderr)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import HEAD, run_cli, sql, write_revision
+from tests.conftest import HEAD, run_inv, sql, write_revision
 from uaip_db.catalog.snapshot import Snapshot
 from uaip_db.checks import roundtrip
 from uaip_db.checks.data_loss import DataLoss, lost_objects, undeclared
@@ -63,13 +63,13 @@ def test_an_unmarked_downgrade_of_a_table_with_rows_is_refused(
         "INSERT INTO zz_test_notes (body) SELECT 'n' || g FROM generate_series(1, 10) AS g",
     )
     env = {"UAIP_DB_ROOT": str(checkout)}
-    refused = run_cli("inv", "db.downgrade", database=empty_db, env=env)
+    refused = run_inv("db.downgrade", database=empty_db, env=env)
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert "would drop zz_test_notes: 10 row(s)" in refused.stdout
     assert "--yes" in refused.stderr
     assert sql(empty_db, "SELECT count(*) FROM zz_test_notes") == [(10,)]
     assert applied.current_revisions(empty_db) == (NOTES,)
-    done = run_cli("inv", "db.downgrade", "--yes", database=empty_db, env=env)
+    done = run_inv("db.downgrade", "--yes", database=empty_db, env=env)
     assert done.returncode == 0, done.stderr
     assert applied.current_revisions(empty_db) == (HEAD,)
 
@@ -79,7 +79,7 @@ def test_an_empty_new_table_downgrades_without_asking(
 ) -> None:
     add_unmarked_revision(checkout)
     runner.upgrade(empty_db, "head")
-    result = run_cli("inv", "db.downgrade", database=empty_db, env={"UAIP_DB_ROOT": str(checkout)})
+    result = run_inv("db.downgrade", database=empty_db, env={"UAIP_DB_ROOT": str(checkout)})
     assert result.returncode == 0, result.stderr
     assert applied.current_revisions(empty_db) == (HEAD,)
 
@@ -114,7 +114,7 @@ def test_a_table_made_by_hand_is_not_counted_as_what_a_downgrade_drops(
 ) -> None:
     sql(head_db, "CREATE TABLE hand_made (id int)")
     sql(head_db, "INSERT INTO hand_made VALUES (1), (2)")
-    result = run_cli("inv", "db.downgrade", database=head_db)
+    result = run_inv("db.downgrade", database=head_db)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "hand_made" not in result.stdout + result.stderr
     assert sql(head_db, "SELECT count(*) FROM hand_made") == [(2,)]

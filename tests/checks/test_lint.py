@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import HEAD, run_cli, sql, write_revision
+from tests.conftest import HEAD, run_inv, sql, write_revision
 from uaip_db.checks import lint
 from uaip_db.errors import CheckFailed, SettingsError
 from uaip_db.migrations import history, runner, snapshots
@@ -27,7 +27,7 @@ def add_and_snapshot(server: ScratchServer, checkout: Path, **revision: object) 
 
 
 def test_the_repository_passes() -> None:
-    result = run_cli("inv", "db.lint")
+    result = run_inv("db.lint")
     assert result.returncode == 0, result.stderr
     assert "Every revision passes" in result.stdout
 
@@ -116,7 +116,7 @@ def test_an_empty_downgrade_and_since(server: ScratchServer, checkout: Path) -> 
         downgrade=[],
     )
     assert "empty-downgrade" in rules_for("1d0000000004")
-    result = run_cli("inv", "db.lint", "--since", HEAD, env={"UAIP_DB_ROOT": str(checkout)})
+    result = run_inv("db.lint", "--since", HEAD, env={"UAIP_DB_ROOT": str(checkout)})
     assert result.returncode == 1
     assert "1d0000000004 (Test revision): [empty-downgrade]" in result.stderr
     assert "8f2b6c1d4e7a" not in result.stderr
@@ -299,7 +299,7 @@ def test_a_finding_names_the_file_the_line_and_the_statement(
     assert long.statement.startswith("ALTER TABLE sessions ADD CONSTRAINT sessions_long CHECK")
     assert len(long.statement) == 120 and long.statement.endswith("...")
 
-    result = run_cli("inv", "db.lint", "--since", HEAD, env={"UAIP_DB_ROOT": str(checkout)})
+    result = run_inv("db.lint", "--since", HEAD, env={"UAIP_DB_ROOT": str(checkout)})
     assert result.returncode == 1
     lines = result.stderr.splitlines()
     headline = next(i for i, line in enumerate(lines) if "[blocking-index]" in line)
@@ -307,9 +307,7 @@ def test_a_finding_names_the_file_the_line_and_the_statement(
     assert lines[headline + 1] == (
         "    CREATE INDEX idx_sessions_project ON sessions (project_name)"
     )
-    as_json = run_cli(
-        "inv", "db.lint", "--since", HEAD, "--json", env={"UAIP_DB_ROOT": str(checkout)}
-    )
+    as_json = run_inv("db.lint", "--since", HEAD, "--json", env={"UAIP_DB_ROOT": str(checkout)})
     entries = [e for e in json.loads(as_json.stdout)["findings"] if e["rule"] == "blocking-index"]
     assert entries[0]["file"] == "migrations/versions/1d0000000011_test.py"
     assert entries[0]["line"] == index.line
@@ -446,9 +444,7 @@ def test_a_finding_an_exception_would_accept_shows_the_entry(
     assert "    to accept it, add to migrations/lint-exceptions.toml:" in drop.text(docs)
     assert "        [[exception]]" in drop.text(docs).splitlines()
 
-    result = run_cli(
-        "inv", "db.lint", "--since", HEAD, "--json", env={"UAIP_DB_ROOT": str(checkout)}
-    )
+    result = run_inv("db.lint", "--since", HEAD, "--json", env={"UAIP_DB_ROOT": str(checkout)})
     reported = [e for e in json.loads(result.stdout)["findings"] if e["rule"] == "ban-drop-column"]
     assert reported[0]["exception"] == drop.exception
     # What it shows is what silences it; a helper's finding shows none.
@@ -501,12 +497,12 @@ def test_lint_json_carries_the_notes_and_a_stale_snapshot_leaves_stdout_empty(
         ],
         downgrade=["ALTER TABLE checkpoints DROP COLUMN zz_note"],
     )
-    result = run_cli("inv", "db.lint", "--json", env={"UAIP_DB_ROOT": str(checkout)})
+    result = run_inv("db.lint", "--json", env={"UAIP_DB_ROOT": str(checkout)})
     data = json.loads(result.stdout)
     assert data["passed"] is (result.returncode == 0)
     assert any("1d0000000016" in note for note in data["notes"]), data["notes"]
     revision = checkout / "migrations" / "versions" / "1d0000000016_test.py"
     revision.write_text(revision.read_text() + "\n# edited after its snapshot\n")
-    stale = run_cli("inv", "db.lint", "--json", env={"UAIP_DB_ROOT": str(checkout)})
+    stale = run_inv("db.lint", "--json", env={"UAIP_DB_ROOT": str(checkout)})
     assert stale.returncode == 1 and stale.stdout == ""
     assert "snapshot" in stale.stderr and len(stale.stderr.strip().splitlines()) <= 2

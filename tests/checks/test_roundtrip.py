@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CHAIN, HEAD, run_cli, write_revision
+from tests.conftest import CHAIN, HEAD, run_inv, write_revision
 from uaip_db.checks import roundtrip
 from uaip_db.errors import RoundtripFailed
 from uaip_db.servers.scratch import ScratchServer
@@ -88,7 +88,7 @@ def test_an_upgrade_that_changes_rows_is_named(server: ScratchServer, checkout: 
 
 
 def test_the_task_reports_each_step(checkout: Path) -> None:
-    result = run_cli("inv", "db.roundtrip", env={"UAIP_DB_ROOT": str(checkout)})
+    result = run_inv("db.roundtrip", env={"UAIP_DB_ROOT": str(checkout)})
     assert result.returncode == 0, result.stderr
     assert "03033cebb647  up" in result.stdout and "Round trip passed" in result.stdout
 

@@ -9,14 +9,14 @@ import psycopg
 import pytest
 
 import uaip_db
-from tests.conftest import CHAIN, HEAD, WIDEN, run_cli, sql, write_revision
+from tests.conftest import CHAIN, HEAD, WIDEN, run_cli, run_inv, sql, write_revision
 from uaip_db.checks.status import effective_settings
 from uaip_db.migrations import applied, runner
 from uaip_db.settings import SETTINGS, DatabaseConfig
 
 
 def test_at_head_exits_0(head_db: DatabaseConfig) -> None:
-    result = run_cli("inv", "db.check", database=head_db)
+    result = run_inv("db.check", database=head_db)
     assert result.returncode == 0, result.stderr
     assert f"is at head {HEAD}" in result.stdout
     assert uaip_db.check_migrations(head_db).exit_code == 0
@@ -24,7 +24,7 @@ def test_at_head_exits_0(head_db: DatabaseConfig) -> None:
 
 def test_pending_exits_3_with_the_list(empty_db: DatabaseConfig) -> None:
     runner.upgrade(empty_db, "03033cebb647")
-    result = run_cli("inv", "db.check", database=empty_db)
+    result = run_inv("db.check", database=empty_db)
     assert result.returncode == 3
     assert f"{len(CHAIN) - 1} revision(s) pending" in result.stderr
     assert "8f2b6c1d4e7a Add sessions.email" in result.stderr
@@ -33,7 +33,7 @@ def test_pending_exits_3_with_the_list(empty_db: DatabaseConfig) -> None:
 
 
 def test_json_output(empty_db: DatabaseConfig) -> None:
-    result = run_cli("inv", "db.check", "--json", database=empty_db)
+    result = run_inv("db.check", "--json", database=empty_db)
     assert result.returncode == 3
     report = json.loads(result.stdout)
     assert report["current"] == [] and report["heads"] == [HEAD] and report["exit_code"] == 3
@@ -42,7 +42,7 @@ def test_json_output(empty_db: DatabaseConfig) -> None:
 
 def test_unknown_revision_in_the_database_exits_1(head_db: DatabaseConfig) -> None:
     sql(head_db, "UPDATE alembic_version SET version_num = 'feedface0000'")
-    result = run_cli("inv", "db.check", database=head_db)
+    result = run_inv("db.check", database=head_db)
     assert result.returncode == 1
     assert "feedface0000, which these migration scripts do not know" in result.stderr
     with pytest.raises(uaip_db.CheckFailed, match="feedface0000"):
@@ -52,7 +52,7 @@ def test_unknown_revision_in_the_database_exits_1(head_db: DatabaseConfig) -> No
 def test_two_heads_exit_1(head_db: DatabaseConfig, checkout: Path) -> None:
     versions = checkout / "migrations" / "versions"
     write_revision(versions, "aaaa00000001", WIDEN, ["SELECT 1"], ["SELECT 1"])
-    result = run_cli("inv", "db.check", database=head_db, env={"UAIP_DB_ROOT": str(checkout)})
+    result = run_inv("db.check", database=head_db, env={"UAIP_DB_ROOT": str(checkout)})
     assert result.returncode == 1
     assert f"2 heads ({', '.join(sorted(['aaaa00000001', HEAD]))})" in result.stderr
 
@@ -62,7 +62,7 @@ def test_an_empty_downgrade_without_a_marker_exits_1(
 ) -> None:
     versions = checkout / "migrations" / "versions"
     write_revision(versions, "cccc00000003", HEAD, ["SELECT 1"], [], doc="Forgot the way back")
-    result = run_cli("inv", "db.check", database=head_db, env={"UAIP_DB_ROOT": str(checkout)})
+    result = run_inv("db.check", database=head_db, env={"UAIP_DB_ROOT": str(checkout)})
     assert result.returncode == 1
     assert "cccc00000003 (Forgot the way back): downgrade() does nothing" in result.stderr
 
@@ -72,7 +72,7 @@ def test_an_irreversible_marker_is_accepted(head_db: DatabaseConfig, checkout: P
     write_revision(
         versions, "dddd00000004", HEAD, ["SELECT 1"], [], markers='irreversible = "data fix"'
     )
-    result = run_cli("inv", "db.check", database=head_db, env={"UAIP_DB_ROOT": str(checkout)})
+    result = run_inv("db.check", database=head_db, env={"UAIP_DB_ROOT": str(checkout)})
     assert result.returncode == 3, result.stderr
     assert "dddd00000004" in result.stderr
 
@@ -81,15 +81,15 @@ def test_an_applied_migration_edited_afterwards_exits_1(
     empty_db: DatabaseConfig, checkout: Path
 ) -> None:
     env = {"UAIP_DB_ROOT": str(checkout)}
-    assert run_cli("inv", "db.upgrade", database=empty_db, env=env).returncode == 0
+    assert run_inv("db.upgrade", database=empty_db, env=env).returncode == 0
     script = next((checkout / "migrations" / "versions").glob("*_widen_sessions_user_id.py"))
     script.write_text(script.read_text() + "\n# a quiet edit\n")
-    result = run_cli("inv", "db.check", database=empty_db, env=env)
+    result = run_inv("db.check", database=empty_db, env=env)
     assert result.returncode == 1
     assert "b41d9e0c7f25 (Widen sessions.user_id to 500 characters) was edited after it was" in (
         result.stderr
     )
-    verify = run_cli("inv", "db.verify", database=empty_db, env=env)
+    verify = run_inv("db.verify", database=empty_db, env=env)
     assert verify.returncode == 1 and "was edited after it was applied" in verify.stderr
 
 
@@ -99,18 +99,18 @@ def test_an_edited_applied_revision_is_told_both_ways_and_the_unpushed_way_works
     """docs/MIGRATIONS.md: pushed, revert the edit; not pushed, downgrade to the parent and
     upgrade again, which records the file anew (issue 25)."""
     env = {"UAIP_DB_ROOT": str(checkout)}
-    assert run_cli("inv", "db.upgrade", database=empty_db, env=env).returncode == 0
+    assert run_inv("db.upgrade", database=empty_db, env=env).returncode == 0
     script = next((checkout / "migrations" / "versions").glob("*_widen_sessions_user_id.py"))
     script.write_text(script.read_text().replace('"', "'"))  # what a formatter might do
-    result = run_cli("inv", "db.check", database=empty_db, env=env)
+    result = run_inv("db.check", database=empty_db, env=env)
     assert result.returncode == 1
     parent = CHAIN[CHAIN.index(WIDEN) - 1]
     advice = f"`inv db.downgrade --rev {parent} && inv db.upgrade` records it anew"
     assert "if it was pushed, revert the edit" in result.stderr and advice in result.stderr
-    down = run_cli("inv", "db.downgrade", "--rev", parent, "--yes", database=empty_db, env=env)
+    down = run_inv("db.downgrade", "--rev", parent, "--yes", database=empty_db, env=env)
     assert down.returncode == 0, down.stderr
-    assert run_cli("inv", "db.upgrade", database=empty_db, env=env).returncode == 0
-    again = run_cli("inv", "db.check", database=empty_db, env=env)
+    assert run_inv("db.upgrade", database=empty_db, env=env).returncode == 0
+    again = run_inv("db.check", database=empty_db, env=env)
     assert "was edited after it was applied" not in again.stderr, again.stderr
 
 
@@ -120,7 +120,7 @@ def test_a_database_stamped_head_by_hand_is_not_at_head(empty_db: DatabaseConfig
     seed(empty_db)  # schema v1.0.0, then the wrong stamp the README warns about
     stamped = run_cli("alembic", "stamp", "head", database=empty_db)
     assert stamped.returncode == 0, stamped.stderr
-    result = run_cli("inv", "db.check", database=empty_db)
+    result = run_inv("db.check", database=empty_db)
     assert result.returncode == 1
     assert f"The schema is not revision {HEAD}'s" in result.stderr
     assert "inv db.verify" in result.stderr
@@ -137,7 +137,7 @@ def test_an_invalid_index_fails_the_check(head_db: DatabaseConfig) -> None:
         pytest.raises(psycopg.errors.UniqueViolation),
     ):
         conn.execute("CREATE UNIQUE INDEX CONCURRENTLY idx_half_built ON zz_half (v)")
-    result = run_cli("inv", "db.check", database=head_db)
+    result = run_inv("db.check", database=head_db)
     assert result.returncode == 1
     assert "Index idx_half_built is INVALID" in result.stderr
     with pytest.raises(uaip_db.CheckFailed, match="INVALID"):
@@ -153,7 +153,7 @@ def test_stale_snapshots_are_one_line_naming_the_revision(
     env = {"UAIP_DB_ROOT": str(checkout)}
     wanted = f"migrations/snapshots/ was generated before revision {WIDEN} "
     for task in ("db.check", "db.verify", "db.lint"):
-        result = run_cli("inv", task, database=head_db, env=env)
+        result = run_inv(task, database=head_db, env=env)
         assert result.returncode == 1, (task, result.stdout)
         assert wanted in result.stderr and "run `inv db.snapshots`" in result.stderr, task
         assert "does not match" not in result.stderr, task
@@ -172,14 +172,14 @@ def test_a_database_built_from_init_sql_is_told_to_stamp(empty_db: DatabaseConfi
     from uaip_db.migrations.baseline import seed
 
     seed(empty_db)
-    result = run_cli("inv", "db.check", database=empty_db)
+    result = run_inv("db.check", database=empty_db)
     assert result.returncode == 1
     assert "inv db.stamp --rev auto" in result.stderr
 
 
 def test_upgrade_of_a_database_at_an_unknown_revision(head_db: DatabaseConfig) -> None:
     sql(head_db, "UPDATE alembic_version SET version_num = 'f0546d4a3b98'")
-    result = run_cli("inv", "db.upgrade", database=head_db)
+    result = run_inv("db.upgrade", database=head_db)
     assert result.returncode == 1
     assert "which these migration scripts do not know" in result.stderr
 
@@ -189,8 +189,8 @@ def test_stamp_auto_refuses_stale_snapshots(empty_db: DatabaseConfig, checkout: 
     sql(empty_db, "DELETE FROM alembic_version")
     path = next((checkout / "migrations" / "versions").glob(f"*{WIDEN}*.py"))
     path.write_text(path.read_text() + "\n# reviewed\n")
-    result = run_cli(
-        "inv", "db.stamp", "--rev", "auto", database=empty_db, env={"UAIP_DB_ROOT": str(checkout)}
+    result = run_inv(
+        "db.stamp", "--rev", "auto", database=empty_db, env={"UAIP_DB_ROOT": str(checkout)}
     )
     assert result.returncode == 1
     assert "run `inv db.snapshots`" in result.stderr
@@ -201,7 +201,7 @@ def test_a_new_revision_with_two_heads_is_one_line(checkout: Path) -> None:
     write_revision(
         checkout / "migrations" / "versions", "aaaa00000009", WIDEN, ["SELECT 1"], ["SELECT 1"]
     )
-    result = run_cli("inv", "db.revision", "-m", "c", env={"UAIP_DB_ROOT": str(checkout)})
+    result = run_inv("db.revision", "-m", "c", env={"UAIP_DB_ROOT": str(checkout)})
     assert result.returncode == 1
     assert "heads" in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

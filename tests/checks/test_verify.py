@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.conftest import HEAD, WIDEN, run_cli, sql
+from tests.conftest import HEAD, WIDEN, run_inv, sql
 from uaip_db.catalog import expected
 from uaip_db.catalog.snapshot import take
 from uaip_db.migrations import applied, snapshots
@@ -17,7 +17,7 @@ from uaip_db.settings import DatabaseConfig
 
 
 def test_a_migrated_database_verifies(head_db: DatabaseConfig) -> None:
-    result = run_cli("inv", "db.verify", database=head_db)
+    result = run_inv("db.verify", database=head_db)
     assert result.returncode == 0, result.stderr
     assert f"matches revision {HEAD}" in result.stdout
 
@@ -45,17 +45,17 @@ def test_drift_exits_1_and_names_the_object(
     head_db: DatabaseConfig, change: str, named: str
 ) -> None:
     sql(head_db, change)
-    result = run_cli("inv", "db.verify", database=head_db)
+    result = run_inv("db.verify", database=head_db)
     assert result.returncode == 1
     assert named in result.stderr
-    as_json = run_cli("inv", "db.verify", "--json", database=head_db)
+    as_json = run_inv("db.verify", "--json", database=head_db)
     assert as_json.returncode == 1
     report = json.loads(as_json.stdout)
     assert report["differences"] == [named]
 
 
 def test_an_empty_database_verifies_as_base(empty_db: DatabaseConfig) -> None:
-    result = run_cli("inv", "db.verify", database=empty_db)
+    result = run_inv("db.verify", database=empty_db)
     assert result.returncode == 0 and "matches revision base" in result.stdout
 
 
@@ -77,21 +77,21 @@ def test_stamp_auto_finds_the_baseline_of_an_init_sql_database(
     empty_db: DatabaseConfig, head_db: DatabaseConfig
 ) -> None:
     seed(empty_db)
-    result = run_cli("inv", "db.stamp", "--rev", "auto", "db.upgrade", database=empty_db)
+    result = run_inv("db.stamp", "--rev", "auto", "db.upgrade", database=empty_db)
     assert result.returncode == 0, result.stderr
     assert "matches revision 03033cebb647" in result.stdout
     assert take(empty_db) == take(head_db)
-    assert run_cli("inv", "db.verify", database=empty_db).returncode == 0
+    assert run_inv("db.verify", database=empty_db).returncode == 0
 
 
 def test_stamp_refuses_a_revision_the_schema_does_not_match(empty_db: DatabaseConfig) -> None:
     seed(empty_db)
-    result = run_cli("inv", "db.stamp", "--rev", WIDEN, database=empty_db)
+    result = run_inv("db.stamp", "--rev", WIDEN, database=empty_db)
     assert result.returncode == 1
     assert f"not revision {WIDEN}'s" in result.stderr
     assert "column sessions.email: missing" in result.stderr
     assert sql(empty_db, "SELECT to_regclass('alembic_version')") == [(None,)]
-    forced = run_cli("inv", "db.stamp", "--rev", WIDEN, "--force", database=empty_db)
+    forced = run_inv("db.stamp", "--rev", WIDEN, "--force", database=empty_db)
     assert forced.returncode == 0 and "despite" in forced.stdout
     assert applied.current_revisions(empty_db) == (WIDEN,)
 
@@ -99,14 +99,14 @@ def test_stamp_refuses_a_revision_the_schema_does_not_match(empty_db: DatabaseCo
 def test_stamp_auto_refuses_a_schema_that_matches_nothing(empty_db: DatabaseConfig) -> None:
     seed(empty_db)
     sql(empty_db, "ALTER TABLE sessions ADD COLUMN nickname text")
-    result = run_cli("inv", "db.stamp", "--rev", "auto", database=empty_db)
+    result = run_inv("db.stamp", "--rev", "auto", database=empty_db)
     assert result.returncode == 1
     assert "matches no revision; the closest is 03033cebb647" in result.stderr
     assert "column sessions.nickname: unexpected" in result.stderr
 
 
 def test_stamp_auto_on_an_empty_database_says_upgrade(empty_db: DatabaseConfig) -> None:
-    result = run_cli("inv", "db.stamp", "--rev", "auto", database=empty_db)
+    result = run_inv("db.stamp", "--rev", "auto", database=empty_db)
     assert result.returncode == 1 and "db.upgrade" in result.stderr
 
 
@@ -117,7 +117,7 @@ def test_offline_sql_builds_the_same_schema(
 
     bindir = find_bindir()
     assert bindir is not None
-    rendered = run_cli("inv", "db.upgrade", "--sql", database=empty_db)
+    rendered = run_inv("db.upgrade", "--sql", database=empty_db)
     assert rendered.returncode == 0, rendered.stderr
     ran = subprocess.run(
         [str(bindir / "psql"), "-v", "ON_ERROR_STOP=1", "-q", "-X"],

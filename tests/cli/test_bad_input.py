@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import BIN, CHAIN, EMAIL, HEAD, ROOT, cli_env, run_cli, sql
+from tests.conftest import BIN, CHAIN, EMAIL, HEAD, ROOT, cli_env, run_cli, run_inv, sql
 from tests.servers.roles import limited_role
 from tests.servers.standby import hot_standby
 from uaip_db import pg
@@ -52,7 +52,7 @@ def one_clean_line(result: subprocess.CompletedProcess[str], status: int) -> Non
 def test_bad_migration_settings_change_nothing(
     empty_db: DatabaseConfig, env: dict[str, str], named: str
 ) -> None:
-    result = run_cli("inv", "db.upgrade", database=empty_db, env=env)
+    result = run_inv("db.upgrade", database=empty_db, env=env)
     one_clean_line(result, 2)
     assert named in result.stderr
     assert applied.current_revisions(empty_db) == ()
@@ -95,7 +95,7 @@ def test_a_dotenv_that_cannot_be_read(tmp_path: Path, content: bytes, said: str)
 
 @pytest.mark.parametrize("task", ["db.upgrade", "db.downgrade"])
 def test_an_empty_revision(head_db: DatabaseConfig, task: str) -> None:
-    result = run_cli("inv", task, "--rev", "", database=head_db)
+    result = run_inv(task, "--rev", "", database=head_db)
     one_clean_line(result, 2)
     assert "--rev needs" in result.stderr
     assert applied.current_revisions(head_db) == (HEAD,)
@@ -105,13 +105,13 @@ def test_an_empty_revision(head_db: DatabaseConfig, task: str) -> None:
     "args", [["db.upgrade", "--bogus"], ["db.restore"], ["db.upgrade", "--rev"]]
 )
 def test_invoke_usage_errors_exit_2(args: list[str]) -> None:
-    result = run_cli("inv", *args)
+    result = run_inv(*args)
     one_clean_line(result, 2)
     assert "inv --help TASK" in result.stderr
 
 
 def test_an_unknown_task_points_at_the_list_of_tasks() -> None:
-    result = run_cli("inv", "db.upgrad")
+    result = run_inv("db.upgrad")
     one_clean_line(result, 2)
     assert "'db.upgrad'" in result.stderr and "inv --list" in result.stderr
 
@@ -194,8 +194,7 @@ def test_a_lock_timeout_inside_a_concurrent_build_is_named_and_retried(
     reader.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     reader.execute("SELECT count(*) FROM checkpoints")  # the index build waits for it
     try:
-        result = run_cli(
-            "inv",
+        result = run_inv(
             "db.upgrade",
             "--rev",
             EMAIL,
@@ -244,12 +243,12 @@ def names_the_standby(result: subprocess.CompletedProcess[str]) -> None:
     "args", [["db.stamp", "--rev", "auto"], ["db.stamp", "--rev", BASELINE_REVISION]]
 )
 def test_a_stamp_on_a_hot_standby_says_it_is_a_standby(standby: Standby, args: list[str]) -> None:
-    names_the_standby(run_cli("inv", *args, database=standby.seeded))
+    names_the_standby(run_inv(*args, database=standby.seeded))
     assert applied.current_revisions(standby.seeded) == ()
 
 
 def test_an_upgrade_on_a_hot_standby_says_it_is_a_standby(standby: Standby) -> None:
-    names_the_standby(run_cli("inv", "db.upgrade", database=standby.behind))
+    names_the_standby(run_inv("db.upgrade", database=standby.behind))
     assert applied.current_revisions(standby.behind) == (CHAIN[-2],)
 
 
@@ -258,7 +257,7 @@ def test_a_backup_check_on_a_hot_standby_names_the_setting_not_drop_database(
     standby: Standby, tmp_path: Path, place: str
 ) -> None:
     env = {"UAIP_BACKUP_DIR": str(tmp_path), place: "env"}
-    result = run_cli("inv", "db.backup", database=standby.behind, env=env)
+    result = run_inv("db.backup", database=standby.behind, env=env)
     names_the_standby(result)
     assert "UAIP_SCRATCH_URL" in result.stderr and "DROP DATABASE" not in result.stderr
 
@@ -269,7 +268,7 @@ def test_a_database_read_only_by_default_is_named(empty_db: DatabaseConfig) -> N
         empty_db,
         f'ALTER DATABASE "{empty_db.name}" SET default_transaction_read_only = on',
     )
-    result = run_cli("inv", "db.upgrade", database=empty_db)
+    result = run_inv("db.upgrade", database=empty_db)
     one_clean_line(result, 2)
     assert "default_transaction_read_only is on" in result.stderr
     assert "fix the migration" not in result.stderr
@@ -284,7 +283,7 @@ def test_a_missing_privilege_is_named_not_the_migration(
         # It may connect and record revisions, but owns none of the tables a revision alters.
         sql(empty_db, f'GRANT ALL ON SCHEMA public TO "{role.user}"')
         sql(empty_db, f'GRANT ALL ON ALL TABLES IN SCHEMA public TO "{role.user}"')
-        result = run_cli("inv", "db.upgrade", database=role.with_database(empty_db.name))
+        result = run_inv("db.upgrade", database=role.with_database(empty_db.name))
         sql(empty_db, f'REVOKE ALL ON ALL TABLES IN SCHEMA public FROM "{role.user}"')
         sql(empty_db, f'REVOKE ALL ON SCHEMA public FROM "{role.user}"')
     one_clean_line(result, 2)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import run_cli, sql
+from tests.conftest import run_inv, sql
 from uaip_db.cli.reporter import seconds
 from uaip_db.errors import UsageError
 from uaip_db.settings import DatabaseConfig
@@ -60,7 +60,7 @@ def test_a_server_error_with_escapes_reaches_the_terminal_shown(empty_db: Databa
         "$$ BEGIN RAISE EXCEPTION E'\\x1b[32mUpgrade finished\\x1b[0m'; END $$; "
         "CREATE EVENT TRIGGER paint ON ddl_command_start EXECUTE FUNCTION paint()",
     )
-    result = run_cli("inv", "db.upgrade", database=empty_db)
+    result = run_inv("db.upgrade", database=empty_db)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "\x1b" not in result.stdout + result.stderr
     assert "\\x1b[32mUpgrade finished\\x1b[0m" in result.stderr

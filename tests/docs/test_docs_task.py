@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import HEAD, ROOT, run_cli, write_revision
+from tests.conftest import HEAD, ROOT, run_inv, write_revision
 from uaip_db.migrations import snapshots
 from uaip_db.servers.scratch import ScratchServer
 
 
 def test_committed_docs_are_current() -> None:
-    result = run_cli("inv", "db.docs", "--check")
+    result = run_inv("db.docs", "--check")
     assert result.returncode == 0, result.stderr
     readme = (ROOT / "docs" / "schema" / "README.md").read_text()
     assert "```mermaid\nerDiagram" in readme and HEAD in readme
@@ -32,25 +32,25 @@ def test_a_column_without_refreshed_docs_fails_the_check(
     )
     snapshots.write(snapshots.build(server))
     env = {"UAIP_DB_ROOT": str(checkout)}
-    stale = run_cli("inv", "db.docs", "--check", env=env)
+    stale = run_inv("db.docs", "--check", env=env)
     assert stale.returncode == 1
     assert stale.stderr.strip() == (
         "docs/schema/ does not cover revision d0c000000001 (Test revision): run `inv db.docs` "
         "and commit the result."
     )
-    written = run_cli("inv", "db.docs", env=env)
+    written = run_inv("db.docs", env=env)
     assert written.returncode == 1, written.stdout
     assert "none on: column checkpoints.zz_test_label" in written.stderr
     readme = (checkout / "docs" / "schema" / "README.md").read_text()
     assert "| `zz_test_label` | `text` | yes |" in readme
-    again = run_cli("inv", "db.docs", "--check", env=env)
+    again = run_inv("db.docs", "--check", env=env)
     assert again.returncode == 1  # db.docs and db.docs --check agree
     assert "no comment: column checkpoints.zz_test_label" in again.stderr
-    lint = run_cli("inv", "db.lint", env=env)
+    lint = run_inv("db.lint", env=env)
     assert lint.returncode == 1
     assert "[missing-comment] column checkpoints.zz_test_label has no comment" in lint.stderr
-    assert run_cli("inv", "db.docs", env=env).returncode == 1  # written, still uncommented
-    refreshed = run_cli("inv", "db.docs", "--check", env=env)
+    assert run_inv("db.docs", env=env).returncode == 1  # written, still uncommented
+    refreshed = run_inv("db.docs", "--check", env=env)
     assert (
         refreshed.returncode == 1
         and "no comment: column checkpoints.zz_test_label" in refreshed.stderr
@@ -59,7 +59,7 @@ def test_a_column_without_refreshed_docs_fails_the_check(
 
 
 def test_diff_lists_exactly_the_v1_1_0_changes() -> None:
-    result = run_cli("inv", "db.diff", "--from", "03033cebb647", "--to", "b41d9e0c7f25")
+    result = run_inv("db.diff", "--from", "03033cebb647", "--to", "b41d9e0c7f25")
     assert result.returncode == 0, result.stderr
     changes = [line.strip() for line in result.stdout.splitlines() if line.startswith("  ")]
     assert changes[:3] == [
@@ -71,11 +71,11 @@ def test_diff_lists_exactly_the_v1_1_0_changes() -> None:
 
 
 def test_diff_to_head_folds_the_comments() -> None:
-    result = run_cli("inv", "db.diff", "--from", "03033cebb647", "--to", "head")
+    result = run_inv("db.diff", "--from", "03033cebb647", "--to", "head")
     assert "sessions: ~ comments added on the table and 9 columns" in result.stdout
     assert "sessions: + column email character varying(255)" in result.stdout
 
 
 def test_diff_of_an_unknown_revision() -> None:
-    result = run_cli("inv", "db.diff", "--from", "nope")
+    result = run_inv("db.diff", "--from", "nope")
     assert result.returncode == 2 and "Unknown revision 'nope'" in result.stderr

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tests.conftest import run_cli
+from tests.conftest import run_inv
 from tests.fleet.conftest import FleetFixture
 from tests.fleet.test_run import revision_of
 from uaip_db.fleet.targets import Shard
@@ -33,9 +33,7 @@ def test_the_same_database_listed_twice_is_refused_by_every_command(
         for extra in ((), ("--json",))
     ] + [("fleet.upgrade", "--shard", f"{again_shard}/{count}")]
     for arguments in runs:
-        result = run_cli(
-            "inv", arguments[0], "--targets", str(fleet.path), *arguments[1:], env=fleet.env
-        )
+        result = run_inv(arguments[0], "--targets", str(fleet.path), *arguments[1:], env=fleet.env)
         assert result.returncode == 2, (arguments, result.stdout, result.stderr)
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1, (arguments, result.stderr)

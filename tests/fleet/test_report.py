@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import run_cli
+from tests.conftest import run_inv
 from tests.fleet.conftest import FleetFixture
 from tests.fleet.test_run import revision_of
 from uaip_db.fleet.targets import Shard
@@ -16,8 +16,7 @@ MakeFleet = Callable[..., FleetFixture]
 
 
 def shard_report(fleet: FleetFixture, folder: Path, shard: str) -> Path:
-    result = run_cli(
-        "inv",
+    result = run_inv(
         "fleet.status",
         "--targets",
         str(fleet.path),
@@ -40,13 +39,12 @@ def test_an_empty_shard_is_said_and_a_merge_names_what_is_missing(
     # An empty shard: exit 0, said in words (and an empty JSON report), nothing touched.
     empty = next(i for i in range(40) if not any(Shard(i, 40).holds(n) for n in names))
     for command in ("fleet.upgrade", "fleet.status"):
-        said = run_cli(
-            "inv", command, "--targets", str(fleet.path), "--shard", f"{empty}/40", env=fleet.env
+        said = run_inv(
+            command, "--targets", str(fleet.path), "--shard", f"{empty}/40", env=fleet.env
         )
         assert said.returncode == 0, said.stderr
         assert f"Shard {empty}/40 has no targets of the 6 in the targets file" in said.stdout
-        as_json = run_cli(
-            "inv",
+        as_json = run_inv(
             command,
             "--targets",
             str(fleet.path),
@@ -66,18 +64,18 @@ def test_an_empty_shard_is_said_and_a_merge_names_what_is_missing(
     for shard in ("0/3", "2/3"):
         shard_report(fleet, folder, shard)
     lost = [name for name in names if Shard(1, 3).holds(name)]
-    merged = run_cli("inv", "fleet.report", str(folder))
+    merged = run_inv("fleet.report", str(folder))
     assert merged.returncode == 1, merged.stdout + merged.stderr
     assert "No report for shard 1/3" in merged.stderr, merged.stderr
     assert f"missing: {', '.join(lost)}" in merged.stderr if lost else True
-    as_json = run_cli("inv", "fleet.report", str(folder), "--json")
+    as_json = run_inv("fleet.report", str(folder), "--json")
     assert as_json.returncode == 1, as_json.stderr
     summary = json.loads(as_json.stdout)["summary"]
     assert summary["missing_shards"] == ["1/3"] and summary["missing_targets"] == lost
     assert summary["exit_code"] == 1
     # With it, the merge is whole: exit 0.
     shard_report(fleet, folder, "1/3")
-    whole = run_cli("inv", "fleet.report", str(folder), "--json")
+    whole = run_inv("fleet.report", str(folder), "--json")
     assert whole.returncode == 0, whole.stderr
     summary = json.loads(whole.stdout)["summary"]
     assert summary["total"] == 6 and summary["missing_shards"] == []
@@ -87,7 +85,7 @@ def test_an_empty_shard_is_said_and_a_merge_names_what_is_missing(
     halves.mkdir()
     first = shard_report(fleet, halves, "0/2")
     other = folder / "shard-1-of-3.json"
-    mixed = run_cli("inv", "fleet.report", f"{first},{other}")
+    mixed = run_inv("fleet.report", f"{first},{other}")
     assert mixed.returncode == 1, mixed.stdout + mixed.stderr
     lines = mixed.stderr.strip().splitlines()
     assert len(lines) == 1 and "0/2" in lines[0] and "1/3" in lines[0], mixed.stderr

@@ -14,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import CHAIN, HEAD, run_cli, sql
+from tests.conftest import CHAIN, HEAD, run_inv, sql
 from tests.fleet.conftest import FleetFixture
 from uaip_db.fleet import run
 from uaip_db.fleet.report import AT_HEAD, FAILED, SKIPPED, UPGRADED, VERIFIED, TargetResult
@@ -43,8 +43,8 @@ def test_one_target_that_cannot_be_upgraded(make_fleet: MakeFleet) -> None:
     names = list(fleet.databases)
     broken = names[2]
     block_first_revision(fleet.databases[broken])
-    result = run_cli(
-        "inv", "fleet.upgrade", "--targets", str(fleet.path), "--parallel", "2", env=fleet.env
+    result = run_inv(
+        "fleet.upgrade", "--targets", str(fleet.path), "--parallel", "2", env=fleet.env
     )
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"1 target(s) failed: {broken}." in result.stderr
@@ -63,7 +63,7 @@ def test_a_refused_password_names_the_target_not_the_single_database_settings(
 ) -> None:
     fleet = make_fleet(2)
     env = {**fleet.env, "FLEET_TEST_PASSWORD": "not-the-password"}
-    result = run_cli("inv", "fleet.upgrade", "--targets", str(fleet.path), env=env)
+    result = run_inv("fleet.upgrade", "--targets", str(fleet.path), env=env)
     assert result.returncode == 1, result.stdout + result.stderr
     said = result.stdout + result.stderr
     assert "target 'tenant-00' (line" in said and "the password was refused" in said
@@ -109,8 +109,7 @@ def test_a_failing_canary_stops_the_wave(make_fleet: MakeFleet) -> None:
     fleet = make_fleet(4)
     first = next(iter(fleet.databases))
     block_first_revision(fleet.databases[first])
-    result = run_cli(
-        "inv",
+    result = run_inv(
         "fleet.upgrade",
         "--targets",
         str(fleet.path),
@@ -128,9 +127,7 @@ def test_a_failing_canary_stops_the_wave(make_fleet: MakeFleet) -> None:
         assert revision_of(database) is None
     # Once the canary is fixed, the wave goes through.
     sql(fleet.databases[first], "DROP TABLE sessions")
-    fixed = run_cli(
-        "inv", "fleet.upgrade", "--targets", str(fleet.path), "--canary", "1", env=fleet.env
-    )
+    fixed = run_inv("fleet.upgrade", "--targets", str(fleet.path), "--canary", "1", env=fleet.env)
     assert fixed.returncode == 0, fixed.stderr
     assert all(revision_of(database) == HEAD for database in fleet.databases.values())
 
@@ -150,8 +147,7 @@ def test_two_shards_cover_the_fleet_and_merge(make_fleet: MakeFleet, tmp_path: P
     reports.mkdir()
     seen: list[str] = []
     for shard in ("0/2", "1/2"):
-        result = run_cli(
-            "inv",
+        result = run_inv(
             "fleet.upgrade",
             "--targets",
             str(fleet.path),
@@ -172,14 +168,14 @@ def test_two_shards_cover_the_fleet_and_merge(make_fleet: MakeFleet, tmp_path: P
         assert revision_of(database) == HEAD
         # Each target was upgraded once: one ledger row per revision.
         assert sql(database, "SELECT count(*) FROM uaip_db_migration_ledger") == [(len(CHAIN),)]
-    merged = run_cli("inv", "fleet.report", str(reports), "--json")
+    merged = run_inv("fleet.report", str(reports), "--json")
     assert merged.returncode == 0, merged.stderr
     summary = json.loads(merged.stdout)["summary"]
     assert (
         summary["total"] == 6 and summary["upgraded"] == 6 and summary["shards"] == ["0/2", "1/2"]
     )
     # The same shard twice overlaps: refused.
-    twice = run_cli("inv", "fleet.report", f"{reports}/shard-0.json,{reports}/shard-0.json")
+    twice = run_inv("fleet.report", f"{reports}/shard-0.json,{reports}/shard-0.json")
     assert twice.returncode == 2 and "shards overlap" in twice.stderr
 
 
@@ -187,7 +183,7 @@ def test_verify_names_exactly_the_drifted_target(make_fleet: MakeFleet, head_tem
     fleet = make_fleet(3, template=head_template)
     drifted = list(fleet.databases)[1]
     sql(fleet.databases[drifted], "ALTER TABLE sessions ADD COLUMN surprise integer")
-    result = run_cli("inv", "fleet.verify", "--targets", str(fleet.path), env=fleet.env)
+    result = run_inv("fleet.verify", "--targets", str(fleet.path), env=fleet.env)
     assert result.returncode == 1, result.stdout + result.stderr
     assert f"1 target(s) differ from their revision's schema or failed: {drifted}." in result.stderr
     assert "surprise" in result.stdout
@@ -203,10 +199,10 @@ def test_check_exits_3_with_pending_and_status_says_where(
     behind = next(iter(fleet.databases))
     sql(fleet.databases[behind], "DROP TABLE alembic_version, uaip_db_migration_ledger CASCADE")
     sql(fleet.databases[behind], "DROP SCHEMA public CASCADE; CREATE SCHEMA public")
-    check = run_cli("inv", "fleet.check", "--targets", str(fleet.path), env=fleet.env)
+    check = run_inv("fleet.check", "--targets", str(fleet.path), env=fleet.env)
     assert check.returncode == 3, check.stdout + check.stderr
     assert f"have pending revisions: {behind}." in check.stderr
-    status = run_cli("inv", "fleet.status", "--targets", str(fleet.path), "--json", env=fleet.env)
+    status = run_inv("fleet.status", "--targets", str(fleet.path), "--json", env=fleet.env)
     assert status.returncode == 0, status.stderr
     found = {item["name"]: item for item in json.loads(status.stdout)["targets"]}
     assert found[behind]["status"] == "pending" and found[behind]["from"] is None
@@ -251,9 +247,9 @@ def test_a_target_that_cannot_be_read_is_not_reported_at_base(
     ((reachable, database),) = fleet.databases.items()
     unreachable = add_unreachable_targets(fleet, database.name)
     env = {**fleet.env, WRONG_PASSWORD_VARIABLE: WRONG_PASSWORD}
-    arguments = ("inv", f"fleet.{command}", "--targets", str(fleet.path))
-    text = run_cli(*arguments, env=env)
-    as_json = run_cli(*arguments, "--json", env=env)
+    arguments = (f"fleet.{command}", "--targets", str(fleet.path))
+    text = run_inv(*arguments, env=env)
+    as_json = run_inv(*arguments, "--json", env=env)
     assert text.returncode == 1, text.stdout + text.stderr
     assert as_json.returncode == 1, as_json.stdout + as_json.stderr
     found = {item["name"]: item for item in json.loads(as_json.stdout)["targets"]}
@@ -296,9 +292,7 @@ def test_no_password_in_output_reports_or_process_arguments(
         report = run.upgrade(
             run.load_fleet(fleet.path), parallel=2, backup=True, backup_dir=tmp_path / "b"
         )
-        result = run_cli(
-            "inv", "fleet.status", "--targets", str(fleet.path), "--json", env=fleet.env
-        )
+        result = run_inv("fleet.status", "--targets", str(fleet.path), "--json", env=fleet.env)
     finally:
         stop.set()
         watcher.join()
@@ -387,8 +381,7 @@ def test_check_behind_a_table_lock_fails_that_target_naming_the_holder(
     with psycopg.connect(**kwargs) as holder:
         holder.execute("LOCK TABLE sessions IN ACCESS EXCLUSIVE MODE")
         pid = holder.info.backend_pid
-        check = run_cli(
-            "inv",
+        check = run_inv(
             "fleet.check",
             "--targets",
             str(fleet.path),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, ROOT, cli_env, run_cli
+from tests.conftest import BIN, ROOT, cli_env, run_inv
 from uaip_db.errors import SettingsError, UsageError
 from uaip_db.fleet import run
 from uaip_db.fleet.targets import Shard, load, parse_shard, select
@@ -191,14 +191,14 @@ def test_a_bad_file_is_refused_before_any_connection(
     )
     path = write(tmp_path, text)
     for task in ("fleet.upgrade", "fleet.check", "fleet.verify", "fleet.status"):
-        result = run_cli("inv", task, "--targets", str(path))
+        result = run_inv(task, "--targets", str(path))
         assert result.returncode == 2, result.stdout + result.stderr
         assert words in result.stderr and f"line {line}:" in result.stderr
         assert "Traceback" not in result.stderr
     assert accepted == []
     # The same file, fixed, does connect: the listener would have seen it.
     path.write_text(text[: -len(extra)], encoding="utf-8")
-    result = run_cli("inv", "fleet.status", "--targets", str(path))
+    result = run_inv("fleet.status", "--targets", str(path))
     assert result.returncode == 1 and "first" in result.stderr
     assert accepted
 
@@ -220,7 +220,7 @@ def test_bad_arguments_are_usage_errors(
         tmp_path,
         f'[[targets]]\nname = "a"\nhost = "127.0.0.1"\nport = {port}\nuser = "u"\ndbname = "d"\n',
     )
-    result = run_cli("inv", "fleet.upgrade", "--targets", str(path), *flags)
+    result = run_inv("fleet.upgrade", "--targets", str(path), *flags)
     assert result.returncode == 2, result.stdout + result.stderr
     assert words in result.stderr and "Traceback" not in result.stderr
     assert accepted == []
@@ -228,9 +228,9 @@ def test_bad_arguments_are_usage_errors(
 
 def test_reports_that_are_not_fleet_reports(tmp_path: Path) -> None:
     (tmp_path / "r.json").write_text('{"something": "else"}')
-    result = run_cli("inv", "fleet.report", str(tmp_path / "r.json"))
+    result = run_inv("fleet.report", str(tmp_path / "r.json"))
     assert result.returncode == 2 and "is not a fleet report" in result.stderr
-    missing = run_cli("inv", "fleet.report")
+    missing = run_inv("fleet.report")
     assert missing.returncode == 2 and "reports" in missing.stderr
 
 

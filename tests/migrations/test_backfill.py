@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import BIN, HEAD, ROOT, cli_env, run_cli, sql
+from tests.conftest import BIN, HEAD, ROOT, cli_env, run_cli, run_inv, sql
 from tests.migrations.test_safety import until
 from uaip_db.checks import sample_data
 from uaip_db.errors import MigrationError
@@ -215,7 +215,7 @@ def test_killed_half_way_the_next_run_finishes_every_row_exactly_once(
     assert applied.current_revisions(head_db) == (HEAD,)
     write_example(checkout, **{"batch_rows=5_000": "batch_rows=100"})
     # Resumed, the same backfill (same table, set and where) picks up its progress row.
-    result = run_cli("inv", "db.upgrade", database=head_db, env={"UAIP_DB_ROOT": str(checkout)})
+    result = run_inv("db.upgrade", database=head_db, env={"UAIP_DB_ROOT": str(checkout)})
     assert result.returncode == 0, result.stderr
     assert f"applied {EXAMPLE}" in result.stdout
     assert "backfill conversation_history: 3000 of 3000 rows (100%)" in result.stdout
@@ -225,9 +225,7 @@ def test_killed_half_way_the_next_run_finishes_every_row_exactly_once(
     # The counter was made by hand; a downgrade now fails on what it leaves beside the revision's
     # schema when the revision has no committed snapshot to tell it from (issue 25).
     sql(head_db, "DROP TABLE backfill_seen; DROP FUNCTION backfill_seen() CASCADE")
-    down = run_cli(
-        "inv", "db.downgrade", "--yes", database=head_db, env={"UAIP_DB_ROOT": str(checkout)}
-    )
+    down = run_inv("db.downgrade", "--yes", database=head_db, env={"UAIP_DB_ROOT": str(checkout)})
     assert down.returncode == 0, down.stderr
     assert applied.current_revisions(head_db) == (HEAD,)
     assert sql(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CHAIN, COMMENTS, HEAD, run_cli, write_revision
+from tests.conftest import CHAIN, COMMENTS, HEAD, run_inv, write_revision
 from uaip_db.migrations import history
 from uaip_db.settings import DatabaseConfig
 
@@ -67,7 +67,7 @@ def test_a_revision_file_that_cannot_load_is_one_line(
         path.write_text(
             path.read_text().replace("from alembic import op", f"from alembic import op\n{line}")
         )
-    result = run_cli("inv", task, database=empty_db, env={"UAIP_DB_ROOT": str(checkout)})
+    result = run_inv(task, database=empty_db, env={"UAIP_DB_ROOT": str(checkout)})
     assert result.returncode == 1, result.stdout
     assert expected in result.stderr
     assert "Traceback" not in result.stderr

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import HEAD, run_cli, write_revision
+from tests.conftest import HEAD, run_inv, write_revision
 from uaip_db.checks import roundtrip
 from uaip_db.migrations import applied, history, runner, snapshots
 from uaip_db.servers.scratch import ScratchServer
@@ -59,12 +59,12 @@ def test_the_merge_is_one_head_and_checks_out(merged: Path, empty_db: DatabaseCo
     index = history.load()
     assert index.heads == [MERGE] and index.problems == []
     env = {"UAIP_DB_ROOT": str(merged)}
-    assert run_cli("inv", "db.upgrade", database=empty_db, env=env).returncode == 0
-    checked = run_cli("inv", "db.check", database=empty_db, env=env)
+    assert run_inv("db.upgrade", database=empty_db, env=env).returncode == 0
+    checked = run_inv("db.check", database=empty_db, env=env)
     assert checked.returncode == 0, checked.stderr
-    verified = run_cli("inv", "db.verify", database=empty_db, env=env)
+    verified = run_inv("db.verify", database=empty_db, env=env)
     assert verified.returncode == 0, verified.stderr
-    linted = run_cli("inv", "db.lint", env=env)
+    linted = run_inv("db.lint", env=env)
     assert linted.returncode == 0, linted.stdout + linted.stderr
 
 
@@ -81,15 +81,15 @@ def test_a_branch_snapshot_holds_only_its_own_ancestors(merged: Path) -> None:
 def test_downgrade_plans_across_the_merge(merged: Path, empty_db: DatabaseConfig) -> None:
     env = {"UAIP_DB_ROOT": str(merged)}
     runner.upgrade(empty_db, "head")
-    one_step = run_cli("inv", "db.downgrade", database=empty_db, env=env)
+    one_step = run_inv("db.downgrade", database=empty_db, env=env)
     assert one_step.returncode == 2
     assert f"would step through the merge revision {MERGE}" in one_step.stderr
-    to_head = run_cli("inv", "db.downgrade", "--rev", HEAD, "--yes", database=empty_db, env=env)
+    to_head = run_inv("db.downgrade", "--rev", HEAD, "--yes", database=empty_db, env=env)
     assert to_head.returncode == 0, to_head.stderr
     assert "by 3 revision(s)" in to_head.stdout
     assert applied.current_revisions(empty_db) == (HEAD,)
     runner.upgrade(empty_db, "head")
-    to_base = run_cli("inv", "db.downgrade", "--rev", "base", "--yes", database=empty_db, env=env)
+    to_base = run_inv("db.downgrade", "--rev", "base", "--yes", database=empty_db, env=env)
     assert to_base.returncode == 0, to_base.stderr
     assert f"by {len(history.load().order)} revision(s)" in to_base.stdout
     assert applied.current_revisions(empty_db) == ()

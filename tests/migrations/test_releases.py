@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import HEAD, run_cli
+from tests.conftest import HEAD, run_inv
 from tests.migrations.test_phases import CONTRACT, EXPAND, add_expand_then_contract
 from uaip_db.errors import SettingsError
 from uaip_db.migrations import releases, runner
@@ -27,12 +27,12 @@ def test_a_release_runs_ahead_by_expand_revisions_only(
     )
     env = {"UAIP_DB_ROOT": str(checkout)}
     runner.upgrade(head_db, EXPAND)
-    expanded = json.loads(run_cli("inv", "db.releases", "--json", database=head_db, env=env).stdout)
+    expanded = json.loads(run_inv("db.releases", "--json", database=head_db, env=env).stdout)
     runs = {fit["version"]: fit["runs"] for fit in expanded["runs"]}
     assert runs["9.0.0"] and runs["1.2.0"]  # the previous release runs on the expanded schema
     assert not runs["9.1.0"]  # the new release needs its contract revision first
     runner.upgrade(head_db, "head")
-    shown = run_cli("inv", "db.releases", database=head_db, env=env)
+    shown = run_inv("db.releases", database=head_db, env=env)
     assert shown.returncode == 0, shown.stderr
     assert f"9.0.0 ({EXPAND}): does not run: contract revision {CONTRACT} came after it" in (
         shown.stdout

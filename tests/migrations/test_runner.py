@@ -8,7 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import BIN, CHAIN, EMAIL, HEAD, ROOT, WIDEN, run_cli, sql, write_revision
+from tests.conftest import (
+    BIN,
+    CHAIN,
+    EMAIL,
+    HEAD,
+    ROOT,
+    WIDEN,
+    run_cli,
+    run_inv,
+    sql,
+    write_revision,
+)
 from uaip_db.errors import MigrationError, SettingsError
 from uaip_db.migrations import applied, history, runner
 from uaip_db.migrations.baseline import BASELINE_REVISION
@@ -156,6 +167,7 @@ def test_a_python_error_in_a_revision_names_its_file_and_line(
     assert "ZeroDivisionError: division by zero" in message
     assert f"stays at revision {HEAD}" in message
 
+    # A child: --debug turns Invoke's logging on, which a test process has configured already.
     debug = run_cli(
         "inv", "--debug", "db.upgrade", database=empty_db, env={"UAIP_DB_ROOT": str(checkout)}
     )
@@ -176,9 +188,7 @@ def test_offline_sql_stops_at_the_first_error_whatever_psql_is_told(
         ["CREATE TABLE made_before (id int)", "SELECT 1 / 0", "CREATE TABLE made_after (id int)"],
         ["DROP TABLE made_after", "DROP TABLE made_before"],
     )
-    rendered = run_cli(
-        "inv", "db.upgrade", "--sql", database=head_db, env={"UAIP_DB_ROOT": str(checkout)}
-    )
+    rendered = run_inv("db.upgrade", "--sql", database=head_db, env={"UAIP_DB_ROOT": str(checkout)})
     assert rendered.returncode == 0, rendered.stderr
     script = tmp_path / "upgrade.sql"
     script.write_text(rendered.stdout)

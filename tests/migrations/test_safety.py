@@ -23,6 +23,7 @@ from tests.conftest import (
     WIDEN,
     cli_env,
     run_cli,
+    run_inv,
     sql,
     write_revision,
 )
@@ -95,7 +96,7 @@ def test_a_revision_failing_halfway_leaves_the_previous_schema(
         downgrade=["DROP TABLE half_done"],
         doc="Fails halfway",
     )
-    result = run_cli("inv", "db.upgrade", database=empty_db, env={"UAIP_DB_ROOT": str(checkout)})
+    result = run_inv("db.upgrade", database=empty_db, env={"UAIP_DB_ROOT": str(checkout)})
     assert result.returncode == 1
     assert "Revision ba11ed000001 (Fails halfway) failed in `SELECT 1 / 0`" in result.stderr
     assert "division by zero" in result.stderr
@@ -135,9 +136,7 @@ def test_sigkill_at_any_moment_then_upgrade_finishes(
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        finish = run_cli(
-            "inv", "db.upgrade", database=empty_db, env={"UAIP_DB_ROOT": str(checkout)}
-        )
+        finish = run_inv("db.upgrade", database=empty_db, env={"UAIP_DB_ROOT": str(checkout)})
         assert finish.returncode == 0, finish.stderr
         assert applied.current_revisions(empty_db) == ("51ee9a000001",)
         tables = sql(empty_db, "SELECT count(*) FROM pg_tables WHERE tablename = 'slow_one'")
@@ -158,8 +157,7 @@ def test_a_lock_timeout_is_retried_then_reported(head_db: DatabaseConfig) -> Non
     runner.downgrade(head_db, EMAIL)
     with psycopg.connect(**head_db.connect_kwargs()) as blocker:
         blocker.execute("LOCK TABLE sessions IN ACCESS SHARE MODE")
-        result = run_cli(
-            "inv",
+        result = run_inv(
             "db.upgrade",
             database=head_db,
             env={"UAIP_LOCK_TIMEOUT": "200ms", "UAIP_LOCK_RETRIES": "1"},
@@ -186,8 +184,7 @@ def test_a_lock_released_during_the_retries_lets_the_upgrade_through(
         blocker.close()
 
     threading.Thread(target=release_after_the_first_attempt_waited).start()
-    result = run_cli(
-        "inv",
+    result = run_inv(
         "db.upgrade",
         database=head_db,
         env={"UAIP_LOCK_TIMEOUT": "200ms", "UAIP_LOCK_RETRIES": "3"},
@@ -209,7 +206,7 @@ def test_a_lock_released_during_the_retries_lets_the_upgrade_through(
 def test_production_refuses_without_yes_and_the_name(
     head_db: DatabaseConfig, args: list[str]
 ) -> None:
-    result = run_cli("inv", *args, database=head_db, env={"DB_ENV": "production"})
+    result = run_inv(*args, database=head_db, env={"DB_ENV": "production"})
     assert result.returncode == 2
     assert f"--yes --confirm-db {head_db.name}" in result.stderr
     assert applied.current_revisions(head_db) == (HEAD,)
@@ -218,8 +215,7 @@ def test_production_refuses_without_yes_and_the_name(
 def test_production_goes_on_with_yes_and_the_name_after_a_backup(
     head_db: DatabaseConfig, tmp_path: Path
 ) -> None:
-    result = run_cli(
-        "inv",
+    result = run_inv(
         "db.downgrade",
         "--yes",
         "--confirm-db",
@@ -234,7 +230,7 @@ def test_production_goes_on_with_yes_and_the_name_after_a_backup(
 
 
 def test_outside_production_a_data_dropping_downgrade_asks_for_yes(head_db: DatabaseConfig) -> None:
-    result = run_cli("inv", "db.downgrade", "--rev", "03033cebb647", database=head_db)
+    result = run_inv("db.downgrade", "--rev", "03033cebb647", database=head_db)
     assert result.returncode == 2
     assert "drops sessions.email" in result.stdout
     assert "--yes" in result.stderr
@@ -250,7 +246,7 @@ def test_outside_production_a_data_dropping_downgrade_asks_for_yes(head_db: Data
     ],
 )
 def test_malformed_database_url(url: str, message: str) -> None:
-    result = run_cli("inv", "db.current", env={"DATABASE_URL": url})
+    result = run_inv("db.current", env={"DATABASE_URL": url})
     assert result.returncode == 2
     assert message in result.stderr
     assert "secret-pw" not in result.stderr and "Traceback" not in result.stderr
@@ -261,19 +257,21 @@ def test_a_dotenv_without_the_password(empty_db: DatabaseConfig, checkout: Path)
         f"DB_HOST={empty_db.host}\nDB_PORT={empty_db.port}\nDB_NAME={empty_db.name}\n"
         f"DB_USER={empty_db.user}\nDB_PASSWORD=\n"
     )
+    # A child: the checkout's own .env, which the test process never reads.
     result = run_cli("inv", "db.current", cwd=checkout, env={"UAIP_DB_ROOT": str(checkout)})
     assert result.returncode == 2
     assert "password was refused" in result.stderr and "DB_PASSWORD" in result.stderr
 
 
 def test_tasks_from_an_unrelated_directory(head_db: DatabaseConfig, tmp_path: Path) -> None:
+    # A child started there: what finds tasks.py and the package is the process's own start.
     result = run_cli("inv", "-r", str(ROOT), "db.current", database=head_db, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(HEAD)
 
 
 def test_a_bad_timeout_setting(empty_db: DatabaseConfig) -> None:
-    result = run_cli("inv", "db.upgrade", database=empty_db, env={"UAIP_LOCK_TIMEOUT": "soon"})
+    result = run_inv("db.upgrade", database=empty_db, env={"UAIP_LOCK_TIMEOUT": "soon"})
     assert result.returncode == 2
     assert "UAIP_LOCK_TIMEOUT='soon' is not a duration" in result.stderr
 
@@ -292,7 +290,7 @@ def test_no_password_in_process_arguments_or_server_logs(server, empty_db: Datab
 
 
 def test_stamping_an_unknown_revision(head_db: DatabaseConfig) -> None:
-    result = run_cli("inv", "db.stamp", "--rev", "deadbeef", database=head_db)
+    result = run_inv("db.stamp", "--rev", "deadbeef", database=head_db)
     assert result.returncode == 2
     assert "Unknown revision 'deadbeef'" in result.stderr and "Traceback" not in result.stderr
 
@@ -301,10 +299,10 @@ def test_status_and_current_with_a_revision_the_scripts_do_not_know(
     head_db: DatabaseConfig,
 ) -> None:
     sql(head_db, "UPDATE alembic_version SET version_num = 'feedface0000'")
-    status = run_cli("inv", "db.status", database=head_db)
+    status = run_inv("db.status", database=head_db)
     assert status.returncode == 0, status.stderr
     assert "feedface0000 is not in these migration scripts" in status.stdout
-    current = run_cli("inv", "db.current", database=head_db)
+    current = run_inv("db.current", database=head_db)
     assert current.returncode == 0 and "unknown to these scripts" in current.stdout
 
 
@@ -314,7 +312,7 @@ def test_upgrading_an_init_sql_database_without_a_stamp_says_what_to_do(
     from uaip_db.migrations.baseline import seed
 
     seed(empty_db)
-    result = run_cli("inv", "db.upgrade", database=empty_db)
+    result = run_inv("db.upgrade", database=empty_db)
     assert result.returncode == 1
     assert 'relation "sessions" already exists' in result.stderr
     assert "inv db.stamp --rev auto" in result.stderr
@@ -336,7 +334,7 @@ def test_plain_alembic_waits_as_long_as_uaip_lock_wait_says(empty_db: DatabaseCo
 
 
 def test_restoring_a_missing_backup(head_db: DatabaseConfig, tmp_path: Path) -> None:
-    result = run_cli("inv", "db.restore", str(tmp_path / "gone"), database=head_db)
+    result = run_inv("db.restore", str(tmp_path / "gone"), database=head_db)
     assert result.returncode == 2
     assert "No backup at" in result.stderr and "Traceback" not in result.stderr
 
@@ -345,10 +343,9 @@ def test_restoring_over_a_database_in_production_needs_the_name(
     head_db: DatabaseConfig, tmp_path: Path
 ) -> None:
     env = {"UAIP_BACKUP_DIR": str(tmp_path)}
-    assert run_cli("inv", "db.backup", "--no-verify", database=head_db, env=env).returncode == 0
+    assert run_inv("db.backup", "--no-verify", database=head_db, env=env).returncode == 0
     backup = next(p for p in tmp_path.iterdir() if p.is_dir())  # beside it: the folder's lock
-    refused = run_cli(
-        "inv",
+    refused = run_inv(
         "db.restore",
         str(backup),
         "--target",
@@ -390,14 +387,14 @@ def test_a_downgrade_whose_plan_changed_while_it_waited_reverts_nothing(
 
 
 def test_lint_since_an_unknown_revision() -> None:
-    result = run_cli("inv", "db.lint", "--since", "abc")
+    result = run_inv("db.lint", "--since", "abc")
     assert result.returncode == 2 and "Unknown revision 'abc'" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_downgrade_from_a_revision_the_scripts_do_not_know(head_db: DatabaseConfig) -> None:
     sql(head_db, "UPDATE alembic_version SET version_num = 'deadbeef1234'")
-    result = run_cli("inv", "db.downgrade", database=head_db)
+    result = run_inv("db.downgrade", database=head_db)
     assert result.returncode == 1
     assert "deadbeef1234, which these migration scripts do not know" in result.stderr
     assert "Traceback" not in result.stderr
@@ -405,7 +402,7 @@ def test_downgrade_from_a_revision_the_scripts_do_not_know(head_db: DatabaseConf
 
 @pytest.mark.parametrize("value", ["abc", "-1"])
 def test_a_bad_lock_wait(empty_db: DatabaseConfig, value: str) -> None:
-    result = run_cli("inv", "db.upgrade", f"--lock-wait={value}", database=empty_db)
+    result = run_inv("db.upgrade", f"--lock-wait={value}", database=empty_db)
     assert result.returncode == 2 and "is not a number of seconds" in result.stderr
 
 
@@ -413,8 +410,7 @@ def test_release_check_refuses_two_heads(
     head_db: DatabaseConfig, checkout: Path, tmp_path: Path
 ) -> None:
     write_revision(checkout / "migrations" / "versions", "aaaa00000009", WIDEN, ["SELECT 1"], [])
-    result = run_cli(
-        "inv",
+    result = run_inv(
         "release.check",
         database=head_db,
         env={"UAIP_DB_ROOT": str(checkout), "UAIP_BACKUP_DIR": str(tmp_path)},
@@ -462,8 +458,7 @@ def test_a_failed_concurrent_drop_leaves_no_invalid_index_unnoticed(
     reader.execute("SELECT count(*) FROM sessions")
     invalid = "SELECT count(*) FROM pg_index WHERE NOT indisvalid"
     try:
-        failed = run_cli(
-            "inv",
+        failed = run_inv(
             "db.downgrade",
             "--yes",
             database=empty_db,
@@ -472,12 +467,12 @@ def test_a_failed_concurrent_drop_leaves_no_invalid_index_unnoticed(
         assert failed.returncode == 1, failed.stdout + failed.stderr
         assert applied.current_revisions(empty_db) == (EMAIL,)
         assert sql(empty_db, invalid) == [(1,)]
-        checked = run_cli("inv", "db.check", database=empty_db)
+        checked = run_inv("db.check", database=empty_db)
         assert checked.returncode == 1
         assert "Index idx_sessions_email is INVALID" in checked.stderr
     finally:
         reader.close()
-    upgraded = run_cli("inv", "db.upgrade", database=empty_db)
+    upgraded = run_inv("db.upgrade", database=empty_db)
     assert upgraded.returncode == 1, upgraded.stdout  # at head, but never "nothing to do"
     assert "Index idx_sessions_email is INVALID" in upgraded.stderr
     assert applied.current_revisions(empty_db) == (HEAD,)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.backups.conftest import flip_one_byte, hashes, rewrite_manifest, tamper
-from tests.conftest import HEAD, run_cli, sql
+from tests.conftest import HEAD, run_inv, sql
 from tests.scripts.conftest import PROGRAMS, SCRIPTS, closed_port, run_script
 from uaip_db.backups import manifest as manifests
 from uaip_db.backups.dump import create_backup, row_counts
@@ -94,9 +94,7 @@ def test_a_script_backup_restores_with_inv_db_restore(
     )
     assert manifest.identity.known and manifest.locale is not None
 
-    restored = run_cli(
-        "inv", "db.restore", str(made), "--target", new_target.name, database=full_db
-    )
+    restored = run_inv("db.restore", str(made), "--target", new_target.name, database=full_db)
     assert restored.returncode == 0, restored.stderr
     assert "made by scripts/backup" in restored.stdout
     assert "revision and row counts match the manifest" in restored.stdout
@@ -111,7 +109,7 @@ def test_script_and_python_backups_share_one_creation_order(
     result = run_script("backup", "--out", str(folder), database=head_db)
     assert result.returncode == 0, result.stderr
     third = create_backup(head_db, folder)
-    listed = run_cli("inv", "db.backups", "--out", str(folder), "--json", database=head_db)
+    listed = run_inv("db.backups", "--out", str(folder), "--json", database=head_db)
     rows = json.loads(listed.stdout)["backups"]
     assert [row["path"] for row in rows][0::2] == [str(third.path), str(first.path)]
     assert rows[1]["state"] == manifests.UNCHECKED
@@ -128,13 +126,13 @@ def test_a_tampered_script_backup_is_refused(
     dump = made / "dump.pgdump"
     original = dump.read_bytes()
     tamper(dump, flip_one_byte)
-    refused = run_cli("inv", "db.restore", str(made), "--target", new_target.name, database=full_db)
+    refused = run_inv("db.restore", str(made), "--target", new_target.name, database=full_db)
     assert refused.returncode == 1
     assert "dump.pgdump does not match its manifest" in refused.stderr
     dump.write_bytes(original)
     counts = json.loads((made / "manifest.json").read_text())["row_counts"]
     rewrite_manifest(made, row_counts={**counts, "sessions": counts["sessions"] + 1})
-    refused = run_cli("inv", "db.restore", str(made), "--target", new_target.name, database=full_db)
+    refused = run_inv("db.restore", str(made), "--target", new_target.name, database=full_db)
     assert refused.returncode == 1
     assert "table sessions" in refused.stderr and "does not match its manifest" in refused.stderr
     exists = sql(server.admin, "SELECT 1 FROM pg_database WHERE datname = %s", (new_target.name,))
@@ -147,8 +145,7 @@ def test_a_script_backup_is_never_restored_over_a_database_it_cannot_compare(
     result = run_script("backup", "--out", str(tmp_path), database=full_db)
     assert result.returncode == 0, result.stderr
     sql(head_db, "CREATE TABLE only_here (id int)")
-    refused = run_cli(
-        "inv",
+    refused = run_inv(
         "db.restore",
         str(only_backup(tmp_path)),
         "--target",
