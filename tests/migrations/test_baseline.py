@@ -210,10 +210,10 @@ def test_deleting_a_session_cascades(head_db: DatabaseConfig) -> None:
         ]
         assert children
         counts = sample_data.table_hashes(conn)
-        assert all(counts[name][0] > 0 for name in children)
+        assert all(counts[name].count > 0 for name in children)
         conn.execute("DELETE FROM sessions")
         counts = sample_data.table_hashes(conn)
-    assert {name: counts[name][0] for name in children} == dict.fromkeys(children, 0)
+    assert {name: counts[name].count for name in children} == dict.fromkeys(children, 0)
 
 
 def test_downgrade_to_base_leaves_nothing_behind(empty_db: DatabaseConfig) -> None:
