@@ -155,14 +155,46 @@ def _fill(op: Any, table: str, target: str, source: str, value: str) -> None:
     )
 
 
+def _copy_comment(op: Any, table: str, source: str, target: str) -> None:
+    """`target` gets `source`'s comment unless it has one (a DO block, so `--sql` renders it)."""
+    quoted_table = _literal(_quote(op, table))
+
+    def comment_of(column: str) -> str:
+        return (
+            f"col_description({quoted_table}::regclass, (SELECT attnum FROM pg_attribute "
+            f"WHERE attrelid = {quoted_table}::regclass AND attname = {_literal(column)}))"
+        )
+
+    op.execute(
+        "\n".join(
+            [
+                f"DO {COMMENT_TAG}",
+                "BEGIN",
+                f"    IF {comment_of(target)} IS NULL AND {comment_of(source)} IS NOT NULL THEN",
+                "        EXECUTE format('COMMENT ON COLUMN %s.%s IS %L',",
+                f"            {quoted_table}, {_literal(_quote(op, target))},",
+                f"            {comment_of(source)});",
+                "    END IF;",
+                "END",
+                COMMENT_TAG,
+            ]
+        )
+    )
+
+
+COMMENT_TAG = "$uaip_comment$"
+
+
 def rename_column_expand(
     op: Any, table: str, old: str, new: str, *, type: str | None = None
 ) -> None:
     """The expand half of renaming `old` to `new` across two releases: add `new` (of `old`'s
-    type unless `type` is given), install the dual-write trigger that keeps the two equal while
-    the previous release writes `old` and the new one writes `new`, then copy `old` into `new`
-    with `backfill` (batched, resumable). Safe to run again."""
+    type unless `type` is given, with `old`'s comment unless the revision gives it one after),
+    install the dual-write trigger that keeps the two equal while the previous release writes
+    `old` and the new one writes `new`, then copy `old` into `new` with `backfill` (batched,
+    resumable). Safe to run again."""
     _add_column_like(op, table, new, old, type)
+    _copy_comment(op, table, old, new)
     _in_step(op, table, old, new, f"NEW.{_quote(op, old)}", f"NEW.{_quote(op, new)}")
     _fill(op, table, new, old, _quote(op, old))
 
@@ -184,9 +216,11 @@ def rename_column_contract_undo(
     op: Any, table: str, old: str, new: str, *, type: str | None = None
 ) -> None:
     """The downgrade of rename_column_contract: add `old` back (of `new`'s type unless `type` is
-    given), reinstall the trigger, refill `old` from `new` with `backfill`. What else `old` had
-    (a default, NOT NULL, constraints, indexes) is the revision's to restore."""
+    given, with `new`'s comment), reinstall the trigger, refill `old` from `new` with
+    `backfill`. What else `old` had (a default, NOT NULL, constraints, indexes, a comment other
+    than `new`'s) is the revision's to restore."""
     _add_column_like(op, table, old, new, type)
+    _copy_comment(op, table, new, old)
     _in_step(op, table, old, new, f"NEW.{_quote(op, old)}", f"NEW.{_quote(op, new)}")
     _fill(op, table, old, new, _quote(op, new))
 
@@ -207,6 +241,7 @@ def change_type_expand(
     with `backfill`. Names outside pg_catalog in `using` must be schema-qualified."""
     shadow = shadow_column(column)
     _add_column_like(op, table, shadow, column, new_type)
+    _copy_comment(op, table, column, shadow)  # it takes the column's place at the contract
     backward = back or f"NEW.{_quote(op, shadow)}"
     _in_step(op, table, column, shadow, using, backward)
     _fill(op, table, shadow, column, _over_row(op, using, column))

@@ -6,11 +6,12 @@ the offline SQL."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
-from tests.conftest import HEAD, sql
-from uaip_db.checks import roundtrip
+from tests.conftest import HEAD, ROOT, sql
+from uaip_db.checks import lint, roundtrip
 from uaip_db.dual_write import trigger_name
 from uaip_db.migrations import history, phases, runner, snapshots
 from uaip_db.ops import dual_write_name
@@ -318,3 +319,37 @@ def test_the_backfill_moves_nothing_but_the_renamed_column(
         "SELECT title, updated_at > %s FROM sessions WHERE user_id = 'u1'",
         (dict(before)[sql(head_db, "SELECT session_id FROM sessions WHERE user_id = 'u1'")[0][0]],),
     ) == [("Renamed", True)]
+
+
+def docs_rename_revisions() -> list[str]:
+    """The two revisions of docs/MIGRATIONS.md's two-release rename, as the guide shows them."""
+    text = (ROOT / "docs" / "MIGRATIONS.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(\"\"\"Rename sessions\.project_name.*?)```", text, re.S)
+    assert len(blocks) == 2, "docs/MIGRATIONS.md no longer shows the expand and contract pair"
+    return blocks
+
+
+def test_the_guide_s_rename_passes_lint_and_the_round_trip_as_written(
+    server: ScratchServer, checkout: Path
+) -> None:
+    """Pasted as the guide shows them: the new column gets the old one's comment (lint asks for
+    one on every column), and the contract's downgrade gives it back (the round trip failed:
+    "column sessions.project_name: comment differs")."""
+    versions = checkout / "migrations" / "versions"
+    down = HEAD
+    for number, block in enumerate(docs_rename_revisions(), 1):
+        revision = f"d0c500000{number:03d}"
+        header = f'revision = "{revision}"\ndown_revision = "{down}"\n'
+        body = block.replace("\nphase = ", f"\n{header}phase = ", 1)
+        (versions / f"{revision}_guide.py").write_text(body, encoding="utf-8")
+        down = revision
+    with (checkout / "migrations" / "lint-exceptions.toml").open("a", encoding="utf-8") as file:
+        file.write(
+            '\n[[exception]]\nrevision = "d0c500000002"\nrule = "ban-drop-column"\n'
+            'reason = "project_name: kept in title since the expand revision"\n'
+        )
+    snapshots.write(snapshots.build(server))
+    findings, _notes, _docs = lint.lint(HEAD)
+    assert findings == []
+    steps = {step.revision: step for step in roundtrip.run(server)}
+    assert steps["d0c500000002"].dropped == ("sessions.project_name",)
