@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import HEAD, run_inv
 from tests.migrations.test_phases import CONTRACT, EXPAND, add_expand_then_contract
 from uaip_db.errors import SettingsError
-from uaip_db.migrations import releases, runner
+from uaip_db.migrations import history, releases, runner
 from uaip_db.servers.scratch import ScratchServer
 from uaip_db.settings import DatabaseConfig
 
@@ -46,3 +46,24 @@ def test_a_release_naming_an_unknown_revision_is_refused(tmp_path: Path) -> None
     bad.write_text('[[release]]\nversion = "1.0"\nrevision = "feedfacecafe"\n')
     with pytest.raises(SettingsError, match="feedfacecafe, which the migration scripts do not"):
         releases.load(bad)
+
+
+def test_the_previous_release_s_checkout_agrees_with_its_start_up_check(
+    server: ScratchServer, checkout: Path, head_db: DatabaseConfig
+) -> None:
+    """From the previous release's checkout (its scripts end at HEAD), a database a newer
+    release took ahead by an expand revision runs it, as `db.check` says, and one taken past a
+    contract revision does not (db.releases said "which the scripts lack" for both)."""
+    add_expand_then_contract(server, checkout)
+    runner.upgrade(head_db, EXPAND)
+    own = {"UAIP_DB_ROOT": str(Path(__file__).resolve().parents[2])}
+    assert run_inv("db.check", database=head_db, env=own).returncode == 0
+    index = history.load()  # this checkout's scripts, as the previous release has them
+    at_head = {r.revision: releases.fit(r, HEAD, index).runs for r in releases.load()}
+    ahead = json.loads(run_inv("db.releases", "--json", database=head_db, env=own).stdout)
+    assert {fit["revision"]: fit["runs"] for fit in ahead["runs"]} == at_head
+    assert all("by expand revision(s) only" in fit["why"] for fit in ahead["runs"] if fit["runs"])
+    runner.upgrade(head_db, "head")
+    past = json.loads(run_inv("db.releases", "--json", database=head_db, env=own).stdout)
+    assert not any(fit["runs"] for fit in past["runs"])
+    assert all(f"contract revision {CONTRACT}" in fit["why"] for fit in past["runs"])

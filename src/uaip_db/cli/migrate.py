@@ -15,7 +15,7 @@ from uaip_db.cli import backups
 from uaip_db.cli.confirm import confirm_destructive
 from uaip_db.cli.reporter import Say, VisibleStream, complain, say, timed
 from uaip_db.errors import ConnectionProblem, UaipDbError, UsageError
-from uaip_db.migrations import applied, history, runner
+from uaip_db.migrations import applied, history, ledger, runner
 from uaip_db.migrations.lock import DEFAULT_WAIT_SECONDS
 from uaip_db.operations import (
     apply_downgrade,
@@ -180,9 +180,9 @@ def releases(*, as_json: bool = False, out: Say = say) -> None:
 
     index = history.load()
     listed = named.load()
-    current = recorded_revisions()
+    current, phases = recorded_revisions_and_phases()
     at = current[0] if len(current) == 1 else None
-    fits = [named.fit(release, at, index) for release in listed] if at else []
+    fits = [named.fit(release, at, index, phases) for release in listed] if at else []
     if as_json:
         out(
             json.dumps(
@@ -220,6 +220,17 @@ def recorded_revisions() -> tuple[str, ...]:
         return applied.current_revisions(DatabaseConfig.from_env())
     except UaipDbError:
         return ()
+
+
+def recorded_revisions_and_phases() -> tuple[tuple[str, ...], dict[str, str | None]]:
+    """What the configured database records, and the phase its ledger keeps for each applied
+    revision; nothing when it cannot be asked."""
+    try:
+        with pg.reading(DatabaseConfig.from_env()) as conn:
+            current = applied.current_revisions_on(conn)
+            return current, {r: e.phase for r, e in ledger.entries(conn).items()}
+    except UaipDbError:
+        return (), {}
 
 
 def mark_current(line: str, current: tuple[str, ...]) -> str:

@@ -9,6 +9,7 @@ revision, or a database behind it, rules it out.
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,13 +70,39 @@ def load(path: Path | None = None) -> list[Release]:
     return found
 
 
-def fit(release: Release, current: str, index: history.ScriptIndex) -> Fit:
-    """Whether `release` may run on a database at `current`."""
+def fit(
+    release: Release,
+    current: str,
+    index: history.ScriptIndex,
+    recorded: Mapping[str, str | None] | None = None,
+) -> Fit:
+    """Whether `release` may run on a database at `current`. `recorded`: the phase the
+    database's ledger records for each applied revision, which tells a database ahead of these
+    scripts (a newer release migrated it) by expand revisions only from one that is not."""
     if current == release.revision:
         return Fit(release, True, "at its own revision")
     order = [item.revision for item in index.order]
     if current not in order:
-        return Fit(release, False, f"the database is at {current}, which the scripts lack")
+        beyond = sorted(r for r in (recorded or {}) if index.get(r) is None)
+        if recorded is None or current not in beyond or len(index.heads) != 1:
+            return Fit(release, False, f"the database is at {current}, which the scripts lack")
+        contract = [r for r in beyond if (recorded or {}).get(r) != phases.EXPAND]
+        if contract:
+            return Fit(
+                release,
+                False,
+                f"contract revision {', '.join(contract)} came after these scripts' head "
+                "(the database's ledger says)",
+            )
+        at_head = fit(release, index.heads[0], index)
+        if not at_head.runs:
+            return at_head
+        return Fit(
+            release,
+            True,
+            f"ahead of these scripts' head by expand revision(s) only ({', '.join(beyond)}; "
+            "the database's ledger says)",
+        )
     if order.index(current) < order.index(release.revision):
         return Fit(release, False, f"the database is behind it (at {current})")
     between = order[order.index(release.revision) + 1 : order.index(current) + 1]
