@@ -246,3 +246,9 @@ def test_database_url_is_shown_without_its_password_and_overrides_the_five(tmp_p
     url = next(item for item in broken if item.name == "DATABASE_URL")
     assert url.value == "(not a PostgreSQL URL)" and url.problem
     assert "url-secret" not in json.dumps([item.to_json() for item in broken])
+
+
+def test_defaults_are_listed_as_text_not_markdown() -> None:
+    """`db.status --json` gave `"`backups/`"` for an unset UAIP_BACKUP_DIR: the docs' Markdown."""
+    listed = effective_settings(environ={})
+    assert listed and not [s.name for s in listed if "`" in s.value]

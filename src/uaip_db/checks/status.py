@@ -267,7 +267,9 @@ def shown(setting: Setting[Any], text: str | None) -> str:
     """A setting's value as people may see it: the default described, a password masked, a
     URL without its password."""
     if text is None:
-        return "***" if setting.secret and setting.default else setting.shown_default()
+        if setting.secret and setting.default:
+            return "***"
+        return setting.shown_default().replace("`", "")  # the docs' Markdown, not the value's
     if not setting.secret:
         return text.strip()
     if setting.parser is not POSTGRES_URL:

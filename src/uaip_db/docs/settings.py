@@ -18,10 +18,12 @@ INTRODUCTION = """\
 Every setting is an environment variable. The connection settings (marked `.env`) are read from
 the environment, then `.env` in the repository root, then the defaults below; the others from the
 environment only. An empty value counts as unset. A value a setting does not accept stops every
-command that reads it with one line naming the variable and what to do (exit 2).
+command that reads it with one line naming the variable and what to do (exit 2); one that no
+command in this run reads is not checked then, and `inv db.status` lists it as refused.
 
 `inv db.status` shows the settings that are set and where each came from (environment or
-`.env`); `inv db.status --json` lists every one with its effective value and source. Passwords
+`.env`); `inv db.status --json` lists every one with its source and its value: the value set,
+or, at the default, the default as the table describes it. Passwords
 are never shown: `DB_PASSWORD` as `***`, a URL without its password."""
 
 
