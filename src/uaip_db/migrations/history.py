@@ -167,7 +167,7 @@ class ScriptIndex:
                 ends = self.resolve(target)
             except UsageError:
                 raise UsageError(
-                    f"Unknown revision {target!r}. `inv db.history` lists the known revisions."
+                    f"Unknown revision {target!r}; `inv db.history` lists them."
                 ) from None
             if ends not in applied or ends == current[0]:
                 raise UsageError(
