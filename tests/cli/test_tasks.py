@@ -294,6 +294,21 @@ def test_upgrade_sql_without_a_database_renders_from_base() -> None:
     assert "secret-xyz" not in result.stdout + result.stderr
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("db.upgrade", "--sql", "--rev", "deadbeef:head"),
+        ("db.downgrade", "--sql", "--rev", f"{HEAD}:deadbeef"),
+    ],
+)
+def test_sql_for_an_unknown_revision_writes_no_sql(args: tuple[str, ...]) -> None:
+    """A piped script got the header (`\\set ON_ERROR_STOP on`, the timeouts) before the error."""
+    nowhere = DatabaseConfig(host="127.0.0.1", port=free_port())
+    result = run_inv(*args, database=nowhere)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip() == "Unknown revision 'deadbeef'; `inv db.history` lists them."
+
+
 def test_a_url_that_would_reach_another_database_is_refused(empty_db: DatabaseConfig) -> None:
     url = (
         f"postgresql://{empty_db.user}@{empty_db.host}:{empty_db.port}/decoy?dbname={empty_db.name}"

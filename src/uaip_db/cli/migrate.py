@@ -55,7 +55,7 @@ def upgrade(
             f"db.upgrade goes up; to go to {revision}, use `inv db.downgrade --rev {revision}`."
         )
     if sql:
-        runner.upgrade(config, sql_range(config, revision), sql=True)
+        runner.upgrade(config, known_range(sql_range(config, revision)), sql=True)
         return
     # The common case, a database already at head, costs one query and no Alembic import.
     wanted_revisions(history.load(), revision)  # an unknown one is named before anything is done
@@ -78,6 +78,15 @@ def upgrade(
         report=out,
         lock_connection=conn,
     )
+
+
+def known_range(text: str) -> str:
+    """`text` (`FROM:TO` or `TO`) when the scripts know both ends: refused before a line of SQL
+    is written, so a piped script never gets half a file."""
+    index = history.load()
+    for end in text.split(":"):
+        index.resolve(end)
+    return text
 
 
 def sql_range(config: DatabaseConfig, revision: str) -> str:
@@ -119,7 +128,7 @@ def downgrade(
                 "Offline SQL needs both ends of the downgrade: --rev FROM:TO "
                 "(e.g. --rev b41d9e0c7f25:8f2b6c1d4e7a)."
             )
-        runner.downgrade(config, revision, sql=True)
+        runner.downgrade(config, known_range(revision), sql=True)
         return
     plan = plan_downgrade(config, revision, report=out)
     if plan.needs_confirmation:
