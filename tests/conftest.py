@@ -9,6 +9,7 @@ import secrets
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import psycopg
 import pytest
 
 from uaip_db.catalog import expected
+from uaip_db.catalog.snapshot import Snapshot
 from uaip_db.migrations import history, runner
 from uaip_db.servers.scratch import ScratchServer, child_env, start_scratch_server
 from uaip_db.settings import DatabaseConfig
@@ -28,6 +30,44 @@ BASELINE, EMAIL, WIDEN, COMMENTS = "03033cebb647", "8f2b6c1d4e7a", "b41d9e0c7f25
 CHAIN = [item.revision for item in history.load().order]
 HEAD = history.load().single_head()
 HEAD_TABLES = sorted(expected.snapshot(HEAD).tables())
+
+
+@dataclass(frozen=True)
+class FreeColumn:
+    """A column of sessions that tests may index, constrain, narrow, drop and write as they
+    like: nullable, character varying, and nothing names it (no index, constraint, trigger,
+    function, view or default). Found in the head snapshot, so a revision that renames or drops
+    the one of today (project_name) changes no test."""
+
+    name: str
+    type: str  # "character varying(500)"
+    length: int  # 500
+
+
+def free_column(snapshot: Snapshot, table: str = "sessions") -> FreeColumn:
+    columns = {
+        name.split(".", 1)[1]: attributes
+        for name, attributes in snapshot.of_kind("column").items()
+        if name.startswith(f"{table}.")
+    }
+    definitions = [
+        text
+        for attributes in snapshot.objects.values()
+        for text in (attributes.get("definition"), attributes.get("body"))
+        if isinstance(text, str)
+    ]
+    for name, attributes in sorted(columns.items()):
+        varchar = re.fullmatch(r"character varying\((\d+)\)", attributes["type"])
+        named = any(re.search(rf"\b{re.escape(name)}\b", text) for text in definitions)
+        if varchar and not attributes["not_null"] and "default" not in attributes and not named:
+            return FreeColumn(name, attributes["type"], int(varchar.group(1)))
+    raise LookupError(
+        f"the head schema has no nullable varchar column of {table} that nothing names: "
+        "tests/conftest.py FREE_COLUMN needs another stand-in"
+    )
+
+
+FREE_COLUMN = free_column(expected.snapshot(HEAD))
 SETTING_NAMES = (
     "DATABASE_URL",
     "DB_HOST",

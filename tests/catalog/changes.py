@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tests.conftest import sql
+from tests.conftest import FREE_COLUMN, sql
 from uaip_db import process
 from uaip_db.servers.local import find_bindir
 from uaip_db.settings import DatabaseConfig
@@ -112,8 +112,8 @@ CHANGES = {
         ('column stage_data.field_name: options (none) -> ["n_distinct=100"]',),
     ),
     "column-collation": Change(
-        'ALTER TABLE sessions ALTER COLUMN project_name TYPE varchar(500) COLLATE "C"',
-        ("column sessions.project_name: collation (none) -> C",),
+        f'ALTER TABLE sessions ALTER COLUMN {FREE_COLUMN.name} TYPE {FREE_COLUMN.type} COLLATE "C"',
+        (f"column sessions.{FREE_COLUMN.name}: collation (none) -> C",),
     ),
     "security-definer": Change(
         "ALTER FUNCTION mark_abandoned_sessions() SECURITY DEFINER",

@@ -8,12 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import HEAD, run_inv, sql, write_revision
+from tests.conftest import FREE_COLUMN, HEAD, run_inv, sql, write_revision
 from uaip_db.checks import lint
 from uaip_db.errors import CheckFailed, SettingsError
 from uaip_db.migrations import history, runner, snapshots
 from uaip_db.servers.scratch import ScratchServer
 from uaip_db.settings import DatabaseConfig
+
+# A column of sessions the revisions here index, constrain, narrow and drop (project_name).
+FREE = FREE_COLUMN.name
 
 
 def rules_for(revision: str) -> set[str]:
@@ -46,7 +49,7 @@ def test_a_blocking_index_on_an_existing_table(server: ScratchServer, checkout: 
         checkout,
         revision="1d0000000001",
         down_revision=HEAD,
-        upgrade=["CREATE INDEX idx_sessions_project ON sessions (project_name)"],
+        upgrade=[f"CREATE INDEX idx_sessions_project ON sessions ({FREE})"],
         downgrade=["DROP INDEX idx_sessions_project"],
     )
     assert "blocking-index" in rules_for("1d0000000001")
@@ -60,17 +63,17 @@ def test_unacknowledged_data_loss_both_ways(server: ScratchServer, checkout: Pat
         revision="1d0000000002",
         down_revision=HEAD,
         upgrade=[
-            "ALTER TABLE sessions DROP COLUMN project_name",
+            f"ALTER TABLE sessions DROP COLUMN {FREE}",
             "ALTER TABLE checkpoints ADD COLUMN note text",
         ],
         downgrade=[
             "ALTER TABLE checkpoints DROP COLUMN note",
-            "ALTER TABLE sessions ADD COLUMN project_name varchar(500)",
+            f"ALTER TABLE sessions ADD COLUMN {FREE} {FREE_COLUMN.type}",
         ],
     )
     findings, _, _ = lint.lint()
     messages = [f.message for f in findings if f.rule == "unacknowledged-data-loss"]
-    assert any("the upgrade drops sessions.project_name" in m for m in messages)
+    assert any(f"the upgrade drops sessions.{FREE}" in m for m in messages)
     assert any("the downgrade drops checkpoints.note" in m for m in messages)
 
 
@@ -81,7 +84,7 @@ def test_narrowing_and_not_null_without_default(server: ScratchServer, checkout:
         revision="1d0000000003",
         down_revision=HEAD,
         upgrade=[
-            "ALTER TABLE sessions ALTER COLUMN project_name TYPE varchar(100)",
+            f"ALTER TABLE sessions ALTER COLUMN {FREE} TYPE varchar({FREE_COLUMN.length - 1})",
             "ALTER TABLE checkpoints ALTER COLUMN stage_number DROP NOT NULL",
             "ALTER TABLE sessions ADD COLUMN tenant text",
             "ALTER TABLE sessions ALTER COLUMN tenant SET NOT NULL",
@@ -89,7 +92,7 @@ def test_narrowing_and_not_null_without_default(server: ScratchServer, checkout:
         downgrade=[
             "ALTER TABLE sessions DROP COLUMN tenant",
             "ALTER TABLE checkpoints ALTER COLUMN stage_number SET NOT NULL",
-            "ALTER TABLE sessions ALTER COLUMN project_name TYPE varchar(500)",
+            f"ALTER TABLE sessions ALTER COLUMN {FREE} TYPE {FREE_COLUMN.type}",
         ],
         markers='destroys_data_on_downgrade = "sessions.tenant"',
     )
@@ -97,8 +100,8 @@ def test_narrowing_and_not_null_without_default(server: ScratchServer, checkout:
     found = {(f.rule, f.message.split(";")[0]) for f in findings if f.revision == "1d0000000003"}
     assert (
         "type-narrowing",
-        "the upgrade narrows sessions.project_name from character varying(500) "
-        "to character varying(100)",
+        f"the upgrade narrows sessions.{FREE} from {FREE_COLUMN.type} "
+        f"to character varying({FREE_COLUMN.length - 1})",
     ) in found
     assert (
         "not-null-without-default",
@@ -169,7 +172,7 @@ def test_blocking_forms_point_at_the_online_helpers(server: ScratchServer, check
         down_revision=HEAD,
         upgrade=[
             "ALTER TABLE sessions ADD COLUMN tenant text",
-            "UPDATE sessions SET tenant = user_id",
+            f"UPDATE sessions SET tenant = {FREE}",
             "ALTER TABLE sessions ALTER COLUMN tenant SET NOT NULL",
             "ALTER TABLE checkpoints ADD CONSTRAINT checkpoints_session_again "
             "FOREIGN KEY (session_id) REFERENCES sessions (session_id)",
@@ -207,7 +210,7 @@ def test_a_session_level_set_points_at_set_local(server: ScratchServer, checkout
         upgrade=[
             "SET session_replication_role = replica",
             "SET LOCAL lock_timeout = '2s'",
-            "UPDATE sessions\nSET status = 'active' WHERE false",
+            f"UPDATE sessions\nSET {FREE} = 'active' WHERE false",
         ],
         downgrade=[],
     )
@@ -273,9 +276,8 @@ def test_a_finding_names_the_file_the_line_and_the_statement(
         revision="1d0000000011",
         down_revision=HEAD,
         upgrade=[
-            f"ALTER TABLE sessions ADD CONSTRAINT sessions_long CHECK (project_name <> "
-            f"'{long_comment}')",
-            "CREATE INDEX idx_sessions_project ON sessions (project_name)",
+            f"ALTER TABLE sessions ADD CONSTRAINT sessions_long CHECK ({FREE} <> '{long_comment}')",
+            f"CREATE INDEX idx_sessions_project ON sessions ({FREE})",
             "ALTER TABLE checkpoints ADD CONSTRAINT checkpoints_session_again "
             "FOREIGN KEY (session_id) REFERENCES sessions (session_id)",
         ],
@@ -287,7 +289,7 @@ def test_a_finding_names_the_file_the_line_and_the_statement(
     index = found["require-concurrent-index-creation"]
     assert index.file == "migrations/versions/1d0000000011_test.py"
     assert index.line == line_of(path, "idx_sessions_project")
-    assert index.statement == "CREATE INDEX idx_sessions_project ON sessions (project_name)"
+    assert index.statement == f"CREATE INDEX idx_sessions_project ON sessions ({FREE})"
     assert not index.message.startswith("line ")
     assert found["blocking-index"].line == index.line
     foreign_key = found["adding-foreign-key-constraint"]
@@ -304,9 +306,7 @@ def test_a_finding_names_the_file_the_line_and_the_statement(
     lines = result.stderr.splitlines()
     headline = next(i for i, line in enumerate(lines) if "[blocking-index]" in line)
     assert f"(migrations/versions/1d0000000011_test.py:{index.line})" in lines[headline]
-    assert lines[headline + 1] == (
-        "    CREATE INDEX idx_sessions_project ON sessions (project_name)"
-    )
+    assert lines[headline + 1] == f"    CREATE INDEX idx_sessions_project ON sessions ({FREE})"
     as_json = run_inv("db.lint", "--since", HEAD, "--json", env={"UAIP_DB_ROOT": str(checkout)})
     entries = [e for e in json.loads(as_json.stdout)["findings"] if e["rule"] == "blocking-index"]
     assert entries[0]["file"] == "migrations/versions/1d0000000011_test.py"
@@ -323,8 +323,8 @@ def test_a_check_and_a_partial_index_point_at_the_helpers_that_fit(
         revision="1d0000000012",
         down_revision=HEAD,
         upgrade=[
-            "ALTER TABLE sessions ADD CONSTRAINT sessions_project_named CHECK (project_name <> '')",
-            "CREATE INDEX idx_sessions_active ON sessions (project_name) WHERE status = 'active'",
+            f"ALTER TABLE sessions ADD CONSTRAINT sessions_project_named CHECK ({FREE} <> '')",
+            f"CREATE INDEX idx_sessions_active ON sessions ({FREE}) WHERE {FREE} <> 'x'",
         ],
         downgrade=[
             "DROP INDEX idx_sessions_active",
@@ -362,9 +362,9 @@ depends_on = None
 
 
 def upgrade() -> None:
-    add_check_constraint(op, "sessions", "sessions_project_named", "project_name <> ''")
+    add_check_constraint(op, "sessions", "sessions_project_named", "{free} <> ''")
     create_index_concurrently(
-        op, "idx_sessions_active", "sessions", ["project_name"], where="status = 'active'"
+        op, "idx_sessions_active", "sessions", ["{free}"], where="{free} <> 'x'"
     )
 
 
@@ -379,7 +379,7 @@ def test_following_the_advice_lints_clean_and_leaves_nothing_invalid(
 ) -> None:
     """What the advice says to write passes squawk and our rules, and runs (again) online."""
     path = checkout / "migrations" / "versions" / "1d0000000013_online.py"
-    path.write_text(ONLINE_CHECK_AND_PARTIAL_INDEX.format(head=HEAD))
+    path.write_text(ONLINE_CHECK_AND_PARTIAL_INDEX.format(head=HEAD, free=FREE))
     snapshots.write(snapshots.build(server))
     assert rules_for("1d0000000013") == set()
 
@@ -391,15 +391,15 @@ def test_following_the_advice_lints_clean_and_leaves_nothing_invalid(
         "        FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid "
         "        WHERE c.relname = 'idx_sessions_active')"
     )
-    sql(head_db, "INSERT INTO sessions (user_id, project_name) VALUES ('u', 'p')")
+    sql(head_db, f"INSERT INTO sessions (user_id, {FREE}) VALUES ('u', 'p')")
     runner.upgrade(head_db)
-    assert sql(head_db, state) == [("true", "true:((status)::text = 'active'::text)")]
+    assert sql(head_db, state) == [("true", f"true:(({FREE})::text <> 'x'::text)")]
     # Safe to run again: the version row moved back, the constraint and index stayed.
     sql(head_db, f"UPDATE alembic_version SET version_num = '{HEAD}'")
     runner.upgrade(head_db)
-    assert sql(head_db, state) == [("true", "true:((status)::text = 'active'::text)")]
+    assert sql(head_db, state) == [("true", f"true:(({FREE})::text <> 'x'::text)")]
     with pytest.raises(Exception, match="sessions_project_named"):
-        sql(head_db, "UPDATE sessions SET project_name = ''")
+        sql(head_db, f"UPDATE sessions SET {FREE} = ''")
     runner.downgrade(head_db, HEAD)
     assert sql(head_db, state) == [(None, None)]
 
@@ -408,12 +408,12 @@ def test_a_row_that_breaks_the_check_fails_the_upgrade_and_leaves_nothing_invali
     server: ScratchServer, checkout: Path, head_db: DatabaseConfig
 ) -> None:
     path = checkout / "migrations" / "versions" / "1d0000000013_online.py"
-    path.write_text(ONLINE_CHECK_AND_PARTIAL_INDEX.format(head=HEAD))
-    sql(head_db, "INSERT INTO sessions (user_id, project_name) VALUES ('u', '')")
+    path.write_text(ONLINE_CHECK_AND_PARTIAL_INDEX.format(head=HEAD, free=FREE))
+    sql(head_db, f"INSERT INTO sessions (user_id, {FREE}) VALUES ('u', '')")
     with pytest.raises(Exception, match="sessions_project_named"):
         runner.upgrade(head_db)
     # The row is fixed; running the upgrade again finishes it.
-    sql(head_db, "UPDATE sessions SET project_name = 'p'")
+    sql(head_db, f"UPDATE sessions SET {FREE} = 'p'")
     runner.upgrade(head_db)
     assert sql(
         head_db,
@@ -427,14 +427,14 @@ def test_a_finding_an_exception_would_accept_shows_the_entry(
     server: ScratchServer, checkout: Path
 ) -> None:
     """A declared contract step's drop: the entry to add, its reason from destroys_data."""
-    reason = 'project_name is unused since the "v2" release'
+    reason = f'{FREE} is unused since the "v2" release'
     add_and_snapshot(
         server,
         checkout,
         revision="1d0000000014",
         down_revision=HEAD,
-        upgrade=["ALTER TABLE sessions DROP COLUMN project_name"],
-        downgrade=["ALTER TABLE sessions ADD COLUMN project_name varchar(500)"],
+        upgrade=[f"ALTER TABLE sessions DROP COLUMN {FREE}"],
+        downgrade=[f"ALTER TABLE sessions ADD COLUMN {FREE} {FREE_COLUMN.type}"],
         markers=f"destroys_data = {reason!r}",
     )
     findings, _, docs = lint.lint()
@@ -462,12 +462,12 @@ def test_an_entry_without_a_reason_is_left_for_the_reviewer(
         revision="1d0000000015",
         down_revision=HEAD,
         upgrade=[
-            "CREATE INDEX idx_sessions_project ON sessions (project_name)",
-            "ALTER TABLE sessions ALTER COLUMN project_name TYPE varchar(600)",
+            f"CREATE INDEX idx_sessions_project ON sessions ({FREE})",
+            f"ALTER TABLE sessions ALTER COLUMN {FREE} TYPE varchar({FREE_COLUMN.length + 1})",
         ],
         downgrade=[
             "DROP INDEX idx_sessions_project",
-            "ALTER TABLE sessions ALTER COLUMN project_name TYPE varchar(500)",
+            f"ALTER TABLE sessions ALTER COLUMN {FREE} TYPE {FREE_COLUMN.type}",
         ],
     )
     findings, _, _ = lint.lint()

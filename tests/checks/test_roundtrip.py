@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import CHAIN, HEAD, run_inv, write_revision
+from tests.conftest import CHAIN, FREE_COLUMN, HEAD, run_inv, write_revision
 from uaip_db.checks import roundtrip
 from uaip_db.errors import RoundtripFailed
 from uaip_db.servers.scratch import ScratchServer
@@ -47,10 +47,10 @@ def test_a_downgrade_that_drops_a_columns_data_is_named(
         checkout / "migrations" / "versions",
         "c0ffee000002",
         HEAD,
-        upgrade=["ALTER TABLE sessions ALTER COLUMN project_name TYPE text"],
+        upgrade=[f"ALTER TABLE sessions ALTER COLUMN {FREE_COLUMN.name} TYPE text"],
         downgrade=[
-            "UPDATE sessions SET project_name = NULL",
-            "ALTER TABLE sessions ALTER COLUMN project_name TYPE varchar(500)",
+            f"UPDATE sessions SET {FREE_COLUMN.name} = NULL",
+            f"ALTER TABLE sessions ALTER COLUMN {FREE_COLUMN.name} TYPE {FREE_COLUMN.type}",
         ],
         doc="Unbounded project names",
     )

@@ -10,7 +10,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from tests.conftest import HEAD, ROOT, sql
+from tests.conftest import FREE_COLUMN, HEAD, ROOT, sql
 from uaip_db.checks import lint, roundtrip
 from uaip_db.dual_write import trigger_name
 from uaip_db.migrations import history, phases, runner, snapshots
@@ -292,31 +292,32 @@ def test_the_backfill_moves_nothing_but_the_renamed_column(
     """sessions has a BEFORE UPDATE trigger that sets updated_at: the rename's backfill keeps
     every row's updated_at (the round trip failed: "table sessions: row contents changed"),
     while the application's own updates still move it."""
+    old, new = FREE_COLUMN.name, f"{FREE_COLUMN.name}_renamed"
     (checkout / "migrations" / "versions" / "d0a100000009_rename.py").write_text(
         REVISION.format(
-            doc="Rename sessions.project_name to title: expand",
+            doc=f"Rename sessions.{old} to {new}: expand",
             revision="d0a100000009",
             down=HEAD,
-            markers='phase = "expand"\ndestroys_data_on_downgrade = "sessions.title"',
-            upgrade='rename_column_expand(op, "sessions", "project_name", "title")',
-            downgrade='rename_column_expand_undo(op, "sessions", "project_name", "title")',
+            markers=f'phase = "expand"\ndestroys_data_on_downgrade = "sessions.{new}"',
+            upgrade=f'rename_column_expand(op, "sessions", "{old}", "{new}")',
+            downgrade=f'rename_column_expand_undo(op, "sessions", "{old}", "{new}")',
         ),
         encoding="utf-8",
     )
     sql(
         head_db,
-        "INSERT INTO sessions (user_id, project_name) SELECT 'u' || n, 'Project ' || n "
+        f"INSERT INTO sessions (user_id, {old}) SELECT 'u' || n, 'Project ' || n "
         "FROM generate_series(1, 300) AS n",
     )
     times = "SELECT session_id, updated_at FROM sessions ORDER BY session_id"
     before = sql(head_db, times)
     runner.upgrade(head_db, "d0a100000009")
-    assert sql(head_db, "SELECT count(*) FROM sessions WHERE title = project_name") == [(300,)]
+    assert sql(head_db, f"SELECT count(*) FROM sessions WHERE {new} = {old}") == [(300,)]
     assert sql(head_db, times) == before
-    sql(head_db, "UPDATE sessions SET project_name = 'Renamed' WHERE user_id = 'u1'")
+    sql(head_db, f"UPDATE sessions SET {old} = 'Renamed' WHERE user_id = 'u1'")
     assert sql(
         head_db,
-        "SELECT title, updated_at > %s FROM sessions WHERE user_id = 'u1'",
+        f"SELECT {new}, updated_at > %s FROM sessions WHERE user_id = 'u1'",
         (dict(before)[sql(head_db, "SELECT session_id FROM sessions WHERE user_id = 'u1'")[0][0]],),
     ) == [("Renamed", True)]
 

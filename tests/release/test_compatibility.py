@@ -7,13 +7,14 @@ passes; and the previous release's start-up check then refuses the contracted da
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import uaip_db
-from tests.conftest import HEAD, sql
+from tests.conftest import FREE_COLUMN, HEAD, sql
 from tests.release.conftest import commit_all
 from uaip_db.backups import workload
 from uaip_db.migrations import history, releases, runner, snapshots
@@ -52,18 +53,24 @@ def upgrade() -> None:
 def downgrade() -> None:
     {downgrade}
 '''
-RENAME = '"sessions", "project_name", "title"'
+OLD, NEW = FREE_COLUMN.name, f"{FREE_COLUMN.name}_renamed"
+RENAME = f'"sessions", "{OLD}", "{NEW}"'
 EXCEPTION = f'''
 [[exception]]
 revision = "{CONTRACT}"
 rule = "ban-drop-column"
-reason = "project_name: kept in title since the expand revision"
+reason = "{OLD}: kept in {NEW} since the expand revision"
 '''
+# The application's sessions, written with the column the rename drops (workload/setup.sql).
+SETUP = (
+    f"INSERT INTO sessions (user_id, {OLD})\n"
+    "SELECT 'uaip-load-' || n, 'rehearsal load' FROM generate_series(0, %(clients)s - 1) AS n;\n"
+)
 
 
 def write_rename(server: ScratchServer, checkout: Path, restore_comment: str = "") -> None:
-    """The two revisions; `restore_comment`: what the contract's downgrade says of project_name
-    (what the old column had besides its values is the revision's to restore)."""
+    """The two revisions; `restore_comment`: what the contract's downgrade says of the old
+    column (what it had besides its values is the revision's to restore)."""
     versions = checkout / "migrations" / "versions"
     undo = f"rename_column_contract_undo(op, {RENAME})"
     if restore_comment:
@@ -72,17 +79,17 @@ def write_rename(server: ScratchServer, checkout: Path, restore_comment: str = "
         (
             EXPAND,
             HEAD,
-            "Rename sessions.project_name to title: expand",
-            'phase = "expand"\ndestroys_data_on_downgrade = "sessions.title"',
+            f"Rename sessions.{OLD} to {NEW}: expand",
+            f'phase = "expand"\ndestroys_data_on_downgrade = "sessions.{NEW}"',
             f"rename_column_expand(op, {RENAME})\n"
-            "    op.execute(\"COMMENT ON COLUMN sessions.title IS 'The project name.'\")",
+            f"    op.execute(\"COMMENT ON COLUMN sessions.{NEW} IS 'The project name.'\")",
             f"rename_column_expand_undo(op, {RENAME})",
         ),
         (
             CONTRACT,
             EXPAND,
-            "Rename sessions.project_name to title: contract",
-            'phase = "contract"\ndestroys_data = "project_name: kept in title since the expand"',
+            f"Rename sessions.{OLD} to {NEW}: contract",
+            f'phase = "contract"\ndestroys_data = "{OLD}: kept in {NEW} since the expand"',
             f"rename_column_contract(op, {RENAME})",
             undo,
         ),
@@ -100,10 +107,14 @@ def write_rename(server: ScratchServer, checkout: Path, restore_comment: str = "
     snapshots.write(snapshots.build(server))
 
 
-def stop_using_project_name(checkout: Path) -> None:
+def start_writing_the_old_column(checkout: Path) -> None:
+    (checkout / "workload" / "setup.sql").write_text(SETUP)
+
+
+def stop_using_the_old_column(checkout: Path) -> None:
     """What the application's owners do once the new release is deployed everywhere."""
     for path in (checkout / "workload").glob("*.sql"):
-        path.write_text(path.read_text().replace("project_name", "title"))
+        path.write_text(re.sub(rf"\b{OLD}\b", NEW, path.read_text()))
 
 
 def check(database: DatabaseConfig, tmp_path: Path) -> tuple[ReleaseReport, dict[str, Any]]:
@@ -115,7 +126,8 @@ def test_a_contract_revision_the_running_application_still_uses_fails_the_releas
     server: ScratchServer, checkout: Path, head_db: DatabaseConfig, tmp_path: Path
 ) -> None:
     write_rename(server, checkout)
-    sql(head_db, "INSERT INTO sessions (user_id, project_name) VALUES ('u1', 'Churn model')")
+    start_writing_the_old_column(checkout)
+    sql(head_db, f"INSERT INTO sessions (user_id, {OLD}) VALUES ('u1', 'Churn model')")
     commit_all(checkout)
 
     report, items = check(head_db, tmp_path)
@@ -132,41 +144,41 @@ def test_a_contract_revision_the_running_application_still_uses_fails_the_releas
     assert f"- after `{EXPAND}` (expand): start-up check accepts; its statements run" in text
     # The contract revision is named, with the statement and the file it is in.
     assert f"Contract revision `{CONTRACT}`: the application's statement" in text
-    assert "INSERT INTO sessions (user_id, project_name)" in text and "workload/setup.sql" in text
-    assert 'column "project_name" of relation "sessions" does not exist' in text
+    assert f"INSERT INTO sessions (user_id, {OLD})" in text and "workload/setup.sql" in text
+    assert f'column "{OLD}" of relation "sessions" does not exist' in text
     assert "deploy the application that stops using it" in text
     assert any(failed.endswith("Previous release") for failed in report.failed())
-    # Way B was run on the rehearsal copy: the contract's downgrade leaves project_name without
+    # Way B was run on the rehearsal copy: the contract's downgrade leaves the old column without
     # the comment it had, so the report does not offer it as it is printed.
     rollback = "\n".join(items["rollback"].body)
     assert "**Only A is possible.**" in rollback
     assert "Not possible as printed: on the rehearsal copy it failed" in rollback
-    assert "column sessions.project_name: comment differs" in rollback
+    assert f"column sessions.{OLD}: comment differs" in rollback
 
     # The downgrade restores the comment; the application's owners update workload/ (the new
     # release no longer uses the column).
     ((comment,),) = sql(
         head_db,
-        "SELECT format('COMMENT ON COLUMN sessions.project_name IS %L', "
+        f"SELECT format('COMMENT ON COLUMN sessions.{OLD} IS %L', "
         "col_description('sessions'::regclass, attnum)) FROM pg_attribute "
-        "WHERE attrelid = 'sessions'::regclass AND attname = 'project_name'",
+        f"WHERE attrelid = 'sessions'::regclass AND attname = '{OLD}'",
     )
     write_rename(server, checkout, restore_comment=comment)
-    stop_using_project_name(checkout)
-    commit_all(checkout, "The application writes title")
+    stop_using_the_old_column(checkout)
+    commit_all(checkout, f"The application writes {NEW}")
     report, items = check(head_db, tmp_path)
     assert items["previous_release"].status == PASS, items["previous_release"].body
     assert report.verdict == PASS, [(i.title, i.body) for i in report.items if i.status == FAIL]
     # Both ways back were run or timed on the rehearsal copy.
     rollback = "\n".join(items["rollback"].body)
-    assert "**Preferred: A**" in rollback  # B loses data too: the contract dropped project_name
+    assert "**Preferred: A**" in rollback  # B loses data too: the contract dropped the column
     assert "On the rehearsal copy the restore took" in rollback
     assert f"and the schema it reached verified as `{HEAD}`" in rollback
 
     # Deployed: the database goes to the contract revision; the previous release, with its own
     # copy of the scripts, no longer starts on it and names the revision.
     runner.upgrade(head_db, "head")
-    assert sql(head_db, "SELECT title FROM sessions WHERE user_id = 'u1'") == [("Churn model",)]
+    assert sql(head_db, f"SELECT {NEW} FROM sessions WHERE user_id = 'u1'") == [("Churn model",)]
     with pytest.raises(uaip_db.CheckFailed, match=f"{CONTRACT} \\(contract\\)"):
         uaip_db.check_migrations(head_db, scripts=history.load().as_of(HEAD))
 
@@ -182,10 +194,13 @@ def test_the_statements_are_named_as_pgbench_numbers_them() -> None:
     ]
 
 
-def test_the_probe_names_the_failing_statement_and_its_script(head_db: DatabaseConfig) -> None:
+def test_the_probe_names_the_failing_statement_and_its_script(
+    checkout: Path, head_db: DatabaseConfig
+) -> None:
     assert workload.probe(head_db) == []
-    sql(head_db, "ALTER TABLE conversation_history RENAME COLUMN role TO speaker")
+    start_writing_the_old_column(checkout)
+    sql(head_db, f"ALTER TABLE sessions RENAME COLUMN {OLD} TO {NEW}")
     (broken,) = workload.probe(head_db)
-    assert broken.script == "workload/conversation_history.sql"
-    assert broken.statement.startswith("INSERT INTO conversation_history (session_id")
-    assert 'column "role" of relation "conversation_history" does not exist' in broken.error
+    assert broken.script == "workload/setup.sql"
+    assert broken.statement.startswith(f"INSERT INTO sessions (user_id, {OLD})")
+    assert f'column "{OLD}" of relation "sessions" does not exist' in broken.error
