@@ -155,8 +155,11 @@ def test_a_contract_revision_the_running_application_still_uses_fails_the_releas
     assert "Not possible as printed: on the rehearsal copy it failed" in rollback
     assert f"column sessions.{OLD}: comment " in rollback  # "differs", or both values if short
 
-    # The downgrade restores the comment; the application's owners update workload/ (the new
-    # release no longer uses the column).
+    # So the deploy goes in its order: the expand revision first, then the new release
+    # everywhere, whose statements no longer use the column (the application's owners update
+    # workload/), then a release check of the contract revision; its downgrade now restores the
+    # comment.
+    runner.upgrade(head_db, EXPAND)
     ((comment,),) = sql(
         head_db,
         f"SELECT format('COMMENT ON COLUMN sessions.{OLD} IS %L', "
@@ -171,9 +174,9 @@ def test_a_contract_revision_the_running_application_still_uses_fails_the_releas
     assert report.verdict == PASS, [(i.title, i.body) for i in report.items if i.status == FAIL]
     # Both ways back were run or timed on the rehearsal copy.
     rollback = "\n".join(items["rollback"].body)
-    assert "**Preferred: A**" in rollback  # B loses data too: the contract dropped the column
+    assert "**Preferred: B**" in rollback  # the contract's downgrade brings the column back
     assert "On the rehearsal copy the restore took" in rollback
-    assert f"and the schema it reached verified as `{HEAD}`" in rollback
+    assert f"and the schema it reached verified as `{EXPAND}`" in rollback
 
     # Deployed: the database goes to the contract revision; the previous release, with its own
     # copy of the scripts, no longer starts on it and names the revision.
@@ -181,6 +184,25 @@ def test_a_contract_revision_the_running_application_still_uses_fails_the_releas
     assert sql(head_db, f"SELECT {NEW} FROM sessions WHERE user_id = 'u1'") == [("Churn model",)]
     with pytest.raises(uaip_db.CheckFailed, match=f"{CONTRACT} \\(contract\\)"):
         uaip_db.check_migrations(head_db, scripts=history.load().as_of(HEAD))
+
+
+def test_statements_that_fail_before_the_release_are_not_blamed_on_a_revision(
+    server: ScratchServer, checkout: Path, head_db: DatabaseConfig, tmp_path: Path
+) -> None:
+    """workload/ already written for the new release (the renamed column) while the database
+    is before the expand revision: the statement fails before any revision, so it is workload/
+    that is wrong, not the expand revision that "breaks the running application"."""
+    write_rename(server, checkout)
+    start_writing_the_old_column(checkout)
+    stop_using_the_old_column(checkout)
+    commit_all(checkout)
+    _report, items = check(head_db, tmp_path)
+    text = "\n".join(items["previous_release"].body)
+    assert items["previous_release"].status == FAIL
+    assert "workload/ is not what the application running now runs: before any revision" in text
+    assert f'column "{NEW}" of relation "sessions" does not exist' in text
+    assert "- before the release: 1 statement(s) fail" in text
+    assert f"Expand revision `{EXPAND}` breaks" not in text
 
 
 def test_the_statements_are_named_as_pgbench_numbers_them() -> None:

@@ -233,12 +233,14 @@ def _runner_upgrade(
 
 @dataclass(frozen=True)
 class Steps:
-    """The upgrade one revision at a time: `revisions` in order, `after_each(copy, revision)`
-    called after each (its time is not the upgrade's), then a downgrade to `way_back`."""
+    """The upgrade one revision at a time: `before(copy)` first, `revisions` in order,
+    `after_each(copy, revision)` called after each (neither's time is the upgrade's), then a
+    downgrade to `way_back`."""
 
     revisions: list[str]
     after_each: Callable[[DatabaseConfig, str], None]
     way_back: str | None = None
+    before: Callable[[DatabaseConfig], None] | None = None  # called on the copy before them
 
 
 def _downgrade(target: DatabaseConfig, result: Rehearsal, revision: str) -> None:
@@ -310,6 +312,8 @@ def _timed_upgrade(
         if report:
             report(line)
 
+    if steps is not None and steps.before is not None:
+        steps.before(target)
     for revision in steps.revisions if steps is not None else ["head"]:
         started = time.perf_counter()
         try:

@@ -89,6 +89,7 @@ def release_check(
         [r.revision for r in pending],
         previous.after_each if previous is not None else _nothing,
         way_back=current if pending and rollback_sql is not None and not cost.impossible else None,
+        before=previous.before if previous is not None else None,
     )
     # The place for throwaway databases is checked before anything is dumped. One restored
     # copy serves both: it proves the backup restorable, then the upgrade is rehearsed on it

@@ -44,6 +44,14 @@ class PreviousRelease:
     index: history.ScriptIndex
     stops: list[Stop] = field(default_factory=list)
     unavailable: str | None = None  # why the statements could not be run at all
+    # What fails on the copy before any revision: workload/ is not what runs on it now.
+    failing_already: list[workload.Breakage] = field(default_factory=list)
+
+    def before(self, copy: DatabaseConfig) -> None:
+        try:
+            self.failing_already = workload.probe(copy)
+        except UaipDbError as error:
+            self.unavailable = str(error)
 
     def after_each(self, copy: DatabaseConfig, revision: str) -> None:
         phase = _phase(self.index, revision)
@@ -64,8 +72,13 @@ class PreviousRelease:
     def problems(self) -> list[str]:
         """What fails the release: the first revision that breaks each statement, and an expand
         revision the previous release cannot start on."""
-        found: list[str] = []
-        seen: set[str] = set()
+        found = [
+            f"workload/ is not what the application running now runs: before any revision, its "
+            f"statement {broke.line()}; workload/ holds the statements of the release running on "
+            "the database (update it when the next one is deployed everywhere)"
+            for broke in self.failing_already
+        ]
+        seen = {broke.script + broke.statement for broke in self.failing_already}
         for stop in self.stops:
             if stop.refused is not None and not stop.contracted:
                 found.append(
@@ -86,6 +99,15 @@ class PreviousRelease:
             "scripts, and its statements (workload/, one transaction of each script).",
             "",
         ]
+        if not self.unavailable:
+            body.append(
+                "- before the release: "
+                + (
+                    f"{len(self.failing_already)} statement(s) fail"
+                    if self.failing_already
+                    else "its statements run"
+                )
+            )
         for stop in self.stops:
             started = (
                 "start-up check accepts"
