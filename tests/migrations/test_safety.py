@@ -549,3 +549,17 @@ def test_writers_never_wait_a_second_behind_a_migration(empty_db: DatabaseConfig
     assert max(stalls) < WRITER_STALL_LIMIT, f"a writer waited {max(stalls):.2f} s"
     wanted = EMAIL if how == "downgrade" else HEAD
     assert applied.current_revisions(empty_db) == (wanted,)
+
+
+def test_a_handed_lock_connection_the_server_ended_meanwhile_is_replaced(
+    empty_db: DatabaseConfig,
+) -> None:
+    """The plan's connection becomes the lock's; when the server ended it while it idled
+    (idle_session_timeout while Alembic loads: CI saw "Revision failed: terminating connection
+    due to idle-session timeout"), the lock takes a connection of its own."""
+    handed = psycopg.connect(**empty_db.connect_kwargs(), autocommit=True)
+    pid = handed.info.backend_pid
+    sql(empty_db, "SELECT pg_terminate_backend(%s)", (pid,))
+    runner.upgrade(empty_db, "head", lock_connection=handed)
+    assert applied.current_revisions(empty_db) == (HEAD,)
+    assert handed.closed

@@ -198,15 +198,22 @@ def _run_env(context: EnvironmentContext, options: RunOptions) -> None:
 
 
 def _lock_connection(database: DatabaseConfig, options: RunOptions) -> psycopg.Connection[Any]:
+    import psycopg  # noqa: PLC0415 (its errors; the module is loaded by then anyway)
+
     handed, options.lock_connection = options.lock_connection, None
     if handed is not None and not handed.closed and not handed.broken:
-        handed.autocommit = True
-        handed.execute(
-            "SELECT pg_catalog.set_config('application_name', %s, false), "
-            "pg_catalog.set_config('search_path', %s, false)",
-            (LOCK_APPLICATION, CATALOG_SEARCH_PATH),
-        )
-        return handed
+        try:
+            handed.autocommit = True
+            handed.execute(
+                "SELECT pg_catalog.set_config('application_name', %s, false), "
+                "pg_catalog.set_config('search_path', %s, false)",
+                (LOCK_APPLICATION, CATALOG_SEARCH_PATH),
+            )
+            return handed
+        except psycopg.OperationalError:
+            # The server ended it while it idled since the plan (idle_session_timeout while
+            # Alembic loaded): the lock takes a connection of its own.
+            handed.close()
     return connect(
         database,
         application_name=LOCK_APPLICATION,
