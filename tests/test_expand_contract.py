@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import HEAD, sql
 from tests.release.conftest import commit_all
-from tests.test_next_migration import SCHEMA_TESTS, copy_checkout, in_copy, step
+from tests.test_next_migration import copy_checkout, in_copy, run_schema_tests, step
 from uaip_db.settings import DatabaseConfig
 
 pytestmark = pytest.mark.walk
@@ -176,16 +176,4 @@ def test_a_rename_in_two_releases_keeps_every_check_green(
     legs = [f"migrations(pg='16', db='{db_kind}')" for db_kind in ("fresh", "seeded")]
     nox = in_copy(copy, None, "nox", "--no-venv", "-s", *legs)
     assert nox.returncode == 0, nox.stdout + nox.stderr
-    step(
-        copy,
-        None,
-        sys.executable,
-        "-m",
-        "pytest",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        "-n",
-        "0",
-        *SCHEMA_TESTS,
-    )
+    run_schema_tests(copy)

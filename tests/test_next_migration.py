@@ -193,8 +193,12 @@ def test_the_schema_tests_pass_with_the_next_revision(
     with_next_revision: tuple[Path, Path], tmp_path: Path
 ) -> None:
     copy, _ = own_copy(with_next_revision, tmp_path)
-    # One process: the outer run already keeps every core busy, and each nested worker would
-    # start its own server and build its own templates.
+    run_schema_tests(copy)
+
+
+def run_schema_tests(copy: Path) -> None:
+    """SCHEMA_TESTS on `copy`, in one process: the outer run already keeps every core busy, and
+    each nested worker would start its own server and build its own templates."""
     step(
         copy,
         None,

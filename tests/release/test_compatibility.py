@@ -15,6 +15,7 @@ import pytest
 
 import uaip_db
 from tests.conftest import FREE_COLUMN, HEAD, sql
+from tests.migrations.test_dual_write import REVISION
 from tests.release.conftest import commit_all
 from uaip_db.backups import workload
 from uaip_db.migrations import history, releases, runner, snapshots
@@ -24,35 +25,6 @@ from uaip_db.servers.scratch import ScratchServer
 from uaip_db.settings import DatabaseConfig
 
 EXPAND, CONTRACT = "e1a5e0000001", "c1a5e0000002"
-REVISION = '''"""{doc}
-
-Revision ID: {revision}
-Revises: {down}
-"""
-
-from alembic import op
-
-from uaip_db.ops import (
-    rename_column_contract,
-    rename_column_contract_undo,
-    rename_column_expand,
-    rename_column_expand_undo,
-)
-
-revision = "{revision}"
-down_revision = "{down}"
-branch_labels = None
-depends_on = None
-{markers}
-
-
-def upgrade() -> None:
-    {upgrade}
-
-
-def downgrade() -> None:
-    {downgrade}
-'''
 OLD, NEW = FREE_COLUMN.name, f"{FREE_COLUMN.name}_renamed"
 RENAME = f'"sessions", "{OLD}", "{NEW}"'
 EXCEPTION = f'''

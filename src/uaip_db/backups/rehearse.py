@@ -238,7 +238,7 @@ class Steps:
     downgrade to `way_back`."""
 
     revisions: list[str]
-    after_each: Callable[[DatabaseConfig, str], None]
+    after_each: Callable[[DatabaseConfig, str], None] | None
     way_back: str | None = None
     before: Callable[[DatabaseConfig], None] | None = None  # called on the copy before them
 
@@ -323,5 +323,5 @@ def _timed_upgrade(
             return
         finally:
             result.upgrade_seconds += time.perf_counter() - started
-        if steps is not None:
+        if steps is not None and steps.after_each is not None:
             steps.after_each(target, revision)

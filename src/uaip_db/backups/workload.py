@@ -242,21 +242,13 @@ class Workload:
 
     def _setup(self) -> None:
         """workload/setup.sql, once, before the writers (when there is one)."""
-        import psycopg  # noqa: PLC0415
-
-        setup = paths.workload_dir() / SETUP_FILE
-        if not setup.is_file():
-            return
-        with connection(self.target) as conn:
-            try:
-                conn.execute(setup.read_text(encoding="utf-8"), {"clients": self.settings.clients})
-            except psycopg.Error as error:
-                raise BackupError(
-                    f"The application's {shown(setup)} failed on the copy: "
-                    f"{server_said(error)}; the running application would "
-                    "break there too: fix the workload, or deploy the application that stops "
-                    "using it first."
-                ) from None
+        broke = setup_failure(self.target, self.settings.clients)
+        if broke is not None:
+            raise BackupError(
+                f"The application's {broke.script} failed on the copy: {broke.error}; the "
+                "running application would break there too: fix the workload, or deploy the "
+                "application that stops using it first."
+            )
 
     def _read_logs(self) -> list[Transaction]:
         names = [path.stem for path in self.scripts]
@@ -344,20 +336,31 @@ def commands(text: str) -> list[str]:
 COMMAND = re.compile(r"aborted in command (\d+)")
 
 
+def setup_failure(target: DatabaseConfig, clients: int) -> Breakage | None:
+    """Run workload/setup.sql (when there is one) for `clients` writers; how it failed, if it
+    did."""
+    import psycopg  # noqa: PLC0415
+
+    setup = paths.workload_dir() / SETUP_FILE
+    if not setup.is_file():
+        return None
+    text = setup.read_text(encoding="utf-8")
+    with connection(target) as conn:
+        try:
+            conn.execute(text, {"clients": clients})
+        except psycopg.Error as error:
+            ran = text.replace("%(clients)s", str(clients))
+            return Breakage(shown(setup), " ".join(commands(ran)), server_said(error))
+    return None
+
+
 def probe(target: DatabaseConfig) -> list[Breakage]:
     """Run the application's statements once on `target` (setup.sql, then one transaction of each
     script, one client): the ones that fail, and why. Nothing fails: the application, as
     workload/ says it runs today, works on this schema."""
-    import psycopg  # noqa: PLC0415
-
-    setup = paths.workload_dir() / SETUP_FILE
-    if setup.is_file():
-        with connection(target) as conn:
-            try:
-                conn.execute(setup.read_text(encoding="utf-8"), {"clients": 1})
-            except psycopg.Error as error:
-                text = setup.read_text(encoding="utf-8").replace("%(clients)s", "1")
-                return [Breakage(shown(setup), " ".join(commands(text)), server_said(error))]
+    broke = setup_failure(target, 1)
+    if broke is not None:
+        return [broke]
     broken: list[Breakage] = []
     env = {**target.libpq_env(), "PGAPPNAME": APPLICATION_NAME}
     for script in application_scripts():

@@ -126,10 +126,11 @@ def compatibility_window(
     """A database at revisions these scripts do not know: (the expand revisions it is ahead by,
     when that is all it is ahead by, else the problems). The application's own copy of the
     scripts decides; the phases come from the ledger, where the runner recorded them."""
-    beyond = sorted(revision for revision in recorded if index.get(revision) is None)
+    beyond, contract = phases.beyond_scripts(
+        index, {revision: entry.phase for revision, entry in recorded.items()}
+    )
     if not set(index.heads) <= set(recorded) or not set(unknown) <= set(beyond):
         return [], [str(history.unknown_revision(revision)) for revision in unknown]
-    contract = [r for r in beyond if recorded[r].phase != phases.EXPAND]
     if contract:
         what = ", ".join(f"{r} ({recorded[r].phase or 'phase not recorded'})" for r in contract)
         return [], [

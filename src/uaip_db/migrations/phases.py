@@ -15,11 +15,12 @@ phase in the ledger, so an application that does not know a revision can still r
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from uaip_db.catalog import expected
 from uaip_db.catalog.snapshot import Snapshot
-from uaip_db.migrations.history import Revision
+from uaip_db.migrations.history import Revision, ScriptIndex
 
 EXPAND, CONTRACT = "expand", "contract"
 PHASES = (EXPAND, CONTRACT)
@@ -99,3 +100,13 @@ def judge(item: Revision) -> Judgement:
 
 def phase_of(item: Revision) -> str:
     return judge(item).phase
+
+
+def beyond_scripts(
+    index: ScriptIndex, recorded: Mapping[str, str | None]
+) -> tuple[list[str], list[str]]:
+    """The applied revisions these scripts lack (`recorded`: each one's phase, as the ledger
+    keeps it), and those of them not recorded as expand: a newer release migrated the database;
+    the previous release runs on it only when the second list is empty."""
+    beyond = sorted(revision for revision in recorded if index.get(revision) is None)
+    return beyond, [revision for revision in beyond if recorded[revision] != EXPAND]

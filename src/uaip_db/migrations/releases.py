@@ -83,10 +83,9 @@ def fit(
         return Fit(release, True, "at its own revision")
     order = [item.revision for item in index.order]
     if current not in order:
-        beyond = sorted(r for r in (recorded or {}) if index.get(r) is None)
+        beyond, contract = phases.beyond_scripts(index, recorded or {})
         if recorded is None or current not in beyond or len(index.heads) != 1:
             return Fit(release, False, f"the database is at {current}, which the scripts lack")
-        contract = [r for r in beyond if (recorded or {}).get(r) != phases.EXPAND]
         if contract:
             return Fit(
                 release,

@@ -87,7 +87,7 @@ def release_check(
     previous = compatibility.previous_release(index, current) if pending else None
     steps = Steps(
         [r.revision for r in pending],
-        previous.after_each if previous is not None else _nothing,
+        previous.after_each if previous is not None else None,
         way_back=current if pending and rollback_sql is not None and not cost.impossible else None,
         before=previous.before if previous is not None else None,
     )
@@ -129,10 +129,6 @@ def release_check(
         f"{written_at:%Y-%m-%d %H:%M:%S} UTC",
     )
     return report, target
-
-
-def _nothing(_copy: DatabaseConfig, _revision: str) -> None:
-    """Nothing runs between the revisions: no application runs on the database yet."""
 
 
 def _render(

@@ -48,10 +48,17 @@ class PreviousRelease:
     failing_already: list[workload.Breakage] = field(default_factory=list)
 
     def before(self, copy: DatabaseConfig) -> None:
+        self.failing_already = self._probe(copy)
+
+    def _probe(self, copy: DatabaseConfig) -> list[workload.Breakage]:
+        """The application's statements that fail on `copy`; none once they cannot be run."""
+        if self.unavailable is not None:
+            return []
         try:
-            self.failing_already = workload.probe(copy)
+            return workload.probe(copy)
         except UaipDbError as error:
             self.unavailable = str(error)
+            return []
 
     def after_each(self, copy: DatabaseConfig, revision: str) -> None:
         phase = _phase(self.index, revision)
@@ -61,13 +68,7 @@ class PreviousRelease:
             refused = None
         except UaipDbError as error:
             refused = " ".join(str(error).split())
-        broken: list[workload.Breakage] = []
-        if self.unavailable is None:
-            try:
-                broken = workload.probe(copy)
-            except UaipDbError as error:
-                self.unavailable = str(error)
-        self.stops.append(Stop(revision, phase, contracted, refused, broken))
+        self.stops.append(Stop(revision, phase, contracted, refused, self._probe(copy)))
 
     def problems(self) -> list[str]:
         """What fails the release: the first revision that breaks each statement, and an expand
@@ -207,5 +208,5 @@ def who_runs(index: history.ScriptIndex, current: str, pending: list[str]) -> li
 
 
 def _phase(index: history.ScriptIndex, revision: str) -> str:
-    item = index.get(revision)
-    return phases.phase_of(item) if item is not None else phases.CONTRACT
+    """As judged (migrations/releases.py); a revision the scripts lack counts as contract."""
+    return releases.judged(index, revision) or phases.CONTRACT
