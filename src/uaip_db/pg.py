@@ -18,7 +18,12 @@ from uaip_db.errors import (
     PasswordRefused,
     UnusableDatabase,
 )
-from uaip_db.settings import CATALOG_SEARCH_PATH, DatabaseConfig, session_options
+from uaip_db.settings import (
+    APPLICATION_NAME,
+    CATALOG_SEARCH_PATH,
+    DatabaseConfig,
+    session_options,
+)
 
 if TYPE_CHECKING:
     import psycopg
@@ -241,10 +246,17 @@ def reading(config: DatabaseConfig) -> Iterator[psycopg.Connection[Any]]:
 
 
 @contextmanager
-def catalog_connection(config: DatabaseConfig) -> Iterator[psycopg.Connection[Any]]:
+def catalog_connection(
+    config: DatabaseConfig, *, application_name: str = APPLICATION_NAME
+) -> Iterator[psycopg.Connection[Any]]:
     """An autocommit connection whose search_path holds nothing another role may create in
-    (pg_catalog, pg_temp): for reading the catalog and the bookkeeping tables (issue 24)."""
-    conn = connect(config, options=session_options(search_path=CATALOG_SEARCH_PATH))
+    (pg_catalog, pg_temp): for reading the catalog and the bookkeeping tables (issue 24).
+    `application_name` is what pg_stat_activity (and a lock holder's message) shows for it."""
+    conn = connect(
+        config,
+        options=session_options(search_path=CATALOG_SEARCH_PATH),
+        application_name=application_name,
+    )
     try:
         yield conn
     finally:

@@ -311,6 +311,8 @@ TEST_SERVER_SETTING = TEST_SERVER.name
 RELEASE_BACKUPS_KEPT_SETTING = RELEASE_BACKUPS_KEPT.name
 
 CONNECT_TIMEOUT_SECONDS = 5
+# What pg_stat_activity shows for this tool's sessions (one that holds a lock is named by it).
+APPLICATION_NAME = "uaip-db"
 # Every connection works in the schema the project owns: a schema named after the role ("$user"
 # comes first in PostgreSQL's default search_path), PGOPTIONS or a role's own search_path setting
 # must not decide where tables are created or looked up.
@@ -439,7 +441,7 @@ class DatabaseConfig:
             "user": self.user,
             "password": self.password,
             "connect_timeout": CONNECT_TIMEOUT_SECONDS,
-            "application_name": "uaip-db",
+            "application_name": APPLICATION_NAME,
             "options": session_options(),
             **dict(self.options),
         }

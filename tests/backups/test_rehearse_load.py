@@ -44,11 +44,14 @@ def test_a_statement_holding_a_table_lock_breaks_the_budget_and_is_named(
     result = rehearse(made.path, server, load=QUICK)
     assert result.load is not None
     over = result.load.over_budget()
-    assert [(s.revision, s.statement) for s in over] == [(BLOCKING, LOCK_SESSIONS)]
+    assert [(s.revision, s.statement) for s in over] == [(BLOCKING, LOCK_SESSIONS)], "\n".join(
+        result.summary()
+    )
     assert over[0].locks == ("AccessExclusiveLock on sessions",)
     # The lock was held through the sleep, and writers waited behind it past the 1 s budget.
     assert over[0].held_seconds is not None and over[0].held_seconds > 1.0
-    assert over[0].longest_wait > QUICK.max_writer_wait and over[0].writers_waited > 0
+    seen = "\n".join(result.summary())
+    assert over[0].longest_wait > QUICK.max_writer_wait and over[0].writers_waited > 0, seen
     assert result.load.longest_wait == over[0].longest_wait
     assert len(result.problems) == 1 and LOCK_SESSIONS in result.problems[0]
     assert "budget 1 s" in result.problems[0]
@@ -71,7 +74,9 @@ def test_a_short_stall_is_seen_and_charged_but_within_the_budget(
     held = [s for s in result.load.statements if s.statement == hold]
     assert len(held) == 1 and held[0].locks == ("ShareLock on conversation_history",)
     # Sampled every 20 ms, a stall a fraction of the budget long is seen and charged to it.
-    assert held[0].writers_waited > 0 and 0 < held[0].longest_wait < QUICK.max_writer_wait
+    seen = "\n".join(result.summary())
+    assert held[0].writers_waited > 0, seen
+    assert 0 < held[0].longest_wait < QUICK.max_writer_wait, seen
     assert result.load.longest_wait == held[0].longest_wait
 
 

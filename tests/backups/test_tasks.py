@@ -15,6 +15,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -22,6 +23,7 @@ import pytest
 from tests.backups.conftest import cut_manifest, exists, hashes, rewrite_manifest
 from tests.conftest import BIN, ROOT, cli_env, pages, run_inv, small_disk, sql
 from tests.servers.roles import limited_role
+from uaip_db.backups import dump
 from uaip_db.backups import folder as folders
 from uaip_db.backups import manifest as manifests
 from uaip_db.backups.dump import create_backup
@@ -264,14 +266,24 @@ def pg_dump_held(database: DatabaseConfig) -> Iterator[Callable[[], bool]]:
         holder.rollback()
 
 
-def snapshot_sessions(database: DatabaseConfig) -> list[int]:
-    """The backup's session idling in the transaction whose snapshot pg_dump imported."""
+def snapshot_session(database: DatabaseConfig) -> int | None:
+    """The backup's session once it idles in the transaction whose snapshot pg_dump imported
+    (its reads done), named by its application_name so no other session is mistaken for it."""
     rows = sql(
         database,
         "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-        "AND state = 'idle in transaction' AND query NOT LIKE 'LOCK TABLE held.t%%'",
+        "AND application_name = %s AND state = 'idle in transaction'",
+        (dump.SNAPSHOT_APPLICATION,),
     )
-    return [int(row[0]) for row in rows]
+    return int(rows[0][0]) if rows else None
+
+
+def sessions(database: DatabaseConfig) -> list[tuple[Any, ...]]:
+    return sql(
+        database,
+        "SELECT pid, application_name, state, left(query, 60) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
 
 
 def test_an_idle_in_transaction_timeout_does_not_end_the_snapshot_a_backup_holds(
@@ -301,11 +313,12 @@ def test_a_backup_whose_snapshot_session_ends_leaves_nothing_listed(
     with pg_dump_held(head_db) as waiting:
         run = start_cli("db.backup", "--no-verify", database=head_db, env=env)
         until(waiting)
-        until(lambda: bool(snapshot_sessions(head_db)))
-        for pid in snapshot_sessions(head_db):
-            sql(head_db, "SELECT pg_terminate_backend(%s)", (pid,))
+        until(lambda: snapshot_session(head_db) is not None)
+        pid = snapshot_session(head_db)
+        assert sql(head_db, "SELECT pg_terminate_backend(%s, 10000)", (pid,)) == [(True,)]
+        seen = sessions(head_db)
     stdout, stderr = run.communicate(timeout=120)
-    assert run.returncode == 1, stdout + stderr
+    assert run.returncode == 1, f"{stdout}{stderr}sessions after the end of {pid}: {seen}"
     assert "Traceback" not in stderr and head_db.password not in stdout + stderr
     assert len(stderr.strip().splitlines()) == 1, stderr
     assert "nothing was kept" in stderr and "Restore it with" not in stdout

@@ -52,6 +52,8 @@ if TYPE_CHECKING:
 COMPRESSION_METHOD = re.compile(r"(gzip|lz4|zstd)(:\d{1,2})?|none")
 FAST_COMPRESSION = "zstd:1"
 FIRST_MAJOR_WITH_ZSTD_DUMPS = 16
+# The session whose exported snapshot pg_dump reads, as pg_stat_activity names it.
+SNAPSHOT_APPLICATION = "uaip-db backup"
 
 TABLES_QUERY = """
 SELECT c.relname FROM pg_class AS c JOIN pg_namespace AS n ON n.oid = c.relnamespace
@@ -157,7 +159,7 @@ def new_backup(
         raise write_failed(out_dir, error) from None
     partial: folders.Partial | None = None
     try:
-        with catalog_connection(database) as conn:
+        with catalog_connection(database, application_name=SNAPSHOT_APPLICATION) as conn:
             try:
                 with snapshot_held(conn, database) as snapshot_id:
                     check_readable(conn, database)
