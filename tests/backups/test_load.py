@@ -41,3 +41,20 @@ def test_a_wait_goes_to_the_strongest_holder_and_only_one_that_overlaps_it() -> 
 def test_a_wait_on_a_table_no_statement_locked_is_charged_to_what_ran() -> None:
     wait = Wait(1, 0.5, "stage_data", 101.0, 101.001, True, "SELECT pg_sleep(2.5)")
     assert culprit(wait, [("r1", LOCK)]) == (NOT_APPLIED, "SELECT pg_sleep(2.5)")
+
+
+def test_a_wait_last_seen_with_no_blocker_left_stays_behind_the_migration() -> None:
+    # Sampled behind the lock, then once more just after the commit that freed it: the writer
+    # still shows as waiting, longer, its lock granted and no blocker left (CI saw the whole
+    # wait filed as one behind other writers, and the lock charged with none).
+    behind = Wait(7, 0.30, "sessions", 102.3, 102.301, True, LOCK.statement)
+    freed = Wait(7, 0.43, None, 102.5004, 102.501, False, None)
+    merged = freed.after(behind)
+    assert (merged.seconds, merged.seen_to) == (0.43, 102.501)
+    assert (merged.behind_migration, merged.relation) == (True, "sessions")
+    assert merged.migration_query == LOCK.statement
+    assert culprit(merged, [("r1", LOCK)]) == ("r1", LOCK.statement)
+    # Never seen behind the migration: it stays a wait behind others, at its longest.
+    other = Wait(8, 0.10, "sessions", 101.0, 101.001, False, None)
+    alone = freed.after(other)
+    assert (alone.seconds, alone.behind_migration) == (0.43, False)

@@ -13,6 +13,7 @@ waiting for its own lock). The budget (`max_writer_wait`) makes the result a ver
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import tempfile
 import threading
 import time
@@ -80,6 +81,21 @@ class Wait:
     behind_migration: bool
     migration_query: str | None  # what the migration ran at that moment
 
+    def after(self, earlier: Wait | None) -> Wait:
+        """This sample of a wait merged with an earlier one of the same statement: at its
+        longest, and behind the migration (on its relation, during its query) if any sample saw
+        that. A writer whose lock was just granted can still show as waiting, for longer, with
+        no blocker left: that sample alone would file the whole wait as one behind others."""
+        if earlier is None:
+            return self
+        longer, other = (self, earlier) if self.seconds > earlier.seconds else (earlier, self)
+        return dataclasses.replace(
+            longer,
+            relation=longer.relation or other.relation,
+            behind_migration=longer.behind_migration or other.behind_migration,
+            migration_query=longer.migration_query or other.migration_query,
+        )
+
     @property
     def began(self) -> float:
         """When the writer started waiting, on the clock seen_from is on."""
@@ -141,9 +157,8 @@ class Sampler:
         for pid, query_start, seconds, blockers, relation in rows:
             behind = pid in direct or bool(direct & set(blockers))
             key = (pid, query_start)
-            seen = self.waits.get(key)
-            if seen is None or seconds > seen.seconds:
-                self.waits[key] = Wait(pid, seconds, relation, asked, answered, behind, query)
+            wait = Wait(pid, seconds, relation, asked, answered, behind, query)
+            self.waits[key] = wait.after(self.waits.get(key))
 
 
 @dataclass(frozen=True)
