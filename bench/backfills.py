@@ -1,4 +1,4 @@
-"""Backfill of conversation_history: `uaip_db.ops.backfill` against one raw UPDATE, with a writer.
+"""A backfill: `uaip_db.ops.backfill` against one raw UPDATE, with a writer.
 
     python bench/backfills.py                  # 1,000,000 rows
     python bench/backfills.py --rows 200000
@@ -6,6 +6,8 @@
 Both run on clones of one database (same rows, same machine, same run) while a writer thread
 updates existing rows and inserts new ones one at a time; the longest any of its statements
 took while the backfill ran is the writer's worst stall. run.py runs it as one of its steps.
+The rows are in a table of the benchmark's own (TABLE, shaped like conversation_history),
+made in the database at head: the benchmark does not depend on the schema's columns.
 """
 
 from __future__ import annotations
@@ -33,20 +35,25 @@ from uaip_db.migrations.backfill import DEFAULT_BATCH_ROWS  # noqa: E402
 from uaip_db.servers.scratch import ScratchServer, start_scratch_server  # noqa: E402
 from uaip_db.settings import DatabaseConfig  # noqa: E402
 
-MESSAGES_PER_SESSION = 10
-FILL = """
-INSERT INTO sessions (user_id, project_name)
-SELECT 'user-' || g, 'Projekt Grüße 数据 #' || g FROM generate_series(1, %(sessions)s) AS g;
-INSERT INTO conversation_history (session_id, stage_number, role, content, metadata)
-SELECT s.session_id, 1 + m % 5, (ARRAY['user', 'assistant'])[1 + m % 2],
-       'Message ' || m || ': what data do you have? データ', jsonb_build_object('tokens', m)
-FROM sessions AS s CROSS JOIN generate_series(1, 10) AS m;
-ALTER TABLE conversation_history ADD COLUMN content_length integer;
+TABLE = "backfill_bench_messages"
+FILL = f"""
+CREATE TABLE {TABLE} (
+    message_id bigserial PRIMARY KEY,
+    stage_number integer NOT NULL,
+    content text NOT NULL,
+    metadata jsonb NOT NULL DEFAULT '{{}}',
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO {TABLE} (stage_number, content, metadata)
+SELECT 1 + m % 5, 'Message ' || m || ': what data do you have? データ',
+       jsonb_build_object('tokens', m)
+FROM generate_series(1, %(rows)s) AS m;
+ALTER TABLE {TABLE} ADD COLUMN content_length integer;
 VACUUM ANALYZE;
 """
 SET = {"content_length": "char_length(content)"}
 WHERE = "content_length IS NULL"
-RAW_UPDATE = "UPDATE conversation_history SET content_length = char_length(content)"
+RAW_UPDATE = f"UPDATE {TABLE} SET content_length = char_length(content)"
 REVISION = '''"""Benchmark backfill"""
 from alembic import op
 
@@ -59,11 +66,11 @@ depends_on = None
 
 
 def upgrade() -> None:
-    backfill(op, "conversation_history", set={set!r}, where={where!r}, batch_rows={batch_rows})
+    backfill(op, "{table}", set={set!r}, where={where!r}, batch_rows={batch_rows})
 
 
 def downgrade() -> None:
-    op.execute("UPDATE conversation_history SET content_length = NULL")
+    op.execute("UPDATE {table} SET content_length = NULL")
 '''
 
 
@@ -88,13 +95,10 @@ class Writer:
         self.ids = [
             row[0]
             for row in self.conn.execute(
-                "SELECT message_id, session_id FROM conversation_history "
-                "TABLESAMPLE SYSTEM (2) LIMIT 20000"
+                f"SELECT message_id FROM {TABLE} TABLESAMPLE SYSTEM (2) LIMIT 20000"
             ).fetchall()
         ]
-        session = self.conn.execute("SELECT session_id FROM sessions LIMIT 1").fetchone()
-        assert session is not None and self.ids
-        self.session = session[0]
+        assert self.ids
         self.stop = threading.Event()
         self.worst = 0.0
         self.statements = 0
@@ -108,14 +112,13 @@ class Writer:
     def run(self) -> None:
         while not self.stop.is_set():
             self._timed(
-                "UPDATE conversation_history SET metadata = metadata || '{\"seen\": 1}' "
+                f"UPDATE {TABLE} SET metadata = metadata || '{{\"seen\": 1}}' "
                 "WHERE message_id = %s",
                 (random.choice(self.ids),),
             )
             self._timed(
-                "INSERT INTO conversation_history (session_id, stage_number, role, content, "
-                "content_length) VALUES (%s, 1, 'user', 'new', 3)",
-                (self.session,),
+                f"INSERT INTO {TABLE} (stage_number, content, content_length) VALUES (1, 'new', 3)",
+                (),
             )
             time.sleep(0.005)
 
@@ -148,7 +151,7 @@ def measure(database: DatabaseConfig, action: Callable[[], None]) -> Measured:
 
 def count_rows(database: DatabaseConfig, where: str = "true") -> int:
     with psycopg.connect(**database.connect_kwargs()) as conn:
-        row = conn.execute(f"SELECT count(*) FROM conversation_history WHERE {where}").fetchone()  # type: ignore[arg-type]
+        row = conn.execute(f"SELECT count(*) FROM {TABLE} WHERE {where}").fetchone()  # type: ignore[arg-type]
     assert row is not None
     return int(row[0])
 
@@ -174,7 +177,7 @@ def write_checkout(folder: Path, batch_rows: int) -> Path:
     shutil.copytree(ROOT / "database", checkout / "database")
     head = history.load().single_head()
     (checkout / "migrations" / "versions" / "bacf111ed001_bench.py").write_text(
-        REVISION.format(head=head, set=SET, where=WHERE, batch_rows=batch_rows)
+        REVISION.format(head=head, table=TABLE, set=SET, where=WHERE, batch_rows=batch_rows)
     )
     return checkout
 
@@ -190,7 +193,7 @@ def bench_backfill(
         for statement in FILL.split(";"):
             if statement.strip():
                 conn.execute(  # type: ignore[call-overload]
-                    statement.replace("%(sessions)s", str(rows // MESSAGES_PER_SESSION))
+                    statement.replace("%(rows)s", str(rows))
                 )
     print(f"  generated {rows} messages in {time.perf_counter() - started:.1f} s", flush=True)
     server.mark_template(source.name)
@@ -211,7 +214,7 @@ def bench_backfill(
 
 def describe(results: list[tuple[str, Measured]]) -> str:
     lines = [
-        "| backfill of conversation_history | rows | seconds | rows/s | writer's worst stall | "
+        f"| backfill of {TABLE} | rows | seconds | rows/s | writer's worst stall | "
         "writer statements |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
