@@ -22,6 +22,7 @@ def test_a_release_runs_ahead_by_expand_revisions_only(
     listed = checkout / "migrations" / "releases.toml"
     listed.write_text(
         listed.read_text()
+        + f'\n[[release]]\nversion = "8.0.0"\nrevision = "{HEAD}"\n'
         + f'\n[[release]]\nversion = "9.0.0"\nrevision = "{EXPAND}"\n'
         + f'\n[[release]]\nversion = "9.1.0"\nrevision = "{CONTRACT}"\n'
     )
@@ -29,7 +30,7 @@ def test_a_release_runs_ahead_by_expand_revisions_only(
     runner.upgrade(head_db, EXPAND)
     expanded = json.loads(run_inv("db.releases", "--json", database=head_db, env=env).stdout)
     runs = {fit["version"]: fit["runs"] for fit in expanded["runs"]}
-    assert runs["9.0.0"] and runs["1.2.0"]  # the previous release runs on the expanded schema
+    assert runs["9.0.0"] and runs["8.0.0"]  # the previous release runs on the expanded schema
     assert not runs["9.1.0"]  # the new release needs its contract revision first
     runner.upgrade(head_db, "head")
     shown = run_inv("db.releases", database=head_db, env=env)
@@ -38,7 +39,7 @@ def test_a_release_runs_ahead_by_expand_revisions_only(
         shown.stdout
     )
     assert f"9.1.0 ({CONTRACT}): runs: at its own revision" in shown.stdout
-    assert f"1.2.0 ({HEAD}): does not run" in shown.stdout
+    assert f"8.0.0 ({HEAD}): does not run" in shown.stdout
 
 
 def test_a_release_naming_an_unknown_revision_is_refused(tmp_path: Path) -> None:
