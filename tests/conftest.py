@@ -6,6 +6,7 @@ import contextlib
 import os
 import re
 import secrets
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -16,6 +17,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from uaip_db.backups import workload
 from uaip_db.catalog import expected
 from uaip_db.catalog.snapshot import Snapshot
 from uaip_db.migrations import history, runner
@@ -175,6 +177,36 @@ def reader(server: ScratchServer) -> Iterator[str]:
         admin.execute(
             psycopg.sql.SQL("DROP ROLE IF EXISTS {}").format(psycopg.sql.Identifier(role))
         )
+
+
+@pytest.fixture(scope="session")
+def behind_revision(server: ScratchServer, head_template: str) -> str:
+    """The newest revision before head on which the application runs as workload/ says it runs
+    today (its statements, played once, all succeed): where a test that rehearses an upgrade
+    under the application starts. Today's revision before head, unless a contract step came
+    after the last revision the application ran on (then the one before that, and so on)."""
+    database = server.create_database("uaip_behind", template=head_template)
+    try:
+        for revision in reversed(CHAIN[:-1]):
+            runner.downgrade(database, revision)
+            if not workload.probe(database):
+                return revision
+    finally:
+        server.drop_database(database.name)
+    raise LookupError("workload/ runs at no revision before head: a test cannot rehearse under it")
+
+
+@pytest.fixture
+def behind_db(head_db: DatabaseConfig, behind_revision: str) -> DatabaseConfig:
+    """A database at `behind_revision`, with two sessions ('Churn' and 'bad' in FREE_COLUMN)."""
+    runner.downgrade(head_db, behind_revision)
+    sql(
+        head_db,
+        psycopg.sql.SQL("INSERT INTO sessions (user_id, {}) VALUES ('u1', 'Churn'), ('u2', 'bad')")
+        .format(psycopg.sql.Identifier(FREE_COLUMN.name))
+        .as_string(),
+    )
+    return head_db
 
 
 @pytest.fixture
@@ -407,8 +439,6 @@ def write_revision(
 @pytest.fixture
 def checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A scratch copy of the repository's migrations, used by this process and its children."""
-    import shutil
-
     root = tmp_path / "checkout"
     root.mkdir()
     shutil.copy(ROOT / "alembic.ini", root / "alembic.ini")
@@ -431,6 +461,37 @@ def only_history_up_to(checkout: Path, revision: str) -> None:
         path = checkout / "migrations" / "versions" / Path(item.path).name
         path.unlink()
         (checkout / "migrations" / "snapshots" / f"{item.revision}.json").unlink(missing_ok=True)
+    # Releases of the revisions removed go too: releases.toml may name only revisions there are.
+    listed = checkout / "migrations" / "releases.toml"
+    removed = {item.revision for item in later}
+    entries = re.split(r"(?m)^(?=\[\[release\]\])", listed.read_text())
+    kept = [e for e in entries if not any(f'"{gone}"' in e for gone in removed)]
+    listed.write_text("".join(kept))
+
+
+RELEASE_1_2_WORKLOAD = ROOT / "tests" / "release" / "workload_1_2_0"
+
+
+def as_release_1_2(checkout: Path) -> None:
+    """The scratch `checkout` as release 1.2.0 shipped it: the history up to COMMENTS, the
+    releases up to 1.2.0 and the application's workload of then. Tests about that history
+    (what COMMENTS locks, the guard of WIDEN's downgrade) rehearse it under that application."""
+    only_history_up_to(checkout, COMMENTS)
+    shutil.rmtree(checkout / "workload")
+    shutil.copytree(RELEASE_1_2_WORKLOAD, checkout / "workload")
+
+
+@pytest.fixture
+def at_widen(head_db: DatabaseConfig, checkout: Path) -> DatabaseConfig:
+    """Release 1.2.0's checkout (`as_release_1_2`) and a database one revision behind it, at
+    WIDEN, with two sessions ('Churn' and 'bad' as project names)."""
+    runner.downgrade(head_db, WIDEN)  # by the whole history: the database is at head
+    as_release_1_2(checkout)
+    sql(
+        head_db,
+        "INSERT INTO sessions (user_id, project_name) VALUES ('u1', 'Churn'), ('u2', 'bad')",
+    )
+    return head_db
 
 
 @contextlib.contextmanager

@@ -11,13 +11,12 @@ from typing import Any
 import pytest
 
 from tests.conftest import (
-    CHAIN,
     COMMENTS,
     EMAIL,
     FREE_COLUMN,
     HEAD,
     WIDEN,
-    only_history_up_to,
+    as_release_1_2,
     run_inv,
     sql,
     write_revision,
@@ -29,17 +28,6 @@ from uaip_db.migrations.baseline import BASELINE_REVISION
 from uaip_db.release.check import LOCKS_SHOWN
 from uaip_db.servers.scratch import ScratchServer, child_env
 from uaip_db.settings import DatabaseConfig
-
-
-@pytest.fixture
-def behind_db(head_db: DatabaseConfig) -> DatabaseConfig:
-    """A database one revision behind head, with a few rows."""
-    runner.downgrade(head_db, WIDEN)
-    sql(
-        head_db,
-        "INSERT INTO sessions (user_id, project_name) VALUES ('u1', 'Churn'), ('u2', 'bad')",
-    )
-    return head_db
 
 
 @pytest.fixture
@@ -61,27 +49,29 @@ def test_upgrade_with_backup_takes_a_verified_backup_first(
     assert len(list(tmp_path.glob("*/manifest.json"))) == 1
 
 
-def test_a_failing_backup_stops_the_change(behind_db: DatabaseConfig, tmp_path: Path) -> None:
+def test_a_failing_backup_stops_the_change(
+    behind_db: DatabaseConfig, behind_revision: str, tmp_path: Path
+) -> None:
     blocked = tmp_path / "not-a-folder"
     blocked.write_text("")
     result = run_inv(
         "db.upgrade", "--backup", database=behind_db, env={"UAIP_BACKUP_DIR": str(blocked)}
     )
     assert result.returncode != 0
-    assert applied.current_revisions(behind_db) == (WIDEN,)
+    assert applied.current_revisions(behind_db) == (behind_revision,)
 
 
 def test_rehearse_restores_upgrades_and_leaves_the_source_alone(
-    behind_db: DatabaseConfig, tmp_path: Path
+    at_widen: DatabaseConfig, tmp_path: Path
 ) -> None:
     env = {"UAIP_BACKUP_DIR": str(tmp_path)}
-    assert run_inv("db.backup", database=behind_db, env=env).returncode == 0
-    result = run_inv("db.rehearse", database=behind_db, env=env)
+    assert run_inv("db.backup", database=at_widen, env=env).returncode == 0
+    result = run_inv("db.rehearse", database=at_widen, env=env)
     assert result.returncode == 0, result.stderr
-    assert f"applied {HEAD}" in result.stdout
+    assert f"applied {COMMENTS}" in result.stdout
     assert f"locks held by {COMMENTS}: ShareUpdateExclusiveLock on checkpoints" in result.stdout
     assert "Rehearsal passed" in result.stdout
-    assert applied.current_revisions(behind_db) == (WIDEN,)
+    assert applied.current_revisions(at_widen) == (WIDEN,)
 
 
 def test_rehearse_of_a_damaged_backup_never_calls_it_verified(
@@ -104,11 +94,11 @@ def test_rehearse_without_a_backup(behind_db: DatabaseConfig, tmp_path: Path) ->
 
 
 def test_release_check_writes_a_report_to_sign(
-    behind_db: DatabaseConfig, tmp_path: Path, committed: Path
+    at_widen: DatabaseConfig, tmp_path: Path, checkout: Path
 ) -> None:
-    checkout = committed
+    commit_all(checkout)  # release 1.2.0's history, committed
     env = {"UAIP_BACKUP_DIR": str(tmp_path), "UAIP_DB_ROOT": str(checkout)}
-    result = run_inv("release.check", database=behind_db, env=env)
+    result = run_inv("release.check", database=at_widen, env=env)
     assert result.returncode == 0, result.stderr
     reports = list((checkout / "reports").glob("release-*.md"))
     assert len(reports) == 1
@@ -118,24 +108,28 @@ def test_release_check_writes_a_report_to_sign(
     assert "COMMENT ON TABLE sessions IS" in report
     assert "sessions: ~ comments added on the table and 10 columns" in report
     assert "Files checked against the manifest (sha256), then restored" in report
-    assert f"applied {HEAD}" in report and "verify and check: passed" in report
+    assert f"applied {COMMENTS}" in report and "verify and check: passed" in report
     assert "## 7. Rollback plan: PASS" in report and "COMMENT ON TABLE sessions IS NULL" in report
     assert "- [ ] Release manager" in report
-    assert behind_db.password not in report
-    assert applied.current_revisions(behind_db) == (WIDEN,)
+    assert at_widen.password not in report
+    assert applied.current_revisions(at_widen) == (WIDEN,)
     # The rehearsal ran under writers by default, and says what they went through.
     assert "writers before the upgrade:" in report and "writers during the upgrade:" in report
     assert "longest writer wait behind the upgrade:" in report and "(budget 1 s)" in report
 
 
 def test_release_check_fails_when_the_rehearsal_fails(
-    server: ScratchServer, behind_db: DatabaseConfig, tmp_path: Path, checkout: Path
+    server: ScratchServer,
+    behind_db: DatabaseConfig,
+    behind_revision: str,
+    tmp_path: Path,
+    checkout: Path,
 ) -> None:
     write_revision(
         checkout / "migrations" / "versions",
         "ba0000000001",
         HEAD,
-        # behind_db's 'bad' row, written to project_name at WIDEN, is in this column at head.
+        # behind_db's 'bad' row is in this column at head.
         upgrade=[f"ALTER TABLE sessions ADD CONSTRAINT no_bad CHECK ({FREE_COLUMN.name} <> 'bad')"],
         downgrade=["ALTER TABLE sessions DROP CONSTRAINT no_bad"],
         doc="Forbid bad project names",
@@ -149,7 +143,7 @@ def test_release_check_fails_when_the_rehearsal_fails(
     assert "Overall: **FAIL**" in report
     assert "Revision ba0000000001 (Forbid bad project names) failed" in report
     assert "violated by some row" in report
-    assert applied.current_revisions(behind_db) == (WIDEN,)
+    assert applied.current_revisions(behind_db) == (behind_revision,)
     # The application would not start on what the failed upgrade left.
     assert "8. Application: FAIL" in result.stdout
     assert (
@@ -197,7 +191,7 @@ def test_release_check_fails_naming_the_statement_writers_wait_behind(
 
 
 def test_without_a_backup_there_is_no_rehearsal_and_only_the_downgrade_back(
-    behind_db: DatabaseConfig, tmp_path: Path, committed: Path
+    behind_db: DatabaseConfig, behind_revision: str, tmp_path: Path, committed: Path
 ) -> None:
     blocked = tmp_path / "not-a-folder"
     blocked.write_text("")
@@ -210,7 +204,7 @@ def test_without_a_backup_there_is_no_rehearsal_and_only_the_downgrade_back(
     rollback = section(report, 7)
     assert "**Only B is possible.**" in rollback
     assert "**A. Restore the backup**: not possible, no backup was taken." in rollback
-    assert applied.current_revisions(behind_db) == (WIDEN,)
+    assert applied.current_revisions(behind_db) == (behind_revision,)
 
 
 def test_rehearse_sees_the_locks_of_every_transaction_of_a_revision(
@@ -369,7 +363,7 @@ def test_the_rollback_plan_states_each_cost_and_keeps_the_guard(
     two_behind: DatabaseConfig, tmp_path: Path, checkout: Path
 ) -> None:
     # A release of WIDEN and COMMENTS alone, whatever revisions come after them.
-    only_history_up_to(checkout, COMMENTS)
+    as_release_1_2(checkout)
     commit_all(checkout)
     result, report, appendix, data = release_check(two_behind, checkout, tmp_path)
     assert result.returncode == 0, result.stderr
@@ -427,7 +421,7 @@ def test_a_declared_downgrade_loss_makes_the_backup_the_preferred_way_back(
 
 
 def test_the_json_twin_carries_the_same_items_and_verdicts(
-    behind_db: DatabaseConfig, tmp_path: Path, committed: Path
+    behind_db: DatabaseConfig, behind_revision: str, tmp_path: Path, committed: Path
 ) -> None:
     result, report, _sql, data = release_check(behind_db, committed, tmp_path)
     assert result.returncode == 0, result.stderr
@@ -448,22 +442,24 @@ def test_the_json_twin_carries_the_same_items_and_verdicts(
         "previous_release",
     ]
     assert data["verdict"] == "PASS" and data["passed"] is True and data["failed"] == []
-    assert (data["current"], data["head"]) == (WIDEN, HEAD)
+    assert (data["current"], data["head"]) == (behind_revision, HEAD)
     stem = Path(data["files"]["report"]).stem
     assert data["files"] == {"report": f"{stem}.md", "sql": f"{stem}.sql", "json": f"{stem}.json"}
     assert f"SQL appendix: {committed / 'reports' / stem}.sql" in result.stdout
 
 
 def test_the_summary_fits_on_one_screen_and_the_sql_goes_to_the_appendix(
-    behind_db: DatabaseConfig, tmp_path: Path, committed: Path
+    at_widen: DatabaseConfig, tmp_path: Path, checkout: Path
 ) -> None:
-    result, report, appendix, data = release_check(behind_db, committed, tmp_path, load=True)
+    # Release 1.2.0: one revision, COMMENTS, with its many COMMENT ON statements.
+    commit_all(checkout)
+    result, report, appendix, data = release_check(at_widen, checkout, tmp_path, load=True)
     assert result.returncode == 0, result.stderr
     screen = "\n".join(report.splitlines()[:40])
     assert "Overall: **PASS** (all 10 items passed)." in screen
-    pending = len(CHAIN) - CHAIN.index(WIDEN) - 1
-    assert f"- **What**: {pending} revision(s), `{WIDEN}` -> `{HEAD}` (head)" in screen
-    assert f"- **Where**: `{behind_db.display_url()}`, DB_ENV=" in screen
+    pending = 1
+    assert f"- **What**: {pending} revision(s), `{WIDEN}` -> `{COMMENTS}` (head)" in screen
+    assert f"- **Where**: `{at_widen.display_url()}`, DB_ENV=" in screen
     assert "- **Code**: commit `" in screen
     for item in data["items"]:
         assert f"| {item['number']} | {item['title']} | {item['status']} |" in screen
@@ -487,7 +483,7 @@ def test_the_summary_fits_on_one_screen_and_the_sql_goes_to_the_appendix(
 
 
 def test_the_application_item_runs_the_start_up_check_on_the_rehearsed_copy(
-    behind_db: DatabaseConfig, tmp_path: Path, committed: Path
+    behind_db: DatabaseConfig, behind_revision: str, tmp_path: Path, committed: Path
 ) -> None:
     result, report, _sql, _data = release_check(behind_db, committed, tmp_path)
     assert result.returncode == 0, result.stderr
@@ -498,7 +494,9 @@ def test_the_application_item_runs_the_start_up_check_on_the_rehearsed_copy(
     assert copy is not None
     assert f"/{copy.group(1)} is at head {HEAD}; the migration scripts check out." in application
     assert "(item 8, PASS)" in report[report.index("## Sign-off") :]
-    assert applied.current_revisions(behind_db) == (WIDEN,)  # the source was never upgraded
+    assert applied.current_revisions(behind_db) == (
+        behind_revision,
+    )  # the source was never upgraded
 
 
 def test_release_backups_are_pruned_to_the_newest_of_that_database_and_the_report_says_so(

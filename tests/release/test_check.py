@@ -7,21 +7,19 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import HEAD, WIDEN, sql
+from tests.conftest import HEAD, sql
 from tests.migrations.test_phases import CONTRACT, add_expand_then_contract
 from uaip_db.backups import manifest as manifests
 from uaip_db.backups import restore as restoring
-from uaip_db.migrations import applied, history, runner
+from uaip_db.migrations import applied, history
 from uaip_db.release.check import release_check, upgrade_destroys
 from uaip_db.servers.scratch import ScratchServer
 from uaip_db.settings import DatabaseConfig
 
 
 @pytest.fixture
-def behind(head_db: DatabaseConfig) -> DatabaseConfig:
-    runner.downgrade(head_db, WIDEN)
-    sql(head_db, "INSERT INTO sessions (user_id, project_name) VALUES ('u1', 'Churn')")
-    return head_db
+def behind(behind_db: DatabaseConfig) -> DatabaseConfig:
+    return behind_db
 
 
 def counting_restores(monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -57,6 +55,7 @@ def test_one_restored_copy_proves_the_backup_and_carries_the_rehearsal(
 
 def test_a_backup_that_does_not_restore_fails_and_is_offered_as_no_way_back(
     behind: DatabaseConfig,
+    behind_revision: str,
     repo: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -75,7 +74,7 @@ def test_a_backup_that_does_not_restore_fails_and_is_offered_as_no_way_back(
     assert manifests.read_manifest(folder).state == manifests.VERIFY_FAILED
     rollback = next(item for item in report.items if item.key == "rollback")
     assert "not possible" in "\n".join(rollback.body)
-    assert applied.current_revisions(behind) == (WIDEN,)
+    assert applied.current_revisions(behind) == (behind_revision,)
 
 
 def manifests_in(directory: Path) -> list[tuple[Path, manifests.Manifest]]:
