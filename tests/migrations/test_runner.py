@@ -272,3 +272,13 @@ def test_a_revision_that_commits_half_way_says_what_stays(
     assert f"stays at revision {HEAD}, but its schema is not {HEAD}'s:" in message
     assert "table half: unexpected" in message
     assert "part of the revision committed before it failed" in message
+
+
+def test_the_expand_and_contract_of_one_long_change_get_file_names_that_tell_them_apart(
+    checkout: Path,
+) -> None:
+    # Alembic's default slug (40 characters) cut both names before their last word.
+    change = "rename sessions project_name to title for the scoping report"
+    expand = Path(runner.new_revision(f"{change} expand").path).name
+    contract = Path(runner.new_revision(f"{change} contract").path).name
+    assert expand.endswith("_expand.py") and contract.endswith("_contract.py")
