@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from run import BIN, Result, command  # noqa: E402
+from measure import BIN, Result, command  # noqa: E402
 
 from uaip_db.servers.scratch import ScratchServer, child_env, start_scratch_server  # noqa: E402
 from uaip_db.settings import DatabaseConfig  # noqa: E402

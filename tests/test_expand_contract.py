@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import HEAD, sql
 from tests.release.conftest import commit_all
-from tests.test_next_migration import copy_checkout, in_copy, step
+from tests.test_next_migration import copy_checkout, in_copy, run_the_suite, step
 from uaip_db.settings import DatabaseConfig
 
 pytestmark = pytest.mark.walk
@@ -166,7 +166,7 @@ def test_a_rename_in_two_releases_keeps_every_check_green(
     step(copy, db, "inv", "db.upgrade")
 
     # The repository's own checks, on the copy: ruff, lint, generated files, the nox legs of
-    # one major, the schema tests.
+    # one major, the whole pytest.
     # (`nox -s lint` needs a virtualenv of its own: its steps that read the revisions run here.)
     step(copy, None, "ruff", "check", "--no-cache", ".")
     step(copy, None, "ruff", "format", "--no-cache", "--check", ".")
@@ -177,21 +177,3 @@ def test_a_rename_in_two_releases_keeps_every_check_green(
     nox = in_copy(copy, None, "nox", "--no-venv", "-s", *legs)
     assert nox.returncode == 0, nox.stdout + nox.stderr
     run_the_suite(copy)
-
-
-def run_the_suite(copy: Path) -> None:
-    """The repository's whole pytest, as the README runs it, on the copy after the rename: no
-    test, fixture or sample is written against the columns the rename took away. The Docker
-    tests aside: they build images of the copy, a minute each, and read no column."""
-    step(
-        copy,
-        None,
-        sys.executable,
-        "-m",
-        "pytest",
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        "--ignore",
-        "tests/docker",
-    )

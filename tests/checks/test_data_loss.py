@@ -114,7 +114,8 @@ def test_a_table_made_by_hand_is_not_counted_as_what_a_downgrade_drops(
 ) -> None:
     sql(head_db, "CREATE TABLE hand_made (id int)")
     sql(head_db, "INSERT INTO hand_made VALUES (1), (2)")
-    result = run_inv("db.downgrade", database=head_db)
+    # --yes: whatever the head revision's downgrade drops, the question is about hand_made.
+    result = run_inv("db.downgrade", "--yes", database=head_db)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "hand_made" not in result.stdout + result.stderr
     assert sql(head_db, "SELECT count(*) FROM hand_made") == [(2,)]
