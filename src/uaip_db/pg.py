@@ -21,7 +21,6 @@ from uaip_db.errors import (
 from uaip_db.settings import (
     APPLICATION_NAME,
     CATALOG_SEARCH_PATH,
-    READ_LOCK_WAIT,
     DatabaseConfig,
     session_options,
 )
@@ -215,19 +214,23 @@ def connection(
         conn.close()
 
 
+# How long a read-only look (db.check, db.verify, db.status, db.current, fleet.check/verify/status,
+# check_migrations()) waits for a lock another session holds, e.g. ACCESS EXCLUSIVE on a table
+# it reads, before it says who holds it (DatabaseBusy, exit 2) instead of waiting without end.
+READ_LOCK_TIMEOUT_SECONDS = 5
+
+
 @contextmanager
 def reading(config: DatabaseConfig) -> Iterator[psycopg.Connection[Any]]:
     """An autocommit connection for reading only, on the catalog's search_path (nothing another
-    role may create in): a lock another session holds (e.g. ACCESS EXCLUSIVE on a table it
-    reads) not granted within UAIP_READ_LOCK_WAIT ends the look with DatabaseBusy (exit 2),
-    naming the session that holds it, instead of waiting without end."""
+    role may create in): a lock not granted within READ_LOCK_TIMEOUT_SECONDS ends the look with
+    DatabaseBusy, naming the session that holds it."""
     import psycopg  # noqa: PLC0415
 
-    waited: float = READ_LOCK_WAIT.read()
     conn = connect(
         config,
         options=session_options(
-            search_path=CATALOG_SEARCH_PATH, lock_timeout=f"{max(1, round(waited * 1000))}ms"
+            search_path=CATALOG_SEARCH_PATH, lock_timeout=f"{READ_LOCK_TIMEOUT_SECONDS}s"
         ),
     )
     try:
@@ -235,7 +238,7 @@ def reading(config: DatabaseConfig) -> Iterator[psycopg.Connection[Any]]:
     except psycopg.errors.LockNotAvailable:
         raise DatabaseBusy(
             f"Could not read the {config.where()}: a lock it needs was not granted within "
-            f"{waited:g} s; {lock_holder(config)}. Run it again when that "
+            f"{READ_LOCK_TIMEOUT_SECONDS} s; {lock_holder(config)}. Run it again when that "
             "transaction ends."
         ) from None
     finally:

@@ -213,14 +213,6 @@ LOCK_WAIT = Setting(
     60.0,
     "seconds plain `alembic` waits for the migration lock (`inv`: `--lock-wait`)",
 )
-READ_LOCK_WAIT = Setting(
-    "UAIP_READ_LOCK_WAIT",
-    seconds(above_zero=True),
-    5.0,
-    "seconds a read-only look (`db.check`, `db.verify`, `db.status`, the fleet's, "
-    "`check_migrations()`) waits for a lock another session holds before it names that session "
-    "and exits 2 instead of waiting without end",
-)
 MAX_WRITER_WAIT = Setting(
     "UAIP_MAX_WRITER_WAIT",
     seconds(above_zero=True),
@@ -299,7 +291,6 @@ SETTINGS: tuple[Setting[Any], ...] = (
     LOCK_BUDGET,
     LOCK_RETRIES,
     LOCK_WAIT,
-    READ_LOCK_WAIT,
     MAX_WRITER_WAIT,
     RELEASE_BACKUPS_KEPT,
     SCRATCH_URL,
