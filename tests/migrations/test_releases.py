@@ -68,3 +68,26 @@ def test_the_previous_release_s_checkout_agrees_with_its_start_up_check(
     past = json.loads(run_inv("db.releases", "--json", database=head_db, env=own).stdout)
     assert not any(fit["runs"] for fit in past["runs"])
     assert all(f"contract revision {CONTRACT}" in fit["why"] for fit in past["runs"])
+
+
+def test_releases_of_a_database_that_cannot_be_read_say_why_and_exit_2(
+    server: ScratchServer,
+) -> None:
+    missing = server.config_for("uaip_no_such_database")
+    shown = run_inv("db.releases", database=missing)
+    assert shown.returncode == 2, shown.stdout + shown.stderr
+    assert "1.0.0: " in shown.stdout  # the releases are listed all the same
+    assert "uaip_no_such_database" in shown.stderr and len(shown.stderr.splitlines()) == 1
+    assert "Traceback" not in shown.stderr and missing.password not in shown.stdout + shown.stderr
+    as_json = run_inv("db.releases", "--json", database=missing)
+    assert as_json.returncode == 2
+    data = json.loads(as_json.stdout)
+    assert data["current"] == [] and "uaip_no_such_database" in data["error"]
+
+
+def test_releases_of_an_empty_database_say_it_records_no_revision(
+    empty_db: DatabaseConfig,
+) -> None:
+    shown = run_inv("db.releases", database=empty_db)
+    assert shown.returncode == 0, shown.stderr
+    assert "records no single revision (recorded: none)" in shown.stdout

@@ -189,7 +189,7 @@ def releases(*, as_json: bool = False, out: Say = say) -> None:
 
     index = history.load()
     listed = named.load()
-    current, phases = recorded_revisions_and_phases()
+    current, phases, unread = recorded_revisions_and_phases()
     at = current[0] if len(current) == 1 else None
     fits = [named.fit(release, at, index, phases) for release in listed] if at else []
     if as_json:
@@ -202,10 +202,13 @@ def releases(*, as_json: bool = False, out: Say = say) -> None:
                     "runs": [
                         asdict(fit.release) | {"runs": fit.runs, "why": fit.why} for fit in fits
                     ],
+                    "error": str(unread) if unread else None,
                 },
                 indent=2,
             )
         )
+        if unread:
+            raise unread
         return
     if not listed:
         out(f"No releases are named yet ({named.releases_path()}).")
@@ -214,8 +217,14 @@ def releases(*, as_json: bool = False, out: Say = say) -> None:
     for release in listed:
         item = index.get(release.revision)
         out(f"  {release.version}: {release.revision} ({item.doc if item else '?'})")
+    if unread:
+        raise unread  # the releases are listed; which may run there is what could not be said
     if at is None:
-        out("The configured database could not be read (or records no single revision).")
+        recorded = ", ".join(current) or "none"
+        out(
+            f"{DatabaseConfig.from_env().display_url()} records no single revision "
+            f"(recorded: {recorded}), so no release is said to run on it."
+        )
         return
     out(f"On {DatabaseConfig.from_env().display_url()} (at {at}):")
     for fit in fits:
@@ -231,15 +240,17 @@ def recorded_revisions() -> tuple[str, ...]:
         return ()
 
 
-def recorded_revisions_and_phases() -> tuple[tuple[str, ...], dict[str, str | None]]:
+def recorded_revisions_and_phases() -> tuple[
+    tuple[str, ...], dict[str, str | None], UaipDbError | None
+]:
     """What the configured database records, and the phase its ledger keeps for each applied
-    revision; nothing when it cannot be asked."""
+    revision; when it cannot be asked, nothing and why."""
     try:
         with pg.reading(DatabaseConfig.from_env()) as conn:
             current = applied.current_revisions_on(conn)
-            return current, {r: e.phase for r, e in ledger.entries(conn).items()}
-    except UaipDbError:
-        return (), {}
+            return current, {r: e.phase for r, e in ledger.entries(conn).items()}, None
+    except UaipDbError as error:
+        return (), {}, error
 
 
 def mark_current(line: str, current: tuple[str, ...]) -> str:
