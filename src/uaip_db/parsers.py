@@ -79,8 +79,15 @@ def choice(*options: str) -> Parser[str]:
     return Parser(f"one of {', '.join(options)}", convert)
 
 
+# PostgreSQL keeps lock_timeout and statement_timeout in milliseconds as an int: a longer value
+# fails the connection that sets it ("invalid value for parameter"), long after the setting.
+LONGEST_DURATION_MS = 2**31 - 1
+MS_PER_UNIT = {"ms": 1, "": 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
 def _duration(text: str, _name: str) -> str:
-    if not re.fullmatch(r"\d+(ms|s|min|h|d)?", text):
+    found = re.fullmatch(r"(\d+)(ms|s|min|h|d)?", text)
+    if not found or int(found.group(1)) * MS_PER_UNIT[found.group(2) or ""] > LONGEST_DURATION_MS:
         raise ValueError(text)
     return text
 
@@ -108,7 +115,7 @@ ON = ("1", "true", "yes", "on")
 OFF = ("0", "false", "no", "off")
 TEXT = Parser("any text", lambda text, _name: text)
 SECONDS = seconds()
-DURATION = Parser("a duration like 5s, 500ms or 15min", _duration)
+DURATION = Parser("a duration like 5s, 500ms or 15min, at most 24 days", _duration)
 PATH = Parser("a path", lambda text, _name: Path(text).expanduser().resolve())
 FOLDER = Parser("a folder", _folder)
 ON_OFF = Parser(f"on or off ({', '.join(ON)} / {', '.join(OFF)})", _on_off)

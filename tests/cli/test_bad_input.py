@@ -47,6 +47,9 @@ def one_clean_line(result: subprocess.CompletedProcess[str], status: int) -> Non
         ({"UAIP_LOCK_RETRIES": "-1"}, "UAIP_LOCK_RETRIES='-1'"),
         ({"UAIP_LOCK_RETRIES": "abc"}, "UAIP_LOCK_RETRIES='abc'"),
         ({"UAIP_LOCK_TIMEOUT": "5 s"}, "UAIP_LOCK_TIMEOUT='5 s'"),
+        # Beyond what PostgreSQL takes: it was a connection failure at the first revision.
+        ({"UAIP_LOCK_TIMEOUT": "100000h"}, "UAIP_LOCK_TIMEOUT='100000h'"),
+        ({"UAIP_STATEMENT_TIMEOUT": "30d"}, "UAIP_STATEMENT_TIMEOUT='30d'"),
     ],
 )
 def test_bad_migration_settings_change_nothing(
