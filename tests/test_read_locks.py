@@ -68,4 +68,5 @@ def test_status_behind_a_lock_on_the_version_table_names_the_holder(
         result = run_inv("db.status", database=head_db, timeout=ENOUGH)
     assert result.returncode == USAGE, result.stdout + result.stderr
     line = next(line for line in result.stdout.splitlines() if line.startswith("database:"))
+    assert line.startswith("database: busy: "), line  # the server answered; a lock held it up
     says_who(line, holder, "alembic_version")

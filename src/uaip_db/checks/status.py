@@ -21,6 +21,7 @@ from uaip_db.errors import (
     CHECK_FAILED,
     PENDING,
     CheckFailed,
+    DatabaseBusy,
     PendingMigrations,
     SettingsError,
     UaipDbError,
@@ -178,6 +179,8 @@ class DatabaseState:
     pending: list[dict[str, str]]
     unknown: list[str]
     server_version: str | None = None  # "16.15", as the server reports it
+    # Not read because another session held a lock it needed: the server answered.
+    busy: bool = False
 
     @property
     def at_head(self) -> bool:
@@ -197,7 +200,15 @@ def database_state(database: DatabaseConfig) -> DatabaseState:
             server_version = conn.info.parameter_status("server_version")
     except UaipDbError as error:
         return DatabaseState(
-            database.display_url(), database.env, False, str(error), [], index.heads, [], []
+            database.display_url(),
+            database.env,
+            False,
+            str(error),
+            [],
+            index.heads,
+            [],
+            [],
+            busy=isinstance(error, DatabaseBusy),
         )
     unknown = [revision for revision in current if index.get(revision) is None]
     pending = [] if unknown else index.pending(current)

@@ -78,7 +78,7 @@ def status(*, as_json: bool = False, out: Say = say) -> None:
     for line in servers:
         out(line)
     if not state.reachable:
-        out(f"database: not reachable: {state.error}")
+        out(f"database: {'busy' if state.busy else 'not reachable'}: {state.error}")
         finish(USAGE)  # the status is shown; the exit says the connection failed
     out(
         f"database: reachable, PostgreSQL {state.server_version}, "
