@@ -82,12 +82,12 @@ def choice(*options: str) -> Parser[str]:
 # PostgreSQL keeps lock_timeout and statement_timeout in milliseconds as an int: a longer value
 # fails the connection that sets it ("invalid value for parameter"), long after the setting.
 LONGEST_DURATION_MS = 2**31 - 1
-MS_PER_UNIT = {"ms": 1, "": 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
+MS_PER_UNIT = {"ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
 
 
 def _duration(text: str, _name: str) -> str:
     found = re.fullmatch(r"(\d+)(ms|s|min|h|d)?", text)
-    if not found or int(found.group(1)) * MS_PER_UNIT[found.group(2) or ""] > LONGEST_DURATION_MS:
+    if not found or int(found.group(1)) * MS_PER_UNIT[found.group(2) or "ms"] > LONGEST_DURATION_MS:
         raise ValueError(text)
     return text
 

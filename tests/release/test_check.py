@@ -17,11 +17,6 @@ from uaip_db.servers.scratch import ScratchServer
 from uaip_db.settings import DatabaseConfig
 
 
-@pytest.fixture
-def behind(behind_db: DatabaseConfig) -> DatabaseConfig:
-    return behind_db
-
-
 def counting_restores(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Record every restore (the real one still runs) by the database it restores into."""
     restored: list[str] = []
@@ -36,13 +31,13 @@ def counting_restores(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def test_one_restored_copy_proves_the_backup_and_carries_the_rehearsal(
-    behind: DatabaseConfig,
+    behind_db: DatabaseConfig,
     repo: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     restored = counting_restores(monkeypatch)
-    report, _path = release_check(behind, tmp_path / "backups", lambda line: None)
+    report, _path = release_check(behind_db, tmp_path / "backups", lambda line: None)
     assert report.passed, [
         (item.title, item.status) for item in report.items if item.status != "PASS"
     ]
@@ -54,7 +49,7 @@ def test_one_restored_copy_proves_the_backup_and_carries_the_rehearsal(
 
 
 def test_a_backup_that_does_not_restore_fails_and_is_offered_as_no_way_back(
-    behind: DatabaseConfig,
+    behind_db: DatabaseConfig,
     behind_revision: str,
     repo: Path,
     tmp_path: Path,
@@ -66,7 +61,7 @@ def test_a_backup_that_does_not_restore_fails_and_is_offered_as_no_way_back(
         raise CheckFailed(f"The restore of {folder.name} does not match its manifest.")
 
     monkeypatch.setattr(restoring, "restore_backup", broken)
-    report, _path = release_check(behind, tmp_path / "backups", lambda line: None)
+    report, _path = release_check(behind_db, tmp_path / "backups", lambda line: None)
     assert not report.passed
     statuses = {item.key: item.status for item in report.items}
     assert statuses["backup"] == statuses["rehearsal"] == "FAIL"
@@ -74,7 +69,7 @@ def test_a_backup_that_does_not_restore_fails_and_is_offered_as_no_way_back(
     assert manifests.read_manifest(folder).state == manifests.VERIFY_FAILED
     rollback = next(item for item in report.items if item.key == "rollback")
     assert "not possible" in "\n".join(rollback.body)
-    assert applied.current_revisions(behind) == (behind_revision,)
+    assert applied.current_revisions(behind_db) == (behind_revision,)
 
 
 def manifests_in(directory: Path) -> list[tuple[Path, manifests.Manifest]]:
