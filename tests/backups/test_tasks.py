@@ -78,6 +78,16 @@ def until(condition: Callable[[], bool], timeout: float = 60.0) -> None:
         time.sleep(0.01)
 
 
+def until_found(find: Callable[[], int | None], timeout: float = 60.0) -> int:
+    """The first value `find` returns that is not None: asking again could miss it (a session
+    that is idle now may be running its next statement then)."""
+    deadline = time.monotonic() + timeout
+    while (found := find()) is None:
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+    return found
+
+
 def kill(child: subprocess.Popen[str]) -> None:
     """SIGKILL the run and its children (pg_dump, pg_restore): no handler runs."""
     os.killpg(child.pid, signal.SIGKILL)
@@ -313,8 +323,7 @@ def test_a_backup_whose_snapshot_session_ends_leaves_nothing_listed(
     with pg_dump_held(head_db) as waiting:
         run = start_cli("db.backup", "--no-verify", database=head_db, env=env)
         until(waiting)
-        until(lambda: snapshot_session(head_db) is not None)
-        pid = snapshot_session(head_db)
+        pid = until_found(lambda: snapshot_session(head_db))
         assert sql(head_db, "SELECT pg_terminate_backend(%s, 10000)", (pid,)) == [(True,)]
         seen = sessions(head_db)
     stdout, stderr = run.communicate(timeout=120)

@@ -201,7 +201,7 @@ def new_backup(
 def snapshot_held(conn: psycopg.Connection[Any], database: DatabaseConfig) -> Iterator[str]:
     """`exported_snapshot`, its session kept from idle-in-transaction timeouts (a database's or
     a role's setting would end it while it waits for pg_dump on purpose); the end of its
-    transaction failing (the session was ended meanwhile) is a BackupError."""
+    transaction failing, or the session being lost at any point, is a BackupError."""
     import psycopg  # noqa: PLC0415
 
     conn.execute("SET idle_in_transaction_session_timeout = 0")
@@ -211,7 +211,9 @@ def snapshot_held(conn: psycopg.Connection[Any], database: DatabaseConfig) -> It
             yield snapshot_id
             finished = True
     except psycopg.OperationalError as error:
-        if not finished:
+        # A lost session is the same failure at any point; a lock or statement timeout while
+        # the connection lives is the caller's to word.
+        if not finished and not conn.broken:
             raise
         raise BackupError(
             f"The session holding the snapshot of {database.where()} ended before the backup "
