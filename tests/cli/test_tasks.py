@@ -349,6 +349,35 @@ def test_status_json_of_an_unreachable_database() -> None:
     assert "Traceback" not in shown.stderr
 
 
+def test_status_with_settings_that_name_no_database_still_shows_the_rest() -> None:
+    import json
+
+    env = {"DB_PORT": "54x2", "DB_PASSWORD": "secret-xyz"}
+    shown = run_inv("db.status", env=env)
+    assert shown.returncode == 2 and "Traceback" not in shown.stderr
+    lines = shown.stdout.splitlines()
+    assert any(line.startswith("  DB_PORT=54x2 (environment); refused:") for line in lines)
+    assert any(line.startswith("database: not checked:") and "DB_PORT" in line for line in lines)
+    assert any(line.startswith("local cluster:") for line in lines), "the servers are shown"
+    status = json.loads(run_inv("db.status", "--json", env=env).stdout)
+    assert not status["reachable"] and "DB_PORT" in status["error"]
+    assert "secret-xyz" not in shown.stdout + json.dumps(status)
+
+
+@pytest.mark.parametrize(
+    "args", [("db.check",), ("db.verify",), ("db.current",), ("db.lint", "--since", "0ff1ce")]
+)
+def test_json_commands_print_json_when_they_fail_before_their_result(args: tuple[str]) -> None:
+    import json
+
+    nowhere = DatabaseConfig(host="127.0.0.1", port=free_port(), password="secret-xyz")
+    result = run_inv(*args, "--json", database=nowhere)
+    assert result.returncode == 2, result.stdout + result.stderr
+    said = json.loads(result.stdout)
+    assert said["exit_code"] == 2 and said["error"] == result.stderr.strip()
+    assert "secret-xyz" not in result.stdout + result.stderr
+
+
 def test_status_lists_the_settings_and_where_they_came_from(tmp_path: Path) -> None:
     import json
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import atexit
 import errno
+import json
 import logging
 import os
 import sys
@@ -32,12 +33,16 @@ UNWRITABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 # one line `reported` ends a failure with, and VisibleStream (what Alembic writes) are the
 # ways out; JSON passes through them too and stays the same JSON.
 
-# Where `say` writes while `reported(json_only=True)` sends everything else to stderr.
+# Where `say` writes while `reported(json_only=True)` sends everything else to stderr, and
+# whether it wrote there: a `--json` command that failed before its result says so in JSON.
 _result_stream: TextIO | None = None
+_result_written = False
 
 
 def say(line: str) -> None:
     """A line of progress or result, on stdout (the library's `report` callbacks end here)."""
+    global _result_written
+    _result_written = _result_written or _result_stream is not None
     print(visible(line), file=_result_stream or sys.stdout, flush=True)
 
 
@@ -92,16 +97,17 @@ def reported(*, json_only: bool = False) -> Iterator[None]:
     `print()`) goes to stderr."""
     from invoke.exceptions import Exit  # noqa: PLC0415
 
-    global _result_stream
+    global _result_stream, _result_written
     kept = sys.stdout
     if json_only:
-        _result_stream, sys.stdout = kept, sys.stderr
+        _result_stream, sys.stdout, _result_written = kept, sys.stderr, False
     try:
         DEBUG.read()  # a UAIP_DEBUG that is neither on nor off is named (exit 2)
         yield
     except UaipDbError as error:
         if debugging():
             raise
+        failed_without_result(str(error), error.exit_code)
         raise Exit(visible(str(error)) or None, code=error.exit_code) from None
     except BrokenPipeError:
         # The reader went away (`inv db.diff | head`): stop quietly, like other CLI tools.
@@ -124,10 +130,19 @@ def reported(*, json_only: bool = False) -> Iterator[None]:
     except Exception as error:
         if debugging() or not _is_database_error(error):
             raise
-        raise Exit(visible(str(explain(error, DatabaseConfig.from_env()))), code=USAGE) from None
+        explained = str(explain(error, DatabaseConfig.from_env()))
+        failed_without_result(explained, USAGE)
+        raise Exit(visible(explained), code=USAGE) from None
     finally:
         if json_only:
             _result_stream, sys.stdout = None, kept
+
+
+def failed_without_result(message: str, exit_code: int) -> None:
+    """Under `--json`, a failure before the command wrote its result still leaves JSON on
+    stdout (what a script parses), with the same line stderr gets."""
+    if _result_stream is not None and not _result_written:
+        say(json.dumps({"error": message, "exit_code": exit_code}))
 
 
 def usage_errors_exit_2() -> None:

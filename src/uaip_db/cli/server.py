@@ -9,7 +9,7 @@ import json
 
 from uaip_db import pg
 from uaip_db.cli.reporter import Say, finish, say
-from uaip_db.errors import USAGE
+from uaip_db.errors import USAGE, SettingsError
 from uaip_db.migrations import history
 from uaip_db.migrations.baseline import BASELINE_REVISION, adopt
 from uaip_db.settings import DatabaseConfig
@@ -48,24 +48,31 @@ def status(*, as_json: bool = False, out: Say = say) -> None:
     from uaip_db.servers.docker import DockerCompose, docker_engine_answers  # noqa: PLC0415
     from uaip_db.servers.local import cluster_status, local_cluster_root  # noqa: PLC0415
 
-    config = DatabaseConfig.from_env()
+    # Settings that name no database (DB_PORT=54x2) are what a status is asked for most: the
+    # settings and servers are shown with the refused one marked, then the exit says it.
+    config: DatabaseConfig | None = None
+    unusable = ""
+    try:
+        config = DatabaseConfig.from_env()
+    except SettingsError as error:
+        unusable = str(error)
+    knobs = effective_settings()
     # Read from the cluster's files: showing the status never fetches binaries.
     servers = [cluster_status(local_cluster_root(), wanted_major())]
     if docker_engine_answers():
         servers.append(DockerCompose().status())
-    state = database_state(config)
-    knobs = effective_settings()
+    state = database_state(config) if config is not None else None
     if as_json:
+        shown = json.loads(state.to_json()) if state else {"reachable": False, "error": unusable}
         listed = [knob.to_json() for knob in knobs]
-        out(
-            json.dumps(
-                {**json.loads(state.to_json()), "servers": servers, "settings": listed}, indent=2
-            )
-        )
-        if not state.reachable:
+        out(json.dumps({**shown, "servers": servers, "settings": listed}, indent=2))
+        if state is None or not state.reachable:
             finish(USAGE)
         return
-    out(f"settings: {config.display_url()} (DB_ENV={config.env})")
+    if config is not None:
+        out(f"settings: {config.display_url()} (DB_ENV={config.env})")
+    else:
+        out("settings: they name no database (below)")
     changed = [knob for knob in knobs if not knob.is_default]
     if changed:
         out(
@@ -77,6 +84,9 @@ def status(*, as_json: bool = False, out: Say = say) -> None:
         out(f"  {knob.summary()}")
     for line in servers:
         out(line)
+    if state is None:
+        out(f"database: not checked: {unusable}")
+        finish(USAGE)
     if not state.reachable:
         out(f"database: {'busy' if state.busy else 'not reachable'}: {state.error}")
         finish(USAGE)  # the status is shown; the exit says the connection failed
