@@ -3,8 +3,8 @@
 For applications: `uaip_db.check_migrations()` at start-up returns quietly when the database is
 at head and raises `PendingMigrations` or `CheckFailed` (with the reasons) otherwise;
 `ConnectionProblem` when the database cannot be reached, or when another session's lock kept it
-from being read within 5 s (`DatabaseBusy`, naming that session), and `SettingsError` for bad
-settings.
+from being read within UAIP_READ_LOCK_WAIT (5 s by default; `DatabaseBusy`, naming that
+session), and `SettingsError` for bad settings.
 All are `UaipDbError`s.
 """
 

@@ -57,7 +57,7 @@ class DatabaseMissing(ConnectionProblem):
 
 
 class DatabaseBusy(ConnectionProblem):
-    """A read-only check waited `pg.READ_LOCK_TIMEOUT_SECONDS` for a lock another session holds
+    """A read-only check waited UAIP_READ_LOCK_WAIT for a lock another session holds
     (ACCESS EXCLUSIVE on a table it reads); the message names that session. Nothing was found
     wrong with the schema, and nothing was changed: run it again when that session lets go."""
 

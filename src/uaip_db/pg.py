@@ -21,6 +21,7 @@ from uaip_db.errors import (
 from uaip_db.settings import (
     APPLICATION_NAME,
     CATALOG_SEARCH_PATH,
+    READ_LOCK_WAIT,
     DatabaseConfig,
     session_options,
 )
@@ -214,31 +215,24 @@ def connection(
         conn.close()
 
 
-# How long a read-only look (db.check, db.verify, db.status, db.current, fleet.check/verify/status,
-# check_migrations()) waits for a lock another session holds, e.g. ACCESS EXCLUSIVE on a table
-# it reads, before it says who holds it (DatabaseBusy, exit 2) instead of waiting without end.
-READ_LOCK_TIMEOUT_SECONDS = 5
-
-
 @contextmanager
 def reading(config: DatabaseConfig) -> Iterator[psycopg.Connection[Any]]:
     """An autocommit connection for reading only, on the catalog's search_path (nothing another
-    role may create in): a lock not granted within READ_LOCK_TIMEOUT_SECONDS ends the look with
-    DatabaseBusy, naming the session that holds it."""
+    role may create in): a lock not granted within UAIP_READ_LOCK_WAIT (a table lock or
+    alembic_version's, which a migration holds) ends the look with DatabaseBusy, naming the
+    session that holds it instead of waiting without end."""
     import psycopg  # noqa: PLC0415
 
+    wait = READ_LOCK_WAIT.read()
     conn = connect(
-        config,
-        options=session_options(
-            search_path=CATALOG_SEARCH_PATH, lock_timeout=f"{READ_LOCK_TIMEOUT_SECONDS}s"
-        ),
+        config, options=session_options(search_path=CATALOG_SEARCH_PATH, lock_timeout=wait)
     )
     try:
         yield conn
     except psycopg.errors.LockNotAvailable:
         raise DatabaseBusy(
             f"Could not read the {config.where()}: a lock it needs was not granted within "
-            f"{READ_LOCK_TIMEOUT_SECONDS} s; {lock_holder(config)}. Run it again when that "
+            f"{wait} ({READ_LOCK_WAIT.name}); {lock_holder(config)}. Run it again when that "
             "transaction ends."
         ) from None
     finally:

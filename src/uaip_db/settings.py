@@ -213,6 +213,14 @@ LOCK_WAIT = Setting(
     60.0,
     "seconds plain `alembic` waits for the migration lock (`inv`: `--lock-wait`)",
 )
+READ_LOCK_WAIT = Setting(
+    "UAIP_READ_LOCK_WAIT",
+    DURATION,
+    "5s",
+    "how long a read-only look (`db.check`, `db.verify`, `db.status`, `db.current`, the fleet's "
+    "looks, `check_migrations()`) waits for a lock another session holds before it names that "
+    "session and exits 2 (`0` waits without end); checked before any command starts",
+)
 MAX_WRITER_WAIT = Setting(
     "UAIP_MAX_WRITER_WAIT",
     seconds(above_zero=True),
@@ -291,6 +299,7 @@ SETTINGS: tuple[Setting[Any], ...] = (
     LOCK_BUDGET,
     LOCK_RETRIES,
     LOCK_WAIT,
+    READ_LOCK_WAIT,
     MAX_WRITER_WAIT,
     RELEASE_BACKUPS_KEPT,
     SCRATCH_URL,
@@ -303,6 +312,9 @@ SETTINGS: tuple[Setting[Any], ...] = (
 DEFAULTS: dict[str, str] = {
     item.name: item.shown_default() for item in SETTINGS if item.dotenv and item.default
 }
+# Read deep inside a command (a fleet's children, a rehearsal's last step): `inv` reads these
+# before a task starts, so a bad value is refused before anything is done.
+CHECKED_BEFORE_ANY_COMMAND: tuple[Setting[Any], ...] = (DEBUG, READ_LOCK_WAIT)
 SETTING_NAMES = tuple(item.name for item in SETTINGS if item.dotenv)
 CONNECTION_NAMES = ("DATABASE_URL", "DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASSWORD")
 SCRATCH_SETTING = SCRATCH.name

@@ -385,8 +385,8 @@ def test_check_behind_a_table_lock_fails_that_target_naming_the_holder(
             "fleet.check",
             "--targets",
             str(fleet.path),
-            env=fleet.env,
-            timeout=30,  # pg.READ_LOCK_TIMEOUT_SECONDS is 5: this is "no end"
+            env={**fleet.env, "UAIP_READ_LOCK_WAIT": "1s"},
+            timeout=30,  # "no end"
         )
         holder.rollback()
     assert check.returncode != 0, check.stdout + check.stderr

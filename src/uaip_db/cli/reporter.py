@@ -20,7 +20,7 @@ from uaip_db.parsers import SECONDS
 # invoke is imported where a task needs it (marked for ruff's PLC0415): `inv` has loaded it
 # already, and without it `python -c "import uaip_db.cli.migrate"` loads 145 modules, not 320.
 from uaip_db.pg import explain
-from uaip_db.settings import DEBUG, DatabaseConfig
+from uaip_db.settings import CHECKED_BEFORE_ANY_COMMAND, DEBUG, DatabaseConfig
 from uaip_db.text import visible
 
 Say = Callable[[str], None]
@@ -102,7 +102,8 @@ def reported(*, json_only: bool = False) -> Iterator[None]:
     if json_only:
         _result_stream, sys.stdout, _result_written = kept, sys.stderr, False
     try:
-        DEBUG.read()  # a UAIP_DEBUG that is neither on nor off is named (exit 2)
+        for setting in CHECKED_BEFORE_ANY_COMMAND:
+            setting.read()  # a bad value is named (exit 2) before the task does anything
         yield
     except UaipDbError as error:
         if debugging():
