@@ -528,10 +528,13 @@ def test_backups_of_a_folder_that_does_not_exist(given: str, problem: str, tmp_p
     for as_json in ([], ["--json"]):
         result = run_inv("db.backups", *args, *as_json, env=env)
         assert result.returncode == 2, result.stdout + result.stderr
-        assert result.stdout == "" and "Traceback" not in result.stderr
+        assert "Traceback" not in result.stderr
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1, result.stderr
         assert lines[0].startswith(f"Backup folder {named} {problem}; check {given}")
+        said = {"error": lines[0], "exit_code": 2} if as_json else None
+        assert (json.loads(result.stdout) if as_json else None) == said, result.stdout
+        assert as_json or result.stdout == ""
 
 
 def test_backups_in_a_checkout_that_has_taken_none_yet(tmp_path: Path) -> None:

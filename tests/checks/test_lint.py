@@ -481,11 +481,11 @@ def test_an_entry_without_a_reason_is_left_for_the_reviewer(
         lint.load_exceptions()
 
 
-def test_lint_json_carries_the_notes_and_a_stale_snapshot_leaves_stdout_empty(
+def test_lint_json_carries_the_notes_and_a_stale_snapshot_is_an_error_object(
     server: ScratchServer, checkout: Path
 ) -> None:
-    """`db.lint --json`: stdout is the JSON (findings and notes) or nothing; why it could not
-    lint goes to stderr in one line."""
+    """`db.lint --json`: stdout is the JSON (findings and notes) or, when it could not lint, an
+    error object with the one line stderr gets too."""
     add_and_snapshot(
         server,
         checkout,
@@ -504,5 +504,6 @@ def test_lint_json_carries_the_notes_and_a_stale_snapshot_leaves_stdout_empty(
     revision = checkout / "migrations" / "versions" / "1d0000000016_test.py"
     revision.write_text(revision.read_text() + "\n# edited after its snapshot\n")
     stale = run_inv("db.lint", "--json", env={"UAIP_DB_ROOT": str(checkout)})
-    assert stale.returncode == 1 and stale.stdout == ""
+    assert stale.returncode == 1
+    assert json.loads(stale.stdout) == {"error": stale.stderr.strip(), "exit_code": 1}
     assert "snapshot" in stale.stderr and len(stale.stderr.strip().splitlines()) <= 2
