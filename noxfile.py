@@ -31,7 +31,7 @@ from uaip_db.servers.scratch import (  # noqa: E402
 from uaip_db.settings import PG_BINDIR  # noqa: E402
 
 # Bare `nox` runs these, cheapest first, so a lint slip fails in seconds.
-nox.options.sessions = ["lint", "typecheck", "tests", "migrations", "walks"]
+nox.options.sessions = ["lint", "typecheck", "tests", "migrations", "walks", "docker"]
 # uv builds the session venvs in seconds; plain virtualenv where uv is missing.
 nox.options.default_venv_backend = "uv|virtualenv"
 # Installing dependencies is most of a session's time; reuse venvs unless asked not to (-N).
@@ -136,6 +136,18 @@ def walks(session: nox.Session) -> None:
     leaves them out and this session, which CI runs, runs each once."""
     session.install("-e", ".[dev]")
     session.run("pytest", "-m", "walk", *session.posargs)
+
+
+@nox.session
+def docker(session: nox.Session) -> None:
+    """Run the Docker tests (`pytest -m docker`) against the engine at DOCKER_HOST.
+
+    The runner image, the compose flows and `db.up --backend docker` (tests/docker/). They take
+    turns on one container name, so the plain `pytest` leaves them out and this session, which
+    CI runs, runs them once. Without an engine they are skipped, unless UAIP_REQUIRE_DOCKER is
+    on."""
+    session.install("-e", ".[dev]")
+    session.run("pytest", "-m", "docker", *session.posargs)
 
 
 @nox.session

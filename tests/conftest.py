@@ -85,6 +85,8 @@ SETTING_NAMES = (
 # parallel): they start first, so that none of them starts last while the other workers sit
 # idle, and they are marked `slow` (`pytest -m "not slow"` leaves them out). The walks (marker
 # `walk`, minutes each) are not in the plain `pytest` at all.
+# Markers whose tests run only when -m names them, each by a nox session CI runs.
+RUN_WHEN_NAMED = ("walk", "docker")
 LONGEST_FIRST = (
     "tests/backups/test_rehearse_load.py",
     "tests/test_release.py",
@@ -99,17 +101,19 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    # The long end-to-end walks (marked `walk`) run when -m names them (`pytest -m walk`, which
-    # `nox -s walks` runs), not in the README's plain `pytest`. A walk counts as slow too, so
-    # `pytest -m "not slow"` leaves it out as well.
+    # The long end-to-end walks (marked `walk`) and the Docker tests (`docker`) run when -m
+    # names them (`pytest -m walk`, `pytest -m docker`, which `nox -s walks docker` run), not in
+    # the README's plain `pytest`. A walk counts as slow too, so `pytest -m "not slow"` leaves
+    # it out as well.
     for item in items:
         if item.get_closest_marker("walk") or item.nodeid.split("::", 1)[0] in LONGEST_FIRST:
             item.add_marker(pytest.mark.slow)
-    if not re.search(r"\bwalk\b", config.option.markexpr or ""):
-        walks = [item for item in items if item.get_closest_marker("walk")]
-        if walks:
-            config.hook.pytest_deselected(items=walks)
-            items[:] = [item for item in items if not item.get_closest_marker("walk")]
+    for marker in RUN_WHEN_NAMED:
+        if not re.search(rf"\b{marker}\b", config.option.markexpr or ""):
+            left_out = [item for item in items if item.get_closest_marker(marker)]
+            if left_out:
+                config.hook.pytest_deselected(items=left_out)
+                items[:] = [item for item in items if not item.get_closest_marker(marker)]
 
     def rank(item: pytest.Item) -> int:
         path = item.nodeid.split("::", 1)[0]
