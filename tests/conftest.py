@@ -202,15 +202,20 @@ def behind_revision(server: ScratchServer, head_template: str) -> str:
 
 @pytest.fixture
 def behind_db(head_db: DatabaseConfig, behind_revision: str) -> DatabaseConfig:
-    """A database at `behind_revision`, with two sessions ('Churn' and 'bad' in FREE_COLUMN)."""
-    runner.downgrade(head_db, behind_revision)
+    return put_behind(head_db, behind_revision)
+
+
+def put_behind(database: DatabaseConfig, behind_revision: str) -> DatabaseConfig:
+    """`database` (at head) at `behind_revision`, with two sessions ('Churn' and 'bad' in
+    FREE_COLUMN)."""
+    runner.downgrade(database, behind_revision)
     sql(
-        head_db,
+        database,
         psycopg.sql.SQL("INSERT INTO sessions (user_id, {}) VALUES ('u1', 'Churn'), ('u2', 'bad')")
         .format(psycopg.sql.Identifier(FREE_COLUMN.name))
         .as_string(),
     )
-    return head_db
+    return database
 
 
 @pytest.fixture
@@ -443,7 +448,14 @@ def write_revision(
 @pytest.fixture
 def checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A scratch copy of the repository's migrations, used by this process and its children."""
-    root = tmp_path / "checkout"
+    root = copy_of_the_checkout(tmp_path)
+    monkeypatch.setenv("UAIP_DB_ROOT", str(root))
+    return root
+
+
+def copy_of_the_checkout(parent: Path) -> Path:
+    """`parent`/checkout: what a release or a revision needs of the repository, tasks.py linked."""
+    root = parent / "checkout"
     root.mkdir()
     shutil.copy(ROOT / "alembic.ini", root / "alembic.ini")
     shutil.copytree(
@@ -452,7 +464,6 @@ def checkout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     shutil.copytree(ROOT / "database", root / "database")
     shutil.copytree(ROOT / "workload", root / "workload")
     (root / "tasks.py").symlink_to(ROOT / "tasks.py")
-    monkeypatch.setenv("UAIP_DB_ROOT", str(root))
     return root
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,8 @@ from tests.conftest import (
     HEAD,
     WIDEN,
     as_release_1_2,
+    copy_of_the_checkout,
+    put_behind,
     run_inv,
     sql,
     write_revision,
@@ -259,22 +263,143 @@ def release_check(
     )
 
 
+@dataclass(frozen=True)
+class PassedRelease:
+    """One `release.check --no-load` of a clean, committed checkout from `behind_revision`."""
+
+    database: DatabaseConfig
+    checkout: Path
+    commit: str
+    result: subprocess.CompletedProcess[str]
+    report: str
+    appendix: str
+    data: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def passed_release(
+    server: ScratchServer,
+    head_template: str,
+    behind_revision: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[PassedRelease]:
+    """The tests that only read a passing release's run, report, appendix and JSON share one
+    (each release check restores and rehearses: seconds)."""
+    parent = tmp_path_factory.mktemp("passed_release")
+    checkout = copy_of_the_checkout(parent)
+    commit = commit_all(checkout)
+    database = put_behind(server.create_database(template=head_template), behind_revision)
+    try:
+        run = release_check(database, checkout, parent / "backups")
+        yield PassedRelease(database, checkout, commit, *run)
+    finally:
+        server.drop_database(database.name)
+
+
 def section(report: str, number: int) -> str:
     """Item `number`'s section of the report."""
     start = report.index(f"\n## {number}. ")
     return report[start : report.index("\n## ", start + 1)]
 
 
-def test_the_report_names_the_commit_and_a_clean_tree(
-    behind_db: DatabaseConfig, tmp_path: Path, checkout: Path
-) -> None:
-    commit = commit_all(checkout)
-    result, report, _sql, data = release_check(behind_db, checkout, tmp_path)
+def test_the_report_names_the_commit_and_a_clean_tree(passed_release: PassedRelease) -> None:
+    commit, result = passed_release.commit, passed_release.result
+    report, data = passed_release.report, passed_release.data
     assert result.returncode == 0, result.stderr
     assert f"- **Code**: commit `{commit}` on `main`, clean" in report
     assert f"9. Code under release: PASS (commit {commit[:12]}, clean)" in result.stdout
     assert f"- Commit: `{commit}` (branch `main`)" in section(report, 9)
     assert data["source"]["commit"] == commit and data["source"]["clean"] is True
+
+
+def test_the_report_records_who_ran_it_where_and_with_which_versions(
+    passed_release: PassedRelease,
+) -> None:
+    from importlib import metadata
+
+    import uaip_db
+    from uaip_db.migrations.ledger import who
+    from uaip_db.servers.local import find_bindir
+
+    behind_db, result = passed_release.database, passed_release.result
+    report, data = passed_release.report, passed_release.data
+    assert result.returncode == 0, result.stderr
+    ((server_version,),) = sql(behind_db, "SHOW server_version")
+    bindir = find_bindir()
+    pg_dump = str(bindir / "pg_dump") if bindir else "pg_dump"
+    said = subprocess.run([pg_dump, "--version"], capture_output=True, text=True, check=True)
+    pg_dump_version = said.stdout.split()[2]  # pg_dump (PostgreSQL) 16.4 (Debian 16.4-1)
+    context = report[report.index("## Run context") : report.index("## 1. ")]
+    env = child_env(behind_db)["DB_ENV"]
+    assert f"- Database: `{behind_db.display_url()}` (DB_ENV={env})" in context
+    assert f"- Run by: {who()}, started " in context
+    for line in (
+        f"- uaip-db: {uaip_db.__version__}",
+        f"- Alembic: {metadata.version('alembic')}",
+        f"- SQLAlchemy: {metadata.version('sqlalchemy')}",
+        f"- psycopg: {metadata.version('psycopg')}",
+        f"- PostgreSQL server: {server_version}",
+        f"- pg_dump: {pg_dump_version} (",
+        "- pg_restore: ",
+        "- psql: ",
+    ):
+        assert line in context, line
+    assert f"DB_ENV={env}, PostgreSQL {server_version}" in report
+    versions = data["context"]["versions"]
+    assert versions["Alembic"] == metadata.version("alembic")
+    assert versions["PostgreSQL server"] == server_version
+    assert data["context"]["run_by"] == who() and data["env"] == env
+    assert behind_db.password not in report + json.dumps(data)
+
+
+def test_the_json_twin_carries_the_same_items_and_verdicts(
+    passed_release: PassedRelease, behind_revision: str
+) -> None:
+    committed, result = passed_release.checkout, passed_release.result
+    report, data = passed_release.report, passed_release.data
+    assert result.returncode == 0, result.stderr
+    headings = re.findall(r"^## (\d+)\. (.+): (PASS|FAIL)$", report, re.MULTILINE)
+    rows = re.findall(r"^\| (\d+) \| ([^|]+) \| (PASS|FAIL) \|", report, re.MULTILINE)
+    from_json = [(str(i["number"]), i["title"], i["status"]) for i in data["items"]]
+    assert from_json == headings == [(n, t.strip(), s) for n, t, s in rows]
+    assert [i["key"] for i in data["items"]] == [
+        "revisions",
+        "sql",
+        "schema_change",
+        "lint",
+        "backup",
+        "rehearsal",
+        "rollback",
+        "application",
+        "code",
+        "previous_release",
+    ]
+    assert data["verdict"] == "PASS" and data["passed"] is True and data["failed"] == []
+    assert (data["current"], data["head"]) == (behind_revision, HEAD)
+    stem = Path(data["files"]["report"]).stem
+    assert data["files"] == {"report": f"{stem}.md", "sql": f"{stem}.sql", "json": f"{stem}.json"}
+    assert f"SQL appendix: {committed / 'reports' / stem}.sql" in result.stdout
+
+
+def test_the_application_item_runs_the_start_up_check_on_the_rehearsed_copy(
+    passed_release: PassedRelease, behind_revision: str
+) -> None:
+    behind_db, result, report = (
+        passed_release.database,
+        passed_release.result,
+        passed_release.report,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "8. Application: PASS (start-up check accepts the new schema)" in result.stdout
+    application = section(report, 8)
+    assert "`uaip_db.check_migrations()`, the check the application runs at start-up" in application
+    copy = re.search(r"accepted the rehearsed copy \(database `(uaip_rehearsal_\w+)`", application)
+    assert copy is not None
+    assert f"/{copy.group(1)} is at head {HEAD}; the migration scripts check out." in application
+    assert "(item 8, PASS)" in report[report.index("## Sign-off") :]
+    assert applied.current_revisions(behind_db) == (
+        behind_revision,
+    )  # the source was never upgraded
 
 
 def test_an_untracked_revision_file_fails_the_release(
@@ -310,45 +435,6 @@ def test_an_untracked_revision_file_fails_the_release(
     assert "Overall: **FAIL** (1 of 10 items failed: 9 Code under release)." in report
     assert data["source"]["untracked_revisions"] == [f"migrations/versions/{revision.name}"]
     assert data["verdict"] == "FAIL" and data["failed"] == ["9 Code under release"]
-
-
-def test_the_report_records_who_ran_it_where_and_with_which_versions(
-    behind_db: DatabaseConfig, tmp_path: Path, committed: Path
-) -> None:
-    from importlib import metadata
-
-    import uaip_db
-    from uaip_db.migrations.ledger import who
-    from uaip_db.servers.local import find_bindir
-
-    result, report, _sql, data = release_check(behind_db, committed, tmp_path)
-    assert result.returncode == 0, result.stderr
-    ((server_version,),) = sql(behind_db, "SHOW server_version")
-    bindir = find_bindir()
-    pg_dump = str(bindir / "pg_dump") if bindir else "pg_dump"
-    said = subprocess.run([pg_dump, "--version"], capture_output=True, text=True, check=True)
-    pg_dump_version = said.stdout.split()[2]  # pg_dump (PostgreSQL) 16.4 (Debian 16.4-1)
-    context = report[report.index("## Run context") : report.index("## 1. ")]
-    env = child_env(behind_db)["DB_ENV"]
-    assert f"- Database: `{behind_db.display_url()}` (DB_ENV={env})" in context
-    assert f"- Run by: {who()}, started " in context
-    for line in (
-        f"- uaip-db: {uaip_db.__version__}",
-        f"- Alembic: {metadata.version('alembic')}",
-        f"- SQLAlchemy: {metadata.version('sqlalchemy')}",
-        f"- psycopg: {metadata.version('psycopg')}",
-        f"- PostgreSQL server: {server_version}",
-        f"- pg_dump: {pg_dump_version} (",
-        "- pg_restore: ",
-        "- psql: ",
-    ):
-        assert line in context, line
-    assert f"DB_ENV={env}, PostgreSQL {server_version}" in report
-    versions = data["context"]["versions"]
-    assert versions["Alembic"] == metadata.version("alembic")
-    assert versions["PostgreSQL server"] == server_version
-    assert data["context"]["run_by"] == who() and data["env"] == env
-    assert behind_db.password not in report + json.dumps(data)
 
 
 @pytest.fixture
@@ -420,34 +506,6 @@ def test_a_declared_downgrade_loss_makes_the_backup_the_preferred_way_back(
     assert "hold): `release_notes`" in rollback  # computed from the schemas too
 
 
-def test_the_json_twin_carries_the_same_items_and_verdicts(
-    behind_db: DatabaseConfig, behind_revision: str, tmp_path: Path, committed: Path
-) -> None:
-    result, report, _sql, data = release_check(behind_db, committed, tmp_path)
-    assert result.returncode == 0, result.stderr
-    headings = re.findall(r"^## (\d+)\. (.+): (PASS|FAIL)$", report, re.MULTILINE)
-    rows = re.findall(r"^\| (\d+) \| ([^|]+) \| (PASS|FAIL) \|", report, re.MULTILINE)
-    from_json = [(str(i["number"]), i["title"], i["status"]) for i in data["items"]]
-    assert from_json == headings == [(n, t.strip(), s) for n, t, s in rows]
-    assert [i["key"] for i in data["items"]] == [
-        "revisions",
-        "sql",
-        "schema_change",
-        "lint",
-        "backup",
-        "rehearsal",
-        "rollback",
-        "application",
-        "code",
-        "previous_release",
-    ]
-    assert data["verdict"] == "PASS" and data["passed"] is True and data["failed"] == []
-    assert (data["current"], data["head"]) == (behind_revision, HEAD)
-    stem = Path(data["files"]["report"]).stem
-    assert data["files"] == {"report": f"{stem}.md", "sql": f"{stem}.sql", "json": f"{stem}.json"}
-    assert f"SQL appendix: {committed / 'reports' / stem}.sql" in result.stdout
-
-
 def test_the_summary_fits_on_one_screen_and_the_sql_goes_to_the_appendix(
     at_widen: DatabaseConfig, tmp_path: Path, checkout: Path
 ) -> None:
@@ -480,23 +538,6 @@ def test_the_summary_fits_on_one_screen_and_the_sql_goes_to_the_appendix(
     )
     assert sum(int(n) for n in counted) == comments
     assert len(report.splitlines()) < 250
-
-
-def test_the_application_item_runs_the_start_up_check_on_the_rehearsed_copy(
-    behind_db: DatabaseConfig, behind_revision: str, tmp_path: Path, committed: Path
-) -> None:
-    result, report, _sql, _data = release_check(behind_db, committed, tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert "8. Application: PASS (start-up check accepts the new schema)" in result.stdout
-    application = section(report, 8)
-    assert "`uaip_db.check_migrations()`, the check the application runs at start-up" in application
-    copy = re.search(r"accepted the rehearsed copy \(database `(uaip_rehearsal_\w+)`", application)
-    assert copy is not None
-    assert f"/{copy.group(1)} is at head {HEAD}; the migration scripts check out." in application
-    assert "(item 8, PASS)" in report[report.index("## Sign-off") :]
-    assert applied.current_revisions(behind_db) == (
-        behind_revision,
-    )  # the source was never upgraded
 
 
 def test_release_backups_are_pruned_to_the_newest_of_that_database_and_the_report_says_so(
