@@ -388,7 +388,9 @@ def bench_sessions(runs: int, with_tests: bool) -> list[Result]:
     results.append(Result("nox -R -s migrations (6 legs: 15, 16, 17)", every, None, "", 45))
     if with_tests:
         suite = median_of(1, command([str(BIN / "pytest")], {}), warmup=False)
-        results.append(Result("pytest (the README's, walks and Docker left out)", suite, None, "", 90))
+        results.append(
+            Result("pytest (the README's, walks and Docker left out)", suite, None, "", 90)
+        )
     return results
 
 
