@@ -27,6 +27,7 @@ from uaip_db.servers.local import find_bindir
 from uaip_db.servers.scratch import (
     ScratchCluster,
     ScratchServer,
+    free_port,
     launch_postgres,
     stop_process,
 )
@@ -440,6 +441,49 @@ def test_a_reader_that_leaves_early_ends_inv_quietly() -> None:
         os.close(write_end)
     assert result.returncode != 0
     assert result.stderr == ""
+
+
+def with_stdout_closed(
+    *args: str, database: DatabaseConfig | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`inv ARGS | head -0`: the reader of stdout is gone before inv writes its first line."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run(
+            [str(BIN / "inv"), *args],
+            cwd=ROOT,
+            env=cli_env(database),
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        os.close(write_end)
+
+
+def test_a_reader_that_leaves_early_stops_no_upgrade_halfway(empty_db: DatabaseConfig) -> None:
+    result = with_stdout_closed("db.upgrade", database=empty_db)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert applied.current_revisions(empty_db) == (HEAD,), "the upgrade went on to its end"
+
+
+def test_a_reader_that_leaves_early_keeps_the_exit_status_and_the_line() -> None:
+    nowhere = DatabaseConfig(host="127.0.0.1", port=free_port(), password="secret-xyz")
+    result = with_stdout_closed("db.check", "--json", database=nowhere)
+    assert result.returncode == 2, result.stderr
+    assert "No PostgreSQL server answers" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_a_usage_error_under_json_is_json_too() -> None:
+    import json
+
+    result = run_inv("db.check", "--json", "--bogus")
+    assert result.returncode == 2
+    assert json.loads(result.stdout) == {"error": result.stderr.strip(), "exit_code": 2}
+    assert "No idea what '--bogus' is" in result.stderr
 
 
 def test_a_query_given_to_db_psql_as_a_word_is_pointed_at_command() -> None:

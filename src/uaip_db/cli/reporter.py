@@ -43,7 +43,14 @@ def say(line: str) -> None:
     """A line of progress or result, on stdout (the library's `report` callbacks end here)."""
     global _result_written
     _result_written = _result_written or _result_stream is not None
-    print(visible(line), file=_result_stream or sys.stdout, flush=True)
+    stream = _result_stream or sys.stdout
+    try:
+        print(visible(line), file=stream, flush=True)
+    except BrokenPipeError:
+        # The reader left (`inv release.check | head -1`). The command goes on to its end and
+        # its exit status, its lines going nowhere: stopping at a line would leave an upgrade
+        # or a release check half done and end it with a status that says nothing of it.
+        send_nowhere(stream)
 
 
 def complain(text: str) -> None:
@@ -59,7 +66,11 @@ class VisibleStream:
         self.encoding = getattr(stream, "encoding", None) or "utf-8"
 
     def write(self, text: str) -> int:
-        return self.stream.write(visible(text))
+        try:
+            return self.stream.write(visible(text))
+        except BrokenPipeError:  # as in `say`: the command goes on, its output going nowhere
+            send_nowhere(self.stream)
+            return len(text)
 
     def flush(self) -> None:
         self.stream.flush()
@@ -111,9 +122,10 @@ def reported(*, json_only: bool = False) -> Iterator[None]:
         failed_without_result(str(error), error.exit_code)
         raise Exit(visible(str(error)) or None, code=error.exit_code) from None
     except BrokenPipeError:
-        # The reader went away (`inv db.diff | head`): stop quietly, like other CLI tools.
+        # The reader went away and something other than `say` wrote: stopped there, which the
+        # status says (1), quietly otherwise.
         send_stdout_nowhere()
-        raise Exit(code=0) from None
+        raise Exit(code=1) from None
     except KeyboardInterrupt:
         raise Exit("Interrupted; run the same task again to finish.", code=INTERRUPTED) from None
     except OSError as error:
@@ -170,7 +182,10 @@ def usage_errors_exit_2() -> None:
             if unknown and "db.psql" in (self.argv or []):
                 # `inv db.psql "select 1"`: Invoke took the query for a task's name.
                 hint = f'db.psql takes its SQL as --command: `inv db.psql --command "{word}"`'
-            raise Exit(visible(f"{said}. {hint}."), code=USAGE) from None
+            message = visible(f"{said}. {hint}.")
+            if "--json" in (self.argv or []):  # stdout is JSON even then (the README)
+                print(json.dumps({"error": message, "exit_code": USAGE}), flush=True)
+            raise Exit(message, code=USAGE) from None
 
     parse_tasks.exits_2 = True  # type: ignore[attr-defined]
     Program.parse_tasks = parse_tasks  # type: ignore[method-assign]
@@ -179,7 +194,16 @@ def usage_errors_exit_2() -> None:
 def send_stdout_nowhere() -> None:
     """After the reader of stdout went away: what is still written (Python flushes stdout on its
     way out) goes to /dev/null instead of raising BrokenPipeError again."""
-    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    send_nowhere(sys.stdout)
+
+
+def send_nowhere(stream: TextIO) -> None:
+    """`stream`'s reader went away: what is still written to it goes to /dev/null."""
+    nowhere = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(nowhere, stream.fileno())
+    finally:
+        os.close(nowhere)
 
 
 def quiet_when_the_reader_leaves() -> None:
