@@ -58,7 +58,7 @@ def down(c: Context, backend: str = "") -> None:
 @task(help={"json": JSON})
 def status(c: Context, json: bool = False) -> None:
     """Show the settings, the server, the current revision and pending migrations."""
-    with reported(json_only=json):
+    with reported(json_only=json, settings_first=False):  # it shows a bad one, marked
         cli_server.status(as_json=json)
 
 

@@ -102,10 +102,11 @@ def debugging() -> bool:
 
 
 @contextmanager
-def reported(*, json_only: bool = False) -> Iterator[None]:
+def reported(*, json_only: bool = False, settings_first: bool = True) -> Iterator[None]:
     """Turn the library's errors into one line and an exit status. With `json_only` (`--json`),
     stdout carries only what `say` writes: anything else printed meanwhile (a revision's
-    `print()`) goes to stderr."""
+    `print()`) goes to stderr. `settings_first`: refuse a bad setting read deep inside a command
+    before it starts (settings.CHECKED_BEFORE_ANY_COMMAND); `db.status` shows it instead."""
     from invoke.exceptions import Exit  # noqa: PLC0415
 
     global _result_stream, _result_written
@@ -113,7 +114,8 @@ def reported(*, json_only: bool = False) -> Iterator[None]:
     if json_only:
         _result_stream, sys.stdout, _result_written = kept, sys.stderr, False
     try:
-        for setting in CHECKED_BEFORE_ANY_COMMAND:
+        DEBUG.read()  # even db.status: a UAIP_DEBUG neither on nor off is named (exit 2)
+        for setting in CHECKED_BEFORE_ANY_COMMAND if settings_first else ():
             setting.read()  # a bad value is named (exit 2) before the task does anything
         yield
     except UaipDbError as error:

@@ -12,7 +12,7 @@ from uaip_db.cli.reporter import Say, finish, say
 from uaip_db.errors import USAGE, SettingsError
 from uaip_db.migrations import history
 from uaip_db.migrations.baseline import BASELINE_REVISION, adopt
-from uaip_db.settings import DatabaseConfig
+from uaip_db.settings import CHECKED_BEFORE_ANY_COMMAND, DatabaseConfig
 
 
 def server_up(backend: str | None = None, out: Say = say) -> None:
@@ -54,8 +54,10 @@ def status(*, as_json: bool = False, out: Say = say) -> None:
     unusable = ""
     try:
         config = DatabaseConfig.from_env()
+        for setting in CHECKED_BEFORE_ANY_COMMAND:
+            setting.read()
     except SettingsError as error:
-        unusable = str(error)
+        config, unusable = None, str(error)
     knobs = effective_settings()
     # Read from the cluster's files: showing the status never fetches binaries.
     servers = [cluster_status(local_cluster_root(), wanted_major())]
@@ -72,7 +74,7 @@ def status(*, as_json: bool = False, out: Say = say) -> None:
     if config is not None:
         out(f"settings: {config.display_url()} (DB_ENV={config.env})")
     else:
-        out("settings: they name no database (below)")
+        out("settings: one is refused (below)")
     changed = [knob for knob in knobs if not knob.is_default]
     if changed:
         out(
