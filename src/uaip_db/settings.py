@@ -219,7 +219,8 @@ READ_LOCK_WAIT = Setting(
     "5s",
     "how long a read-only look (`db.check`, `db.verify`, `db.status`, `db.current`, the fleet's "
     "looks, `check_migrations()`) waits for a lock another session holds before it names that "
-    "session and exits 2 (`0` waits without end); checked before any command starts",
+    "session and exits 2 (`0` waits without end); a bad value is refused before any command "
+    "starts (`db.status` shows it, marked)",
 )
 MAX_WRITER_WAIT = Setting(
     "UAIP_MAX_WRITER_WAIT",
