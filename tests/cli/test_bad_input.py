@@ -477,6 +477,16 @@ def test_a_reader_that_leaves_early_keeps_the_exit_status_and_the_line() -> None
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
 
 
+def test_debug_shows_the_traceback_and_keeps_the_exit_status() -> None:
+    import json
+
+    nowhere = DatabaseConfig(host="127.0.0.1", port=free_port(), password="secret-xyz")
+    result = run_inv("db.check", "--json", database=nowhere, env={"UAIP_DEBUG": "1"})
+    assert result.returncode == 2, "a connection problem, as without UAIP_DEBUG"
+    assert "Traceback (most recent call last)" in result.stderr
+    assert json.loads(result.stdout)["exit_code"] == 2
+
+
 def test_a_usage_error_under_json_is_json_too() -> None:
     import json
 

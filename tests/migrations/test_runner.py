@@ -173,7 +173,7 @@ def test_a_python_error_in_a_revision_names_its_file_and_line(
     debug = run_cli(
         "inv", "--debug", "db.upgrade", database=empty_db, env={"UAIP_DB_ROOT": str(checkout)}
     )
-    assert debug.returncode != 0
+    assert debug.returncode == 1, "a failed migration, with or without --debug"
     assert f'File "{path}", line {line}, in upgrade' in debug.stderr
 
 

@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn, TextIO
@@ -119,9 +120,10 @@ def reported(*, json_only: bool = False, settings_first: bool = True) -> Iterato
             setting.read()  # a bad value is named (exit 2) before the task does anything
         yield
     except UaipDbError as error:
-        if debugging():
-            raise
         failed_without_result(str(error), error.exit_code)
+        if debugging():
+            traceback.print_exc()  # what --debug is for; the exit status stays the same
+            raise Exit(code=error.exit_code) from None
         raise Exit(visible(str(error)) or None, code=error.exit_code) from None
     except BrokenPipeError:
         # The reader went away and something other than `say` wrote: stopped there, which the
@@ -143,10 +145,13 @@ def reported(*, json_only: bool = False, settings_first: bool = True) -> Iterato
             code=USAGE,
         ) from None
     except Exception as error:
-        if debugging() or not _is_database_error(error):
+        if not _is_database_error(error):
             raise
         explained = str(explain(error, DatabaseConfig.from_env()))
         failed_without_result(explained, USAGE)
+        if debugging():
+            traceback.print_exc()
+            raise Exit(code=USAGE) from None
         raise Exit(visible(explained), code=USAGE) from None
     finally:
         if json_only:
