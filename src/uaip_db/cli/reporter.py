@@ -162,7 +162,12 @@ def failed_without_result(message: str, exit_code: int) -> None:
     """Under `--json`, a failure before the command wrote its result still leaves JSON on
     stdout (what a script parses), with the same line stderr gets."""
     if _result_stream is not None and not _result_written:
-        say(json.dumps({"error": message, "exit_code": exit_code}))
+        say(error_json(message, exit_code))
+
+
+def error_json(message: str, exit_code: int) -> str:
+    """What a `--json` command prints on stdout when it fails before its result."""
+    return json.dumps({"error": message, "exit_code": exit_code})
 
 
 def usage_errors_exit_2() -> None:
@@ -191,7 +196,7 @@ def usage_errors_exit_2() -> None:
                 hint = f'db.psql takes its SQL as --command: `inv db.psql --command "{word}"`'
             message = visible(f"{said}. {hint}.")
             if "--json" in (self.argv or []):  # stdout is JSON even then (the README)
-                print(json.dumps({"error": message, "exit_code": USAGE}), flush=True)
+                print(error_json(message, USAGE), flush=True)
             raise Exit(message, code=USAGE) from None
 
     parse_tasks.exits_2 = True  # type: ignore[attr-defined]
