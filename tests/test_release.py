@@ -245,6 +245,20 @@ NOTES_UPGRADE = [
 ]
 
 
+def add_release_notes(checkout: Path, revision: str, doc: str) -> Path:
+    """A revision after head that adds `release_notes` (with comments) and declares that its
+    downgrade drops it."""
+    return write_revision(
+        checkout / "migrations" / "versions",
+        revision,
+        HEAD,
+        upgrade=NOTES_UPGRADE,
+        downgrade=["DROP TABLE IF EXISTS release_notes"],
+        doc=doc,
+        markers='destroys_data_on_downgrade = "release_notes"',
+    )
+
+
 def release_check(
     database: DatabaseConfig, checkout: Path, backups: Path, *, load: bool = False
 ) -> tuple[subprocess.CompletedProcess[str], str, str, dict[str, Any]]:
@@ -407,15 +421,7 @@ def test_an_untracked_revision_file_fails_the_release(
 ) -> None:
     """The issue's case: a revision file nobody committed would have shipped unmentioned."""
     commit = commit_all(checkout)
-    revision = write_revision(
-        checkout / "migrations" / "versions",
-        "ba0000000002",
-        HEAD,
-        upgrade=NOTES_UPGRADE,
-        downgrade=["DROP TABLE IF EXISTS release_notes"],
-        doc="A revision nobody committed",
-        markers='destroys_data_on_downgrade = "release_notes"',
-    )
+    revision = add_release_notes(checkout, "ba0000000002", "A revision nobody committed")
     snapshots.write(snapshots.build(server))
     git(checkout, "add", "migrations/snapshots")
     git(checkout, "commit", "-q", "-m", "Snapshots only")
@@ -487,15 +493,7 @@ def test_the_rollback_plan_states_each_cost_and_keeps_the_guard(
 def test_a_declared_downgrade_loss_makes_the_backup_the_preferred_way_back(
     server: ScratchServer, head_db: DatabaseConfig, tmp_path: Path, checkout: Path
 ) -> None:
-    write_revision(
-        checkout / "migrations" / "versions",
-        "ba0000000003",
-        HEAD,
-        upgrade=NOTES_UPGRADE,
-        downgrade=["DROP TABLE IF EXISTS release_notes"],
-        doc="Add release notes",
-        markers='destroys_data_on_downgrade = "release_notes"',
-    )
+    add_release_notes(checkout, "ba0000000003", "Add release notes")
     snapshots.write(snapshots.build(server))
     commit_all(checkout)
     result, report, _sql, _data = release_check(head_db, checkout, tmp_path)

@@ -424,25 +424,6 @@ def test_a_server_error_explained_keeps_its_hint(empty_db: DatabaseConfig) -> No
     assert "(HINT: No function matches the given name and argument types." in said
 
 
-def test_a_reader_that_leaves_early_ends_inv_quietly() -> None:
-    """`inv --list | head -1`: the pipe closes before inv writes; no traceback follows."""
-    read_end, write_end = os.pipe()
-    os.close(read_end)
-    try:
-        result = subprocess.run(
-            [str(BIN / "inv"), "--list"],
-            cwd=ROOT,
-            stdout=write_end,
-            stderr=subprocess.PIPE,
-            text=True,
-            timeout=60,
-        )
-    finally:
-        os.close(write_end)
-    assert result.returncode != 0
-    assert result.stderr == ""
-
-
 def with_stdout_closed(
     *args: str, database: DatabaseConfig | None = None
 ) -> subprocess.CompletedProcess[str]:
@@ -461,6 +442,13 @@ def with_stdout_closed(
         )
     finally:
         os.close(write_end)
+
+
+def test_a_reader_that_leaves_early_ends_inv_quietly() -> None:
+    """`inv --list | head -1`: the pipe closes before inv writes; no traceback follows."""
+    result = with_stdout_closed("--list")
+    assert result.returncode != 0
+    assert result.stderr == ""
 
 
 def test_a_reader_that_leaves_early_stops_no_upgrade_halfway(empty_db: DatabaseConfig) -> None:
