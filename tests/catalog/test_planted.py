@@ -73,13 +73,16 @@ def test_the_database_stays_usable_once_the_planted_objects_are_gone(
             "WHERE p.pronamespace = 'public'::regnamespace AND p.proowner = %s::regrole",
             (attacker.role,),
         ).fetchall()
-        for (name,) in conn.execute(
+        operators = conn.execute(
             "SELECT oid::regoperator::text FROM pg_operator "
             "WHERE oprnamespace = 'public'::regnamespace"
-        ).fetchall():
-            conn.execute(f"DROP OPERATOR {name}")
-        for name, kind in rows:
-            conn.execute(f"DROP {'AGGREGATE' if kind == 'a' else 'FUNCTION'} {name}")
+        ).fetchall()
+        drops = [f"DROP OPERATOR {name}" for (name,) in operators]
+        drops += [f"DROP {'AGGREGATE' if kind == 'a' else 'FUNCTION'} {name}" for name, kind in rows]
+        # Tens of thousands of objects: a thousand statements a round trip (one transaction
+        # for them all would run out of lock slots).
+        for start in range(0, len(drops), 1000):
+            conn.execute(";".join(drops[start : start + 1000]).encode())
         # Its CREATE on public is drift of its own (the schema's privileges): take it back too.
         conn.execute(
             sql.SQL("REVOKE CREATE ON SCHEMA public FROM {}").format(sql.Identifier(attacker.role))
