@@ -20,13 +20,14 @@ from uaip_db.settings import DatabaseConfig
 # about FILL_PER_PARENT rows per referenced row. The fill reads the catalog at the database's own
 # revision, so no column of any one version of the schema is named here: tests read what it made,
 # never a constant.
-FILL_ROWS = 2000
+FILL_ROWS = 200
 FILL_PER_PARENT = 3
 
 
 @pytest.fixture(scope="session")
 def full_template(server: ScratchServer, head_template: str) -> str:
-    """A database at head with thousands of rows in every table, cloned per test."""
+    """A database at head with rows in every table (hundreds, a few per parent row), cloned per
+    test: enough for every path a backup takes, few enough that a dump and a restore are quick."""
     database = server.create_database("uaip_tpl_full", template=head_template)
     with psycopg.connect(**database.connect_kwargs(), autocommit=True) as conn:
         assert sample_data.fill_many(conn, FILL_ROWS, FILL_PER_PARENT) == []

@@ -458,9 +458,12 @@ def test_way_a_restores_the_backup_over_a_release_that_added_objects(
 
 @pytest.mark.root  # a full disk is a small tmpfs, which only root may mount
 def test_a_full_disk_on_the_check_server_leaves_a_good_backup_unjudged(
-    full_db: DatabaseConfig, backups: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    head_db: DatabaseConfig, backups: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    made = create_backup(full_db, backups)
+    # More rows than full_db has: their restore needs well over the 1 MB the disk has left.
+    with psycopg.connect(**head_db.connect_kwargs(), autocommit=True) as conn:
+        assert sample_data.fill_many(conn, 2000, per_parent=3) == []
+    made = create_backup(head_db, backups)
     # The server account reaches its data folder through here (pytest's tmp_path is private).
     shared = Path(tempfile.mkdtemp(prefix="uaip-test-shared-", dir="/tmp"))
     shared.chmod(0o755)
