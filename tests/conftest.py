@@ -94,6 +94,32 @@ LONGEST_FIRST = (
 )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """With PYTHONDONTWRITEBYTECODE (CI's machines set it), every worker compiled the test
+    modules again (1.4 s each) and each of the ~100 `inv` children the project's modules. The
+    repository's own files, which no test changes, are compiled once for all of them; the
+    revisions tests write into scratch checkouts still never leave bytecode behind."""
+    if not sys.dont_write_bytecode:
+        return
+    if not hasattr(config, "workerinput"):  # the controller, before any worker starts
+        import compileall
+
+        for folder in ("src", "migrations"):
+            compileall.compile_dir(ROOT / folder, quiet=2)
+        compileall.compile_file(ROOT / "tasks.py", quiet=2)
+    # pytest keeps the test modules' rewritten bytecode only while writing is allowed.
+    sys.dont_write_bytecode = False
+    config.stash[_WROTE_NO_BYTECODE] = True
+
+
+_WROTE_NO_BYTECODE = pytest.StashKey[bool]()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if session.config.stash.get(_WROTE_NO_BYTECODE, False):
+        sys.dont_write_bytecode = True
+
+
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     """`-n auto`: two workers per core. A test spends much of its time waiting for PostgreSQL
     and for the programs it runs (`inv`, pg_dump, pgbench), which a second worker fills."""
