@@ -35,6 +35,7 @@ Left out on purpose:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -110,14 +111,24 @@ class ObjectKey:
 
     @classmethod
     def parse(cls, key: str) -> ObjectKey:
-        for kind in KINDS:
-            if key.startswith(kind + " "):
-                return cls(kind, key[len(kind) + 1 :])
-        kind, _, name = key.partition(" ")
-        return cls(kind, name)
+        return _parsed(key)
 
     def __str__(self) -> str:
         return f"{self.kind} {self.name}"
+
+
+# The longest kind that starts a key wins (KINDS is longest first). A run of checks parses the
+# same few hundred keys hundreds of thousands of times, hence the cache.
+_KNOWN_KIND = re.compile("(" + "|".join(re.escape(kind) for kind in KINDS) + ") ")
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _parsed(key: str) -> ObjectKey:
+    known = _KNOWN_KIND.match(key)
+    if known:
+        return ObjectKey(known.group(1), key[known.end() :])
+    kind, _, name = key.partition(" ")
+    return ObjectKey(kind, name)
 
 
 @dataclass(frozen=True)
