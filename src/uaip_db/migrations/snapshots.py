@@ -9,9 +9,10 @@ from typing import TYPE_CHECKING
 
 from uaip_db import files, paths
 from uaip_db.catalog import expected
-from uaip_db.catalog.snapshot import Snapshot, take
+from uaip_db.catalog.snapshot import Snapshot, take_from
 from uaip_db.migrations import history
 from uaip_db.migrations.session import MigrationSession
+from uaip_db.pg import reading
 
 if TYPE_CHECKING:
     from uaip_db.servers.scratch import ScratchServer
@@ -22,12 +23,14 @@ def build(server: ScratchServer) -> dict[str, Snapshot]:
     database = server.create_database("uaip_snapshots")
     try:
         built: dict[str, Snapshot] = {}
-        with MigrationSession(database) as session:
+        # One connection reads every snapshot: on a new connection one costs twice as much
+        # (PostgreSQL fills its catalog caches first).
+        with MigrationSession(database) as session, reading(database) as reader:
             for item in history.load().order:
                 if not item.is_merge:  # a branch's schema is its own ancestors', no more
                     session.start_from(item.parent)
                 session.upgrade(item.revision)
-                built[item.revision] = take(database)
+                built[item.revision] = take_from(reader)
         return built
     finally:
         server.drop_database(database.name)
