@@ -304,9 +304,7 @@ def test_a_missing_privilege_is_named_not_the_migration(
 def test_a_bad_place_for_throwaway_databases_changes_nothing(
     head_db: DatabaseConfig, tmp_path: Path, env: dict[str, str]
 ) -> None:
-    result = run_cli(
-        "inv", "db.backup", database=head_db, env={**env, "UAIP_BACKUP_DIR": str(tmp_path)}
-    )
+    result = run_inv("db.backup", database=head_db, env={**env, "UAIP_BACKUP_DIR": str(tmp_path)})
     one_clean_line(result, 2)
     assert next(iter(env)) in result.stderr
     assert not [path for path in tmp_path.iterdir() if path.is_dir()]

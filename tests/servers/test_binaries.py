@@ -23,7 +23,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import run_inv
 from uaip_db import files
 from uaip_db.errors import ServerError, SettingsError
 from uaip_db.servers import binaries
@@ -135,8 +135,7 @@ def test_a_bad_version_setting_is_refused(value: str) -> None:
 
 def test_a_bad_version_setting_is_one_line_exit_2(tmp_path: Path) -> None:
     for task in (["db.up", "--backend", "local"], ["db.status"]):
-        result = run_cli(
-            "inv",
+        result = run_inv(
             *task,
             env={"UAIP_PG_VERSION": "sixteen", "UAIP_PGDATA": str(tmp_path / "pgdata")},
         )
@@ -192,7 +191,7 @@ def test_inv_with_a_pg_bindir_that_names_no_folder_says_so(
     tmp_path: Path, head_db: DatabaseConfig
 ) -> None:
     for args in (["db.snapshots", "--check"], ["db.backup", "--out", str(tmp_path / "b")]):
-        result = run_cli("inv", *args, database=head_db, env={"PG_BINDIR": str(tmp_path / "typo")})
+        result = run_inv(*args, database=head_db, env={"PG_BINDIR": str(tmp_path / "typo")})
         assert result.returncode == 2, result.stdout + result.stderr
         assert result.stderr.strip().splitlines() == [
             f"PG_BINDIR={str(tmp_path / 'typo')!r} is not a folder; point it at a PostgreSQL bin "
@@ -335,7 +334,7 @@ def test_offline_without_the_wanted_major_is_one_line_exit_2(
         "UAIP_PGDATA": str(tmp_path / "pgdata"),
         "DB_PORT": str(free_port()),
     }
-    result = run_cli("inv", "db.up", "--backend", "local", env={**env, "PG_BINDIR": ""})
+    result = run_inv("db.up", "--backend", "local", env={**env, "PG_BINDIR": ""})
     assert result.returncode == 2, result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, lines
@@ -373,33 +372,31 @@ def test_a_cluster_of_another_major_is_not_reused(cluster_home: Path) -> None:
         "DB_PASSWORD": "secret-major",
         "UAIP_PG_VERSION": "",  # the default, 16
     }
-    made = run_cli("inv", "db.up", "--backend", "local", env={**env, "PG_BINDIR": str(old.bindir)})
+    made = run_inv("db.up", "--backend", "local", env={**env, "PG_BINDIR": str(old.bindir)})
     assert made.returncode == 0, made.stderr
     assert f"Local PostgreSQL {old.version} created" in made.stdout
     assert (cluster_home / "data" / "PG_VERSION").read_text().strip() == str(old.major)
 
     for running in (True, False):
-        refused = run_cli("inv", "db.up", "--backend", "local", env=env)
+        refused = run_inv("db.up", "--backend", "local", env=env)
         assert refused.returncode == 2, refused.stdout + refused.stderr
         lines = refused.stderr.strip().splitlines()
         assert len(lines) == 1, lines
         assert f"made by PostgreSQL {old.major} (its data/PG_VERSION)" in lines[0]
         assert f"now runs PostgreSQL 16: keep it with UAIP_PG_VERSION={old.major}" in lines[0]
-        status = run_cli("inv", "db.status", env=env)
+        status = run_inv("db.status", env=env)
         assert f"PostgreSQL {old.major}" in status.stdout
         assert "not the PostgreSQL 16 db.up runs" in status.stdout
         if running:
             assert "local cluster: running" in status.stdout
             assert f"database: reachable, PostgreSQL {old.version}" in status.stdout
             # db.down with the default (16) binaries still stops the older server
-            down = run_cli("inv", "db.down", "--backend", "local", env=env)
+            down = run_inv("db.down", "--backend", "local", env=env)
             assert down.returncode == 0, down.stderr
         else:
             assert "local cluster: stopped" in status.stdout
 
-    kept = run_cli(
-        "inv", "db.up", "--backend", "local", env={**env, "UAIP_PG_VERSION": str(old.major)}
-    )
+    kept = run_inv("db.up", "--backend", "local", env={**env, "UAIP_PG_VERSION": str(old.major)})
     assert kept.returncode == 0, kept.stderr
     assert f"Local PostgreSQL {old.version} started" in kept.stdout
     with psycopg.connect(

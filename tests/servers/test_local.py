@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, run_inv
 from uaip_db.errors import ServerError
 from uaip_db.servers.binaries import wanted_major
 from uaip_db.servers.docker import COMPOSE_SERVICE, DockerCompose
@@ -80,7 +80,7 @@ def test_db_up_down_up_keeps_the_data(cluster_home: Path) -> None:
         "DB_PASSWORD": password,
         "DB_ENV": "development",
     }
-    first = run_cli("inv", "db.up", "--backend", "local", "db.upgrade", env=env)
+    first = run_inv("db.up", "--backend", "local", "db.upgrade", env=env)
     assert first.returncode == 0, first.stderr
     assert "created" in first.stdout and password not in first.stdout + first.stderr
     assert f"Local PostgreSQL {wanted_major()}." in first.stdout
@@ -93,12 +93,12 @@ def test_db_up_down_up_keeps_the_data(cluster_home: Path) -> None:
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         psycopg.connect(**{**config.connect_kwargs(), "password": "wrong"}).close()
 
-    down = run_cli("inv", "db.down", "--backend", "local", env=env)
+    down = run_inv("db.down", "--backend", "local", env=env)
     assert down.returncode == 0, down.stderr
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(**config.connect_kwargs()).close()
 
-    again = run_cli("inv", "db.up", "--backend", "local", env=env)
+    again = run_inv("db.up", "--backend", "local", env=env)
     assert again.returncode == 0, again.stderr
     assert "started" in again.stdout
     with psycopg.connect(**config.connect_kwargs(), autocommit=True) as conn:
@@ -109,7 +109,7 @@ def test_db_up_down_up_keeps_the_data(cluster_home: Path) -> None:
     pid_file = PidFile.read(cluster_home / "data")
     assert pid_file is not None and pid_file.process_is_postgres() and pid_file.port == port
 
-    status = run_cli("inv", "db.status", env=env)
+    status = run_inv("db.status", env=env)
     assert "local cluster: running" in status.stdout
     assert "pending: 0 revision(s)" in status.stdout
     assert f"local cluster: running PostgreSQL {wanted_major()}, pid" in status.stdout
@@ -196,7 +196,7 @@ def test_a_cluster_folder_with_a_quote_in_its_name(cluster_home: Path) -> None:
         "DB_PASSWORD": "secret-q",
     }
     try:
-        up = run_cli("inv", "db.up", "--backend", "local", env=env)
+        up = run_inv("db.up", "--backend", "local", env=env)
         assert up.returncode == 0, up.stderr
         assert "created" in up.stdout
     finally:
@@ -214,8 +214,8 @@ def test_db_up_with_another_password_says_the_cluster_keeps_its_own(cluster_home
         "DB_PORT": str(free_port()),
         "DB_PASSWORD": "first-password",
     }
-    assert run_cli("inv", "db.up", "--backend", "local", env=env).returncode == 0
-    again = run_cli("inv", "db.up", "--backend", "local", env={**env, "DB_PASSWORD": "other"})
+    assert run_inv("db.up", "--backend", "local", env=env).returncode == 0
+    again = run_inv("db.up", "--backend", "local", env={**env, "DB_PASSWORD": "other"})
     assert again.returncode == 2
     assert "keeps the password it was created with" in again.stderr
     assert "already running" in again.stderr and "other" not in again.stderr.replace("another", "")
