@@ -6,6 +6,7 @@ attacker a superuser."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import secrets
 from collections.abc import Iterator
@@ -95,12 +96,20 @@ def _planting_sql(attacker: Attacker, overloads: bool = True) -> str:
             "LANGUAGE plpgsql AS $$ BEGIN PERFORM {s}.note(); RETURN $1; END $$"
         ).format(s=schema),
     ]
-    if not overloads:
-        return ";\n".join(s.as_string(None) for s in statements)
+    own = ";\n".join(s.as_string(None) for s in statements)
+    return own + ";\n" + _overloads_sql(attacker.schema) if overloads else own
+
+
+@functools.cache
+def _overloads_sql(schema_name: str) -> str:
+    """The planted operators, functions and aggregates (about 50,000 statements, the same for
+    every attacker of that schema: built once)."""
+    schema = sql.Identifier(schema_name)
+    statements: list[sql.Composable] = []
     body = sql.SQL("$$ BEGIN PERFORM {}.note(); RETURN NULL; END $$").format(schema)
     for number, (left, right) in enumerate(itertools.product(TYPES, TYPES)):
         for returns, operators in (("bool", BOOLEAN_OPERATORS), ("text", TEXT_OPERATORS)):
-            function = sql.Identifier(attacker.schema, f"op_{returns}_{number}")
+            function = sql.Identifier(schema_name, f"op_{returns}_{number}")
             statements.append(
                 sql.SQL("CREATE FUNCTION {}({}, {}) RETURNS {} LANGUAGE plpgsql AS {}").format(
                     function, sql.SQL(left), sql.SQL(right), sql.SQL(returns), body
@@ -113,7 +122,7 @@ def _planting_sql(attacker: Attacker, overloads: bool = True) -> str:
                 for op in operators
             )
     for name in FUNCTIONS:
-        signatures = [(t,) for t in FUNCTION_TYPES]
+        signatures: list[tuple[str, ...]] = [(t,) for t in FUNCTION_TYPES]
         signatures += list(itertools.product(FUNCTION_TYPES, ("text", "name", "int4", "oid")))
         for arguments in signatures:
             statements.append(
