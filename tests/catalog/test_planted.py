@@ -78,7 +78,9 @@ def test_the_database_stays_usable_once_the_planted_objects_are_gone(
             "WHERE oprnamespace = 'public'::regnamespace"
         ).fetchall()
         drops = [f"DROP OPERATOR {name}" for (name,) in operators]
-        drops += [f"DROP {'AGGREGATE' if kind == 'a' else 'FUNCTION'} {name}" for name, kind in rows]
+        drops += [
+            f"DROP {'AGGREGATE' if kind == 'a' else 'FUNCTION'} {name}" for name, kind in rows
+        ]
         # Tens of thousands of objects: a thousand statements a round trip (one transaction
         # for them all would run out of lock slots).
         for start in range(0, len(drops), 1000):
