@@ -115,9 +115,10 @@ def reported(*, json_only: bool = False, settings_first: bool = True) -> Iterato
     if json_only:
         _result_stream, sys.stdout, _result_written = kept, sys.stderr, False
     try:
-        DEBUG.read()  # even db.status: a UAIP_DEBUG neither on nor off is named (exit 2)
-        for setting in CHECKED_BEFORE_ANY_COMMAND if settings_first else ():
-            setting.read()  # a bad value is named (exit 2) before the task does anything
+        # A bad value is named (exit 2) before the task does anything; even db.status, which
+        # shows the others marked, refuses a UAIP_DEBUG neither on nor off.
+        for setting in CHECKED_BEFORE_ANY_COMMAND if settings_first else (DEBUG,):
+            setting.read()
         yield
     except UaipDbError as error:
         failed_without_result(str(error), error.exit_code)
@@ -128,7 +129,7 @@ def reported(*, json_only: bool = False, settings_first: bool = True) -> Iterato
     except BrokenPipeError:
         # The reader went away and something other than `say` wrote: stopped there, which the
         # status says (1), quietly otherwise.
-        send_stdout_nowhere()
+        send_nowhere(sys.stdout)
         raise Exit(code=1) from None
     except KeyboardInterrupt:
         raise Exit("Interrupted; run the same task again to finish.", code=INTERRUPTED) from None
@@ -203,14 +204,9 @@ def usage_errors_exit_2() -> None:
     Program.parse_tasks = parse_tasks  # type: ignore[method-assign]
 
 
-def send_stdout_nowhere() -> None:
-    """After the reader of stdout went away: what is still written (Python flushes stdout on its
-    way out) goes to /dev/null instead of raising BrokenPipeError again."""
-    send_nowhere(sys.stdout)
-
-
 def send_nowhere(stream: TextIO) -> None:
-    """`stream`'s reader went away: what is still written to it goes to /dev/null."""
+    """`stream`'s reader went away: what is still written to it (Python flushes stdout once more
+    on its way out) goes to /dev/null instead of raising BrokenPipeError again."""
     nowhere = os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(nowhere, stream.fileno())
@@ -225,7 +221,7 @@ def quiet_when_the_reader_leaves() -> None:
 
     def hook(kind: type[BaseException], value: BaseException, trace: Any) -> None:
         if issubclass(kind, BrokenPipeError):
-            send_stdout_nowhere()  # Python flushes stdout once more on its way out
+            send_nowhere(sys.stdout)  # Python flushes stdout once more on its way out
             return
         previous(kind, value, trace)
 
@@ -236,7 +232,7 @@ def quiet_when_the_reader_leaves() -> None:
         try:
             sys.stdout.flush()
         except BrokenPipeError:
-            send_stdout_nowhere()
+            send_nowhere(sys.stdout)
             sys.stderr.flush()
             os._exit(1)
 
