@@ -81,17 +81,20 @@ SETTING_NAMES = (
 )
 
 
+# Markers whose tests run only when -m names them, each by a nox session CI runs.
+RUN_WHEN_NAMED = ("walk", "docker")
 # The modules whose tests take longest (writers for seconds, release rehearsals, runners in
 # parallel): they start first, so that none of them starts last while the other workers sit
 # idle, and they are marked `slow` (`pytest -m "not slow"` leaves them out). The walks (marker
 # `walk`, minutes each) are not in the plain `pytest` at all.
-# Markers whose tests run only when -m names them, each by a nox session CI runs.
-RUN_WHEN_NAMED = ("walk", "docker")
 LONGEST_FIRST = (
     "tests/backups/test_rehearse_load.py",
     "tests/test_release.py",
     "tests/migrations/test_safety.py",
 )
+
+
+_BYTECODE_WAS_OFF = pytest.StashKey[bool]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -109,14 +112,13 @@ def pytest_configure(config: pytest.Config) -> None:
         compileall.compile_file(ROOT / "tasks.py", quiet=2)
     # pytest keeps the test modules' rewritten bytecode only while writing is allowed.
     sys.dont_write_bytecode = False
-    config.stash[_WROTE_NO_BYTECODE] = True
-
-
-_WROTE_NO_BYTECODE = pytest.StashKey[bool]()
+    config.stash[_BYTECODE_WAS_OFF] = True
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    if session.config.stash.get(_WROTE_NO_BYTECODE, False):
+    """Off again once the test modules are in: nothing written later (a scratch checkout's
+    revisions) leaves bytecode behind."""
+    if session.config.stash.get(_BYTECODE_WAS_OFF, False):
         sys.dont_write_bytecode = True
 
 
