@@ -398,11 +398,8 @@ def test_the_json_twin_carries_the_same_items_and_verdicts(
 def test_the_application_item_runs_the_start_up_check_on_the_rehearsed_copy(
     passed_release: PassedRelease, behind_revision: str
 ) -> None:
-    behind_db, result, report = (
-        passed_release.database,
-        passed_release.result,
-        passed_release.report,
-    )
+    behind_db, result = passed_release.database, passed_release.result
+    report = passed_release.report
     assert result.returncode == 0, result.stderr
     assert "8. Application: PASS (start-up check accepts the new schema)" in result.stdout
     application = section(report, 8)
@@ -411,9 +408,8 @@ def test_the_application_item_runs_the_start_up_check_on_the_rehearsed_copy(
     assert copy is not None
     assert f"/{copy.group(1)} is at head {HEAD}; the migration scripts check out." in application
     assert "(item 8, PASS)" in report[report.index("## Sign-off") :]
-    assert applied.current_revisions(behind_db) == (
-        behind_revision,
-    )  # the source was never upgraded
+    # The source was never upgraded.
+    assert applied.current_revisions(behind_db) == (behind_revision,)
 
 
 def test_an_untracked_revision_file_fails_the_release(

@@ -532,9 +532,10 @@ def test_backups_of_a_folder_that_does_not_exist(given: str, problem: str, tmp_p
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1, result.stderr
         assert lines[0].startswith(f"Backup folder {named} {problem}; check {given}")
-        said = {"error": lines[0], "exit_code": 2} if as_json else None
-        assert (json.loads(result.stdout) if as_json else None) == said, result.stdout
-        assert as_json or result.stdout == ""
+        if as_json:
+            assert json.loads(result.stdout) == {"error": lines[0], "exit_code": 2}
+        else:
+            assert result.stdout == ""
 
 
 def test_backups_in_a_checkout_that_has_taken_none_yet(tmp_path: Path) -> None:
