@@ -10,7 +10,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.conftest import BASELINE, CHAIN, EMAIL, HEAD, WIDEN, sql, write_revision
+from tests.conftest import BASELINE, CHAIN, EMAIL, FREE_COLUMN, HEAD, WIDEN, sql, write_revision
 from uaip_db import operations, pg
 from uaip_db.checks.data_loss import DataLoss
 from uaip_db.errors import CheckFailed, SettingsError, UsageError
@@ -175,7 +175,7 @@ def test_a_schema_that_is_not_the_snapshot_reached_is_refused(
     from uaip_db.migrations import snapshots
 
     versions = checkout / "migrations" / "versions"
-    create = "CREATE INDEX ix_sessions_unsaid ON sessions (updated_at)"
+    create = f"CREATE INDEX ix_sessions_unsaid ON sessions ({FREE_COLUMN.name})"
     write_revision(versions, "eeee00000007", HEAD, [create], ["DROP INDEX ix_sessions_unsaid"])
     folder = checkout / "migrations" / "snapshots"  # its snapshot says it changes nothing
     shutil.copy(folder / f"{HEAD}.json", folder / "eeee00000007.json")
@@ -232,7 +232,7 @@ def test_a_downgrade_that_leaves_an_index_behind_is_refused(
     head_db: DatabaseConfig, checkout: Path
 ) -> None:
     versions = checkout / "migrations" / "versions"
-    create = "CREATE INDEX ix_sessions_forgotten ON sessions (updated_at)"
+    create = f"CREATE INDEX ix_sessions_forgotten ON sessions ({FREE_COLUMN.name})"
     write_revision(versions, "eeee00000008", HEAD, [create], ["SELECT 1"])
     runner.upgrade(head_db, "head")
     with pytest.raises(CheckFailed, match=f"The downgrade reached revision {HEAD}"):

@@ -12,6 +12,7 @@ from tests.conftest import (
     CHAIN,
     COMMENTS,
     EMAIL,
+    FREE_COLUMN,
     HEAD,
     ROOT,
     WIDEN,
@@ -107,7 +108,7 @@ def test_a_downgrade_that_leaves_an_index_behind_exits_1_naming_it(
     """Issue 25: the schema a downgrade reaches is compared with the target's committed snapshot
     on the spot, not at a later db.verify."""
     versions = checkout / "migrations" / "versions"
-    create = "CREATE INDEX ix_sessions_forgotten ON sessions (updated_at)"
+    create = f"CREATE INDEX ix_sessions_forgotten ON sessions ({FREE_COLUMN.name})"
     write_revision(versions, "eeee00000005", HEAD, [create], ["SELECT 1"])
     env = {"UAIP_DB_ROOT": str(checkout)}
     up = run_inv("db.upgrade", database=head_db, env=env)
@@ -138,7 +139,7 @@ def test_an_upgrade_that_builds_another_schema_than_its_snapshot_exits_1(
     from uaip_db.migrations import snapshots
 
     versions = checkout / "migrations" / "versions"
-    create = "CREATE INDEX ix_sessions_unsaid ON sessions (updated_at)"
+    create = f"CREATE INDEX ix_sessions_unsaid ON sessions ({FREE_COLUMN.name})"
     write_revision(versions, "eeee00000006", HEAD, [create], ["DROP INDEX ix_sessions_unsaid"])
     # Its committed snapshot says it changes nothing; the sources say it is current.
     folder = checkout / "migrations" / "snapshots"
