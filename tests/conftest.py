@@ -17,12 +17,18 @@ from typing import Any
 import psycopg
 import pytest
 
+from tests.servers.roles import url
 from uaip_db.backups import workload
 from uaip_db.catalog import expected
 from uaip_db.catalog.snapshot import Snapshot
 from uaip_db.migrations import history, runner
 from uaip_db.servers.scratch import ScratchServer, child_env, start_scratch_server
-from uaip_db.settings import DatabaseConfig
+from uaip_db.settings import (
+    SCRATCH_SETTING,
+    SCRATCH_URL_SETTING,
+    TEST_SERVER_SETTING,
+    DatabaseConfig,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -83,6 +89,8 @@ SETTING_NAMES = (
 
 # Markers whose tests run only when -m names them, each by a nox session CI runs.
 RUN_WHEN_NAMED = ("walk", "docker")
+SCRATCH_SETTINGS = (SCRATCH_URL_SETTING, SCRATCH_SETTING)
+PLACE_SETTINGS = (*SCRATCH_SETTINGS, TEST_SERVER_SETTING)  # what says where throwaway dbs go
 # The modules whose tests take longest (writers for seconds, release rehearsals, runners in
 # parallel): they start first, so that none of them starts last while the other workers sit
 # idle, and they are marked `slow` (`pytest -m "not slow"` leaves them out). The walks (marker
@@ -266,16 +274,29 @@ def use_db(monkeypatch: pytest.MonkeyPatch) -> Callable[[DatabaseConfig], None]:
 
     def point(database: DatabaseConfig) -> None:
         for name, value in child_env(database).items():
-            monkeypatch.setenv(name, value)
+            if name not in SCRATCH_SETTINGS:  # the worker's server, as _no_developer_settings says
+                monkeypatch.setenv(name, value)
 
     return point
 
 
 @pytest.fixture(autouse=True)
-def _no_developer_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Tests never read the developer's settings: no DB_* from the shell, no repo .env."""
-    for name in SETTING_NAMES:
+def _no_developer_settings(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Tests never read the developer's settings: no DB_* or UAIP_SCRATCH* from the shell, no
+    repo .env. A test that has the worker's server has the commands it runs make their
+    throwaway databases there (UAIP_SCRATCH_URL), as a user who names a server does: a
+    private server started for each backup's restore check, rehearsal or snapshot build was
+    a third of a second and a data folder copied each, 49 times a run. The tests of the
+    private server (UAIP_SCRATCH=local, the default) set that themselves."""
+    for name in (*SETTING_NAMES, SCRATCH_SETTING):
         monkeypatch.delenv(name, raising=False)
+    if "server" in request.fixturenames:
+        server: ScratchServer = request.getfixturevalue("server")
+        monkeypatch.setenv(SCRATCH_URL_SETTING, url(server.admin))
+    else:
+        monkeypatch.delenv(SCRATCH_URL_SETTING, raising=False)
     monkeypatch.setenv("UAIP_BACKUP_DIR", str(tmp_path / "backups"))
     monkeypatch.setattr("uaip_db.settings.dotenv_file", lambda: tmp_path / "no.env")
 
@@ -291,7 +312,14 @@ def cli_env(database: DatabaseConfig | None = None, **extra: str) -> dict[str, s
     connection settings, then settings for `database` alone, then `extra`."""
     env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
     if database is not None:
-        env.update(child_env(database))
+        env.update(
+            (name, value)
+            for name, value in child_env(database).items()
+            if name not in SCRATCH_SETTINGS
+        )
+    if any(name in extra for name in PLACE_SETTINGS):  # a test that names the place names it alone
+        for name in SCRATCH_SETTINGS:
+            env.pop(name, None)
     env.update(extra)
     return env
 

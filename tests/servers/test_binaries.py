@@ -191,7 +191,9 @@ def test_inv_with_a_pg_bindir_that_names_no_folder_says_so(
     tmp_path: Path, head_db: DatabaseConfig
 ) -> None:
     for args in (["db.snapshots", "--check"], ["db.backup", "--out", str(tmp_path / "b")]):
-        result = run_inv(*args, database=head_db, env={"PG_BINDIR": str(tmp_path / "typo")})
+        # The private throwaway server (the default place) is what needs the binaries here.
+        env = {"PG_BINDIR": str(tmp_path / "typo"), "UAIP_SCRATCH_URL": ""}
+        result = run_inv(*args, database=head_db, env=env)
         assert result.returncode == 2, result.stdout + result.stderr
         assert result.stderr.strip().splitlines() == [
             f"PG_BINDIR={str(tmp_path / 'typo')!r} is not a folder; point it at a PostgreSQL bin "
