@@ -3,13 +3,16 @@ the scripts: the round trip and the snapshots run every revision up, down and up
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from uaip_db.errors import UaipDbError
-from uaip_db.migrations.applied import current_revisions
+from uaip_db.migrations.applied import current_revisions_on
 from uaip_db.migrations.failures import command_error, translate
 from uaip_db.migrations.runner import alembic_config, make_engine
 from uaip_db.settings import DatabaseConfig
+
+if TYPE_CHECKING:
+    import psycopg
 
 
 class MigrationSession:
@@ -39,10 +42,19 @@ class MigrationSession:
         """Leave `parent` the only head before its child is applied: with another branch's head
         applied too, a later downgrade to the parent would revert that branch as well. True when
         the database had to be moved."""
-        if current_revisions(self.database) in ((parent,), ()):
+        if self.current() in ((parent,), ()):
             return False
         self.downgrade(parent)
         return True
+
+    def current(self) -> tuple[str, ...]:
+        """The revisions recorded, read on the session's own connection: a new connection for
+        each revision's look was a third of a round trip's connections."""
+        raw = cast("psycopg.Connection[Any]", self.connection.connection.driver_connection)
+        try:
+            return current_revisions_on(raw)
+        finally:
+            raw.rollback()  # outside any migration's transaction: the read's own, now ended
 
     def downgrade(self, revision: str) -> None:
         self._run(revision, upgrade=False)
