@@ -309,7 +309,9 @@ def sql(database: DatabaseConfig, query: str, params: Any = None) -> list[tuple[
 
 def cli_env(database: DatabaseConfig | None = None, **extra: str) -> dict[str, str]:
     """The environment a child `inv`/`alembic` gets: this one without the developer's
-    connection settings, then settings for `database` alone, then `extra`."""
+    connection settings (throwaway databases on the worker's server, as this test has them),
+    then settings for `database` alone, then `extra` (which, naming a place for throwaway
+    databases, names it alone)."""
     env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
     if database is not None:
         env.update(
