@@ -85,12 +85,13 @@ SETTING_NAMES = (
     "DB_PASSWORD",
     "DB_ENV",
 )
+# Where the commands a test runs make their throwaway databases (_no_developer_settings).
+SCRATCH_SETTINGS = (SCRATCH_URL_SETTING, SCRATCH_SETTING)
+PLACE_SETTINGS = (*SCRATCH_SETTINGS, TEST_SERVER_SETTING)
 
 
 # Markers whose tests run only when -m names them, each by a nox session CI runs.
 RUN_WHEN_NAMED = ("walk", "docker")
-SCRATCH_SETTINGS = (SCRATCH_URL_SETTING, SCRATCH_SETTING)
-PLACE_SETTINGS = (*SCRATCH_SETTINGS, TEST_SERVER_SETTING)  # what says where throwaway dbs go
 # The modules whose tests take longest (writers for seconds, release rehearsals, runners in
 # parallel): they start first, so that none of them starts last while the other workers sit
 # idle, and they are marked `slow` (`pytest -m "not slow"` leaves them out). The walks (marker
@@ -273,11 +274,18 @@ def use_db(monkeypatch: pytest.MonkeyPatch) -> Callable[[DatabaseConfig], None]:
     """Point this process's settings (what the steps read) at a database."""
 
     def point(database: DatabaseConfig) -> None:
-        for name, value in child_env(database).items():
-            if name not in SCRATCH_SETTINGS:  # the worker's server, as _no_developer_settings says
-                monkeypatch.setenv(name, value)
+        for name, value in database_settings(database).items():
+            monkeypatch.setenv(name, value)
 
     return point
+
+
+def database_settings(database: DatabaseConfig) -> dict[str, str]:
+    """`child_env(database)` without its place for throwaway databases: the commands a test runs
+    keep the worker's server (_no_developer_settings)."""
+    return {
+        name: value for name, value in child_env(database).items() if name not in SCRATCH_SETTINGS
+    }
 
 
 @pytest.fixture(autouse=True)
@@ -290,13 +298,11 @@ def _no_developer_settings(
     private server started for each backup's restore check, rehearsal or snapshot build was
     a third of a second and a data folder copied each, 49 times a run. The tests of the
     private server (UAIP_SCRATCH=local, the default) set that themselves."""
-    for name in (*SETTING_NAMES, SCRATCH_SETTING):
+    for name in (*SETTING_NAMES, *SCRATCH_SETTINGS):
         monkeypatch.delenv(name, raising=False)
     if "server" in request.fixturenames:
         server: ScratchServer = request.getfixturevalue("server")
         monkeypatch.setenv(SCRATCH_URL_SETTING, url(server.admin))
-    else:
-        monkeypatch.delenv(SCRATCH_URL_SETTING, raising=False)
     monkeypatch.setenv("UAIP_BACKUP_DIR", str(tmp_path / "backups"))
     monkeypatch.setattr("uaip_db.settings.dotenv_file", lambda: tmp_path / "no.env")
 
@@ -314,11 +320,7 @@ def cli_env(database: DatabaseConfig | None = None, **extra: str) -> dict[str, s
     databases, names it alone)."""
     env = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
     if database is not None:
-        env.update(
-            (name, value)
-            for name, value in child_env(database).items()
-            if name not in SCRATCH_SETTINGS
-        )
+        env.update(database_settings(database))
     if any(name in extra for name in PLACE_SETTINGS):  # a test that names the place names it alone
         for name in SCRATCH_SETTINGS:
             env.pop(name, None)
