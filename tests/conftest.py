@@ -107,6 +107,31 @@ _BYTECODE_WAS_OFF = pytest.StashKey[bool]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):  # the controller, before any worker starts
+        _temporary_files_in_memory(config)
+    _compile_once(config)
+
+
+def _temporary_files_in_memory(config: pytest.Config) -> None:
+    """The tests' temporary files (tmp_path, checkouts, backups, clusters initdb makes) go where
+    the throwaway servers go: /dev/shm when it has room (scratch_parent), unless TMPDIR or
+    --basetemp says where. The tests create and delete hundreds of thousands of files; on a disk
+    that was 6% of the run's CPU (ext4 looking for an inode that was not deleted lately). The
+    workers and the programs the tests start inherit TMPDIR."""
+    from uaip_db.servers.scratch import scratch_parent
+
+    if "TMPDIR" in os.environ or config.option.basetemp:
+        return
+    parent = scratch_parent()
+    if parent.stat().st_mode & 0o1777 != 0o1777:  # not a place for everyone, as /tmp is
+        return
+    os.environ["TMPDIR"] = str(parent)
+    import tempfile
+
+    tempfile.tempdir = None  # read TMPDIR again
+
+
+def _compile_once(config: pytest.Config) -> None:
     """With PYTHONDONTWRITEBYTECODE (CI's machines set it), every worker compiled the test
     modules again (1.4 s each) and each of the ~100 `inv` children the project's modules. The
     repository's own files, which no test changes, are compiled once for all of them; the
