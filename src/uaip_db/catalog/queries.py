@@ -62,11 +62,16 @@ def _acl_lines(acl: str, owner: str) -> str:
 
 
 def _privileges(acl: str, owner: str, default: str) -> str:
-    """SQL for an object's privileges: NULL while they are its default ones."""
-    lines = _acl_lines(acl, owner)
+    """SQL for an object's privileges: NULL while they are its default ones.
+
+    The ACL is compared with the default item by item, as sets (PostgreSQL keeps one item per
+    grantee and grantor, so equal sets are equal lines): a new backend plans one aggregate
+    instead of three, and a snapshot is mostly planning."""
+    default_items = f"coalesce({default}, '{{}}'::aclitem[])"
     return (
-        f"CASE WHEN {acl} IS NOT NULL AND {lines} IS DISTINCT FROM {_acl_lines(default, owner)} "
-        f"THEN coalesce({lines}, '{{}}'::text[]) END"
+        f"CASE WHEN {acl} IS NOT NULL "
+        f"AND NOT ({acl} @> {default_items} AND {acl} <@ {default_items}) "
+        f"THEN coalesce({_acl_lines(acl, owner)}, '{{}}'::text[]) END"
     )
 
 
