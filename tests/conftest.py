@@ -9,6 +9,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,12 @@ from uaip_db.backups import workload
 from uaip_db.catalog import expected
 from uaip_db.catalog.snapshot import Snapshot
 from uaip_db.migrations import history, runner
-from uaip_db.servers.scratch import ScratchServer, child_env, start_scratch_server
+from uaip_db.servers.scratch import (
+    ScratchServer,
+    child_env,
+    scratch_parent,
+    start_scratch_server,
+)
 from uaip_db.settings import (
     SCRATCH_SETTING,
     SCRATCH_URL_SETTING,
@@ -118,16 +124,12 @@ def _temporary_files_in_memory(config: pytest.Config) -> None:
     --basetemp says where. The tests create and delete hundreds of thousands of files; on a disk
     that was 6% of the run's CPU (ext4 looking for an inode that was not deleted lately). The
     workers and the programs the tests start inherit TMPDIR."""
-    from uaip_db.servers.scratch import scratch_parent
-
     if "TMPDIR" in os.environ or config.option.basetemp:
         return
     parent = scratch_parent()
     if parent.stat().st_mode & 0o1777 != 0o1777:  # not a place for everyone, as /tmp is
         return
     os.environ["TMPDIR"] = str(parent)
-    import tempfile
-
     tempfile.tempdir = None  # read TMPDIR again
 
 
@@ -381,7 +383,6 @@ def _process_state(environ: dict[str, str], cwd: Path, stdin: str) -> Iterator[t
     inherit) sent to two temporary files; everything put back afterwards."""
     import io
     import logging
-    import tempfile
 
     kept_environ, kept_cwd = dict(os.environ), os.getcwd()
     kept_streams = sys.stdin, sys.stdout, sys.stderr
