@@ -227,6 +227,16 @@ def _template(server: ScratchServer, prefix: str, build: Callable[[DatabaseConfi
     return database.name
 
 
+@pytest.fixture
+def shared_folder() -> Iterator[Path]:
+    """A folder the `postgres` account can reach (pytest's tmp_path is private to root), in the
+    temporary folder (_temporary_files_in_memory chooses it)."""
+    folder = Path(tempfile.mkdtemp(prefix="uaip-test-shared-"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def head_template(server: ScratchServer) -> str:
     return _template(server, "uaip_tpl_head", lambda db: runner.upgrade(db, "head"))

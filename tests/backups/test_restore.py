@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -458,16 +457,18 @@ def test_way_a_restores_the_backup_over_a_release_that_added_objects(
 
 @pytest.mark.root  # a full disk is a small tmpfs, which only root may mount
 def test_a_full_disk_on_the_check_server_leaves_a_good_backup_unjudged(
-    head_db: DatabaseConfig, backups: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    head_db: DatabaseConfig,
+    backups: Path,
+    tmp_path: Path,
+    shared_folder: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # More rows than full_db has: their restore needs well over the 1 MB the disk has left.
     with psycopg.connect(**head_db.connect_kwargs(), autocommit=True) as conn:
         assert sample_data.fill_many(conn, 2000, per_parent=3) == []
     made = create_backup(head_db, backups)
     # The server account reaches its data folder through here (pytest's tmp_path is private).
-    shared = Path(tempfile.mkdtemp(prefix="uaip-test-shared-", dir="/tmp"))
-    shared.chmod(0o755)
-    with small_disk(shared / "scratch", 120 * 1024 * 1024) as disk:
+    with small_disk(shared_folder / "scratch", 120 * 1024 * 1024) as disk:
         disk.chmod(0o755)
         # Throwaway servers go to TMPDIR when /dev/shm is not there (servers.scratch).
         monkeypatch.setattr(scratch, "TMPFS", tmp_path / "no-shm")
@@ -495,7 +496,6 @@ def test_a_full_disk_on_the_check_server_leaves_a_good_backup_unjudged(
             assert leftovers == []
         finally:
             check.close()
-    shutil.rmtree(shared, ignore_errors=True)
 
 
 def fill_leaving(disk: Path, room: int) -> None:
